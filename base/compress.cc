@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "base/compress.h"
+
+#include <lz4.h>
+#include <zstd.h>
+
+#include <cstring>
+#include <limits>
+#include <memory>
+
+namespace base {
+namespace {
+
+struct CCtxDeleter {
+  void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+struct DCtxDeleter {
+  void operator()(ZSTD_DCtx* c) const { ZSTD_freeDCtx(c); }
+};
+
+ZSTD_CCtx* zstd_cctx() {
+  thread_local std::unique_ptr<ZSTD_CCtx, CCtxDeleter> ctx(ZSTD_createCCtx());
+  return ctx.get();
+}
+ZSTD_DCtx* zstd_dctx() {
+  thread_local std::unique_ptr<ZSTD_DCtx, DCtxDeleter> ctx(ZSTD_createDCtx());
+  return ctx.get();
+}
+
+}  // namespace
+
+std::string_view compressor_name(Compressor c) {
+  switch (c) {
+    case Compressor::kNone:
+      return "none";
+    case Compressor::kLz4Block:
+      return "lz4_block";
+    case Compressor::kZstd:
+      return "zstd";
+  }
+  return "unknown";
+}
+
+std::optional<Compressor> parse_compressor(std::string_view name) {
+  if (name == "none") {
+    return Compressor::kNone;
+  }
+  if (name == "lz4_block" || name == "lz4") {
+    return Compressor::kLz4Block;
+  }
+  if (name == "zstd") {
+    return Compressor::kZstd;
+  }
+  return std::nullopt;
+}
+
+Status compress(Compressor c, Bytes src, std::vector<std::byte>& dst, int level) {
+  switch (c) {
+    case Compressor::kNone:
+      dst.assign(src.begin(), src.end());
+      return {};
+    case Compressor::kLz4Block: {
+      if (src.size() > static_cast<std::size_t>(LZ4_MAX_INPUT_SIZE)) {
+        return errorf(EINVAL, "lz4: input of {} bytes is too large", src.size());
+      }
+      auto n = static_cast<int>(src.size());
+      dst.resize(static_cast<std::size_t>(LZ4_compressBound(n)));
+      int out = LZ4_compress_default(reinterpret_cast<const char*>(src.data()),
+                                     reinterpret_cast<char*>(dst.data()), n,
+                                     static_cast<int>(dst.size()));
+      if (out <= 0 && n != 0) {
+        return errorf(EIO, "lz4: compression failed");
+      }
+      dst.resize(static_cast<std::size_t>(out));
+      return {};
+    }
+    case Compressor::kZstd: {
+      dst.resize(ZSTD_compressBound(src.size()));
+      ZSTD_CCtx* ctx = zstd_cctx();
+      if (ctx == nullptr) {
+        return errorf(ENOMEM, "zstd: no compression context");
+      }
+      std::size_t out = ZSTD_compressCCtx(ctx, dst.data(), dst.size(), src.data(), src.size(),
+                                          level == 0 ? ZSTD_CLEVEL_DEFAULT : level);
+      if (ZSTD_isError(out) != 0) {
+        return errorf(EIO, "zstd: {}", ZSTD_getErrorName(out));
+      }
+      dst.resize(out);
+      return {};
+    }
+  }
+  return errorf(EINVAL, "unknown compressor");
+}
+
+Status decompress(Compressor c, Bytes src, MutableBytes dst) {
+  switch (c) {
+    case Compressor::kNone:
+      if (src.size() != dst.size()) {
+        return errorf(EBADMSG, "uncompressed chunk is {} bytes, expected {}", src.size(),
+                      dst.size());
+      }
+      if (!src.empty()) {
+        std::memcpy(dst.data(), src.data(), src.size());
+      }
+      return {};
+    case Compressor::kLz4Block: {
+      constexpr auto kMax = static_cast<std::size_t>(std::numeric_limits<int>::max());
+      if (src.size() > kMax || dst.size() > kMax) {
+        return errorf(EBADMSG, "lz4: chunk too large");
+      }
+      int out = LZ4_decompress_safe(reinterpret_cast<const char*>(src.data()),
+                                    reinterpret_cast<char*>(dst.data()),
+                                    static_cast<int>(src.size()), static_cast<int>(dst.size()));
+      if (out < 0 || static_cast<std::size_t>(out) != dst.size()) {
+        return errorf(EBADMSG, "lz4: corrupt block ({} bytes out, expected {})", out, dst.size());
+      }
+      return {};
+    }
+    case Compressor::kZstd: {
+      ZSTD_DCtx* ctx = zstd_dctx();
+      if (ctx == nullptr) {
+        return errorf(ENOMEM, "zstd: no decompression context");
+      }
+      std::size_t out = ZSTD_decompressDCtx(ctx, dst.data(), dst.size(), src.data(), src.size());
+      if (ZSTD_isError(out) != 0) {
+        return errorf(EBADMSG, "zstd: {}", ZSTD_getErrorName(out));
+      }
+      if (out != dst.size()) {
+        return errorf(EBADMSG, "zstd: {} bytes out, expected {}", out, dst.size());
+      }
+      return {};
+    }
+  }
+  return errorf(EINVAL, "unknown compressor");
+}
+
+}  // namespace base

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: Apache-2.0
+// Blob meta: the chunk-info ("compression context") table that nydus keeps inside
+// each data blob, the chunk digest array and the blob ToC, with their reverse-tar
+// framing. Pure: bytes in, values or errors out; bytes out for the writer.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/bytes.h"
+#include "base/compress.h"
+#include "base/digest.h"
+#include "base/result.h"
+#include "erofs/reader.h"
+
+namespace erofs {
+
+// One chunk of a blob, indexed by its ci index.
+struct ChunkMeta {
+  std::uint64_t compressed_offset = 0;    // in the blob file
+  std::uint32_t compressed_size = 0;
+  std::uint64_t uncompressed_offset = 0;  // in the blob's uncompressed space (4K aligned)
+  std::uint32_t uncompressed_size = 0;
+  bool compressed = false;
+};
+
+class BlobMeta {
+ public:
+  // meta: the ci_compressed_size + 4096 bytes at blob.ci_offset (the possibly
+  // compressed chunk-info array followed by the 4096-byte header). Validates both
+  // magics, that the header agrees with the blob table, that every chunk lies inside
+  // the blob and its uncompressed space, and that uncompressed ranges are sorted and
+  // do not overlap. Unsupported kinds (zran, batch, encrypted, separate) are EOPNOTSUPP.
+  [[nodiscard]] static base::Result<BlobMeta> parse(const BlobInfo& blob, base::Bytes meta);
+
+  [[nodiscard]] const std::vector<ChunkMeta>& chunks() const { return chunks_; }
+  // ci indices [first, last) of the chunks overlapping uncompressed [off, off+len).
+  [[nodiscard]] std::pair<std::uint32_t, std::uint32_t> chunks_in_range(std::uint64_t off,
+                                                                        std::uint64_t len) const;
+
+ private:
+  std::vector<ChunkMeta> chunks_;  // sorted by uncompressed_offset
+};
+
+struct TocItem {
+  std::string name;
+  std::uint32_t flags = 0;
+  base::Digest uncompressed_digest{};
+  std::uint64_t compressed_offset = 0;
+  std::uint64_t compressed_size = 0;
+  std::uint64_t uncompressed_size = 0;
+};
+
+// Parse the ToC from the tail of a blob. tail: the last bytes of the blob (at least
+// the ToC entries and the 512-byte "rafs.blob.toc" tar header); blob_size: the whole
+// blob's size, so offsets can be checked. When expected_digest is given, the sha256
+// of entries + header must match it.
+[[nodiscard]] base::Result<std::vector<TocItem>> parse_toc(base::Bytes tail, std::uint64_t blob_size,
+                                                           const base::Digest* expected_digest);
+
+// The chunk digest array ("blob.digest"): count * 32 bytes, indexed by ci.
+[[nodiscard]] base::Result<std::vector<base::Digest>> parse_digest_array(base::Bytes bytes,
+                                                                        std::uint32_t count);
+
+// Verify and decompress one chunk: stored bytes -> exactly chunk.uncompressed_size
+// bytes in out, whose digest must equal expected. EBADMSG on any mismatch.
+[[nodiscard]] base::Status decode_chunk(const BlobInfo& blob, const ChunkMeta& chunk,
+                                        base::Bytes stored, const base::Digest& expected,
+                                        base::MutableBytes out);
+
+// A GNU tar header as nydus frames blob sections: name, size, checksum, "ustar  \0".
+[[nodiscard]] std::vector<std::byte> make_tar_header(std::string_view name, std::uint64_t size);
+// Parse one such header; returns (name, size). EBADMSG on a bad checksum or magic.
+[[nodiscard]] base::Result<std::pair<std::string, std::uint64_t>> parse_tar_header(base::Bytes h);
+
+// Writer side: everything after the chunk data of a blob we build.
+struct BlobTrailer {
+  std::vector<std::byte> bytes;        // append to the blob after the chunk data
+  std::uint64_t ci_offset = 0;         // absolute, in the finished blob
+  std::uint64_t ci_compressed_size = 0;
+  std::uint64_t ci_uncompressed_size = 0;
+  base::Compressor ci_compressor = base::Compressor::kNone;
+  std::uint32_t toc_size = 0;
+  base::Digest toc_digest{};
+  std::uint32_t features = 0;          // BlobFeatures of the blob
+};
+
+// Build the trailer for chunks (in ci order) written at [0, data_size) of a blob:
+//   tar hdr "image.blob" | chunk-info v1 array | header | tar hdr "blob.meta"
+//   | digests | tar hdr "blob.digest" | ToC entries | tar hdr "rafs.blob.toc"
+// The features are ALIGNED | INLINED_CHUNK_DIGEST | HAS_TAR_HEADER | HAS_TOC | CAP_TAR_TOC.
+[[nodiscard]] base::Result<BlobTrailer> build_blob_trailer(const std::vector<ChunkMeta>& chunks,
+                                                           const std::vector<base::Digest>& digests,
+                                                           std::uint64_t data_size);
+
+}  // namespace erofs
