@@ -55,7 +55,9 @@ class AlignedBuffer {
   [[nodiscard]] std::span<std::byte> span() { return {data_, size_}; }
   [[nodiscard]] std::span<const std::byte> span() const { return {data_, size_}; }
 
-  static constexpr std::size_t round_up(std::size_t n, std::size_t a) { return (n + a - 1) / a * a; }
+  static constexpr std::size_t round_up(std::size_t n, std::size_t a) {
+    return (n + a - 1) / a * a;
+  }
 
  private:
   std::byte* data_ = nullptr;

@@ -38,16 +38,34 @@ T load(Bytes b, std::size_t off) {
   return v;
 }
 
-inline std::uint16_t le16(std::uint16_t v) { return le16toh(v); }
-inline std::uint32_t le32(std::uint32_t v) { return le32toh(v); }
-inline std::uint64_t le64(std::uint64_t v) { return le64toh(v); }
-inline std::uint16_t to_le16(std::uint16_t v) { return htole16(v); }
-inline std::uint32_t to_le32(std::uint32_t v) { return htole32(v); }
-inline std::uint64_t to_le64(std::uint64_t v) { return htole64(v); }
+inline std::uint16_t le16(std::uint16_t v) {
+  return le16toh(v);
+}
+inline std::uint32_t le32(std::uint32_t v) {
+  return le32toh(v);
+}
+inline std::uint64_t le64(std::uint64_t v) {
+  return le64toh(v);
+}
+inline std::uint16_t to_le16(std::uint16_t v) {
+  return htole16(v);
+}
+inline std::uint32_t to_le32(std::uint32_t v) {
+  return htole32(v);
+}
+inline std::uint64_t to_le64(std::uint64_t v) {
+  return htole64(v);
+}
 
-constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
-constexpr std::uint64_t align_down(std::uint64_t v, std::uint64_t a) { return v / a * a; }
-constexpr bool is_pow2(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) {
+  return (v + a - 1) / a * a;
+}
+constexpr std::uint64_t align_down(std::uint64_t v, std::uint64_t a) {
+  return v / a * a;
+}
+constexpr bool is_pow2(std::uint64_t v) {
+  return v != 0 && (v & (v - 1)) == 0;
+}
 
 std::string to_hex(Bytes b);
 // Parse lower- or upper-case hex of exactly out.size()*2 characters.

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "base/compress.h"
 
-#include <lz4.h>
 #include <zstd.h>
 
 #include <cstring>
 #include <limits>
 #include <memory>
+
+#include <lz4.h>
 
 namespace base {
 namespace {

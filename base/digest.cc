@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "base/digest.h"
 
-#include <openssl/evp.h>
-
 #include <new>
+
+#include <openssl/evp.h>
 
 extern "C" {
 #include "blake3.h"

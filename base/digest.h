@@ -42,9 +42,15 @@ class Hasher {
 };
 
 Digest digest(DigestAlgo algo, Bytes data);
-inline Digest sha256(Bytes data) { return digest(DigestAlgo::kSha256, data); }
-inline std::string hex(const Digest& d) { return to_hex(d); }
+inline Digest sha256(Bytes data) {
+  return digest(DigestAlgo::kSha256, data);
+}
+inline std::string hex(const Digest& d) {
+  return to_hex(d);
+}
 // "sha256:<hex>" as OCI writes it.
-inline std::string oci_digest(const Digest& sha) { return "sha256:" + to_hex(sha); }
+inline std::string oci_digest(const Digest& sha) {
+  return "sha256:" + to_hex(sha);
+}
 
 }  // namespace base

@@ -49,8 +49,7 @@ Status pread_full(int fd, MutableBytes buf, std::uint64_t off) {
 Status pwrite_full(int fd, Bytes buf, std::uint64_t off) {
   std::size_t done = 0;
   while (done < buf.size()) {
-    ssize_t n =
-        ::pwrite(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(off + done));
+    ssize_t n = ::pwrite(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(off + done));
     if (n < 0) {
       if (errno == EINTR) {
         continue;

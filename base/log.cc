@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "base/log.h"
 
-#include <spdlog/sinks/stdout_color_sinks.h>
-
 #include <string>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
 
 namespace base {
 

@@ -18,7 +18,9 @@ Error Error::wrap(std::string_view context) && {
   return std::move(*this);
 }
 
-Unexpected errno_error(std::string_view what) { return errno_error(errno, what); }
+Unexpected errno_error(std::string_view what) {
+  return errno_error(errno, what);
+}
 
 Unexpected errno_error(int err, std::string_view what) {
   return Unexpected(Error{err, fmt::format("{}: {}", what, std::strerror(err))});

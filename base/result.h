@@ -44,12 +44,12 @@ template <typename... Args>
 }  // namespace base
 
 // Propagate an error from an expression returning Result<...>; evaluates to nothing.
-#define CFN_TRY(expr)                                    \
-  do {                                                   \
-    auto cfn_try_r_ = (expr);                            \
-    if (!cfn_try_r_) {                                   \
+#define CFN_TRY(expr)                                           \
+  do {                                                          \
+    auto cfn_try_r_ = (expr);                                   \
+    if (!cfn_try_r_) {                                          \
       return ::base::Unexpected(std::move(cfn_try_r_).error()); \
-    }                                                    \
+    }                                                           \
   } while (0)
 
 #define CFN_CONCAT_INNER_(a, b) a##b
@@ -57,9 +57,9 @@ template <typename... Args>
 // CFN_ASSIGN_OR_RETURN(auto x, expr): declare x from a Result or return its error.
 #define CFN_ASSIGN_OR_RETURN(decl, expr) \
   CFN_ASSIGN_OR_RETURN_IMPL_(CFN_CONCAT_(cfn_r_, __LINE__), decl, expr)
-#define CFN_ASSIGN_OR_RETURN_IMPL_(tmp, decl, expr)  \
-  auto tmp = (expr);                                  \
-  if (!tmp) {                                         \
+#define CFN_ASSIGN_OR_RETURN_IMPL_(tmp, decl, expr)    \
+  auto tmp = (expr);                                   \
+  if (!tmp) {                                          \
     return ::base::Unexpected(std::move(tmp).error()); \
-  }                                                   \
+  }                                                    \
   decl = std::move(*tmp)

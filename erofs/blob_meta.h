@@ -19,7 +19,7 @@ namespace erofs {
 
 // One chunk of a blob, indexed by its ci index.
 struct ChunkMeta {
-  std::uint64_t compressed_offset = 0;    // in the blob file
+  std::uint64_t compressed_offset = 0;  // in the blob file
   std::uint32_t compressed_size = 0;
   std::uint64_t uncompressed_offset = 0;  // in the blob's uncompressed space (4K aligned)
   std::uint32_t uncompressed_size = 0;
@@ -57,12 +57,13 @@ struct TocItem {
 // the ToC entries and the 512-byte "rafs.blob.toc" tar header); blob_size: the whole
 // blob's size, so offsets can be checked. When expected_digest is given, the sha256
 // of entries + header must match it.
-[[nodiscard]] base::Result<std::vector<TocItem>> parse_toc(base::Bytes tail, std::uint64_t blob_size,
+[[nodiscard]] base::Result<std::vector<TocItem>> parse_toc(base::Bytes tail,
+                                                           std::uint64_t blob_size,
                                                            const base::Digest* expected_digest);
 
 // The chunk digest array ("blob.digest"): count * 32 bytes, indexed by ci.
 [[nodiscard]] base::Result<std::vector<base::Digest>> parse_digest_array(base::Bytes bytes,
-                                                                        std::uint32_t count);
+                                                                         std::uint32_t count);
 
 // Verify and decompress one chunk: stored bytes -> exactly chunk.uncompressed_size
 // bytes in out, whose digest must equal expected. EBADMSG on any mismatch.
@@ -77,14 +78,14 @@ struct TocItem {
 
 // Writer side: everything after the chunk data of a blob we build.
 struct BlobTrailer {
-  std::vector<std::byte> bytes;        // append to the blob after the chunk data
-  std::uint64_t ci_offset = 0;         // absolute, in the finished blob
+  std::vector<std::byte> bytes;  // append to the blob after the chunk data
+  std::uint64_t ci_offset = 0;   // absolute, in the finished blob
   std::uint64_t ci_compressed_size = 0;
   std::uint64_t ci_uncompressed_size = 0;
   base::Compressor ci_compressor = base::Compressor::kNone;
   std::uint32_t toc_size = 0;
   base::Digest toc_digest{};
-  std::uint32_t features = 0;          // BlobFeatures of the blob
+  std::uint32_t features = 0;  // BlobFeatures of the blob
 };
 
 // Build the trailer for chunks (in ci order) written at [0, data_size) of a blob:

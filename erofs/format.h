@@ -20,7 +20,7 @@ inline constexpr std::uint64_t kSuperOffset = 1024;
 inline constexpr unsigned kBlkSzBits = 12;  // 4 KiB blocks, what we write
 inline constexpr std::uint64_t kBlockSize = 1ULL << kBlkSzBits;
 inline constexpr std::uint32_t kNullAddr = 0xFFFFFFFF;  // hole / no block
-inline constexpr unsigned kIsSlotBits = 5;               // inode slots are 32 bytes
+inline constexpr unsigned kIsSlotBits = 5;              // inode slots are 32 bytes
 inline constexpr std::uint64_t kSlotSize = 1ULL << kIsSlotBits;
 inline constexpr std::size_t kNameLen = 255;
 
@@ -83,74 +83,74 @@ inline constexpr std::uint8_t kXattrLongPrefixBit = 0x80;
 // ---- superblock (at byte 1024, 128 bytes) ---------------------------------------
 
 struct SuperBlock {
-  std::uint32_t magic;             // kMagic
-  std::uint32_t checksum;          // crc32c when SB_CHKSUM; RAFS writes 0
+  std::uint32_t magic;     // kMagic
+  std::uint32_t checksum;  // crc32c when SB_CHKSUM; RAFS writes 0
   std::uint32_t feature_compat;
-  std::uint8_t blkszbits;          // 9..12
-  std::uint8_t sb_extslots;        // RAFS: 0 (its ext-superblock sits at 1152)
-  std::uint16_t root_nid;          // u16: the root must be an early inode
-  std::uint64_t inos;              // total inode count (statfs only)
-  std::uint64_t epoch;             // build time: mtime of compact inodes
+  std::uint8_t blkszbits;    // 9..12
+  std::uint8_t sb_extslots;  // RAFS: 0 (its ext-superblock sits at 1152)
+  std::uint16_t root_nid;    // u16: the root must be an early inode
+  std::uint64_t inos;        // total inode count (statfs only)
+  std::uint64_t epoch;       // build time: mtime of compact inodes
   std::uint32_t fixed_nsec;
-  std::uint32_t blocks;            // RAFS: sum of the blob devices' blocks
-  std::uint32_t meta_blkaddr;      // inode base: meta_blkaddr*bs + nid*32
-  std::uint32_t xattr_blkaddr;     // shared xattr base; RAFS: 0
+  std::uint32_t blocks;         // RAFS: sum of the blob devices' blocks
+  std::uint32_t meta_blkaddr;   // inode base: meta_blkaddr*bs + nid*32
+  std::uint32_t xattr_blkaddr;  // shared xattr base; RAFS: 0
   std::uint8_t uuid[16];
   std::uint8_t volume_name[16];
   std::uint32_t feature_incompat;
-  std::uint16_t u1;                // available_compr_algs / lz4_max_distance; 0
-  std::uint16_t extra_devices;     // device slots, with INCOMPAT_DEVICE_TABLE
-  std::uint16_t devt_slotoff;      // device table at devt_slotoff*128; RAFS: 11
-  std::uint8_t dirblkbits;         // must be 0
+  std::uint16_t u1;             // available_compr_algs / lz4_max_distance; 0
+  std::uint16_t extra_devices;  // device slots, with INCOMPAT_DEVICE_TABLE
+  std::uint16_t devt_slotoff;   // device table at devt_slotoff*128; RAFS: 11
+  std::uint8_t dirblkbits;      // must be 0
   std::uint8_t xattr_prefix_count;
   std::uint32_t xattr_prefix_start;
   std::uint64_t packed_nid;
   std::uint8_t xattr_filter_reserved;
   std::uint8_t ishare_xattr_prefix_id;
   std::uint8_t reserved[2];
-  std::uint32_t build_time;        // 48BIT only
-  std::uint64_t rootnid_8b;        // 48BIT only
+  std::uint32_t build_time;  // 48BIT only
+  std::uint64_t rootnid_8b;  // 48BIT only
   std::uint8_t reserved2[8];
 } __attribute__((packed));
 
 // ---- device slot (128 bytes each, at devt_slotoff*128) --------------------------
 
 struct DeviceSlot {
-  std::uint8_t tag[64];            // RAFS: the 64-hex blob id (fscache cookie / device name)
-  std::uint32_t blocks;            // device size in blocks
-  std::uint32_t mapped_blkaddr;    // start in the unified (flat) address space
-  std::uint16_t blocks_hi;         // 48BIT only
-  std::uint16_t uniaddr_hi;        // 48BIT only
+  std::uint8_t tag[64];          // RAFS: the 64-hex blob id (fscache cookie / device name)
+  std::uint32_t blocks;          // device size in blocks
+  std::uint32_t mapped_blkaddr;  // start in the unified (flat) address space
+  std::uint16_t blocks_hi;       // 48BIT only
+  std::uint16_t uniaddr_hi;      // 48BIT only
   std::uint8_t reserved[52];
 } __attribute__((packed));
 
 // ---- inodes ---------------------------------------------------------------------
 
-struct InodeCompact {              // 32 bytes
+struct InodeCompact {  // 32 bytes
   std::uint16_t i_format;
   std::uint16_t i_xattr_icount;
   std::uint16_t i_mode;
   std::uint16_t i_nlink;
   std::uint32_t i_size;
-  std::uint32_t i_mtime;           // >= 6.15 with 48BIT semantics; else reserved
-  std::uint32_t i_u;               // startblk / rdev / chunk info
+  std::uint32_t i_mtime;  // >= 6.15 with 48BIT semantics; else reserved
+  std::uint32_t i_u;      // startblk / rdev / chunk info
   std::uint32_t i_ino;
   std::uint16_t i_uid;
   std::uint16_t i_gid;
   std::uint32_t i_reserved2;
 } __attribute__((packed));
 
-struct InodeExtended {             // 64 bytes
+struct InodeExtended {  // 64 bytes
   std::uint16_t i_format;
   std::uint16_t i_xattr_icount;
   std::uint16_t i_mode;
-  std::uint16_t i_nb;              // reserved; 0
+  std::uint16_t i_nb;  // reserved; 0
   std::uint64_t i_size;
-  std::uint32_t i_u;               // startblk / rdev / chunk info
+  std::uint32_t i_u;  // startblk / rdev / chunk info
   std::uint32_t i_ino;
   std::uint32_t i_uid;
   std::uint32_t i_gid;
-  std::uint64_t i_mtime;           // seconds, read as s64
+  std::uint64_t i_mtime;  // seconds, read as s64
   std::uint32_t i_mtime_nsec;
   std::uint32_t i_nlink;
   std::uint8_t i_reserved2[16];
@@ -160,32 +160,32 @@ struct InodeExtended {             // 64 bytes
 // startblk_hi = ci_index & 0xffff; device_id low byte = blob_index + 1, high byte =
 // (ci_index >> 16) & 0xff; startblk_lo = uncompressed offset / block size.
 struct ChunkIndex {
-  std::uint16_t startblk_hi;       // nydus: c_blob_addr_lo
-  std::uint16_t device_id;         // nydus: c_blob_addr_hi
-  std::uint32_t startblk_lo;       // nydus: c_blk_addr
+  std::uint16_t startblk_hi;  // nydus: c_blob_addr_lo
+  std::uint16_t device_id;    // nydus: c_blob_addr_hi
+  std::uint32_t startblk_lo;  // nydus: c_blk_addr
 } __attribute__((packed));
 
 // ---- directories ----------------------------------------------------------------
 
-struct Dirent {                    // 12 bytes; names follow the dirent array in a block
+struct Dirent {  // 12 bytes; names follow the dirent array in a block
   std::uint64_t nid;
-  std::uint16_t nameoff;           // offset of the name within this block
+  std::uint16_t nameoff;  // offset of the name within this block
   std::uint8_t file_type;
   std::uint8_t reserved;
 } __attribute__((packed));
 
 // ---- xattrs ---------------------------------------------------------------------
 
-struct XattrIbodyHeader {          // 12 bytes, right after the inode
-  std::uint32_t h_name_filter;     // inverted bloom filter; 0 is always safe
+struct XattrIbodyHeader {       // 12 bytes, right after the inode
+  std::uint32_t h_name_filter;  // inverted bloom filter; 0 is always safe
   std::uint8_t h_shared_count;
   std::uint8_t h_reserved2[7];
   // u32 h_shared_xattrs[h_shared_count] follow
 } __attribute__((packed));
 
-struct XattrEntry {                // 4 bytes + name + value, padded to 4
-  std::uint8_t e_name_len;         // suffix length after the prefix
-  std::uint8_t e_name_index;       // short prefix index, or 0x80|long prefix index
+struct XattrEntry {           // 4 bytes + name + value, padded to 4
+  std::uint8_t e_name_len;    // suffix length after the prefix
+  std::uint8_t e_name_index;  // short prefix index, or 0x80|long prefix index
   std::uint16_t e_value_size;
 } __attribute__((packed));
 
@@ -215,11 +215,11 @@ inline constexpr std::uint64_t kRafsFlagEncryptionAes128Xts = 0x02000000;
 
 struct RafsExtSuperBlock {
   std::uint64_t s_flags;
-  std::uint64_t s_blob_table_offset;    // 4 KiB aligned, after the device table
-  std::uint32_t s_blob_table_size;      // multiple of 256
-  std::uint32_t s_chunk_size;           // power of two, 4 KiB..16 MiB
-  std::uint64_t s_chunk_table_offset;   // RafsV5ChunkInfo table, 4 KiB aligned
-  std::uint64_t s_chunk_table_size;     // multiple of 80
+  std::uint64_t s_blob_table_offset;   // 4 KiB aligned, after the device table
+  std::uint32_t s_blob_table_size;     // multiple of 256
+  std::uint32_t s_chunk_size;          // power of two, 4 KiB..16 MiB
+  std::uint64_t s_chunk_table_offset;  // RafsV5ChunkInfo table, 4 KiB aligned
+  std::uint64_t s_chunk_table_size;    // multiple of 80
   std::uint64_t s_prefetch_table_offset;
   std::uint32_t s_prefetch_table_size;  // 4 * entries (u32 nids)
   std::uint32_t s_padding;
@@ -229,7 +229,12 @@ struct RafsExtSuperBlock {
 // ---- RAFS v6: blob table entry (256 bytes) ---------------------------------------
 
 // compression_algo / ci_compressor values.
-enum : std::uint32_t { kRafsComprNone = 0, kRafsComprLz4Block = 1, kRafsComprGzip = 2, kRafsComprZstd = 3 };
+enum : std::uint32_t {
+  kRafsComprNone = 0,
+  kRafsComprLz4Block = 1,
+  kRafsComprGzip = 2,
+  kRafsComprZstd = 3
+};
 // digest_algo values.
 enum : std::uint32_t { kRafsDigestBlake3 = 0, kRafsDigestSha256 = 1 };
 
@@ -248,25 +253,25 @@ inline constexpr std::uint32_t kBlobFeatureHasToc = 0x20000000;
 inline constexpr std::uint32_t kBlobFeatureCapTarToc = 0x40000000;
 
 struct RafsV6Blob {
-  std::uint8_t blob_id[64];             // ASCII hex, an opaque name
-  std::uint32_t blob_index;             // == position in the table
-  std::uint32_t chunk_size;             // == s_chunk_size
-  std::uint32_t chunk_count;            // chunk-info entries (<= 2^24)
-  std::uint32_t compression_algo;       // kRafsCompr*
-  std::uint32_t digest_algo;            // kRafsDigest*
-  std::uint32_t features;               // kBlobFeature*
-  std::uint64_t compressed_size;        // size of the blob file
-  std::uint64_t uncompressed_size;      // align4K(end of last chunk), uncompressed space
-  std::uint32_t blob_toc_size;          // ToC entries + its 512-byte tar header; 0 = none
-  std::uint32_t ci_compressor;          // compressor of the chunk-info array
-  std::uint64_t ci_offset;              // chunk-info array offset in the blob
+  std::uint8_t blob_id[64];         // ASCII hex, an opaque name
+  std::uint32_t blob_index;         // == position in the table
+  std::uint32_t chunk_size;         // == s_chunk_size
+  std::uint32_t chunk_count;        // chunk-info entries (<= 2^24)
+  std::uint32_t compression_algo;   // kRafsCompr*
+  std::uint32_t digest_algo;        // kRafsDigest*
+  std::uint32_t features;           // kBlobFeature*
+  std::uint64_t compressed_size;    // size of the blob file
+  std::uint64_t uncompressed_size;  // align4K(end of last chunk), uncompressed space
+  std::uint32_t blob_toc_size;      // ToC entries + its 512-byte tar header; 0 = none
+  std::uint32_t ci_compressor;      // compressor of the chunk-info array
+  std::uint64_t ci_offset;          // chunk-info array offset in the blob
   std::uint64_t ci_compressed_size;
-  std::uint64_t ci_uncompressed_size;   // chunk_count * 16 (v1) or * 24 (v2)
-  std::uint8_t blob_toc_digest[32];     // sha256 of the last blob_toc_size bytes
-  std::uint8_t blob_meta_digest[32];    // SEPARATE: meta blob id
-  std::uint64_t blob_meta_size;         // SEPARATE: meta blob size
+  std::uint64_t ci_uncompressed_size;  // chunk_count * 16 (v1) or * 24 (v2)
+  std::uint8_t blob_toc_digest[32];    // sha256 of the last blob_toc_size bytes
+  std::uint8_t blob_meta_digest[32];   // SEPARATE: meta blob id
+  std::uint64_t blob_meta_size;        // SEPARATE: meta blob size
   std::uint64_t cipher_iv;
-  std::uint32_t cipher_algo;            // 0 = none
+  std::uint32_t cipher_algo;  // 0 = none
   std::uint8_t reserved[36];
 } __attribute__((packed));
 
@@ -280,15 +285,15 @@ inline constexpr std::uint32_t kChunkFlagBatch = 0x8;
 inline constexpr std::uint32_t kChunkFlagHasCrc32 = 0x10;
 
 struct RafsV5ChunkInfo {
-  std::uint8_t block_id[32];            // digest of the uncompressed chunk
+  std::uint8_t block_id[32];  // digest of the uncompressed chunk
   std::uint32_t blob_index;
   std::uint32_t flags;
   std::uint32_t compressed_size;
   std::uint32_t uncompressed_size;
   std::uint64_t compressed_offset;
-  std::uint64_t uncompressed_offset;    // 4 KiB aligned
-  std::uint64_t file_offset;            // in the first file using the chunk
-  std::uint32_t index;                  // ci index in its blob
+  std::uint64_t uncompressed_offset;  // 4 KiB aligned
+  std::uint64_t file_offset;          // in the first file using the chunk
+  std::uint32_t index;                // ci index in its blob
   std::uint32_t crc32;
 } __attribute__((packed));
 
@@ -299,18 +304,18 @@ inline constexpr std::uint64_t kBlobMetaHeaderSize = 4096;
 
 // The chunk-info ("compression context") table header, 4096 bytes.
 struct BlobMetaHeader {
-  std::uint32_t s_magic;                // kBlobMetaMagic
-  std::uint32_t s_features;             // BlobFeatures
+  std::uint32_t s_magic;     // kBlobMetaMagic
+  std::uint32_t s_features;  // BlobFeatures
   std::uint32_t s_ci_compressor;
-  std::uint32_t s_ci_entries;           // == chunk_count
-  std::uint64_t s_ci_offset;            // == blob table ci_offset
+  std::uint32_t s_ci_entries;  // == chunk_count
+  std::uint64_t s_ci_offset;   // == blob table ci_offset
   std::uint64_t s_ci_compressed_size;
   std::uint64_t s_ci_uncompressed_size;
   std::uint64_t s_ci_zran_offset;
   std::uint64_t s_ci_zran_size;
   std::uint32_t s_ci_zran_count;
   std::uint8_t s_reserved[4028];
-  std::uint32_t s_magic2;               // kBlobMetaMagic
+  std::uint32_t s_magic2;  // kBlobMetaMagic
 } __attribute__((packed));
 
 // Chunk info v1: two u64 words.
@@ -346,15 +351,15 @@ inline constexpr std::uint32_t kTocFlagNone = 0x1;
 inline constexpr std::uint32_t kTocFlagZstd = 0x2;
 inline constexpr std::uint32_t kTocFlagLz4Block = 0x4;
 
-struct TocEntry {                       // 128 bytes
+struct TocEntry {  // 128 bytes
   std::uint32_t flags;
   std::uint32_t reserved1;
-  std::uint8_t name[16];                // NUL-padded: image.blob, blob.meta, ...
-  std::uint8_t uncompressed_digest[32]; // sha256 of the uncompressed content
+  std::uint8_t name[16];                 // NUL-padded: image.blob, blob.meta, ...
+  std::uint8_t uncompressed_digest[32];  // sha256 of the uncompressed content
   std::uint64_t compressed_offset;
   std::uint64_t compressed_size;
   std::uint64_t uncompressed_size;
-  std::uint8_t reserved2[48];           // may hold garbage in real blobs: ignore
+  std::uint8_t reserved2[48];  // may hold garbage in real blobs: ignore
 } __attribute__((packed));
 
 // ---- layout pins ------------------------------------------------------------------

@@ -26,14 +26,14 @@ inline constexpr int kECorrupted = EUCLEAN;
 
 // One data blob as the bootstrap describes it (RAFS blob table, or a bare device slot).
 struct BlobInfo {
-  std::string id;                      // opaque name: device tag / blob table id
+  std::string id;  // opaque name: device tag / blob table id
   std::uint32_t index = 0;
   std::uint32_t chunk_size = 0;
   std::uint32_t chunk_count = 0;
   base::Compressor compressor = base::Compressor::kNone;
   base::DigestAlgo digester = base::DigestAlgo::kBlake3;
   std::uint32_t features = 0;
-  std::uint64_t compressed_size = 0;   // blob file size
+  std::uint64_t compressed_size = 0;  // blob file size
   std::uint64_t uncompressed_size = 0;
   std::uint32_t toc_size = 0;
   base::Digest toc_digest{};
@@ -41,21 +41,21 @@ struct BlobInfo {
   std::uint64_t ci_offset = 0;
   std::uint64_t ci_compressed_size = 0;
   std::uint64_t ci_uncompressed_size = 0;
-  std::uint32_t device_blocks = 0;     // from the device slot
+  std::uint32_t device_blocks = 0;  // from the device slot
 };
 
 struct InodeInfo {
   Nid nid = 0;
-  std::uint64_t ino = 0;               // i_ino as stored
-  std::uint16_t mode = 0;              // type and permission bits
+  std::uint64_t ino = 0;   // i_ino as stored
+  std::uint16_t mode = 0;  // type and permission bits
   std::uint32_t uid = 0;
   std::uint32_t gid = 0;
   std::uint64_t size = 0;
   std::int64_t mtime = 0;
   std::uint32_t mtime_nsec = 0;
   std::uint32_t nlink = 0;
-  std::uint32_t rdev = 0;              // Linux "new" dev encoding, as stored in i_u
-  std::uint8_t layout = 0;             // kInodeFlatPlain / FlatInline / ChunkBased
+  std::uint32_t rdev = 0;   // Linux "new" dev encoding, as stored in i_u
+  std::uint8_t layout = 0;  // kInodeFlatPlain / FlatInline / ChunkBased
   bool extended = false;
 };
 
@@ -66,7 +66,7 @@ struct DirEntry {
 };
 
 struct Xattr {
-  std::string name;                    // full name, prefix included
+  std::string name;  // full name, prefix included
   std::string value;
 };
 
@@ -76,8 +76,8 @@ struct Extent {
   Kind kind = Kind::kHole;
   std::uint64_t file_offset = 0;
   std::uint64_t length = 0;
-  std::uint32_t blob_index = 0;        // kBlob
-  std::uint64_t offset = 0;            // kBlob: uncompressed blob offset; kBootstrap: byte offset
+  std::uint32_t blob_index = 0;  // kBlob
+  std::uint64_t offset = 0;      // kBlob: uncompressed blob offset; kBootstrap: byte offset
   std::optional<std::uint32_t> ci_index;  // kBlob on RAFS: chunk-info index in the blob
 };
 
@@ -155,7 +155,11 @@ class Image {
 constexpr std::uint32_t encode_rdev(std::uint32_t major, std::uint32_t minor) {
   return (minor & 0xff) | (major << 8) | ((minor & ~0xffU) << 12);
 }
-constexpr std::uint32_t rdev_major(std::uint32_t r) { return (r >> 8) & 0xfff; }
-constexpr std::uint32_t rdev_minor(std::uint32_t r) { return (r & 0xff) | ((r >> 12) & 0xfff00); }
+constexpr std::uint32_t rdev_major(std::uint32_t r) {
+  return (r >> 8) & 0xfff;
+}
+constexpr std::uint32_t rdev_minor(std::uint32_t r) {
+  return (r & 0xff) | ((r >> 12) & 0xfff00);
+}
 
 }  // namespace erofs

@@ -22,7 +22,7 @@ namespace erofs {
 // Where one chunk of a regular file lives.
 struct ChunkRef {
   std::uint32_t blob_index = 0;
-  std::uint32_t ci_index = 0;             // chunk-info index in that blob
+  std::uint32_t ci_index = 0;  // chunk-info index in that blob
   std::uint64_t compressed_offset = 0;
   std::uint32_t compressed_size = 0;
   std::uint64_t uncompressed_offset = 0;  // 4 KiB aligned
@@ -35,21 +35,21 @@ using NodeId = std::uint32_t;
 
 // One inode. Hardlinks are several directory entries naming the same NodeId.
 struct Node {
-  std::uint16_t mode = 0;                 // S_IFMT type | permission bits
+  std::uint16_t mode = 0;  // S_IFMT type | permission bits
   std::uint32_t uid = 0;
   std::uint32_t gid = 0;
   std::int64_t mtime = 0;
   std::uint32_t mtime_nsec = 0;
-  std::uint64_t size = 0;                 // regular files; symlinks: target length
-  std::uint32_t rdev = 0;                 // encode_rdev(major, minor) for devices
+  std::uint64_t size = 0;  // regular files; symlinks: target length
+  std::uint32_t rdev = 0;  // encode_rdev(major, minor) for devices
   std::vector<std::pair<std::string, std::string>> xattrs;  // full names
-  std::string symlink;                    // symlink target
-  std::vector<ChunkRef> chunks;           // regular files, in file order
-  std::map<std::string, NodeId> children; // directories; std::string orders bytes unsigned
+  std::string symlink;                                      // symlink target
+  std::vector<ChunkRef> chunks;                             // regular files, in file order
+  std::map<std::string, NodeId> children;  // directories; std::string orders bytes unsigned
 };
 
 struct Tree {
-  std::vector<Node> nodes;                // nodes[kRootNode] is the root directory
+  std::vector<Node> nodes;  // nodes[kRootNode] is the root directory
   static constexpr NodeId kRootNode = 0;
 };
 
@@ -64,8 +64,7 @@ struct WriteOptions {
 // (a name over 255 bytes or with '/', an xattr whose namespace EROFS cannot store,
 // too many blobs, a symlink target over 4096 bytes, a directory cycle), with the
 // offending path in the message.
-[[nodiscard]] base::Result<std::vector<std::byte>> write_bootstrap(const Tree& tree,
-                                                                  const std::vector<BlobInfo>& blobs,
-                                                                  const WriteOptions& options);
+[[nodiscard]] base::Result<std::vector<std::byte>> write_bootstrap(
+    const Tree& tree, const std::vector<BlobInfo>& blobs, const WriteOptions& options);
 
 }  // namespace erofs
