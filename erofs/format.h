@@ -314,7 +314,7 @@ struct BlobMetaHeader {
   std::uint64_t s_ci_zran_offset;
   std::uint64_t s_ci_zran_size;
   std::uint32_t s_ci_zran_count;
-  std::uint8_t s_reserved[4028];
+  std::uint8_t s_reserved[4032];
   std::uint32_t s_magic2;  // kBlobMetaMagic
 } __attribute__((packed));
 
