@@ -27,7 +27,7 @@ def _write(path, data):
         fh.write(data)
 
 
-def make_tree(dst, chunk_size=65536, seed=1234):
+def make_tree(dst, chunk_size=65536, seed=1234, name255=True):
     rnd = random.Random(seed)
     os.makedirs(dst, exist_ok=True)
     os.chmod(dst, 0o755)
@@ -136,7 +136,8 @@ def make_tree(dst, chunk_size=65536, seed=1234):
     odd = os.path.join(dst, "dirs").encode() + b"/odd \xe2\x98\x83 name\twith\nnewline"
     with open(odd, "wb") as fh:
         fh.write(b"odd name\n")
-    _write(j("dirs", "x" * 255), b"255-byte name\n")
+    if name255:  # mkfs.erofs 1.5 cannot take a 255-byte name; the baseline test leaves it out
+        _write(j("dirs", "x" * 255), b"255-byte name\n")
 
     # Xattrs.
     os.mkdir(j("xattr"))

@@ -71,7 +71,7 @@ _TYPES = {
 
 def compare(expected, actual, *, content=True, mtime=True, mtime_ns=True, dir_mtime=True,
             owner=True, xattrs=True, nlink=True, dir_nlink=True, hardlinks=True,
-            skip_root_meta=False, ignore_xattrs=(), ignore_paths=(), max_diffs=200):
+            skip_root_meta=False, ignore_xattrs=(), ignore_paths=(), mode_mask=0o7777, max_diffs=200):
     diffs = []
 
     def d(msg):
@@ -102,8 +102,9 @@ def compare(expected, actual, *, content=True, mtime=True, mtime_ns=True, dir_mt
             ino_a.setdefault(sa.st_ino, []).append(p)
         meta = not (p == "" and skip_root_meta)
         if meta:
-            if stat.S_IMODE(se.st_mode) != stat.S_IMODE(sa.st_mode) and te != stat.S_IFLNK:
-                d(f"{name}: mode {stat.S_IMODE(se.st_mode):o} != {stat.S_IMODE(sa.st_mode):o}")
+            me, ma = stat.S_IMODE(se.st_mode) & mode_mask, stat.S_IMODE(sa.st_mode) & mode_mask
+            if me != ma and te != stat.S_IFLNK:
+                d(f"{name}: mode {me:o} != {ma:o}")
             if owner and (se.st_uid, se.st_gid) != (sa.st_uid, sa.st_gid):
                 d(f"{name}: owner {se.st_uid}:{se.st_gid} != {sa.st_uid}:{sa.st_gid}")
             if mtime and (te != stat.S_IFDIR or dir_mtime):

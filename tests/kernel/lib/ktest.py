@@ -259,3 +259,10 @@ def devices_for(boot, outdir, compressor, workroot):
     for d in devs:
         check(os.path.isfile(d), f"device file {d} missing")
     return info, devs
+
+
+def run_in(cwd, cmd):
+    """Run cmd in cwd without checking its exit status; output captured."""
+    log(f"+ (cd {cwd} && " + " ".join(str(c) for c in cmd) + ")")
+    return subprocess.run([str(c) for c in cmd], cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
