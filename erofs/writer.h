@@ -64,6 +64,21 @@ struct WriteOptions {
 // (a name over 255 bytes or with '/', an xattr whose namespace EROFS cannot store,
 // too many blobs, a symlink target over 4096 bytes, a directory cycle), with the
 // offending path in the message.
+//
+// What the input must satisfy beyond that (each violation is EINVAL):
+// - a regular file has exactly ceil(size / chunk_size) chunks, chunk i holding
+//   min(chunk_size, size - i * chunk_size) bytes at a 4 KiB aligned uncompressed
+//   offset inside its blob's uncompressed_size; ci_index < that blob's chunk_count;
+//   refs to one (blob_index, ci_index) agree on every field. Holes are not
+//   representable: give zero ranges a (deduplicated) chunk like any other data.
+// - BlobInfo::chunk_size is 0 or options.chunk_size; ids are 1..64 bytes. Device
+//   slot sizes come from uncompressed_size (BlobInfo::device_blocks is ignored).
+// - symlinks: Node::size is 0 or the target length; every node is reachable once
+//   (non-directories may be named many times: hardlinks).
+// Output choices: empty regular files are CHUNK_BASED with no index entries;
+// feature_incompat is CHUNKED_FILE|DEVICE_TABLE even with no blobs (nydusd demands
+// exactly that; the kernel accepts zero extra devices); INLINED_CHUNK_DIGEST is set
+// only when every blob has kBlobFeatureInlinedChunkDigest.
 [[nodiscard]] base::Result<std::vector<std::byte>> write_bootstrap(
     const Tree& tree, const std::vector<BlobInfo>& blobs, const WriteOptions& options);
 
