@@ -40,8 +40,9 @@ constexpr std::size_t kMaxXattrName = 255;
 constexpr std::size_t kMaxXattrValue = std::numeric_limits<std::uint16_t>::max();
 constexpr std::uint32_t kMaxCiIndex = 1U << 24;  // 24 bits in the nydus chunk address
 // nydus maps the first blob device right after the bootstrap rounded up to 512 KiB.
-constexpr std::uint64_t kMappedAlign = 512 * 1024;
+constexpr std::uint64_t kMappedAlign = 512ULL * 1024;
 constexpr Nid kRootNid = kBs / kSlotSize;  // root sits one block past meta_blkaddr
+constexpr std::uint64_t kDevtOffset = std::uint64_t{kRafsDevtSlotOff} * 128;  // byte 1408
 
 struct XattrRec {
   std::uint8_t index = 0;
@@ -471,7 +472,7 @@ class Writer {
   // Place every inode and its out-of-line data.
   base::Status layout() {
     blob_table_off_ = std::max<std::uint64_t>(
-        kBs, base::align_up(kRafsDevtSlotOff * 128 + sizeof(DeviceSlot) * blobs_.size(), kBs));
+        kBs, base::align_up(kDevtOffset + sizeof(DeviceSlot) * blobs_.size(), kBs));
     const std::uint64_t tables_end = blob_table_off_ + sizeof(RafsV6Blob) * blobs_.size();
     meta_blkaddr_ = base::align_up(tables_end, kBs) / kBs;
     const std::uint64_t meta_off = meta_blkaddr_ * kBs;
@@ -595,7 +596,7 @@ class Writer {
       d.blocks = base::to_le32(static_cast<std::uint32_t>(blocks));
       d.mapped_blkaddr = base::to_le32(static_cast<std::uint32_t>(mapped));
       mapped += blocks;
-      put(out, kRafsDevtSlotOff * 128 + sizeof(DeviceSlot) * i, d);
+      put(out, kDevtOffset + sizeof(DeviceSlot) * i, d);
 
       RafsV6Blob e{};
       std::memcpy(e.blob_id, b.id.data(), b.id.size());
