@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: Apache-2.0
+// `nydus-convert build`: SOURCE (directory, layer tar, OCI layout) -> OUTDIR with
+// image.boot, blobs/<id> and oci/.
+//
+// Everything is built in OUTDIR/.partial-XXXXXX and moved into place at the end,
+// image.boot last; on failure the staging directory is removed, and an image.boot of
+// an earlier build is removed before anything else is replaced. Output files are
+// created with O_NOFOLLOW/O_EXCL relative to directory fds, so a symlink planted in
+// OUTDIR is never followed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "base/result.h"
+#include "convert/chunk_pipeline.h"
+#include "convert/options.h"
+#include "erofs/writer.h"
+
+namespace convert {
+
+struct BuildReport {
+  std::size_t layers = 0;
+  std::size_t inodes = 0;
+  std::size_t blobs = 0;
+  std::uint64_t bootstrap_size = 0;
+  PipelineStats stats;
+  std::string manifest_digest;
+};
+
+[[nodiscard]] base::Result<BuildReport> build_image(const std::string& source,
+                                                    const std::string& outdir,
+                                                    const BuildOptions& options);
+
+// Turn the merged tree into the writer's tree: only nodes reachable from the root,
+// numbered in breadth-first order, chunk slots resolved through the pipeline.
+[[nodiscard]] erofs::Tree finalize_tree(const FsTree& tree, const ChunkPipeline& pipeline);
+
+}  // namespace convert

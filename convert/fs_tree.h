@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: Apache-2.0
+// The in-memory file tree the builder assembles before the bootstrap is written.
+//
+// Every source (a directory, a layer tar, each layer of an OCI image) is first read
+// into its own *layer tree*, which also records OCI whiteouts (`.wh.NAME`) and opaque
+// markers (`.wh..wh..opq`). Layer trees are then merged, lowest first, into the image
+// tree with overlay semantics (merge_layer). Whiteout entries never appear in the result.
+//
+// Paths are names in this tree only: nothing here touches the host filesystem, and a
+// symlink node is never traversed. An entry whose parent is not a directory is an error.
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "erofs/writer.h"
+
+namespace convert {
+
+using erofs::NodeId;
+
+// Index into the builder's chunk slot table (resolved to a ChunkRef when a blob is done).
+using ChunkSlot = std::uint64_t;
+
+struct BuildNode {
+  erofs::Node meta;                    // chunks unused here; children for directories
+  std::vector<ChunkSlot> chunk_slots;  // regular files: one per chunk, in file order
+  std::set<std::string> whiteouts;     // layer trees: names hidden in lower layers
+  bool opaque = false;                 // layer trees: hide all lower children
+  bool implicit = false;               // a directory made only as some entry's parent
+};
+
+inline bool is_dir(const BuildNode& n) {
+  return (n.meta.mode & 0170000) == 0040000;
+}
+
+inline constexpr std::string_view kWhiteoutPrefix = ".wh.";
+inline constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
+
+class FsTree {
+ public:
+  FsTree();  // an implicit root directory, 0755, owned by 0:0
+
+  [[nodiscard]] BuildNode& node(NodeId id) { return nodes_[id]; }
+  [[nodiscard]] const BuildNode& node(NodeId id) const { return nodes_[id]; }
+  [[nodiscard]] std::size_t size() const { return nodes_.size(); }
+  NodeId add_node(BuildNode n);
+
+  // Add `child` under directory `dir` as `name`, with tar semantics: a later entry
+  // replaces an earlier one of the same name, except that a directory meeting a
+  // directory keeps its children and takes the new metadata. `.wh.X` names become
+  // whiteouts of dir, `.wh..wh..opq` marks dir opaque; other `.wh..wh.` names are
+  // dropped. `what` names the entry in errors.
+  [[nodiscard]] base::Status add_child(NodeId dir, std::string_view name, NodeId child,
+                                       std::string_view what);
+
+  // Resolve the parent directory of a split path, creating implicit directories.
+  // ENOTDIR when a component exists and is not a directory (a symlink included).
+  [[nodiscard]] base::Result<NodeId> make_parents(const std::vector<std::string>& comps,
+                                                  std::string_view what);
+  // Look up a full split path; ENOENT when absent, ENOTDIR through a non-directory.
+  [[nodiscard]] base::Result<NodeId> lookup(const std::vector<std::string>& comps) const;
+
+  // Apply a layer tree on top of this tree (OCI layer semantics).
+  [[nodiscard]] base::Status merge_layer(const FsTree& layer);
+
+  // Number of nodes reachable from the root.
+  [[nodiscard]] std::size_t reachable_count() const;
+
+ private:
+  base::Status merge_dir(NodeId base_dir, const FsTree& layer, NodeId layer_dir,
+                         const std::string& path, std::vector<NodeId>& mapped);
+  std::vector<BuildNode> nodes_;
+};
+
+// Split a tar entry path into components. Leading "./" and "/"-runs are tolerated only
+// as "./"; absolute paths, ".." components, empty names, names over 255 bytes and
+// embedded NULs are rejected (EINVAL, naming the path). "." components are dropped, so
+// "./" itself yields an empty vector (the root).
+[[nodiscard]] base::Result<std::vector<std::string>> split_entry_path(std::string_view path);
+
+std::string join_path(const std::vector<std::string>& comps);
+
+}  // namespace convert

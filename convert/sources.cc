@@ -1,0 +1,625 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "convert/sources.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "base/bytes.h"
+#include "base/file.h"
+#include "base/log.h"
+#include "base/unique_fd.h"
+
+namespace convert {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr std::size_t kMaxDepth = 2048;
+
+// Reads up to buf.size() bytes; 0 at end of data.
+using ReadFn = std::function<base::Result<std::size_t>(base::MutableBytes)>;
+
+// Feed exactly `size` bytes of one file to the pipeline.
+base::Result<std::vector<ChunkSlot>> feed_file(ChunkPipeline& pipeline, std::uint64_t size,
+                                               const ReadFn& read, std::string_view what) {
+  std::vector<ChunkSlot> slots;
+  slots.reserve((size + pipeline.chunk_size() - 1) / pipeline.chunk_size());
+  std::uint64_t left = size;
+  while (left > 0) {
+    CFN_ASSIGN_OR_RETURN(ChunkBuffer buf, pipeline.acquire());
+    std::size_t want = std::min<std::uint64_t>(left, pipeline.chunk_size());
+    while (buf.size < want) {
+      auto n = read(base::MutableBytes(buf.data.get() + buf.size, want - buf.size));
+      if (!n) {
+        pipeline.release(std::move(buf));
+        return base::Unexpected(std::move(n).error().wrap(what));
+      }
+      if (*n == 0) {
+        pipeline.release(std::move(buf));
+        return base::errorf(EIO, "{}: data ends after {} of {} bytes (truncated or changed)", what,
+                            size - left + buf.size, size);
+      }
+      buf.size += *n;
+    }
+    left -= buf.size;
+    CFN_ASSIGN_OR_RETURN(ChunkSlot slot, pipeline.submit(std::move(buf)));
+    slots.push_back(slot);
+  }
+  return slots;
+}
+
+bool storable_xattr(std::string_view name) {
+  return name.starts_with("user.") || name.starts_with("trusted.") ||
+         name.starts_with("security.") || name == "system.posix_acl_access" ||
+         name == "system.posix_acl_default";
+}
+
+// ---- directory source ------------------------------------------------------------
+
+struct DirWalker {
+  ChunkPipeline& pipeline;
+  FsTree& layer;
+  std::map<std::pair<dev_t, ino_t>, NodeId> links;
+
+  base::Status read_xattrs(const std::string& path, erofs::Node& n) {
+    std::vector<char> names(1024);
+    ssize_t len;
+    for (;;) {
+      len = ::llistxattr(path.c_str(), names.data(), names.size());
+      if (len >= 0) {
+        break;
+      }
+      if (errno == ENOTSUP) {
+        return {};
+      }
+      if (errno != ERANGE) {
+        return base::errno_error("listxattr " + path);
+      }
+      names.resize(names.size() * 4);
+      if (names.size() > (1U << 24)) {
+        return base::errorf(E2BIG, "listxattr {}: list too large", path);
+      }
+    }
+    for (ssize_t off = 0; off < len;) {
+      std::string name(names.data() + off);
+      off += static_cast<ssize_t>(name.size()) + 1;
+      if (!storable_xattr(name)) {
+        spdlog::warn("{}: skipping xattr {} (EROFS cannot store its namespace)", path, name);
+        continue;
+      }
+      std::string value(256, '\0');
+      ssize_t vlen;
+      for (;;) {
+        vlen = ::lgetxattr(path.c_str(), name.c_str(), value.data(), value.size());
+        if (vlen >= 0) {
+          break;
+        }
+        if (errno == ENODATA) {
+          break;
+        }
+        if (errno != ERANGE || value.size() > 65536) {
+          return base::errno_error("getxattr " + path + " " + name);
+        }
+        value.resize(value.size() * 4);
+      }
+      if (vlen < 0) {
+        continue;
+      }
+      value.resize(static_cast<std::size_t>(vlen));
+      n.xattrs.emplace_back(std::move(name), std::move(value));
+    }
+    std::sort(n.xattrs.begin(), n.xattrs.end());
+    return {};
+  }
+
+  static void fill_stat(erofs::Node& n, const struct stat& st) {
+    n.mode = static_cast<std::uint16_t>(st.st_mode & 0177777);
+    n.uid = st.st_uid;
+    n.gid = st.st_gid;
+    n.mtime = st.st_mtim.tv_sec;
+    n.mtime_nsec = static_cast<std::uint32_t>(st.st_mtim.tv_nsec);
+    if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+      n.rdev = erofs::encode_rdev(major(st.st_rdev), minor(st.st_rdev));
+    }
+  }
+
+  base::Status walk(int dirfd, const std::string& path, NodeId dir, std::size_t depth) {
+    if (depth > kMaxDepth) {
+      return base::errorf(ELOOP, "{}: directory tree deeper than {}", path, kMaxDepth);
+    }
+    int dupfd = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+    if (dupfd < 0) {
+      return base::errno_error("dup " + path);
+    }
+    DIR* d = ::fdopendir(dupfd);
+    if (d == nullptr) {
+      ::close(dupfd);
+      return base::errno_error("opendir " + path);
+    }
+    std::vector<std::string> names;
+    errno = 0;
+    while (struct dirent* de = ::readdir(d)) {
+      std::string_view name(de->d_name);
+      if (name != "." && name != "..") {
+        names.emplace_back(name);
+      }
+    }
+    int err = errno;
+    ::closedir(d);
+    if (err != 0) {
+      return base::errno_error(err, "readdir " + path);
+    }
+    std::sort(names.begin(), names.end());
+    for (const auto& name : names) {
+      std::string child_path = path + "/" + name;
+      struct stat st {};
+      if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        return base::errno_error("stat " + child_path);
+      }
+      if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
+        if (auto it = links.find({st.st_dev, st.st_ino}); it != links.end()) {
+          CFN_TRY(layer.add_child(dir, name, it->second, child_path));
+          continue;
+        }
+      }
+      BuildNode n;
+      fill_stat(n.meta, st);
+      CFN_TRY(read_xattrs(child_path, n.meta));
+      base::UniqueFd sub;
+      if (S_ISREG(st.st_mode)) {
+        CFN_ASSIGN_OR_RETURN(
+            base::UniqueFd fd,
+            base::UniqueFd::openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK));
+        struct stat fst {};
+        if (::fstat(fd.get(), &fst) != 0) {
+          return base::errno_error("stat " + child_path);
+        }
+        if (!S_ISREG(fst.st_mode) || fst.st_ino != st.st_ino || fst.st_dev != st.st_dev) {
+          return base::errorf(EAGAIN, "{}: changed while being read", child_path);
+        }
+        ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+        n.meta.size = static_cast<std::uint64_t>(st.st_size);
+        int raw = fd.get();
+        ReadFn read = [raw, &child_path](base::MutableBytes b) -> base::Result<std::size_t> {
+          for (;;) {
+            ssize_t r = ::read(raw, b.data(), b.size());
+            if (r >= 0) {
+              return static_cast<std::size_t>(r);
+            }
+            if (errno != EINTR) {
+              return base::errno_error("read " + child_path);
+            }
+          }
+        };
+        CFN_ASSIGN_OR_RETURN(n.chunk_slots, feed_file(pipeline, n.meta.size, read, child_path));
+      } else if (S_ISLNK(st.st_mode)) {
+        std::string target(static_cast<std::size_t>(st.st_size) + 1, '\0');
+        ssize_t r = ::readlinkat(dirfd, name.c_str(), target.data(), target.size());
+        if (r < 0) {
+          return base::errno_error("readlink " + child_path);
+        }
+        if (static_cast<std::size_t>(r) >= target.size()) {
+          return base::errorf(EAGAIN, "{}: symlink changed while being read", child_path);
+        }
+        target.resize(static_cast<std::size_t>(r));
+        n.meta.size = target.size();
+        n.meta.symlink = std::move(target);
+      } else if (S_ISDIR(st.st_mode)) {
+        CFN_ASSIGN_OR_RETURN(
+            sub, base::UniqueFd::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
+      }
+      NodeId id = layer.add_node(std::move(n));
+      CFN_TRY(layer.add_child(dir, name, id, child_path));
+      if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
+        links.emplace(std::make_pair(st.st_dev, st.st_ino), id);
+      }
+      if (sub) {
+        CFN_TRY(walk(sub.get(), child_path, id, depth + 1));
+      }
+    }
+    return {};
+  }
+};
+
+// ---- tar source ------------------------------------------------------------------
+
+struct ArchiveDeleter {
+  void operator()(struct archive* a) const { archive_read_free(a); }
+};
+
+// libarchive read callbacks over our fd: large reads, and a sha256 of every byte.
+struct TarInput {
+  int fd = -1;
+  std::vector<std::byte> buf = std::vector<std::byte>(1U << 20);
+  std::unique_ptr<base::Hasher> hasher;
+  int err = 0;
+
+  static la_ssize_t read_cb(struct archive* /*a*/, void* self, const void** out) {
+    auto* in = static_cast<TarInput*>(self);
+    for (;;) {
+      ssize_t r = ::read(in->fd, in->buf.data(), in->buf.size());
+      if (r >= 0) {
+        if (in->hasher && r > 0) {
+          in->hasher->update(base::Bytes(in->buf.data(), static_cast<std::size_t>(r)));
+        }
+        *out = in->buf.data();
+        return r;
+      }
+      if (errno != EINTR) {
+        in->err = errno;
+        return -1;
+      }
+    }
+  }
+};
+
+std::string archive_err(struct archive* a) {
+  const char* s = archive_error_string(a);
+  return s != nullptr ? s : "unknown libarchive error";
+}
+
+base::Status read_tar_entries(struct archive* a, const std::string& label, FsTree& layer,
+                              ChunkPipeline& pipeline) {
+  std::uint64_t index = 0;
+  for (;;) {
+    struct archive_entry* e = nullptr;
+    int r = archive_read_next_header(a, &e);
+    if (r == ARCHIVE_EOF) {
+      return {};
+    }
+    if (r == ARCHIVE_WARN) {
+      spdlog::warn("{}: entry #{}: {}", label, index, archive_err(a));
+    } else if (r != ARCHIVE_OK) {
+      return base::errorf(EINVAL, "{}: after entry #{}: {}", label, index, archive_err(a));
+    }
+    ++index;
+    const char* raw_path = archive_entry_pathname(e);
+    if (raw_path == nullptr) {
+      return base::errorf(EINVAL, "{}: entry #{}: path cannot be decoded", label, index);
+    }
+    std::string path(raw_path);
+    std::string what = fmt::format("{}: entry '{}'", label, path);
+    auto comps_r = split_entry_path(path);
+    if (!comps_r) {
+      return base::Unexpected(std::move(comps_r).error().wrap(label));
+    }
+    std::vector<std::string> comps = std::move(*comps_r);
+
+    if (const char* hl = archive_entry_hardlink(e); hl != nullptr) {
+      auto tcomps = split_entry_path(hl);
+      if (!tcomps) {
+        return base::Unexpected(std::move(tcomps).error().wrap(what + ": hardlink target"));
+      }
+      auto target = layer.lookup(*tcomps);
+      if (!target) {
+        return base::errorf(
+            ENOENT, "{}: hardlink target '{}' is not an earlier entry of this layer", what, hl);
+      }
+      if (is_dir(layer.node(*target))) {
+        return base::errorf(EINVAL, "{}: hardlink to a directory '{}'", what, hl);
+      }
+      if (comps.empty()) {
+        return base::errorf(EINVAL, "{}: a hardlink cannot be the root", what);
+      }
+      CFN_ASSIGN_OR_RETURN(NodeId parent, layer.make_parents(comps, what));
+      CFN_TRY(layer.add_child(parent, comps.back(), *target, what));
+      continue;
+    }
+
+    BuildNode n;
+    auto type = archive_entry_filetype(e);
+    n.meta.mode = static_cast<std::uint16_t>((type & 0170000) | (archive_entry_perm(e) & 07777));
+    n.meta.uid = static_cast<std::uint32_t>(archive_entry_uid(e));
+    n.meta.gid = static_cast<std::uint32_t>(archive_entry_gid(e));
+    if (archive_entry_mtime_is_set(e) != 0) {
+      n.meta.mtime = archive_entry_mtime(e);
+      long nsec = archive_entry_mtime_nsec(e);
+      n.meta.mtime_nsec = nsec >= 0 && nsec < 1000000000 ? static_cast<std::uint32_t>(nsec) : 0;
+    }
+    archive_entry_xattr_reset(e);
+    const char* xname = nullptr;
+    const void* xvalue = nullptr;
+    std::size_t xsize = 0;
+    while (archive_entry_xattr_next(e, &xname, &xvalue, &xsize) == ARCHIVE_OK) {
+      if (!storable_xattr(xname)) {
+        spdlog::warn("{}: skipping xattr {} (EROFS cannot store its namespace)", what, xname);
+        continue;
+      }
+      n.meta.xattrs.emplace_back(xname, std::string(static_cast<const char*>(xvalue), xsize));
+    }
+    std::sort(n.meta.xattrs.begin(), n.meta.xattrs.end());
+
+    if (comps.empty()) {
+      if (type != AE_IFDIR) {
+        return base::errorf(EINVAL, "{}: the root must be a directory", what);
+      }
+      BuildNode& root = layer.node(erofs::Tree::kRootNode);
+      n.meta.children = std::move(root.meta.children);
+      n.whiteouts = std::move(root.whiteouts);
+      n.opaque = root.opaque;
+      root = std::move(n);
+      continue;
+    }
+    // Parents first: an entry below a symlink or a file fails before its data is read.
+    CFN_ASSIGN_OR_RETURN(NodeId parent, layer.make_parents(comps, what));
+    const std::string& name = comps.back();
+    bool whiteout = std::string_view(name).starts_with(kWhiteoutPrefix);
+
+    switch (type) {
+      case AE_IFREG: {
+        la_int64_t size = archive_entry_size(e);
+        if (size < 0) {
+          return base::errorf(EINVAL, "{}: negative size", what);
+        }
+        n.meta.size = static_cast<std::uint64_t>(size);
+        if (whiteout) {
+          break;  // whiteouts carry no data we keep
+        }
+        ReadFn read = [a, &what](base::MutableBytes b) -> base::Result<std::size_t> {
+          la_ssize_t got = archive_read_data(a, b.data(), b.size());
+          if (got < 0) {
+            return base::errorf(EIO, "reading data: {}", archive_err(a));
+          }
+          return static_cast<std::size_t>(got);
+        };
+        CFN_ASSIGN_OR_RETURN(n.chunk_slots, feed_file(pipeline, n.meta.size, read, what));
+        break;
+      }
+      case AE_IFDIR:
+        break;
+      case AE_IFLNK: {
+        const char* target = archive_entry_symlink(e);
+        if (target == nullptr || *target == '\0') {
+          return base::errorf(EINVAL, "{}: symlink without a target", what);
+        }
+        n.meta.symlink = target;
+        n.meta.size = n.meta.symlink.size();
+        break;
+      }
+      case AE_IFCHR:
+      case AE_IFBLK:
+        n.meta.rdev = erofs::encode_rdev(static_cast<std::uint32_t>(archive_entry_rdevmajor(e)),
+                                         static_cast<std::uint32_t>(archive_entry_rdevminor(e)));
+        break;
+      case AE_IFIFO:
+      case AE_IFSOCK:
+        break;
+      default:
+        return base::errorf(EINVAL, "{}: unsupported entry type {:#o}", what,
+                            static_cast<unsigned>(type));
+    }
+    NodeId id = layer.add_node(std::move(n));
+    CFN_TRY(layer.add_child(parent, name, id, what));
+  }
+}
+
+// ---- OCI layout --------------------------------------------------------------------
+
+const json* member(const json& j, const char* key) {
+  if (!j.is_object()) {
+    return nullptr;
+  }
+  auto it = j.find(key);
+  return it == j.end() ? nullptr : &*it;
+}
+
+std::string string_member(const json& j, const char* key) {
+  const json* m = member(j, key);
+  return m != nullptr && m->is_string() ? m->get<std::string>() : std::string();
+}
+
+struct Descriptor {
+  std::string media_type;
+  base::Digest digest{};
+  std::string hex;
+  std::uint64_t size = 0;
+  const json* raw = nullptr;
+};
+
+base::Result<Descriptor> parse_descriptor(const json& j, std::string_view what) {
+  Descriptor d;
+  d.raw = &j;
+  d.media_type = string_member(j, "mediaType");
+  std::string digest = string_member(j, "digest");
+  if (!digest.starts_with("sha256:") || digest.size() != 71 ||
+      !base::from_hex(std::string_view(digest).substr(7), d.digest)) {
+    return base::errorf(EINVAL, "{}: unsupported or malformed digest '{}'", what, digest);
+  }
+  d.hex = base::hex(d.digest);  // canonical lower case: the only thing used in paths
+  if (const json* s = member(j, "size"); s != nullptr && s->is_number_unsigned()) {
+    d.size = s->get<std::uint64_t>();
+  }
+  return d;
+}
+
+base::Result<std::string> read_verified(const std::string& dir, const Descriptor& d,
+                                        std::string_view what) {
+  std::string path = dir + "/blobs/sha256/" + d.hex;
+  CFN_ASSIGN_OR_RETURN(auto bytes, base::read_file(path));
+  if (base::sha256(bytes) != d.digest) {
+    return base::errorf(EBADMSG, "{} {}: content does not match its digest", what, path);
+  }
+  return std::string(base::as_chars(bytes));
+}
+
+base::Result<json> parse_json(const std::string& text, std::string_view what) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return base::errorf(EINVAL, "{}: not a JSON object", what);
+  }
+  return j;
+}
+
+std::string host_arch() {
+#if defined(__x86_64__)
+  return "amd64";
+#elif defined(__aarch64__)
+  return "arm64";
+#else
+  return "";
+#endif
+}
+
+bool is_index_type(std::string_view mt) {
+  return mt == "application/vnd.oci.image.index.v1+json" ||
+         mt == "application/vnd.docker.distribution.manifest.list.v2+json";
+}
+
+base::Result<Descriptor> pick_manifest(const json& index, std::string_view what) {
+  const json* manifests = member(index, "manifests");
+  if (manifests == nullptr || !manifests->is_array() || manifests->empty()) {
+    return base::errorf(EINVAL, "{}: no manifests", what);
+  }
+  if (manifests->size() == 1) {
+    return parse_descriptor((*manifests)[0], what);
+  }
+  for (const auto& m : *manifests) {
+    const json* p = member(m, "platform");
+    if (p != nullptr && string_member(*p, "os") == "linux" &&
+        string_member(*p, "architecture") == host_arch()) {
+      return parse_descriptor(m, what);
+    }
+  }
+  return base::errorf(ENOENT, "{}: {} manifests and none for linux/{}", what, manifests->size(),
+                      host_arch());
+}
+
+bool supported_layer_type(std::string_view mt) {
+  return mt.starts_with("application/vnd.oci.image.layer.v1.tar") ||
+         mt.starts_with("application/vnd.oci.image.layer.nondistributable.v1.tar") ||
+         mt == "application/vnd.docker.image.rootfs.diff.tar.gzip" ||
+         mt == "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+}
+
+}  // namespace
+
+base::Result<SourceKind> detect_source(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return base::errno_error("source " + path);
+  }
+  if (S_ISDIR(st.st_mode)) {
+    struct stat lst {};
+    bool layout = ::stat((path + "/oci-layout").c_str(), &lst) == 0 && S_ISREG(lst.st_mode) &&
+                  ::stat((path + "/index.json").c_str(), &lst) == 0 && S_ISREG(lst.st_mode);
+    return layout ? SourceKind::kOciLayout : SourceKind::kDirectory;
+  }
+  if (S_ISREG(st.st_mode)) {
+    return SourceKind::kTar;
+  }
+  return base::errorf(EINVAL, "source {}: neither a directory nor a file", path);
+}
+
+base::Status read_directory(const std::string& path, FsTree& layer, ChunkPipeline& pipeline) {
+  CFN_ASSIGN_OR_RETURN(base::UniqueFd root, base::UniqueFd::open(path, O_RDONLY | O_DIRECTORY));
+  struct stat st {};
+  if (::fstat(root.get(), &st) != 0) {
+    return base::errno_error("stat " + path);
+  }
+  DirWalker w{pipeline, layer, {}};
+  BuildNode& r = layer.node(erofs::Tree::kRootNode);
+  DirWalker::fill_stat(r.meta, st);
+  r.implicit = false;
+  CFN_TRY(w.read_xattrs(path, r.meta));
+  return w.walk(root.get(), path, erofs::Tree::kRootNode, 0);
+}
+
+base::Status read_tar(const std::string& path, const std::string& label, FsTree& layer,
+                      ChunkPipeline& pipeline, const base::Digest* expected_sha256) {
+  CFN_ASSIGN_OR_RETURN(base::UniqueFd fd, base::UniqueFd::open(path, O_RDONLY));
+  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  TarInput in;
+  in.fd = fd.get();
+  if (expected_sha256 != nullptr) {
+    in.hasher = std::make_unique<base::Hasher>(base::DigestAlgo::kSha256);
+  }
+  std::unique_ptr<struct archive, ArchiveDeleter> a(archive_read_new());
+  if (!a) {
+    return base::errorf(ENOMEM, "{}: archive_read_new failed", label);
+  }
+  archive_read_support_filter_all(a.get());
+  archive_read_support_format_tar(a.get());
+  archive_read_support_format_gnutar(a.get());
+  if (archive_read_open(a.get(), &in, nullptr, &TarInput::read_cb, nullptr) != ARCHIVE_OK) {
+    return base::errorf(EINVAL, "{}: not a readable tar: {}", label, archive_err(a.get()));
+  }
+  auto st = read_tar_entries(a.get(), label, layer, pipeline);
+  if (!st) {
+    if (in.err != 0) {
+      return base::errno_error(in.err, "reading " + path);
+    }
+    return st;
+  }
+  if (in.hasher) {
+    // Hash whatever follows the end-of-archive marker too: the digest covers the file.
+    for (;;) {
+      const void* p = nullptr;
+      la_ssize_t r = TarInput::read_cb(nullptr, &in, &p);
+      if (r < 0) {
+        return base::errno_error(in.err, "reading " + path);
+      }
+      if (r == 0) {
+        break;
+      }
+    }
+    if (in.hasher->finish() != *expected_sha256) {
+      return base::errorf(EBADMSG, "{}: content does not match its digest", label);
+    }
+  }
+  return {};
+}
+
+base::Result<OciSourceImage> open_oci_layout(const std::string& dir) {
+  CFN_ASSIGN_OR_RETURN(auto index_bytes, base::read_file(dir + "/index.json"));
+  CFN_ASSIGN_OR_RETURN(json index,
+                       parse_json(std::string(base::as_chars(index_bytes)), dir + "/index.json"));
+  OciSourceImage img;
+  CFN_ASSIGN_OR_RETURN(Descriptor mdesc, pick_manifest(index, dir + "/index.json"));
+  if (const json* ann = member(*mdesc.raw, "annotations"); ann != nullptr) {
+    img.ref_name = string_member(*ann, "org.opencontainers.image.ref.name");
+  }
+  CFN_ASSIGN_OR_RETURN(std::string mtext, read_verified(dir, mdesc, "manifest"));
+  CFN_ASSIGN_OR_RETURN(json manifest, parse_json(mtext, "manifest " + mdesc.hex));
+  if (is_index_type(mdesc.media_type) || member(manifest, "manifests") != nullptr) {
+    CFN_ASSIGN_OR_RETURN(Descriptor inner, pick_manifest(manifest, "index " + mdesc.hex));
+    CFN_ASSIGN_OR_RETURN(mtext, read_verified(dir, inner, "manifest"));
+    CFN_ASSIGN_OR_RETURN(manifest, parse_json(mtext, "manifest " + inner.hex));
+    mdesc = inner;
+  }
+  const json* cfg = member(manifest, "config");
+  if (cfg == nullptr) {
+    return base::errorf(EINVAL, "manifest {}: no config", mdesc.hex);
+  }
+  CFN_ASSIGN_OR_RETURN(Descriptor cdesc, parse_descriptor(*cfg, "manifest config"));
+  CFN_ASSIGN_OR_RETURN(img.config_json, read_verified(dir, cdesc, "config"));
+  const json* layers = member(manifest, "layers");
+  if (layers == nullptr || !layers->is_array()) {
+    return base::errorf(EINVAL, "manifest {}: no layers", mdesc.hex);
+  }
+  for (const auto& l : *layers) {
+    CFN_ASSIGN_OR_RETURN(Descriptor ld, parse_descriptor(l, "layer"));
+    if (!supported_layer_type(ld.media_type)) {
+      return base::errorf(EOPNOTSUPP, "layer sha256:{}: unsupported media type '{}'", ld.hex,
+                          ld.media_type);
+    }
+    img.layers.push_back({dir + "/blobs/sha256/" + ld.hex, ld.digest, ld.media_type, ld.size});
+  }
+  return img;
+}
+
+}  // namespace convert

@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: Apache-2.0
+// Build sources: read a directory, a layer tar or the layers of an OCI image layout
+// into layer trees, feeding file data to the chunk pipeline as it is read.
+//
+// Nothing here writes to the host, and nothing follows a symlink of the source:
+// directories are walked with openat(O_NOFOLLOW) relative to their parent's fd.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/digest.h"
+#include "base/result.h"
+#include "convert/chunk_pipeline.h"
+#include "convert/fs_tree.h"
+
+namespace convert {
+
+enum class SourceKind : std::uint8_t { kDirectory, kTar, kOciLayout };
+
+// A directory with an `oci-layout` file and index.json is an OCI layout; any other
+// directory is a root filesystem; a file is a (possibly compressed) tar.
+[[nodiscard]] base::Result<SourceKind> detect_source(const std::string& path);
+
+// Read a directory tree into layer (whose root takes the directory's metadata).
+// Errors name the path that failed (unreadable file, file changed while read...).
+[[nodiscard]] base::Status read_directory(const std::string& path, FsTree& layer,
+                                          ChunkPipeline& pipeline);
+
+// Read a tar (plain, gzip, zstd, ... as libarchive detects) into layer. label names
+// the archive in errors. When expected_sha256 is set, the file's sha256 must match it.
+// Hostile entries (see split_entry_path, FsTree::make_parents, hardlinks to missing or
+// later entries, truncated data) fail with an error naming the entry.
+[[nodiscard]] base::Status read_tar(const std::string& path, const std::string& label,
+                                    FsTree& layer, ChunkPipeline& pipeline,
+                                    const base::Digest* expected_sha256 = nullptr);
+
+struct OciSourceLayer {
+  std::string path;       // blob file
+  base::Digest digest{};  // sha256 from the manifest
+  std::string media_type;
+  std::uint64_t size = 0;
+};
+
+struct OciSourceImage {
+  std::vector<OciSourceLayer> layers;  // lowest first
+  std::string config_json;             // the image config, verified against its digest
+  std::string ref_name;                // org.opencontainers.image.ref.name, if any
+};
+
+// Resolve index.json -> (nested index ->) manifest -> config + layers. With several
+// manifests, the one for linux/<host arch> is taken. Digests of index-referenced
+// manifests and configs are verified; blob paths are built only from validated
+// sha256 hex.
+[[nodiscard]] base::Result<OciSourceImage> open_oci_layout(const std::string& dir);
+
+}  // namespace convert
