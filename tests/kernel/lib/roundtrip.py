@@ -33,21 +33,34 @@ def run(compressor, digester=None):
             ktest.check(info.get("digester") == digester, f"digester {info.get('digester')} != {digester}")
         ktest.check(len(devs) == 1, f"one source, so one blob expected; got {len(devs)}")
 
-        # Dedup: multichunk.dup repeats multichunk and must add no data to the blob.
-        unique = {}
+        # Dedup: the blob holds each distinct chunk once (multichunk.dup, the zero chunks of
+        # zeros and sparse, the shared prefix of multichunk.prefix add nothing).
+        chunks, seen = {}, set()
         for base, _, files in os.walk(src):
             for f in files:
-                st = os.lstat(os.path.join(base, f))
-                if os.path.isfile(os.path.join(base, f)) and not os.path.islink(os.path.join(base, f)):
-                    unique[st.st_ino] = st.st_size
-        total = sum(unique.values())
-        dup = os.path.getsize(os.path.join(src, "files", "multichunk.dup"))
+                p = os.path.join(base, f)
+                st = os.lstat(p)
+                if not os.path.isfile(p) or os.path.islink(p) or st.st_ino in seen:
+                    continue
+                seen.add(st.st_ino)
+                with open(p, "rb") as fh:
+                    while True:
+                        c = fh.read(CHUNK)
+                        if not c:
+                            break
+                        chunks[hashlib.sha256(c).digest()] = len(c)
+        data = sum(chunks.values())
+        aligned = sum((n + 4095) // 4096 * 4096 for n in chunks.values())
         blob = info["blobs"][0]
-        ktest.log(f"regular data {total} bytes; blob uncompressed {blob.get('uncompressed_size')}, "
-                  f"compressed {blob.get('compressed_size')}, {blob.get('chunk_count')} chunks")
-        ktest.check(blob["uncompressed_size"] < total - dup // 2,
-                    f"blob holds {blob['uncompressed_size']} bytes for {total} bytes of files: "
-                    "duplicate chunks were not deduplicated")
+        ktest.log(f"{len(chunks)} distinct chunks, {data} bytes ({aligned} block-aligned); blob: "
+                  f"{blob.get('chunk_count')} chunks, uncompressed {blob.get('uncompressed_size')}, "
+                  f"compressed {blob.get('compressed_size')}")
+        ktest.check(blob["chunk_count"] == len(chunks),
+                    f"blob has {blob['chunk_count']} chunks, the source {len(chunks)} distinct ones: "
+                    "duplicate chunks were not deduplicated" if blob["chunk_count"] > len(chunks) else
+                    f"blob has {blob['chunk_count']} chunks, fewer than the {len(chunks)} distinct ones")
+        ktest.check(data <= blob["uncompressed_size"] <= aligned + 4096,
+                    f"blob uncompressed size {blob['uncompressed_size']} outside [{data}, {aligned + 4096}]")
         if compressor != "none":
             ktest.check(blob["compressed_size"] < blob["uncompressed_size"],
                         "compressed blob is not smaller than its uncompressed layout")
