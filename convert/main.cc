@@ -23,6 +23,7 @@ int fail(const base::Error& e) {
 int main(int argc, char** argv) {
   CLI::App app{"nydus-convert: build and inspect RAFS v6 (nydus) images"};
   app.require_subcommand(1);
+  app.fallthrough();  // --log-level is accepted after the subcommand too
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
