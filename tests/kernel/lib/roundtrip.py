@@ -65,6 +65,8 @@ def run(compressor, digester=None):
             ktest.check(blob["compressed_size"] < blob["uncompressed_size"],
                         "compressed blob is not smaller than its uncompressed layout")
 
+        # erofs-utils' own checker on the bootstrap with its (uncompressed) device files.
+        ktest.run(["fsck.erofs"] + [f"--device={x}" for x in devs] + [boot])
         ktest.run([ktest.convert_bin(), "check", boot, "--blob-dir", os.path.join(out, "blobs")])
         for rel in ("files/multichunk", "files/sparse", "files/empty", "links/hl2"):
             p = ktest.run([ktest.convert_bin(), "cat", boot, "/" + rel, "--blob-dir",
