@@ -342,7 +342,17 @@ base::Status read_tar_entries(struct archive* a, const std::string& label, FsTre
       }
       n.meta.xattrs.emplace_back(xname, std::string(static_cast<const char*>(xvalue), xsize));
     }
-    std::sort(n.meta.xattrs.begin(), n.meta.xattrs.end());
+    // pax archives may carry an xattr twice (SCHILY.xattr and LIBARCHIVE.xattr
+    // records): keep one value per name, the last one given.
+    std::stable_sort(n.meta.xattrs.begin(), n.meta.xattrs.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (std::size_t i = 0; i + 1 < n.meta.xattrs.size();) {
+      if (n.meta.xattrs[i].first == n.meta.xattrs[i + 1].first) {
+        n.meta.xattrs.erase(n.meta.xattrs.begin() + static_cast<std::ptrdiff_t>(i));
+      } else {
+        ++i;
+      }
+    }
 
     if (comps.empty()) {
       if (type != AE_IFDIR) {
