@@ -41,7 +41,7 @@ struct BlobInfo {
   std::uint64_t ci_offset = 0;
   std::uint64_t ci_compressed_size = 0;
   std::uint64_t ci_uncompressed_size = 0;
-  std::uint32_t device_blocks = 0;  // from the device slot
+  std::uint32_t device_blocks = 0;   // from the device slot
   std::uint32_t mapped_blkaddr = 0;  // device slot: start in the unified address space
   // The on-disk compression_algo / ci_compressor names a codec base cannot decode
   // (gzip). Parsing goes on; decode_chunk / BlobMeta::parse fail with EOPNOTSUPP.
