@@ -28,18 +28,6 @@ constexpr std::size_t kTarTypeOff = 156;
 constexpr std::size_t kTarMagicOff = 257;
 constexpr std::string_view kGnuMagic{"ustar  \0", 8};
 
-std::uint32_t compressor_code(base::Compressor c) {
-  switch (c) {
-    case base::Compressor::kNone:
-      return kRafsComprNone;
-    case base::Compressor::kLz4Block:
-      return kRafsComprLz4Block;
-    case base::Compressor::kZstd:
-      return kRafsComprZstd;
-  }
-  return kRafsComprNone;
-}
-
 std::uint32_t tar_checksum(Bytes h) {
   std::uint32_t sum = 0;
   for (std::size_t i = 0; i < kTarHeaderSize; ++i) {
@@ -124,7 +112,7 @@ base::Result<BlobMeta> BlobMeta::parse(const BlobInfo& blob, base::Bytes meta) {
       le64(h.s_ci_compressed_size) != blob.ci_compressed_size ||
       le64(h.s_ci_uncompressed_size) != blob.ci_uncompressed_size ||
       header_gzip != blob.unsupported_ci_compressor ||
-      (!header_gzip && raw_ci_compressor != compressor_code(blob.ci_compressor))) {
+      (!header_gzip && raw_ci_compressor != rafs_compressor_code(blob.ci_compressor))) {
     return base::errorf(kECorrupted, "blob {}: blob meta header disagrees with the blob table",
                         blob.id);
   }

@@ -156,6 +156,19 @@ class Image {
   std::vector<BlobInfo> blobs_;
 };
 
+// The RAFS blob table's compression_algo / ci_compressor code of a compressor.
+constexpr std::uint32_t rafs_compressor_code(base::Compressor c) {
+  switch (c) {
+    case base::Compressor::kLz4Block:
+      return kRafsComprLz4Block;
+    case base::Compressor::kZstd:
+      return kRafsComprZstd;
+    case base::Compressor::kNone:
+      break;
+  }
+  return kRafsComprNone;
+}
+
 // Linux dev_t "new" encoding used by EROFS i_u for device nodes.
 constexpr std::uint32_t encode_rdev(std::uint32_t major, std::uint32_t minor) {
   return (minor & 0xff) | (major << 8) | ((minor & ~0xffU) << 12);

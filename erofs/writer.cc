@@ -219,18 +219,6 @@ void put(std::vector<std::byte>& buf, std::uint64_t off, const T& v) {
   std::memcpy(buf.data() + off, &v, sizeof(T));
 }
 
-std::uint32_t rafs_compr(base::Compressor c) {
-  switch (c) {
-    case base::Compressor::kNone:
-      return kRafsComprNone;
-    case base::Compressor::kLz4Block:
-      return kRafsComprLz4Block;
-    case base::Compressor::kZstd:
-      return kRafsComprZstd;
-  }
-  return kRafsComprNone;
-}
-
 std::uint64_t compression_flag(base::Compressor c) {
   switch (c) {
     case base::Compressor::kNone:
@@ -603,14 +591,14 @@ class Writer {
       e.blob_index = base::to_le32(static_cast<std::uint32_t>(i));
       e.chunk_size = base::to_le32(options_.chunk_size);
       e.chunk_count = base::to_le32(b.chunk_count);
-      e.compression_algo = base::to_le32(rafs_compr(b.compressor));
+      e.compression_algo = base::to_le32(rafs_compressor_code(b.compressor));
       e.digest_algo = base::to_le32(b.digester == base::DigestAlgo::kSha256 ? kRafsDigestSha256
                                                                             : kRafsDigestBlake3);
       e.features = base::to_le32(b.features);
       e.compressed_size = base::to_le64(b.compressed_size);
       e.uncompressed_size = base::to_le64(b.uncompressed_size);
       e.blob_toc_size = base::to_le32(b.toc_size);
-      e.ci_compressor = base::to_le32(rafs_compr(b.ci_compressor));
+      e.ci_compressor = base::to_le32(rafs_compressor_code(b.ci_compressor));
       e.ci_offset = base::to_le64(b.ci_offset);
       e.ci_compressed_size = base::to_le64(b.ci_compressed_size);
       e.ci_uncompressed_size = base::to_le64(b.ci_uncompressed_size);
