@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: Apache-2.0
+// OCI distribution client: manifests, blobs (whole and by Range), push, every auth
+// mode docker uses, mirrors, a proxy, TLS options, retries. One client is shared by
+// every thread of a program; each call is synchronous and thread-safe, and calls
+// share connections (HTTP/1.1 keep-alive, HTTP/2 where offered) and tokens.
+//
+// Errors (base::Error codes):
+//   ENOENT     manifest or blob unknown (404)
+//   EACCES     authentication failed or insufficient scope (401/403 after auth)
+//   EBADMSG    digest mismatch, malformed response, a body longer or shorter than said
+//   EMSGSIZE   a response over the caller's limit
+//   ETIMEDOUT  connect or total timeout, or a stalled transfer
+//   ECONNRESET connection reset / refused / DNS after the retries were spent
+//   EIO        any other HTTP failure (5xx after retries, unexpected status)
+//   ERANGE     a range past the end of the blob (416)
+//   EINVAL     a configuration or argument error (e.g. plain HTTP to a non-loopback host)
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "base/bytes.h"
+#include "base/result.h"
+#include "registry/manifest.h"
+#include "registry/reference.h"
+
+namespace registry {
+
+struct Credentials {
+  std::string username;
+  std::string password;
+  std::string identity_token;  // docker config "identitytoken": an OAuth2 refresh token
+};
+
+struct HostConfig {
+  // Mirror base URLs ("http://127.0.0.1:5001", "https://mirror.example"), tried in
+  // order before the origin for pulls (manifests by digest or tag, blobs). A mirror
+  // that fails is skipped for mirror_recheck and then probed with GET /v2/ again.
+  std::vector<std::string> mirrors;
+  bool insecure_skip_verify = false;  // TLS without verification, this host only
+  bool plain_http = false;            // http:// for this host (loopback hosts: default)
+  std::vector<std::string> ca_files;  // extra trusted CAs (PEM)
+  std::optional<Credentials> credentials;  // overrides the docker config
+};
+
+struct RetryPolicy {
+  int max_retries = 3;  // after the first try
+  std::chrono::milliseconds base_delay{100};
+  std::chrono::milliseconds max_delay{5000};  // full jitter: sleep U(0, min(max, base*2^n))
+};
+
+struct ClientConfig {
+  std::map<std::string, HostConfig> hosts;  // keyed by host[:port] as in references
+  bool plain_http = false;                  // --plain-http: http:// for every host
+  std::string proxy;                        // "http://127.0.0.1:3128"; empty: none
+  std::string docker_config;  // config.json path; empty: $DOCKER_CONFIG or ~/.docker
+  Platform platform;
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds request_timeout{60000};  // whole request, per try
+  std::chrono::milliseconds stall_timeout{10000};    // no byte received for this long
+  std::chrono::milliseconds mirror_recheck{30000};
+  RetryPolicy retry;
+  std::uint64_t max_manifest_bytes = 4U << 20;
+  int max_parallel = 8;  // connections per host for read_blob_ranges
+  std::string user_agent = "cachefilesd-nydus/0.1";
+};
+
+struct FetchedManifest {
+  std::string digest;      // sha256 of bytes (verified against a digest reference)
+  std::string media_type;  // Content-Type as served
+  std::vector<std::byte> bytes;
+  std::variant<Manifest, Index> parsed;
+};
+
+// An image resolved to one platform's manifest.
+struct ResolvedImage {
+  std::optional<FetchedManifest> index;  // set when the reference named an index
+  FetchedManifest manifest;              // holds a Manifest
+  const Manifest& get() const { return std::get<Manifest>(manifest.parsed); }
+};
+
+struct RangeRead {
+  std::uint64_t offset = 0;
+  base::MutableBytes out;  // exactly out.size() bytes are read at offset
+  base::Status result;     // filled by read_blob_ranges
+};
+
+struct PushOptions {
+  std::uint64_t chunk_size = 0;  // 0: monolithic POST + PUT; else PATCH chunks of this size
+  std::string mount_from;        // repository to try a cross-repository mount from first
+};
+
+class Client {
+ public:
+  [[nodiscard]] static base::Result<std::unique_ptr<Client>> create(ClientConfig config);
+  virtual ~Client() = default;
+
+  // GET the manifest or index the reference names (Accept: OCI and Docker types).
+  // A digest reference is verified against the bytes.
+  [[nodiscard]] virtual base::Result<FetchedManifest> get_manifest(const Reference& ref) = 0;
+  // get_manifest, then through an index to the configured platform's manifest.
+  [[nodiscard]] virtual base::Result<ResolvedImage> resolve(const Reference& ref) = 0;
+
+  // Whole blob into memory, at most max_bytes, sha256-verified against digest.
+  [[nodiscard]] virtual base::Result<std::vector<std::byte>> get_blob(
+      const Reference& repo, const std::string& digest, std::uint64_t max_bytes) = 0;
+  // Whole blob streamed to fd (written from its current position), verified.
+  // Returns the byte count.
+  [[nodiscard]] virtual base::Result<std::uint64_t> get_blob_to_fd(const Reference& repo,
+                                                                   const std::string& digest,
+                                                                   int fd) = 0;
+  // One Range GET of out.size() bytes at offset. A 200 in place of a 206 is accepted
+  // (bytes before offset are skipped as they stream); a 416 is ERANGE.
+  [[nodiscard]] virtual base::Status read_blob_range(const Reference& repo,
+                                                     const std::string& digest,
+                                                     std::uint64_t offset,
+                                                     base::MutableBytes out) = 0;
+  // Many ranges of one blob concurrently (up to max_parallel connections); each
+  // result lands in its RangeRead.
+  virtual void read_blob_ranges(const Reference& repo, const std::string& digest,
+                                std::span<RangeRead> reads) = 0;
+  // Size of a blob, or nullopt when the registry does not have it.
+  [[nodiscard]] virtual base::Result<std::optional<std::uint64_t>> head_blob(
+      const Reference& repo, const std::string& digest) = 0;
+
+  // Upload size bytes read from fd (from offset 0) as digest. Skips the upload when
+  // the blob exists; tries a cross-repository mount first when asked.
+  [[nodiscard]] virtual base::Status push_blob(const Reference& repo, const std::string& digest,
+                                               int fd, std::uint64_t size,
+                                               const PushOptions& options) = 0;
+  [[nodiscard]] virtual base::Status push_blob(const Reference& repo, const std::string& digest,
+                                               base::Bytes data, const PushOptions& options) = 0;
+  // PUT a manifest or index under ref.manifest_ref(); returns its digest.
+  [[nodiscard]] virtual base::Result<std::string> push_manifest(const Reference& ref,
+                                                                std::string_view media_type,
+                                                                base::Bytes body) = 0;
+};
+
+}  // namespace registry
