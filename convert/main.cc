@@ -10,6 +10,9 @@
 #include "base/log.h"
 #include "convert/builder.h"
 #include "convert/tools.h"
+#if CFN_HAVE_REGISTRY
+#include "convert/image.h"
+#endif
 
 namespace {
 
@@ -61,6 +64,31 @@ int main(int argc, char** argv) {
   check->add_option("BOOTSTRAP", bootstrap)->required();
   check->add_option("--blob-dir", blob_dir)->required();
 
+#if CFN_HAVE_REGISTRY
+  convert::ImageOptions image_opts;
+  std::string src_ref;
+  std::string dst_ref;
+  std::string platform;
+  auto* image = app.add_subcommand("image", "SRC_REF -> RAFS v6 -> DST_REF (registry to registry)");
+  image->add_option("SRC_REF", src_ref, "source image, e.g. 127.0.0.1:5000/busybox:latest")
+      ->required();
+  image->add_option("DST_REF", dst_ref, "target image (a tag)")->required();
+  image->add_flag("--plain-http", image_opts.plain_http, "http:// for both registries");
+  image->add_flag("--insecure", image_opts.insecure, "TLS without certificate verification");
+  image->add_option("--ca-file", image_opts.ca_files, "extra trusted CA (PEM); repeatable");
+  image->add_option("--platform", platform, "OS/ARCH[/VARIANT] picked from an index");
+  image->add_option("--docker-config", image_opts.docker_config,
+                    "config.json with credentials (default: $DOCKER_CONFIG or ~/.docker)");
+  image->add_option("--work-dir", image_opts.work_dir, "parent of the temporary directory");
+  image->add_flag("--keep-work-dir", image_opts.keep_work_dir, "keep the pulled layout and build");
+  image->add_option("--compressor", compressor, "zstd | lz4_block | none")
+      ->check(CLI::IsMember({"zstd", "lz4_block", "none"}));
+  image->add_option("--digester", digester, "sha256 | blake3")
+      ->check(CLI::IsMember({"sha256", "blake3"}));
+  image->add_option("--chunk-size", chunk_size, "power of two, 4K..16M (e.g. 1M, 64K)");
+  image->add_option("--threads", opts.workers, "compression workers (0 = one per CPU)");
+#endif
+
   CLI11_PARSE(app, argc, argv);
   base::init_logging("nydus-convert", log_level);
 
@@ -75,6 +103,32 @@ int main(int argc, char** argv) {
     auto r = convert::build_image(source, outdir, opts);
     return r ? 0 : fail(r.error());
   }
+#if CFN_HAVE_REGISTRY
+  if (image->parsed()) {
+    opts.compressor = *base::parse_compressor(compressor);
+    opts.digester = *base::parse_digest_algo(digester);
+    auto cs = convert::parse_chunk_size(chunk_size);
+    if (!cs) {
+      return fail(cs.error());
+    }
+    opts.chunk_size = *cs;
+    image_opts.build = opts;
+    if (!platform.empty()) {
+      auto p = convert::parse_platform(platform);
+      if (!p) {
+        return fail(p.error());
+      }
+      image_opts.platform = *p;
+    }
+    auto r = convert::convert_image(src_ref, dst_ref, image_opts);
+    if (!r) {
+      return fail(r.error());
+    }
+    std::printf("%s\n",
+                r->index_digest.empty() ? r->manifest_digest.c_str() : r->index_digest.c_str());
+    return 0;
+  }
+#endif
   if (inspect->parsed()) {
     auto r = convert::inspect_json(bootstrap);
     if (!r) {
