@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: Apache-2.0
+// Where blob bytes come from: a local directory of blob files (localfs), or an OCI
+// registry (through registry::Client). Offsets are in the blob FILE (compressed space).
+// Namespace cfnd, not "daemon": daemon(3) in <unistd.h> owns that global name.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "base/bytes.h"
+#include "base/result.h"
+
+namespace cfnd {
+
+struct BackendRead {
+  std::uint64_t offset = 0;
+  base::MutableBytes out;  // exactly out.size() bytes at offset
+  base::Status result;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  // Read several ranges of one blob file, concurrently where the backend can.
+  // Each read's result is set; a short blob is EIO, a missing blob ENOENT.
+  virtual void read(const std::string& blob_id, std::span<BackendRead> reads) = 0;
+  // Human-readable, for logs and metrics ("localfs:/dir", "registry:host/repo").
+  [[nodiscard]] virtual std::string describe() const = 0;
+};
+
+// Blob files named by blob id in dir.
+[[nodiscard]] base::Result<std::unique_ptr<Backend>> make_localfs_backend(const std::string& dir);
+
+}  // namespace cfnd

@@ -1,0 +1,803 @@
+// SPDX-License-Identifier: Apache-2.0
+// The blob cache (see blob_cache.h for the contract).
+//
+// Per blob, three files in cache_dir:
+//   <id>.blob   sparse, uncompressed size; a hole = not fetched
+//   <id>.meta   the blob's chunk-info region as read from the backend (raw bytes)
+//
+// Chunk state lives in memory (absent / in-flight / present) and is rebuilt from the
+// holes of <id>.blob when a blob is opened.
+//
+// Crash safety. A chunk counts as present after a restart only when its whole
+// uncompressed range is data. A fill writes every chunk's bytes AFTER its first 4 KiB
+// block first and the first block LAST (chunks start 4 KiB aligned, so no other chunk
+// shares that block). If the daemon dies between the two writes, the first block is
+// still a hole and the chunk is absent on restart; the next fill rewrites all of it.
+// This covers a daemon crash (the page cache keeps what pwrite returned, in order).
+// It does not order blocks on disk across a power loss: that would need an fdatasync
+// per chunk, which would halve the fill rate; after an unclean host shutdown the
+// operator drops the cache directory (the bootstrap digests make it re-fillable).
+#include "daemon/blob_cache.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <utility>
+
+#include "base/file.h"
+#include "base/log.h"
+#include "erofs/blob_meta.h"
+#include "erofs/format.h"
+
+namespace cfnd {
+namespace {
+
+constexpr std::uint64_t kMinBatch = 128 * 1024;
+constexpr std::uint64_t kBlock = 4096;
+constexpr std::uint64_t kMaxMetaBytes = 1ULL << 30;
+// A huge fill (or a prefetch step) is fetched in rounds of at most this many batches,
+// so its buffers stay bounded and early chunks are released early.
+constexpr std::uint64_t kBatchesPerRound = 8;
+
+enum class ChunkState : std::uint8_t { kAbsent, kInFlight, kPresent };
+
+// One round of backend reads for a set of chunks. A waiter keeps a reference until
+// done; after done, a chunk of the flight is present iff it was fetched, else
+// errors says why.
+struct Flight {
+  bool done = false;
+  std::map<std::uint32_t, base::Error> errors;  // by ci
+  [[nodiscard]] std::optional<base::Error> error_of(std::uint32_t ci) const {
+    auto it = errors.find(ci);
+    return it == errors.end() ? std::nullopt : std::optional<base::Error>(it->second);
+  }
+};
+
+// State shared by the cache and its blobs. A blob can outlive the BlobCache (a front
+// end holds its shared_ptr), so both hold this by shared_ptr.
+struct Shared {
+  CacheMetrics metrics;
+  std::mutex mu;
+  std::condition_variable cv;  // ondemand reached 0, stop, or new prefetch work
+  int ondemand = 0;            // fills waiting for or doing a fetch
+  bool stop = false;
+};
+
+void record_latency(CacheMetrics& m, std::chrono::steady_clock::duration d) {
+  const auto us = static_cast<std::uint64_t>(
+      std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(d).count()));
+  // Bucket k holds latencies <= 2^k us.
+  int k = us <= 1 ? 0 : static_cast<int>(std::bit_width(us - 1));
+  k = std::min(k, CacheMetrics::kBuckets - 1);
+  m.fill_latency_us[k].fetch_add(1, std::memory_order_relaxed);
+}
+
+base::Status check_blob_id(const std::string& id) {
+  if (id.empty() || id == "." || id == ".." || id.find('/') != std::string::npos ||
+      id.find('\0') != std::string::npos) {
+    return base::errorf(EINVAL, "blob id '{}' cannot name a file", id);
+  }
+  return {};
+}
+
+// The head block of a chunk: written last, so it is data only once the rest is.
+std::uint64_t head_len(const erofs::ChunkMeta& c) {
+  return std::min<std::uint64_t>(kBlock, c.uncompressed_size);
+}
+
+class BlobImpl final : public CachedBlob {
+ public:
+  BlobImpl(std::shared_ptr<Shared> shared, erofs::BlobInfo info, erofs::BlobMeta meta,
+           std::vector<base::Digest> digests, std::vector<bool> has_digest,
+           std::shared_ptr<Backend> backend, std::string path, base::UniqueFd fd,
+           std::uint64_t batch)
+      : shared_(std::move(shared)),
+        info_(std::move(info)),
+        meta_(std::move(meta)),
+        digests_(std::move(digests)),
+        has_digest_(std::move(has_digest)),
+        backend_(std::move(backend)),
+        path_(std::move(path)),
+        fd_(std::move(fd)),
+        batch_(batch),
+        state_(meta_.chunks().size(), ChunkState::kAbsent),
+        flight_(meta_.chunks().size()) {}
+
+  [[nodiscard]] const erofs::BlobInfo& info() const override { return info_; }
+  [[nodiscard]] const std::string& path() const override { return path_; }
+  [[nodiscard]] int fd() const override { return fd_.get(); }
+  [[nodiscard]] std::uint64_t size() const override { return info_.uncompressed_size; }
+  [[nodiscard]] std::uint64_t chunk_count() const override { return state_.size(); }
+
+  [[nodiscard]] std::uint64_t ready_chunks() const override {
+    std::lock_guard lk(mu_);
+    return present_;
+  }
+
+  [[nodiscard]] bool ready(std::uint64_t off, std::uint64_t len) const override {
+    if (len == 0) {
+      return true;
+    }
+    if (off >= size()) {
+      return false;
+    }
+    auto [first, last] = meta_.chunks_in_range(off, std::min(len, size() - off));
+    std::lock_guard lk(mu_);
+    for (std::uint32_t ci = first; ci < last; ++ci) {
+      if (state_[ci] != ChunkState::kPresent) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  base::Status fill(std::uint64_t off, std::uint64_t len, int write_fd) override;
+
+  // Rebuild chunk readiness from the sparse file's data extents.
+  base::Status scan();
+
+  // Prefetch: the next chunks from *cursor on that are absent, about one batch of
+  // uncompressed bytes; advances *cursor past them. Empty when the blob is done.
+  std::vector<std::uint32_t> next_absent(std::uint32_t* cursor, std::uint64_t* compressed);
+  // Fetch those of cis that are still absent (no waiting on others' fetches).
+  // Returns the uncompressed bytes made present.
+  base::Result<std::uint64_t> prefetch_chunks(const std::vector<std::uint32_t>& cis);
+
+  // For the prefetcher's log: one warning per blob.
+  bool first_prefetch_error() { return !prefetch_warned_.exchange(true); }
+
+ private:
+  struct Round {
+    std::vector<std::uint32_t> cis;  // ci order
+    std::shared_ptr<Flight> flight;
+  };
+
+  // Under mu_: claim the absent chunks of cis into rounds. When req_flight is given,
+  // it gets the flight (ours or someone else's) of each chunk of cis[0, size) that is
+  // not present, the chunks the caller must wait for.
+  std::vector<Round> claim(const std::vector<std::uint32_t>& cis,
+                           std::vector<std::shared_ptr<Flight>>* req_flight);
+  // Fetch, verify, decompress and write one claimed round; publish the result.
+  // Returns the uncompressed bytes made present.
+  std::uint64_t run_round(const Round& round, int write_fd);
+  base::Status write_chunk(int fd, const erofs::ChunkMeta& c, base::Bytes data);
+
+  std::shared_ptr<Shared> shared_;
+  const erofs::BlobInfo info_;
+  const erofs::BlobMeta meta_;
+  const std::vector<base::Digest> digests_;  // by ci, from the bootstrap
+  const std::vector<bool> has_digest_;
+  // Shared with the image binding that opened the blob (it may hand the same backend
+  // to other blobs of the image).
+  const std::shared_ptr<Backend> backend_;
+  const std::string path_;
+  const base::UniqueFd fd_;
+  const std::uint64_t batch_;
+  std::atomic<bool> prefetch_warned_{false};
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;  // some flight of this blob is done
+  std::vector<ChunkState> state_;
+  std::vector<std::shared_ptr<Flight>> flight_;  // set while kInFlight
+  std::uint64_t present_ = 0;
+};
+
+// RAII count of on-demand fills in progress; the prefetcher waits for zero.
+class OnDemandScope {
+ public:
+  explicit OnDemandScope(Shared& s) : s_(s) {
+    std::lock_guard lk(s_.mu);
+    ++s_.ondemand;
+  }
+  ~OnDemandScope() {
+    std::lock_guard lk(s_.mu);
+    if (--s_.ondemand == 0) {
+      s_.cv.notify_all();
+    }
+  }
+  OnDemandScope(const OnDemandScope&) = delete;
+  OnDemandScope& operator=(const OnDemandScope&) = delete;
+
+ private:
+  Shared& s_;
+};
+
+base::Status BlobImpl::scan() {
+  // Data extents of the file, in order. The filesystem reports them at block
+  // granularity (or page granularity on tmpfs): a chunk's partial last block counts
+  // as data once written, which is right since chunks start 4 KiB aligned.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> extents;
+  std::uint64_t off = 0;
+  while (off < size()) {
+    const off_t d = ::lseek(fd_.get(), static_cast<off_t>(off), SEEK_DATA);
+    if (d < 0) {
+      if (errno == ENXIO) {
+        break;
+      }
+      return base::errno_error("SEEK_DATA " + path_);
+    }
+    const off_t h = ::lseek(fd_.get(), d, SEEK_HOLE);
+    if (h < 0) {
+      return base::errno_error("SEEK_HOLE " + path_);
+    }
+    extents.emplace_back(static_cast<std::uint64_t>(d), static_cast<std::uint64_t>(h));
+    off = static_cast<std::uint64_t>(h);
+  }
+  std::lock_guard lk(mu_);
+  present_ = 0;
+  std::size_t e = 0;
+  const auto& chunks = meta_.chunks();
+  for (std::size_t ci = 0; ci < chunks.size(); ++ci) {
+    const std::uint64_t start = chunks[ci].uncompressed_offset;
+    const std::uint64_t end = start + chunks[ci].uncompressed_size;
+    while (e < extents.size() && extents[e].second <= start) {
+      ++e;
+    }
+    const bool present =
+        e < extents.size() && extents[e].first <= start && extents[e].second >= end;
+    state_[ci] = present ? ChunkState::kPresent : ChunkState::kAbsent;
+    present_ += present ? 1 : 0;
+  }
+  return {};
+}
+
+std::vector<BlobImpl::Round> BlobImpl::claim(const std::vector<std::uint32_t>& cis,
+                                             std::vector<std::shared_ptr<Flight>>* req_flight) {
+  const auto& chunks = meta_.chunks();
+  const std::uint64_t round_limit = batch_ * kBatchesPerRound;
+  std::vector<Round> rounds;
+  std::uint64_t round_bytes = 0;
+  for (std::size_t i = 0; i < cis.size(); ++i) {
+    const std::uint32_t ci = cis[i];
+    switch (state_[ci]) {
+      case ChunkState::kPresent:
+        break;
+      case ChunkState::kInFlight:
+        if (req_flight != nullptr && i < req_flight->size()) {
+          (*req_flight)[i] = flight_[ci];
+        }
+        break;
+      case ChunkState::kAbsent:
+        if (rounds.empty() || round_bytes + chunks[ci].compressed_size > round_limit) {
+          rounds.push_back(Round{{}, std::make_shared<Flight>()});
+          round_bytes = 0;
+        }
+        rounds.back().cis.push_back(ci);
+        round_bytes += chunks[ci].compressed_size;
+        state_[ci] = ChunkState::kInFlight;
+        flight_[ci] = rounds.back().flight;
+        if (req_flight != nullptr && i < req_flight->size()) {
+          (*req_flight)[i] = flight_[ci];
+        }
+        break;
+    }
+  }
+  return rounds;
+}
+
+base::Status BlobImpl::write_chunk(int fd, const erofs::ChunkMeta& c, base::Bytes data) {
+  // Rest first, head block last: see the crash-safety note at the top of the file.
+  const std::uint64_t head = head_len(c);
+  if (data.size() > head) {
+    CFN_TRY(base::pwrite_full(fd, data.subspan(head), c.uncompressed_offset + head));
+  }
+  return base::pwrite_full(fd, data.first(head), c.uncompressed_offset);
+}
+
+std::uint64_t BlobImpl::run_round(const Round& round, int write_fd) {
+  const auto& chunks = meta_.chunks();
+  CacheMetrics& m = shared_->metrics;
+  const int fd = write_fd >= 0 ? write_fd : fd_.get();
+
+  // Merge compressed-adjacent chunks into one read each, no read beyond a batch, so
+  // a registry backend can run the reads of a round in parallel.
+  std::vector<std::uint32_t> order = round.cis;
+  std::sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
+    return chunks[a].compressed_offset < chunks[b].compressed_offset;
+  });
+  std::uint64_t total = 0;
+  for (std::uint32_t ci : order) {
+    total += chunks[ci].compressed_size;
+  }
+  std::vector<std::byte> buf(total);
+  struct Run {
+    std::size_t first = 0;  // into order
+    std::size_t last = 0;
+    std::uint64_t buf_off = 0;
+  };
+  std::vector<Run> runs;
+  std::vector<BackendRead> reads;
+  std::uint64_t pos = 0;
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    const erofs::ChunkMeta& c = chunks[order[i]];
+    if (!reads.empty()) {
+      BackendRead& r = reads.back();
+      if (r.offset + r.out.size() == c.compressed_offset &&
+          r.out.size() + c.compressed_size <= batch_) {
+        r.out = base::MutableBytes(r.out.data(), r.out.size() + c.compressed_size);
+        runs.back().last = i + 1;
+        pos += c.compressed_size;
+        continue;
+      }
+    }
+    BackendRead r;
+    r.offset = c.compressed_offset;
+    r.out = base::MutableBytes(buf.data() + pos, c.compressed_size);
+    reads.push_back(std::move(r));
+    runs.push_back(Run{i, i + 1, pos});
+    pos += c.compressed_size;
+  }
+  backend_->read(info_.id, reads);
+  m.backend_requests.fetch_add(reads.size(), std::memory_order_relaxed);
+
+  thread_local std::vector<std::byte> plain;
+  std::vector<std::uint32_t> done;
+  std::map<std::uint32_t, base::Error> errors;
+  std::uint64_t filled = 0;
+  auto fail = [&](std::uint32_t ci, base::Error e) { errors.emplace(ci, std::move(e)); };
+  for (std::size_t r = 0; r < runs.size(); ++r) {
+    if (!reads[r].result) {
+      // "Fails for good": the backend did its own retries.
+      const base::Error e{
+          EIO,
+          fmt::format("blob {}: {} at {} (+{}): {}", info_.id, backend_->describe(),
+                      reads[r].offset, reads[r].out.size(), reads[r].result.error().to_string())};
+      for (std::size_t i = runs[r].first; i < runs[r].last; ++i) {
+        fail(order[i], e);
+      }
+      continue;
+    }
+    m.backend_bytes.fetch_add(reads[r].out.size(), std::memory_order_relaxed);
+    std::uint64_t off = runs[r].buf_off;
+    for (std::size_t i = runs[r].first; i < runs[r].last; ++i) {
+      const std::uint32_t ci = order[i];
+      const erofs::ChunkMeta& c = chunks[ci];
+      const base::Bytes stored(buf.data() + off, c.compressed_size);
+      off += c.compressed_size;
+      if (!has_digest_[ci]) {
+        fail(ci, base::Error{EBADMSG, fmt::format("blob {}: chunk {} has no bootstrap digest",
+                                                  info_.id, ci)});
+        continue;
+      }
+      plain.resize(c.uncompressed_size);
+      auto st = erofs::decode_chunk(info_, c, stored, digests_[ci], plain);
+      if (!st) {
+        m.verify_failures.fetch_add(1, std::memory_order_relaxed);
+        fail(ci, std::move(st).error().wrap(fmt::format("blob {} chunk {}", info_.id, ci)));
+        continue;
+      }
+      st = write_chunk(fd, c, plain);
+      if (!st) {
+        // Best effort: leave no data a restart could mistake for the chunk.
+        (void)::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                          static_cast<off_t>(c.uncompressed_offset),
+                          static_cast<off_t>(c.uncompressed_size));
+        fail(ci, std::move(st).error().wrap(fmt::format("blob {} chunk {}: write", info_.id, ci)));
+        continue;
+      }
+      done.push_back(ci);
+      filled += c.uncompressed_size;
+    }
+  }
+
+  // Publish. Every byte of the chunks in `done` was written above (pwrite returned),
+  // so a reader woken here, or a front end answering its kernel, sees them.
+  std::lock_guard lk(mu_);
+  for (std::uint32_t ci : round.cis) {
+    state_[ci] = ChunkState::kAbsent;  // a failed chunk stays absent: the next fill retries
+    flight_[ci].reset();
+  }
+  for (std::uint32_t ci : done) {
+    state_[ci] = ChunkState::kPresent;
+  }
+  present_ += done.size();
+  round.flight->done = true;
+  round.flight->errors = std::move(errors);
+  cv_.notify_all();
+  return filled;
+}
+
+base::Status BlobImpl::fill(std::uint64_t off, std::uint64_t len, int write_fd) {
+  if (len == 0) {
+    return {};
+  }
+  if (off >= size()) {
+    return base::errorf(ERANGE, "blob {}: fill at {} of a {} byte blob", info_.id, off, size());
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  CacheMetrics& m = shared_->metrics;
+  m.fill_requests.fetch_add(1, std::memory_order_relaxed);
+  len = std::min(len, size() - off);
+  const auto [first, last] = meta_.chunks_in_range(off, len);
+  {
+    std::lock_guard lk(mu_);
+    bool all = true;
+    for (std::uint32_t ci = first; ci < last && all; ++ci) {
+      all = state_[ci] == ChunkState::kPresent;
+    }
+    if (all) {
+      m.hits.fetch_add(1, std::memory_order_relaxed);
+      record_latency(m, std::chrono::steady_clock::now() - t0);
+      return {};
+    }
+  }
+  m.misses.fetch_add(1, std::memory_order_relaxed);
+  OnDemandScope scope(*shared_);
+
+  // Widen forward to a batch of uncompressed bytes, never beyond the blob. Chunks of
+  // the widening that someone else is fetching are not waited for.
+  const auto& chunks = meta_.chunks();
+  std::uint32_t wlast = last;
+  const std::uint64_t base_off = chunks[first].uncompressed_offset;
+  while (wlast < chunks.size() &&
+         chunks[wlast].uncompressed_offset + chunks[wlast].uncompressed_size - base_off <= batch_) {
+    ++wlast;
+  }
+  std::vector<std::uint32_t> cis(wlast - first);
+  for (std::uint32_t i = 0; i < cis.size(); ++i) {
+    cis[i] = first + i;
+  }
+
+  // Race this resolves (two fills of the same chunk):
+  //   CPU1: lock; chunk absent -> in-flight(F1); unlock; fetch ...; lock; present; done
+  //   CPU2:        lock; chunk in-flight(F1) -> wait on F1 ...............; wakes; ok
+  // The chunk is fetched once; CPU2 never sees a half-written chunk as present.
+  std::vector<std::shared_ptr<Flight>> req_flight(last - first);
+  std::vector<Round> rounds;
+  {
+    std::lock_guard lk(mu_);
+    rounds = claim(cis, &req_flight);
+  }
+  for (const Round& r : rounds) {
+    run_round(r, write_fd);
+  }
+
+  // Each requested chunk is present now, or its flight says why not.
+  std::optional<base::Error> err;
+  std::unique_lock lk(mu_);
+  for (std::uint32_t i = 0; i < req_flight.size(); ++i) {
+    const auto& f = req_flight[i];
+    if (!f) {
+      continue;  // was present already
+    }
+    cv_.wait(lk, [&] { return f->done; });
+    if (!err && state_[first + i] != ChunkState::kPresent) {
+      // A failed flight carries its error; a chunk absent after a good flight is one
+      // that someone else's failed fetch cleared and a third fill is retrying.
+      auto e = f->error_of(first + i);
+      err =
+          e ? *e
+            : base::Error{EAGAIN, fmt::format("blob {}: chunk {} not ready", info_.id, first + i)};
+    }
+  }
+  lk.unlock();
+  record_latency(m, std::chrono::steady_clock::now() - t0);
+  if (err) {
+    return base::Unexpected(std::move(*err));
+  }
+  return {};
+}
+
+std::vector<std::uint32_t> BlobImpl::next_absent(std::uint32_t* cursor, std::uint64_t* compressed) {
+  const auto& chunks = meta_.chunks();
+  std::vector<std::uint32_t> out;
+  *compressed = 0;
+  std::uint64_t uspan = 0;
+  std::lock_guard lk(mu_);
+  while (*cursor < chunks.size() && uspan < batch_) {
+    const std::uint32_t ci = (*cursor)++;
+    if (state_[ci] != ChunkState::kAbsent || !has_digest_[ci]) {
+      continue;
+    }
+    out.push_back(ci);
+    *compressed += chunks[ci].compressed_size;
+    uspan += chunks[ci].uncompressed_size;
+  }
+  return out;
+}
+
+base::Result<std::uint64_t> BlobImpl::prefetch_chunks(const std::vector<std::uint32_t>& cis) {
+  std::vector<Round> rounds;
+  {
+    std::lock_guard lk(mu_);
+    rounds = claim(cis, nullptr);
+  }
+  std::uint64_t filled = 0;
+  std::optional<base::Error> err;
+  for (const Round& r : rounds) {
+    filled += run_round(r, -1);
+    std::lock_guard lk(mu_);
+    if (!err && !r.flight->errors.empty()) {
+      err = r.flight->errors.begin()->second;
+    }
+  }
+  if (err) {
+    return base::Unexpected(std::move(*err));
+  }
+  return filled;
+}
+
+// Token bucket over compressed bytes: capacity one batch, refilled at rate bytes/s.
+// take() may run into debt; the caller sleeps for the returned time before fetching.
+class TokenBucket {
+ public:
+  TokenBucket(std::uint64_t rate, std::uint64_t capacity)
+      : rate_(static_cast<double>(rate)),
+        capacity_(static_cast<double>(capacity)),
+        tokens_(capacity_),
+        last_(std::chrono::steady_clock::now()) {}
+
+  std::chrono::nanoseconds take(std::uint64_t n) {
+    const auto now = std::chrono::steady_clock::now();
+    tokens_ =
+        std::min(capacity_, tokens_ + rate_ * std::chrono::duration<double>(now - last_).count());
+    last_ = now;
+    tokens_ -= static_cast<double>(n);
+    if (tokens_ >= 0) {
+      return std::chrono::nanoseconds(0);
+    }
+    return std::chrono::nanoseconds(static_cast<std::int64_t>(-tokens_ / rate_ * 1e9));
+  }
+
+ private:
+  double rate_;
+  double capacity_;
+  double tokens_;
+  std::chrono::steady_clock::time_point last_;
+};
+
+class BlobCacheImpl final : public BlobCache {
+ public:
+  explicit BlobCacheImpl(CacheOptions options)
+      : options_(std::move(options)), shared_(std::make_shared<Shared>()) {
+    if (options_.prefetch_bandwidth > 0) {
+      prefetcher_ = std::thread([this] { prefetch_loop(); });
+    }
+  }
+
+  ~BlobCacheImpl() override {
+    {
+      std::lock_guard lk(shared_->mu);
+      shared_->stop = true;
+      shared_->cv.notify_all();
+    }
+    if (prefetcher_.joinable()) {
+      prefetcher_.join();
+    }
+  }
+
+  BlobCacheImpl(const BlobCacheImpl&) = delete;
+  BlobCacheImpl& operator=(const BlobCacheImpl&) = delete;
+
+  base::Result<std::shared_ptr<CachedBlob>> open(const erofs::BlobInfo& info,
+                                                 const std::vector<erofs::ChunkRecord>& chunks,
+                                                 std::shared_ptr<Backend> backend) override;
+
+  void prefetch(const std::shared_ptr<CachedBlob>& blob) override {
+    if (options_.prefetch_bandwidth == 0 || !blob) {
+      return;
+    }
+    auto impl = std::dynamic_pointer_cast<BlobImpl>(blob);
+    if (!impl) {
+      return;
+    }
+    std::lock_guard lk(shared_->mu);
+    queue_.push_back(std::move(impl));
+    shared_->cv.notify_all();
+  }
+
+  CacheMetrics& metrics() override { return shared_->metrics; }
+
+ private:
+  base::Result<std::vector<std::byte>> load_meta(const erofs::BlobInfo& info, Backend& backend);
+  void prefetch_loop();
+
+  const CacheOptions options_;
+  std::shared_ptr<Shared> shared_;
+  std::mutex open_mu_;  // serialises open(); held across its file and backend I/O
+  std::map<std::string, std::shared_ptr<BlobImpl>> blobs_;
+  std::deque<std::shared_ptr<BlobImpl>> queue_;  // guarded by shared_->mu
+  std::thread prefetcher_;
+};
+
+base::Result<std::vector<std::byte>> BlobCacheImpl::load_meta(const erofs::BlobInfo& info,
+                                                              Backend& backend) {
+  const std::uint64_t len = info.ci_compressed_size + erofs::kBlobMetaHeaderSize;
+  if (info.ci_compressed_size > kMaxMetaBytes ||
+      (info.compressed_size != 0 && !base::in_bounds(info.ci_offset, len, info.compressed_size))) {
+    return base::errorf(EBADMSG, "blob {}: chunk-info region [{}, +{}) outside the blob", info.id,
+                        info.ci_offset, len);
+  }
+  const std::string path = options_.cache_dir + "/" + info.id + ".meta";
+  auto local = base::read_file(path);
+  if (local && local->size() == len) {
+    return std::move(*local);
+  }
+  std::vector<std::byte> bytes(len);
+  BackendRead r;
+  r.offset = info.ci_offset;
+  r.out = bytes;
+  backend.read(info.id, std::span<BackendRead>(&r, 1));
+  shared_->metrics.backend_requests.fetch_add(1, std::memory_order_relaxed);
+  if (!r.result) {
+    return base::Unexpected(
+        base::Error{EIO, fmt::format("blob {}: chunk-info region from {}: {}", info.id,
+                                     backend.describe(), r.result.error().to_string())});
+  }
+  shared_->metrics.backend_bytes.fetch_add(len, std::memory_order_relaxed);
+  return bytes;
+}
+
+base::Result<std::shared_ptr<CachedBlob>> BlobCacheImpl::open(
+    const erofs::BlobInfo& info, const std::vector<erofs::ChunkRecord>& records,
+    std::shared_ptr<Backend> backend) {
+  CFN_TRY(check_blob_id(info.id));
+  std::lock_guard lk(open_mu_);
+  if (auto it = blobs_.find(info.id); it != blobs_.end()) {
+    if (it->second->size() != info.uncompressed_size ||
+        it->second->chunk_count() != info.chunk_count) {
+      return base::errorf(EEXIST, "blob {} is open with another shape", info.id);
+    }
+    return std::shared_ptr<CachedBlob>(it->second);
+  }
+  if (!backend) {
+    return base::errorf(EINVAL, "blob {}: no backend", info.id);
+  }
+
+  CFN_ASSIGN_OR_RETURN(auto meta_bytes, load_meta(info, *backend));
+  auto meta = erofs::BlobMeta::parse(info, meta_bytes);
+  if (!meta) {
+    // A corrupt local copy is dropped so the next open reads the backend again.
+    (void)::unlink((options_.cache_dir + "/" + info.id + ".meta").c_str());
+    return base::Unexpected(std::move(meta).error().wrap("blob " + info.id + " meta"));
+  }
+
+  // The bootstrap is the trust root: the blob meta must agree with every chunk
+  // record of this blob, place and size, or the blob is refused.
+  const auto& cm = meta->chunks();
+  std::vector<base::Digest> digests(cm.size());
+  std::vector<bool> has_digest(cm.size(), false);
+  auto refuse = [&](std::string why) {
+    (void)::unlink((options_.cache_dir + "/" + info.id + ".meta").c_str());
+    return base::make_error(EBADMSG, fmt::format("blob {}: {}", info.id, why));
+  };
+  for (const erofs::ChunkRecord& r : records) {
+    if (r.blob_index != info.index) {
+      continue;
+    }
+    if (r.index >= cm.size()) {
+      return refuse(fmt::format("chunk record ci {} beyond the {} chunks of the blob meta", r.index,
+                                cm.size()));
+    }
+    const erofs::ChunkMeta& c = cm[r.index];
+    if (r.compressed_offset != c.compressed_offset || r.compressed_size != c.compressed_size ||
+        r.uncompressed_offset != c.uncompressed_offset ||
+        r.uncompressed_size != c.uncompressed_size) {
+      return refuse(
+          fmt::format("chunk {}: blob meta and bootstrap disagree on its place", r.index));
+    }
+    if (has_digest[r.index] && digests[r.index] != r.digest) {
+      return refuse(fmt::format("chunk {}: two bootstrap digests", r.index));
+    }
+    digests[r.index] = r.digest;
+    has_digest[r.index] = true;
+  }
+  for (std::size_t ci = 0; ci < cm.size(); ++ci) {
+    // Crash safety relies on no two chunks sharing a block (the head block is
+    // written last); EROFS requires 4 KiB aligned chunks anyway.
+    if (cm[ci].uncompressed_offset % kBlock != 0) {
+      return refuse(fmt::format("chunk {} is not 4 KiB aligned", ci));
+    }
+  }
+
+  std::error_code ec;
+  std::filesystem::create_directories(options_.cache_dir, ec);
+  if (ec) {
+    return base::errorf(ec.value(), "create {}: {}", options_.cache_dir, ec.message());
+  }
+  const std::string meta_path = options_.cache_dir + "/" + info.id + ".meta";
+  if (::access(meta_path.c_str(), F_OK) != 0) {
+    CFN_TRY(base::write_file_atomic(meta_path, meta_bytes, 0600));
+  }
+
+  const std::string path = options_.cache_dir + "/" + info.id + ".blob";
+  CFN_ASSIGN_OR_RETURN(auto fd, base::UniqueFd::open(path, O_RDWR | O_CREAT, 0600));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) {
+    return base::errno_error("stat " + path);
+  }
+  if (static_cast<std::uint64_t>(st.st_size) != info.uncompressed_size) {
+    // New, or of another size (not this blob's): start from nothing but holes.
+    if (::ftruncate(fd.get(), 0) != 0 ||
+        ::ftruncate(fd.get(), static_cast<off_t>(info.uncompressed_size)) != 0) {
+      return base::errno_error("truncate " + path);
+    }
+  }
+  std::uint64_t batch = std::max(options_.batch_size, kMinBatch);
+  auto blob = std::make_shared<BlobImpl>(shared_, info, std::move(*meta), std::move(digests),
+                                         std::move(has_digest), std::move(backend), path,
+                                         std::move(fd), batch);
+  CFN_TRY(blob->scan());
+  blobs_.emplace(info.id, blob);
+  return std::shared_ptr<CachedBlob>(blob);
+}
+
+void BlobCacheImpl::prefetch_loop() {
+  TokenBucket bucket(options_.prefetch_bandwidth, std::max(options_.batch_size, kMinBatch));
+  std::unique_lock lk(shared_->mu);
+  while (!shared_->stop) {
+    if (queue_.empty()) {
+      shared_->cv.wait(lk);
+      continue;
+    }
+    std::shared_ptr<BlobImpl> blob = queue_.front();
+    std::uint32_t cursor = 0;
+    while (!shared_->stop) {
+      // Always behind on-demand fills: no new step while one is waiting or fetching.
+      shared_->cv.wait(lk, [&] { return shared_->stop || shared_->ondemand == 0; });
+      if (shared_->stop) {
+        break;
+      }
+      lk.unlock();
+      std::uint64_t compressed = 0;
+      auto cis = blob->next_absent(&cursor, &compressed);
+      if (cis.empty()) {
+        lk.lock();
+        break;
+      }
+      const auto wait = bucket.take(compressed);
+      lk.lock();
+      if (wait.count() > 0) {
+        shared_->cv.wait_for(lk, wait, [&] { return shared_->stop; });
+        if (shared_->stop) {
+          break;
+        }
+        // An on-demand fill may have started while we slept.
+        shared_->cv.wait(lk, [&] { return shared_->stop || shared_->ondemand == 0; });
+        if (shared_->stop) {
+          break;
+        }
+      }
+      lk.unlock();
+      auto filled = blob->prefetch_chunks(cis);
+      if (filled) {
+        shared_->metrics.prefetch_bytes.fetch_add(*filled, std::memory_order_relaxed);
+      } else if (blob->first_prefetch_error()) {
+        spdlog::warn("prefetch of blob {}: {} (failed chunks are left to on-demand fills)",
+                     blob->info().id, filled.error().to_string());
+      }
+      lk.lock();
+    }
+    if (!queue_.empty() && queue_.front() == blob) {
+      queue_.pop_front();
+    }
+  }
+}
+
+}  // namespace
+
+base::Result<std::unique_ptr<BlobCache>> BlobCache::create(CacheOptions options) {
+  if (options.cache_dir.empty()) {
+    return base::make_error(EINVAL, "blob cache: empty cache_dir");
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(options.cache_dir, ec);
+  if (ec) {
+    return base::errorf(ec.value(), "create {}: {}", options.cache_dir, ec.message());
+  }
+  options.batch_size = std::max(options.batch_size, kMinBatch);
+  return std::unique_ptr<BlobCache>(new BlobCacheImpl(std::move(options)));
+}
+
+}  // namespace cfnd

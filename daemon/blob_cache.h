@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: Apache-2.0
+// The blob cache: the one core every front end shares. Each blob's UNCOMPRESSED
+// address space is a sparse file <cache_dir>/<blob-id>.blob of the blob's
+// uncompressed size; a hole means "not fetched" (placeholder zeros are never
+// written). fill(range) maps the range through the blob meta to chunks, widens it to
+// a batch, merges adjacent compressed chunks into one backend read, verifies every
+// chunk's digest against the bootstrap (the trust root), decompresses and writes at
+// the uncompressed offset. One fetch per chunk at a time: concurrent fills of the
+// same chunk wait for it. Readiness is rebuilt from SEEK_DATA/SEEK_HOLE when a cache
+// file is reopened, so nothing cached is fetched twice.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/digest.h"
+#include "base/result.h"
+#include "base/unique_fd.h"
+#include "daemon/backend.h"
+#include "erofs/reader.h"
+
+namespace cfnd {
+
+struct CacheOptions {
+  std::string cache_dir;                 // owned by us; created if missing
+  std::uint64_t batch_size = 1U << 20;   // widen on-demand fills to this (>= 128 KiB)
+  std::uint64_t prefetch_bandwidth = 0;  // bytes/s for background prefetch; 0 = off
+};
+
+// Counters exported by the control API (JSON and Prometheus text).
+struct CacheMetrics {
+  std::atomic<std::uint64_t> backend_bytes{0};     // compressed bytes fetched
+  std::atomic<std::uint64_t> backend_requests{0};  // backend range reads
+  std::atomic<std::uint64_t> fill_requests{0};     // fill() calls
+  std::atomic<std::uint64_t> hits{0};              // fills already fully present
+  std::atomic<std::uint64_t> misses{0};            // fills that fetched something
+  std::atomic<std::uint64_t> verify_failures{0};   // chunks whose digest did not match
+  std::atomic<std::uint64_t> prefetch_bytes{0};    // uncompressed bytes filled by prefetch
+  // Fill latency histogram, microseconds, buckets <= 2^k us for k = 0..kBuckets-1.
+  static constexpr int kBuckets = 24;
+  std::atomic<std::uint64_t> fill_latency_us[kBuckets]{};
+};
+
+class BlobCache;
+
+// One blob's cache file. Shared by every image and front end that uses the blob id
+// (a shared_ptr: the BlobCache and each bound image hold it).
+class CachedBlob {
+ public:
+  virtual ~CachedBlob() = default;
+
+  [[nodiscard]] virtual const erofs::BlobInfo& info() const = 0;
+  [[nodiscard]] virtual const std::string& path() const = 0;  // the sparse file
+  // O_RDWR, opened by BlobCache::open. Opened BEFORE any fanotify mark a front end
+  // adds afterwards, so writes through it (fill with write_fd -1, prefetch) raise no
+  // pre-content event. Keep that order: open the blob, then mark it.
+  [[nodiscard]] virtual int fd() const = 0;
+  [[nodiscard]] virtual std::uint64_t size() const = 0;  // uncompressed size
+
+  // Make uncompressed [off, off+len) present. Blocks until done; thread-safe.
+  // write_fd: the fd to write through (fanotify: the event's fd, which raises no
+  // event; -1: our own fd). A range reaching past the end is clipped at size()
+  // (fanotify ranges are page-aligned and not clipped at EOF); len 0 is a no-op.
+  // EIO when the backend fails for good, EBADMSG when a chunk fails verification
+  // or has no bootstrap digest (nothing of that chunk is written), ERANGE when off
+  // is at or past size(), or the write's errno (ENOSPC ...).
+  [[nodiscard]] virtual base::Status fill(std::uint64_t off, std::uint64_t len,
+                                          int write_fd = -1) = 0;
+  // True when [off, off+len) is fully present (no fetch needed).
+  [[nodiscard]] virtual bool ready(std::uint64_t off, std::uint64_t len) const = 0;
+  [[nodiscard]] virtual std::uint64_t ready_chunks() const = 0;
+  [[nodiscard]] virtual std::uint64_t chunk_count() const = 0;
+};
+
+class BlobCache {
+ public:
+  [[nodiscard]] static base::Result<std::unique_ptr<BlobCache>> create(CacheOptions options);
+  virtual ~BlobCache() = default;
+
+  // Open (or return the already open) cache file of a blob. chunks: the bootstrap's
+  // chunk table records of this blob (their digests are the trust root); the blob
+  // meta (chunk-info table) is read through the backend on first open and kept in
+  // <cache_dir>/<blob-id>.meta. A second call with the same id shares the object.
+  [[nodiscard]] virtual base::Result<std::shared_ptr<CachedBlob>> open(
+      const erofs::BlobInfo& info, const std::vector<erofs::ChunkRecord>& chunks,
+      std::shared_ptr<Backend> backend) = 0;
+  // Queue a whole-blob background prefetch (bandwidth-capped, always behind
+  // on-demand fills). No-op when options.prefetch_bandwidth is 0. Errors are logged
+  // (once per blob) and the failed chunks left absent for on-demand fills.
+  virtual void prefetch(const std::shared_ptr<CachedBlob>& blob) = 0;
+  [[nodiscard]] virtual CacheMetrics& metrics() = 0;
+};
+
+}  // namespace cfnd

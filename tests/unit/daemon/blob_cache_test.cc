@@ -1,0 +1,737 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "daemon/blob_cache.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "base/compress.h"
+#include "base/file.h"
+#include "erofs/blob_meta.h"
+#include "erofs/reader.h"
+
+namespace cfnd {
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "cfnd-cache-XXXXXX").string();
+    path_ = ::mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  [[nodiscard]] const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A blob built in the test: zstd chunks, sha256 digests, blob meta trailer.
+struct TestBlob {
+  erofs::BlobInfo info;
+  std::vector<erofs::ChunkRecord> records;
+  std::vector<erofs::ChunkMeta> chunks;
+  std::vector<std::vector<std::byte>> plain;
+  std::vector<std::byte> file;  // the blob file
+};
+
+// sizes: uncompressed chunk sizes; each chunk starts 4 KiB aligned.
+TestBlob make_blob(const std::vector<std::uint32_t>& sizes, std::uint32_t seed = 1) {
+  TestBlob b;
+  std::mt19937 rng(seed);
+  std::uint64_t uoff = 0;
+  std::vector<base::Digest> digests;
+  for (std::uint32_t size : sizes) {
+    std::vector<std::byte> p(size);
+    // Compressible but not trivial: runs of random letters.
+    for (std::size_t i = 0; i < p.size();) {
+      const auto c = static_cast<std::byte>('a' + rng() % 26);
+      const std::size_t run = 1 + rng() % 8;
+      for (std::size_t k = 0; k < run && i < p.size(); ++k, ++i) {
+        p[i] = c;
+      }
+    }
+    std::vector<std::byte> z;
+    EXPECT_TRUE(base::compress(base::Compressor::kZstd, p, z));
+    erofs::ChunkMeta c;
+    c.compressed_offset = b.file.size();
+    c.compressed_size = static_cast<std::uint32_t>(z.size());
+    c.uncompressed_offset = uoff;
+    c.uncompressed_size = size;
+    c.compressed = true;
+    b.file.insert(b.file.end(), z.begin(), z.end());
+    b.chunks.push_back(c);
+    digests.push_back(base::digest(base::DigestAlgo::kSha256, p));
+    b.plain.push_back(std::move(p));
+    uoff = base::align_up(uoff + size, 4096);
+  }
+  const std::uint64_t data_size = b.file.size();
+  auto t = erofs::build_blob_trailer(b.chunks, digests, data_size);
+  EXPECT_TRUE(t) << t.error().to_string();
+  b.file.insert(b.file.end(), t->bytes.begin(), t->bytes.end());
+  erofs::BlobInfo& i = b.info;
+  i.id = "blob" + std::to_string(seed);
+  i.chunk_size = 1U << 20;
+  i.chunk_count = static_cast<std::uint32_t>(sizes.size());
+  i.compressor = base::Compressor::kZstd;
+  i.digester = base::DigestAlgo::kSha256;
+  i.features = t->features;
+  i.compressed_size = b.file.size();
+  i.uncompressed_size = uoff;
+  i.toc_size = t->toc_size;
+  i.toc_digest = t->toc_digest;
+  i.ci_compressor = t->ci_compressor;
+  i.ci_offset = t->ci_offset;
+  i.ci_compressed_size = t->ci_compressed_size;
+  i.ci_uncompressed_size = t->ci_uncompressed_size;
+  for (std::uint32_t ci = 0; ci < sizes.size(); ++ci) {
+    erofs::ChunkRecord r;
+    r.digest = digests[ci];
+    r.blob_index = 0;
+    r.compressed_size = b.chunks[ci].compressed_size;
+    r.uncompressed_size = b.chunks[ci].uncompressed_size;
+    r.compressed_offset = b.chunks[ci].compressed_offset;
+    r.uncompressed_offset = b.chunks[ci].uncompressed_offset;
+    r.index = ci;
+    b.records.push_back(r);
+  }
+  return b;
+}
+
+// Wraps a backend: counts calls, ranges and bytes; can corrupt, fail or hold reads.
+class CountingBackend final : public Backend {
+ public:
+  explicit CountingBackend(std::shared_ptr<Backend> inner) : inner_(std::move(inner)) {}
+
+  void read(const std::string& id, std::span<BackendRead> reads) override {
+    calls++;
+    ranges += reads.size();
+    for (auto& r : reads) {
+      bytes += r.out.size();
+    }
+    if (hook) {
+      hook(reads);
+    }
+    if (fail) {
+      for (auto& r : reads) {
+        r.result = base::make_error(EIO, "injected");
+      }
+      return;
+    }
+    inner_->read(id, reads);
+    for (auto& r : reads) {
+      if (r.result && corrupt_at >= r.offset && corrupt_at < r.offset + r.out.size()) {
+        r.out[corrupt_at - r.offset] ^= std::byte{0x5a};
+      }
+    }
+  }
+  [[nodiscard]] std::string describe() const override { return "counting:" + inner_->describe(); }
+
+  void reset() {
+    calls = 0;
+    ranges = 0;
+    bytes = 0;
+  }
+
+  std::atomic<std::uint64_t> calls{0};
+  std::atomic<std::uint64_t> ranges{0};
+  std::atomic<std::uint64_t> bytes{0};
+  std::atomic<bool> fail{false};
+  std::atomic<std::uint64_t> corrupt_at{UINT64_MAX};
+  std::function<void(std::span<BackendRead>)> hook;  // set before use, not while reading
+
+ private:
+  std::shared_ptr<Backend> inner_;
+};
+
+class BlobCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    blob_dir_ = src_.path();
+    cache_dir_ = cache_.path() + "/cache";
+  }
+
+  void put(const TestBlob& b) {
+    ASSERT_TRUE(base::write_file_atomic(blob_dir_ + "/" + b.info.id, b.file));
+  }
+
+  std::shared_ptr<CountingBackend> backend() {
+    auto l = make_localfs_backend(blob_dir_);
+    EXPECT_TRUE(l);
+    return std::make_shared<CountingBackend>(std::shared_ptr<Backend>(std::move(*l)));
+  }
+
+  std::unique_ptr<BlobCache> cache(std::uint64_t batch = 1U << 20, std::uint64_t bw = 0) {
+    CacheOptions o;
+    o.cache_dir = cache_dir_;
+    o.batch_size = batch;
+    o.prefetch_bandwidth = bw;
+    auto c = BlobCache::create(o);
+    EXPECT_TRUE(c) << c.error().to_string();
+    return std::move(*c);
+  }
+
+  // The cache file's bytes of chunk ci equal the plain chunk.
+  static void expect_chunk(const CachedBlob& blob, const TestBlob& b, std::uint32_t ci) {
+    std::vector<std::byte> got(b.chunks[ci].uncompressed_size);
+    ASSERT_TRUE(base::pread_full(blob.fd(), got, b.chunks[ci].uncompressed_offset));
+    EXPECT_TRUE(got == b.plain[ci]) << "chunk " << ci;
+  }
+
+  // True when [off, off+len) of fd is one hole.
+  static bool is_hole(int fd, std::uint64_t off, std::uint64_t len) {
+    const off_t d = ::lseek(fd, static_cast<off_t>(off), SEEK_DATA);
+    return d < 0 || static_cast<std::uint64_t>(d) >= off + len;
+  }
+
+  TempDir src_;
+  TempDir cache_;
+  std::string blob_dir_;
+  std::string cache_dir_;
+};
+
+std::vector<std::uint32_t> sizes(std::size_t n, std::uint32_t size) {
+  return std::vector<std::uint32_t>(n, size);
+}
+
+TEST_F(BlobCacheTest, FillIsByteExact) {
+  // Odd sizes leave sub-block gaps between chunks.
+  TestBlob b = make_blob({10000, 65536, 4096, 70001, 1, 300000, 8192});
+  put(b);
+  auto c = cache(128 * 1024);
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob) << blob.error().to_string();
+  EXPECT_EQ((*blob)->size(), b.info.uncompressed_size);
+  EXPECT_EQ((*blob)->chunk_count(), 7U);
+  EXPECT_EQ((*blob)->ready_chunks(), 0U);
+  // Fill in awkward pieces, as a kernel would ask.
+  for (std::uint64_t off = 0; off < (*blob)->size(); off += 12345) {
+    auto st = (*blob)->fill(off, 777);
+    ASSERT_TRUE(st) << st.error().to_string();
+  }
+  EXPECT_EQ((*blob)->ready_chunks(), 7U);
+  EXPECT_TRUE((*blob)->ready(0, (*blob)->size()));
+  // The whole file against the uncompressed layout (gaps read as zeros).
+  std::vector<std::byte> want(b.info.uncompressed_size);
+  for (std::size_t ci = 0; ci < b.chunks.size(); ++ci) {
+    std::memcpy(want.data() + b.chunks[ci].uncompressed_offset, b.plain[ci].data(),
+                b.plain[ci].size());
+  }
+  std::vector<std::byte> got(want.size());
+  ASSERT_TRUE(base::pread_full((*blob)->fd(), got, 0));
+  EXPECT_TRUE(got == want);
+  EXPECT_EQ(c->metrics().verify_failures.load(), 0U);
+}
+
+TEST_F(BlobCacheTest, RangeChecks) {
+  TestBlob b = make_blob(sizes(3, 10000));
+  put(b);
+  auto c = cache();
+  auto blob = c->open(b.info, b.records, backend());
+  ASSERT_TRUE(blob);
+  EXPECT_TRUE((*blob)->fill(5, 0));
+  auto st = (*blob)->fill((*blob)->size(), 1);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, ERANGE);
+  // Past the end: clipped (a page-aligned fanotify range past EOF).
+  EXPECT_TRUE((*blob)->fill((*blob)->size() - 10, 1U << 20));
+  EXPECT_TRUE((*blob)->ready((*blob)->size() - 10, 10));
+  // A range in a gap between chunks needs nothing.
+  EXPECT_TRUE((*blob)->fill(10000, 100));
+}
+
+TEST_F(BlobCacheTest, SmallFillWidensToBatch) {
+  TestBlob b = make_blob(sizes(10, 65536));
+  put(b);
+  auto c = cache(256 * 1024);
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  be->reset();
+  ASSERT_TRUE((*blob)->fill(100, 1));
+  // 256 KiB batch = chunks 0..3, all in one merged backend read.
+  EXPECT_EQ((*blob)->ready_chunks(), 4U);
+  EXPECT_TRUE((*blob)->ready(0, 4 * 65536));
+  EXPECT_FALSE((*blob)->ready(4 * 65536, 1));
+  EXPECT_EQ(be->calls.load(), 1U);
+  EXPECT_EQ(be->ranges.load(), 1U);
+  std::uint64_t want = 0;
+  for (int ci = 0; ci < 4; ++ci) {
+    want += b.chunks[ci].compressed_size;
+    expect_chunk(**blob, b, ci);
+  }
+  EXPECT_EQ(be->bytes.load(), want);
+  EXPECT_EQ(c->metrics().backend_bytes.load(),
+            want + b.info.ci_compressed_size + 4096);  // + the blob meta read at open
+  // Never beyond the blob: a fill near the end takes what is left.
+  ASSERT_TRUE((*blob)->fill(9 * 65536, 1));
+  EXPECT_EQ((*blob)->ready_chunks(), 5U);
+}
+
+TEST_F(BlobCacheTest, AdjacentChunksMergeIntoOneRead) {
+  TestBlob b = make_blob(sizes(8, 32768));
+  put(b);
+  {
+    // Chunk 2 present from an earlier run, so the next fill reads [0,2) and [3,4) apart.
+    auto c = cache(128 * 1024);
+    auto blob = c->open(b.info, b.records, backend());
+    ASSERT_TRUE(blob);
+    ASSERT_TRUE(base::pwrite_full((*blob)->fd(), b.plain[2], b.chunks[2].uncompressed_offset));
+  }
+  auto c = cache(128 * 1024);
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  ASSERT_EQ((*blob)->ready_chunks(), 1U);
+  ASSERT_TRUE((*blob)->fill(0, 4 * 32768));
+  EXPECT_EQ(be->calls.load(), 1U);   // one Backend::read call ...
+  EXPECT_EQ(be->ranges.load(), 2U);  // ... with two merged ranges around chunk 2
+  for (int ci = 0; ci < 8; ++ci) {
+    if ((*blob)->ready(ci * 32768, 1)) {
+      expect_chunk(**blob, b, ci);
+    }
+  }
+}
+
+TEST_F(BlobCacheTest, ConcurrentFillsFetchOnce) {
+  TestBlob b = make_blob(sizes(4, 1U << 20));
+  put(b);
+  auto c = cache(128 * 1024);
+  auto be = backend();
+  // Hold the first read until all 16 fills have been issued, so they overlap.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  be->hook = [&](std::span<BackendRead>) {
+    std::unique_lock lk(mu);
+    cv.wait_for(lk, std::chrono::seconds(2), [&] { return open; });
+  };
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  be->reset();
+  std::atomic<int> started{0};
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&, i] {
+      started++;
+      if ((*blob)->fill(1U << 20 | static_cast<std::uint64_t>(i) * 1000, 100)) {
+        ok++;
+      }
+    });
+  }
+  while (started.load() < 16) {
+    std::this_thread::yield();
+  }
+  {
+    std::lock_guard lk(mu);
+    open = true;
+  }
+  cv.notify_all();
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(ok.load(), 16);
+  EXPECT_EQ(be->calls.load(), 1U);
+  EXPECT_EQ(be->bytes.load(), b.chunks[1].compressed_size);
+  expect_chunk(**blob, b, 1);
+  EXPECT_EQ(c->metrics().fill_requests.load(), 16U);
+}
+
+TEST_F(BlobCacheTest, CorruptChunkIsRejectedThenRetried) {
+  TestBlob b = make_blob(sizes(4, 40000));
+  put(b);
+  auto c = cache(128 * 1024);
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  be->corrupt_at = b.chunks[1].compressed_offset + b.chunks[1].compressed_size / 2;
+  auto st = (*blob)->fill(b.chunks[1].uncompressed_offset, 10);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, EBADMSG);
+  EXPECT_GE(c->metrics().verify_failures.load(), 1U);
+  EXPECT_FALSE((*blob)->ready(b.chunks[1].uncompressed_offset, 1));
+  // No byte of the bad chunk was written.
+  EXPECT_TRUE(is_hole((*blob)->fd(), b.chunks[1].uncompressed_offset, 40000));
+  // Its good neighbours of the same batch are fine.
+  EXPECT_TRUE((*blob)->ready(b.chunks[2].uncompressed_offset, 1));
+  // Backend fixed: the next fill fetches it again and succeeds.
+  be->corrupt_at = UINT64_MAX;
+  st = (*blob)->fill(b.chunks[1].uncompressed_offset, 10);
+  ASSERT_TRUE(st) << st.error().to_string();
+  expect_chunk(**blob, b, 1);
+}
+
+TEST_F(BlobCacheTest, BackendFailingForGoodIsEio) {
+  TestBlob b = make_blob(sizes(4, 40000));
+  put(b);
+  auto c = cache(128 * 1024);
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  be->fail = true;
+  auto st = (*blob)->fill(0, 10);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, EIO);
+  EXPECT_EQ((*blob)->ready_chunks(), 0U);
+  EXPECT_TRUE(is_hole((*blob)->fd(), 0, (*blob)->size()));
+  // A blob missing from the backend is EIO too (ENOENT in the message).
+  std::filesystem::remove(blob_dir_ + "/" + b.info.id);
+  be->fail = false;
+  st = (*blob)->fill(0, 10);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, EIO);
+}
+
+TEST_F(BlobCacheTest, RestartFetchesNothingTwice) {
+  TestBlob b = make_blob({50000, 65536, 12288, 100000, 4096, 70000});
+  put(b);
+  std::uint64_t ready = 0;
+  {
+    auto c = cache(128 * 1024);
+    auto blob = c->open(b.info, b.records, backend());
+    ASSERT_TRUE(blob);
+    ASSERT_TRUE((*blob)->fill(0, 1));
+    ASSERT_TRUE((*blob)->fill(b.chunks[4].uncompressed_offset, 1));
+    ready = (*blob)->ready_chunks();
+    ASSERT_GT(ready, 0U);
+    ASSERT_LT(ready, 6U);
+  }
+  auto c = cache(128 * 1024);
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  EXPECT_EQ(be->calls.load(), 0U);  // the blob meta came from <id>.meta
+  EXPECT_EQ((*blob)->ready_chunks(), ready);
+  for (std::uint32_t ci = 0; ci < 6; ++ci) {
+    if ((*blob)->ready(b.chunks[ci].uncompressed_offset, 1)) {
+      ASSERT_TRUE((*blob)->fill(b.chunks[ci].uncompressed_offset, b.chunks[ci].uncompressed_size));
+      expect_chunk(**blob, b, ci);
+    }
+  }
+  EXPECT_EQ(be->bytes.load(), 0U);
+  EXPECT_EQ(c->metrics().backend_bytes.load(), 0U);
+  EXPECT_EQ(c->metrics().hits.load(), ready);
+}
+
+TEST_F(BlobCacheTest, HalfWrittenChunkIsNotPresentAfterCrash) {
+  TestBlob b = make_blob(sizes(4, 100000));
+  put(b);
+  {
+    // The crash: the daemon wrote all of chunk 2 but its head block (the write
+    // order of a fill: rest first, head last), and died.
+    auto c = cache(128 * 1024);
+    auto blob = c->open(b.info, b.records, backend());
+    ASSERT_TRUE(blob);
+    const auto& c2 = b.chunks[2];
+    ASSERT_TRUE(base::pwrite_full((*blob)->fd(), base::Bytes(b.plain[2]).subspan(4096),
+                                  c2.uncompressed_offset + 4096));
+    // And chunk 0 complete (a 128 KiB batch does not reach chunk 1's end).
+    ASSERT_TRUE((*blob)->fill(0, 1));
+    ASSERT_EQ((*blob)->ready_chunks(), 1U);
+  }
+  auto c = cache(128 * 1024);
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  EXPECT_TRUE((*blob)->ready(0, 1));
+  EXPECT_FALSE((*blob)->ready(b.chunks[2].uncompressed_offset, 1));
+  ASSERT_TRUE((*blob)->fill(b.chunks[2].uncompressed_offset, 1));
+  expect_chunk(**blob, b, 2);
+}
+
+TEST_F(BlobCacheTest, UnfetchedRangesStayHoles) {
+  TestBlob b = make_blob(sizes(16, 65536));
+  put(b);
+  auto c = cache(128 * 1024);
+  auto blob = c->open(b.info, b.records, backend());
+  ASSERT_TRUE(blob);
+  const int fd = (*blob)->fd();
+  EXPECT_TRUE(is_hole(fd, 0, (*blob)->size()));
+  ASSERT_TRUE((*blob)->fill(8 * 65536, 1));  // chunks 8, 9 (128 KiB batch)
+  EXPECT_TRUE(is_hole(fd, 0, 8 * 65536));
+  EXPECT_EQ(::lseek(fd, 0, SEEK_DATA), 8 * 65536);
+  EXPECT_EQ(::lseek(fd, 8 * 65536, SEEK_HOLE), 10 * 65536);
+  EXPECT_TRUE(is_hole(fd, 10 * 65536, 6 * 65536));
+}
+
+TEST_F(BlobCacheTest, HostileBlobMetaIsRefused) {
+  TestBlob b = make_blob(sizes(4, 40000));
+  put(b);
+  auto c = cache();
+  {
+    // The bootstrap says one thing, the blob meta another.
+    auto recs = b.records;
+    recs[2].compressed_offset += 1;
+    auto blob = c->open(b.info, recs, backend());
+    ASSERT_FALSE(blob);
+    EXPECT_EQ(blob.error().code, EBADMSG);
+  }
+  {
+    auto recs = b.records;
+    recs[1].uncompressed_size -= 1;
+    auto blob = c->open(b.info, recs, backend());
+    ASSERT_FALSE(blob);
+    EXPECT_EQ(blob.error().code, EBADMSG);
+  }
+  {
+    auto recs = b.records;
+    recs[3].index = 99;
+    auto blob = c->open(b.info, recs, backend());
+    ASSERT_FALSE(blob);
+    EXPECT_EQ(blob.error().code, EBADMSG);
+  }
+  {
+    // The chunk-info region lies outside the blob.
+    auto info = b.info;
+    info.ci_offset = info.compressed_size - 100;
+    auto blob = c->open(info, b.records, backend());
+    ASSERT_FALSE(blob);
+  }
+  // The backend serves garbage for the blob meta: every byte flipped in turn across
+  // the chunk-info array and the header's first fields; an error or (for bytes the
+  // parser ignores) a blob that still agrees with the bootstrap, never a crash.
+  for (std::uint64_t i = 0; i < b.info.ci_compressed_size + 64; i += 3) {
+    TempDir d;
+    CacheOptions o;
+    o.cache_dir = d.path();
+    auto c2 = BlobCache::create(o);
+    ASSERT_TRUE(c2);
+    auto be = backend();
+    be->corrupt_at = b.info.ci_offset + i;
+    auto blob = (*c2)->open(b.info, b.records, be);
+    if (blob) {
+      be->corrupt_at = UINT64_MAX;
+      ASSERT_TRUE((*blob)->fill(0, (*blob)->size()));
+      for (std::uint32_t ci = 0; ci < 4; ++ci) {
+        expect_chunk(**blob, b, ci);
+      }
+    }
+  }
+  // A good open still works after all that.
+  auto blob = c->open(b.info, b.records, backend());
+  ASSERT_TRUE(blob) << blob.error().to_string();
+}
+
+TEST_F(BlobCacheTest, SecondOpenSharesTheBlob) {
+  TestBlob b = make_blob(sizes(2, 4096));
+  put(b);
+  auto c = cache();
+  auto b1 = c->open(b.info, b.records, backend());
+  auto b2 = c->open(b.info, b.records, backend());
+  ASSERT_TRUE(b1 && b2);
+  EXPECT_EQ(b1->get(), b2->get());
+  auto bad = b.info;
+  bad.id = "../x";
+  EXPECT_FALSE(c->open(bad, b.records, backend()));
+}
+
+TEST_F(BlobCacheTest, PrefetchFillsTheWholeBlob) {
+  TestBlob b = make_blob(sizes(40, 50000));
+  put(b);
+  auto c = cache(128 * 1024, 1ULL << 40);
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  ASSERT_TRUE((*blob)->fill(b.chunks[20].uncompressed_offset, 1));
+  c->prefetch(*blob);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while ((*blob)->ready_chunks() < 40 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ((*blob)->ready_chunks(), 40U);
+  for (std::uint32_t ci = 0; ci < 40; ++ci) {
+    expect_chunk(**blob, b, ci);
+  }
+  std::uint64_t on_demand = 0;
+  for (std::uint32_t ci = 20; ci < 22; ++ci) {
+    on_demand += b.chunks[ci].uncompressed_size;
+  }
+  EXPECT_EQ(c->metrics().prefetch_bytes.load(), 40U * 50000 - on_demand);
+}
+
+TEST_F(BlobCacheTest, PrefetchRespectsTheCap) {
+  TestBlob b = make_blob(sizes(64, 65536));  // compressed total well over the cap below
+  put(b);
+  const std::uint64_t rate = 64 * 1024;  // bytes/s
+  const std::uint64_t batch = 128 * 1024;
+  auto be = backend();
+  std::uint64_t fetched = 0;
+  double secs = 0;
+  {
+    auto c = cache(batch, rate);
+    auto blob = c->open(b.info, b.records, be);
+    ASSERT_TRUE(blob);
+    be->reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    c->prefetch(*blob);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    fetched = be->bytes.load();
+    secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    // Destroying the cache stops the prefetcher promptly, mid-sleep.
+  }
+  EXPECT_GT(fetched, 0U);
+  // At most the bucket's capacity (one batch) plus rate * elapsed plus one batch in
+  // flight.
+  EXPECT_LE(static_cast<double>(fetched), static_cast<double>(rate) * secs + 2.0 * batch);
+  std::uint64_t total = 0;
+  for (const auto& ch : b.chunks) {
+    total += ch.compressed_size;
+  }
+  EXPECT_LT(fetched, total);
+}
+
+TEST_F(BlobCacheTest, PrefetchYieldsToOnDemandFills) {
+  TestBlob b = make_blob(sizes(32, 65536));
+  put(b);
+  auto c = cache(128 * 1024, 1ULL << 40);
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  be->reset();
+  // The on-demand fill's read blocks until released; meanwhile prefetch is queued.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  std::atomic<int> in_hook{0};
+  std::atomic<std::uint64_t> reads_while_held{0};
+  const std::uint64_t held_off = b.chunks[30].compressed_offset;
+  be->hook = [&](std::span<BackendRead> reads) {
+    if (reads[0].offset == held_off) {
+      in_hook++;
+      std::unique_lock lk(mu);
+      cv.wait(lk, [&] { return release; });
+      return;
+    }
+    std::lock_guard lk(mu);
+    if (!release) {
+      reads_while_held++;
+    }
+  };
+  std::thread t([&] { EXPECT_TRUE((*blob)->fill(b.chunks[30].uncompressed_offset, 1)); });
+  while (in_hook.load() == 0) {
+    std::this_thread::yield();
+  }
+  c->prefetch(*blob);
+  // An absence can only be checked over a window: give the prefetcher 200 ms.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(reads_while_held.load(), 0U);
+  {
+    std::lock_guard lk(mu);
+    release = true;
+  }
+  cv.notify_all();
+  t.join();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while ((*blob)->ready_chunks() < 32 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ((*blob)->ready_chunks(), 32U);
+}
+
+TEST_F(BlobCacheTest, MetricsCountHitsAndMisses) {
+  TestBlob b = make_blob(sizes(4, 65536));
+  put(b);
+  auto c = cache(128 * 1024);
+  auto blob = c->open(b.info, b.records, backend());
+  ASSERT_TRUE(blob);
+  ASSERT_TRUE((*blob)->fill(0, 1));
+  ASSERT_TRUE((*blob)->fill(65536, 1));
+  ASSERT_TRUE((*blob)->fill(3 * 65536, 1));
+  auto& m = c->metrics();
+  EXPECT_EQ(m.fill_requests.load(), 3U);
+  EXPECT_EQ(m.hits.load(), 1U);
+  EXPECT_EQ(m.misses.load(), 2U);
+  EXPECT_EQ(m.backend_requests.load(), 3U);  // meta + two fills
+  std::uint64_t lat = 0;
+  for (const auto& bucket : m.fill_latency_us) {
+    lat += bucket.load();
+  }
+  EXPECT_EQ(lat, 3U);
+}
+
+TEST(LocalFsBackend, Errors) {
+  TempDir d;
+  EXPECT_FALSE(make_localfs_backend(d.path() + "/nope"));
+  auto be = make_localfs_backend(d.path());
+  ASSERT_TRUE(be);
+  std::vector<std::byte> buf(10);
+  BackendRead r;
+  r.out = buf;
+  (*be)->read("missing", std::span<BackendRead>(&r, 1));
+  ASSERT_FALSE(r.result);
+  EXPECT_EQ(r.result.error().code, ENOENT);
+  std::vector<std::byte> five(5, std::byte{1});
+  ASSERT_TRUE(base::write_file_atomic(d.path() + "/short", five));
+  r.result = {};
+  (*be)->read("short", std::span<BackendRead>(&r, 1));
+  ASSERT_FALSE(r.result);
+  EXPECT_EQ(r.result.error().code, EIO);
+  r.result = {};
+  (*be)->read("../short", std::span<BackendRead>(&r, 1));
+  EXPECT_FALSE(r.result);
+  BackendRead ok;
+  ok.out = base::MutableBytes(buf.data(), 5);
+  (*be)->read("short", std::span<BackendRead>(&ok, 1));
+  EXPECT_TRUE(ok.result);
+}
+
+TEST(BlobCacheFixture, UpstreamBlob) {
+  const std::string dir = std::string(CFN_FIXTURES_DIR) + "/nydus-v2.4.4";
+  if (::access((dir + "/rafs-v6-2.2.boot").c_str(), R_OK) != 0) {
+    GTEST_SKIP() << dir << " is absent";
+  }
+  auto boot = base::read_file(dir + "/rafs-v6-2.2.boot");
+  ASSERT_TRUE(boot);
+  auto img = erofs::Image::parse(*boot);
+  ASSERT_TRUE(img) << img.error().to_string();
+  auto table = img->chunk_table();
+  ASSERT_TRUE(table);
+  ASSERT_EQ(img->blobs().size(), 1U);
+  TempDir cache_dir;
+  CacheOptions o;
+  o.cache_dir = cache_dir.path();
+  auto c = BlobCache::create(o);
+  ASSERT_TRUE(c);
+  auto l = make_localfs_backend(dir + "/blobs");
+  ASSERT_TRUE(l);
+  auto blob = (*c)->open(img->blobs()[0], *table, std::shared_ptr<Backend>(std::move(*l)));
+  ASSERT_TRUE(blob) << blob.error().to_string();
+  EXPECT_EQ((*blob)->chunk_count(), 2U);
+  // /lib.rs through its extents, read from the cache file after filling them.
+  auto nid = img->lookup_path("/lib.rs");
+  ASSERT_TRUE(nid);
+  auto extents = img->map(*nid, 0, 16931);
+  ASSERT_TRUE(extents);
+  std::string data;
+  for (const auto& e : *extents) {
+    ASSERT_EQ(e.kind, erofs::Extent::Kind::kBlob);
+    ASSERT_TRUE((*blob)->fill(e.offset, e.length));
+    std::string part(e.length, '\0');
+    ASSERT_TRUE(base::pread_full(
+        (*blob)->fd(), base::MutableBytes(reinterpret_cast<std::byte*>(part.data()), part.size()),
+        e.offset));
+    data += part;
+  }
+  EXPECT_EQ(base::hex(base::sha256(base::as_bytes(data))),
+            "1810eba864521293bb0d6b55a3c82318d4d89f294ed761c456d9088a17de0c69");
+  EXPECT_EQ((*blob)->ready_chunks(), 2U);  // widened to the whole (tiny) blob
+}
+
+}  // namespace
+}  // namespace cfnd
