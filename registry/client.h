@@ -44,9 +44,9 @@ struct HostConfig {
   // order before the origin for pulls (manifests by digest or tag, blobs). A mirror
   // that fails is skipped for mirror_recheck and then probed with GET /v2/ again.
   std::vector<std::string> mirrors;
-  bool insecure_skip_verify = false;  // TLS without verification, this host only
-  bool plain_http = false;            // http:// for this host (loopback hosts: default)
-  std::vector<std::string> ca_files;  // extra trusted CAs (PEM)
+  bool insecure_skip_verify = false;       // TLS without verification, this host only
+  bool plain_http = false;                 // http:// for this host (loopback hosts: default)
+  std::vector<std::string> ca_files;       // extra trusted CAs (PEM)
   std::optional<Credentials> credentials;  // overrides the docker config
 };
 
@@ -59,7 +59,11 @@ struct RetryPolicy {
 struct ClientConfig {
   std::map<std::string, HostConfig> hosts;  // keyed by host[:port] as in references
   bool plain_http = false;                  // --plain-http: http:// for every host
-  std::string proxy;                        // "http://127.0.0.1:3128"; empty: none
+  // "http://127.0.0.1:3128"; empty: none. Only this proxy is used: http_proxy &
+  // co. in the environment are ignored. It is used for every host (loopback too)
+  // unless no_proxy (curl's NOPROXY list, e.g. "localhost,127.0.0.1") says otherwise.
+  std::string proxy;
+  std::string no_proxy;
   std::string docker_config;  // config.json path; empty: $DOCKER_CONFIG or ~/.docker
   Platform platform;
   std::chrono::milliseconds connect_timeout{5000};
@@ -109,8 +113,9 @@ class Client {
   [[nodiscard]] virtual base::Result<ResolvedImage> resolve(const Reference& ref) = 0;
 
   // Whole blob into memory, at most max_bytes, sha256-verified against digest.
-  [[nodiscard]] virtual base::Result<std::vector<std::byte>> get_blob(
-      const Reference& repo, const std::string& digest, std::uint64_t max_bytes) = 0;
+  [[nodiscard]] virtual base::Result<std::vector<std::byte>> get_blob(const Reference& repo,
+                                                                      const std::string& digest,
+                                                                      std::uint64_t max_bytes) = 0;
   // Whole blob streamed to fd (written from its current position), verified.
   // Returns the byte count.
   [[nodiscard]] virtual base::Result<std::uint64_t> get_blob_to_fd(const Reference& repo,

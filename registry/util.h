@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: Apache-2.0
+// Small pure helpers of the registry client, exposed for unit tests: retry
+// back-off, Retry-After, URLs, base64. Internal: not part of the public API.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "base/result.h"
+#include "registry/client.h"
+
+namespace registry::internal {
+
+// Full jitter: U(0, min(max_delay, base_delay * 2^attempt)); u is a uniform sample
+// in [0, 1). attempt counts from 0 for the first retry.
+[[nodiscard]] std::chrono::milliseconds backoff_delay(const RetryPolicy& p, int attempt, double u);
+
+// Retry-After: delta-seconds or an HTTP date (IMF-fixdate, RFC 850 or asctime).
+// nullopt for anything else. A date in the past gives 0.
+[[nodiscard]] std::optional<std::chrono::milliseconds> parse_retry_after(
+    std::string_view value, std::chrono::system_clock::time_point now);
+
+struct Url {
+  std::string scheme;     // "http" / "https", lower case
+  std::string authority;  // host[:port] as written ("[::1]:5000")
+  std::string path;       // from the first '/', with the query; "/" when absent
+};
+// Absolute http(s) URLs only; EINVAL otherwise (userinfo is refused).
+[[nodiscard]] base::Result<Url> parse_url(std::string_view url);
+// Resolve a Location header against the URL it came from (absolute, scheme-relative,
+// absolute-path and relative-path forms).
+[[nodiscard]] base::Result<std::string> resolve_location(std::string_view base,
+                                                         std::string_view location);
+// The host of an authority without the port ("[::1]:5000" -> "::1").
+[[nodiscard]] std::string authority_host(std::string_view authority);
+
+// application/x-www-form-urlencoded / query component escaping.
+[[nodiscard]] std::string url_escape(std::string_view s);
+
+[[nodiscard]] std::string base64_encode(std::string_view s);
+// Standard alphabet, padding optional, whitespace refused; nullopt when malformed.
+[[nodiscard]] std::optional<std::string> base64_decode(std::string_view s);
+
+// Lower-case ASCII.
+[[nodiscard]] std::string lower(std::string_view s);
+
+}  // namespace registry::internal

@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "registry/docker_config.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace registry {
+namespace {
+
+namespace fs = std::filesystem;
+
+class DockerConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/cfn-dockercfg-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    const char* old = getenv("PATH");
+    old_path_ = old != nullptr ? old : "";
+    setenv("PATH", (dir_ + ":" + old_path_).c_str(), 1);
+    // A helper that answers for two servers and records its argv and stdin.
+    write_helper("fake", R"(#!/bin/sh
+read -r server
+echo "$1 $server" >> ")" + dir_ +
+                             R"(/calls"
+case "$server" in
+  registry.example.com) echo '{"ServerURL":"registry.example.com","Username":"alice","Secret":"s3cret"}' ;;
+  https://index.docker.io/v1/) echo '{"ServerURL":"x","Username":"<token>","Secret":"refresh-me"}' ;;
+  *) echo "credentials not found in native keychain"; exit 1 ;;
+esac
+)");
+    write_helper("broken", "#!/bin/sh\necho 'helper exploded: no keyring' >&2\nexit 3\n");
+    write_helper("garbage", "#!/bin/sh\necho 'not json'\n");
+  }
+  void TearDown() override {
+    setenv("PATH", old_path_.c_str(), 1);
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  void write_helper(const std::string& name, const std::string& body) {
+    const std::string p = dir_ + "/docker-credential-" + name;
+    std::ofstream(p) << body;
+    chmod(p.c_str(), 0755);
+  }
+  std::string write_config(const std::string& json) {
+    const std::string p = dir_ + "/config.json";
+    std::ofstream(p) << json;
+    return p;
+  }
+
+  std::string dir_;
+  std::string old_path_;
+};
+
+TEST_F(DockerConfigTest, AuthsBase64) {
+  const auto p =
+      write_config(R"({"auths":{"https://127.0.0.1:15001":{"auth":"dGVzdHVzZXI6dGVzdHBhc3M="},
+      "other.example":{"auth":"eDp5"}}})");
+  auto c = docker_credentials(p, "127.0.0.1:15001");
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_TRUE(c->has_value());
+  EXPECT_EQ((*c)->username, "testuser");
+  EXPECT_EQ((*c)->password, "testpass");
+  auto none = docker_credentials(p, "127.0.0.1:15002");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST_F(DockerConfigTest, UsernamePasswordAndIdentityToken) {
+  const auto p = write_config(R"({"auths":{"a.example":{"username":"u","password":"p:w"},
+      "https://index.docker.io/v1/":{"identitytoken":"tok"}}})");
+  auto a = docker_credentials(p, "a.example");
+  ASSERT_TRUE(a && a->has_value());
+  EXPECT_EQ((*a)->username, "u");
+  EXPECT_EQ((*a)->password, "p:w");
+  auto hub = docker_credentials(p, "docker.io");
+  ASSERT_TRUE(hub && hub->has_value());
+  EXPECT_EQ((*hub)->identity_token, "tok");
+}
+
+TEST_F(DockerConfigTest, MissingFileIsNoCredentials) {
+  auto c = docker_credentials(dir_ + "/nope.json", "x.example");
+  ASSERT_TRUE(c);
+  EXPECT_FALSE(c->has_value());
+}
+
+TEST_F(DockerConfigTest, Malformed) {
+  for (const char* bad : {"{", "[]", R"({"auths":[]})", R"({"auths":{"h.example":{"auth":"!!"}}})",
+                          R"({"auths":{"h.example":{"auth":"bm9jb2xvbg=="}}})"}) {
+    const auto p = write_config(bad);
+    auto c = docker_credentials(p, "h.example");
+    ASSERT_FALSE(c) << bad;
+    EXPECT_NE(c.error().message.find(p), std::string::npos) << c.error().message;
+  }
+}
+
+TEST_F(DockerConfigTest, CredHelpers) {
+  const auto p = write_config(R"({"credHelpers":{"registry.example.com":"fake","docker.io":"fake"},
+      "auths":{"registry.example.com":{"auth":"eDp5"}}})");
+  auto c = docker_credentials(p, "registry.example.com");
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_TRUE(c->has_value());
+  EXPECT_EQ((*c)->username, "alice");
+  EXPECT_EQ((*c)->password, "s3cret");
+  auto hub = docker_credentials(p, "docker.io");
+  ASSERT_TRUE(hub) << hub.error().message;
+  ASSERT_TRUE(hub->has_value());
+  EXPECT_EQ((*hub)->username, "");
+  EXPECT_EQ((*hub)->identity_token, "refresh-me");
+  std::ifstream calls(dir_ + "/calls");
+  std::string line;
+  std::getline(calls, line);
+  EXPECT_EQ(line, "get registry.example.com");
+}
+
+TEST_F(DockerConfigTest, CredsStoreFallsBackToAuths) {
+  const auto p = write_config(R"({"credsStore":"fake","auths":{"plain.example":{"auth":"eDp5"}}})");
+  auto c = docker_credentials(p, "registry.example.com");
+  ASSERT_TRUE(c && c->has_value());
+  EXPECT_EQ((*c)->username, "alice");
+  auto d = docker_credentials(p, "plain.example");
+  ASSERT_TRUE(d) << d.error().message;
+  ASSERT_TRUE(d->has_value());
+  EXPECT_EQ((*d)->username, "x");
+  auto none = docker_credentials(p, "unknown.example");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST_F(DockerConfigTest, BrokenHelpers) {
+  auto p = write_config(R"({"credHelpers":{"h.example":"broken"}})");
+  auto c = docker_credentials(p, "h.example");
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("helper exploded: no keyring"), std::string::npos)
+      << c.error().message;
+  EXPECT_NE(c.error().message.find("docker-credential-broken"), std::string::npos);
+
+  p = write_config(R"({"credHelpers":{"h.example":"missing-helper"}})");
+  c = docker_credentials(p, "h.example");
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("docker-credential-missing-helper"), std::string::npos);
+
+  p = write_config(R"({"credHelpers":{"h.example":"garbage"}})");
+  c = docker_credentials(p, "h.example");
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, EINVAL);
+
+  p = write_config(R"({"credHelpers":{"h.example":"../../bin/sh"}})");
+  c = docker_credentials(p, "h.example");
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, EINVAL);
+}
+
+TEST_F(DockerConfigTest, DefaultPath) {
+  const char* old = getenv("DOCKER_CONFIG");
+  const std::string saved = old != nullptr ? old : "";
+  setenv("DOCKER_CONFIG", "/etc/dc", 1);
+  EXPECT_EQ(default_docker_config_path(), "/etc/dc/config.json");
+  if (old != nullptr) {
+    setenv("DOCKER_CONFIG", saved.c_str(), 1);
+  } else {
+    unsetenv("DOCKER_CONFIG");
+  }
+}
+
+}  // namespace
+}  // namespace registry

@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "registry/util.h"
+
+#include <gtest/gtest.h>
+
+namespace registry::internal {
+namespace {
+
+using std::chrono::milliseconds;
+
+TEST(Backoff, FullJitterBounds) {
+  RetryPolicy p;
+  p.base_delay = milliseconds(100);
+  p.max_delay = milliseconds(5000);
+  EXPECT_EQ(backoff_delay(p, 0, 0.0), milliseconds(0));
+  EXPECT_EQ(backoff_delay(p, 0, 0.5), milliseconds(50));
+  EXPECT_EQ(backoff_delay(p, 1, 0.5), milliseconds(100));
+  EXPECT_EQ(backoff_delay(p, 3, 0.999), milliseconds(799));
+  EXPECT_EQ(backoff_delay(p, 10, 0.5), milliseconds(2500));    // capped at max
+  EXPECT_EQ(backoff_delay(p, 1000, 0.5), milliseconds(2500));  // no overflow
+  EXPECT_LE(backoff_delay(p, 1000, 1.0), milliseconds(5000));
+  EXPECT_EQ(backoff_delay(p, -3, 0.5), milliseconds(50));
+}
+
+TEST(RetryAfter, SecondsAndDates) {
+  const auto now = std::chrono::system_clock::from_time_t(1445412480);  // 2015-10-21 07:28:00Z
+  EXPECT_EQ(parse_retry_after("3", now), milliseconds(3000));
+  EXPECT_EQ(parse_retry_after(" 0 ", now), milliseconds(0));
+  EXPECT_EQ(parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now), milliseconds(10000));
+  EXPECT_EQ(parse_retry_after("Wednesday, 21-Oct-15 07:28:05 GMT", now), milliseconds(5000));
+  EXPECT_EQ(parse_retry_after("Wed Oct 21 07:28:02 2015", now), milliseconds(2000));
+  EXPECT_EQ(parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now), milliseconds(0));
+  EXPECT_TRUE(parse_retry_after("99999999999999999999999", now).has_value());
+  for (const char* bad : {"", "-1", "1.5", "soon", "Wed, 21 Oct 2015", "3s"}) {
+    EXPECT_FALSE(parse_retry_after(bad, now).has_value()) << bad;
+  }
+}
+
+TEST(Url, ParseAndResolve) {
+  auto u = parse_url("HTTPS://Host:5000/v2/x?y=1#frag");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->scheme, "https");
+  EXPECT_EQ(u->authority, "Host:5000");
+  EXPECT_EQ(u->path, "/v2/x?y=1");
+  EXPECT_EQ(parse_url("http://h")->path, "/");
+  EXPECT_FALSE(parse_url("ftp://h/"));
+  EXPECT_FALSE(parse_url("http:///x"));
+  EXPECT_FALSE(parse_url("http://user:pw@h/"));
+  EXPECT_FALSE(parse_url("/relative"));
+
+  const std::string base = "http://127.0.0.1:5000/v2/a/blobs/uploads/?x=1";
+  EXPECT_EQ(*resolve_location(base, "https://s3.example/bucket?sig=1"),
+            "https://s3.example/bucket?sig=1");
+  EXPECT_EQ(*resolve_location(base, "/v2/a/blobs/uploads/uuid?_state=s"),
+            "http://127.0.0.1:5000/v2/a/blobs/uploads/uuid?_state=s");
+  EXPECT_EQ(*resolve_location(base, "//other:1/p"), "http://other:1/p");
+  EXPECT_EQ(*resolve_location(base, "uuid"), "http://127.0.0.1:5000/v2/a/blobs/uploads/uuid");
+  EXPECT_EQ(*resolve_location(base, "?q"), "http://127.0.0.1:5000/v2/a/blobs/uploads/?q");
+  EXPECT_FALSE(resolve_location(base, ""));
+  EXPECT_FALSE(resolve_location(base, "/a\r\nX-Evil: 1"));
+  EXPECT_FALSE(resolve_location(base, "gopher://x/"));
+}
+
+TEST(Url, AuthorityHost) {
+  EXPECT_EQ(authority_host("h:1"), "h");
+  EXPECT_EQ(authority_host("[::1]:5000"), "::1");
+  EXPECT_EQ(authority_host("::1"), "::1");
+  EXPECT_EQ(authority_host("h"), "h");
+}
+
+TEST(Base64, RoundTrip) {
+  for (const char* s : {"", "a", "ab", "abc", "abcd", "testuser:testpass", "\xff\x00\x10"}) {
+    auto d = base64_decode(base64_encode(s));
+    ASSERT_TRUE(d) << s;
+    EXPECT_EQ(*d, s);
+  }
+  EXPECT_EQ(base64_encode("testuser:testpass"), "dGVzdHVzZXI6dGVzdHBhc3M=");
+  EXPECT_EQ(*base64_decode("dGVzdHVzZXI6dGVzdHBhc3M"), "testuser:testpass");
+  EXPECT_FALSE(base64_decode("a"));
+  EXPECT_FALSE(base64_decode("ab c"));
+  EXPECT_FALSE(base64_decode("ab!c"));
+}
+
+TEST(UrlEscape, Reserved) {
+  EXPECT_EQ(url_escape("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+  EXPECT_EQ(url_escape("a b~._-"), "a%20b~._-");
+}
+
+}  // namespace
+}  // namespace registry::internal
