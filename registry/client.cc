@@ -803,6 +803,10 @@ class RegistryClient final : public Client {
   // One authenticated request: learn the auth scheme from a 401 and retry once;
   // a second refusal is EACCES.
   base::Result<http::Response> call(const Endpoint& ep, http::Request& req, Scopes scopes) {
+    // A mirror gets one try: the next mirror or the origin is the retry.
+    if (ep.mirror) {
+      req.retry = false;
+    }
     for (int round = 0;; ++round) {
       req.authorization.clear();
       CFN_ASSIGN_OR_RETURN(const internal::Url u, internal::parse_url(req.url));

@@ -324,9 +324,9 @@ class CurlTransport final : public Transport {
         delay = std::min(*out.retry_after, config_.retry.max_delay);
       }
       const std::string why =
-          out.result ? fmt::format("HTTP {}", out.result->status) : out.result.error().message;
-      warn_limited("{} {}: {}; retry {}/{} in {} ms", req.method, req.url, why, attempt + 1,
-                   max_retries, delay.count());
+          out.result ? fmt::format("{} {}: HTTP {}", req.method, req.url, out.result->status)
+                     : out.result.error().message;
+      warn_limited("{}; retry {}/{} in {} ms", why, attempt + 1, max_retries, delay.count());
       std::this_thread::sleep_for(delay);
     }
   }
