@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: Apache-2.0
+// The registry adapter's mapping onto registry::Client, with a fake client (the real
+// client against a real registry is covered by tests/registry and bench/fetch).
+#include "daemon/registry_backend.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace cfnd {
+namespace {
+
+class FakeClient final : public registry::Client {
+ public:
+  base::Result<registry::FetchedManifest> get_manifest(const registry::Reference&) override {
+    return base::make_error(ENOSYS, "fake");
+  }
+  base::Result<registry::ResolvedImage> resolve(const registry::Reference&) override {
+    return base::make_error(ENOSYS, "fake");
+  }
+  base::Result<std::vector<std::byte>> get_blob(const registry::Reference&, const std::string&,
+                                                std::uint64_t) override {
+    return base::make_error(ENOSYS, "fake");
+  }
+  base::Result<std::uint64_t> get_blob_to_fd(const registry::Reference&, const std::string&,
+                                             int) override {
+    return base::make_error(ENOSYS, "fake");
+  }
+  base::Status read_blob_range(const registry::Reference&, const std::string&, std::uint64_t,
+                               base::MutableBytes) override {
+    return base::make_error(ENOSYS, "fake");
+  }
+  void read_blob_ranges(const registry::Reference& repo, const std::string& digest,
+                        std::span<registry::RangeRead> reads) override {
+    seen_repo = repo.to_string();
+    seen_digest = digest;
+    calls++;
+    for (auto& r : reads) {
+      if (r.offset >= 1000) {
+        r.result = base::make_error(ERANGE, "past the end");
+        continue;
+      }
+      for (std::size_t i = 0; i < r.out.size(); ++i) {
+        r.out[i] = static_cast<std::byte>((r.offset + i) & 0xff);
+      }
+      r.result = {};
+    }
+  }
+  base::Result<std::optional<std::uint64_t>> head_blob(const registry::Reference&,
+                                                       const std::string&) override {
+    return base::make_error(ENOSYS, "fake");
+  }
+  base::Status push_blob(const registry::Reference&, const std::string&, int, std::uint64_t,
+                         const registry::PushOptions&) override {
+    return base::make_error(ENOSYS, "fake");
+  }
+  base::Status push_blob(const registry::Reference&, const std::string&, base::Bytes,
+                         const registry::PushOptions&) override {
+    return base::make_error(ENOSYS, "fake");
+  }
+  base::Result<std::string> push_manifest(const registry::Reference&, std::string_view,
+                                          base::Bytes) override {
+    return base::make_error(ENOSYS, "fake");
+  }
+
+  std::string seen_repo;
+  std::string seen_digest;
+  int calls = 0;
+};
+
+TEST(RegistryBackend, MapsReadsOntoOneRangesCall) {
+  auto client = std::make_shared<FakeClient>();
+  auto ref = registry::Reference::parse("127.0.0.1:5000/team/app:v1");
+  ASSERT_TRUE(ref) << ref.error().to_string();
+  auto be = make_registry_backend(client, *ref);
+  EXPECT_EQ(be->describe(), "registry:127.0.0.1:5000/team/app");
+  const std::string id(64, 'a');
+  std::vector<std::byte> a(10);
+  std::vector<std::byte> b(5);
+  std::vector<BackendRead> reads(3);
+  reads[0].offset = 100;
+  reads[0].out = a;
+  reads[1].offset = 7;
+  reads[1].out = b;
+  reads[2].offset = 5000;
+  reads[2].out = b;
+  be->read(id, reads);
+  EXPECT_EQ(client->calls, 1);
+  EXPECT_EQ(client->seen_digest, "sha256:" + id);
+  EXPECT_EQ(client->seen_repo.find(":v1"), std::string::npos);  // the tag is not used
+  ASSERT_TRUE(reads[0].result);
+  EXPECT_EQ(a[0], std::byte{100});
+  EXPECT_EQ(a[9], std::byte{109});
+  ASSERT_TRUE(reads[1].result);
+  EXPECT_EQ(b[0], std::byte{7});
+  ASSERT_FALSE(reads[2].result);
+  EXPECT_EQ(reads[2].result.error().code, ERANGE);
+}
+
+TEST(RegistryBackend, RefusesIdsThatAreNotDigests) {
+  auto client = std::make_shared<FakeClient>();
+  auto ref = registry::Reference::parse("127.0.0.1:5000/team/app");
+  ASSERT_TRUE(ref);
+  auto be = make_registry_backend(client, *ref);
+  std::vector<std::byte> a(10);
+  BackendRead r;
+  r.out = a;
+  be->read("../../etc", std::span<BackendRead>(&r, 1));
+  ASSERT_FALSE(r.result);
+  EXPECT_EQ(r.result.error().code, EINVAL);
+  be->read(std::string(64, 'A'), std::span<BackendRead>(&r, 1));
+  EXPECT_FALSE(r.result);
+  EXPECT_EQ(client->calls, 0);
+}
+
+}  // namespace
+}  // namespace cfnd
