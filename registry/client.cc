@@ -272,10 +272,12 @@ class RegistryClient final : public Client {
                                              int fd) override {
     CFN_TRY(check_digest_arg(digest));
     const off_t start = ::lseek(fd, 0, SEEK_CUR);
+    // Set once any byte went to fd, by any endpoint: a later try (a retry, the next
+    // mirror, the origin) must rewind and truncate first.
+    bool dirty = false;
     return pull<std::uint64_t>(repo, [&](const Endpoint& ep) -> base::Result<std::uint64_t> {
       base::Hasher hasher(base::DigestAlgo::kSha256);
       std::uint64_t written = 0;
-      bool dirty = false;
       http::Sink sink;
       sink.on_headers = [&](long, const http::Headers&) -> base::Status {
         if (dirty) {
