@@ -1,0 +1,411 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "daemon/fanotify_frontend.h"
+
+#include <fcntl.h>
+#include <sys/fanotify.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <thread>
+#include <utility>
+
+#include "base/bytes.h"
+#include "base/log.h"
+#include "base/unique_fd.h"
+
+namespace cfnd {
+
+namespace {
+
+// struct fanotify_event_metadata (uapi), 24 bytes; mask is 8-aligned at offset 8.
+struct RawMetadata {
+  std::uint32_t event_len;
+  std::uint8_t vers;
+  std::uint8_t reserved;
+  std::uint16_t metadata_len;
+  std::uint64_t mask;
+  std::int32_t fd;
+  std::int32_t pid;
+};
+static_assert(sizeof(RawMetadata) == 24);
+
+// struct fanotify_event_info_header + struct fanotify_event_info_range (6.14): offset
+// comes BEFORE count (an older RFC had them the other way round).
+struct RawInfoHeader {
+  std::uint8_t info_type;
+  std::uint8_t pad;
+  std::uint16_t len;
+};
+struct RawInfoRange {
+  RawInfoHeader hdr;
+  std::uint32_t pad;
+  std::uint64_t offset;
+  std::uint64_t count;
+};
+static_assert(sizeof(RawInfoHeader) == 4);
+static_assert(sizeof(RawInfoRange) == 24);
+static_assert(offsetof(RawInfoRange, offset) == 8);
+static_assert(offsetof(RawInfoRange, count) == 16);
+
+struct RawResponse {
+  std::int32_t fd;
+  std::uint32_t response;
+};
+static_assert(sizeof(RawResponse) == 8);
+
+// At most one log line per second per call site for per-event problems.
+class RateLimit {
+ public:
+  bool allow() {
+    auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    auto last = last_.load(std::memory_order_relaxed);
+    if (now - last < std::chrono::steady_clock::duration(std::chrono::seconds(1)).count()) {
+      return false;
+    }
+    return last_.compare_exchange_strong(last, now, std::memory_order_relaxed);
+  }
+
+ private:
+  std::atomic<std::chrono::steady_clock::rep> last_{std::numeric_limits<long>::min() / 2};
+};
+
+}  // namespace
+
+std::vector<FanEvent> parse_fan_events(std::span<const std::byte> buf) {
+  std::vector<FanEvent> out;
+  std::size_t pos = 0;
+  while (buf.size() - pos >= sizeof(RawMetadata)) {
+    auto m = base::load<RawMetadata>(buf, pos);
+    FanEvent ev;
+    ev.fd = m.fd;
+    ev.mask = m.mask;
+    ev.pid = m.pid;
+    // Lengths first: a lying event_len means the following events cannot be found.
+    if (m.vers != kFanotifyMetadataVersion || m.metadata_len < sizeof(RawMetadata) ||
+        m.event_len < m.metadata_len || m.event_len > buf.size() - pos) {
+      ev.malformed = true;
+      out.push_back(ev);
+      break;
+    }
+    std::size_t info = pos + m.metadata_len;
+    const std::size_t end = pos + m.event_len;
+    while (info < end) {
+      if (end - info < sizeof(RawInfoHeader)) {
+        ev.malformed = true;
+        break;
+      }
+      auto h = base::load<RawInfoHeader>(buf, info);
+      if (h.len < sizeof(RawInfoHeader) || h.len > end - info) {
+        ev.malformed = true;
+        break;
+      }
+      if (h.info_type == kFanEventInfoTypeRange) {
+        if (h.len < sizeof(RawInfoRange) || ev.range_offset) {
+          ev.malformed = true;  // short, or a second range: which one would we fill?
+          break;
+        }
+        auto r = base::load<RawInfoRange>(buf, info);
+        if (r.count > UINT64_MAX - r.offset) {
+          ev.malformed = true;
+          break;
+        }
+        ev.range_offset = r.offset;
+        ev.range_count = r.count;
+      }
+      // Other info types (pidfd, error) carry nothing we need.
+      info += h.len;
+    }
+    out.push_back(ev);
+    pos = end;
+  }
+  return out;
+}
+
+namespace {
+
+struct BlobKey {
+  dev_t dev;
+  ino_t ino;
+  auto operator<=>(const BlobKey&) const = default;
+};
+
+class FanotifyImpl final : public FanotifyFrontend {
+ public:
+  explicit FanotifyImpl(base::UniqueFd group) : group_(std::move(group)) {}
+
+  ~FanotifyImpl() override {
+    {
+      std::lock_guard lk(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) {
+      t.join();
+    }
+    // Callers unmount first; closing the group answers anything left with ALLOW.
+  }
+
+  void start_workers(unsigned n) {
+    for (unsigned i = 0; i < n; ++i) {
+      workers_.emplace_back([this] { worker(); });
+    }
+  }
+
+  int group_fd() const override { return group_.get(); }
+
+  void on_readable() override {
+    alignas(8) std::byte buf[64 * 1024];
+    for (;;) {
+      ssize_t n = ::read(group_.get(), buf, sizeof buf);
+      if (n < 0) {
+        if (errno == EINTR) {
+          continue;
+        }
+        if (errno != EAGAIN) {
+          static RateLimit rl;
+          if (rl.allow()) {
+            spdlog::error("fanotify: read from group: {}", std::strerror(errno));
+          }
+        }
+        return;
+      }
+      if (n == 0) {
+        return;
+      }
+      for (const auto& ev : parse_fan_events(std::span(buf, static_cast<std::size_t>(n)))) {
+        handle(ev);
+      }
+    }
+  }
+
+  base::Status mount(const std::shared_ptr<BoundImage>& image, const std::string& dir) override {
+    std::string data;
+    std::vector<std::pair<BlobKey, std::shared_ptr<CachedBlob>>> keys;
+    for (const auto& blob : image->blobs()) {
+      const auto& path = blob->path();
+      if (path.find(',') != std::string::npos || path.empty() || path[0] != '/') {
+        return base::errorf(EINVAL, "blob cache path {} cannot be a device= option", path);
+      }
+      struct stat st {};
+      if (::fstat(blob->fd(), &st) != 0) {
+        return base::errno_error("fstat " + path);
+      }
+      // Mark BEFORE mount(2): EROFS opens each device= file inside mount(2), and a file
+      // opened while its inode had no pre-content mark never raises events (reads of
+      // holes would return zeros, silently). Marks stay for the group's life: a lazily
+      // detached mount may still read the blob after umount(2) returned.
+      if (::fanotify_mark(group_.get(), FAN_MARK_ADD, kFanPreAccess, AT_FDCWD, path.c_str()) != 0) {
+        return base::errno_error("fanotify_mark FAN_PRE_ACCESS " + path);
+      }
+      keys.emplace_back(BlobKey{st.st_dev, st.st_ino}, blob);
+      data += (data.empty() ? "" : ",") + std::string("device=") + path;
+    }
+    if (data.size() >= 4000) {
+      return base::errorf(E2BIG, "mount options for {} blobs exceed a page", keys.size());
+    }
+    {
+      std::unique_lock lk(map_mu_);
+      for (auto& [k, b] : keys) {
+        blobs_[k] = b;
+      }
+    }
+    if (::mount(image->bootstrap_path().c_str(), dir.c_str(), "erofs", MS_RDONLY, data.c_str()) !=
+        0) {
+      return base::errno_error(
+          fmt::format("mount erofs {} on {} ({})", image->bootstrap_path(), dir, data));
+    }
+    std::lock_guard lk(mounts_mu_);
+    mounts_[dir] = image;
+    return {};
+  }
+
+  base::Status umount(const std::string& dir, bool force) override {
+    if (::umount2(dir.c_str(), force ? MNT_DETACH : 0) != 0) {
+      return base::errno_error("umount " + dir);
+    }
+    std::lock_guard lk(mounts_mu_);
+    mounts_.erase(dir);
+    return {};
+  }
+
+  std::uint64_t events_allowed() const override { return allowed_.load(); }
+  std::uint64_t events_denied() const override { return denied_.load(); }
+
+ private:
+  struct Job {
+    int fd;
+    std::shared_ptr<CachedBlob> blob;
+    std::uint64_t off;
+    std::uint64_t len;
+  };
+
+  // Answer a permission event and close its fd: every event fd is a new open file, and
+  // an event whose fd cannot be created (EMFILE) is denied by the kernel.
+  void respond(int fd, std::uint32_t response) {
+    RawResponse r{fd, response};
+    if (::write(group_.get(), &r, sizeof r) != static_cast<ssize_t>(sizeof r)) {
+      static RateLimit rl;
+      if (rl.allow()) {
+        spdlog::error("fanotify: response {:#x} for fd {}: {}", response, fd, std::strerror(errno));
+      }
+    }
+    ::close(fd);
+    (response == kFanAllow ? allowed_ : denied_).fetch_add(1, std::memory_order_relaxed);
+  }
+
+  void deny(int fd) { respond(fd, fan_deny_errno(EIO)); }
+
+  void handle(const FanEvent& ev) {
+    if ((ev.mask & kFanQOverflow) != 0) {
+      // Cannot happen with FAN_UNLIMITED_QUEUE; if it does, readers got zeros.
+      spdlog::error("fanotify: event queue overflowed: readers may have seen holes as zeros");
+    }
+    if (ev.fd < 0) {
+      return;
+    }
+    if ((ev.mask & kFanAllPermEvents) == 0) {
+      ::close(ev.fd);
+      return;
+    }
+    static RateLimit rl;
+    if (ev.malformed || !ev.range_offset) {
+      if (rl.allow()) {
+        spdlog::warn("fanotify: malformed event (mask {:#x}, pid {}): denied", ev.mask, ev.pid);
+      }
+      deny(ev.fd);
+      return;
+    }
+    if ((ev.mask & kFanPreAccess) == 0) {
+      respond(ev.fd, kFanAllow);  // a permission we never asked for: do not block it
+      return;
+    }
+    struct stat st {};
+    if (::fstat(ev.fd, &st) != 0) {
+      deny(ev.fd);
+      return;
+    }
+    std::shared_ptr<CachedBlob> blob;
+    {
+      std::shared_lock lk(map_mu_);
+      auto it = blobs_.find(BlobKey{st.st_dev, st.st_ino});
+      if (it != blobs_.end()) {
+        blob = it->second;
+      }
+    }
+    if (!blob) {
+      if (rl.allow()) {
+        spdlog::warn("fanotify: event for an unknown file (dev {} ino {}, pid {}): denied",
+                     st.st_dev, st.st_ino, ev.pid);
+      }
+      deny(ev.fd);
+      return;
+    }
+    // The range is page-aligned and not clipped at EOF; a truncate asks for count 0.
+    const std::uint64_t size = blob->size();
+    const std::uint64_t off = *ev.range_offset;
+    if (off >= size || ev.range_count == 0) {
+      respond(ev.fd, kFanAllow);
+      return;
+    }
+    const std::uint64_t len = std::min(ev.range_count, size - off);
+    // Every access raises an event, filled or not: answer present ranges right here.
+    if (blob->ready(off, len)) {
+      respond(ev.fd, kFanAllow);
+      return;
+    }
+    {
+      std::lock_guard lk(mu_);
+      jobs_.push_back(Job{ev.fd, std::move(blob), off, len});
+    }
+    cv_.notify_one();
+  }
+
+  void worker() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock lk(mu_);
+        cv_.wait(lk, [this] { return stopping_ || !jobs_.empty(); });
+        if (jobs_.empty()) {
+          return;
+        }
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      // Write through the event's fd: it was opened FMODE_NONOTIFY, so the write raises
+      // no event (a normal fd opened after the mark would block on our own group).
+      auto st = job.blob->fill(job.off, job.len, job.fd);
+      if (!st) {
+        static RateLimit rl;
+        if (rl.allow()) {
+          spdlog::error("fanotify: fill {} [{}, +{}): {}", job.blob->info().id, job.off, job.len,
+                        st.error().to_string());
+        }
+        deny(job.fd);
+      } else {
+        respond(job.fd, kFanAllow);
+      }
+    }
+  }
+
+  base::UniqueFd group_;
+  std::shared_mutex map_mu_;
+  std::map<BlobKey, std::shared_ptr<CachedBlob>> blobs_;
+  std::mutex mounts_mu_;
+  std::map<std::string, std::shared_ptr<BoundImage>> mounts_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> jobs_;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+  std::atomic<std::uint64_t> allowed_{0};
+  std::atomic<std::uint64_t> denied_{0};
+};
+
+base::Result<base::UniqueFd> init_group(bool nonblock) {
+  unsigned flags = kFanClassPreContent | kFanCloexec | kFanUnlimitedQueue;
+  if (nonblock) {
+    flags |= kFanNonblock;
+  }
+  // O_RDWR: we fill through the event fds.
+  int g = ::fanotify_init(flags, O_RDWR | O_LARGEFILE);
+  if (g < 0) {
+    return base::errno_error("fanotify_init(FAN_CLASS_PRE_CONTENT)");
+  }
+  return base::UniqueFd(g);
+}
+
+}  // namespace
+
+base::Status FanotifyFrontend::probe(const std::string& cache_dir) {
+  CFN_ASSIGN_OR_RETURN(auto group, init_group(false));
+  std::string path = cache_dir + "/.fanotify-probe";
+  CFN_ASSIGN_OR_RETURN(auto f, base::UniqueFd::open(path, O_CREAT | O_RDWR | O_TRUNC, 0600));
+  auto unlink = [&] { ::unlink(path.c_str()); };
+  if (::fanotify_mark(group.get(), FAN_MARK_ADD, kFanPreAccess, AT_FDCWD, path.c_str()) != 0) {
+    auto e = base::errno_error("fanotify_mark FAN_PRE_ACCESS on " + path);
+    unlink();
+    return e;
+  }
+  unlink();
+  return {};
+}
+
+base::Result<std::unique_ptr<FanotifyFrontend>> FanotifyFrontend::create(unsigned workers) {
+  CFN_ASSIGN_OR_RETURN(auto group, init_group(true));
+  auto f = std::make_unique<FanotifyImpl>(std::move(group));
+  f->start_workers(workers == 0 ? 1 : workers);
+  return f;
+}
+
+}  // namespace cfnd

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: Apache-2.0
+// fanotify pre-content front end (kernel >= 6.14): the daemon's sparse blob cache files
+// are marked FAN_PRE_ACCESS in one FAN_CLASS_PRE_CONTENT group; a file-backed EROFS mount
+// (mount(2) of the local bootstrap with device=<cache file> per blob) reads them, and
+// every read raises a permission event with the page-aligned range. We fill the range
+// through the event's own fd (FMODE_NONOTIFY: no event for our write) and answer
+// FAN_ALLOW, or FAN_DENY_ERRNO(EIO) when the fill fails for good.
+//
+// Duties (reference/fanotify-precontent.md):
+//  - mark every blob BEFORE mount(2) opens it: the hook mode of a struct file is fixed
+//    at open, so a blob marked later reads as zeros, silently;
+//  - answer every permission event exactly once and close its fd (EMFILE auto-denies);
+//  - never read the lazy mount nor write a marked file through a normal fd from the
+//    loop thread (self-deadlock);
+//  - unmount BEFORE closing the group: closing it with a live mount fails open (zeros).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "daemon/blob_cache.h"
+#include "daemon/image.h"
+
+namespace cfnd {
+
+// UAPI values missing from Debian's linux-libc-dev 6.1 (<linux/fanotify.h>), from the
+// v6.14..v6.18 uapi header.
+inline constexpr unsigned kFanClassPreContent = 0x00000008;
+inline constexpr unsigned kFanCloexec = 0x00000001;
+inline constexpr unsigned kFanNonblock = 0x00000002;
+inline constexpr unsigned kFanUnlimitedQueue = 0x00000010;
+inline constexpr std::uint64_t kFanPreAccess = 0x00100000;
+inline constexpr std::uint64_t kFanQOverflow = 0x00004000;
+// Permission events of every kind we might be asked to answer.
+inline constexpr std::uint64_t kFanOpenPerm = 0x00010000;
+inline constexpr std::uint64_t kFanAccessPerm = 0x00020000;
+inline constexpr std::uint64_t kFanOpenExecPerm = 0x00040000;
+inline constexpr std::uint64_t kFanAllPermEvents =
+    kFanOpenPerm | kFanAccessPerm | kFanOpenExecPerm | kFanPreAccess;
+inline constexpr std::uint32_t kFanAllow = 0x01;
+inline constexpr std::uint32_t kFanDeny = 0x02;
+inline constexpr std::uint8_t kFanEventInfoTypeRange = 6;
+inline constexpr std::uint8_t kFanotifyMetadataVersion = 3;
+constexpr std::uint32_t fan_deny_errno(int err) {
+  return kFanDeny | ((static_cast<std::uint32_t>(err) & 0xffU) << 24);
+}
+
+// One event as read from the group fd, validated.
+struct FanEvent {
+  int fd = -1;  // -1 (FAN_NOFD) or negative: nothing to answer or close
+  std::uint64_t mask = 0;
+  std::int32_t pid = 0;
+  std::optional<std::uint64_t> range_offset;  // set together with range_count
+  std::uint64_t range_count = 0;
+  bool malformed = false;  // bad info records: answer with deny (when a permission event)
+};
+
+// Parse a read() buffer of events. Pure. Stops at the first event whose header is
+// truncated or lies about its length (the rest cannot be located); such an event's fd
+// is still returned (malformed) when the fixed header was complete, so it gets an
+// answer and is closed. Returns the events in order.
+[[nodiscard]] std::vector<FanEvent> parse_fan_events(std::span<const std::byte> buf);
+
+class FanotifyFrontend {
+ public:
+  // Checks that the running kernel supports pre-content events on files in cache_dir:
+  // fanotify_init(FAN_CLASS_PRE_CONTENT) and a FAN_PRE_ACCESS mark on a scratch file.
+  // Errors say which step failed (EPERM without CAP_SYS_ADMIN, EINVAL before 6.14,
+  // EOPNOTSUPP on tmpfs).
+  [[nodiscard]] static base::Status probe(const std::string& cache_dir);
+
+  // A non-blocking group plus `workers` fill threads. Errors: fanotify_init's errno.
+  [[nodiscard]] static base::Result<std::unique_ptr<FanotifyFrontend>> create(unsigned workers);
+  virtual ~FanotifyFrontend() = default;
+
+  // The group fd, to poll for readability; on_readable() drains it. Loop thread only.
+  [[nodiscard]] virtual int group_fd() const = 0;
+  virtual void on_readable() = 0;
+
+  // Mark the image's blobs, then mount(2) its bootstrap on dir read-only with device=
+  // per blob. Call from a thread other than the loop. Errors: the mark's or mount's errno.
+  [[nodiscard]] virtual base::Status mount(const std::shared_ptr<BoundImage>& image,
+                                           const std::string& dir) = 0;
+  // umount2(dir) (MNT_DETACH when force), then drop the marks no other mount needs.
+  [[nodiscard]] virtual base::Status umount(const std::string& dir, bool force) = 0;
+  // Events answered so far, by outcome (for logs and tests).
+  [[nodiscard]] virtual std::uint64_t events_allowed() const = 0;
+  [[nodiscard]] virtual std::uint64_t events_denied() const = 0;
+};
+
+}  // namespace cfnd

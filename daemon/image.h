@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: Apache-2.0
+// A bound image: a complete local bootstrap, parsed, plus the cache file of each of its
+// blobs (opened through the shared BlobCache). Immutable after open(); shared between the
+// control thread that bound it and the front end that serves it.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "daemon/blob_cache.h"
+#include "erofs/reader.h"
+
+namespace cfnd {
+
+class BoundImage {
+ public:
+  // Read the bootstrap at bootstrap_path (it must be complete: EROFS metadata reads
+  // raise no fanotify event on 6.18), parse it, and open every blob of its blob table
+  // in `cache` with `backend`. Errors: the bootstrap's read or parse error, EINVAL when
+  // it is not RAFS, or the blob cache's error naming the blob.
+  [[nodiscard]] static base::Result<std::shared_ptr<BoundImage>> open(
+      const std::string& bootstrap_path, std::shared_ptr<Backend> backend, BlobCache& cache);
+
+  [[nodiscard]] const std::string& bootstrap_path() const { return bootstrap_path_; }
+  [[nodiscard]] const erofs::Image& image() const { return *image_; }
+  // Cache files in blob-index order: blobs()[i] backs device slot i + 1.
+  [[nodiscard]] const std::vector<std::shared_ptr<CachedBlob>>& blobs() const { return blobs_; }
+  [[nodiscard]] const Backend& backend() const { return *backend_; }
+
+ private:
+  BoundImage() = default;
+  std::string bootstrap_path_;
+  std::vector<std::byte> bytes_;  // the Image views these; never resized after parse
+  std::unique_ptr<erofs::Image> image_;
+  std::shared_ptr<Backend> backend_;  // shared with the blobs that fetch through it
+  std::vector<std::shared_ptr<CachedBlob>> blobs_;
+};
+
+}  // namespace cfnd

@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: Apache-2.0
+// cachefilesd-nydus: the lazy image daemon, and the small client commands that drive it
+// through its control socket.
+//
+//   cachefilesd-nydus [--config F] [--frontend auto|cachefiles|fanotify|fuse]
+//                     [--cache-dir D] [--socket P] [--log-level L]       run the daemon
+//   cachefilesd-nydus mount SOURCE DIR --blob-dir D [--frontend F]     bind + mount
+//   cachefilesd-nydus umount DIR [--force]                             unmount + unbind
+//   cachefilesd-nydus list | metrics [--prometheus]
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "base/log.h"
+#include "daemon/config.h"
+#include "daemon/control.h"
+#include "daemon/service.h"
+
+namespace {
+
+using nlohmann::json;
+constexpr std::chrono::milliseconds kCallTimeout{120000};
+
+void raise_nofile() {
+  // Every pending fanotify event holds an open fd; an event whose fd cannot be made is
+  // denied by the kernel.
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+      spdlog::warn("raising RLIMIT_NOFILE: {}", std::strerror(errno));
+    }
+  }
+}
+
+int run_daemon(const cfnd::Config& config) {
+  raise_nofile();
+  // Before any thread exists: every thread inherits the mask and the loop's signalfd
+  // is the only taker of these signals.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  auto svc = cfnd::Service::create(config);
+  if (!svc) {
+    spdlog::error("{}", svc.error().to_string());
+    return 1;
+  }
+  auto st = (*svc)->run();
+  svc->reset();
+  if (!st) {
+    spdlog::error("{}", st.error().to_string());
+    return 1;
+  }
+  spdlog::info("exited cleanly");
+  return 0;
+}
+
+// Send a request and print the answer's interesting part. Returns the exit status.
+int call(const cfnd::Config& config, const json& req, json* answer_out = nullptr) {
+  auto r = cfnd::control_call(config.socket_path, req.dump(), kCallTimeout);
+  if (!r) {
+    std::fprintf(stderr, "cachefilesd-nydus: %s\n", r.error().to_string().c_str());
+    return 1;
+  }
+  auto a = json::parse(*r, nullptr, false);
+  if (a.is_discarded() || !a.is_object()) {
+    std::fprintf(stderr, "cachefilesd-nydus: bad answer from daemon\n");
+    return 1;
+  }
+  if (a.value("ok", false) != true) {
+    std::fprintf(stderr, "cachefilesd-nydus: %s\n", a.value("error", std::string("?")).c_str());
+    return 1;
+  }
+  if (answer_out != nullptr) {
+    *answer_out = std::move(a);
+  }
+  return 0;
+}
+
+// Start a daemon in the background unless one answers on the socket. Its log goes to
+// <cache_dir>/daemon.log.
+int ensure_daemon(const cfnd::Config& config, const std::string& config_file) {
+  auto ping =
+      cfnd::control_call(config.socket_path, R"({"op":"ping"})", std::chrono::milliseconds(2000));
+  if (ping) {
+    return 0;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(config.cache_dir, ec);
+  std::string log_path = config.cache_dir + "/daemon.log";
+  std::vector<std::string> args = {
+      "/proc/self/exe",   "--frontend",     std::string(cfnd::frontend_name(config.frontend)),
+      "--cache-dir",      config.cache_dir, "--socket",
+      config.socket_path, "--log-level",    config.log_level};
+  if (!config_file.empty()) {
+    args.insert(args.begin() + 1, {"--config", config_file});
+  }
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    std::perror("fork");
+    return 1;
+  }
+  if (pid == 0) {
+    ::setsid();
+    int in = ::open("/dev/null", O_RDONLY);
+    int out = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (in >= 0 && out >= 0) {
+      ::dup2(in, 0);
+      ::dup2(out, 1);
+      ::dup2(out, 2);
+    }
+    std::vector<char*> argv;
+    for (auto& a : args) {
+      argv.push_back(a.data());
+    }
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  for (int i = 0; i < 200; ++i) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      std::fprintf(stderr, "cachefilesd-nydus: the daemon exited at start; see %s\n",
+                   log_path.c_str());
+      return 1;
+    }
+    if (cfnd::control_call(config.socket_path, R"({"op":"ping"})",
+                           std::chrono::milliseconds(1000))) {
+      return 0;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::fprintf(stderr, "cachefilesd-nydus: the daemon did not answer; see %s\n", log_path.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cachefilesd-nydus: lazy RAFS v6 / EROFS image daemon"};
+  app.fallthrough();
+  std::string config_file;
+  std::string frontend;
+  std::string cache_dir;
+  std::string socket;
+  std::string log_level;
+  app.add_option("--config", config_file, "JSON config file");
+  app.add_option("--frontend", frontend, "auto, cachefiles, fanotify or fuse");
+  app.add_option("--cache-dir", cache_dir, "blob cache directory");
+  app.add_option("--socket", socket, "control socket path");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+
+  auto* mount = app.add_subcommand("mount", "bind an image and mount it lazily on DIR");
+  std::string source;
+  std::string dir;
+  std::string blob_dir;
+  mount->add_option("SOURCE", source, "a local bootstrap (image.boot)")->required();
+  mount->add_option("DIR", dir, "mount point")->required();
+  mount->add_option("--blob-dir", blob_dir, "directory of the image's blob files")->required();
+  auto* umount = app.add_subcommand("umount", "unmount DIR and unbind its image");
+  bool force = false;
+  umount->add_option("DIR", dir, "mount point")->required();
+  umount->add_flag("--force", force, "detach even when busy");
+  auto* list = app.add_subcommand("list", "list bound images (JSON)");
+  auto* metrics = app.add_subcommand("metrics", "print metrics (JSON)");
+  bool prom = false;
+  metrics->add_flag("--prometheus", prom, "Prometheus text format");
+  app.require_subcommand(0, 1);
+  CLI11_PARSE(app, argc, argv);
+
+  cfnd::Config config;
+  if (!config_file.empty()) {
+    auto c = cfnd::load_config(config_file);
+    if (!c) {
+      std::fprintf(stderr, "cachefilesd-nydus: %s\n", c.error().to_string().c_str());
+      return 2;
+    }
+    config = std::move(*c);
+  }
+  if (!frontend.empty()) {
+    auto f = cfnd::parse_frontend(frontend);
+    if (!f) {
+      std::fprintf(stderr, "cachefilesd-nydus: %s\n", f.error().to_string().c_str());
+      return 2;
+    }
+    config.frontend = *f;
+  }
+  if (!cache_dir.empty()) {
+    config.cache_dir = std::filesystem::absolute(cache_dir);
+  }
+  if (!socket.empty()) {
+    config.socket_path = std::filesystem::absolute(socket);
+  }
+  if (!log_level.empty()) {
+    config.log_level = log_level;
+  }
+  base::init_logging("cachefilesd-nydus", config.log_level);
+
+  if (*mount) {
+    if (int rc = ensure_daemon(config, config_file); rc != 0) {
+      return rc;
+    }
+    json req{{"op", "bind"},
+             {"bootstrap", std::filesystem::absolute(source).string()},
+             {"blob_dir", std::filesystem::absolute(blob_dir).string()},
+             {"mountpoint", std::filesystem::absolute(dir).string()}};
+    if (!frontend.empty()) {
+      req["frontend"] = frontend;
+    }
+    return call(config, req);
+  }
+  if (*umount) {
+    return call(config, json{{"op", "unbind"},
+                             {"mountpoint", std::filesystem::absolute(dir).string()},
+                             {"force", force}});
+  }
+  if (*list || *metrics) {
+    json req{{"op", *list ? "list" : "metrics"}};
+    if (prom) {
+      req["format"] = "prometheus";
+    }
+    json a;
+    if (int rc = call(config, req, &a); rc != 0) {
+      return rc;
+    }
+    if (prom) {
+      std::fputs(a["text"].get<std::string>().c_str(), stdout);
+    } else {
+      a.erase("ok");
+      std::puts(a.dump(2).c_str());
+    }
+    return 0;
+  }
+  return run_daemon(config);
+}

@@ -1,0 +1,424 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "daemon/service.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "base/log.h"
+#include "base/unique_fd.h"
+#include "daemon/blob_cache.h"
+#include "daemon/control.h"
+#include "daemon/event_loop.h"
+#include "daemon/fanotify_frontend.h"
+#include "daemon/fuse_frontend.h"
+#include "daemon/image.h"
+
+namespace cfnd {
+namespace {
+
+using nlohmann::json;
+
+std::string error_answer(const base::Error& e) {
+  return json{{"ok", false}, {"errno", e.code}, {"error", e.to_string()}}.dump();
+}
+
+struct Bound {
+  std::shared_ptr<BoundImage> image;
+  Frontend frontend = Frontend::kFuse;
+  std::string blob_dir;
+  std::unique_ptr<FuseMount> fuse;  // kFuse only
+};
+
+class ServiceImpl final : public Service {
+ public:
+  explicit ServiceImpl(Config c) : config_(std::move(c)) {}
+
+  ~ServiceImpl() override {
+    control_.reset();  // no request runs after this
+    unmount_all();
+    fanotify_.reset();  // after every unmount: closing the group with a live mount fails open
+  }
+
+  base::Status init() {
+    CacheOptions opts;
+    opts.cache_dir = config_.cache_dir;
+    opts.batch_size = config_.batch_size;
+    opts.prefetch_bandwidth = config_.prefetch_bandwidth;
+    CFN_ASSIGN_OR_RETURN(cache_, BlobCache::create(opts));
+    CFN_TRY(pick_frontend());
+    CFN_ASSIGN_OR_RETURN(loop_, EventLoop::create());
+    CFN_ASSIGN_OR_RETURN(control_,
+                         ControlServer::listen(config_.socket_path,
+                                               [this](const std::string& r) { return handle(r); }));
+    CFN_TRY(loop_->add(control_->fd(), [this] { control_->on_readable(); }));
+    if (fanotify_) {
+      CFN_TRY(loop_->add(fanotify_->group_fd(), [this] { fanotify_->on_readable(); }));
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    signal_fd_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!signal_fd_) {
+      return base::errno_error("signalfd");
+    }
+    CFN_TRY(loop_->add(signal_fd_.get(), [this] { on_signal(); }));
+    spdlog::info("listening on {}; cache {}; default front end {}", config_.socket_path,
+                 config_.cache_dir, frontend_name(default_));
+    return {};
+  }
+
+  base::Status run() override {
+    auto st = loop_->run();
+    if (shutdown_thread_.joinable()) {
+      shutdown_thread_.join();
+    }
+    return st;
+  }
+
+  std::string handle(const std::string& request) override {
+    auto j = json::parse(request, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("op") || !j["op"].is_string()) {
+      return error_answer({EINVAL, "request must be a JSON object with a string \"op\""});
+    }
+    const auto op = j["op"].get<std::string>();
+    base::Result<json> r = base::make_error(EINVAL, "unknown op '" + op + "'");
+    if (op == "ping") {
+      r = json{{"pid", ::getpid()}, {"frontend", frontend_name(default_)}};
+    } else if (op == "bind") {
+      r = bind(j);
+    } else if (op == "unbind") {
+      r = unbind(j);
+    } else if (op == "list") {
+      r = list();
+    } else if (op == "metrics") {
+      bool prom = j.contains("format") && j["format"] == "prometheus";
+      r = prom ? json{{"text", prometheus()}} : json{{"metrics", metrics_json()}};
+    }
+    if (!r) {
+      return error_answer(r.error());
+    }
+    (*r)["ok"] = true;
+    return r->dump();
+  }
+
+ private:
+  base::Status pick_frontend() {
+    // The fanotify group is made whenever the kernel supports it, so binds can ask for
+    // it even when the default is another front end.
+    auto probe = FanotifyFrontend::probe(config_.cache_dir);
+    if (probe) {
+      CFN_ASSIGN_OR_RETURN(fanotify_, FanotifyFrontend::create(config_.fill_threads));
+    }
+    switch (config_.frontend) {
+      case Frontend::kCachefiles:
+        return base::make_error(EOPNOTSUPP, "the cachefiles front end is not built yet");
+      case Frontend::kFanotify:
+        if (!probe) {
+          return base::Unexpected(probe.error().wrap("fanotify front end unavailable"));
+        }
+        default_ = Frontend::kFanotify;
+        return {};
+      case Frontend::kFuse:
+        default_ = Frontend::kFuse;
+        return {};
+      case Frontend::kAuto:
+        break;
+    }
+    base::UniqueFd cf(::open("/dev/cachefiles", O_RDWR | O_CLOEXEC));
+    if (cf) {
+      spdlog::info(
+          "front end auto: /dev/cachefiles opens, but that front end is not built "
+          "yet; trying fanotify");
+    } else {
+      spdlog::info("front end auto: no cachefiles (/dev/cachefiles: {}); trying fanotify",
+                   std::strerror(errno));
+    }
+    cf.reset();
+    if (probe) {
+      spdlog::info("front end auto: fanotify pre-content marks work in {}: fanotify",
+                   config_.cache_dir);
+      default_ = Frontend::kFanotify;
+    } else {
+      spdlog::info("front end auto: fanotify unusable ({}): fuse", probe.error().to_string());
+      default_ = Frontend::kFuse;
+    }
+    return {};
+  }
+
+  void on_signal() {
+    signalfd_siginfo si{};
+    while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
+      if (!shutdown_thread_.joinable()) {
+        spdlog::info("signal {}: unmounting and exiting", si.ssi_signo);
+        // Unmount on another thread while the loop still answers fanotify events: a
+        // reader blocked on an event would otherwise keep the mount busy for ever.
+        shutdown_thread_ = std::thread([this] {
+          unmount_all();
+          loop_->stop();
+        });
+      }
+    }
+  }
+
+  void unmount_all() {
+    std::lock_guard ops(ops_mu_);
+    std::map<std::string, Bound> all;
+    {
+      std::lock_guard lk(mu_);
+      all.swap(bound_);
+    }
+    for (auto& [dir, b] : all) {
+      auto st = unmount_one(dir, b, false);
+      if (!st) {
+        spdlog::warn("{}; detaching", st.error().to_string());
+        st = unmount_one(dir, b, true);
+      }
+      if (!st) {
+        spdlog::error("{}", st.error().to_string());
+      }
+    }
+  }
+
+  base::Status unmount_one(const std::string& dir, Bound& b, bool force) {
+    if (b.frontend == Frontend::kFuse) {
+      return b.fuse->unmount(force);
+    }
+    return fanotify_->umount(dir, force);
+  }
+
+  static base::Result<std::string> get_str(const json& j, const char* key, bool required) {
+    if (!j.contains(key)) {
+      if (required) {
+        return base::errorf(EINVAL, "missing \"{}\"", key);
+      }
+      return std::string();
+    }
+    if (!j[key].is_string()) {
+      return base::errorf(EINVAL, "\"{}\" must be a string", key);
+    }
+    return j[key].get<std::string>();
+  }
+
+  static base::Result<std::string> abs_dir(const std::string& p, const char* what) {
+    char* real = ::realpath(p.c_str(), nullptr);
+    if (real == nullptr) {
+      return base::errno_error(fmt::format("{} {}", what, p));
+    }
+    std::string r = real;
+    std::free(real);  // NOLINT(cppcoreguidelines-no-malloc): realpath(3) mallocs
+    struct stat st {};
+    if (::stat(r.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return base::errorf(ENOTDIR, "{} {} is not a directory", what, p);
+    }
+    return r;
+  }
+
+  base::Result<json> bind(const json& j) {
+    CFN_ASSIGN_OR_RETURN(auto bootstrap, get_str(j, "bootstrap", true));
+    CFN_ASSIGN_OR_RETURN(auto blob_dir_in, get_str(j, "blob_dir", true));
+    CFN_ASSIGN_OR_RETURN(auto mp_in, get_str(j, "mountpoint", true));
+    CFN_ASSIGN_OR_RETURN(auto fe_name, get_str(j, "frontend", false));
+    Frontend fe = default_;
+    if (!fe_name.empty()) {
+      CFN_ASSIGN_OR_RETURN(fe, parse_frontend(fe_name));
+      if (fe == Frontend::kAuto) {
+        fe = default_;
+      }
+    }
+    if (fe == Frontend::kCachefiles) {
+      return base::make_error(EOPNOTSUPP, "the cachefiles front end is not built yet");
+    }
+    if (fe == Frontend::kFanotify && !fanotify_) {
+      return base::make_error(EOPNOTSUPP, "this kernel or cache dir has no fanotify pre-content");
+    }
+    CFN_ASSIGN_OR_RETURN(auto mp, abs_dir(mp_in, "mountpoint"));
+    CFN_ASSIGN_OR_RETURN(auto blob_dir, abs_dir(blob_dir_in, "blob dir"));
+    std::lock_guard ops(ops_mu_);
+    {
+      std::lock_guard lk(mu_);
+      if (bound_.contains(mp)) {
+        return base::errorf(EBUSY, "an image is already bound on {}", mp);
+      }
+    }
+    CFN_ASSIGN_OR_RETURN(auto backend, make_localfs_backend(blob_dir));
+    CFN_ASSIGN_OR_RETURN(
+        auto image,
+        BoundImage::open(bootstrap, std::shared_ptr<Backend>(std::move(backend)), *cache_));
+    Bound b;
+    b.image = image;
+    b.frontend = fe;
+    b.blob_dir = blob_dir;
+    if (fe == Frontend::kFanotify) {
+      CFN_TRY(fanotify_->mount(image, mp));
+    } else {
+      CFN_ASSIGN_OR_RETURN(b.fuse, FuseMount::start(image, mp, config_.fuse_threads));
+    }
+    for (const auto& blob : image->blobs()) {
+      cache_->prefetch(blob);
+    }
+    spdlog::info("bound {} on {} ({}, {} blobs from {})", image->bootstrap_path(), mp,
+                 frontend_name(fe), image->blobs().size(), blob_dir);
+    json answer = describe(mp, b);
+    std::lock_guard lk(mu_);
+    bound_.emplace(mp, std::move(b));
+    return answer;
+  }
+
+  base::Result<json> unbind(const json& j) {
+    CFN_ASSIGN_OR_RETURN(auto mp_in, get_str(j, "mountpoint", true));
+    bool force = j.contains("force") && j["force"] == true;
+    std::string mp = mp_in;
+    if (auto r = abs_dir(mp_in, "mountpoint")) {
+      mp = *r;
+    }
+    std::lock_guard ops(ops_mu_);
+    Bound* b = nullptr;
+    {
+      std::lock_guard lk(mu_);
+      auto it = bound_.find(mp);
+      if (it == bound_.end()) {
+        return base::errorf(ENOENT, "no image bound on {}", mp);
+      }
+      b = &it->second;
+    }
+    // ops_mu_ keeps *b alive: only bind/unbind/unmount_all change bound_.
+    CFN_TRY(unmount_one(mp, *b, force));
+    std::lock_guard lk(mu_);
+    bound_.erase(mp);
+    spdlog::info("unbound {}", mp);
+    return json::object();
+  }
+
+  static json describe(const std::string& mp, const Bound& b) {
+    json blobs = json::array();
+    for (const auto& blob : b.image->blobs()) {
+      blobs.push_back({{"id", blob->info().id},
+                       {"cache_file", blob->path()},
+                       {"size", blob->size()},
+                       {"ready_chunks", blob->ready_chunks()},
+                       {"chunk_count", blob->chunk_count()}});
+    }
+    return json{{"mountpoint", mp},
+                {"bootstrap", b.image->bootstrap_path()},
+                {"blob_dir", b.blob_dir},
+                {"frontend", frontend_name(b.frontend)},
+                {"blobs", blobs}};
+  }
+
+  base::Result<json> list() {
+    json images = json::array();
+    std::lock_guard lk(mu_);
+    for (const auto& [mp, b] : bound_) {
+      images.push_back(describe(mp, b));
+    }
+    return json{{"images", images}};
+  }
+
+  json metrics_json() {
+    auto& m = cache_->metrics();
+    json hist = json::array();
+    for (int k = 0; k < CacheMetrics::kBuckets; ++k) {
+      hist.push_back(m.fill_latency_us[k].load());
+    }
+    std::uint64_t ready = 0;
+    std::uint64_t total = 0;
+    {
+      std::lock_guard lk(mu_);
+      for (const auto& [mp, b] : bound_) {
+        for (const auto& blob : b.image->blobs()) {
+          ready += blob->ready_chunks();
+          total += blob->chunk_count();
+        }
+      }
+    }
+    return json{{"backend_bytes", m.backend_bytes.load()},
+                {"backend_requests", m.backend_requests.load()},
+                {"fill_requests", m.fill_requests.load()},
+                {"hits", m.hits.load()},
+                {"misses", m.misses.load()},
+                {"verify_failures", m.verify_failures.load()},
+                {"prefetch_bytes", m.prefetch_bytes.load()},
+                {"ready_chunks", ready},
+                {"chunk_count", total},
+                {"fanotify_allowed", fanotify_ ? fanotify_->events_allowed() : 0},
+                {"fanotify_denied", fanotify_ ? fanotify_->events_denied() : 0},
+                {"fill_latency_us_buckets", hist}};
+  }
+
+  std::string prometheus() {
+    auto j = metrics_json();
+    std::string out;
+    auto counter = [&](const char* name, const char* help, std::uint64_t v) {
+      out += fmt::format(
+          "# HELP cachefilesd_nydus_{0} {1}\n# TYPE cachefilesd_nydus_{0} "
+          "counter\ncachefilesd_nydus_{0} {2}\n",
+          name, help, v);
+    };
+    auto gauge = [&](const char* name, const char* help, std::uint64_t v) {
+      out += fmt::format(
+          "# HELP cachefilesd_nydus_{0} {1}\n# TYPE cachefilesd_nydus_{0} "
+          "gauge\ncachefilesd_nydus_{0} {2}\n",
+          name, help, v);
+    };
+    counter("backend_bytes_total", "Compressed bytes fetched from backends.",
+            j["backend_bytes"].get<std::uint64_t>());
+    counter("backend_requests_total", "Backend range reads.",
+            j["backend_requests"].get<std::uint64_t>());
+    counter("fill_requests_total", "Fill calls from front ends.",
+            j["fill_requests"].get<std::uint64_t>());
+    counter("hits_total", "Fills already fully present.", j["hits"].get<std::uint64_t>());
+    counter("misses_total", "Fills that fetched something.", j["misses"].get<std::uint64_t>());
+    counter("verify_failures_total", "Chunks whose digest did not match.",
+            j["verify_failures"].get<std::uint64_t>());
+    counter("prefetch_bytes_total", "Uncompressed bytes filled by prefetch.",
+            j["prefetch_bytes"].get<std::uint64_t>());
+    gauge("ready_chunks", "Chunks present in the cache files of bound images.",
+          j["ready_chunks"].get<std::uint64_t>());
+    gauge("chunks", "Chunks of the blobs of bound images.", j["chunk_count"].get<std::uint64_t>());
+    out +=
+        "# HELP cachefilesd_nydus_fill_latency_seconds Fill latency.\n"
+        "# TYPE cachefilesd_nydus_fill_latency_seconds histogram\n";
+    std::uint64_t cum = 0;
+    const auto& h = j["fill_latency_us_buckets"];
+    for (int k = 0; k < CacheMetrics::kBuckets; ++k) {
+      cum += h[static_cast<std::size_t>(k)].get<std::uint64_t>();
+      out += fmt::format("cachefilesd_nydus_fill_latency_seconds_bucket{{le=\"{:g}\"}} {}\n",
+                         static_cast<double>(1ULL << k) / 1e6, cum);
+    }
+    out += fmt::format("cachefilesd_nydus_fill_latency_seconds_bucket{{le=\"+Inf\"}} {}\n", cum);
+    out += fmt::format("cachefilesd_nydus_fill_latency_seconds_count {}\n", cum);
+    return out;
+  }
+
+  Config config_;
+  Frontend default_ = Frontend::kFuse;
+  std::unique_ptr<BlobCache> cache_;
+  std::unique_ptr<FanotifyFrontend> fanotify_;
+  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<ControlServer> control_;
+  base::UniqueFd signal_fd_;
+  std::thread shutdown_thread_;
+  std::mutex ops_mu_;  // serializes bind, unbind and shutdown
+  std::mutex mu_;      // guards bound_
+  std::map<std::string, Bound> bound_;
+};
+
+}  // namespace
+
+base::Result<std::unique_ptr<Service>> Service::create(const Config& config) {
+  auto s = std::make_unique<ServiceImpl>(config);
+  CFN_TRY(s->init());
+  return s;
+}
+
+}  // namespace cfnd

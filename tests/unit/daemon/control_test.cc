@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: Apache-2.0
+// The control socket against hostile clients: oversized requests, silence, bad JSON.
+#include "daemon/control.h"
+
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <thread>
+
+namespace cfnd {
+namespace {
+
+class ControlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/cfn-control-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    path_ = dir_ + "/s/control.sock";
+    auto s = ControlServer::listen(path_, [](const std::string& r) { return "echo:" + r; });
+    ASSERT_TRUE(s) << s.error().to_string();
+    server_ = std::move(*s);
+    pump_ = std::thread([this] {
+      while (!stop_) {
+        pollfd p{server_->fd(), POLLIN, 0};
+        if (::poll(&p, 1, 20) > 0) {
+          server_->on_readable();
+        }
+      }
+    });
+  }
+  void TearDown() override {
+    stop_ = true;
+    pump_.join();
+    server_.reset();
+    std::string cmd = "rm -rf " + dir_;
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+  }
+  std::string dir_;
+  std::string path_;
+  std::unique_ptr<ControlServer> server_;
+  std::thread pump_;
+  std::atomic<bool> stop_{false};
+};
+
+TEST_F(ControlTest, SocketIsPrivate) {
+  struct stat st {};
+  ASSERT_EQ(::stat(path_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600U);
+}
+
+TEST_F(ControlTest, OneRequestOneAnswer) {
+  auto r = control_call(path_, R"({"op":"ping"})", std::chrono::seconds(5));
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(*r, R"(echo:{"op":"ping"})");
+}
+
+TEST_F(ControlTest, OversizedRequestIsRefused) {
+  std::string big(kMaxRequest + 10, 'x');
+  auto r = control_call(path_, big, std::chrono::seconds(5));
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_NE(r->find("\"ok\":false"), std::string::npos);
+  EXPECT_NE(r->find("too large"), std::string::npos);
+}
+
+TEST_F(ControlTest, SecondDaemonOnSameSocketIsRefused) {
+  auto s = ControlServer::listen(path_, [](const std::string&) { return std::string(); });
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code, EADDRINUSE);
+}
+
+TEST_F(ControlTest, NoDaemonIsConnectError) {
+  auto r = control_call(dir_ + "/nothing.sock", "{}", std::chrono::seconds(1));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ENOENT);
+}
+
+}  // namespace
+}  // namespace cfnd
