@@ -204,12 +204,18 @@ class Server {
       }
     }
     if (!source) {
+      {
+        // Recorded before the copen: the mount it fails returns at once to the main thread.
+        std::lock_guard lock(mu_);
+        refused_.insert(o.cookie_key);
+      }
       auto cmd = fscache::format_copen_error(m.msg_id, ENOENT);
       const int rc = command(devfd_, *cmd);
       say("OPEN volume '{}' cookie '{}' -> ENOENT ({})", o.volume_key, o.cookie_key,
           rc == 0 ? "copen ok" : std::strerror(-rc));
-      std::lock_guard lock(mu_);
-      refused_.insert(o.cookie_key);
+      if (rc != 0) {
+        fail("'{}': {}", *cmd, std::strerror(-rc));
+      }
       return;  // anon closes here: no CLOSE will follow a failed OPEN
     }
     auto cmd = fscache::format_copen(m.msg_id, static_cast<std::uint64_t>(st.st_size));
