@@ -10,9 +10,7 @@
 #include "base/log.h"
 #include "convert/builder.h"
 #include "convert/tools.h"
-#if CFN_HAVE_REGISTRY
 #include "convert/image.h"
-#endif
 
 namespace {
 
@@ -64,7 +62,6 @@ int main(int argc, char** argv) {
   check->add_option("BOOTSTRAP", bootstrap)->required();
   check->add_option("--blob-dir", blob_dir)->required();
 
-#if CFN_HAVE_REGISTRY
   convert::ImageOptions image_opts;
   std::string src_ref;
   std::string dst_ref;
@@ -87,7 +84,6 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"sha256", "blake3"}));
   image->add_option("--chunk-size", chunk_size, "power of two, 4K..16M (e.g. 1M, 64K)");
   image->add_option("--threads", opts.workers, "compression workers (0 = one per CPU)");
-#endif
 
   CLI11_PARSE(app, argc, argv);
   base::init_logging("nydus-convert", log_level);
@@ -103,7 +99,6 @@ int main(int argc, char** argv) {
     auto r = convert::build_image(source, outdir, opts);
     return r ? 0 : fail(r.error());
   }
-#if CFN_HAVE_REGISTRY
   if (image->parsed()) {
     opts.compressor = *base::parse_compressor(compressor);
     opts.digester = *base::parse_digest_algo(digester);
@@ -128,7 +123,6 @@ int main(int argc, char** argv) {
                 r->index_digest.empty() ? r->manifest_digest.c_str() : r->index_digest.c_str());
     return 0;
   }
-#endif
   if (inspect->parsed()) {
     auto r = convert::inspect_json(bootstrap);
     if (!r) {

@@ -7,10 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
+#include <deque>
 #include <mutex>
 #include <set>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -169,6 +168,89 @@ std::string with_query(const std::string& url, std::string_view kv) {
   return url + (url.find('?') == std::string::npos ? "?" : "&") + std::string(kv);
 }
 
+// The body side of one Range GET of out.size() bytes at offset: a 206 starting at
+// offset, or a 200 (the whole blob) whose bytes before offset are skipped as they
+// stream. sink() points into this object, so it stays put (not copyable).
+class RangeBody {
+ public:
+  RangeBody(const std::string& digest, std::uint64_t offset, base::MutableBytes out)
+      : digest_(digest), offset_(offset), out_(out) {
+    sink_.on_headers = [this](long status, const http::Headers& h) {
+      return on_headers(status, h);
+    };
+    sink_.on_data = [this](base::Bytes data) { return on_data(data); };
+  }
+  RangeBody(const RangeBody&) = delete;
+  RangeBody& operator=(const RangeBody&) = delete;
+
+  http::Sink& sink() { return sink_; }
+  std::string range_header() const {
+    return fmt::format("Range: bytes={}-{}", offset_, offset_ + out_.size() - 1);
+  }
+
+  // Whether resp, the answer to the request that used sink(), filled out exactly.
+  base::Status check(const http::Response& resp, std::string_view what) const {
+    if (resp.status != 200 && resp.status != 206) {
+      return status_error(resp, what);
+    }
+    if (got_ != out_.size()) {
+      if (total_ && offset_ + out_.size() > *total_) {
+        return base::errorf(ERANGE, "{}: past the end of the blob ({} bytes)", what, *total_);
+      }
+      if (resp.status == 200 && skip_ > 0) {
+        return base::errorf(ERANGE, "{}: past the end of the blob", what);
+      }
+      return base::errorf(EBADMSG, "{}: short body ({} bytes)", what, got_);
+    }
+    return {};
+  }
+
+ private:
+  base::Status on_headers(long status, const http::Headers& h) {
+    got_ = 0;
+    skip_ = 0;
+    total_.reset();
+    if (status == 206) {
+      const auto cr = http::header(h, "content-range");
+      const auto range = cr ? parse_content_range(*cr) : std::nullopt;
+      if (!range) {
+        return base::errorf(EBADMSG, "blob {}: 206 with a bad Content-Range '{}'", digest_,
+                            cr.value_or(""));
+      }
+      if (range->first != offset_) {
+        return base::errorf(EBADMSG, "blob {}: asked for bytes from {}, got {}", digest_, offset_,
+                            range->first);
+      }
+      total_ = range->total;
+    } else if (status == 200) {
+      skip_ = offset_;  // a whole-blob answer: drop what comes before the range
+    } else {
+      return base::errorf(EBADMSG, "blob {}: HTTP {} to a Range request", digest_, status);
+    }
+    return {};
+  }
+
+  base::Result<bool> on_data(base::Bytes data) {
+    if (skip_ > 0) {
+      const std::uint64_t s = std::min<std::uint64_t>(skip_, data.size());
+      skip_ -= s;
+      data = data.subspan(static_cast<std::size_t>(s));
+    }
+    const std::size_t n = std::min(data.size(), out_.size() - got_);
+    std::copy_n(data.begin(), n, out_.begin() + static_cast<std::ptrdiff_t>(got_));
+    got_ += n;
+    return got_ < out_.size();
+  }
+
+  const std::string& digest_;
+  std::uint64_t offset_;
+  base::MutableBytes out_;
+  http::Sink sink_;
+  std::uint64_t skip_ = 0;
+  std::size_t got_ = 0;
+  std::optional<std::uint64_t> total_;
+};
+
 class RegistryClient final : public Client {
  public:
   explicit RegistryClient(ClientConfig config) : config_(std::move(config)) {}
@@ -320,46 +402,107 @@ class RegistryClient final : public Client {
   base::Status read_blob_range(const Reference& repo, const std::string& digest,
                                std::uint64_t offset, base::MutableBytes out) override {
     CFN_TRY(check_digest_arg(digest));
-    if (out.empty()) {
-      return {};
-    }
-    if (offset > UINT64_MAX - out.size()) {
-      return base::errorf(EINVAL, "range at {} of {} bytes overflows", offset, out.size());
-    }
-    return pull<bool>(repo,
-                      [&](const Endpoint& ep) -> base::Result<bool> {
-                        return read_range_from(ep, repo, digest, offset, out);
-                      })
-        .map([](bool) {});
+    return read_one(repo, digest, offset, out, nullptr);
   }
 
   void read_blob_ranges(const Reference& repo, const std::string& digest,
                         std::span<RangeRead> reads) override {
-    if (reads.empty()) {
-      return;
-    }
-    // The first read alone: it settles auth (and a token) before the others start,
-    // so they do not all race through the 401 dance.
-    reads[0].result = read_blob_range(repo, digest, reads[0].offset, reads[0].out);
-    if (reads.size() == 1) {
-      return;
-    }
-    const std::size_t workers = std::min<std::size_t>(
-        reads.size() - 1, static_cast<std::size_t>(std::max(1, config_.max_parallel)));
-    std::atomic<std::size_t> next{1};
-    auto work = [&] {
-      for (std::size_t i = next++; i < reads.size(); i = next++) {
-        reads[i].result = read_blob_range(repo, digest, reads[i].offset, reads[i].out);
+    if (auto s = check_digest_arg(digest); !s) {
+      for (RangeRead& r : reads) {
+        r.result = s;
       }
-    };
-    std::vector<std::thread> threads;
-    threads.reserve(workers - 1);
-    for (std::size_t i = 1; i < workers; ++i) {
-      threads.emplace_back(work);
+      return;
     }
-    work();
-    for (std::thread& t : threads) {
-      t.join();
+    std::vector<RangeRead*> todo;  // the reads that need a request, in order
+    for (RangeRead& r : reads) {
+      if (r.out.empty() || r.offset > UINT64_MAX - r.out.size()) {
+        r.result = read_one(repo, digest, r.offset, r.out, nullptr);  // done or EINVAL
+      } else {
+        todo.push_back(&r);
+      }
+    }
+    // One read alone first: it settles auth (a token), the endpoint (a mirror or
+    // the origin) and the blob's URL after redirects, so the others neither race
+    // through the 401 dance nor each follow the redirect. A read that fails only
+    // for its own range (past the end) hands that job to the next.
+    std::optional<BlobSource> source;
+    std::size_t first = 0;
+    while (first < todo.size() && !source) {
+      RangeRead& r = *todo[first++];
+      BlobSource found;
+      r.result = read_one(repo, digest, r.offset, r.out, &found);
+      if (r.result) {
+        source = std::move(found);
+      } else if (r.result.error().code != ERANGE) {
+        break;
+      }
+    }
+    const std::span<RangeRead*> rest = std::span(todo).subspan(first);
+    if (rest.empty()) {
+      return;
+    }
+    if (!source) {
+      // No read got through: the rest go to the origin as it stands, each to meet
+      // (and retry) whatever the first met.
+      auto ep = origin(repo);
+      if (!ep) {
+        for (RangeRead* r : rest) {
+          r->result = base::Unexpected(ep.error());
+        }
+        return;
+      }
+      source = BlobSource{*ep, repo_url(*ep, repo.repository, "/blobs/" + digest), ""};
+      if (auto a = authorization(*ep, {scope_pull(repo.repository)}); a) {
+        source->authorization = std::move(*a);
+      }
+    }
+
+    // The rest on one multi handle: up to max_parallel connections to the host
+    // (HTTP/2 streams where offered), each range with its own retries.
+    std::deque<RangeBody> bodies;
+    std::vector<http::Request> reqs(rest.size());
+    std::vector<http::Request*> ptrs;
+    for (std::size_t i = 0; i < rest.size(); ++i) {
+      RangeBody& body = bodies.emplace_back(digest, rest[i]->offset, rest[i]->out);
+      http::Request& q = reqs[i];
+      q.url = source->url;
+      q.authorization = source->authorization;
+      q.headers.push_back(body.range_header());
+      q.sink = &body.sink();
+      q.retry = !source->ep.mirror;  // as in call(): the next endpoint is a mirror's retry
+      ptrs.push_back(&q);
+    }
+    std::vector<base::Result<http::Response>> results =
+        http_->perform_many(ptrs, config_.max_parallel);
+
+    std::vector<RangeRead*> redo;
+    bool mirror_failed = false;
+    for (std::size_t i = 0; i < rest.size(); ++i) {
+      RangeRead& r = *rest[i];
+      if (results[i] && (results[i]->status == 401 || results[i]->status == 403)) {
+        // A token that expired meanwhile, or a pre-signed URL that did: the full
+        // path (auth dance, a fresh redirect) for this one.
+        redo.push_back(&r);
+        continue;
+      }
+      r.result = results[i] ? bodies[i].check(*results[i],
+                                              range_what(repo, digest, r.offset, r.out.size()))
+                            : base::Status(base::Unexpected(results[i].error()));
+      const int code = r.result ? 0 : r.result.error().code;
+      if (source->ep.mirror && (code == ECONNRESET || code == ETIMEDOUT || code == EIO)) {
+        // As pull() does: the mirror is skipped for a while, the read goes elsewhere.
+        mirror_failed = true;
+        redo.push_back(&r);
+      }
+    }
+    if (mirror_failed) {
+      mark_mirror(source->ep, false);
+      spdlog::warn(
+          "registry: mirror {} failed range reads; skipping it for {} s", source->ep.base,
+          std::chrono::duration_cast<std::chrono::seconds>(config_.mirror_recheck).count());
+    }
+    for (RangeRead* r : redo) {
+      r->result = read_one(repo, digest, r->offset, r->out, nullptr);
     }
   }
 
@@ -408,6 +551,30 @@ class RegistryClient final : public Client {
   }
 
  private:
+  // Where a blob's ranges go once one read got through: the endpoint it was read
+  // from, the URL after redirects and the Authorization sent there.
+  struct BlobSource {
+    Endpoint ep;
+    std::string url;
+    std::string authorization;
+  };
+
+  // read_blob_range without the digest check; source as in read_range_from.
+  base::Status read_one(const Reference& repo, const std::string& digest, std::uint64_t offset,
+                        base::MutableBytes out, BlobSource* source) {
+    if (out.empty()) {
+      return {};
+    }
+    if (offset > UINT64_MAX - out.size()) {
+      return base::errorf(EINVAL, "range at {} of {} bytes overflows", offset, out.size());
+    }
+    return pull<bool>(repo,
+                      [&](const Endpoint& ep) -> base::Result<bool> {
+                        return read_range_from(ep, repo, digest, offset, out, source);
+                      })
+        .map([](bool) {});
+  }
+
   struct HostAuth {
     enum class Scheme { kNone, kBasic, kBearer } scheme = Scheme::kNone;
     std::string realm;
@@ -860,67 +1027,29 @@ class RegistryClient final : public Client {
     return fm;
   }
 
+  // One Range GET from ep. With source set, a success also says where the read went
+  // in the end (the URL after redirects, the Authorization sent there).
   base::Result<bool> read_range_from(const Endpoint& ep, const Reference& repo,
                                      const std::string& digest, std::uint64_t offset,
-                                     base::MutableBytes out) {
-    std::uint64_t skip = 0;
-    std::size_t got = 0;
-    std::optional<std::uint64_t> total;
-    http::Sink sink;
-    sink.on_headers = [&](long status, const http::Headers& h) -> base::Status {
-      got = 0;
-      skip = 0;
-      total.reset();
-      if (status == 206) {
-        const auto cr = http::header(h, "content-range");
-        const auto range = cr ? parse_content_range(*cr) : std::nullopt;
-        if (!range) {
-          return base::errorf(EBADMSG, "blob {}: 206 with a bad Content-Range '{}'", digest,
-                              cr.value_or(""));
-        }
-        if (range->first != offset) {
-          return base::errorf(EBADMSG, "blob {}: asked for bytes from {}, got {}", digest, offset,
-                              range->first);
-        }
-        total = range->total;
-      } else if (status == 200) {
-        skip = offset;  // a whole-blob answer: drop what comes before the range
-      } else {
-        return base::errorf(EBADMSG, "blob {}: HTTP {} to a Range request", digest, status);
-      }
-      return {};
-    };
-    sink.on_data = [&](base::Bytes data) -> base::Result<bool> {
-      if (skip > 0) {
-        const std::uint64_t s = std::min<std::uint64_t>(skip, data.size());
-        skip -= s;
-        data = data.subspan(static_cast<std::size_t>(s));
-      }
-      const std::size_t n = std::min(data.size(), out.size() - got);
-      std::copy_n(data.begin(), n, out.begin() + static_cast<std::ptrdiff_t>(got));
-      got += n;
-      return got < out.size();
-    };
+                                     base::MutableBytes out, BlobSource* source) {
+    RangeBody body(digest, offset, out);
     http::Request req;
     req.url = repo_url(ep, repo.repository, "/blobs/" + digest);
-    req.headers.push_back(fmt::format("Range: bytes={}-{}", offset, offset + out.size() - 1));
-    req.sink = &sink;
+    req.headers.push_back(body.range_header());
+    req.sink = &body.sink();
     CFN_ASSIGN_OR_RETURN(http::Response resp, call(ep, req, {scope_pull(repo.repository)}));
-    const std::string what =
-        fmt::format("blob {} of {}, {} bytes at {}", digest, repo.repository, out.size(), offset);
-    if (resp.status != 200 && resp.status != 206) {
-      return status_error(resp, what);
-    }
-    if (got != out.size()) {
-      if (total && offset + out.size() > *total) {
-        return base::errorf(ERANGE, "{}: past the end of the blob ({} bytes)", what, *total);
-      }
-      if (resp.status == 200 && skip > 0) {
-        return base::errorf(ERANGE, "{}: past the end of the blob", what);
-      }
-      return base::errorf(EBADMSG, "{}: short body ({} bytes)", what, got);
+    CFN_TRY(body.check(resp, range_what(repo, digest, offset, out.size())));
+    if (source != nullptr) {
+      // call() left in req what went with the last hop: a redirect to another host
+      // cleared the Authorization.
+      *source = BlobSource{ep, resp.url, req.authorization};
     }
     return true;
+  }
+
+  static std::string range_what(const Reference& repo, const std::string& digest,
+                                std::uint64_t offset, std::size_t size) {
+    return fmt::format("blob {} of {}, {} bytes at {}", digest, repo.repository, size, offset);
   }
 
   base::Result<std::optional<std::uint64_t>> head_blob_at(const Endpoint& ep, const Reference& repo,

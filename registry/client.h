@@ -8,6 +8,7 @@
 //   ENOENT     manifest or blob unknown (404)
 //   EACCES     authentication failed or insufficient scope (401/403 after auth)
 //   EBADMSG    digest mismatch, malformed response, a body longer or shorter than said
+//              (a short body is retried first, like a reset)
 //   EMSGSIZE   a response over the caller's limit
 //   ETIMEDOUT  connect or total timeout, or a stalled transfer
 //   ECONNRESET connection reset / refused / DNS after the retries were spent
@@ -50,6 +51,10 @@ struct HostConfig {
   std::optional<Credentials> credentials;  // overrides the docker config
 };
 
+// Retries: 5xx, 429, connection resets, truncated bodies, timeouts and stalls; never
+// other 4xx, never a PATCH. A Retry-After (429/503) replaces the back-off but is
+// capped at max_delay, on purpose: a hostile or confused server must not park a
+// caller for hours; past the cap we retry early and, if refused, fail.
 struct RetryPolicy {
   int max_retries = 3;  // after the first try
   std::chrono::milliseconds base_delay{100};
@@ -68,7 +73,9 @@ struct ClientConfig {
   Platform platform;
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds request_timeout{60000};  // whole request, per try
-  std::chrono::milliseconds stall_timeout{10000};    // no byte received for this long
+  // No byte received (or sent) for this long, once connected: ETIMEDOUT "no data
+  // for N ms", retried. Checked to within about a second (read_blob_ranges: 0.1 s).
+  std::chrono::milliseconds stall_timeout{10000};
   std::chrono::milliseconds mirror_recheck{30000};
   RetryPolicy retry;
   std::uint64_t max_manifest_bytes = 4U << 20;
@@ -127,8 +134,11 @@ class Client {
                                                      const std::string& digest,
                                                      std::uint64_t offset,
                                                      base::MutableBytes out) = 0;
-  // Many ranges of one blob concurrently (up to max_parallel connections); each
-  // result lands in its RangeRead.
+  // Many ranges of one blob concurrently; each result lands in its RangeRead, with
+  // read_blob_range's errors. One range is read first, alone (it settles auth, the
+  // mirror or origin, and the blob URL after redirects); the rest run at once on one
+  // curl multi handle in the calling thread, at most max_parallel connections to
+  // the host (HTTP/2 streams where offered), each retried on its own.
   virtual void read_blob_ranges(const Reference& repo, const std::string& digest,
                                 std::span<RangeRead> reads) = 0;
   // Size of a blob, or nullopt when the registry does not have it.

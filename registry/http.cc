@@ -77,10 +77,16 @@ double uniform01() {
   return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
 }
 
-// Everything one try of one request sees from curl's callbacks.
+using Clock = std::chrono::steady_clock;
+
+// Everything one try of one request sees from curl's callbacks, and what the try's
+// easy handle points at (headers, CA blob): it lives until the try is reaped.
 struct TryState {
   Request* req = nullptr;
+  CURL* easy = nullptr;
   Response resp;
+  SlistPtr headers;
+  curl_blob ca_blob{};
   std::size_t header_bytes = 0;
   bool headers_done = false;
   bool aborted_after_headers = false;  // 3xx / 416: the body is not wanted
@@ -89,6 +95,13 @@ struct TryState {
   std::optional<base::Error> sink_error;
   std::uint64_t body_bytes = 0;
   std::uint64_t upload_pos = 0;
+  // Stall detection (on_progress): bytes seen so far (headers, body, upload) and
+  // when that count last moved.
+  std::chrono::milliseconds stall_timeout{0};
+  Clock::time_point started;
+  Clock::time_point last_progress;
+  std::uint64_t progress_bytes = 0;
+  bool stalled = false;
 
   [[nodiscard]] bool success_status() const { return resp.status >= 200 && resp.status < 300; }
 };
@@ -232,12 +245,67 @@ int on_seek(void* user, curl_off_t offset, int origin) {
   return CURL_SEEKFUNC_OK;
 }
 
+// "No byte for stall_timeout" with millisecond precision (curl's own low-speed check
+// works in whole seconds over a moving average). curl calls this about once per
+// second while idle, more often under load; perform_many polls more often than that.
+int on_progress(void* user, curl_off_t, curl_off_t dlnow, curl_off_t, curl_off_t ulnow) {
+  auto* st = static_cast<TryState*>(user);
+  const auto now = Clock::now();
+  const std::uint64_t bytes = st->header_bytes +
+                              static_cast<std::uint64_t>(std::max<curl_off_t>(0, dlnow)) +
+                              static_cast<std::uint64_t>(std::max<curl_off_t>(0, ulnow));
+  curl_off_t connect_us = 0;
+  curl_easy_getinfo(st->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+  // Until connected, connect_timeout is the limit, not this.
+  if (bytes != st->progress_bytes || (connect_us == 0 && bytes == 0)) {
+    st->progress_bytes = bytes;
+    st->last_progress = now;
+    return 0;
+  }
+  if (now - st->last_progress > st->stall_timeout) {
+    st->stalled = true;
+    return 1;  // CURLE_ABORTED_BY_CALLBACK
+  }
+  return 0;
+}
+
 // What one try came to.
 struct TryOutcome {
   base::Result<Response> result;
   bool retryable = false;
   std::optional<std::chrono::milliseconds> retry_after;
 };
+
+struct MultiDeleter {
+  void operator()(CURLM* m) const { curl_multi_cleanup(m); }
+};
+using MultiPtr = std::unique_ptr<CURLM, MultiDeleter>;
+
+// One request of perform_many, a small state machine:
+//   kReady --start--> kRunning --reaped--> kDone
+//                        |  ^--start--- kReady   (a redirect: the next hop)
+//                        +--> kBackoff --wake_at--> kReady   (a retry)
+// Its easy handle is in the multi handle only while kRunning.
+struct Transfer {
+  enum class State { kReady, kRunning, kBackoff, kDone };
+  Request* req = nullptr;
+  CurlPtr easy;
+  TryState st;
+  State state = State::kReady;
+  int attempt = 0;  // tries of the current hop, minus one
+  int redirects = 0;
+  std::string original;  // req->url before any redirect; restored when done
+  Clock::time_point wake_at;
+  std::optional<base::Result<Response>> result;
+
+  void finish(base::Result<Response> r) {
+    req->url = original;
+    result = std::move(r);
+    state = State::kDone;
+  }
+};
+
+constexpr auto kMultiPollCap = std::chrono::milliseconds(100);  // stall checks at least this often
 
 class CurlTransport final : public Transport {
  public:
@@ -264,43 +332,44 @@ class CurlTransport final : public Transport {
       return base::errorf(ENOMEM, "curl_easy_init failed");
     }
     const std::string original = req.url;
-    for (int redirects = 0;; ++redirects) {
-      CFN_ASSIGN_OR_RETURN(Response resp, with_retries(easy.get(), req));
-      const bool redirect = resp.status >= 300 && resp.status < 400 && req.follow_redirects &&
-                            resp.headers.count("location") != 0;
-      if (!redirect) {
-        req.url = original;
-        return resp;
+    auto result = [&]() -> base::Result<Response> {
+      for (int redirects = 0;; ++redirects) {
+        CFN_ASSIGN_OR_RETURN(Response resp, with_retries(easy.get(), req));
+        CFN_ASSIGN_OR_RETURN(const bool again, follow_redirect(req, resp, original, redirects));
+        if (!again) {
+          return resp;
+        }
       }
-      if (redirects >= kMaxRedirects) {
-        req.url = original;
-        return base::errorf(EBADMSG, "redirect loop: more than {} redirects from {}", kMaxRedirects,
-                            original);
+    }();
+    req.url = original;
+    return result;
+  }
+
+  std::vector<base::Result<Response>> perform_many(std::span<Request* const> reqs,
+                                                   int max_host_connections) override {
+    std::vector<Transfer> ts(reqs.size());  // never resized: callbacks point into it
+    MultiPtr multi(curl_multi_init());
+    for (std::size_t i = 0; i < reqs.size(); ++i) {
+      Transfer& t = ts[i];
+      t.req = reqs[i];
+      t.original = t.req->url;
+      t.easy.reset(curl_easy_init());
+      if (!multi || !t.easy) {
+        t.finish(base::errorf(ENOMEM, "curl_multi_init / curl_easy_init failed"));
       }
-      auto next = internal::resolve_location(req.url, *header(resp.headers, "location"));
-      if (!next) {
-        req.url = original;
-        return base::errorf(EBADMSG, "bad redirect from {}: {}", req.url, next.error().message);
-      }
-      CFN_ASSIGN_OR_RETURN(const internal::Url from, internal::parse_url(req.url));
-      CFN_ASSIGN_OR_RETURN(const internal::Url to, internal::parse_url(*next));
-      if (from.scheme == "https" && to.scheme == "http" && !is_loopback_host(to.authority)) {
-        req.url = original;
-        return base::errorf(EBADMSG, "refusing a redirect from https to plain http ({})", *next);
-      }
-      if (internal::lower(from.authority) != internal::lower(to.authority) ||
-          from.scheme != to.scheme) {
-        // Credentials are for the registry only: an S3-style blob store would be
-        // handed our token (and may reject the request for carrying it).
-        req.authorization.clear();
-      }
-      if (resp.status == 303 && req.method != "HEAD") {
-        req.method = "GET";
-        req.body.reset();
-      }
-      spdlog::debug("registry: {} redirected ({}) to {}", req.method, resp.status, *next);
-      req.url = *next;
     }
+    if (multi) {
+      curl_multi_setopt(multi.get(), CURLMOPT_MAX_HOST_CONNECTIONS,
+                        static_cast<long>(std::max(1, max_host_connections)));
+      curl_multi_setopt(multi.get(), CURLMOPT_PIPELINING, static_cast<long>(CURLPIPE_MULTIPLEX));
+      drive(multi.get(), ts);
+    }
+    std::vector<base::Result<Response>> out;
+    out.reserve(ts.size());
+    for (Transfer& t : ts) {
+      out.push_back(std::move(*t.result));
+    }
+    return out;
   }
 
  private:
@@ -311,43 +380,209 @@ class CurlTransport final : public Transport {
     static_cast<CurlTransport*>(user)->locks_[static_cast<std::size_t>(data)].unlock();
   }
 
-  base::Result<Response> with_retries(CURL* easy, Request& req) {
-    const int max_retries = req.retry ? std::max(0, config_.retry.max_retries) : 0;
-    for (int attempt = 0;; ++attempt) {
-      TryOutcome out = try_once(easy, req);
-      if (!out.retryable || attempt >= max_retries) {
-        return std::move(out.result);
+  // Runs every transfer to kDone on multi, in this thread.
+  void drive(CURLM* multi, std::vector<Transfer>& ts) {
+    for (;;) {
+      const auto now = Clock::now();
+      std::optional<Clock::time_point> next_wake;
+      bool pending = false;
+      for (Transfer& t : ts) {
+        if (t.state == Transfer::State::kBackoff && t.wake_at <= now) {
+          t.state = Transfer::State::kReady;
+        }
+        if (t.state == Transfer::State::kReady) {
+          start(multi, t);
+        }
+        if (t.state == Transfer::State::kBackoff) {
+          next_wake = next_wake ? std::min(*next_wake, t.wake_at) : t.wake_at;
+        }
+        pending = pending || t.state != Transfer::State::kDone;
       }
-      std::chrono::milliseconds delay =
-          internal::backoff_delay(config_.retry, attempt, uniform01());
-      if (out.retry_after) {
-        delay = std::min(*out.retry_after, config_.retry.max_delay);
+      if (!pending) {
+        return;
       }
-      const std::string why =
-          out.result ? fmt::format("{} {}: HTTP {}", req.method, req.url, out.result->status)
-                     : out.result.error().message;
-      warn_limited("{}; retry {}/{} in {} ms", why, attempt + 1, max_retries, delay.count());
-      std::this_thread::sleep_for(delay);
+      int running = 0;
+      if (const CURLMcode mc = curl_multi_perform(multi, &running); mc != CURLM_OK) {
+        fail_all(multi, ts, mc);
+        return;
+      }
+      int queued = 0;
+      bool ready = false;
+      while (CURLMsg* m = curl_multi_info_read(multi, &queued)) {
+        if (m->msg != CURLMSG_DONE) {
+          continue;
+        }
+        CURL* easy = m->easy_handle;
+        const CURLcode rc = m->data.result;  // m dies with the removal below
+        char* priv = nullptr;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+        curl_multi_remove_handle(multi, easy);
+        Transfer& t = *reinterpret_cast<Transfer*>(priv);
+        reaped(t, rc);
+        ready = ready || t.state == Transfer::State::kReady;
+      }
+      auto timeout = kMultiPollCap;
+      if (ready) {
+        timeout = std::chrono::milliseconds(0);
+      } else if (next_wake) {
+        timeout =
+            std::clamp(std::chrono::ceil<std::chrono::milliseconds>(*next_wake - Clock::now()),
+                       std::chrono::milliseconds(0), kMultiPollCap);
+      }
+      // curl shortens the wait to its own next timer.
+      if (const CURLMcode mc =
+              curl_multi_poll(multi, nullptr, 0, static_cast<int>(timeout.count()), nullptr);
+          mc != CURLM_OK) {
+        fail_all(multi, ts, mc);
+        return;
+      }
     }
   }
 
-  TryOutcome try_once(CURL* easy, Request& req) {
-    curl_easy_reset(easy);
-    TryState st;
-    st.req = &req;
-    st.resp.url = req.url;
-
-    auto parsed = internal::parse_url(req.url);
-    if (!parsed) {
-      return TryOutcome{base::Unexpected(std::move(parsed).error()), false, std::nullopt};
+  void start(CURLM* multi, Transfer& t) {
+    CURL* easy = t.easy.get();
+    if (auto s = setup(easy, *t.req, t.st); !s) {
+      t.finish(base::Unexpected(std::move(s).error()));
+      return;
     }
-    const internal::Url& u = *parsed;
-    SlistPtr headers;
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, &t);
+    if (t.req->url.starts_with("https:")) {
+      // Wait for a connection being set up to say whether it multiplexes (HTTP/2)
+      // rather than opening another one.
+      curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
+    }
+    if (const CURLMcode mc = curl_multi_add_handle(multi, easy); mc != CURLM_OK) {
+      t.finish(base::errorf(EIO, "curl_multi_add_handle: {}", curl_multi_strerror(mc)));
+      return;
+    }
+    t.state = Transfer::State::kRunning;
+  }
+
+  // A try of t ended with rc: retry later, take the next hop, or finish.
+  void reaped(Transfer& t, CURLcode rc) {
+    TryOutcome out = outcome(rc, t.st);
+    if (const auto delay = retry_delay(*t.req, out, t.attempt)) {
+      ++t.attempt;
+      t.wake_at = Clock::now() + *delay;
+      t.state = Transfer::State::kBackoff;
+      return;
+    }
+    if (!out.result) {
+      t.finish(std::move(out.result));
+      return;
+    }
+    auto again = follow_redirect(*t.req, *out.result, t.original, t.redirects);
+    if (!again) {
+      t.finish(base::Unexpected(std::move(again).error()));
+    } else if (*again) {
+      ++t.redirects;
+      t.attempt = 0;
+      t.state = Transfer::State::kReady;
+    } else {
+      t.finish(std::move(out.result));
+    }
+  }
+
+  static void fail_all(CURLM* multi, std::vector<Transfer>& ts, CURLMcode mc) {
+    for (Transfer& t : ts) {
+      if (t.state == Transfer::State::kRunning) {
+        curl_multi_remove_handle(multi, t.easy.get());
+      }
+      if (t.state != Transfer::State::kDone) {
+        t.finish(base::errorf(EIO, "curl multi: {}", curl_multi_strerror(mc)));
+      }
+    }
+  }
+
+  base::Result<Response> with_retries(CURL* easy, Request& req) {
+    TryState st;
+    for (int attempt = 0;; ++attempt) {
+      CFN_TRY(setup(easy, req, st));
+      TryOutcome out = outcome(curl_easy_perform(easy), st);
+      const auto delay = retry_delay(req, out, attempt);
+      if (!delay) {
+        return std::move(out.result);
+      }
+      std::this_thread::sleep_for(*delay);
+    }
+  }
+
+  // The back-off before the next try, or nullopt when out is the answer.
+  std::optional<std::chrono::milliseconds> retry_delay(const Request& req, const TryOutcome& out,
+                                                       int attempt) const {
+    const int max_retries = req.retry ? std::max(0, config_.retry.max_retries) : 0;
+    if (!out.retryable || attempt >= max_retries) {
+      return std::nullopt;
+    }
+    std::chrono::milliseconds delay = internal::backoff_delay(config_.retry, attempt, uniform01());
+    if (out.retry_after) {
+      // Capped: a server must not park us for longer than our own longest back-off.
+      delay = std::min(*out.retry_after, config_.retry.max_delay);
+    }
+    const std::string why =
+        out.result ? fmt::format("{} {}: HTTP {}", req.method, req.url, out.result->status)
+                   : out.result.error().message;
+    warn_limited("{}; retry {}/{} in {} ms", why, attempt + 1, max_retries, delay.count());
+    return delay;
+  }
+
+  // Whether resp (the answer to the hop `redirects` of req) is a redirect to follow;
+  // if so req is pointed at the next hop (Authorization dropped when the origin
+  // changes, 303 turned into a GET). Errors: a redirect loop, a bad Location, a
+  // downgrade from https to plain http.
+  static base::Result<bool> follow_redirect(Request& req, const Response& resp,
+                                            const std::string& original, int redirects) {
+    const bool redirect = resp.status >= 300 && resp.status < 400 && req.follow_redirects &&
+                          resp.headers.count("location") != 0;
+    if (!redirect) {
+      return false;
+    }
+    if (redirects >= kMaxRedirects) {
+      return base::errorf(EBADMSG, "redirect loop: more than {} redirects from {}", kMaxRedirects,
+                          original);
+    }
+    auto next = internal::resolve_location(req.url, *header(resp.headers, "location"));
+    if (!next) {
+      return base::errorf(EBADMSG, "bad redirect from {}: {}", req.url, next.error().message);
+    }
+    CFN_ASSIGN_OR_RETURN(const internal::Url from, internal::parse_url(req.url));
+    CFN_ASSIGN_OR_RETURN(const internal::Url to, internal::parse_url(*next));
+    if (from.scheme == "https" && to.scheme == "http" && !is_loopback_host(to.authority)) {
+      return base::errorf(EBADMSG, "refusing a redirect from https to plain http ({})", *next);
+    }
+    if (internal::lower(from.authority) != internal::lower(to.authority) ||
+        from.scheme != to.scheme) {
+      // Credentials are for the registry only: an S3-style blob store would be
+      // handed our token (and may reject the request for carrying it).
+      req.authorization.clear();
+    }
+    if (resp.status == 303 && req.method != "HEAD") {
+      req.method = "GET";
+      req.body.reset();
+    }
+    spdlog::debug("registry: {} redirected ({}) to {}", req.method, resp.status, *next);
+    req.url = *next;
+    return true;
+  }
+
+  // Resets easy and configures it for one try of req, its callbacks and the memory
+  // it points at in st. The blocking path and the multi path share this.
+  base::Status setup(CURL* easy, Request& req, TryState& st) {
+    curl_easy_reset(easy);
+    st = TryState{};
+    st.req = &req;
+    st.easy = easy;
+    st.resp.url = req.url;
+    st.stall_timeout = config_.stall_timeout;
+    st.started = Clock::now();
+    st.last_progress = st.started;
+
+    CFN_ASSIGN_OR_RETURN(const internal::Url u, internal::parse_url(req.url));
     auto add_header = [&](const std::string& h) {
-      curl_slist* n = curl_slist_append(headers.get(), h.c_str());
+      curl_slist* n = curl_slist_append(st.headers.get(), h.c_str());
       if (n != nullptr) {
-        (void)headers.release();
-        headers.reset(n);
+        (void)st.headers.release();
+        st.headers.reset(n);
       }
     };
     for (const std::string& h : req.headers) {
@@ -368,10 +603,11 @@ class CurlTransport final : public Transport {
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
                      static_cast<long>(config_.connect_timeout.count()));
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(config_.request_timeout.count()));
-    curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(
-        easy, CURLOPT_LOW_SPEED_TIME,
-        static_cast<long>(std::max<std::int64_t>(1, (config_.stall_timeout.count() + 999) / 1000)));
+    if (config_.stall_timeout.count() > 0) {
+      curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+      curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &on_progress);
+      curl_easy_setopt(easy, CURLOPT_XFERINFODATA, &st);
+    }
     // Only the configured proxy: "" also stops curl from reading http_proxy & co.
     curl_easy_setopt(easy, CURLOPT_PROXY, config_.proxy.c_str());
     if (!config_.no_proxy.empty()) {
@@ -383,17 +619,16 @@ class CurlTransport final : public Transport {
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &on_write);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, &st);
 
-    curl_blob ca_blob{};
     if (const auto it = config_.tls.find(internal::lower(u.authority)); it != config_.tls.end()) {
       if (it->second.insecure) {
         curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
       }
       if (!it->second.ca_pem.empty()) {
-        ca_blob.data = const_cast<char*>(it->second.ca_pem.data());
-        ca_blob.len = it->second.ca_pem.size();
-        ca_blob.flags = CURL_BLOB_NOCOPY;
-        curl_easy_setopt(easy, CURLOPT_CAINFO_BLOB, &ca_blob);
+        st.ca_blob.data = const_cast<char*>(it->second.ca_pem.data());
+        st.ca_blob.len = it->second.ca_pem.size();
+        st.ca_blob.flags = CURL_BLOB_NOCOPY;
+        curl_easy_setopt(easy, CURLOPT_CAINFO_BLOB, &st.ca_blob);
       }
     }
 
@@ -417,13 +652,15 @@ class CurlTransport final : public Transport {
     } else if (req.method != "GET") {
       curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req.method.c_str());
     }
-    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers.get());
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, st.headers.get());
+    return {};
+  }
 
-    const auto t0 = std::chrono::steady_clock::now();
-    const CURLcode rc = curl_easy_perform(easy);
+  // What a try that ended with rc came to.
+  TryOutcome outcome(CURLcode rc, TryState& st) const {
+    Request& req = *st.req;
     const auto ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
-            .count();
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - st.started).count();
     spdlog::debug("registry: {} {} -> {} ({}; {} bytes, {} ms)", req.method, req.url,
                   st.resp.status, curl_easy_strerror(rc), st.body_bytes, ms);
 
@@ -453,11 +690,23 @@ class CurlTransport final : public Transport {
         out.result = std::move(st.resp);
         return out;
       }
+      if (rc == CURLE_ABORTED_BY_CALLBACK && st.stalled) {
+        out.result = base::errorf(ETIMEDOUT, "{} {}: no data for {} ms", req.method, req.url,
+                                  st.stall_timeout.count());
+        out.retryable = true;
+        return out;
+      }
       const std::string what =
           fmt::format("{} {}: {}", req.method, req.url, curl_easy_strerror(rc));
       switch (rc) {
         case CURLE_OPERATION_TIMEDOUT:
           out.result = base::errorf(ETIMEDOUT, "{}", what);
+          out.retryable = true;
+          break;
+        case CURLE_PARTIAL_FILE:
+          // Retried like a reset; when the retries are spent, the body was shorter
+          // than its Content-Length said.
+          out.result = base::errorf(EBADMSG, "{} (body shorter than its Content-Length)", what);
           out.retryable = true;
           break;
         case CURLE_COULDNT_CONNECT:
@@ -466,7 +715,6 @@ class CurlTransport final : public Transport {
         case CURLE_GOT_NOTHING:
         case CURLE_SEND_ERROR:
         case CURLE_RECV_ERROR:
-        case CURLE_PARTIAL_FILE:
         case CURLE_HTTP2:
         case CURLE_HTTP2_STREAM:
         case CURLE_SEND_FAIL_REWIND:

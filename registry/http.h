@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,13 @@ class Transport {
   // transport failures (ETIMEDOUT, ECONNRESET, EIO for TLS), EMSGSIZE, EBADMSG for
   // a redirect loop or a bad Location, or the sink's error.
   [[nodiscard]] virtual base::Result<Response> perform(Request& req) = 0;
+  // Many requests at once on one curl multi handle (at most max_host_connections
+  // per host, HTTP/2 streams multiplexed where the server offers it), driven in the
+  // calling thread. Each request has perform()'s semantics (retries, a failed one
+  // waiting out its back-off while the others go on; redirects; its sink); result
+  // i belongs to reqs[i]. Sinks are called from the calling thread.
+  [[nodiscard]] virtual std::vector<base::Result<Response>> perform_many(
+      std::span<Request* const> reqs, int max_host_connections) = 0;
 };
 
 // Build the PEM trust bundle: curl's default CA file plus extra files.
