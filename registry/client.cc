@@ -209,6 +209,7 @@ class RangeBody {
   base::Status on_headers(long status, const http::Headers& h) {
     got_ = 0;
     skip_ = 0;
+    whole_blob_ = false;
     total_.reset();
     if (status == 206) {
       const auto cr = http::header(h, "content-range");
@@ -224,6 +225,7 @@ class RangeBody {
       total_ = range->total;
     } else if (status == 200) {
       skip_ = offset_;  // a whole-blob answer: drop what comes before the range
+      whole_blob_ = true;
     } else {
       return base::errorf(EBADMSG, "blob {}: HTTP {} to a Range request", digest_, status);
     }
@@ -239,7 +241,10 @@ class RangeBody {
     const std::size_t n = std::min(data.size(), out_.size() - got_);
     std::copy_n(data.begin(), n, out_.begin() + static_cast<std::ptrdiff_t>(got_));
     got_ += n;
-    return got_ < out_.size();
+    // A 200 streams the whole blob: stop once the range is in (the connection is
+    // lost). A 206 ends by itself at its Content-Length: stopping it at its last
+    // byte would close a connection that could be reused.
+    return got_ < out_.size() || !whole_blob_;
   }
 
   const std::string& digest_;
@@ -248,6 +253,7 @@ class RangeBody {
   http::Sink sink_;
   std::uint64_t skip_ = 0;
   std::size_t got_ = 0;
+  bool whole_blob_ = false;
   std::optional<std::uint64_t> total_;
 };
 
