@@ -23,6 +23,7 @@
 #include "base/log.h"
 #include "daemon/config.h"
 #include "daemon/control.h"
+#include "daemon/sd_notify.h"
 #include "daemon/service.h"
 
 namespace {
@@ -55,8 +56,11 @@ int run_daemon(const cfnd::Config& config) {
   auto svc = cfnd::Service::create(config);
   if (!svc) {
     spdlog::error("{}", svc.error().to_string());
+    cfnd::sd::failed(svc.error().code, svc.error().to_string());
     return 1;
   }
+  // The control socket listens and the front end is up: systemd may start dependents.
+  cfnd::sd::ready("serving on " + config.socket_path);
   auto st = (*svc)->run();
   svc->reset();
   if (!st) {

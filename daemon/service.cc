@@ -21,6 +21,7 @@
 #include "daemon/fanotify_frontend.h"
 #include "daemon/fuse_frontend.h"
 #include "daemon/image.h"
+#include "daemon/sd_notify.h"
 
 namespace cfnd {
 namespace {
@@ -160,6 +161,7 @@ class ServiceImpl final : public Service {
     while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
       if (!shutdown_thread_.joinable()) {
         spdlog::info("signal {}: unmounting and exiting", si.ssi_signo);
+        sd::stopping(fmt::format("signal {}: unmounting and exiting", si.ssi_signo));
         // Unmount on another thread while the loop still answers fanotify events: a
         // reader blocked on an event would otherwise keep the mount busy for ever.
         shutdown_thread_ = std::thread([this] {

@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "daemon/sd_notify.h"
+
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "base/log.h"
+
+namespace cfnd::sd {
+namespace {
+
+// libsystemd returns 0 when NOTIFY_SOCKET is unset, > 0 when sent, -errno on failure.
+bool checked(int r, std::string_view state) {
+  if (r < 0) {
+    // First line only: enough to tell which message failed.
+    auto first = state.substr(0, state.find('\n'));
+    spdlog::warn("sd_notify {}: {}", first, std::strerror(-r));
+    return false;
+  }
+  return r > 0;
+}
+
+// STATUS= is one line: newlines in a message would start new assignments.
+std::string one_line(std::string_view text) {
+  std::string s(text);
+  for (char& c : s) {
+    if (c == '\n') {
+      c = ' ';
+    }
+  }
+  return s;
+}
+
+}  // namespace
+
+bool enabled() {
+  const char* e = std::getenv("NOTIFY_SOCKET");
+  return e != nullptr && *e != '\0';
+}
+
+bool notify(std::string_view state) {
+  if (!enabled()) {
+    return false;
+  }
+  std::string s(state);
+  // unset_environment = 0: the variable stays for later calls (STATUS, STOPPING).
+  return checked(::sd_notify(0, s.c_str()), state);
+}
+
+bool ready(std::string_view status) {
+  return notify("READY=1\nSTATUS=" + one_line(status));
+}
+
+bool status(std::string_view text) {
+  return notify("STATUS=" + one_line(text));
+}
+
+bool stopping(std::string_view status) {
+  return notify("STOPPING=1\nSTATUS=" + one_line(status));
+}
+
+bool failed(int err, std::string_view status) {
+  return notify("STATUS=" + one_line(status) + "\nERRNO=" + std::to_string(err));
+}
+
+bool store_fds(std::string_view name, std::span<const int> fds) {
+  if (!enabled() || fds.empty()) {
+    return false;
+  }
+  std::string s = "FDSTORE=1\nFDNAME=" + one_line(name);
+  // sd_pid_notify_with_fds takes a non-const array; it does not write to it.
+  std::vector<int> copy(fds.begin(), fds.end());
+  return checked(
+      ::sd_pid_notify_with_fds(0, 0, s.c_str(), copy.data(), static_cast<unsigned>(copy.size())),
+      s);
+}
+
+}  // namespace cfnd::sd
