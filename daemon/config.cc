@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "daemon/config.h"
 
+#include <algorithm>
+#include <span>
+
 #include <nlohmann/json.hpp>
 
 #include "base/file.h"
@@ -67,16 +70,116 @@ base::Status get_uint(const nlohmann::json& j, const char* key, T& out, std::uin
   return {};
 }
 
+base::Status get_bool(const nlohmann::json& j, const char* key, bool& out) {
+  if (!j.contains(key)) {
+    return {};
+  }
+  if (!j[key].is_boolean()) {
+    return base::errorf(EINVAL, "config: '{}' must be true or false", key);
+  }
+  out = j[key].get<bool>();
+  return {};
+}
+
+base::Status get_strings(const nlohmann::json& j, const char* key, std::vector<std::string>& out) {
+  if (!j.is_array()) {
+    return base::errorf(EINVAL, "config: '{}' must be an array of strings", key);
+  }
+  std::vector<std::string> v;
+  for (const auto& e : j) {
+    if (!e.is_string() || e.get_ref<const std::string&>().empty()) {
+      return base::errorf(EINVAL, "config: '{}' must be an array of non-empty strings", key);
+    }
+    v.push_back(e.get<std::string>());
+  }
+  out = std::move(v);
+  return {};
+}
+
+base::Status check_keys(const nlohmann::json& j, std::span<const std::string_view> keys,
+                        std::string_view where) {
+  for (const auto& [key, value] : j.items()) {
+    if (std::find(keys.begin(), keys.end(), key) == keys.end()) {
+      return base::errorf(EINVAL, "config: unknown key '{}{}'", where, key);
+    }
+  }
+  return {};
+}
+
+base::Status parse_registry(const nlohmann::json& j, RegistryOptions& o) {
+  if (!j.is_object()) {
+    return base::make_error(EINVAL, "config: 'registry' must be an object");
+  }
+  static constexpr std::string_view kKeys[] = {
+      "plain_http", "insecure",           "ca_files",           "docker_config",
+      "mirrors",    "connect_timeout_ms", "request_timeout_ms", "stall_timeout_ms",
+      "retries",    "max_parallel",       "max_bootstrap_bytes"};
+  CFN_TRY(check_keys(j, kKeys, "registry."));
+  CFN_TRY(get_bool(j, "plain_http", o.plain_http));
+  CFN_TRY(get_bool(j, "insecure", o.insecure));
+  if (j.contains("ca_files")) {
+    CFN_TRY(get_strings(j["ca_files"], "ca_files", o.ca_files));
+  }
+  if (j.contains("docker_config")) {
+    if (!j["docker_config"].is_string()) {
+      return base::make_error(EINVAL, "config: 'docker_config' must be a string");
+    }
+    o.docker_config = j["docker_config"].get<std::string>();
+  }
+  if (j.contains("mirrors")) {
+    const auto& m = j["mirrors"];
+    if (!m.is_object()) {
+      return base::make_error(EINVAL,
+                              "config: 'mirrors' must be an object of host -> [mirror URL]");
+    }
+    for (const auto& [host, urls] : m.items()) {
+      CFN_TRY(get_strings(urls, "mirrors", o.mirrors[host]));
+    }
+  }
+  CFN_TRY(get_uint(j, "connect_timeout_ms", o.connect_timeout_ms, 1, 3600000));
+  CFN_TRY(get_uint(j, "request_timeout_ms", o.request_timeout_ms, 1, 24ULL * 3600000));
+  CFN_TRY(get_uint(j, "stall_timeout_ms", o.stall_timeout_ms, 1, 3600000));
+  CFN_TRY(get_uint(j, "retries", o.retries, 0, 100));
+  CFN_TRY(get_uint(j, "max_parallel", o.max_parallel, 1, 256));
+  CFN_TRY(get_uint(j, "max_bootstrap_bytes", o.max_bootstrap_bytes, 4096, 16ULL << 30));
+  return {};
+}
+
 }  // namespace
+
+base::Result<RegistryOptions> parse_registry_options(std::string_view json_text,
+                                                     RegistryOptions base) {
+  auto j = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    return base::make_error(EINVAL, "registry options: not JSON");
+  }
+  CFN_TRY(parse_registry(j, base));
+  return base;
+}
+
+std::string registry_options_json(const RegistryOptions& o) {
+  nlohmann::json j = {{"plain_http", o.plain_http},
+                      {"insecure", o.insecure},
+                      {"ca_files", o.ca_files},
+                      {"docker_config", o.docker_config},
+                      {"mirrors", o.mirrors},
+                      {"connect_timeout_ms", o.connect_timeout_ms},
+                      {"request_timeout_ms", o.request_timeout_ms},
+                      {"stall_timeout_ms", o.stall_timeout_ms},
+                      {"retries", o.retries},
+                      {"max_parallel", o.max_parallel},
+                      {"max_bootstrap_bytes", o.max_bootstrap_bytes}};
+  return j.dump();  // nlohmann orders object keys: canonical
+}
 
 base::Result<Config> parse_config(std::string_view json_text, Config c) {
   auto j = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return base::make_error(EINVAL, "config: not a JSON object");
   }
-  static constexpr std::string_view kKeys[] = {"frontend",     "cache_dir",   "socket",
-                                               "log_level",    "batch_size",  "prefetch_bandwidth",
-                                               "fill_threads", "fuse_threads"};
+  static constexpr std::string_view kKeys[] = {"frontend",     "cache_dir",    "socket",
+                                               "log_level",    "batch_size",   "prefetch_bandwidth",
+                                               "fill_threads", "fuse_threads", "registry"};
   for (const auto& [key, value] : j.items()) {
     bool known = false;
     for (auto k : kKeys) {
@@ -98,6 +201,9 @@ base::Result<Config> parse_config(std::string_view json_text, Config c) {
   CFN_TRY(get_uint(j, "prefetch_bandwidth", c.prefetch_bandwidth, 0, UINT64_MAX));
   CFN_TRY(get_uint(j, "fill_threads", c.fill_threads, 1, 1024));
   CFN_TRY(get_uint(j, "fuse_threads", c.fuse_threads, 1, 1024));
+  if (j.contains("registry")) {
+    CFN_TRY(parse_registry(j["registry"], c.registry));
+  }
   return c;
 }
 

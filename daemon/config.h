@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/result.h"
 
@@ -18,6 +20,23 @@ enum class Frontend : std::uint8_t { kAuto, kCachefiles, kFanotify, kFuse };
 [[nodiscard]] base::Result<Frontend> parse_frontend(std::string_view name);
 [[nodiscard]] std::string_view frontend_name(Frontend f);
 
+// How images given by reference are pulled: mapped onto registry::ClientConfig. The
+// daemon config holds the defaults; a bind request may override any of them, and the
+// daemon keeps one shared registry client per distinct setting.
+struct RegistryOptions {
+  bool plain_http = false;            // http:// for every host (loopback hosts: always allowed)
+  bool insecure = false;              // TLS without verification for the image's host
+  std::vector<std::string> ca_files;  // extra trusted CAs (PEM) for the image's host
+  std::string docker_config;          // config.json; empty: $DOCKER_CONFIG or ~/.docker
+  std::map<std::string, std::vector<std::string>> mirrors;  // host -> mirror base URLs
+  std::uint64_t connect_timeout_ms = 5000;
+  std::uint64_t request_timeout_ms = 60000;          // whole request, per try
+  std::uint64_t stall_timeout_ms = 10000;            // no byte received for this long
+  unsigned retries = 3;                              // after the first try
+  unsigned max_parallel = 8;                         // connections per host for range reads
+  std::uint64_t max_bootstrap_bytes = 512ULL << 20;  // bootstrap (uncompressed) size cap
+};
+
 struct Config {
   Frontend frontend = Frontend::kAuto;  // default for binds that do not name one
   std::string cache_dir = "/var/cache/cachefilesd-nydus";
@@ -27,12 +46,23 @@ struct Config {
   std::uint64_t prefetch_bandwidth = 0;  // bytes/s, 0 = no background prefetch
   unsigned fill_threads = 16;            // fanotify fill workers
   unsigned fuse_threads = 8;             // max idle FUSE worker threads per mount
+  RegistryOptions registry;
 };
 
 // Parse a JSON object of Config keys ("frontend", "cache_dir", "socket", "log_level",
-// "batch_size", "prefetch_bandwidth", "fill_threads", "fuse_threads") over `base`.
-// Unknown keys and wrong types are EINVAL, naming the key.
+// "batch_size", "prefetch_bandwidth", "fill_threads", "fuse_threads", "registry") over
+// `base`. Unknown keys and wrong types are EINVAL, naming the key.
 [[nodiscard]] base::Result<Config> parse_config(std::string_view json_text, Config base = {});
+// Parse a JSON object of RegistryOptions keys ("plain_http", "insecure", "ca_files",
+// "docker_config", "mirrors": {host: [url...]}, "connect_timeout_ms",
+// "request_timeout_ms", "stall_timeout_ms", "retries", "max_parallel",
+// "max_bootstrap_bytes") over `base`; mirrors given replace those of their host.
+// Unknown keys and wrong types are EINVAL, naming the key.
+[[nodiscard]] base::Result<RegistryOptions> parse_registry_options(std::string_view json_text,
+                                                                   RegistryOptions base = {});
+// The options as a JSON object text (the keys above; canonical: equal options give
+// equal texts).
+[[nodiscard]] std::string registry_options_json(const RegistryOptions& o);
 // Read and parse a config file; errors name the path.
 [[nodiscard]] base::Result<Config> load_config(const std::string& path, Config base = {});
 

@@ -4,9 +4,16 @@
 //
 //   cachefilesd-nydus [--config F] [--frontend auto|cachefiles|fanotify|fuse]
 //                     [--cache-dir D] [--socket P] [--log-level L]       run the daemon
-//   cachefilesd-nydus mount SOURCE DIR --blob-dir D [--frontend F]     bind + mount
+//   cachefilesd-nydus mount SOURCE DIR [--blob-dir D] [--frontend F]   bind + mount
 //   cachefilesd-nydus umount DIR [--force]                             unmount + unbind
 //   cachefilesd-nydus list | metrics [--prometheus]
+//
+// SOURCE is a local bootstrap (an existing file; --blob-dir names its blobs) or an
+// image reference (host[:port]/repo[:tag][@digest]) of a RAFS v6 image in a registry:
+// the daemon resolves it, fetches the bootstrap and reads blobs lazily. Registry
+// options (--plain-http, --insecure, --ca-file, --docker-config, --mirror, timeouts,
+// --retries) set the daemon's defaults when it runs, and travel with a mount's bind
+// request to override them for that image. `mount` starts a daemon when none answers.
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -25,6 +32,7 @@
 #include "daemon/control.h"
 #include "daemon/sd_notify.h"
 #include "daemon/service.h"
+#include "registry/reference.h"
 
 namespace {
 
@@ -166,13 +174,39 @@ int main(int argc, char** argv) {
   app.add_option("--socket", socket, "control socket path");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
 
+  // Registry options: the daemon's defaults, or one mount's overrides.
+  bool plain_http = false;
+  bool insecure = false;
+  std::vector<std::string> ca_files;
+  std::vector<std::string> mirrors;
+  std::string docker_config;
+  double connect_timeout = 0;
+  double request_timeout = 0;
+  double stall_timeout = 0;
+  unsigned retries = 0;
+  std::vector<CLI::Option*> reg_opts = {
+      app.add_flag("--plain-http", plain_http, "http:// for registries"),
+      app.add_flag("--insecure", insecure, "TLS without certificate verification"),
+      app.add_option("--ca-file", ca_files, "extra trusted CA (PEM); repeatable"),
+      app.add_option("--docker-config", docker_config, "docker config.json for credentials"),
+      app.add_option("--mirror", mirrors, "mirror URL for the image's host; repeatable"),
+      app.add_option("--connect-timeout", connect_timeout, "seconds (default 5)")
+          ->check(CLI::PositiveNumber),
+      app.add_option("--request-timeout", request_timeout, "seconds per try (default 60)")
+          ->check(CLI::PositiveNumber),
+      app.add_option("--stall-timeout", stall_timeout, "seconds without a byte (default 10)")
+          ->check(CLI::PositiveNumber),
+      app.add_option("--retries", retries, "retries after the first try (default 3)")
+          ->check(CLI::Range(0, 100)),
+  };
   auto* mount = app.add_subcommand("mount", "bind an image and mount it lazily on DIR");
   std::string source;
   std::string dir;
   std::string blob_dir;
-  mount->add_option("SOURCE", source, "a local bootstrap (image.boot)")->required();
+  mount->add_option("SOURCE", source, "an image reference, or a local bootstrap (image.boot)")
+      ->required();
   mount->add_option("DIR", dir, "mount point")->required();
-  mount->add_option("--blob-dir", blob_dir, "directory of the image's blob files")->required();
+  mount->add_option("--blob-dir", blob_dir, "directory of a local bootstrap's blob files");
   auto* umount = app.add_subcommand("umount", "unmount DIR and unbind its image");
   bool force = false;
   umount->add_option("DIR", dir, "mount point")->required();
@@ -210,16 +244,84 @@ int main(int argc, char** argv) {
   if (!log_level.empty()) {
     config.log_level = log_level;
   }
+  // The registry options given on this command line, as RegistryOptions JSON keys.
+  json reg = json::object();
+  auto ms = [](double s) { return static_cast<std::uint64_t>(s * 1000.0 + 0.5); };
+  if (reg_opts[0]->count() > 0) {
+    reg["plain_http"] = plain_http;
+  }
+  if (reg_opts[1]->count() > 0) {
+    reg["insecure"] = insecure;
+  }
+  if (!ca_files.empty()) {
+    std::vector<std::string> abs;
+    for (const auto& f : ca_files) {
+      abs.push_back(std::filesystem::absolute(f).string());
+    }
+    reg["ca_files"] = abs;
+  }
+  if (!docker_config.empty()) {
+    reg["docker_config"] = std::filesystem::absolute(docker_config).string();
+  }
+  if (connect_timeout > 0) {
+    reg["connect_timeout_ms"] = ms(connect_timeout);
+  }
+  if (request_timeout > 0) {
+    reg["request_timeout_ms"] = ms(request_timeout);
+  }
+  if (stall_timeout > 0) {
+    reg["stall_timeout_ms"] = ms(stall_timeout);
+  }
+  if (reg_opts[8]->count() > 0) {
+    reg["retries"] = retries;
+  }
+  if (!*mount) {
+    if (!mirrors.empty()) {
+      std::fprintf(stderr,
+                   "cachefilesd-nydus: --mirror goes with mount (a host's mirrors in the "
+                   "daemon config: registry.mirrors)\n");
+      return 2;
+    }
+    auto r = cfnd::parse_registry_options(reg.dump(), config.registry);
+    if (!r) {
+      std::fprintf(stderr, "cachefilesd-nydus: %s\n", r.error().to_string().c_str());
+      return 2;
+    }
+    config.registry = std::move(*r);
+  }
   base::init_logging("cachefilesd-nydus", config.log_level);
 
   if (*mount) {
+    json req{{"op", "bind"}, {"mountpoint", std::filesystem::absolute(dir).string()}};
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(source, ec)) {
+      if (blob_dir.empty()) {
+        std::fprintf(stderr, "cachefilesd-nydus: %s is a local bootstrap: give --blob-dir\n",
+                     source.c_str());
+        return 2;
+      }
+      req["bootstrap"] = std::filesystem::absolute(source).string();
+      req["blob_dir"] = std::filesystem::absolute(blob_dir).string();
+    } else {
+      auto ref = registry::Reference::parse(source);
+      if (!ref) {
+        std::fprintf(stderr, "cachefilesd-nydus: %s is neither a file nor an image reference: %s\n",
+                     source.c_str(), ref.error().to_string().c_str());
+        return 2;
+      }
+      if (!blob_dir.empty()) {
+        std::fprintf(stderr, "cachefilesd-nydus: --blob-dir goes with a local bootstrap\n");
+        return 2;
+      }
+      if (!mirrors.empty()) {
+        reg["mirrors"] = json{{ref->host, mirrors}};
+      }
+      req["reference"] = source;
+      req["registry"] = reg;
+    }
     if (int rc = ensure_daemon(config, config_file); rc != 0) {
       return rc;
     }
-    json req{{"op", "bind"},
-             {"bootstrap", std::filesystem::absolute(source).string()},
-             {"blob_dir", std::filesystem::absolute(blob_dir).string()},
-             {"mountpoint", std::filesystem::absolute(dir).string()}};
     if (!frontend.empty()) {
       req["frontend"] = frontend;
     }

@@ -9,6 +9,7 @@
 
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -21,6 +22,8 @@
 #include "daemon/fanotify_frontend.h"
 #include "daemon/fuse_frontend.h"
 #include "daemon/image.h"
+#include "daemon/registry_backend.h"
+#include "daemon/registry_image.h"
 #include "daemon/sd_notify.h"
 
 namespace cfnd {
@@ -35,7 +38,9 @@ std::string error_answer(const base::Error& e) {
 struct Bound {
   std::shared_ptr<BoundImage> image;
   Frontend frontend = Frontend::kFuse;
-  std::string blob_dir;
+  std::string blob_dir;   // local source
+  std::string reference;  // registry source
+  std::string manifest_digest;
   std::unique_ptr<FuseMount> fuse;  // kFuse only
 };
 
@@ -225,9 +230,31 @@ class ServiceImpl final : public Service {
     return r;
   }
 
+  // The shared client for images of ref's host under options o: one per distinct
+  // setting, kept for the daemon's life (connections and tokens are reused).
+  base::Result<std::shared_ptr<registry::Client>> client_for(const RegistryOptions& o,
+                                                             const registry::Reference& ref) {
+    std::string key = ref.host + "\n" + registry_options_json(o);
+    std::lock_guard lk(clients_mu_);
+    if (auto it = clients_.find(key); it != clients_.end()) {
+      return it->second;
+    }
+    CFN_ASSIGN_OR_RETURN(auto c, registry::Client::create(client_config(o, ref)));
+    std::shared_ptr<registry::Client> shared(std::move(c));
+    clients_.emplace(key, shared);
+    return shared;
+  }
+
+  // {"op":"bind", "reference": REF [, "registry": {options}], "mountpoint": DIR ...}
+  // or {"op":"bind", "bootstrap": PATH, "blob_dir": DIR, "mountpoint": DIR ...}.
   base::Result<json> bind(const json& j) {
-    CFN_ASSIGN_OR_RETURN(auto bootstrap, get_str(j, "bootstrap", true));
-    CFN_ASSIGN_OR_RETURN(auto blob_dir_in, get_str(j, "blob_dir", true));
+    CFN_ASSIGN_OR_RETURN(auto reference, get_str(j, "reference", false));
+    CFN_ASSIGN_OR_RETURN(auto bootstrap, get_str(j, "bootstrap", reference.empty()));
+    CFN_ASSIGN_OR_RETURN(auto blob_dir_in, get_str(j, "blob_dir", reference.empty()));
+    if (!reference.empty() && (!bootstrap.empty() || !blob_dir_in.empty())) {
+      return base::make_error(EINVAL,
+                              "give \"reference\" or \"bootstrap\" + \"blob_dir\", not both");
+    }
     CFN_ASSIGN_OR_RETURN(auto mp_in, get_str(j, "mountpoint", true));
     CFN_ASSIGN_OR_RETURN(auto fe_name, get_str(j, "frontend", false));
     Frontend fe = default_;
@@ -243,8 +270,23 @@ class ServiceImpl final : public Service {
     if (fe == Frontend::kFanotify && !fanotify_) {
       return base::make_error(EOPNOTSUPP, "this kernel or cache dir has no fanotify pre-content");
     }
+    RegistryOptions ropts = config_.registry;
+    std::optional<registry::Reference> ref;
+    if (!reference.empty()) {
+      auto r = registry::Reference::parse(reference);
+      if (!r) {
+        return base::Unexpected(r.error().wrap("reference '" + reference + "'"));
+      }
+      ref = std::move(*r);
+      if (j.contains("registry")) {
+        CFN_ASSIGN_OR_RETURN(ropts, parse_registry_options(j["registry"].dump(), ropts));
+      }
+    }
     CFN_ASSIGN_OR_RETURN(auto mp, abs_dir(mp_in, "mountpoint"));
-    CFN_ASSIGN_OR_RETURN(auto blob_dir, abs_dir(blob_dir_in, "blob dir"));
+    std::string blob_dir;
+    if (!ref) {
+      CFN_ASSIGN_OR_RETURN(blob_dir, abs_dir(blob_dir_in, "blob dir"));
+    }
     std::lock_guard ops(ops_mu_);
     {
       std::lock_guard lk(mu_);
@@ -252,11 +294,21 @@ class ServiceImpl final : public Service {
         return base::errorf(EBUSY, "an image is already bound on {}", mp);
       }
     }
-    CFN_ASSIGN_OR_RETURN(auto backend, make_localfs_backend(blob_dir));
-    CFN_ASSIGN_OR_RETURN(
-        auto image,
-        BoundImage::open(bootstrap, std::shared_ptr<Backend>(std::move(backend)), *cache_));
     Bound b;
+    std::shared_ptr<Backend> backend;
+    if (ref) {
+      CFN_ASSIGN_OR_RETURN(auto client, client_for(ropts, *ref));
+      CFN_ASSIGN_OR_RETURN(
+          auto pulled, pull_bootstrap(*client, *ref, config_.cache_dir, ropts.max_bootstrap_bytes));
+      bootstrap = pulled.bootstrap_path;
+      b.reference = ref->to_string();
+      b.manifest_digest = pulled.manifest_digest;
+      backend = make_registry_backend(std::move(client), *ref);
+    } else {
+      CFN_ASSIGN_OR_RETURN(auto local, make_localfs_backend(blob_dir));
+      backend = std::move(local);
+    }
+    CFN_ASSIGN_OR_RETURN(auto image, BoundImage::open(bootstrap, std::move(backend), *cache_));
     b.image = image;
     b.frontend = fe;
     b.blob_dir = blob_dir;
@@ -268,8 +320,9 @@ class ServiceImpl final : public Service {
     for (const auto& blob : image->blobs()) {
       cache_->prefetch(blob);
     }
-    spdlog::info("bound {} on {} ({}, {} blobs from {})", image->bootstrap_path(), mp,
-                 frontend_name(fe), image->blobs().size(), blob_dir);
+    spdlog::info("bound {} on {} ({}, {} blobs from {})",
+                 ref ? b.reference + " (" + b.manifest_digest + ")" : image->bootstrap_path(), mp,
+                 frontend_name(fe), image->blobs().size(), image->backend().describe());
     json answer = describe(mp, b);
     std::lock_guard lk(mu_);
     bound_.emplace(mp, std::move(b));
@@ -307,14 +360,22 @@ class ServiceImpl final : public Service {
       blobs.push_back({{"id", blob->info().id},
                        {"cache_file", blob->path()},
                        {"size", blob->size()},
+                       {"compressed_size", blob->info().compressed_size},
                        {"ready_chunks", blob->ready_chunks()},
                        {"chunk_count", blob->chunk_count()}});
     }
-    return json{{"mountpoint", mp},
-                {"bootstrap", b.image->bootstrap_path()},
-                {"blob_dir", b.blob_dir},
-                {"frontend", frontend_name(b.frontend)},
-                {"blobs", blobs}};
+    json out{{"mountpoint", mp},
+             {"bootstrap", b.image->bootstrap_path()},
+             {"frontend", frontend_name(b.frontend)},
+             {"backend", b.image->backend().describe()},
+             {"blobs", blobs}};
+    if (!b.reference.empty()) {
+      out["reference"] = b.reference;
+      out["manifest_digest"] = b.manifest_digest;
+    } else {
+      out["blob_dir"] = b.blob_dir;
+    }
+    return out;
   }
 
   base::Result<json> list() {
@@ -413,6 +474,10 @@ class ServiceImpl final : public Service {
   std::mutex ops_mu_;  // serializes bind, unbind and shutdown
   std::mutex mu_;      // guards bound_
   std::map<std::string, Bound> bound_;
+  std::mutex clients_mu_;  // guards clients_
+  // host + options -> the client shared by every image bound with them (and by their
+  // backends, which hold it too: hence shared_ptr).
+  std::map<std::string, std::shared_ptr<registry::Client>> clients_;
 };
 
 }  // namespace

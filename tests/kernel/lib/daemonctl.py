@@ -75,6 +75,21 @@ class Daemon:
         if p.returncode != 0:
             ktest.fail(f"mount failed: {p.stderr.decode(errors='replace')}\n{self.log()}")
 
+    def mount_ref(self, ref, mnt, frontend=None, options=(), check_rc=True):
+        """Mount an image by reference; options are registry options of the CLI
+        (e.g. ["--stall-timeout", "2"]). Returns the CompletedProcess."""
+        os.makedirs(mnt, exist_ok=True)
+        args = ["mount", ref, mnt] + list(options)
+        if frontend:
+            args += ["--frontend", frontend]
+        p = self.cli(args, check_rc=False)
+        if check_rc and p.returncode != 0:
+            ktest.fail(f"mount {ref} failed: {p.stderr.decode(errors='replace')}\n{self.log()}")
+        return p
+
+    def list(self):
+        return json.loads(self.cli(["list"], quiet=True).stdout)["images"]
+
     def umount(self, mnt):
         self.cli(["umount", mnt])
 

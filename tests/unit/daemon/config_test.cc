@@ -26,6 +26,36 @@ TEST(Config, RejectsBadInput) {
   }
 }
 
+TEST(Config, RegistryOptions) {
+  auto c = parse_config(
+      R"({"registry":{"plain_http":true,"ca_files":["/ca.pem"],"stall_timeout_ms":2000,)"
+      R"("retries":1,"mirrors":{"docker.io":["http://127.0.0.1:5001"]}}})");
+  ASSERT_TRUE(c) << c.error().to_string();
+  EXPECT_TRUE(c->registry.plain_http);
+  EXPECT_FALSE(c->registry.insecure);
+  EXPECT_EQ(c->registry.ca_files, std::vector<std::string>{"/ca.pem"});
+  EXPECT_EQ(c->registry.stall_timeout_ms, 2000U);
+  EXPECT_EQ(c->registry.request_timeout_ms, 60000U);
+  EXPECT_EQ(c->registry.retries, 1U);
+  EXPECT_EQ(c->registry.mirrors.at("docker.io").size(), 1U);
+  // A bind's overrides apply over the daemon's options, key by key.
+  auto o = parse_registry_options(R"({"retries":0,"insecure":true})", c->registry);
+  ASSERT_TRUE(o) << o.error().to_string();
+  EXPECT_EQ(o->retries, 0U);
+  EXPECT_TRUE(o->insecure);
+  EXPECT_TRUE(o->plain_http);
+  EXPECT_EQ(registry_options_json(*o), registry_options_json(*o));
+  EXPECT_NE(registry_options_json(*o), registry_options_json(c->registry));
+  for (const char* bad :
+       {R"({"registry":[]})", R"({"registry":{"nope":1}})", R"({"registry":{"retries":-1}})",
+        R"({"registry":{"plain_http":1}})", R"({"registry":{"ca_files":"x"}})",
+        R"({"registry":{"mirrors":{"h":[""]}}})", R"({"registry":{"stall_timeout_ms":0}})"}) {
+    auto b = parse_config(bad);
+    ASSERT_FALSE(b) << bad;
+    EXPECT_EQ(b.error().code, EINVAL) << bad;
+  }
+}
+
 TEST(Config, FrontendNamesRoundTrip) {
   for (auto f : {Frontend::kAuto, Frontend::kCachefiles, Frontend::kFanotify, Frontend::kFuse}) {
     auto p = parse_frontend(frontend_name(f));

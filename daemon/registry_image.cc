@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "daemon/registry_image.h"
+
+#include <sys/stat.h>
+#include <sys/utsname.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+#include "base/file.h"
+#include "base/log.h"
+#include "daemon/targz.h"
+#include "erofs/reader.h"
+
+namespace cfnd {
+namespace {
+
+bool annotated(const registry::Descriptor& d, const char* key) {
+  auto it = d.annotations.find(key);
+  return it != d.annotations.end() && it->second == "true";
+}
+
+bool is_blob_layer(const registry::Descriptor& d) {
+  return d.media_type == registry::kMediaNydusBlob || annotated(d, kAnnotationNydusBlob);
+}
+
+std::string machine_arch() {
+  utsname u{};
+  if (::uname(&u) != 0) {
+    return "amd64";
+  }
+  std::string_view m = u.machine;
+  if (m == "x86_64") {
+    return "amd64";
+  }
+  if (m == "aarch64") {
+    return "arm64";
+  }
+  if (m == "i686" || m == "i386") {
+    return "386";
+  }
+  return std::string(m);  // ppc64le, s390x, riscv64 are spelled alike
+}
+
+}  // namespace
+
+base::Result<NydusLayers> nydus_layers(const registry::Manifest& m) {
+  NydusLayers out;
+  const registry::Descriptor* boot = nullptr;
+  for (const auto& l : m.layers) {
+    if (annotated(l, kAnnotationNydusBootstrap)) {
+      if (boot != nullptr) {
+        return base::make_error(EINVAL, "two nydus bootstrap layers in the manifest");
+      }
+      boot = &l;
+    }
+  }
+  if (boot == nullptr && m.layers.size() >= 2 &&
+      std::all_of(m.layers.begin(), m.layers.end() - 1, is_blob_layer) &&
+      !is_blob_layer(m.layers.back())) {
+    boot = &m.layers.back();
+  }
+  if (boot == nullptr) {
+    return base::make_error(EINVAL,
+                            "not a RAFS v6 (nydus) image: no layer annotated "
+                            "containerd.io/snapshot/nydus-bootstrap");
+  }
+  out.bootstrap = *boot;
+  for (const auto& l : m.layers) {
+    if (&l != boot && is_blob_layer(l)) {
+      out.blobs.push_back(l);
+    }
+  }
+  return out;
+}
+
+base::Status check_blob_layers(const std::vector<std::string>& bootstrap_blob_ids,
+                               const NydusLayers& layers) {
+  std::set<std::string> have;
+  for (const auto& l : layers.blobs) {
+    have.insert(l.digest);
+  }
+  for (const auto& id : bootstrap_blob_ids) {
+    if (!have.contains("sha256:" + id)) {
+      return base::errorf(EINVAL,
+                          "the bootstrap names blob {} but the manifest has no data layer "
+                          "sha256:{}",
+                          id, id);
+    }
+  }
+  return {};
+}
+
+registry::ClientConfig client_config(const RegistryOptions& o, const registry::Reference& ref) {
+  registry::ClientConfig c;
+  c.plain_http = o.plain_http;
+  c.docker_config = o.docker_config;
+  c.platform.os = "linux";
+  c.platform.architecture = machine_arch();
+  c.connect_timeout = std::chrono::milliseconds(o.connect_timeout_ms);
+  c.request_timeout = std::chrono::milliseconds(o.request_timeout_ms);
+  c.stall_timeout = std::chrono::milliseconds(o.stall_timeout_ms);
+  c.retry.max_retries = static_cast<int>(o.retries);
+  c.max_parallel = static_cast<int>(o.max_parallel);
+  registry::HostConfig h;
+  h.insecure_skip_verify = o.insecure;
+  h.ca_files = o.ca_files;
+  if (auto it = o.mirrors.find(ref.host); it != o.mirrors.end()) {
+    h.mirrors = it->second;
+  }
+  c.hosts[ref.host] = std::move(h);
+  return c;
+}
+
+base::Result<PulledImage> pull_bootstrap(registry::Client& client, const registry::Reference& ref,
+                                         const std::string& cache_dir,
+                                         std::uint64_t max_bootstrap_bytes) {
+  auto resolved = client.resolve(ref);
+  if (!resolved) {
+    return base::Unexpected(resolved.error().wrap("resolving " + ref.to_string()));
+  }
+  const registry::Manifest& m = resolved->get();
+  auto layers = nydus_layers(m);
+  if (!layers) {
+    return base::Unexpected(layers.error().wrap(ref.to_string()));
+  }
+  PulledImage out;
+  out.manifest_digest = resolved->manifest.digest;
+  if (!registry::is_valid_digest(out.manifest_digest) ||
+      !registry::is_valid_digest(layers->bootstrap.digest)) {
+    return base::errorf(EINVAL, "{}: unsupported digest", ref.to_string());
+  }
+  const std::string dir = cache_dir + "/bootstraps";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return base::errorf(ec.value(), "create {}: {}", dir, ec.message());
+  }
+  out.bootstrap_path = dir + "/" + out.manifest_digest.substr(7) + ".boot";
+
+  std::vector<std::byte> boot;
+  struct stat st {};
+  if (::stat(out.bootstrap_path.c_str(), &st) == 0) {
+    // Only complete files are ever renamed into place.
+    CFN_ASSIGN_OR_RETURN(boot, base::read_file(out.bootstrap_path));
+    out.bootstrap_cached = true;
+  } else {
+    if (layers->bootstrap.size > kMaxBootstrapLayerBytes) {
+      return base::errorf(EMSGSIZE, "{}: bootstrap layer of {} bytes is over the limit of {}",
+                          ref.to_string(), layers->bootstrap.size, kMaxBootstrapLayerBytes);
+    }
+    auto tgz = client.get_blob(ref, layers->bootstrap.digest, kMaxBootstrapLayerBytes);
+    if (!tgz) {
+      return base::Unexpected(
+          tgz.error().wrap("downloading bootstrap layer " + layers->bootstrap.digest));
+    }
+    auto b = extract_tar_gz_member(*tgz, kBootstrapMember, max_bootstrap_bytes,
+                                   max_bootstrap_bytes + (1U << 20));
+    if (!b) {
+      return base::Unexpected(b.error().wrap("bootstrap layer " + layers->bootstrap.digest));
+    }
+    boot = std::move(*b);
+  }
+  auto img = erofs::Image::parse(boot);
+  if (!img) {
+    return base::Unexpected(img.error().wrap("bootstrap of " + ref.to_string()));
+  }
+  if (!img->is_rafs()) {
+    return base::errorf(EINVAL, "{}: not a RAFS v6 (nydus) image: the bootstrap is plain EROFS",
+                        ref.to_string());
+  }
+  for (const auto& bi : img->blobs()) {
+    out.blob_ids.push_back(bi.id);
+  }
+  CFN_TRY(check_blob_layers(out.blob_ids, *layers).map_error([&](base::Error e) {
+    return std::move(e).wrap(ref.to_string());
+  }));
+  if (!out.bootstrap_cached) {
+    CFN_TRY(base::write_file_atomic(out.bootstrap_path, boot, 0644));
+    spdlog::info("{}: bootstrap {} ({} bytes, {} blobs) -> {}", ref.to_string(),
+                 layers->bootstrap.digest, boot.size(), out.blob_ids.size(), out.bootstrap_path);
+  }
+  return out;
+}
+
+}  // namespace cfnd

@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: Apache-2.0
+// Images by reference: resolve the manifest (through an index to this machine's
+// platform), recognise a RAFS v6 (nydus) image by its layers, and make its bootstrap a
+// complete local file before anything mounts it. The data blobs are then read lazily
+// through make_registry_backend.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "daemon/config.h"
+#include "registry/client.h"
+#include "registry/manifest.h"
+#include "registry/reference.h"
+
+namespace cfnd {
+
+inline constexpr char kAnnotationNydusBootstrap[] = "containerd.io/snapshot/nydus-bootstrap";
+inline constexpr char kAnnotationNydusBlob[] = "containerd.io/snapshot/nydus-blob";
+inline constexpr char kBootstrapMember[] = "image/image.boot";
+inline constexpr std::uint64_t kMaxBootstrapLayerBytes = 256ULL << 20;  // compressed
+
+// The nydus layers of a manifest.
+struct NydusLayers {
+  registry::Descriptor bootstrap;  // tar+gzip holding image/image.boot
+  std::vector<registry::Descriptor> blobs;
+};
+
+// Pure. The bootstrap layer is the one annotated containerd.io/snapshot/nydus-bootstrap
+// "true" (or, without annotations, the last layer when every other layer is a nydus
+// blob by media type or annotation). EINVAL "not a RAFS v6 (nydus) image" otherwise.
+[[nodiscard]] base::Result<NydusLayers> nydus_layers(const registry::Manifest& m);
+
+// Pure: every blob of the bootstrap must be one of the data layers (blob id <id> is
+// layer sha256:<id>). EINVAL naming the first blob that is not.
+[[nodiscard]] base::Status check_blob_layers(const std::vector<std::string>& bootstrap_blob_ids,
+                                             const NydusLayers& layers);
+
+struct PulledImage {
+  std::string bootstrap_path;   // <cache_dir>/bootstraps/<manifest hex>.boot, complete
+  std::string manifest_digest;  // "sha256:..."
+  std::vector<std::string> blob_ids;
+  bool bootstrap_cached = false;  // found in the cache, nothing downloaded
+};
+
+// Resolve ref, pick the nydus layers, and make the bootstrap file: downloaded (size
+// capped, digest verified by the client), image/image.boot taken out of the tar.gz,
+// checked to parse as RAFS v6 with blob ids matching the data layers, written to a
+// temporary and renamed into place. A bootstrap already in place is reused.
+// Errors: the client's (ENOENT, EACCES, ETIMEDOUT ...), EINVAL for a non-nydus image
+// or mismatched blobs, EMSGSIZE over the caps, EBADMSG for a broken layer, each
+// naming the step.
+[[nodiscard]] base::Result<PulledImage> pull_bootstrap(registry::Client& client,
+                                                       const registry::Reference& ref,
+                                                       const std::string& cache_dir,
+                                                       std::uint64_t max_bootstrap_bytes);
+
+// The client settings for images of ref's host under options o (platform: this
+// machine's, linux/<GOARCH>).
+[[nodiscard]] registry::ClientConfig client_config(const RegistryOptions& o,
+                                                   const registry::Reference& ref);
+
+}  // namespace cfnd
