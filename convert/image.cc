@@ -23,6 +23,7 @@
 #include "base/unique_fd.h"
 #include "convert/builder.h"
 #include "registry/client.h"
+#include "registry/manifest.h"
 #include "registry/reference.h"
 
 namespace convert {
@@ -33,14 +34,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::uint64_t kMaxConfigBytes = 64U << 20;
 constexpr auto kProgressInterval = std::chrono::milliseconds(200);
-
-std::string host_architecture() {
-#if defined(__aarch64__)
-  return "arm64";
-#else
-  return "amd64";
-#endif
-}
 
 std::string short_digest(const std::string& d) {
   return d.size() > 19 ? d.substr(0, 19) : d;
@@ -341,7 +334,8 @@ base::Result<ImageReport> convert_image(const std::string& src_ref, const std::s
   registry::ClientConfig cc;
   cc.plain_http = options.plain_http;
   cc.docker_config = options.docker_config;
-  cc.platform = options.platform.value_or(registry::Platform{"linux", host_architecture(), ""});
+  cc.platform =
+      options.platform.value_or(registry::Platform{"linux", registry::host_architecture(), ""});
   for (const auto* r : {&src, &dst}) {
     auto& h = cc.hosts[r->host];
     h.insecure_skip_verify = options.insecure;

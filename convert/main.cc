@@ -9,8 +9,8 @@
 
 #include "base/log.h"
 #include "convert/builder.h"
-#include "convert/tools.h"
 #include "convert/image.h"
+#include "convert/tools.h"
 
 namespace {
 

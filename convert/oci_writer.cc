@@ -14,6 +14,7 @@
 
 #include "base/digest.h"
 #include "convert/fs_util.h"
+#include "registry/manifest.h"
 
 namespace convert {
 namespace {
@@ -32,16 +33,6 @@ la_ssize_t append_cb(struct archive* /*a*/, void* self, const void* buf, size_t 
   const auto* p = static_cast<const std::byte*>(buf);
   out->insert(out->end(), p, p + n);
   return static_cast<la_ssize_t>(n);
-}
-
-std::string host_arch() {
-#if defined(__x86_64__)
-  return "amd64";
-#elif defined(__aarch64__)
-  return "arm64";
-#else
-  return "unknown";
-#endif
 }
 
 json descriptor(const std::string& media_type, const std::string& digest, std::uint64_t size) {
@@ -160,7 +151,7 @@ base::Result<std::string> write_oci_layout(int oci_dir, int blobs_dir, const Oci
       config[key] = fallback;
     }
   };
-  copy_string("architecture", host_arch());
+  copy_string("architecture", registry::host_architecture());
   copy_string("os", "linux");
   copy_string("variant", "");
   copy_string("created", "");

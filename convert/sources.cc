@@ -23,6 +23,7 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "base/unique_fd.h"
+#include "registry/manifest.h"
 
 namespace convert {
 namespace {
@@ -475,19 +476,8 @@ base::Result<json> parse_json(const std::string& text, std::string_view what) {
   return j;
 }
 
-std::string host_arch() {
-#if defined(__x86_64__)
-  return "amd64";
-#elif defined(__aarch64__)
-  return "arm64";
-#else
-  return "";
-#endif
-}
-
 bool is_index_type(std::string_view mt) {
-  return mt == "application/vnd.oci.image.index.v1+json" ||
-         mt == "application/vnd.docker.distribution.manifest.list.v2+json";
+  return mt == registry::kMediaOciIndex || mt == registry::kMediaDockerManifestList;
 }
 
 base::Result<Descriptor> pick_manifest(const json& index, std::string_view what) {
@@ -501,12 +491,12 @@ base::Result<Descriptor> pick_manifest(const json& index, std::string_view what)
   for (const auto& m : *manifests) {
     const json* p = member(m, "platform");
     if (p != nullptr && string_member(*p, "os") == "linux" &&
-        string_member(*p, "architecture") == host_arch()) {
+        string_member(*p, "architecture") == registry::host_architecture()) {
       return parse_descriptor(m, what);
     }
   }
   return base::errorf(ENOENT, "{}: {} manifests and none for linux/{}", what, manifests->size(),
-                      host_arch());
+                      registry::host_architecture());
 }
 
 bool supported_layer_type(std::string_view mt) {

@@ -74,6 +74,10 @@ struct Index {
     base::Bytes body, std::string_view content_type);
 
 // The first manifest in the index for the platform; ENOENT naming the platform.
+// The OCI (GOARCH) name of the CPU this program was built for: "amd64", "arm64",
+// ...; empty when it has none we know.
+[[nodiscard]] std::string host_architecture();
+
 [[nodiscard]] base::Result<Descriptor> select_platform(const Index& index, const Platform& p);
 
 [[nodiscard]] std::string serialize(const Manifest& m);
