@@ -5,6 +5,7 @@
 //   cachefilesd-nydus [--config F] [--frontend auto|cachefiles|fanotify|fuse]
 //                     [--cache-dir D] [--socket P] [--log-level L]       run the daemon
 //   cachefilesd-nydus mount SOURCE DIR [--blob-dir D] [--frontend F]   bind + mount
+//                     [--fsid ID] [--domain-id D]     (cachefiles: EROFS fsid=, domain_id=)
 //   cachefilesd-nydus umount DIR [--force]                             unmount + unbind
 //   cachefilesd-nydus list | metrics [--prometheus]
 //
@@ -207,6 +208,13 @@ int main(int argc, char** argv) {
       ->required();
   mount->add_option("DIR", dir, "mount point")->required();
   mount->add_option("--blob-dir", blob_dir, "directory of a local bootstrap's blob files");
+  std::string fsid;
+  std::string domain_id;
+  mount->add_option("--fsid", fsid,
+                    "cachefiles: the image's fsid (default: 32 hex digits of the bootstrap's "
+                    "sha256)");
+  mount->add_option("--domain-id", domain_id,
+                    "cachefiles: share blobs (and page cache) with the domain's other images");
   auto* umount = app.add_subcommand("umount", "unmount DIR and unbind its image");
   bool force = false;
   umount->add_option("DIR", dir, "mount point")->required();
@@ -324,6 +332,12 @@ int main(int argc, char** argv) {
     }
     if (!frontend.empty()) {
       req["frontend"] = frontend;
+    }
+    if (!fsid.empty()) {
+      req["fsid"] = fsid;
+    }
+    if (!domain_id.empty()) {
+      req["domain_id"] = domain_id;
     }
     return call(config, req);
   }

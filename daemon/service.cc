@@ -14,9 +14,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/file.h"
 #include "base/log.h"
 #include "base/unique_fd.h"
 #include "daemon/blob_cache.h"
+#include "daemon/cachefiles_frontend.h"
 #include "daemon/control.h"
 #include "daemon/event_loop.h"
 #include "daemon/fanotify_frontend.h"
@@ -41,6 +43,8 @@ struct Bound {
   std::string blob_dir;   // local source
   std::string reference;  // registry source
   std::string manifest_digest;
+  std::string fsid;                 // kCachefiles only
+  std::string domain_id;            // kCachefiles only, may be empty
   std::unique_ptr<FuseMount> fuse;  // kFuse only
 };
 
@@ -51,7 +55,8 @@ class ServiceImpl final : public Service {
   ~ServiceImpl() override {
     control_.reset();  // no request runs after this
     unmount_all();
-    fanotify_.reset();  // after every unmount: closing the group with a live mount fails open
+    fanotify_.reset();    // after every unmount: closing the group with a live mount fails open
+    cachefiles_.reset();  // after every unmount: closing /dev/cachefiles fails reads with EIO
   }
 
   base::Status init() {
@@ -68,6 +73,9 @@ class ServiceImpl final : public Service {
     CFN_TRY(loop_->add(control_->fd(), [this] { control_->on_readable(); }));
     if (fanotify_) {
       CFN_TRY(loop_->add(fanotify_->group_fd(), [this] { fanotify_->on_readable(); }));
+    }
+    if (cachefiles_) {
+      CFN_TRY(loop_->add(cachefiles_->dev_fd(), [this] { cachefiles_->on_readable(); }));
     }
     sigset_t set;
     sigemptyset(&set);
@@ -126,8 +134,15 @@ class ServiceImpl final : public Service {
       CFN_ASSIGN_OR_RETURN(fanotify_, FanotifyFrontend::create(config_.fill_threads));
     }
     switch (config_.frontend) {
-      case Frontend::kCachefiles:
-        return base::make_error(EOPNOTSUPP, "the cachefiles front end is not built yet");
+      case Frontend::kCachefiles: {
+        auto cf = CachefilesFrontend::create(config_.cache_dir, config_.fill_threads);
+        if (!cf) {
+          return base::Unexpected(cf.error().wrap("cachefiles front end unavailable"));
+        }
+        cachefiles_ = std::move(*cf);
+        default_ = Frontend::kCachefiles;
+        return {};
+      }
       case Frontend::kFanotify:
         if (!probe) {
           return base::Unexpected(probe.error().wrap("fanotify front end unavailable"));
@@ -140,16 +155,14 @@ class ServiceImpl final : public Service {
       case Frontend::kAuto:
         break;
     }
-    base::UniqueFd cf(::open("/dev/cachefiles", O_RDWR | O_CLOEXEC));
+    auto cf = CachefilesFrontend::create(config_.cache_dir, config_.fill_threads);
     if (cf) {
-      spdlog::info(
-          "front end auto: /dev/cachefiles opens, but that front end is not built "
-          "yet; trying fanotify");
-    } else {
-      spdlog::info("front end auto: no cachefiles (/dev/cachefiles: {}); trying fanotify",
-                   std::strerror(errno));
+      spdlog::info("front end auto: cachefiles on-demand");
+      cachefiles_ = std::move(*cf);
+      default_ = Frontend::kCachefiles;
+      return {};
     }
-    cf.reset();
+    spdlog::info("front end auto: no cachefiles ({}); trying fanotify", cf.error().to_string());
     if (probe) {
       spdlog::info("front end auto: fanotify pre-content marks work in {}: fanotify",
                    config_.cache_dir);
@@ -199,6 +212,9 @@ class ServiceImpl final : public Service {
   base::Status unmount_one(const std::string& dir, Bound& b, bool force) {
     if (b.frontend == Frontend::kFuse) {
       return b.fuse->unmount(force);
+    }
+    if (b.frontend == Frontend::kCachefiles) {
+      return cachefiles_->umount(dir, force);
     }
     return fanotify_->umount(dir, force);
   }
@@ -264,8 +280,16 @@ class ServiceImpl final : public Service {
         fe = default_;
       }
     }
-    if (fe == Frontend::kCachefiles) {
-      return base::make_error(EOPNOTSUPP, "the cachefiles front end is not built yet");
+    if (fe == Frontend::kCachefiles && !cachefiles_) {
+      return base::make_error(EOPNOTSUPP,
+                              "the daemon runs without the cachefiles front end (start it "
+                              "with --frontend cachefiles)");
+    }
+    CFN_ASSIGN_OR_RETURN(auto fsid, get_str(j, "fsid", false));
+    CFN_ASSIGN_OR_RETURN(auto domain_id, get_str(j, "domain_id", false));
+    if ((!fsid.empty() || !domain_id.empty()) && fe != Frontend::kCachefiles) {
+      return base::make_error(EINVAL,
+                              "\"fsid\" and \"domain_id\" go with the cachefiles front end");
     }
     if (fe == Frontend::kFanotify && !fanotify_) {
       return base::make_error(EOPNOTSUPP, "this kernel or cache dir has no fanotify pre-content");
@@ -314,6 +338,14 @@ class ServiceImpl final : public Service {
     b.blob_dir = blob_dir;
     if (fe == Frontend::kFanotify) {
       CFN_TRY(fanotify_->mount(image, mp));
+    } else if (fe == Frontend::kCachefiles) {
+      if (fsid.empty()) {
+        CFN_ASSIGN_OR_RETURN(auto boot, base::read_file(image->bootstrap_path()));
+        fsid = default_fsid(boot);
+      }
+      CFN_TRY(cachefiles_->mount(image, fsid, domain_id, mp));
+      b.fsid = fsid;
+      b.domain_id = domain_id;
     } else {
       CFN_ASSIGN_OR_RETURN(b.fuse, FuseMount::start(image, mp, config_.fuse_threads));
     }
@@ -369,6 +401,10 @@ class ServiceImpl final : public Service {
              {"frontend", frontend_name(b.frontend)},
              {"backend", b.image->backend().describe()},
              {"blobs", blobs}};
+    if (!b.fsid.empty()) {
+      out["fsid"] = b.fsid;
+      out["domain_id"] = b.domain_id;
+    }
     if (!b.reference.empty()) {
       out["reference"] = b.reference;
       out["manifest_digest"] = b.manifest_digest;
@@ -415,6 +451,8 @@ class ServiceImpl final : public Service {
                 {"chunk_count", total},
                 {"fanotify_allowed", fanotify_ ? fanotify_->events_allowed() : 0},
                 {"fanotify_denied", fanotify_ ? fanotify_->events_denied() : 0},
+                {"cachefiles_reads", cachefiles_ ? cachefiles_->reads_served() : 0},
+                {"cachefiles_read_failures", cachefiles_ ? cachefiles_->reads_failed() : 0},
                 {"fill_latency_us_buckets", hist}};
   }
 
@@ -467,6 +505,7 @@ class ServiceImpl final : public Service {
   Frontend default_ = Frontend::kFuse;
   std::unique_ptr<BlobCache> cache_;
   std::unique_ptr<FanotifyFrontend> fanotify_;
+  std::unique_ptr<CachefilesFrontend> cachefiles_;
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<ControlServer> control_;
   base::UniqueFd signal_fd_;
