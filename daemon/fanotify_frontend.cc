@@ -26,42 +26,6 @@ namespace cfnd {
 
 namespace {
 
-// struct fanotify_event_metadata (uapi), 24 bytes; mask is 8-aligned at offset 8.
-struct RawMetadata {
-  std::uint32_t event_len;
-  std::uint8_t vers;
-  std::uint8_t reserved;
-  std::uint16_t metadata_len;
-  std::uint64_t mask;
-  std::int32_t fd;
-  std::int32_t pid;
-};
-static_assert(sizeof(RawMetadata) == 24);
-
-// struct fanotify_event_info_header + struct fanotify_event_info_range (6.14): offset
-// comes BEFORE count (an older RFC had them the other way round).
-struct RawInfoHeader {
-  std::uint8_t info_type;
-  std::uint8_t pad;
-  std::uint16_t len;
-};
-struct RawInfoRange {
-  RawInfoHeader hdr;
-  std::uint32_t pad;
-  std::uint64_t offset;
-  std::uint64_t count;
-};
-static_assert(sizeof(RawInfoHeader) == 4);
-static_assert(sizeof(RawInfoRange) == 24);
-static_assert(offsetof(RawInfoRange, offset) == 8);
-static_assert(offsetof(RawInfoRange, count) == 16);
-
-struct RawResponse {
-  std::int32_t fd;
-  std::uint32_t response;
-};
-static_assert(sizeof(RawResponse) == 8);
-
 // At most one log line per second per call site for per-event problems.
 class RateLimit {
  public:
@@ -83,14 +47,14 @@ class RateLimit {
 std::vector<FanEvent> parse_fan_events(std::span<const std::byte> buf) {
   std::vector<FanEvent> out;
   std::size_t pos = 0;
-  while (buf.size() - pos >= sizeof(RawMetadata)) {
-    auto m = base::load<RawMetadata>(buf, pos);
+  while (buf.size() - pos >= sizeof(FanEventMetadata)) {
+    auto m = base::load<FanEventMetadata>(buf, pos);
     FanEvent ev;
     ev.fd = m.fd;
     ev.mask = m.mask;
     ev.pid = m.pid;
     // Lengths first: a lying event_len means the following events cannot be found.
-    if (m.vers != kFanotifyMetadataVersion || m.metadata_len < sizeof(RawMetadata) ||
+    if (m.vers != kFanotifyMetadataVersion || m.metadata_len < sizeof(FanEventMetadata) ||
         m.event_len < m.metadata_len || m.event_len > buf.size() - pos) {
       ev.malformed = true;
       out.push_back(ev);
@@ -99,21 +63,21 @@ std::vector<FanEvent> parse_fan_events(std::span<const std::byte> buf) {
     std::size_t info = pos + m.metadata_len;
     const std::size_t end = pos + m.event_len;
     while (info < end) {
-      if (end - info < sizeof(RawInfoHeader)) {
+      if (end - info < sizeof(FanInfoHeader)) {
         ev.malformed = true;
         break;
       }
-      auto h = base::load<RawInfoHeader>(buf, info);
-      if (h.len < sizeof(RawInfoHeader) || h.len > end - info) {
+      auto h = base::load<FanInfoHeader>(buf, info);
+      if (h.len < sizeof(FanInfoHeader) || h.len > end - info) {
         ev.malformed = true;
         break;
       }
       if (h.info_type == kFanEventInfoTypeRange) {
-        if (h.len < sizeof(RawInfoRange) || ev.range_offset) {
+        if (h.len < sizeof(FanInfoRange) || ev.range_offset) {
           ev.malformed = true;  // short, or a second range: which one would we fill?
           break;
         }
-        auto r = base::load<RawInfoRange>(buf, info);
+        auto r = base::load<FanInfoRange>(buf, info);
         if (r.count > UINT64_MAX - r.offset) {
           ev.malformed = true;
           break;
@@ -251,7 +215,7 @@ class FanotifyImpl final : public FanotifyFrontend {
   // Answer a permission event and close its fd: every event fd is a new open file, and
   // an event whose fd cannot be created (EMFILE) is denied by the kernel.
   void respond(int fd, std::uint32_t response) {
-    RawResponse r{fd, response};
+    FanResponse r{fd, response};
     if (::write(group_.get(), &r, sizeof r) != static_cast<ssize_t>(sizeof r)) {
       static RateLimit rl;
       if (rl.allow()) {

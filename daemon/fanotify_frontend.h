@@ -17,6 +17,7 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -51,6 +52,43 @@ inline constexpr std::uint8_t kFanotifyMetadataVersion = 3;
 constexpr std::uint32_t fan_deny_errno(int err) {
   return kFanDeny | ((static_cast<std::uint32_t>(err) & 0xffU) << 24);
 }
+
+// Wire structs, written from the uapi header (not in Debian's 6.1 headers).
+// struct fanotify_event_metadata (uapi), 24 bytes; mask is 8-aligned at offset 8.
+struct FanEventMetadata {
+  std::uint32_t event_len;
+  std::uint8_t vers;
+  std::uint8_t reserved;
+  std::uint16_t metadata_len;
+  std::uint64_t mask;
+  std::int32_t fd;
+  std::int32_t pid;
+};
+static_assert(sizeof(FanEventMetadata) == 24);
+
+// struct fanotify_event_info_header + struct fanotify_event_info_range (6.14): offset
+// comes BEFORE count (an older RFC had them the other way round).
+struct FanInfoHeader {
+  std::uint8_t info_type;
+  std::uint8_t pad;
+  std::uint16_t len;
+};
+struct FanInfoRange {
+  FanInfoHeader hdr;
+  std::uint32_t pad;
+  std::uint64_t offset;
+  std::uint64_t count;
+};
+static_assert(sizeof(FanInfoHeader) == 4);
+static_assert(sizeof(FanInfoRange) == 24);
+static_assert(offsetof(FanInfoRange, offset) == 8);
+static_assert(offsetof(FanInfoRange, count) == 16);
+
+struct FanResponse {
+  std::int32_t fd;
+  std::uint32_t response;
+};
+static_assert(sizeof(FanResponse) == 8);
 
 // One event as read from the group fd, validated.
 struct FanEvent {

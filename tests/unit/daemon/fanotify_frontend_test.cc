@@ -16,31 +16,14 @@ void put(std::vector<std::byte>& b, const void* p, std::size_t n) {
   b.insert(b.end(), c, c + n);
 }
 
-struct Meta {
-  std::uint32_t event_len;
-  std::uint8_t vers;
-  std::uint8_t reserved;
-  std::uint16_t metadata_len;
-  std::uint64_t mask;
-  std::int32_t fd;
-  std::int32_t pid;
-};
-struct Range {
-  std::uint8_t type;
-  std::uint8_t pad;
-  std::uint16_t len;
-  std::uint32_t pad2;
-  std::uint64_t offset;
-  std::uint64_t count;
-};
-
 std::vector<std::byte> event(int fd, std::uint64_t off, std::uint64_t count, int ranges = 1,
                              std::uint16_t range_len = 24) {
   std::vector<std::byte> b;
-  Meta m{static_cast<std::uint32_t>(24 + ranges * range_len), 3, 0, 24, kFanPreAccess, fd, 77};
+  FanEventMetadata m{
+      static_cast<std::uint32_t>(24 + ranges * range_len), 3, 0, 24, kFanPreAccess, fd, 77};
   put(b, &m, sizeof m);
   for (int i = 0; i < ranges; ++i) {
-    Range r{6, 0, range_len, 0, off, count};
+    FanInfoRange r{{kFanEventInfoTypeRange, 0, range_len}, 0, off, count};
     put(b, &r, range_len);
   }
   return b;
@@ -128,7 +111,7 @@ TEST(ParseFanEvents, ZeroLengthInfoRecordIsMalformed) {
 
 TEST(ParseFanEvents, NoRangeIsReportedAsMissing) {
   std::vector<std::byte> b;
-  Meta m{24, 3, 0, 24, kFanPreAccess, 9, 1};
+  FanEventMetadata m{24, 3, 0, 24, kFanPreAccess, 9, 1};
   put(b, &m, sizeof m);
   auto evs = parse_fan_events(b);
   ASSERT_EQ(evs.size(), 1U);
