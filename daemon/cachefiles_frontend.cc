@@ -10,9 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <filesystem>
 #include <limits>
 #include <map>
@@ -21,6 +19,7 @@
 #include <vector>
 
 #include "base/aligned_buffer.h"
+#include "base/blocking_queue.h"
 #include "base/digest.h"
 #include "base/file.h"
 #include "base/log.h"
@@ -67,22 +66,6 @@ namespace {
 constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kCopyPiece = 1ULL << 20;
 
-// At most one log line per second per call site for per-request problems.
-class RateLimit {
- public:
-  bool allow() {
-    auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-    auto last = last_.load(std::memory_order_relaxed);
-    if (now - last < std::chrono::steady_clock::duration(std::chrono::seconds(1)).count()) {
-      return false;
-    }
-    return last_.compare_exchange_strong(last, now, std::memory_order_relaxed);
-  }
-
- private:
-  std::atomic<std::chrono::steady_clock::rep> last_{std::numeric_limits<long>::min() / 2};
-};
-
 // One write() per command: 0 or -errno, as the kernel answered.
 int command(int devfd, const std::string& cmd) {
   const ssize_t n = ::write(devfd, cmd.data(), cmd.size());
@@ -115,11 +98,7 @@ class CachefilesImpl final : public CachefilesFrontend {
   explicit CachefilesImpl(base::UniqueFd dev) : dev_(std::move(dev)) {}
 
   ~CachefilesImpl() override {
-    {
-      std::lock_guard lk(jobs_mu_);
-      stopping_ = true;
-    }
-    jobs_cv_.notify_all();
+    jobs_.close();
     for (auto& t : workers_) {
       t.join();
     }
@@ -144,7 +123,7 @@ class CachefilesImpl final : public CachefilesFrontend {
       }
       if (n < 0) {
         // EMSGSIZE leaves the request queued: reading again would spin; wait for poll.
-        static RateLimit rl;
+        static base::RateLimit rl;
         if (rl.allow()) {
           spdlog::error("cachefiles: read /dev/cachefiles: {}", std::strerror(errno));
         }
@@ -155,7 +134,7 @@ class CachefilesImpl final : public CachefilesFrontend {
       }
       auto msg = fscache::parse_message(base::Bytes(buf, static_cast<std::size_t>(n)));
       if (!msg) {
-        static RateLimit rl;
+        static base::RateLimit rl;
         if (rl.allow()) {
           spdlog::error("cachefiles: kernel message skipped: {}", msg.error().to_string());
         }
@@ -315,35 +294,25 @@ class CachefilesImpl final : public CachefilesFrontend {
     }
     if (!object) {
       // No fd to complete it through; the kernel fails the read when the object closes.
-      static RateLimit rl;
+      static base::RateLimit rl;
       if (rl.allow()) {
         spdlog::error("cachefiles: READ msg_id {} for unknown object {}", m.msg_id, m.object_id);
       }
       return;
     }
-    {
-      std::lock_guard lk(jobs_mu_);
-      jobs_.push_back(Job{m.msg_id, std::move(object), r.off, r.len});
-    }
-    jobs_cv_.notify_one();
+    jobs_.push(Job{m.msg_id, std::move(object), r.off, r.len});
   }
 
   void worker() {
     base::AlignedBuffer buf(kCopyPiece, kPage);
     for (;;) {
-      Job job;
-      {
-        std::unique_lock lk(jobs_mu_);
-        jobs_cv_.wait(lk, [this] { return stopping_ || !jobs_.empty(); });
-        if (jobs_.empty()) {
-          return;
-        }
-        job = std::move(jobs_.front());
-        jobs_.pop_front();
+      Job job;  // per iteration: a finished job releases its blob/object at once
+      if (!jobs_.pop(job)) {
+        return;
       }
       if (auto st = serve(job, buf); !st) {
         failed_.fetch_add(1, std::memory_order_relaxed);
-        static RateLimit rl;
+        static base::RateLimit rl;
         if (rl.allow()) {
           spdlog::error("cachefiles: READ {} [{}, +{}): {}", job.object->cookie, job.off, job.len,
                         st.error().to_string());
@@ -354,7 +323,7 @@ class CachefilesImpl final : public CachefilesFrontend {
       // Always complete: a range we could not fill stays a hole, and the kernel answers
       // the reader with EIO (cachefiles retries once, finds the hole, gives up).
       if (::ioctl(job.object->anon.get(), fscache::kIocReadComplete, job.msg_id) != 0) {
-        static RateLimit rl;
+        static base::RateLimit rl;
         if (rl.allow()) {
           spdlog::error("cachefiles: READ_COMPLETE msg_id {} ({}): {}", job.msg_id,
                         job.object->cookie, std::strerror(errno));
@@ -397,10 +366,7 @@ class CachefilesImpl final : public CachefilesFrontend {
   std::mutex objects_mu_;
   std::map<std::uint32_t, std::shared_ptr<Object>> objects_;  // object_id -> object
 
-  std::mutex jobs_mu_;
-  std::condition_variable jobs_cv_;
-  std::deque<Job> jobs_;
-  bool stopping_ = false;
+  base::BlockingQueue<Job> jobs_;
   std::vector<std::thread> workers_;
   std::atomic<std::uint64_t> served_{0};
   std::atomic<std::uint64_t> failed_{0};

@@ -9,40 +9,21 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
 #include <thread>
 #include <utility>
 
+#include "base/blocking_queue.h"
 #include "base/bytes.h"
 #include "base/log.h"
 #include "base/unique_fd.h"
 
 namespace cfnd {
 
-namespace {
-
-// At most one log line per second per call site for per-event problems.
-class RateLimit {
- public:
-  bool allow() {
-    auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-    auto last = last_.load(std::memory_order_relaxed);
-    if (now - last < std::chrono::steady_clock::duration(std::chrono::seconds(1)).count()) {
-      return false;
-    }
-    return last_.compare_exchange_strong(last, now, std::memory_order_relaxed);
-  }
-
- private:
-  std::atomic<std::chrono::steady_clock::rep> last_{std::numeric_limits<long>::min() / 2};
-};
-
-}  // namespace
+namespace {}  // namespace
 
 std::vector<FanEvent> parse_fan_events(std::span<const std::byte> buf) {
   std::vector<FanEvent> out;
@@ -107,11 +88,7 @@ class FanotifyImpl final : public FanotifyFrontend {
   explicit FanotifyImpl(base::UniqueFd group) : group_(std::move(group)) {}
 
   ~FanotifyImpl() override {
-    {
-      std::lock_guard lk(mu_);
-      stopping_ = true;
-    }
-    cv_.notify_all();
+    jobs_.close();
     for (auto& t : workers_) {
       t.join();
     }
@@ -135,7 +112,7 @@ class FanotifyImpl final : public FanotifyFrontend {
           continue;
         }
         if (errno != EAGAIN) {
-          static RateLimit rl;
+          static base::RateLimit rl;
           if (rl.allow()) {
             spdlog::error("fanotify: read from group: {}", std::strerror(errno));
           }
@@ -217,7 +194,7 @@ class FanotifyImpl final : public FanotifyFrontend {
   void respond(int fd, std::uint32_t response) {
     FanResponse r{fd, response};
     if (::write(group_.get(), &r, sizeof r) != static_cast<ssize_t>(sizeof r)) {
-      static RateLimit rl;
+      static base::RateLimit rl;
       if (rl.allow()) {
         spdlog::error("fanotify: response {:#x} for fd {}: {}", response, fd, std::strerror(errno));
       }
@@ -240,7 +217,7 @@ class FanotifyImpl final : public FanotifyFrontend {
       ::close(ev.fd);
       return;
     }
-    static RateLimit rl;
+    static base::RateLimit rl;
     if (ev.malformed || !ev.range_offset) {
       if (rl.allow()) {
         spdlog::warn("fanotify: malformed event (mask {:#x}, pid {}): denied", ev.mask, ev.pid);
@@ -286,30 +263,20 @@ class FanotifyImpl final : public FanotifyFrontend {
       respond(ev.fd, kFanAllow);
       return;
     }
-    {
-      std::lock_guard lk(mu_);
-      jobs_.push_back(Job{ev.fd, std::move(blob), off, len});
-    }
-    cv_.notify_one();
+    jobs_.push(Job{ev.fd, std::move(blob), off, len});
   }
 
   void worker() {
     for (;;) {
-      Job job;
-      {
-        std::unique_lock lk(mu_);
-        cv_.wait(lk, [this] { return stopping_ || !jobs_.empty(); });
-        if (jobs_.empty()) {
-          return;
-        }
-        job = std::move(jobs_.front());
-        jobs_.pop_front();
+      Job job;  // per iteration: a finished job releases its blob/object at once
+      if (!jobs_.pop(job)) {
+        return;
       }
       // Write through the event's fd: it was opened FMODE_NONOTIFY, so the write raises
       // no event (a normal fd opened after the mark would block on our own group).
       auto st = job.blob->fill(job.off, job.len, job.fd);
       if (!st) {
-        static RateLimit rl;
+        static base::RateLimit rl;
         if (rl.allow()) {
           spdlog::error("fanotify: fill {} [{}, +{}): {}", job.blob->info().id, job.off, job.len,
                         st.error().to_string());
@@ -327,10 +294,7 @@ class FanotifyImpl final : public FanotifyFrontend {
   std::mutex mounts_mu_;
   std::map<std::string, std::shared_ptr<BoundImage>> mounts_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Job> jobs_;
-  bool stopping_ = false;
+  base::BlockingQueue<Job> jobs_;
   std::vector<std::thread> workers_;
   std::atomic<std::uint64_t> allowed_{0};
   std::atomic<std::uint64_t> denied_{0};
