@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "daemon/sd_notify.h"
 
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include <systemd/sd-daemon.h>
 
 #include "base/log.h"
 
