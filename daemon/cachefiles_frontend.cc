@@ -198,6 +198,12 @@ class CachefilesImpl final : public CachefilesFrontend {
 
   std::uint64_t reads_served() const override { return served_.load(); }
   std::uint64_t reads_failed() const override { return failed_.load(); }
+  base::LatencyHistogram::Snapshot read_latency_local() const override {
+    return local_latency_.snapshot();
+  }
+  base::LatencyHistogram::Snapshot read_latency_fetched() const override {
+    return fetched_latency_.snapshot();
+  }
 
  private:
   struct Job {
@@ -205,6 +211,7 @@ class CachefilesImpl final : public CachefilesFrontend {
     std::shared_ptr<Object> object;
     std::uint64_t off;
     std::uint64_t len;
+    std::chrono::steady_clock::time_point received;
   };
 
   // What an OPEN's cookie names in its domain: a bound fsid, or a blob of an image bound
@@ -300,7 +307,7 @@ class CachefilesImpl final : public CachefilesFrontend {
       }
       return;
     }
-    jobs_.push(Job{m.msg_id, std::move(object), r.off, r.len});
+    jobs_.push(Job{m.msg_id, std::move(object), r.off, r.len, std::chrono::steady_clock::now()});
   }
 
   void worker() {
@@ -310,7 +317,10 @@ class CachefilesImpl final : public CachefilesFrontend {
       if (!jobs_.pop(job)) {
         return;
       }
+      const bool local = !job.object->blob || job.object->blob->ready(job.off, job.len);
+      bool ok = true;
       if (auto st = serve(job, buf); !st) {
+        ok = false;
         failed_.fetch_add(1, std::memory_order_relaxed);
         static base::RateLimit rl;
         if (rl.allow()) {
@@ -328,6 +338,11 @@ class CachefilesImpl final : public CachefilesFrontend {
           spdlog::error("cachefiles: READ_COMPLETE msg_id {} ({}): {}", job.msg_id,
                         job.object->cookie, std::strerror(errno));
         }
+      }
+      if (ok) {
+        const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::steady_clock::now() - job.received);
+        (local ? local_latency_ : fetched_latency_).record(static_cast<std::uint64_t>(ns.count()));
       }
     }
   }
@@ -370,6 +385,8 @@ class CachefilesImpl final : public CachefilesFrontend {
   std::vector<std::thread> workers_;
   std::atomic<std::uint64_t> served_{0};
   std::atomic<std::uint64_t> failed_{0};
+  base::LatencyHistogram local_latency_;
+  base::LatencyHistogram fetched_latency_;
 };
 
 }  // namespace

@@ -25,6 +25,7 @@
 #include <string_view>
 
 #include "base/bytes.h"
+#include "base/latency_histogram.h"
 #include "base/result.h"
 #include "daemon/image.h"
 
@@ -79,6 +80,11 @@ class CachefilesFrontend {
 
   [[nodiscard]] virtual std::uint64_t reads_served() const = 0;
   [[nodiscard]] virtual std::uint64_t reads_failed() const = 0;
+  // Served READs, from the message read off /dev/cachefiles to READ_COMPLETE done, in
+  // ns: those whose data was local already (a bootstrap, or a blob range the blob cache
+  // held) and those that had to fetch.
+  [[nodiscard]] virtual base::LatencyHistogram::Snapshot read_latency_local() const = 0;
+  [[nodiscard]] virtual base::LatencyHistogram::Snapshot read_latency_fetched() const = 0;
 };
 
 }  // namespace cfnd

@@ -453,7 +453,22 @@ class ServiceImpl final : public Service {
                 {"fanotify_denied", fanotify_ ? fanotify_->events_denied() : 0},
                 {"cachefiles_reads", cachefiles_ ? cachefiles_->reads_served() : 0},
                 {"cachefiles_read_failures", cachefiles_ ? cachefiles_->reads_failed() : 0},
+                {"cachefiles_read_local_us",
+                 latency_json(cachefiles_ ? cachefiles_->read_latency_local()
+                                          : base::LatencyHistogram::Snapshot{})},
+                {"cachefiles_read_fetched_us",
+                 latency_json(cachefiles_ ? cachefiles_->read_latency_fetched()
+                                          : base::LatencyHistogram::Snapshot{})},
                 {"fill_latency_us_buckets", hist}};
+  }
+
+  // A READ latency histogram as {"count", "mean", "p50", "p99"} in microseconds.
+  static json latency_json(const base::LatencyHistogram::Snapshot& s) {
+    const auto us = [](std::uint64_t ns) { return static_cast<double>(ns) / 1000.0; };
+    return json{{"count", s.count},
+                {"mean", s.count == 0 ? 0.0 : us(s.sum_ns) / static_cast<double>(s.count)},
+                {"p50", us(s.quantile(0.5))},
+                {"p99", us(s.quantile(0.99))}};
   }
 
   std::string prometheus() {
@@ -486,6 +501,20 @@ class ServiceImpl final : public Service {
     gauge("ready_chunks", "Chunks present in the cache files of bound images.",
           j["ready_chunks"].get<std::uint64_t>());
     gauge("chunks", "Chunks of the blobs of bound images.", j["chunk_count"].get<std::uint64_t>());
+    out +=
+        "# HELP cachefilesd_nydus_cachefiles_read_seconds cachefiles READ to READ_COMPLETE, "
+        "by whether the data was local.\n# TYPE cachefilesd_nydus_cachefiles_read_seconds "
+        "summary\n";
+    for (const char* data : {"local", "fetched"}) {
+      const auto& l = j[fmt::format("cachefiles_read_{}_us", data)];
+      for (const auto& [q, key] : {std::pair{"0.5", "p50"}, std::pair{"0.99", "p99"}}) {
+        out += fmt::format(
+            "cachefilesd_nydus_cachefiles_read_seconds{{data=\"{}\",quantile=\"{}\"}} {:g}\n", data,
+            q, l[key].get<double>() / 1e6);
+      }
+      out += fmt::format("cachefilesd_nydus_cachefiles_read_seconds_count{{data=\"{}\"}} {}\n",
+                         data, l["count"].get<std::uint64_t>());
+    }
     out +=
         "# HELP cachefilesd_nydus_fill_latency_seconds Fill latency.\n"
         "# TYPE cachefilesd_nydus_fill_latency_seconds histogram\n";
