@@ -9,6 +9,7 @@
 #include <chrono>
 #include <deque>
 #include <limits>
+#include <optional>
 
 #include "base/defer.h"
 #include "base/log.h"
@@ -49,7 +50,47 @@ base::Status move_into_place(int staging, int out, const std::vector<erofs::Blob
   return {};
 }
 
+// The writer's node of an absolute path in tree; nullopt when absent.
+std::optional<NodeId> find_node(const erofs::Tree& tree, const std::string& path) {
+  NodeId cur = erofs::Tree::kRootNode;
+  std::size_t pos = 1;
+  while (pos < path.size()) {
+    std::size_t slash = path.find('/', pos);
+    if (slash == std::string::npos) {
+      slash = path.size();
+    }
+    const auto& children = tree.nodes[cur].children;
+    auto it = children.find(path.substr(pos, slash - pos));
+    if (it == children.end()) {
+      return std::nullopt;
+    }
+    cur = it->second;
+    pos = slash + 1;
+  }
+  return cur;
+}
+
 }  // namespace
+
+std::vector<NodeId> resolve_prefetch(const erofs::Tree& tree,
+                                     const std::vector<std::string>& paths) {
+  std::vector<NodeId> out;
+  std::size_t missing = 0;
+  for (const std::string& p : paths) {
+    auto n = find_node(tree, p);
+    if (!n) {
+      if (++missing <= 10) {
+        spdlog::warn("prefetch list: {} is not in the image; skipped", p);
+      }
+      continue;
+    }
+    out.push_back(*n);
+  }
+  if (missing > 10) {
+    spdlog::warn("prefetch list: {} paths not in the image in all", missing);
+  }
+  return out;
+}
 
 erofs::Tree finalize_tree(const FsTree& tree, const ChunkPipeline& pipeline) {
   constexpr NodeId kNone = std::numeric_limits<NodeId>::max();
@@ -159,6 +200,8 @@ base::Result<BuildReport> build_image(const std::string& source, const std::stri
 
   erofs::Tree tree = finalize_tree(image, pipeline);
   report.inodes = tree.nodes.size();
+  tree.prefetch = resolve_prefetch(tree, options.prefetch_files);
+  report.prefetch_entries = tree.prefetch.size();
   std::vector<erofs::BlobInfo> infos;
   for (const auto& b : pipeline.blobs()) {
     infos.push_back(b.info);
@@ -185,11 +228,11 @@ base::Result<BuildReport> build_image(const std::string& source, const std::stri
   report.stats = pipeline.stats();
   auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info(
-      "built {}: {} layers, {} inodes, {} blobs, {}/{} chunks new, {:.1f} MB in, "
-      "{:.1f} MB stored, {:.2f} s",
-      outdir, report.layers, report.inodes, report.blobs, report.stats.chunks_new,
-      report.stats.chunks_total, report.stats.bytes_in / 1e6, report.stats.bytes_written / 1e6,
-      secs);
+      "built {}: {} layers, {} inodes, {} blobs, {} prefetch entries, {}/{} chunks new, "
+      "{:.1f} MB in, {:.1f} MB stored, {:.2f} s",
+      outdir, report.layers, report.inodes, report.blobs, report.prefetch_entries,
+      report.stats.chunks_new, report.stats.chunks_total, report.stats.bytes_in / 1e6,
+      report.stats.bytes_written / 1e6, secs);
   return report;
 }
 

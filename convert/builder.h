@@ -23,6 +23,7 @@ struct BuildReport {
   std::size_t layers = 0;
   std::size_t inodes = 0;
   std::size_t blobs = 0;
+  std::size_t prefetch_entries = 0;  // in the prefetch table
   std::uint64_t bootstrap_size = 0;
   PipelineStats stats;
   std::string manifest_digest;
@@ -35,5 +36,10 @@ struct BuildReport {
 // Turn the merged tree into the writer's tree: only nodes reachable from the root,
 // numbered in breadth-first order, chunk slots resolved through the pipeline.
 [[nodiscard]] erofs::Tree finalize_tree(const FsTree& tree, const ChunkPipeline& pipeline);
+
+// The nodes of a finalized tree named by paths (as parse_prefetch_list gives them), in
+// order; paths not in the tree are skipped with a warning. Symlinks are not followed.
+[[nodiscard]] std::vector<erofs::NodeId> resolve_prefetch(const erofs::Tree& tree,
+                                                          const std::vector<std::string>& paths);
 
 }  // namespace convert

@@ -3,10 +3,13 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <iostream>
+#include <iterator>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
+#include "base/file.h"
 #include "base/log.h"
 #include "convert/builder.h"
 #include "convert/image.h"
@@ -44,6 +47,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"sha256", "blake3"}));
   build->add_option("--chunk-size", chunk_size, "power of two, 4K..16M (e.g. 1M, 64K)");
   build->add_option("--threads", opts.workers, "compression workers (0 = one per CPU)");
+  std::string prefetch_files;
+  build->add_option("--prefetch-files", prefetch_files,
+                    "file of paths to fetch first, one a line ('-': stdin): the prefetch table");
 
   std::string bootstrap;
   std::string blob_dir;
@@ -84,9 +90,29 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"sha256", "blake3"}));
   image->add_option("--chunk-size", chunk_size, "power of two, 4K..16M (e.g. 1M, 64K)");
   image->add_option("--threads", opts.workers, "compression workers (0 = one per CPU)");
+  image->add_option("--prefetch-files", prefetch_files,
+                    "file of paths to fetch first, one a line ('-': stdin): the prefetch table");
 
   CLI11_PARSE(app, argc, argv);
   base::init_logging("nydus-convert", log_level);
+
+  if (!prefetch_files.empty()) {
+    std::string text;
+    if (prefetch_files == "-") {
+      text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    } else {
+      auto bytes = base::read_file(prefetch_files);
+      if (!bytes) {
+        return fail(bytes.error().wrap("--prefetch-files"));
+      }
+      text.assign(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+    }
+    auto list = convert::parse_prefetch_list(text);
+    if (!list) {
+      return fail(list.error().wrap(prefetch_files));
+    }
+    opts.prefetch_files = std::move(*list);
+  }
 
   if (build->parsed()) {
     opts.compressor = *base::parse_compressor(compressor);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <deque>
+#include <map>
 #include <unordered_set>
 
 #include <nlohmann/json.hpp>
@@ -64,6 +65,33 @@ base::Result<std::string> inspect_json(const std::string& bootstrap) {
                      {"chunk_count", b.chunk_count}});
   }
   j["blobs"] = std::move(blobs);
+  // The prefetch table with each entry's path (a corrupt table is an error, not an
+  // empty list: a runtime would refuse it too).
+  auto table = img.prefetch_table();
+  if (!table) {
+    return base::Unexpected(table.error().wrap(bootstrap + ": prefetch table"));
+  }
+  auto prefetch = nlohmann::json::array();
+  if (!table->empty()) {
+    std::map<erofs::Nid, std::string> paths;
+    for (erofs::Nid n : *table) {
+      paths.emplace(n, "");
+    }
+    std::size_t left = paths.size();
+    CFN_TRY(img.walk(img.root(), "/",
+                     [&](const std::string& p, erofs::Nid nid, const erofs::InodeInfo&) {
+                       auto it = paths.find(nid);
+                       if (it != paths.end() && it->second.empty()) {
+                         it->second = p;
+                         --left;
+                       }
+                       return left > 0;
+                     }));
+    for (erofs::Nid n : *table) {
+      prefetch.push_back({{"nid", n}, {"path", paths[n]}});
+    }
+  }
+  j["prefetch"] = std::move(prefetch);
   // Ids come from the image: replace rather than throw on invalid UTF-8.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }

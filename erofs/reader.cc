@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <set>
 #include <string>
 
 namespace erofs {
@@ -744,6 +745,48 @@ base::Result<Nid> Image::lookup_path(std::string_view path) const {
   return cur;
 }
 
+base::Status Image::walk(Nid dir, const std::string& dir_path, const WalkFn& fn) const {
+  CFN_ASSIGN_OR_RETURN(auto top, stat(dir));
+  if (!fn(dir_path, dir, top)) {
+    return {};
+  }
+  if (!S_ISDIR(top.mode)) {
+    return {};
+  }
+  std::set<Nid> seen{dir};
+  // An explicit stack: a hostile image's depth must not become recursion depth.
+  std::vector<std::pair<Nid, std::string>> stack{{dir, dir_path}};
+  while (!stack.empty()) {
+    auto [d, path] = std::move(stack.back());
+    stack.pop_back();
+    CFN_ASSIGN_OR_RETURN(auto entries, readdir(d));
+    std::vector<std::pair<Nid, std::string>> subdirs;
+    for (const DirEntry& e : entries) {
+      if (e.name == "." || e.name == "..") {
+        continue;
+      }
+      if (!seen.insert(e.nid).second) {
+        if (e.file_type == kFtDir) {
+          return base::errorf(kECorrupted, "directory nid {} is linked twice", e.nid);
+        }
+        continue;  // a hard link
+      }
+      const std::string p = path == "/" ? "/" + e.name : path + "/" + e.name;
+      CFN_ASSIGN_OR_RETURN(auto info, stat(e.nid));
+      if (!fn(p, e.nid, info)) {
+        return {};
+      }
+      if (S_ISDIR(info.mode)) {
+        subdirs.emplace_back(e.nid, p);
+      }
+    }
+    // Reversed so the stack pops them in directory order.
+    stack.insert(stack.end(), std::make_move_iterator(subdirs.rbegin()),
+                 std::make_move_iterator(subdirs.rend()));
+  }
+  return {};
+}
+
 base::Result<std::string> Image::readlink(Nid nid) const {
   CFN_ASSIGN_OR_RETURN(auto loc, load_inode(data_, sb_, nid));
   if (!S_ISLNK(loc.info.mode)) {
@@ -868,7 +911,13 @@ base::Result<std::vector<Nid>> Image::prefetch_table() const {
   for (std::uint64_t i = 0; i < n; ++i) {
     std::uint32_t v = 0;
     std::memcpy(&v, data_.data() + prefetch_table_offset_ + i * 4, 4);
-    out.push_back(le32(v));
+    const Nid nid = le32(v);
+    // Each entry must name an inode this image can read: a runtime acts on them.
+    if (auto st = stat(nid); !st) {
+      return base::errorf(kECorrupted, "prefetch table entry {} (nid {}): {}", i, nid,
+                          st.error().to_string());
+    }
+    out.push_back(nid);
   }
   return out;
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -136,9 +137,19 @@ class Image {
   // files). EINVAL when some of the range lives in a blob.
   [[nodiscard]] base::Result<std::vector<std::byte>> read_inline(Nid nid, std::uint64_t off,
                                                                  std::uint64_t len) const;
-  // RAFS chunk table (may be empty) and prefetch table (nids).
+  // RAFS chunk table (may be empty).
   [[nodiscard]] base::Result<std::vector<ChunkRecord>> chunk_table() const;
+  // RAFS prefetch table: the nids of the files and directories to fetch first, in
+  // table order (empty when the image has none). kECorrupted naming the entry when
+  // one is not a readable inode.
   [[nodiscard]] base::Result<std::vector<Nid>> prefetch_table() const;
+  // Visit dir and every inode under it once (a hard-linked file under its first
+  // name), depth first in directory order: fn(path, nid, info), where path is
+  // dir_path joined with the names. fn returns false to stop the walk. A directory
+  // met twice (a cycle in a hostile image) is kECorrupted; a read error ends the walk
+  // with that error.
+  using WalkFn = std::function<bool(const std::string& path, Nid nid, const InodeInfo& info)>;
+  [[nodiscard]] base::Status walk(Nid dir, const std::string& dir_path, const WalkFn& fn) const;
 
  private:
   Image() = default;

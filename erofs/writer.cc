@@ -9,6 +9,7 @@
 //   1152         RAFS extended superblock
 //   1408         device table, one slot per blob
 //   4096         blob table (later when the device table passes 4 KiB)
+//   right after  prefetch table (u32 nids, unaligned, as nydus-image places it)
 //   meta_blkaddr first meta block, left empty so no inode gets nid 0
 //   +4096        root inode (nid 128), then every inode in BFS order
 //   ...          FLAT_PLAIN data blocks of directories and symlinks
@@ -327,6 +328,16 @@ class Writer {
         }
       }
     }
+    std::vector<bool> seen(tree_.nodes.size(), false);
+    for (NodeId n : tree_.prefetch) {
+      if (n >= tree_.nodes.size()) {
+        return base::errorf(EINVAL, "prefetch table names node {}, which does not exist", n);
+      }
+      if (!seen[n]) {
+        seen[n] = true;
+        prefetch_.push_back(n);
+      }
+    }
     return {};
   }
 
@@ -461,7 +472,8 @@ class Writer {
   base::Status layout() {
     blob_table_off_ = std::max<std::uint64_t>(
         kBs, base::align_up(kDevtOffset + sizeof(DeviceSlot) * blobs_.size(), kBs));
-    const std::uint64_t tables_end = blob_table_off_ + sizeof(RafsV6Blob) * blobs_.size();
+    prefetch_table_off_ = blob_table_off_ + sizeof(RafsV6Blob) * blobs_.size();
+    const std::uint64_t tables_end = prefetch_table_off_ + 4 * prefetch_.size();
     meta_blkaddr_ = base::align_up(tables_end, kBs) / kBs;
     const std::uint64_t meta_off = meta_blkaddr_ * kBs;
 
@@ -520,6 +532,12 @@ class Writer {
     }
     chunk_table_off_ = blk * kBs;
     file_size_ = base::align_up(chunk_table_off_ + sizeof(RafsV5ChunkInfo) * chunks_.size(), kBs);
+    for (NodeId n : prefetch_) {
+      if (slots_[slot_of_[n]].nid > std::numeric_limits<std::uint32_t>::max()) {
+        return base::errorf(EINVAL, "{}: nid {} does not fit the prefetch table",
+                            slots_[slot_of_[n]].path, slots_[slot_of_[n]].nid);
+      }
+    }
     return {};
   }
 
@@ -573,7 +591,15 @@ class Writer {
     ext.s_chunk_size = base::to_le32(options_.chunk_size);
     ext.s_chunk_table_offset = base::to_le64(chunk_table_off_);
     ext.s_chunk_table_size = base::to_le64(sizeof(RafsV5ChunkInfo) * chunks_.size());
+    if (!prefetch_.empty()) {
+      ext.s_prefetch_table_offset = base::to_le64(prefetch_table_off_);
+      ext.s_prefetch_table_size = base::to_le32(static_cast<std::uint32_t>(4 * prefetch_.size()));
+    }
     put(out, kRafsExtSuperOffset, ext);
+    for (std::size_t i = 0; i < prefetch_.size(); ++i) {
+      const auto nid = static_cast<std::uint32_t>(slots_[slot_of_[prefetch_[i]]].nid);
+      put(out, prefetch_table_off_ + 4 * i, base::to_le32(nid));
+    }
 
     std::uint64_t mapped = base::align_up(file_size_, kMappedAlign) / kBs;
     for (std::size_t i = 0; i < blobs_.size(); ++i) {
@@ -734,6 +760,8 @@ class Writer {
   std::uint64_t meta_blkaddr_ = 0;
   std::uint64_t chunk_table_off_ = 0;
   std::uint64_t file_size_ = 0;
+  std::vector<NodeId> prefetch_;  // Tree::prefetch without duplicates
+  std::uint64_t prefetch_table_off_ = 0;
 };
 
 }  // namespace

@@ -50,6 +50,10 @@ struct Node {
 
 struct Tree {
   std::vector<Node> nodes;  // nodes[kRootNode] is the root directory
+  // The RAFS v6 prefetch table: nodes whose data a runtime fetches first, in order
+  // (a directory stands for everything under it). Stored as their nids, as
+  // nydus-image --prefetch-policy fs writes it. Duplicates are written once.
+  std::vector<NodeId> prefetch;
   static constexpr NodeId kRootNode = 0;
 };
 
@@ -75,6 +79,7 @@ struct WriteOptions {
 //   slot sizes come from uncompressed_size (BlobInfo::device_blocks is ignored).
 // - symlinks: Node::size is 0 or the target length; every node is reachable once
 //   (non-directories may be named many times: hardlinks).
+// - Tree::prefetch names existing nodes.
 // Output choices: empty regular files are CHUNK_BASED with no index entries;
 // feature_incompat is CHUNKED_FILE|DEVICE_TABLE even with no blobs (nydusd demands
 // exactly that; the kernel accepts zero extra devices); INLINED_CHUNK_DIGEST is set

@@ -7,6 +7,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <random>
 
@@ -16,6 +17,7 @@
 #include "convert/blob_reader.h"
 #include "convert/builder.h"
 #include "convert/tools.h"
+#include "erofs/format.h"
 #include "erofs/reader.h"
 #include "tests/unit/convert/test_util.h"
 
@@ -484,6 +486,65 @@ TEST(ParseChunkSize, Suffixes) {
   EXPECT_FALSE(parse_chunk_size("1G"));
   EXPECT_FALSE(parse_chunk_size("abc"));
   EXPECT_FALSE(parse_chunk_size(""));
+}
+
+TEST(ParsePrefetchList, Lines) {
+  auto l = parse_prefetch_list("/usr/bin/python3\n  usr/lib//x/ \n\n# a comment\n/\r\n/a/b/");
+  ASSERT_TRUE(l) << l.error().to_string();
+  EXPECT_EQ(*l, (std::vector<std::string>{"/usr/bin/python3", "/usr/lib/x", "/", "/a/b"}));
+  auto bad = parse_prefetch_list("/ok\n/usr/../etc\n");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, EINVAL);
+  EXPECT_NE(bad.error().message.find("line 2"), std::string::npos);
+  EXPECT_FALSE(parse_prefetch_list("./x"));
+  EXPECT_TRUE(parse_prefetch_list("")->empty());
+}
+
+TEST(BuildDirectory, PrefetchTableRoundTrip) {
+  TempDir t;
+  std::string src = t.sub("src");
+  ASSERT_EQ(::mkdir(src.c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir((src + "/lib").c_str(), 0755), 0);
+  write_string(src + "/lib/a", random_bytes(70000, 3));
+  write_string(src + "/lib/b", random_bytes(5000, 4));
+  write_string(src + "/main", random_bytes(9000, 5));
+  write_string(src + "/other", random_bytes(9000, 6));
+  std::string out = t.sub("out");
+  BuildOptions o;
+  o.prefetch_files = {"/main", "/lib", "/not/there"};  // a missing path is skipped
+  auto r = build_image(src, out, o);
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(r->prefetch_entries, 2U);
+
+  auto j = inspect_json(out + "/image.boot");
+  ASSERT_TRUE(j) << j.error().to_string();
+  json pf = json::parse(*j)["prefetch"];
+  ASSERT_EQ(pf.size(), 2U);
+  EXPECT_EQ(pf[0]["path"], "/main");
+  EXPECT_EQ(pf[1]["path"], "/lib");
+
+  // The same nids through the reader.
+  std::string boot = read_string(out + "/image.boot");
+  auto img = erofs::Image::parse(base::as_bytes(boot));
+  ASSERT_TRUE(img);
+  auto table = img->prefetch_table();
+  ASSERT_TRUE(table);
+  EXPECT_EQ(*table,
+            (std::vector<erofs::Nid>{*img->lookup_path("/main"), *img->lookup_path("/lib")}));
+
+  // A corrupt entry: inspect fails naming the prefetch table.
+  std::uint64_t off = 0;
+  std::memcpy(&off,
+              boot.data() + erofs::kRafsExtSuperOffset +
+                  offsetof(erofs::RafsExtSuperBlock, s_prefetch_table_offset),
+              8);
+  off = base::le64(off);
+  const std::uint32_t junk = base::to_le32(0x7FFFFFF0);
+  std::memcpy(boot.data() + off, &junk, 4);
+  write_string(out + "/bad.boot", boot);
+  auto bad = inspect_json(out + "/bad.boot");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("prefetch table"), std::string::npos) << bad.error().message;
 }
 
 TEST(BlobReaderFixture, ReadsUpstreamImage) {
