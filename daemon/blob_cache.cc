@@ -112,7 +112,8 @@ class BlobImpl final : public CachedBlob {
         fd_(std::move(fd)),
         batch_(batch),
         state_(meta_.chunks().size(), ChunkState::kAbsent),
-        flight_(meta_.chunks().size()) {}
+        flight_(meta_.chunks().size()),
+        demanded_(meta_.chunks().size(), false) {}
 
   [[nodiscard]] const erofs::BlobInfo& info() const override { return info_; }
   [[nodiscard]] const std::string& path() const override { return path_; }
@@ -134,15 +135,43 @@ class BlobImpl final : public CachedBlob {
     }
     auto [first, last] = meta_.chunks_in_range(off, std::min(len, size() - off));
     std::lock_guard lk(mu_);
+    bool all = true;
     for (std::uint32_t ci = first; ci < last; ++ci) {
-      if (state_[ci] != ChunkState::kPresent) {
-        return false;
-      }
+      demanded_[ci] = true;
+      all = all && state_[ci] == ChunkState::kPresent;
     }
-    return true;
+    return all;
   }
 
   base::Status fill(std::uint64_t off, std::uint64_t len, int write_fd) override;
+
+  [[nodiscard]] std::vector<std::uint32_t> demanded_chunks() const override {
+    std::vector<std::uint32_t> out;
+    std::lock_guard lk(mu_);
+    for (std::uint32_t ci = 0; ci < demanded_.size(); ++ci) {
+      if (demanded_[ci]) {
+        out.push_back(ci);
+      }
+    }
+    return out;
+  }
+
+  // A prefetch list's chunks in fetch order: known indexes with a bootstrap digest,
+  // once each, by compressed offset (so neighbours merge into one range read).
+  [[nodiscard]] std::vector<std::uint32_t> prefetch_order(std::vector<std::uint32_t> cis) const {
+    const auto& chunks = meta_.chunks();
+    std::erase_if(cis, [&](std::uint32_t ci) { return ci >= chunks.size() || !has_digest_[ci]; });
+    std::sort(cis.begin(), cis.end(), [&](std::uint32_t a, std::uint32_t b) {
+      return chunks[a].compressed_offset < chunks[b].compressed_offset ||
+             (chunks[a].compressed_offset == chunks[b].compressed_offset && a < b);
+    });
+    cis.erase(std::unique(cis.begin(), cis.end()), cis.end());
+    return cis;
+  }
+  [[nodiscard]] std::uint64_t compressed_size(std::uint32_t ci) const {
+    return meta_.chunks()[ci].compressed_size;
+  }
+  [[nodiscard]] std::uint64_t batch() const { return batch_; }
 
   // Rebuild chunk readiness from the sparse file's data extents.
   base::Status scan();
@@ -191,6 +220,7 @@ class BlobImpl final : public CachedBlob {
   std::vector<ChunkState> state_;
   std::vector<std::shared_ptr<Flight>> flight_;  // set while kInFlight
   std::uint64_t present_ = 0;
+  mutable std::vector<bool> demanded_;  // by ci: asked for by ready() or fill()
 };
 
 // RAII count of on-demand fills in progress; the prefetcher waits for zero.
@@ -422,6 +452,9 @@ base::Status BlobImpl::fill(std::uint64_t off, std::uint64_t len, int write_fd) 
   const auto [first, last] = meta_.chunks_in_range(off, len);
   {
     std::lock_guard lk(mu_);
+    for (std::uint32_t ci = first; ci < last; ++ci) {
+      demanded_[ci] = true;
+    }
     bool all = true;
     for (std::uint32_t ci = first; ci < last && all; ++ci) {
       all = state_[ci] == ChunkState::kPresent;
@@ -564,6 +597,9 @@ class BlobCacheImpl final : public BlobCache {
     if (options_.prefetch_bandwidth > 0) {
       prefetcher_ = std::thread([this] { prefetch_loop(); });
     }
+    for (int i = 0; i < kPrefetchListWorkers; ++i) {
+      list_workers_.emplace_back([this] { list_loop(); });
+    }
   }
 
   ~BlobCacheImpl() override {
@@ -574,6 +610,9 @@ class BlobCacheImpl final : public BlobCache {
     }
     if (prefetcher_.joinable()) {
       prefetcher_.join();
+    }
+    for (auto& t : list_workers_) {
+      t.join();
     }
   }
 
@@ -597,9 +636,35 @@ class BlobCacheImpl final : public BlobCache {
     shared_->cv.notify_all();
   }
 
+  void prefetch_chunks(const std::shared_ptr<CachedBlob>& blob,
+                       std::vector<std::uint32_t> cis) override {
+    auto impl = std::dynamic_pointer_cast<BlobImpl>(blob);
+    if (!impl) {
+      return;
+    }
+    cis = impl->prefetch_order(std::move(cis));
+    if (cis.empty()) {
+      return;
+    }
+    std::lock_guard lk(shared_->mu);
+    list_jobs_.push_back(ListJob{std::move(impl), std::move(cis), 0});
+    shared_->cv.notify_all();
+  }
+
   CacheMetrics& metrics() override { return shared_->metrics; }
 
  private:
+  struct ListJob {
+    std::shared_ptr<BlobImpl> blob;
+    std::vector<std::uint32_t> cis;  // fetch order
+    std::size_t next = 0;            // first not yet handed to a worker
+  };
+  void list_loop();
+  // Background prefetch waits while any of this is going on.
+  [[nodiscard]] bool busy() const {
+    return shared_->ondemand > 0 || !list_jobs_.empty() || list_running_ > 0;
+  }
+
   base::Result<std::vector<std::byte>> load_meta(const erofs::BlobInfo& info, Backend& backend);
   void prefetch_loop();
 
@@ -609,7 +674,49 @@ class BlobCacheImpl final : public BlobCache {
   std::map<std::string, std::shared_ptr<BlobImpl>> blobs_;
   std::deque<std::shared_ptr<BlobImpl>> queue_;  // guarded by shared_->mu
   std::thread prefetcher_;
+  std::deque<ListJob> list_jobs_;  // guarded by shared_->mu
+  int list_running_ = 0;           // reads of list_jobs_ under way; guarded by shared_->mu
+  std::vector<std::thread> list_workers_;
 };
+
+// A prefetch-list worker: takes the next read's worth of chunks (about one batch of
+// compressed bytes, which run_round merges into one range read when they are
+// adjacent) of the oldest job and fetches them; kPrefetchListWorkers of these keep
+// that many reads in flight.
+void BlobCacheImpl::list_loop() {
+  std::unique_lock lk(shared_->mu);
+  while (!shared_->stop) {
+    if (list_jobs_.empty()) {
+      shared_->cv.wait(lk);
+      continue;
+    }
+    ListJob& job = list_jobs_.front();
+    std::shared_ptr<BlobImpl> blob = job.blob;
+    std::vector<std::uint32_t> slice;
+    std::uint64_t bytes = 0;
+    while (job.next < job.cis.size() && (slice.empty() || bytes < blob->batch())) {
+      const std::uint32_t ci = job.cis[job.next++];
+      slice.push_back(ci);
+      bytes += blob->compressed_size(ci);
+    }
+    if (job.next == job.cis.size()) {
+      list_jobs_.pop_front();
+    }
+    ++list_running_;
+    lk.unlock();
+    auto filled = blob->prefetch_chunks(slice);
+    if (filled) {
+      shared_->metrics.prefetch_bytes.fetch_add(*filled, std::memory_order_relaxed);
+      shared_->metrics.prefetch_list_bytes.fetch_add(*filled, std::memory_order_relaxed);
+    } else if (blob->first_prefetch_error()) {
+      spdlog::warn("prefetch list of blob {}: {} (failed chunks are left to on-demand fills)",
+                   blob->info().id, filled.error().to_string());
+    }
+    lk.lock();
+    --list_running_;
+    shared_->cv.notify_all();
+  }
+}
 
 base::Result<std::vector<std::byte>> BlobCacheImpl::load_meta(const erofs::BlobInfo& info,
                                                               Backend& backend) {
@@ -744,8 +851,9 @@ void BlobCacheImpl::prefetch_loop() {
     std::shared_ptr<BlobImpl> blob = queue_.front();
     std::uint32_t cursor = 0;
     while (!shared_->stop) {
-      // Always behind on-demand fills: no new step while one is waiting or fetching.
-      shared_->cv.wait(lk, [&] { return shared_->stop || shared_->ondemand == 0; });
+      // Always behind on-demand fills and prefetch lists: no new step while one is
+      // waiting or fetching.
+      shared_->cv.wait(lk, [&] { return shared_->stop || !busy(); });
       if (shared_->stop) {
         break;
       }
@@ -764,7 +872,7 @@ void BlobCacheImpl::prefetch_loop() {
           break;
         }
         // An on-demand fill may have started while we slept.
-        shared_->cv.wait(lk, [&] { return shared_->stop || shared_->ondemand == 0; });
+        shared_->cv.wait(lk, [&] { return shared_->stop || !busy(); });
         if (shared_->stop) {
           break;
         }

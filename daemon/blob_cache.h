@@ -39,6 +39,8 @@ struct CacheMetrics {
   std::atomic<std::uint64_t> misses{0};            // fills that fetched something
   std::atomic<std::uint64_t> verify_failures{0};   // chunks whose digest did not match
   std::atomic<std::uint64_t> prefetch_bytes{0};    // uncompressed bytes filled by prefetch
+  // Of prefetch_bytes, those filled for prefetch lists (prefetch_chunks).
+  std::atomic<std::uint64_t> prefetch_list_bytes{0};
   // Fill latency histogram, microseconds, buckets <= 2^k us for k = 0..kBuckets-1.
   static constexpr int kBuckets = 24;
   std::atomic<std::uint64_t> fill_latency_us[kBuckets]{};
@@ -69,10 +71,16 @@ class CachedBlob {
   // is at or past size(), or the write's errno (ENOSPC ...).
   [[nodiscard]] virtual base::Status fill(std::uint64_t off, std::uint64_t len,
                                           int write_fd = -1) = 0;
-  // True when [off, off+len) is fully present (no fetch needed).
+  // True when [off, off+len) is fully present (no fetch needed). Front ends ask it
+  // on their fast path before fill(), so the range counts as read (demanded_chunks).
   [[nodiscard]] virtual bool ready(std::uint64_t off, std::uint64_t len) const = 0;
   [[nodiscard]] virtual std::uint64_t ready_chunks() const = 0;
   [[nodiscard]] virtual std::uint64_t chunk_count() const = 0;
+  // The chunk indexes ready() or fill() were asked about since the blob was opened
+  // (hits and misses, not the widening, not prefetch), ascending: what the workloads
+  // read. Under cachefiles the kernel asks only for what its cache file lacks, so a
+  // read inside an earlier fill's widening is not seen: record with fanotify or FUSE.
+  [[nodiscard]] virtual std::vector<std::uint32_t> demanded_chunks() const = 0;
 };
 
 class BlobCache {
@@ -91,6 +99,16 @@ class BlobCache {
   // on-demand fills). No-op when options.prefetch_bandwidth is 0. Errors are logged
   // (once per blob) and the failed chunks left absent for on-demand fills.
   virtual void prefetch(const std::shared_ptr<CachedBlob>& blob) = 0;
+  // Fetch these chunks of the blob right away (an image's prefetch list): ahead of
+  // background prefetch, not bandwidth-capped, in compressed-offset order with
+  // kPrefetchListWorkers merged range reads in flight at once. On-demand fills are
+  // never queued behind it: each worker claims only the chunks of its next read, so
+  // a fill fetches anything not yet claimed itself. Present, in-flight and unknown
+  // chunk indexes are skipped. Errors are logged (once per blob) and the failed
+  // chunks left absent for on-demand fills.
+  static constexpr int kPrefetchListWorkers = 4;
+  virtual void prefetch_chunks(const std::shared_ptr<CachedBlob>& blob,
+                               std::vector<std::uint32_t> cis) = 0;
   [[nodiscard]] virtual CacheMetrics& metrics() = 0;
 };
 

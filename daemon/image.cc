@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "daemon/image.h"
 
+#include <sys/stat.h>
+
 #include <cstdlib>
+#include <set>
 
 #include "base/file.h"
 
@@ -51,6 +54,89 @@ base::Result<std::shared_ptr<BoundImage>> BoundImage::open(const std::string& bo
     b->blobs_.push_back(std::move(*blob));
   }
   return b;
+}
+
+namespace {
+
+// Add the blob chunks of regular file nid to per_blob (skipping what seen has).
+base::Status add_file_chunks(const erofs::Image& img, erofs::Nid nid,
+                             std::vector<std::vector<std::uint32_t>>& per_blob,
+                             std::vector<std::set<std::uint32_t>>& seen) {
+  CFN_ASSIGN_OR_RETURN(auto extents, img.map(nid, 0, UINT64_MAX));
+  for (const erofs::Extent& e : extents) {
+    if (e.kind != erofs::Extent::Kind::kBlob || !e.ci_index || e.blob_index >= per_blob.size()) {
+      continue;
+    }
+    if (seen[e.blob_index].insert(*e.ci_index).second) {
+      per_blob[e.blob_index].push_back(*e.ci_index);
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+base::Result<std::vector<std::vector<std::uint32_t>>> BoundImage::prefetch_list_chunks() const {
+  const erofs::Image& img = *image_;
+  std::vector<std::vector<std::uint32_t>> per_blob(blobs_.size());
+  std::vector<std::set<std::uint32_t>> seen(blobs_.size());
+  CFN_ASSIGN_OR_RETURN(auto table, img.prefetch_table());
+  std::set<erofs::Nid> done;
+  for (erofs::Nid nid : table) {
+    if (!done.insert(nid).second) {
+      continue;
+    }
+    // A directory stands for everything under it; walk() visits nid itself first.
+    base::Status inner;
+    CFN_TRY(img.walk(nid, "/", [&](const std::string&, erofs::Nid n, const erofs::InodeInfo& info) {
+      if (S_ISREG(info.mode)) {
+        inner = add_file_chunks(img, n, per_blob, seen);
+      }
+      return inner.has_value();
+    }));
+    CFN_TRY(std::move(inner));
+  }
+  return per_blob;
+}
+
+base::Result<std::vector<std::string>> BoundImage::accessed_files() const {
+  const erofs::Image& img = *image_;
+  std::vector<std::vector<bool>> demanded(blobs_.size());
+  bool any = false;
+  for (std::size_t i = 0; i < blobs_.size(); ++i) {
+    demanded[i].assign(blobs_[i]->chunk_count(), false);
+    for (std::uint32_t ci : blobs_[i]->demanded_chunks()) {
+      demanded[i][ci] = true;
+      any = true;
+    }
+  }
+  std::vector<std::string> out;
+  if (!any) {
+    return out;
+  }
+  base::Status inner;
+  CFN_TRY(img.walk(
+      img.root(), "/", [&](const std::string& path, erofs::Nid nid, const erofs::InodeInfo& info) {
+        if (!S_ISREG(info.mode)) {
+          return true;
+        }
+        auto extents = img.map(nid, 0, UINT64_MAX);
+        if (!extents) {
+          inner = base::Unexpected(extents.error());
+          return false;
+        }
+        for (const erofs::Extent& e : *extents) {
+          if (e.kind == erofs::Extent::Kind::kBlob && e.ci_index &&
+              e.blob_index < demanded.size() && *e.ci_index < demanded[e.blob_index].size() &&
+              demanded[e.blob_index][*e.ci_index]) {
+            out.push_back(path);
+            break;
+          }
+        }
+        return true;
+      }));
+  CFN_TRY(std::move(inner));
+  return out;
 }
 
 }  // namespace cfnd

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +30,16 @@ class BoundImage {
   // Cache files in blob-index order: blobs()[i] backs device slot i + 1.
   [[nodiscard]] const std::vector<std::shared_ptr<CachedBlob>>& blobs() const { return blobs_; }
   [[nodiscard]] const Backend& backend() const { return *backend_; }
+
+  // The chunks of what the bootstrap's prefetch table names (a directory: every file
+  // under it), per blob index (blobs()[i]), each list in table order without
+  // repeats. Empty lists when the image has no prefetch table. Errors: the reader's,
+  // kECorrupted for a corrupt table.
+  [[nodiscard]] base::Result<std::vector<std::vector<std::uint32_t>>> prefetch_list_chunks() const;
+  // The regular files (absolute paths, tree order) with at least one chunk that a
+  // fill asked for (CachedBlob::demanded_chunks): what the workloads read, as a
+  // prefetch list for nydus-convert build --prefetch-files.
+  [[nodiscard]] base::Result<std::vector<std::string>> accessed_files() const;
 
  private:
   BoundImage() = default;

@@ -220,6 +220,9 @@ int main(int argc, char** argv) {
   umount->add_option("DIR", dir, "mount point")->required();
   umount->add_flag("--force", force, "detach even when busy");
   auto* list = app.add_subcommand("list", "list bound images (JSON)");
+  auto* accessed = app.add_subcommand(
+      "accessed", "print the files of DIR's image that were read, one a line (a prefetch list)");
+  accessed->add_option("DIR", dir, "mount point")->required();
   auto* metrics = app.add_subcommand("metrics", "print metrics (JSON)");
   bool prom = false;
   metrics->add_flag("--prometheus", prom, "Prometheus text format");
@@ -345,6 +348,19 @@ int main(int argc, char** argv) {
     return call(config, json{{"op", "unbind"},
                              {"mountpoint", std::filesystem::absolute(dir).string()},
                              {"force", force}});
+  }
+  if (*accessed) {
+    json a;
+    if (int rc = call(
+            config,
+            json{{"op", "accessed"}, {"mountpoint", std::filesystem::absolute(dir).string()}}, &a);
+        rc != 0) {
+      return rc;
+    }
+    for (const auto& f : a["files"]) {
+      std::puts(f.get<std::string>().c_str());
+    }
+    return 0;
   }
   if (*list || *metrics) {
     json req{{"op", *list ? "list" : "metrics"}};

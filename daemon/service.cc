@@ -114,6 +114,8 @@ class ServiceImpl final : public Service {
       r = unbind(j);
     } else if (op == "list") {
       r = list();
+    } else if (op == "accessed") {
+      r = accessed(j);
     } else if (op == "metrics") {
       bool prom = j.contains("format") && j["format"] == "prometheus";
       r = prom ? json{{"text", prometheus()}} : json{{"metrics", metrics_json()}};
@@ -333,6 +335,14 @@ class ServiceImpl final : public Service {
       backend = std::move(local);
     }
     CFN_ASSIGN_OR_RETURN(auto image, BoundImage::open(bootstrap, std::move(backend), *cache_));
+    // The prefetch list (the bootstrap's prefetch table) starts before the mount, so
+    // its reads are in flight while the kernel mounts and the workload starts.
+    CFN_ASSIGN_OR_RETURN(auto listed, image->prefetch_list_chunks());
+    std::size_t listed_chunks = 0;
+    for (std::size_t i = 0; i < listed.size(); ++i) {
+      listed_chunks += listed[i].size();
+      cache_->prefetch_chunks(image->blobs()[i], std::move(listed[i]));
+    }
     b.image = image;
     b.frontend = fe;
     b.blob_dir = blob_dir;
@@ -352,9 +362,10 @@ class ServiceImpl final : public Service {
     for (const auto& blob : image->blobs()) {
       cache_->prefetch(blob);
     }
-    spdlog::info("bound {} on {} ({}, {} blobs from {})",
+    spdlog::info("bound {} on {} ({}, {} blobs from {}; prefetch list: {} chunks)",
                  ref ? b.reference + " (" + b.manifest_digest + ")" : image->bootstrap_path(), mp,
-                 frontend_name(fe), image->blobs().size(), image->backend().describe());
+                 frontend_name(fe), image->blobs().size(), image->backend().describe(),
+                 listed_chunks);
     json answer = describe(mp, b);
     std::lock_guard lk(mu_);
     bound_.emplace(mp, std::move(b));
@@ -384,6 +395,27 @@ class ServiceImpl final : public Service {
     bound_.erase(mp);
     spdlog::info("unbound {}", mp);
     return json::object();
+  }
+
+  // {"op":"accessed","mountpoint":DIR}: {"files":[...]}, the files of the image bound
+  // on DIR whose chunks were read (a prefetch list for the next build).
+  base::Result<json> accessed(const json& j) {
+    CFN_ASSIGN_OR_RETURN(auto mp_in, get_str(j, "mountpoint", true));
+    std::string mp = mp_in;
+    if (auto r = abs_dir(mp_in, "mountpoint")) {
+      mp = *r;
+    }
+    std::shared_ptr<BoundImage> image;
+    {
+      std::lock_guard lk(mu_);
+      auto it = bound_.find(mp);
+      if (it == bound_.end()) {
+        return base::errorf(ENOENT, "no image bound on {}", mp);
+      }
+      image = it->second.image;
+    }
+    CFN_ASSIGN_OR_RETURN(auto files, image->accessed_files());
+    return json{{"files", files}};
   }
 
   static json describe(const std::string& mp, const Bound& b) {
@@ -447,6 +479,7 @@ class ServiceImpl final : public Service {
                 {"misses", m.misses.load()},
                 {"verify_failures", m.verify_failures.load()},
                 {"prefetch_bytes", m.prefetch_bytes.load()},
+                {"prefetch_list_bytes", m.prefetch_list_bytes.load()},
                 {"ready_chunks", ready},
                 {"chunk_count", total},
                 {"fanotify_allowed", fanotify_ ? fanotify_->events_allowed() : 0},
@@ -498,6 +531,9 @@ class ServiceImpl final : public Service {
             j["verify_failures"].get<std::uint64_t>());
     counter("prefetch_bytes_total", "Uncompressed bytes filled by prefetch.",
             j["prefetch_bytes"].get<std::uint64_t>());
+    counter("prefetch_list_bytes_total",
+            "Uncompressed bytes filled for images' prefetch lists (of prefetch_bytes).",
+            j["prefetch_list_bytes"].get<std::uint64_t>());
     gauge("ready_chunks", "Chunks present in the cache files of bound images.",
           j["ready_chunks"].get<std::uint64_t>());
     gauge("chunks", "Chunks of the blobs of bound images.", j["chunk_count"].get<std::uint64_t>());

@@ -565,6 +565,42 @@ TEST_F(BlobCacheTest, PrefetchFillsTheWholeBlob) {
   EXPECT_EQ(c->metrics().prefetch_bytes.load(), 40U * 50000 - on_demand);
 }
 
+TEST_F(BlobCacheTest, PrefetchListFetchesOnlyTheListedChunks) {
+  TestBlob b = make_blob(sizes(40, 50000));
+  put(b);
+  auto c = cache(128 * 1024);  // no background prefetch: the list works without it
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  // Unordered, repeated and out-of-range indexes are fine.
+  const std::vector<std::uint32_t> listed = {30, 3, 4, 5, 30, 31, 12, 999};
+  c->prefetch_chunks(*blob, listed);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while ((*blob)->ready_chunks() < 6 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ((*blob)->ready_chunks(), 6U);
+  EXPECT_EQ(c->metrics().prefetch_list_bytes.load(), 6U * 50000);
+  EXPECT_EQ(c->metrics().prefetch_bytes.load(), 6U * 50000);
+  EXPECT_EQ(c->metrics().misses.load(), 0U);
+  // Nothing was read yet; a read of a listed chunk is a hit and is recorded.
+  EXPECT_TRUE((*blob)->demanded_chunks().empty());
+  const auto calls = be->calls.load();
+  ASSERT_TRUE((*blob)->fill(b.chunks[4].uncompressed_offset + 10, 100));
+  EXPECT_EQ(be->calls.load(), calls);
+  EXPECT_EQ(c->metrics().hits.load(), 1U);
+  ASSERT_TRUE((*blob)->fill(b.chunks[7].uncompressed_offset,
+                            b.chunks[8].uncompressed_offset - b.chunks[7].uncompressed_offset + 1));
+  EXPECT_EQ((*blob)->demanded_chunks(), (std::vector<std::uint32_t>{4, 7, 8}));
+  for (std::uint32_t ci : {3, 4, 5, 12, 30, 31}) {
+    EXPECT_TRUE((*blob)->ready(b.chunks[ci].uncompressed_offset, 1)) << ci;
+    expect_chunk(**blob, b, ci);
+  }
+  EXPECT_FALSE((*blob)->ready(b.chunks[6].uncompressed_offset, 1));  // never fetched
+  // ready() is a front end's fast path of a read: it counts as demanded too.
+  EXPECT_EQ((*blob)->demanded_chunks(), (std::vector<std::uint32_t>{3, 4, 5, 6, 7, 8, 12, 30, 31}));
+}
+
 TEST_F(BlobCacheTest, PrefetchRespectsTheCap) {
   TestBlob b = make_blob(sizes(64, 65536));  // compressed total well over the cap below
   put(b);
