@@ -126,6 +126,20 @@ class BlobImpl final : public CachedBlob {
     return present_;
   }
 
+  [[nodiscard]] bool complete() const override {
+    std::lock_guard lk(mu_);
+    return present_ == state_.size();
+  }
+
+  [[nodiscard]] bool on_complete(std::function<void()> fn) override {
+    std::lock_guard lk(mu_);
+    if (present_ == state_.size()) {
+      return false;
+    }
+    on_complete_.push_back(std::move(fn));
+    return true;
+  }
+
   [[nodiscard]] bool ready(std::uint64_t off, std::uint64_t len) const override {
     if (len == 0) {
       return true;
@@ -220,7 +234,8 @@ class BlobImpl final : public CachedBlob {
   std::vector<ChunkState> state_;
   std::vector<std::shared_ptr<Flight>> flight_;  // set while kInFlight
   std::uint64_t present_ = 0;
-  mutable std::vector<bool> demanded_;  // by ci: asked for by ready() or fill()
+  mutable std::vector<bool> demanded_;              // by ci: asked for by ready() or fill()
+  std::vector<std::function<void()>> on_complete_;  // run once when present_ reaches all
 };
 
 // RAII count of on-demand fills in progress; the prefetcher waits for zero.
@@ -423,18 +438,27 @@ std::uint64_t BlobImpl::run_round(const Round& round, int write_fd) {
 
   // Publish. Every byte of the chunks in `done` was written above (pwrite returned),
   // so a reader woken here, or a front end answering its kernel, sees them.
-  std::lock_guard lk(mu_);
-  for (std::uint32_t ci : round.cis) {
-    state_[ci] = ChunkState::kAbsent;  // a failed chunk stays absent: the next fill retries
-    flight_[ci].reset();
+  std::vector<std::function<void()>> completed;
+  {
+    std::lock_guard lk(mu_);
+    for (std::uint32_t ci : round.cis) {
+      state_[ci] = ChunkState::kAbsent;  // a failed chunk stays absent: the next fill retries
+      flight_[ci].reset();
+    }
+    for (std::uint32_t ci : done) {
+      state_[ci] = ChunkState::kPresent;
+    }
+    present_ += done.size();
+    round.flight->done = true;
+    round.flight->errors = std::move(errors);
+    cv_.notify_all();
+    if (present_ == state_.size()) {
+      completed.swap(on_complete_);  // only one round can be the one that completes
+    }
   }
-  for (std::uint32_t ci : done) {
-    state_[ci] = ChunkState::kPresent;
+  for (auto& fn : completed) {
+    fn();
   }
-  present_ += done.size();
-  round.flight->done = true;
-  round.flight->errors = std::move(errors);
-  cv_.notify_all();
   return filled;
 }
 

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -81,6 +82,17 @@ class CachedBlob {
   // read. Under cachefiles the kernel asks only for what its cache file lacks, so a
   // read inside an earlier fill's widening is not seen: record with fanotify or FUSE.
   [[nodiscard]] virtual std::vector<std::uint32_t> demanded_chunks() const = 0;
+  // True when every chunk is present: no read of the blob needs a fill any more (a
+  // chunk never goes back to absent). A blob with a chunk no bootstrap has a digest
+  // for never completes.
+  [[nodiscard]] virtual bool complete() const = 0;
+  // Keep fn to run once, when the last absent chunk becomes present: on the thread
+  // whose fill or prefetch wrote it, after its bytes are written and published (ready()
+  // is true for the whole blob), with no lock of the blob held. fn must be quick and
+  // must not fill. Returns false, keeping nothing, when the blob is complete already
+  // (the caller acts at once itself: fn is never called from inside this call, so the
+  // caller may hold its own locks here).
+  [[nodiscard]] virtual bool on_complete(std::function<void()> fn) = 0;
 };
 
 class BlobCache {

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <thread>
 #include <utility>
@@ -27,6 +28,11 @@ namespace {}  // namespace
 
 std::vector<FanEvent> parse_fan_events(std::span<const std::byte> buf) {
   std::vector<FanEvent> out;
+  parse_fan_events(buf, out);
+  return out;
+}
+
+void parse_fan_events(std::span<const std::byte> buf, std::vector<FanEvent>& out) {
   std::size_t pos = 0;
   while (buf.size() - pos >= sizeof(FanEventMetadata)) {
     auto m = base::load<FanEventMetadata>(buf, pos);
@@ -72,7 +78,6 @@ std::vector<FanEvent> parse_fan_events(std::span<const std::byte> buf) {
     out.push_back(ev);
     pos = end;
   }
-  return out;
 }
 
 namespace {
@@ -83,11 +88,46 @@ struct BlobKey {
   auto operator<=>(const BlobKey&) const = default;
 };
 
+// The marks of incomplete blobs, and their removal when a blob completes. Shared
+// (shared_ptr) with the on_complete callbacks kept by the blobs, which may outlive the
+// front end (the cache and bound images own the blobs): `group` is -1 once it is gone.
+struct Marks {
+  std::mutex mu;
+  int group = -1;
+  std::set<BlobKey> watched;  // marked, with an on_complete callback pending
+  std::atomic<std::uint64_t> removed{0};
+
+  // Under mu. fd: the blob's own fd (the mark is the inode's, whichever file names it).
+  void remove_locked(int fd, const BlobKey& key) {
+    watched.erase(key);
+    if (group < 0) {
+      return;
+    }
+    if (::fanotify_mark(group, FAN_MARK_REMOVE, kFanPreAccess, fd, nullptr) == 0) {
+      removed.fetch_add(1, std::memory_order_relaxed);
+    } else if (errno != ENOENT) {
+      // The mark stays: reads keep raising events, answered from the complete blob.
+      static base::RateLimit rl;
+      if (rl.allow()) {
+        spdlog::warn("fanotify: removing the mark of a complete blob (dev {} ino {}): {}", key.dev,
+                     key.ino, std::strerror(errno));
+      }
+    }
+  }
+};
+
 class FanotifyImpl final : public FanotifyFrontend {
  public:
-  explicit FanotifyImpl(base::UniqueFd group) : group_(std::move(group)) {}
+  explicit FanotifyImpl(base::UniqueFd group)
+      : group_(std::move(group)), marks_(std::make_shared<Marks>()) {
+    marks_->group = group_.get();
+  }
 
   ~FanotifyImpl() override {
+    {
+      std::lock_guard lk(marks_->mu);
+      marks_->group = -1;  // callbacks still held by blobs do nothing from now on
+    }
     jobs_.close();
     for (auto& t : workers_) {
       t.join();
@@ -122,7 +162,9 @@ class FanotifyImpl final : public FanotifyFrontend {
       if (n == 0) {
         return;
       }
-      for (const auto& ev : parse_fan_events(std::span(buf, static_cast<std::size_t>(n)))) {
+      events_.clear();
+      parse_fan_events(std::span(buf, static_cast<std::size_t>(n)), events_);
+      for (const auto& ev : events_) {
         handle(ev);
       }
     }
@@ -140,14 +182,35 @@ class FanotifyImpl final : public FanotifyFrontend {
       if (::fstat(blob->fd(), &st) != 0) {
         return base::errno_error("fstat " + path);
       }
+      const BlobKey key{st.st_dev, st.st_ino};
       // Mark BEFORE mount(2): EROFS opens each device= file inside mount(2), and a file
       // opened while its inode had no pre-content mark never raises events (reads of
-      // holes would return zeros, silently). Marks stay for the group's life: a lazily
-      // detached mount may still read the blob after umount(2) returned.
-      if (::fanotify_mark(group_.get(), FAN_MARK_ADD, kFanPreAccess, AT_FDCWD, path.c_str()) != 0) {
-        return base::errno_error("fanotify_mark FAN_PRE_ACCESS " + path);
+      // holes would return zeros, silently). A mark stays until its blob is complete
+      // (not at umount: a lazily detached mount may still read the blob). A complete
+      // blob is not marked at all.
+      std::lock_guard lk(marks_->mu);
+      if (!blob->complete()) {
+        if (::fanotify_mark(group_.get(), FAN_MARK_ADD, kFanPreAccess, AT_FDCWD, path.c_str()) !=
+            0) {
+          return base::errno_error("fanotify_mark FAN_PRE_ACCESS " + path);
+        }
+        // After the mark: a blob completing from here on runs the callback, one
+        // completed just before makes on_complete refuse and we remove the mark here.
+        // Either way no mark outlives completeness, and none is removed before it.
+        if (!marks_->watched.contains(key)) {
+          auto marks = marks_;
+          const int fd = blob->fd();  // valid while the blob that runs the callback lives
+          if (blob->on_complete([marks, fd, key] {
+                std::lock_guard lk(marks->mu);
+                marks->remove_locked(fd, key);
+              })) {
+            marks_->watched.insert(key);
+          } else {
+            marks_->remove_locked(blob->fd(), key);
+          }
+        }
       }
-      keys.emplace_back(BlobKey{st.st_dev, st.st_ino}, blob);
+      keys.emplace_back(key, blob);
       data += (data.empty() ? "" : ",") + std::string("device=") + path;
     }
     if (data.size() >= 4000) {
@@ -180,6 +243,11 @@ class FanotifyImpl final : public FanotifyFrontend {
 
   std::uint64_t events_allowed() const override { return allowed_.load(); }
   std::uint64_t events_denied() const override { return denied_.load(); }
+  std::uint64_t marked_blobs() const override {
+    std::lock_guard lk(marks_->mu);
+    return marks_->watched.size();
+  }
+  std::uint64_t marks_removed() const override { return marks_->removed.load(); }
 
  private:
   struct Job {
@@ -289,6 +357,8 @@ class FanotifyImpl final : public FanotifyFrontend {
   }
 
   base::UniqueFd group_;
+  std::shared_ptr<Marks> marks_;
+  std::vector<FanEvent> events_;  // loop thread only: on_readable's parse buffer
   std::shared_mutex map_mu_;
   std::map<BlobKey, std::shared_ptr<CachedBlob>> blobs_;
   std::mutex mounts_mu_;

@@ -13,6 +13,21 @@
 //  - never read the lazy mount nor write a marked file through a normal fd from the
 //    loop thread (self-deadlock);
 //  - unmount BEFORE closing the group: closing it with a live mount fails open (zeros).
+//
+// Hot reads. The kernel raises an event for every read of a marked file, filled or not,
+// and the reader waits for our answer (a cross-CPU round trip). So a blob is marked only
+// while it still has absent chunks: a blob complete at bind time is not marked (EROFS
+// opens it without hooks), and a blob that becomes complete (on-demand fills or
+// prefetch) has its mark removed (FAN_MARK_REMOVE) by the blob cache's on_complete
+// callback. Reads of it then go straight to the page cache. Why that is safe (checked
+// in the 6.12..7.x sources, fs/notify/): a file opened while marked keeps its hook mode,
+// but the hook's first test is the inode's mark mask (__fsnotify_parent ->
+// fsnotify_object_watched), which the removal recomputes (fsnotify_recalc_mask), so
+// the read returns at once; an event already queued or being answered pinned its mark
+// (fsnotify_prepare_user_wait) and still waits for, and gets, our answer; a read racing
+// with the removal is let through without an event (prepare_user_wait fails), which is
+// right since every byte is present. Completeness only ever grows, so a mark is never
+// needed again once removed.
 #pragma once
 
 #include <sys/types.h>
@@ -105,6 +120,8 @@ struct FanEvent {
 // is still returned (malformed) when the fixed header was complete, so it gets an
 // answer and is closed. Returns the events in order.
 [[nodiscard]] std::vector<FanEvent> parse_fan_events(std::span<const std::byte> buf);
+// The same, appending to out (the loop reuses one vector: no allocation per read).
+void parse_fan_events(std::span<const std::byte> buf, std::vector<FanEvent>& out);
 
 class FanotifyFrontend {
  public:
@@ -131,6 +148,10 @@ class FanotifyFrontend {
   // Events answered so far, by outcome (for logs and tests).
   [[nodiscard]] virtual std::uint64_t events_allowed() const = 0;
   [[nodiscard]] virtual std::uint64_t events_denied() const = 0;
+  // Blobs marked now (incomplete ones), and marks removed so far because their blob
+  // became complete.
+  [[nodiscard]] virtual std::uint64_t marked_blobs() const = 0;
+  [[nodiscard]] virtual std::uint64_t marks_removed() const = 0;
 };
 
 }  // namespace cfnd

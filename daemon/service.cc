@@ -484,6 +484,8 @@ class ServiceImpl final : public Service {
                 {"chunk_count", total},
                 {"fanotify_allowed", fanotify_ ? fanotify_->events_allowed() : 0},
                 {"fanotify_denied", fanotify_ ? fanotify_->events_denied() : 0},
+                {"fanotify_marked_blobs", fanotify_ ? fanotify_->marked_blobs() : 0},
+                {"fanotify_marks_removed", fanotify_ ? fanotify_->marks_removed() : 0},
                 {"cachefiles_reads", cachefiles_ ? cachefiles_->reads_served() : 0},
                 {"cachefiles_read_failures", cachefiles_ ? cachefiles_->reads_failed() : 0},
                 {"cachefiles_read_local_us",

@@ -20,8 +20,11 @@ def daemon_bin():
 
 
 class Daemon:
-    def __init__(self, workdir, frontend="auto", cache_dir=None, tag="d"):
+    def __init__(self, workdir, frontend="auto", cache_dir=None, tag="d", config=None):
+        """config: a dict written as the daemon's --config file (e.g. prefetch_bandwidth)."""
         self.workdir = workdir
+        self.config = config
+        self.tag = tag
         self.cache_dir = cache_dir or os.path.join(workdir, "cache")
         self.socket = os.path.join(workdir, f"{tag}.sock")
         self.log_path = os.path.join(workdir, f"{tag}.log")
@@ -33,6 +36,11 @@ class Daemon:
         log = open(self.log_path, "ab")
         cmd = [daemon_bin(), "--frontend", self.frontend, "--cache-dir", self.cache_dir,
                "--socket", self.socket, "--log-level", "info"]
+        if self.config is not None:
+            path = os.path.join(self.workdir, f"{self.tag}.config.json")
+            with open(path, "w") as fh:
+                json.dump(self.config, fh)
+            cmd += ["--config", path]
         ktest.log("+ " + " ".join(cmd) + " &")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()

@@ -701,6 +701,87 @@ TEST_F(BlobCacheTest, MetricsCountHitsAndMisses) {
   EXPECT_EQ(lat, 3U);
 }
 
+TEST_F(BlobCacheTest, OnCompleteRunsOnceWhenTheLastChunkFills) {
+  TestBlob b = make_blob(sizes(4, 65536));
+  put(b);
+  auto c = cache(128 * 1024);
+  auto blob = c->open(b.info, b.records, backend());
+  ASSERT_TRUE(blob);
+  EXPECT_FALSE((*blob)->complete());
+  std::atomic<int> calls{0};
+  bool all_ready_in_callback = false;
+  ASSERT_TRUE((*blob)->on_complete([&] {
+    // Published before the callback: a front end may stop asking for fills here.
+    all_ready_in_callback = (*blob)->ready(0, (*blob)->size());
+    calls++;
+  }));
+  ASSERT_TRUE((*blob)->fill(0, 1));  // chunks 0, 1
+  EXPECT_EQ(calls.load(), 0);
+  EXPECT_FALSE((*blob)->complete());
+  ASSERT_TRUE((*blob)->fill(2 * 65536, 1));  // chunks 2, 3: the last ones
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_TRUE(all_ready_in_callback);
+  EXPECT_TRUE((*blob)->complete());
+  ASSERT_TRUE((*blob)->fill(0, (*blob)->size()));  // a hit: no second call
+  EXPECT_EQ(calls.load(), 1);
+  // Complete already: refused, never called.
+  EXPECT_FALSE((*blob)->on_complete([&] { calls += 100; }));
+  EXPECT_EQ(calls.load(), 1);
+}
+
+TEST_F(BlobCacheTest, OnCompleteWaitsForAFailedChunk) {
+  TestBlob b = make_blob(sizes(2, 65536));
+  put(b);
+  auto c = cache(128 * 1024);
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  std::atomic<int> calls{0};
+  ASSERT_TRUE((*blob)->on_complete([&] { calls++; }));
+  be->corrupt_at = b.chunks[1].compressed_offset;
+  EXPECT_FALSE((*blob)->fill(0, (*blob)->size()));
+  EXPECT_EQ(calls.load(), 0);  // chunk 1 is still absent
+  EXPECT_FALSE((*blob)->complete());
+  be->corrupt_at = UINT64_MAX;
+  ASSERT_TRUE((*blob)->fill(65536, 1));
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_TRUE((*blob)->complete());
+}
+
+TEST_F(BlobCacheTest, OnCompleteAfterRestartAndByPrefetch) {
+  TestBlob b = make_blob(sizes(24, 50000));
+  put(b);
+  {
+    auto c = cache(128 * 1024);
+    auto blob = c->open(b.info, b.records, backend());
+    ASSERT_TRUE(blob);
+    ASSERT_TRUE((*blob)->fill(0, 1));
+  }
+  // Reopened incomplete: the prefetcher completes it and runs the callback.
+  std::atomic<int> calls{0};
+  {
+    auto c = cache(128 * 1024, 1ULL << 40);
+    auto blob = c->open(b.info, b.records, backend());
+    ASSERT_TRUE(blob);
+    ASSERT_FALSE((*blob)->complete());
+    ASSERT_TRUE((*blob)->on_complete([&] { calls++; }));
+    c->prefetch(*blob);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (calls.load() == 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_EQ(calls.load(), 1);
+    EXPECT_EQ((*blob)->ready_chunks(), 24U);
+  }
+  // Reopened complete (rebuilt from the file's extents): nothing left to wait for.
+  auto c = cache(128 * 1024);
+  auto blob = c->open(b.info, b.records, backend());
+  ASSERT_TRUE(blob);
+  EXPECT_TRUE((*blob)->complete());
+  EXPECT_FALSE((*blob)->on_complete([&] { calls++; }));
+  EXPECT_EQ(calls.load(), 1);
+}
+
 TEST(LocalFsBackend, Errors) {
   TempDir d;
   EXPECT_FALSE(make_localfs_backend(d.path() + "/nope"));
