@@ -154,20 +154,7 @@ class CachefilesImpl final : public CachefilesFrontend {
 
   base::Status mount(const std::shared_ptr<BoundImage>& image, const std::string& fsid,
                      const std::string& domain_id, const std::string& dir) override {
-    CFN_TRY(check_fscache_name("fsid", fsid));
-    if (!domain_id.empty()) {
-      CFN_TRY(check_fscache_name("domain_id", domain_id));
-    }
-    if (fsid.size() == 64 && fsid.find_first_not_of("0123456789abcdef") == std::string::npos) {
-      return base::errorf(EINVAL, "fsid '{}' looks like a blob id", fsid);
-    }
-    {
-      std::lock_guard lk(reg_mu_);
-      if (images_.contains(fsid)) {
-        return base::errorf(EEXIST, "fsid {} is already bound (on {})", fsid, images_[fsid].dir);
-      }
-      images_[fsid] = Registered{image, domain_id.empty() ? fsid : domain_id, dir};
-    }
+    CFN_TRY(add(image, fsid, domain_id, dir));
     std::string opts = "fsid=" + fsid;
     if (!domain_id.empty()) {
       opts += ",domain_id=" + domain_id;
@@ -181,6 +168,22 @@ class CachefilesImpl final : public CachefilesFrontend {
     }
     std::lock_guard lk(reg_mu_);
     mounts_[dir] = fsid;
+    return {};
+  }
+
+  base::Status rebind(const std::shared_ptr<BoundImage>& image, const std::string& fsid,
+                      const std::string& domain_id, const std::string& dir) override {
+    CFN_TRY(add(image, fsid, domain_id, dir));
+    std::lock_guard lk(reg_mu_);
+    mounts_[dir] = fsid;
+    return {};
+  }
+
+  base::Status restore() override {
+    if (const int rc = command(dev_.get(), fscache::format_restore()); rc != 0) {
+      return base::errorf(-rc, "/dev/cachefiles 'restore': {} (needs Linux 6.8 or a backport)",
+                          std::strerror(-rc));
+    }
     return {};
   }
 
@@ -206,6 +209,24 @@ class CachefilesImpl final : public CachefilesFrontend {
   }
 
  private:
+  // Register image under fsid (checked names; EEXIST when the fsid is bound).
+  base::Status add(const std::shared_ptr<BoundImage>& image, const std::string& fsid,
+                   const std::string& domain_id, const std::string& dir) {
+    CFN_TRY(check_fscache_name("fsid", fsid));
+    if (!domain_id.empty()) {
+      CFN_TRY(check_fscache_name("domain_id", domain_id));
+    }
+    if (fsid.size() == 64 && fsid.find_first_not_of("0123456789abcdef") == std::string::npos) {
+      return base::errorf(EINVAL, "fsid '{}' looks like a blob id", fsid);
+    }
+    std::lock_guard lk(reg_mu_);
+    if (images_.contains(fsid)) {
+      return base::errorf(EEXIST, "fsid {} is already bound (on {})", fsid, images_[fsid].dir);
+    }
+    images_[fsid] = Registered{image, domain_id.empty() ? fsid : domain_id, dir};
+    return {};
+  }
+
   struct Job {
     std::uint32_t msg_id;
     std::shared_ptr<Object> object;
@@ -424,6 +445,13 @@ base::Result<std::unique_ptr<CachefilesFrontend>> CachefilesFrontend::create(
   auto f = std::make_unique<CachefilesImpl>(std::move(dev));
   f->start_workers(workers == 0 ? 1 : workers);
   spdlog::info("cachefiles: bound on-demand cache in {} (tag {})", dir, kCachefilesTag);
+  return f;
+}
+
+std::unique_ptr<CachefilesFrontend> CachefilesFrontend::adopt(base::UniqueFd dev,
+                                                              unsigned workers) {
+  auto f = std::make_unique<CachefilesImpl>(std::move(dev));
+  f->start_workers(workers == 0 ? 1 : workers);
   return f;
 }
 

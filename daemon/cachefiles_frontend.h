@@ -62,6 +62,11 @@ class CachefilesFrontend {
   // and start `workers` fill threads. Errors say which step failed, with the errno.
   [[nodiscard]] static base::Result<std::unique_ptr<CachefilesFrontend>> create(
       const std::string& cache_dir, unsigned workers);
+  // Failover: take over a live /dev/cachefiles fd handed over from a dead daemon (fd
+  // store or fd holder). Nothing is written yet: rebind() the images the dead daemon had
+  // mounted, then restore().
+  [[nodiscard]] static std::unique_ptr<CachefilesFrontend> adopt(base::UniqueFd dev,
+                                                                 unsigned workers);
   virtual ~CachefilesFrontend() = default;
 
   // /dev/cachefiles, to poll for readability; on_readable() drains it. Loop thread only.
@@ -74,6 +79,15 @@ class CachefilesFrontend {
   [[nodiscard]] virtual base::Status mount(const std::shared_ptr<BoundImage>& image,
                                            const std::string& fsid, const std::string& domain_id,
                                            const std::string& dir) = 0;
+  // Failover: register the image under fsid like mount() does, for a mount on dir that
+  // is already there (made by a daemon that died). Errors: EINVAL, EEXIST as mount().
+  [[nodiscard]] virtual base::Status rebind(const std::shared_ptr<BoundImage>& image,
+                                            const std::string& fsid, const std::string& domain_id,
+                                            const std::string& dir) = 0;
+  // Failover: write "restore" (Linux >= 6.8): requests the dead daemon read but never
+  // answered become new again, and objects whose anon fds died are re-OPENed on their
+  // next READ. Errors: the kernel's (EOPNOTSUPP / EINVAL before 6.8).
+  [[nodiscard]] virtual base::Status restore() = 0;
   // umount2(dir) (MNT_DETACH when force), then forget the fsid. Objects still open keep
   // serving until the kernel CLOSEs them.
   [[nodiscard]] virtual base::Status umount(const std::string& dir, bool force) = 0;

@@ -8,6 +8,8 @@
 //                     [--fsid ID] [--domain-id D]     (cachefiles: EROFS fsid=, domain_id=)
 //   cachefilesd-nydus umount DIR [--force]                             unmount + unbind
 //   cachefilesd-nydus list | metrics [--prometheus]
+//   cachefilesd-nydus fd-holder --socket P [--grace S]   keep /dev/cachefiles for failover
+//                     (started by a daemon run with --fd-holder; see daemon/fd_holder.h)
 //
 // SOURCE is a local bootstrap (an existing file; --blob-dir names its blobs) or an
 // image reference (host[:port]/repo[:tag][@digest]) of a RAFS v6 image in a registry:
@@ -31,6 +33,7 @@
 #include "base/log.h"
 #include "daemon/config.h"
 #include "daemon/control.h"
+#include "daemon/fd_holder.h"
 #include "daemon/sd_notify.h"
 #include "daemon/service.h"
 #include "registry/reference.h"
@@ -120,6 +123,9 @@ int ensure_daemon(const cfnd::Config& config, const std::string& config_file) {
   if (!config_file.empty()) {
     args.insert(args.begin() + 1, {"--config", config_file});
   }
+  if (config.fd_holder) {
+    args.emplace_back("--fd-holder");
+  }
   pid_t pid = ::fork();
   if (pid < 0) {
     std::perror("fork");
@@ -174,6 +180,9 @@ int main(int argc, char** argv) {
   app.add_option("--cache-dir", cache_dir, "blob cache directory");
   app.add_option("--socket", socket, "control socket path");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  bool fd_holder = false;
+  app.add_flag("--fd-holder", fd_holder,
+               "failover without systemd: keep /dev/cachefiles in an fd holder process");
 
   // Registry options: the daemon's defaults, or one mount's overrides.
   bool plain_http = false;
@@ -226,6 +235,11 @@ int main(int argc, char** argv) {
   auto* metrics = app.add_subcommand("metrics", "print metrics (JSON)");
   bool prom = false;
   metrics->add_flag("--prometheus", prom, "Prometheus text format");
+  auto* holder = app.add_subcommand(
+      "fd-holder", "keep the daemon's /dev/cachefiles across its restarts (--socket: where)");
+  unsigned grace = 300;
+  holder->add_option("--grace", grace,
+                     "exit this many seconds after the last daemon disconnected (0: never)");
   app.require_subcommand(0, 1);
   CLI11_PARSE(app, argc, argv);
 
@@ -254,6 +268,17 @@ int main(int argc, char** argv) {
   }
   if (!log_level.empty()) {
     config.log_level = log_level;
+  }
+  if (fd_holder) {
+    config.fd_holder = true;
+  }
+  if (*holder) {
+    if (socket.empty()) {
+      std::fprintf(stderr, "cachefilesd-nydus: fd-holder needs --socket PATH\n");
+      return 2;
+    }
+    base::init_logging("cachefilesd-nydus-fd-holder", config.log_level);
+    return cfnd::run_fd_holder(config.socket_path, std::chrono::seconds(grace));
   }
   // The registry options given on this command line, as RegistryOptions JSON keys.
   json reg = json::object();

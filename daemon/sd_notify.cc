@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "daemon/sd_notify.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -73,12 +74,39 @@ bool store_fds(std::string_view name, std::span<const int> fds) {
   if (!enabled() || fds.empty()) {
     return false;
   }
-  std::string s = "FDSTORE=1\nFDNAME=" + one_line(name);
+  std::string s = "FDSTORE=1\nFDPOLL=0\nFDNAME=" + one_line(name);
   // sd_pid_notify_with_fds takes a non-const array; it does not write to it.
   std::vector<int> copy(fds.begin(), fds.end());
   return checked(
       ::sd_pid_notify_with_fds(0, 0, s.c_str(), copy.data(), static_cast<unsigned>(copy.size())),
       s);
+}
+
+bool remove_fds(std::string_view name) {
+  return notify("FDSTOREREMOVE=1\nFDNAME=" + one_line(name));
+}
+
+std::vector<std::pair<std::string, base::UniqueFd>> take_listen_fds() {
+  std::vector<std::pair<std::string, base::UniqueFd>> out;
+  char** names = nullptr;
+  // unset_environment = 1: LISTEN_* describe this process only.
+  const int n = ::sd_listen_fds_with_names(1, &names);
+  if (n < 0) {
+    spdlog::warn("sd_listen_fds_with_names: {}", std::strerror(-n));
+  }
+  for (int i = 0; i < n; ++i) {
+    const int fd = SD_LISTEN_FDS_START + i;
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    std::string name = names != nullptr && names[i] != nullptr ? names[i] : "unknown";
+    out.emplace_back(std::move(name), base::UniqueFd(fd));
+  }
+  if (names != nullptr) {
+    for (char** p = names; *p != nullptr; ++p) {
+      std::free(*p);  // NOLINT(cppcoreguidelines-no-malloc): libsystemd's strv
+    }
+    std::free(names);  // NOLINT(cppcoreguidelines-no-malloc)
+  }
+  return out;
 }
 
 }  // namespace cfnd::sd

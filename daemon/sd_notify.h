@@ -12,6 +12,10 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/unique_fd.h"
 
 namespace cfnd::sd {
 
@@ -31,9 +35,18 @@ bool stopping(std::string_view status);
 // STATUS= and ERRNO= (positive errno) before exiting on a start-up failure.
 bool failed(int err, std::string_view status);
 
-// FDSTORE=1 with FDNAME=name: hand fds to the service manager's fd store. The fds stay
-// ours; the manager holds duplicates.
+// FDSTORE=1 with FDNAME=name (and FDPOLL=0: the manager must not drop an fd because it
+// polls readable or with an error): hand fds to the service manager's fd store. The fds
+// stay ours; the manager holds duplicates.
 bool store_fds(std::string_view name, std::span<const int> fds);
+
+// FDSTOREREMOVE=1 with FDNAME=name: the manager closes its duplicates of that name.
+bool remove_fds(std::string_view name);
+
+// The fds the manager passed at start (LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES, from the fd
+// store or socket units), with their names ("unknown" when unnamed), made close-on-exec;
+// the variables are unset so children do not see them. Empty when none were passed.
+std::vector<std::pair<std::string, base::UniqueFd>> take_listen_fds();
 
 // True when $NOTIFY_SOCKET is set (a service manager listens).
 bool enabled();

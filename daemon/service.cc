@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <climits>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -21,7 +23,9 @@
 #include "daemon/cachefiles_frontend.h"
 #include "daemon/control.h"
 #include "daemon/event_loop.h"
+#include "daemon/failover_state.h"
 #include "daemon/fanotify_frontend.h"
+#include "daemon/fd_holder.h"
 #include "daemon/fuse_frontend.h"
 #include "daemon/image.h"
 #include "daemon/registry_backend.h"
@@ -37,12 +41,53 @@ std::string error_answer(const base::Error& e) {
   return json{{"ok", false}, {"errno", e.code}, {"error", e.to_string()}}.dump();
 }
 
+// The name of /dev/cachefiles in systemd's fd store and in the fd holder.
+constexpr char kDevFdName[] = "cachefiles";
+
+// True when fd is /dev/cachefiles (the same character device).
+bool is_cachefiles_dev(int fd) {
+  struct stat a {};
+  struct stat b {};
+  return ::fstat(fd, &a) == 0 && ::stat("/dev/cachefiles", &b) == 0 && S_ISCHR(a.st_mode) &&
+         S_ISCHR(b.st_mode) && a.st_rdev == b.st_rdev;
+}
+
+// /proc/self/mounts escapes space, tab, newline and backslash as \ooo.
+std::string unescape_mount_field(std::string_view f) {
+  std::string out;
+  for (std::size_t i = 0; i < f.size(); ++i) {
+    if (f[i] == '\\' && i + 3 < f.size() && f[i + 1] >= '0' && f[i + 1] <= '3') {
+      out += static_cast<char>((f[i + 1] - '0') * 64 + (f[i + 2] - '0') * 8 + (f[i + 3] - '0'));
+      i += 3;
+    } else {
+      out += f[i];
+    }
+  }
+  return out;
+}
+
+// True when an EROFS file system is mounted on dir (in this mount namespace).
+bool erofs_mounted_on(const std::string& dir) {
+  std::ifstream in("/proc/self/mounts");
+  std::string src;
+  std::string target;
+  std::string type;
+  std::string rest;
+  while (in >> src >> target >> type && std::getline(in, rest)) {
+    if (type == "erofs" && unescape_mount_field(target) == dir) {
+      return true;
+    }
+  }
+  return false;
+}
+
 struct Bound {
   std::shared_ptr<BoundImage> image;
   Frontend frontend = Frontend::kFuse;
   std::string blob_dir;   // local source
   std::string reference;  // registry source
   std::string manifest_digest;
+  RegistryOptions registry;         // registry source: the options it was bound with
   std::string fsid;                 // kCachefiles only
   std::string domain_id;            // kCachefiles only, may be empty
   std::unique_ptr<FuseMount> fuse;  // kFuse only
@@ -54,7 +99,7 @@ class ServiceImpl final : public Service {
 
   ~ServiceImpl() override {
     control_.reset();  // no request runs after this
-    unmount_all();
+    (void)unmount_all();
     fanotify_.reset();    // after every unmount: closing the group with a live mount fails open
     cachefiles_.reset();  // after every unmount: closing /dev/cachefiles fails reads with EIO
   }
@@ -65,7 +110,8 @@ class ServiceImpl final : public Service {
     opts.batch_size = config_.batch_size;
     opts.prefetch_bandwidth = config_.prefetch_bandwidth;
     CFN_ASSIGN_OR_RETURN(cache_, BlobCache::create(opts));
-    CFN_TRY(pick_frontend());
+    CFN_ASSIGN_OR_RETURN(auto handed, take_handed_over_devfd());
+    CFN_TRY(pick_frontend(std::move(handed)));
     CFN_ASSIGN_OR_RETURN(loop_, EventLoop::create());
     CFN_ASSIGN_OR_RETURN(control_,
                          ControlServer::listen(config_.socket_path,
@@ -86,6 +132,15 @@ class ServiceImpl final : public Service {
       return base::errno_error("signalfd");
     }
     CFN_TRY(loop_->add(signal_fd_.get(), [this] { on_signal(); }));
+    if (cachefiles_) {
+      // Last: nothing after this may fail, or a failed start would unmount the images
+      // re-bound here (~ServiceImpl unmounts what is bound).
+      if (adopted_) {
+        restore_images();
+      } else {
+        keep_devfd();
+      }
+    }
     spdlog::info("listening on {}; cache {}; default front end {}", config_.socket_path,
                  config_.cache_dir, frontend_name(default_));
     return {};
@@ -128,12 +183,22 @@ class ServiceImpl final : public Service {
   }
 
  private:
-  base::Status pick_frontend() {
+  base::Status pick_frontend(base::UniqueFd handed) {
     // The fanotify group is made whenever the kernel supports it, so binds can ask for
     // it even when the default is another front end.
     auto probe = FanotifyFrontend::probe(config_.cache_dir);
     if (probe) {
       CFN_ASSIGN_OR_RETURN(fanotify_, FanotifyFrontend::create(config_.fill_threads));
+    }
+    if (handed) {
+      // Failover: the dead daemon's cache, whatever the configured default; its mounts
+      // need this front end.
+      cachefiles_ = CachefilesFrontend::adopt(std::move(handed), config_.fill_threads);
+      adopted_ = true;
+      if (config_.frontend == Frontend::kAuto || config_.frontend == Frontend::kCachefiles) {
+        default_ = Frontend::kCachefiles;
+        return {};
+      }
     }
     switch (config_.frontend) {
       case Frontend::kCachefiles: {
@@ -185,20 +250,29 @@ class ServiceImpl final : public Service {
         // Unmount on another thread while the loop still answers fanotify events: a
         // reader blocked on an event would otherwise keep the mount busy for ever.
         shutdown_thread_ = std::thread([this] {
-          unmount_all();
+          if (unmount_all()) {
+            release_devfd();
+          } else {
+            spdlog::warn(
+                "some cachefiles mounts could not be removed: /dev/cachefiles stays "
+                "in the fd store / fd holder for the next daemon");
+          }
           loop_->stop();
         });
       }
     }
   }
 
-  void unmount_all() {
+  // Unmount every image. False when a cachefiles mount is left behind (its unmount
+  // failed even detached, and it is still mounted).
+  bool unmount_all() {
     std::lock_guard ops(ops_mu_);
     std::map<std::string, Bound> all;
     {
       std::lock_guard lk(mu_);
       all.swap(bound_);
     }
+    bool all_gone = true;
     for (auto& [dir, b] : all) {
       auto st = unmount_one(dir, b, false);
       if (!st) {
@@ -207,6 +281,187 @@ class ServiceImpl final : public Service {
       }
       if (!st) {
         spdlog::error("{}", st.error().to_string());
+        if (b.frontend == Frontend::kCachefiles && erofs_mounted_on(dir)) {
+          all_gone = false;
+        }
+      }
+    }
+    if (!all.empty()) {
+      persist();
+    }
+    return all_gone;
+  }
+
+  // ---- failover ----
+
+  // A live /dev/cachefiles from the service manager's fd store or the fd holder (which
+  // is connected, and started when none answers, when fd_holder is on); invalid when
+  // there is none. Errors: the fd holder could not be reached or started.
+  base::Result<base::UniqueFd> take_handed_over_devfd() {
+    base::UniqueFd dev;
+    for (auto& [name, fd] : sd::take_listen_fds()) {
+      if (name == kDevFdName && !dev && is_cachefiles_dev(fd.get())) {
+        spdlog::info("failover: /dev/cachefiles handed over by the service manager's fd store");
+        dev = std::move(fd);
+      } else {
+        spdlog::warn("closing an fd named '{}' passed by the service manager", name);
+      }
+    }
+    if (config_.fd_holder) {
+      char exe[PATH_MAX];
+      const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+      if (n <= 0) {
+        return base::errno_error("readlink /proc/self/exe");
+      }
+      auto c = FdHolderClient::connect_or_start(
+          fd_holder_socket(config_.socket_path), std::string(exe, static_cast<std::size_t>(n)),
+          config_.cache_dir + "/fd-holder.log", std::chrono::seconds(config_.fd_holder_grace_s));
+      if (!c) {
+        return base::Unexpected(c.error().wrap("fd holder"));
+      }
+      holder_.emplace(std::move(*c));
+      if (!dev) {
+        CFN_ASSIGN_OR_RETURN(auto held, holder_->get(kDevFdName));
+        if (held && is_cachefiles_dev(held.get())) {
+          spdlog::info("failover: /dev/cachefiles handed over by the fd holder");
+          dev = std::move(held);
+        } else if (held) {
+          spdlog::warn("the fd holder's '{}' is not /dev/cachefiles: ignored", kDevFdName);
+        }
+      }
+    }
+    return dev;
+  }
+
+  // A fresh cache: give the service manager's fd store and the fd holder a dup of
+  // /dev/cachefiles, so that the kernel keeps the cache when this daemon dies.
+  void keep_devfd() {
+    const int fd = cachefiles_->dev_fd();
+    if (sd::enabled() && !sd::store_fds(kDevFdName, std::span<const int>(&fd, 1))) {
+      spdlog::warn("the service manager did not take /dev/cachefiles: no failover");
+    }
+    if (holder_) {
+      if (auto st = holder_->put(kDevFdName, fd); !st) {
+        spdlog::error("fd holder: {}: no failover", st.error().to_string());
+      }
+    }
+    persist();  // a state file of an earlier daemon lists mounts that died with it
+  }
+
+  // Clean shutdown, nothing mounted: the kernel may drop the cache with our fd.
+  void release_devfd() {
+    if (!cachefiles_) {
+      return;
+    }
+    sd::remove_fds(kDevFdName);
+    if (holder_) {
+      if (auto st = holder_->release(); !st) {
+        spdlog::warn("fd holder: {}", st.error().to_string());
+      }
+      holder_.reset();
+    }
+  }
+
+  // Failover: register again every image of the state file whose mount is still there,
+  // then "restore": the kernel re-sends what the dead daemon left unanswered.
+  void restore_images() {
+    const std::string path = state_path(config_.cache_dir);
+    auto images = load_state(path);
+    if (!images) {
+      spdlog::error("failover: {}: the dead daemon's images cannot be served (their reads fail)",
+                    images.error().to_string());
+      images = std::vector<PersistedImage>{};
+    }
+    std::size_t rebound = 0;
+    {
+      std::lock_guard ops(ops_mu_);
+      for (const auto& im : *images) {
+        if (!erofs_mounted_on(im.mountpoint)) {
+          spdlog::info("failover: {} is no longer mounted: not re-bound", im.mountpoint);
+          continue;
+        }
+        if (auto st = rebind(im); !st) {
+          spdlog::error("failover: re-binding {}: {} (its reads fail)", im.mountpoint,
+                        st.error().to_string());
+          continue;
+        }
+        ++rebound;
+      }
+    }
+    persist();
+    if (auto st = cachefiles_->restore(); !st) {
+      spdlog::error("failover: {}", st.error().to_string());
+      return;
+    }
+    spdlog::info("failover: restored /dev/cachefiles with {} of {} image(s) re-bound", rebound,
+                 images->size());
+    sd::status(fmt::format("took over /dev/cachefiles; {} image(s) re-bound", rebound));
+  }
+
+  // ops_mu_ held.
+  base::Status rebind(const PersistedImage& im) {
+    Bound b;
+    std::shared_ptr<Backend> backend;
+    if (!im.reference.empty()) {
+      auto ref = registry::Reference::parse(im.reference);
+      if (!ref) {
+        return base::Unexpected(ref.error().wrap("reference '" + im.reference + "'"));
+      }
+      CFN_ASSIGN_OR_RETURN(auto client, client_for(im.registry, *ref));
+      backend = make_registry_backend(std::move(client), *ref);
+      b.reference = im.reference;
+      b.manifest_digest = im.manifest_digest;
+      b.registry = im.registry;
+    } else {
+      CFN_ASSIGN_OR_RETURN(auto local, make_localfs_backend(im.blob_dir));
+      backend = std::move(local);
+      b.blob_dir = im.blob_dir;
+    }
+    CFN_ASSIGN_OR_RETURN(b.image, BoundImage::open(im.bootstrap, std::move(backend), *cache_));
+    CFN_TRY(cachefiles_->rebind(b.image, im.fsid, im.domain_id, im.mountpoint));
+    b.frontend = Frontend::kCachefiles;
+    b.fsid = im.fsid;
+    b.domain_id = im.domain_id;
+    spdlog::info("failover: re-bound {} on {} (fsid {})", b.image->bootstrap_path(), im.mountpoint,
+                 im.fsid);
+    std::lock_guard lk(mu_);
+    bound_.emplace(im.mountpoint, std::move(b));
+    return {};
+  }
+
+  // The cachefiles images as the state file lists them (plus `extra`, a bind in
+  // progress). ops_mu_ held.
+  void persist(const PersistedImage* extra = nullptr) {
+    if (!cachefiles_) {
+      return;
+    }
+    std::vector<PersistedImage> images;
+    {
+      std::lock_guard lk(mu_);
+      for (const auto& [mp, b] : bound_) {
+        if (b.frontend != Frontend::kCachefiles) {
+          continue;
+        }
+        PersistedImage im;
+        im.mountpoint = mp;
+        im.fsid = b.fsid;
+        im.domain_id = b.domain_id;
+        im.bootstrap = b.image->bootstrap_path();
+        im.blob_dir = b.blob_dir;
+        im.reference = b.reference;
+        im.manifest_digest = b.manifest_digest;
+        im.registry = b.registry;
+        images.push_back(std::move(im));
+      }
+    }
+    if (extra != nullptr) {
+      images.push_back(*extra);
+    }
+    if (auto st = save_state(state_path(config_.cache_dir), images); !st) {
+      static base::RateLimit rl;
+      if (rl.allow()) {
+        spdlog::error("{}: a restarted daemon could not serve these mounts",
+                      st.error().to_string());
       }
     }
   }
@@ -329,6 +584,7 @@ class ServiceImpl final : public Service {
       bootstrap = pulled.bootstrap_path;
       b.reference = ref->to_string();
       b.manifest_digest = pulled.manifest_digest;
+      b.registry = ropts;
       backend = make_registry_backend(std::move(client), *ref);
     } else {
       CFN_ASSIGN_OR_RETURN(auto local, make_localfs_backend(blob_dir));
@@ -353,7 +609,22 @@ class ServiceImpl final : public Service {
         CFN_ASSIGN_OR_RETURN(auto boot, base::read_file(image->bootstrap_path()));
         fsid = default_fsid(boot);
       }
-      CFN_TRY(cachefiles_->mount(image, fsid, domain_id, mp));
+      // In the state file before mount(2): a daemon that dies inside it leaves a mount
+      // whose OPENs the next daemon must answer.
+      PersistedImage pending;
+      pending.mountpoint = mp;
+      pending.fsid = fsid;
+      pending.domain_id = domain_id;
+      pending.bootstrap = image->bootstrap_path();
+      pending.blob_dir = blob_dir;
+      pending.reference = b.reference;
+      pending.manifest_digest = b.manifest_digest;
+      pending.registry = b.registry;
+      persist(&pending);
+      if (auto st = cachefiles_->mount(image, fsid, domain_id, mp); !st) {
+        persist();
+        return base::Unexpected(st.error());
+      }
       b.fsid = fsid;
       b.domain_id = domain_id;
     } else {
@@ -367,8 +638,13 @@ class ServiceImpl final : public Service {
                  frontend_name(fe), image->blobs().size(), image->backend().describe(),
                  listed_chunks);
     json answer = describe(mp, b);
-    std::lock_guard lk(mu_);
-    bound_.emplace(mp, std::move(b));
+    {
+      std::lock_guard lk(mu_);
+      bound_.emplace(mp, std::move(b));
+    }
+    if (fe == Frontend::kCachefiles) {
+      persist();
+    }
     return answer;
   }
 
@@ -391,8 +667,14 @@ class ServiceImpl final : public Service {
     }
     // ops_mu_ keeps *b alive: only bind/unbind/unmount_all change bound_.
     CFN_TRY(unmount_one(mp, *b, force));
-    std::lock_guard lk(mu_);
-    bound_.erase(mp);
+    const bool cachefiles = b->frontend == Frontend::kCachefiles;
+    {
+      std::lock_guard lk(mu_);
+      bound_.erase(mp);
+    }
+    if (cachefiles) {
+      persist();
+    }
     spdlog::info("unbound {}", mp);
     return json::object();
   }
@@ -577,8 +859,10 @@ class ServiceImpl final : public Service {
   std::unique_ptr<ControlServer> control_;
   base::UniqueFd signal_fd_;
   std::thread shutdown_thread_;
-  std::mutex ops_mu_;  // serializes bind, unbind and shutdown
-  std::mutex mu_;      // guards bound_
+  bool adopted_ = false;                  // cachefiles_ took over a handed-over /dev/cachefiles
+  std::optional<FdHolderClient> holder_;  // fd_holder on: our connection, for our life
+  std::mutex ops_mu_;                     // serializes bind, unbind and shutdown
+  std::mutex mu_;                         // guards bound_
   std::map<std::string, Bound> bound_;
   std::mutex clients_mu_;  // guards clients_
   // host + options -> the client shared by every image bound with them (and by their

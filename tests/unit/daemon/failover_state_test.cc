@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "daemon/failover_state.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+namespace cfnd {
+namespace {
+
+std::vector<PersistedImage> sample() {
+  PersistedImage local;
+  local.mountpoint = "/mnt/a b";  // spaces survive
+  local.fsid = "fsid-a";
+  local.bootstrap = "/images/a/image.boot";
+  local.blob_dir = "/images/a/blobs";
+  PersistedImage remote;
+  remote.mountpoint = "/mnt/b";
+  remote.fsid = "0123456789abcdef0123456789abcdef";
+  remote.domain_id = "shared";
+  remote.bootstrap = "/var/cache/cachefilesd-nydus/bootstraps/x.boot";
+  remote.reference = "127.0.0.1:5000/demo:latest";
+  remote.manifest_digest = "sha256:" + std::string(64, 'e');
+  remote.registry.plain_http = true;
+  remote.registry.retries = 7;
+  remote.registry.mirrors["docker.io"] = {"http://127.0.0.1:5001"};
+  return {local, remote};
+}
+
+TEST(FailoverState, RoundTrip) {
+  const auto images = sample();
+  const std::string text = serialize_state(images);
+  auto back = parse_state(text);
+  ASSERT_TRUE(back) << back.error().to_string();
+  EXPECT_EQ(*back, images);
+  EXPECT_EQ(serialize_state(*back), text);  // canonical
+  auto empty = parse_state(serialize_state({}));
+  ASSERT_TRUE(empty) << empty.error().to_string();
+  EXPECT_TRUE(empty->empty());
+}
+
+TEST(FailoverState, RejectsCorruptInput) {
+  const std::string good = serialize_state(sample());
+  const char* bad[] = {
+      "",
+      "{",
+      "[]",
+      "null",
+      R"({"images":[]})",                // no version
+      R"({"version":2,"images":[]})",    // a newer daemon's file
+      R"({"version":"1","images":[]})",  // mistyped version
+      R"({"version":1})",                // no images
+      R"({"version":1,"images":{}})",    // images not an array
+      R"({"version":1,"images":[5]})",   // an image that is no object
+      R"({"version":1,"images":[{"fsid":"f","bootstrap":"/b","blob_dir":"/d"}]})",  // no mp
+      R"({"version":1,"images":[{"mountpoint":"","fsid":"f","bootstrap":"/b","blob_dir":"/d"}]})",
+      R"({"version":1,"images":[{"mountpoint":"/m","fsid":1,"bootstrap":"/b","blob_dir":"/d"}]})",
+      R"({"version":1,"images":[{"mountpoint":"/m","fsid":"f","bootstrap":"/b"}]})",  // no source
+      R"({"version":1,"images":[{"mountpoint":"/m","fsid":"f","bootstrap":"/b","blob_dir":"/d",)"
+      R"("reference":"r","manifest_digest":"sha256:x","registry":{}}]})",  // both sources
+      R"({"version":1,"images":[{"mountpoint":"/m","fsid":"f","bootstrap":"/b",)"
+      R"("reference":"r","manifest_digest":"d"}]})",  // no registry options
+      R"({"version":1,"images":[{"mountpoint":"/m","fsid":"f","bootstrap":"/b",)"
+      R"("reference":"r","manifest_digest":"d","registry":{"retries":"x"}}]})",
+      R"({"version":1,"images":[{"mountpoint":"/m","fsid":"f","bootstrap":"/b","blob_dir":"/d",)"
+      R"("extra":1}]})",  // unknown key
+      R"({"version":1,"images":[{"mountpoint":"/m","fsid":"f","bootstrap":"/b","blob_dir":"/d"},)"
+      R"({"mountpoint":"/m","fsid":"g","bootstrap":"/b","blob_dir":"/d"}]})",  // twice
+      R"({"version":1,"images":[{"mountpoint":"/m\u0000x","fsid":"f","bootstrap":"/b",)"
+      R"("blob_dir":"/d"}]})",  // NUL
+  };
+  for (const char* b : bad) {
+    auto r = parse_state(b);
+    ASSERT_FALSE(r) << b;
+    EXPECT_EQ(r.error().code, EINVAL) << b;
+  }
+  // Every truncation of a good file is refused, never half-read.
+  for (std::size_t n = 0; n + 2 < good.size(); ++n) {
+    EXPECT_FALSE(parse_state(good.substr(0, n))) << n;
+  }
+}
+
+TEST(FailoverState, SaveAndLoad) {
+  char tmpl[] = "/tmp/failover-state-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string path = state_path(dir);
+  auto none = load_state(path);
+  ASSERT_TRUE(none) << none.error().to_string();
+  EXPECT_TRUE(none->empty());
+  ASSERT_TRUE(save_state(path, sample()));
+  auto back = load_state(path);
+  ASSERT_TRUE(back) << back.error().to_string();
+  EXPECT_EQ(*back, sample());
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_EQ(std::filesystem::status(dir + "/state").permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_all);
+  ASSERT_TRUE(save_state(path, {}));
+  back = load_state(path);
+  ASSERT_TRUE(back);
+  EXPECT_TRUE(back->empty());
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace cfnd
