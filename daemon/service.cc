@@ -112,6 +112,10 @@ class ServiceImpl final : public Service {
     CFN_ASSIGN_OR_RETURN(cache_, BlobCache::create(opts));
     CFN_ASSIGN_OR_RETURN(auto handed, take_handed_over_devfd());
     CFN_TRY(pick_frontend(std::move(handed)));
+    if (!cachefiles_ && holder_) {
+      spdlog::info("no cachefiles front end: the fd holder is not needed");
+      release_devfd();
+    }
     CFN_ASSIGN_OR_RETURN(loop_, EventLoop::create());
     CFN_ASSIGN_OR_RETURN(control_,
                          ControlServer::listen(config_.socket_path,
@@ -350,10 +354,9 @@ class ServiceImpl final : public Service {
 
   // Clean shutdown, nothing mounted: the kernel may drop the cache with our fd.
   void release_devfd() {
-    if (!cachefiles_) {
-      return;
+    if (cachefiles_) {
+      sd::remove_fds(kDevFdName);
     }
-    sd::remove_fds(kDevFdName);
     if (holder_) {
       if (auto st = holder_->release(); !st) {
         spdlog::warn("fd holder: {}", st.error().to_string());

@@ -9,7 +9,9 @@ socket), and checks:
   - when READY=1 arrives the control socket already answers a ping;
   - SIGTERM gives STOPPING=1 and the daemon exits 0;
   - an abstract-namespace NOTIFY_SOCKET ("@name") works too;
-  - a daemon that cannot start sends ERRNO= instead of READY=1 and exits non-zero.
+  - a daemon that cannot start sends ERRNO= instead of READY=1 and exits non-zero;
+  - an fd passed as LISTEN_FDNAMES=cachefiles that is not /dev/cachefiles (a pipe) is
+    closed, not adopted, and the daemon starts as usual (failover hand-over check).
 
 Exit 0 pass, 1 fail, 77 skip (the daemon cannot start here, for the reason printed).
 Environment: CFN_BUILD_DIR (the meson build root).
@@ -190,6 +192,49 @@ def start_failure(work, manager):
           f"STATUS={msgs[-1].get('STATUS')!r}")
 
 
+def bogus_handover(work, manager):
+    """A pipe's write end passed as the fd store's 'cachefiles': the daemon must close it."""
+    r, w = os.pipe()
+    cache = os.path.join(work, "cache-bogus")
+    sock = os.path.join(work, "bogus.sock")
+    log_path = os.path.join(work, "bogus.log")
+    env = dict(os.environ, NOTIFY_SOCKET=manager.env_value, LISTEN_FDS="1",
+               LISTEN_FDNAMES="cachefiles")
+
+    def place():
+        os.dup2(w, 3)
+
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            ["sh", "-c", 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"', "sh", DAEMON,
+             "--cache-dir", cache, "--socket", sock, "--log-level", "info"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, pass_fds=(3,),
+            preexec_fn=place)
+    os.close(w)
+    try:
+        ready, seen = manager.wait_for("READY", time.monotonic() + 30, proc)
+        if ready is None:
+            fail(f"[bogus] no READY=1 with a bogus handed-over fd (messages {seen})",
+                 read(log_path))
+        # Every write end is closed (ours, and the daemon's fd 3): end of file.
+        os.set_blocking(r, False)
+        try:
+            eof = os.read(r, 1) == b""
+        except BlockingIOError:
+            eof = False
+        if not eof:
+            fail("[bogus] the daemon kept the bogus 'cachefiles' fd open", read(log_path))
+        if "closing an fd named 'cachefiles'" not in read(log_path):
+            fail("[bogus] no log line about the refused fd", read(log_path))
+        print("[bogus] a handed-over 'cachefiles' fd that is a pipe was closed, not adopted")
+        proc.send_signal(signal.SIGTERM)
+        if proc.wait(timeout=30) != 0:
+            fail(f"[bogus] exit {proc.returncode} after SIGTERM", read(log_path))
+    finally:
+        os.close(r)
+        stop(proc)
+
+
 def main():
     if not os.access(DAEMON, os.X_OK):
         fail(f"{DAEMON} missing: build first")
@@ -199,6 +244,7 @@ def main():
         abstract = Manager(f"\0cfn-sdnotify-{os.getpid()}")
         lifecycle(work, abstract, "abstract")
         start_failure(work, manager)
+        bogus_handover(work, manager)
     print("PASS")
 
 

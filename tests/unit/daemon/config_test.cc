@@ -16,6 +16,25 @@ TEST(Config, DefaultsAndOverrides) {
   EXPECT_EQ(c->batch_size, 1U << 20);
 }
 
+TEST(Config, FdHolder) {
+  auto d = parse_config("{}");
+  ASSERT_TRUE(d);
+  EXPECT_FALSE(d->fd_holder);
+  EXPECT_EQ(d->fd_holder_grace_s, 300U);
+  auto c = parse_config(R"({"fd_holder":true,"fd_holder_grace_s":0})");
+  ASSERT_TRUE(c) << c.error().to_string();
+  EXPECT_TRUE(c->fd_holder);
+  EXPECT_EQ(c->fd_holder_grace_s, 0U);
+  EXPECT_EQ(fd_holder_socket("/run/x/control.sock"), "/run/x/control.sock.fds");
+  for (const char* bad :
+       {R"({"fd_holder":1})", R"({"fd_holder_grace_s":-1})", R"({"fd_holder_grace_s":true})",
+        R"({"fd_holder_grace_s":99999999999})"}) {
+    auto r = parse_config(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, EINVAL) << bad;
+  }
+}
+
 TEST(Config, RejectsBadInput) {
   for (const char* bad :
        {"", "[]", "{", R"({"nope":1})", R"({"frontend":"x"})", R"({"fill_threads":0})",
