@@ -176,5 +176,37 @@ TEST(FdHolder, KeepsAndHandsOverAFd) {
   std::filesystem::remove_all(tmpl);
 }
 
+// A daemon that dies and is never restarted: after `grace` without a connection the
+// holder closes what it holds and exits (here 1 s), so waiting readers get EIO.
+TEST(FdHolder, GivesUpAfterGrace) {
+  char tmpl[] = "/tmp/fd-holder-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string path = std::string(tmpl) + "/h.sock";
+  int rc = -1;
+  std::thread holder([&] { rc = run_fd_holder(path, std::chrono::seconds(1)); });
+  base::Result<FdHolderClient> c = base::make_error(ENOENT, "");
+  for (int i = 0; i < 500 && !c; ++i) {
+    c = FdHolderClient::connect(path);
+    if (!c) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  ASSERT_TRUE(c) << c.error().to_string();
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  base::UniqueFd r(p[0]);
+  {
+    base::UniqueFd w(p[1]);
+    ASSERT_TRUE(c->put("cachefiles", w.get()));
+  }
+  c = base::make_error(ENOENT, "");  // the daemon dies; nobody comes back
+  holder.join();                     // returns once the grace period is over
+  EXPECT_EQ(rc, 0);
+  char ch = 0;
+  EXPECT_EQ(::read(r.get(), &ch, 1), 0);  // the holder's dup is closed too
+  EXPECT_FALSE(std::filesystem::exists(path));
+  std::filesystem::remove_all(tmpl);
+}
+
 }  // namespace
 }  // namespace cfnd
