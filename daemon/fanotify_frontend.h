@@ -27,7 +27,9 @@
 // (fsnotify_prepare_user_wait) and still waits for, and gets, our answer; a read racing
 // with the removal is let through without an event (prepare_user_wait fails), which is
 // right since every byte is present. Completeness only ever grows, so a mark is never
-// needed again once removed.
+// needed again once removed. Consequence: the blob cache no longer hears of reads of a
+// complete blob through this front end (CachedBlob::demanded_chunks records only the
+// reads made while the blob was incomplete).
 #pragma once
 
 #include <sys/types.h>
