@@ -32,7 +32,6 @@ struct PersistedImage {
   std::string reference;  // a registry image; empty for a local one
   std::string manifest_digest;
   RegistryOptions registry;  // the options the bind used (registry images)
-
 };
 
 // Equal fields; registry options compared by their canonical JSON.
