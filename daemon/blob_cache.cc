@@ -474,14 +474,14 @@ base::Status BlobImpl::fill(std::uint64_t off, std::uint64_t len, int write_fd) 
   m.fill_requests.fetch_add(1, std::memory_order_relaxed);
   len = std::min(len, size() - off);
   const auto [first, last] = meta_.chunks_in_range(off, len);
+  bool any_absent = false;  // else every chunk is present or someone else's fetch
   {
     std::lock_guard lk(mu_);
+    bool all = true;
     for (std::uint32_t ci = first; ci < last; ++ci) {
       demanded_[ci] = true;
-    }
-    bool all = true;
-    for (std::uint32_t ci = first; ci < last && all; ++ci) {
-      all = state_[ci] == ChunkState::kPresent;
+      all = all && state_[ci] == ChunkState::kPresent;
+      any_absent = any_absent || state_[ci] == ChunkState::kAbsent;
     }
     if (all) {
       m.hits.fetch_add(1, std::memory_order_relaxed);
@@ -493,11 +493,13 @@ base::Status BlobImpl::fill(std::uint64_t off, std::uint64_t len, int write_fd) 
   OnDemandScope scope(*shared_);
 
   // Widen forward to a batch of uncompressed bytes, never beyond the blob. Chunks of
-  // the widening that someone else is fetching are not waited for.
+  // the widening that someone else is fetching are not waited for. A fill that only
+  // waits for others' fetches (a prefetch list's, say) does not widen: that would
+  // fetch bytes nobody asked for before it even looks at its own chunks.
   const auto& chunks = meta_.chunks();
   std::uint32_t wlast = last;
   const std::uint64_t base_off = chunks[first].uncompressed_offset;
-  while (wlast < chunks.size() &&
+  while (any_absent && wlast < chunks.size() &&
          chunks[wlast].uncompressed_offset + chunks[wlast].uncompressed_size - base_off <= batch_) {
     ++wlast;
   }
