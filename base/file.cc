@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 
 #include "base/defer.h"
 #include "base/unique_fd.h"
@@ -77,9 +78,17 @@ Status write_full(int fd, Bytes buf) {
 }
 
 Status write_file_atomic(const std::string& path, Bytes data, mode_t mode) {
-  std::string tmp = path + ".tmp";
-  CFN_ASSIGN_OR_RETURN(UniqueFd fd, UniqueFd::open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode));
+  // A name of its own (mkostemp), so two writers of the same path (two binds of one
+  // image) never write into one temporary and never rename a half-written file.
+  std::string tmp = path + ".tmp.XXXXXX";
+  UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
+  if (!fd) {
+    return errno_error("create " + tmp);
+  }
   auto cleanup = defer([&] { ::unlink(tmp.c_str()); });
+  if (::fchmod(fd.get(), mode) != 0) {
+    return errno_error("chmod " + tmp);
+  }
   if (auto r = write_full(fd.get(), data); !r) {
     return Unexpected(std::move(r).error().wrap(tmp));
   }

@@ -571,16 +571,21 @@ class ServiceImpl final : public Service {
     if (!ref) {
       CFN_ASSIGN_OR_RETURN(blob_dir, abs_dir(blob_dir_in, "blob dir"));
     }
-    std::lock_guard ops(ops_mu_);
-    {
+    auto check_free = [&]() -> base::Status {
       std::lock_guard lk(mu_);
       if (bound_.contains(mp)) {
         return base::errorf(EBUSY, "an image is already bound on {}", mp);
       }
-    }
+      return {};
+    };
+    CFN_TRY(check_free());
     Bound b;
     std::shared_ptr<Backend> backend;
     if (ref) {
+      // The manifest and bootstrap download runs before ops_mu_: a slow or stalled
+      // registry must not hold up other binds, unbinds or shutdown (the bootstrap
+      // file is renamed into place whole, so concurrent pulls of one image are
+      // harmless).
       CFN_ASSIGN_OR_RETURN(auto client, client_for(ropts, *ref));
       CFN_ASSIGN_OR_RETURN(
           auto pulled, pull_bootstrap(*client, *ref, config_.cache_dir, ropts.max_bootstrap_bytes));
@@ -589,10 +594,13 @@ class ServiceImpl final : public Service {
       b.manifest_digest = pulled.manifest_digest;
       b.registry = ropts;
       backend = make_registry_backend(std::move(client), *ref);
-    } else {
+    }
+    if (!ref) {
       CFN_ASSIGN_OR_RETURN(auto local, make_localfs_backend(blob_dir));
       backend = std::move(local);
     }
+    // Opening the blobs may read their chunk-info tables through the backend: also
+    // outside ops_mu_.
     CFN_ASSIGN_OR_RETURN(auto image, BoundImage::open(bootstrap, std::move(backend), *cache_));
     // The prefetch list (the bootstrap's prefetch table) starts before the mount, so
     // its reads are in flight while the kernel mounts and the workload starts.
@@ -602,6 +610,8 @@ class ServiceImpl final : public Service {
       listed_chunks += listed[i].size();
       cache_->prefetch_chunks(image->blobs()[i], std::move(listed[i]));
     }
+    std::lock_guard ops(ops_mu_);
+    CFN_TRY(check_free());  // again: another bind may have taken mp meanwhile
     b.image = image;
     b.frontend = fe;
     b.blob_dir = blob_dir;

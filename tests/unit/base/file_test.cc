@@ -30,7 +30,13 @@ TEST_F(FileTest, AtomicWriteThenRead) {
   auto data = read_file(path);
   ASSERT_TRUE(data);
   EXPECT_EQ(as_chars(*data), "hello");
-  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  // Nothing but the file is left in the directory.
+  std::size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir_)) {
+    EXPECT_EQ(e.path().filename(), "f");
+    ++n;
+  }
+  EXPECT_EQ(n, 1U);
 }
 
 TEST_F(FileTest, ReadMissingFileNamesPath) {
