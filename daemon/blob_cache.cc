@@ -49,6 +49,13 @@ constexpr std::uint64_t kMaxMetaBytes = 1ULL << 30;
 // A huge fill (or a prefetch step) is fetched in rounds of at most this many batches,
 // so its buffers stay bounded and early chunks are released early.
 constexpr std::uint64_t kBatchesPerRound = 8;
+// A chunk whose backend read failed for good (after the registry client's own
+// retries and timeouts) fails further fills at once for this long. The kernel
+// retries a failed read (readahead, then the page alone): without the hold each
+// retry spent the whole retry budget again, so a stalled registry gave EIO only
+// after two or three times the configured timeouts. Short, so a registry that
+// recovers is used again at the next read.
+constexpr auto kFailHold = std::chrono::seconds(1);
 
 enum class ChunkState : std::uint8_t { kAbsent, kInFlight, kPresent };
 
@@ -113,7 +120,8 @@ class BlobImpl final : public CachedBlob {
         batch_(batch),
         state_(meta_.chunks().size(), ChunkState::kAbsent),
         flight_(meta_.chunks().size()),
-        demanded_(meta_.chunks().size(), false) {}
+        demanded_(meta_.chunks().size(), false),
+        failed_until_(meta_.chunks().size()) {}
 
   [[nodiscard]] const erofs::BlobInfo& info() const override { return info_; }
   [[nodiscard]] const std::string& path() const override { return path_; }
@@ -234,7 +242,10 @@ class BlobImpl final : public CachedBlob {
   std::vector<ChunkState> state_;
   std::vector<std::shared_ptr<Flight>> flight_;  // set while kInFlight
   std::uint64_t present_ = 0;
-  mutable std::vector<bool> demanded_;              // by ci: asked for by ready() or fill()
+  mutable std::vector<bool> demanded_;  // by ci: asked for by ready() or fill()
+  // by ci: until when a failed backend read fails fills at once (kFailHold)
+  std::vector<std::chrono::steady_clock::time_point> failed_until_;
+  std::optional<base::Error> last_backend_error_;
   std::vector<std::function<void()>> on_complete_;  // run once when present_ reaches all
 };
 
@@ -389,6 +400,8 @@ std::uint64_t BlobImpl::run_round(const Round& round, int write_fd) {
   thread_local std::vector<std::byte> plain;
   std::vector<std::uint32_t> done;
   std::map<std::uint32_t, base::Error> errors;
+  std::vector<std::uint32_t> backend_failed;
+  std::optional<base::Error> backend_error;
   std::uint64_t filled = 0;
   auto fail = [&](std::uint32_t ci, base::Error e) { errors.emplace(ci, std::move(e)); };
   for (std::size_t r = 0; r < runs.size(); ++r) {
@@ -400,7 +413,9 @@ std::uint64_t BlobImpl::run_round(const Round& round, int write_fd) {
                       reads[r].offset, reads[r].out.size(), reads[r].result.error().to_string())};
       for (std::size_t i = runs[r].first; i < runs[r].last; ++i) {
         fail(order[i], e);
+        backend_failed.push_back(order[i]);
       }
+      backend_error = e;
       continue;
     }
     m.backend_bytes.fetch_add(reads[r].out.size(), std::memory_order_relaxed);
@@ -448,6 +463,13 @@ std::uint64_t BlobImpl::run_round(const Round& round, int write_fd) {
     for (std::uint32_t ci : done) {
       state_[ci] = ChunkState::kPresent;
     }
+    const auto hold = std::chrono::steady_clock::now() + kFailHold;
+    for (std::uint32_t ci : backend_failed) {
+      failed_until_[ci] = hold;
+    }
+    if (backend_error) {
+      last_backend_error_ = std::move(backend_error);
+    }
     present_ += done.size();
     round.flight->done = true;
     round.flight->errors = std::move(errors);
@@ -487,6 +509,13 @@ base::Status BlobImpl::fill(std::uint64_t off, std::uint64_t len, int write_fd) 
       m.hits.fetch_add(1, std::memory_order_relaxed);
       record_latency(m, std::chrono::steady_clock::now() - t0);
       return {};
+    }
+    for (std::uint32_t ci = first; ci < last; ++ci) {
+      if (state_[ci] == ChunkState::kAbsent && failed_until_[ci] > t0 && last_backend_error_) {
+        m.misses.fetch_add(1, std::memory_order_relaxed);
+        return base::Unexpected(last_backend_error_->wrap(
+            fmt::format("chunk {} failed less than {} s ago", ci, kFailHold.count())));
+      }
     }
   }
   m.misses.fetch_add(1, std::memory_order_relaxed);

@@ -448,21 +448,16 @@ class RegistryClient final : public Client {
       return;
     }
     if (!source) {
-      // No read got through: the rest go to the origin as it stands, each to meet
-      // (and retry) whatever the first met.
-      auto ep = origin(repo);
-      if (!ep) {
-        for (RangeRead* r : rest) {
-          r->result = base::Unexpected(ep.error());
-        }
-        return;
+      // The lone read failed for good (after its retries, on every endpoint): the
+      // rest would meet the same and spend the same time again, so a stalled
+      // registry failed a fill only after twice (retries + 1) x stall_timeout. They
+      // fail now: a read_blob_ranges call takes at most one read's retries.
+      const base::Error& e = todo[first - 1]->result.error();
+      for (RangeRead* r : rest) {
+        r->result = base::Unexpected(base::Error{e.code, "not tried after: " + e.message});
       }
-      source = BlobSource{*ep, repo_url(*ep, repo.repository, "/blobs/" + digest), ""};
-      if (auto a = authorization(*ep, {scope_pull(repo.repository)}); a) {
-        source->authorization = std::move(*a);
-      }
+      return;
     }
-
     // The rest on one multi handle: up to max_parallel connections to the host
     // (HTTP/2 streams where offered), each range with its own retries.
     std::deque<RangeBody> bodies;
