@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "erofs/reader.h"
@@ -17,6 +18,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   (void)img->chunk_table();
   (void)img->prefetch_table();
   (void)img->lookup_path("/a/b/../c");
+  // walk() bounds itself (cycles are an error); the callback bounds the work.
+  int visits = 4096;
+  (void)img->walk(img->root(), "/", [&](const std::string&, erofs::Nid, const erofs::InodeInfo&) {
+    return --visits > 0;
+  });
   std::set<erofs::Nid> seen;
   std::vector<erofs::Nid> todo{img->root()};
   int budget = 4096;
