@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -313,16 +314,9 @@ class CurlTransport final : public Transport {
 
   base::Status init() {
     global_init();
-    share_.reset(curl_share_init());
-    if (!share_) {
+    if (thread_share() == nullptr) {
       return base::errorf(ENOMEM, "curl_share_init failed");
     }
-    curl_share_setopt(share_.get(), CURLSHOPT_LOCKFUNC, &CurlTransport::lock_cb);
-    curl_share_setopt(share_.get(), CURLSHOPT_UNLOCKFUNC, &CurlTransport::unlock_cb);
-    curl_share_setopt(share_.get(), CURLSHOPT_USERDATA, this);
-    curl_share_setopt(share_.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-    curl_share_setopt(share_.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-    curl_share_setopt(share_.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
     return {};
   }
 
@@ -373,11 +367,25 @@ class CurlTransport final : public Transport {
   }
 
  private:
-  static void lock_cb(CURL*, curl_lock_data data, curl_lock_access, void* user) {
-    static_cast<CurlTransport*>(user)->locks_[static_cast<std::size_t>(data)].lock();
-  }
-  static void unlock_cb(CURL*, curl_lock_data data, void* user) {
-    static_cast<CurlTransport*>(user)->locks_[static_cast<std::size_t>(data)].unlock();
+  // This transport's share object in the calling thread: DNS cache, TLS sessions and
+  // idle connections, reused by every request the thread makes. Not one share for all
+  // threads: libcurl's shared connection cache is not safe between concurrent threads
+  // (its known bug "A shared connection cache is not thread-safe"); with several fill
+  // threads and prefetch-list workers reading at once, transfers hung for good in
+  // curl_multi_poll. Easy handles live within one call in one thread, so they never
+  // outlive the thread's share. nullptr when curl_share_init fails.
+  CURLSH* thread_share() const {
+    thread_local std::map<std::uint64_t, SharePtr> shares;  // by transport id
+    SharePtr& sh = shares[id_];
+    if (!sh) {
+      sh.reset(curl_share_init());
+      if (sh) {
+        curl_share_setopt(sh.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+        curl_share_setopt(sh.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+        curl_share_setopt(sh.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+      }
+    }
+    return sh.get();
   }
 
   // Runs every transfer to kDone on multi, in this thread.
@@ -593,7 +601,11 @@ class CurlTransport final : public Transport {
     }
     add_header("Expect:");
 
-    curl_easy_setopt(easy, CURLOPT_SHARE, share_.get());
+    CURLSH* share = thread_share();
+    if (share == nullptr) {
+      return base::errorf(ENOMEM, "curl_share_init failed");
+    }
+    curl_easy_setopt(easy, CURLOPT_SHARE, share);
     curl_easy_setopt(easy, CURLOPT_URL, req.url.c_str());
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -749,8 +761,9 @@ class CurlTransport final : public Transport {
   }
 
   TransportConfig config_;
-  SharePtr share_;
-  std::array<std::mutex, CURL_LOCK_DATA_LAST> locks_;
+  // Unique over the process (an address could be reused by a later transport).
+  const std::uint64_t id_ = next_transport_id_.fetch_add(1);
+  static inline std::atomic<std::uint64_t> next_transport_id_{1};
 };
 
 }  // namespace
