@@ -49,8 +49,8 @@ constexpr std::uint64_t kMaxMetaBytes = 1ULL << 30;
 // A huge fill (or a prefetch step) is fetched in rounds of at most this many batches,
 // so its buffers stay bounded and early chunks are released early.
 constexpr std::uint64_t kBatchesPerRound = 8;
-// A chunk whose backend read failed for good (after the registry client's own
-// retries and timeouts) fails further fills at once for this long. The kernel
+// A chunk whose backend read timed out for good (stall or request timeout, after
+// the registry client's own retries) fails further fills at once for this long. The kernel
 // retries a failed read (readahead, then the page alone): without the hold each
 // retry spent the whole retry budget again, so a stalled registry gave EIO only
 // after two or three times the configured timeouts. Short, so a registry that
@@ -411,11 +411,19 @@ std::uint64_t BlobImpl::run_round(const Round& round, int write_fd) {
           EIO,
           fmt::format("blob {}: {} at {} (+{}): {}", info_.id, backend_->describe(),
                       reads[r].offset, reads[r].out.size(), reads[r].result.error().to_string())};
+      // Only a timeout is held (kFailHold): it is the failure that costs the
+      // reader the whole budget again; a refused connection fails fast anyway, and
+      // the next read must see a registry that is back at once.
+      const bool timed_out = reads[r].result.error().code == ETIMEDOUT;
       for (std::size_t i = runs[r].first; i < runs[r].last; ++i) {
         fail(order[i], e);
-        backend_failed.push_back(order[i]);
+        if (timed_out) {
+          backend_failed.push_back(order[i]);
+        }
       }
-      backend_error = e;
+      if (timed_out) {
+        backend_error = e;
+      }
       continue;
     }
     m.backend_bytes.fetch_add(reads[r].out.size(), std::memory_order_relaxed);
