@@ -4,7 +4,6 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -13,21 +12,12 @@
 #include <thread>
 
 #include "base/log.h"
+#include "base/unix_socket.h"
 
 namespace cfnd {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-base::Result<sockaddr_un> make_addr(const std::string& path) {
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof a.sun_path) {
-    return base::errorf(ENAMETOOLONG, "socket path '{}' empty or too long", path);
-  }
-  std::memcpy(a.sun_path, path.data(), path.size());
-  return a;
-}
 
 int ms_left(Clock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
@@ -168,7 +158,7 @@ class Server final : public ControlServer {
 
 base::Result<std::unique_ptr<ControlServer>> ControlServer::listen(const std::string& path,
                                                                    Handler handler) {
-  CFN_ASSIGN_OR_RETURN(auto addr, make_addr(path));
+  CFN_TRY(base::unix_address(path));  // a bad path fails before any probe or unlink
   auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) {
     std::error_code ec;
@@ -182,36 +172,14 @@ base::Result<std::unique_ptr<ControlServer>> ControlServer::listen(const std::st
     return base::errorf(EADDRINUSE, "a daemon already listens on {}", path);
   }
   ::unlink(path.c_str());
-  base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd) {
-    return base::errno_error("socket");
-  }
-  // Create it private: the umask closes the window between bind and chmod.
-  mode_t old = ::umask(0177);
-  int r = ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
-  int e = errno;
-  ::umask(old);
-  if (r != 0) {
-    return base::errno_error(e, "bind " + path);
-  }
-  ::chmod(path.c_str(), 0600);
-  if (::listen(fd.get(), 64) != 0) {
-    return base::errno_error("listen " + path);
-  }
+  CFN_ASSIGN_OR_RETURN(auto fd, base::listen_private(path, SOCK_STREAM, 64));
   return std::make_unique<Server>(std::move(fd), path, std::move(handler));
 }
 
 base::Result<std::string> control_call(const std::string& path, const std::string& request,
                                        std::chrono::milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
-  CFN_ASSIGN_OR_RETURN(auto addr, make_addr(path));
-  base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) {
-    return base::errno_error("socket");
-  }
-  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-    return base::errno_error("connect " + path);
-  }
+  CFN_ASSIGN_OR_RETURN(auto fd, base::connect_unix(path, SOCK_STREAM));
   CFN_TRY(send_all(fd.get(), request + "\n", deadline));
   return read_line(fd.get(), kMaxResponse, deadline);
 }

@@ -7,7 +7,6 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +15,7 @@
 #include <thread>
 
 #include "base/log.h"
+#include "base/unix_socket.h"
 
 namespace cfnd {
 namespace {
@@ -44,30 +44,15 @@ bool good_name(std::string_view name) {
   return true;
 }
 
-base::Result<sockaddr_un> unix_address(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof addr.sun_path) {
-    return base::errorf(ENAMETOOLONG, "fd holder socket path '{}' is empty or longer than {}", path,
-                        sizeof addr.sun_path - 1);
-  }
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  return addr;
-}
-
 base::Result<base::UniqueFd> connect_to(const std::string& path) {
-  CFN_ASSIGN_OR_RETURN(auto addr, unix_address(path));
-  base::UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  auto s = base::connect_unix(path, SOCK_SEQPACKET);
   if (!s) {
-    return base::errno_error("socket");
-  }
-  if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-    return base::errno_error("connect to the fd holder at " + path);
+    return base::Unexpected(std::move(s).error().wrap("the fd holder"));
   }
   // A holder that stops answering must not stall the daemon's start for ever.
   timeval tv{10, 0};
-  ::setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(s.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  ::setsockopt(s->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(s->get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   return s;
 }
 
@@ -340,29 +325,12 @@ base::Status FdHolderClient::release() {
 namespace {
 
 base::Result<base::UniqueFd> listen_holder(const std::string& path) {
-  CFN_ASSIGN_OR_RETURN(auto addr, unix_address(path));
+  CFN_TRY(base::unix_address(path));  // a bad path fails before the probe and the unlink
   if (auto live = connect_to(path); live) {
     return base::errorf(EADDRINUSE, "an fd holder already listens on {}", path);
   }
   ::unlink(path.c_str());  // stale
-  base::UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!s) {
-    return base::errno_error("socket");
-  }
-  const mode_t old = ::umask(0177);
-  const int rc = ::bind(s.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
-  const int err = errno;
-  ::umask(old);
-  if (rc != 0) {
-    return base::errno_error(err, "bind " + path);
-  }
-  if (::chmod(path.c_str(), 0600) != 0) {
-    return base::errno_error("chmod " + path);
-  }
-  if (::listen(s.get(), 8) != 0) {
-    return base::errno_error("listen " + path);
-  }
-  return s;
+  return base::listen_private(path, SOCK_SEQPACKET, 8);
 }
 
 constexpr std::size_t kMaxConnections = 8;
