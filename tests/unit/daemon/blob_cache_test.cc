@@ -50,6 +50,16 @@ struct TestBlob {
 };
 
 // sizes: uncompressed chunk sizes; each chunk starts 4 KiB aligned.
+// Polls done() until it holds or 20 s pass (a hang guard, not a timing check: the caller
+// asserts the state afterwards).
+template <typename Pred>
+void wait_until(Pred done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 TestBlob make_blob(const std::vector<std::uint32_t>& sizes, std::uint32_t seed = 1) {
   TestBlob b;
   std::mt19937 rng(seed);
@@ -550,10 +560,7 @@ TEST_F(BlobCacheTest, PrefetchFillsTheWholeBlob) {
   ASSERT_TRUE(blob);
   ASSERT_TRUE((*blob)->fill(b.chunks[20].uncompressed_offset, 1));
   c->prefetch(*blob);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while ((*blob)->ready_chunks() < 40 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  wait_until([&] { return (*blob)->ready_chunks() >= 40; });
   ASSERT_EQ((*blob)->ready_chunks(), 40U);
   for (std::uint32_t ci = 0; ci < 40; ++ci) {
     expect_chunk(**blob, b, ci);
@@ -575,10 +582,7 @@ TEST_F(BlobCacheTest, PrefetchListFetchesOnlyTheListedChunks) {
   // Unordered, repeated and out-of-range indexes are fine.
   const std::vector<std::uint32_t> listed = {30, 3, 4, 5, 30, 31, 12, 999};
   c->prefetch_chunks(*blob, listed);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while ((*blob)->ready_chunks() < 6 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  wait_until([&] { return (*blob)->ready_chunks() >= 6; });
   ASSERT_EQ((*blob)->ready_chunks(), 6U);
   EXPECT_EQ(c->metrics().prefetch_list_bytes.load(), 6U * 50000);
   EXPECT_EQ(c->metrics().prefetch_bytes.load(), 6U * 50000);
@@ -673,10 +677,7 @@ TEST_F(BlobCacheTest, PrefetchYieldsToOnDemandFills) {
   }
   cv.notify_all();
   t.join();
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while ((*blob)->ready_chunks() < 32 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  wait_until([&] { return (*blob)->ready_chunks() >= 32; });
   EXPECT_EQ((*blob)->ready_chunks(), 32U);
 }
 
@@ -766,10 +767,7 @@ TEST_F(BlobCacheTest, OnCompleteAfterRestartAndByPrefetch) {
     ASSERT_FALSE((*blob)->complete());
     ASSERT_TRUE((*blob)->on_complete([&] { calls++; }));
     c->prefetch(*blob);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (calls.load() == 0 && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    wait_until([&] { return calls.load() != 0; });
     EXPECT_EQ(calls.load(), 1);
     EXPECT_EQ((*blob)->ready_chunks(), 24U);
   }

@@ -123,6 +123,16 @@ TEST(FdHolderProtocol, SocketPairCarriesFds) {
   EXPECT_EQ(eof.error().code, ECONNRESET);
 }
 
+// A client of the holder started in a thread: retried until it listens (up to 5 s).
+base::Result<FdHolderClient> connect_when_listening(const std::string& path) {
+  base::Result<FdHolderClient> c = FdHolderClient::connect(path);
+  for (int i = 0; i < 500 && !c; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    c = FdHolderClient::connect(path);
+  }
+  return c;
+}
+
 // The holder itself, in a thread: a daemon puts a fd, "dies" (disconnects), the next
 // one gets the same open file back, then releases the holder, which exits.
 TEST(FdHolder, KeepsAndHandsOverAFd) {
@@ -131,13 +141,7 @@ TEST(FdHolder, KeepsAndHandsOverAFd) {
   const std::string path = std::string(tmpl) + "/h.sock";
   int rc = -1;
   std::thread holder([&] { rc = run_fd_holder(path, std::chrono::seconds(0)); });
-  base::Result<FdHolderClient> c = base::make_error(ENOENT, "");
-  for (int i = 0; i < 500 && !c; ++i) {
-    c = FdHolderClient::connect(path);
-    if (!c) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
+  base::Result<FdHolderClient> c = connect_when_listening(path);
   ASSERT_TRUE(c) << c.error().to_string();
   struct stat st {};
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
@@ -184,13 +188,7 @@ TEST(FdHolder, GivesUpAfterGrace) {
   const std::string path = std::string(tmpl) + "/h.sock";
   int rc = -1;
   std::thread holder([&] { rc = run_fd_holder(path, std::chrono::seconds(1)); });
-  base::Result<FdHolderClient> c = base::make_error(ENOENT, "");
-  for (int i = 0; i < 500 && !c; ++i) {
-    c = FdHolderClient::connect(path);
-    if (!c) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
+  base::Result<FdHolderClient> c = connect_when_listening(path);
   ASSERT_TRUE(c) << c.error().to_string();
   int p[2];
   ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
