@@ -193,30 +193,31 @@ class BufVec {
   // True when an add found no room (the reply would be incomplete: answer EIO).
   [[nodiscard]] bool overflowed() const { return overflowed_; }
   void add_mem(const void* p, std::size_t len) {
-    if (vec_->count == cap_) {
-      overflowed_ = true;
-      return;
+    if (fuse_buf* b = add(len)) {
+      b->mem = const_cast<void*>(p);  // only read: a reply's source
     }
-    fuse_buf& b = bufs_[vec_->count++];
-    b = fuse_buf{};
-    b.size = len;
-    b.mem = const_cast<void*>(p);  // only read: a reply's source
   }
   void add_fd(int fd, std::uint64_t pos, std::size_t len) {
-    if (vec_->count == cap_) {
-      overflowed_ = true;
-      return;
+    if (fuse_buf* b = add(len)) {
+      b->flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+      b->fd = fd;
+      b->pos = static_cast<off_t>(pos);
     }
-    fuse_buf& b = bufs_[vec_->count++];
-    b = fuse_buf{};
-    b.size = len;
-    b.flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-    b.fd = fd;
-    b.pos = static_cast<off_t>(pos);
   }
   fuse_bufvec* get() { return vec_; }
 
  private:
+  // The next buffer, cleared, of len bytes; nullptr (and overflowed) when full.
+  fuse_buf* add(std::size_t len) {
+    if (vec_->count == cap_) {
+      overflowed_ = true;
+      return nullptr;
+    }
+    fuse_buf& b = bufs_[vec_->count++];
+    b = fuse_buf{};
+    b.size = len;
+    return &b;
+  }
   std::vector<std::max_align_t> mem_;
   std::size_t cap_;
   fuse_bufvec* vec_;
