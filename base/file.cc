@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "base/file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -80,7 +81,7 @@ Status write_full(int fd, Bytes buf) {
 Status write_file_atomic(const std::string& path, Bytes data, mode_t mode) {
   // A name of its own (mkostemp), so two writers of the same path (two binds of one
   // image) never write into one temporary and never rename a half-written file.
-  std::string tmp = path + ".tmp.XXXXXX";
+  std::string tmp = path + ".tmp.XXXXXX";  // is_atomic_temporary() matches it
   UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
   if (!fd) {
     return errno_error("create " + tmp);
@@ -101,6 +102,59 @@ Status write_file_atomic(const std::string& path, Bytes data, mode_t mode) {
   }
   cleanup.cancel();
   return {};
+}
+
+bool is_atomic_temporary(std::string_view name) {
+  constexpr std::string_view kTag = ".tmp.";
+  constexpr std::size_t kRandom = 6;  // mkostemp's XXXXXX
+  if (name.size() < 1 + kTag.size() + kRandom) {
+    return false;
+  }
+  const std::string_view random = name.substr(name.size() - kRandom);
+  const std::string_view tag = name.substr(name.size() - kRandom - kTag.size(), kTag.size());
+  for (char c : random) {
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (!alnum) {
+      return false;
+    }
+  }
+  return tag == kTag;
+}
+
+Result<std::size_t> remove_atomic_temporaries(const std::string& dir) {
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+  if (dfd < 0) {
+    if (errno == ENOENT) {
+      return std::size_t{0};
+    }
+    return errno_error("open " + dir);
+  }
+  DIR* d = ::fdopendir(dfd);
+  if (d == nullptr) {
+    const int e = errno;
+    ::close(dfd);
+    return errno_error(e, "opendir " + dir);
+  }
+  auto close_dir = defer([&] { ::closedir(d); });
+  std::size_t removed = 0;
+  while (const dirent* e = ::readdir(d)) {
+    if (!is_atomic_temporary(e->d_name)) {
+      continue;
+    }
+    // lstat, not d_type: a symlink or a directory of that name is not ours.
+    struct stat st {};
+    if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) {
+      continue;
+    }
+    if (::unlinkat(dfd, e->d_name, 0) != 0) {
+      if (errno == ENOENT) {
+        continue;
+      }
+      return errno_error("unlink " + dir + "/" + e->d_name);
+    }
+    ++removed;
+  }
+  return removed;
 }
 
 }  // namespace base

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/bytes.h"
@@ -18,7 +19,16 @@ namespace base {
 [[nodiscard]] Status pwrite_full(int fd, Bytes buf, std::uint64_t off);
 [[nodiscard]] Status write_full(int fd, Bytes buf);
 // Write data to path through a temporary in the same directory, fsync and rename,
-// so a reader never sees a half-written file.
+// so a reader never sees a half-written file. The temporary is "<path>.tmp.XXXXXX"
+// (mkostemp's six letters or digits); a writer that dies before the rename leaves it.
 [[nodiscard]] Status write_file_atomic(const std::string& path, Bytes data, mode_t mode = 0644);
+// True for a file name write_file_atomic's temporaries have: "<name>.tmp." and six
+// ASCII letters or digits, <name> not empty.
+[[nodiscard]] bool is_atomic_temporary(std::string_view file_name);
+// Remove the temporaries that write_file_atomic left in dir (regular files whose
+// name is_atomic_temporary; nothing else, no subdirectory, no symlink). Only for a
+// directory no live writer uses (a daemon's own directories, at start). Returns the
+// count removed; a missing dir is 0; errors (opening dir, an unlink) name the path.
+[[nodiscard]] Result<std::size_t> remove_atomic_temporaries(const std::string& dir);
 
 }  // namespace base

@@ -113,6 +113,10 @@ registry::ClientConfig client_config(const RegistryOptions& o, const registry::R
   return c;
 }
 
+std::string bootstraps_dir(const std::string& cache_dir) {
+  return cache_dir + "/bootstraps";
+}
+
 base::Result<PulledImage> pull_bootstrap(registry::Client& client, const registry::Reference& ref,
                                          const std::string& cache_dir,
                                          std::uint64_t max_bootstrap_bytes) {
@@ -131,7 +135,7 @@ base::Result<PulledImage> pull_bootstrap(registry::Client& client, const registr
       !registry::is_valid_digest(layers->bootstrap.digest)) {
     return base::errorf(EINVAL, "{}: unsupported digest", ref.to_string());
   }
-  const std::string dir = cache_dir + "/bootstraps";
+  const std::string dir = bootstraps_dir(cache_dir);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {

@@ -37,6 +37,9 @@ struct NydusLayers {
 [[nodiscard]] base::Status check_blob_layers(const std::vector<std::string>& bootstrap_blob_ids,
                                              const NydusLayers& layers);
 
+// Where pull_bootstrap keeps bootstraps: <cache_dir>/bootstraps.
+[[nodiscard]] std::string bootstraps_dir(const std::string& cache_dir);
+
 struct PulledImage {
   std::string bootstrap_path;   // <cache_dir>/bootstraps/<manifest hex>.boot, complete
   std::string manifest_digest;  // "sha256:..."

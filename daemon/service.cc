@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -120,6 +121,7 @@ class ServiceImpl final : public Service {
     CFN_ASSIGN_OR_RETURN(control_,
                          ControlServer::listen(config_.socket_path,
                                                [this](const std::string& r) { return handle(r); }));
+    remove_stale_temporaries();  // the socket is ours: no other daemon writes there
     CFN_TRY(loop_->add(control_->fd(), [this] { control_->on_readable(); }));
     if (fanotify_) {
       CFN_TRY(loop_->add(fanotify_->group_fd(), [this] { fanotify_->on_readable(); }));
@@ -335,6 +337,22 @@ class ServiceImpl final : public Service {
       }
     }
     return dev;
+  }
+
+  // What write_file_atomic leaves when the daemon dies before its rename, in the
+  // directories this daemon writes that way (never their subdirectories: fscache/ is
+  // the kernel's).
+  void remove_stale_temporaries() const {
+    const std::string dirs[] = {config_.cache_dir, bootstraps_dir(config_.cache_dir),
+                                std::filesystem::path(state_path(config_.cache_dir)).parent_path()};
+    for (const std::string& dir : dirs) {
+      auto n = base::remove_atomic_temporaries(dir);
+      if (!n) {
+        spdlog::warn("stale temporaries: {}", n.error().to_string());
+      } else if (*n > 0) {
+        spdlog::info("removed {} stale temporary file(s) from {}", *n, dir);
+      }
+    }
   }
 
   // A fresh cache: give the service manager's fd store and the fd holder a dup of

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <set>
 #include <string>
 
 #include "base/unique_fd.h"
@@ -37,6 +38,68 @@ TEST_F(FileTest, AtomicWriteThenRead) {
     ++n;
   }
   EXPECT_EQ(n, 1U);
+}
+
+TEST_F(FileTest, AtomicTemporaryNames) {
+  EXPECT_TRUE(is_atomic_temporary("f.tmp.AbC123"));
+  EXPECT_TRUE(is_atomic_temporary("abc.meta.tmp.000000"));
+  EXPECT_TRUE(is_atomic_temporary("x.tmp.tmp.zzzzzz"));
+  EXPECT_FALSE(is_atomic_temporary(".tmp.AbC123"));    // no name before it
+  EXPECT_FALSE(is_atomic_temporary("f.tmp.AbC12"));    // five letters
+  EXPECT_FALSE(is_atomic_temporary("f.tmp.AbC1234"));  // seven
+  EXPECT_FALSE(is_atomic_temporary("f.tmp.AbC-12"));   // not mkostemp's alphabet
+  EXPECT_FALSE(is_atomic_temporary("f.tmp"));
+  EXPECT_FALSE(is_atomic_temporary("f.blob"));
+  EXPECT_FALSE(is_atomic_temporary("f.TMP.AbC123"));
+  EXPECT_FALSE(is_atomic_temporary("f.tmpXAbC123"));
+}
+
+TEST_F(FileTest, RemoveAtomicTemporariesRemovesOnlyOurs) {
+  auto touch = [&](const std::string& name) {
+    ASSERT_TRUE(write_file_atomic(dir_ + "/" + name, as_bytes("x")));
+  };
+  // What a writer that died before its rename leaves, and what must stay.
+  touch("a.meta.tmp.Qx7Zp0");
+  touch("state.json.tmp.abcdef");
+  touch("a.meta");
+  touch("a.blob");
+  touch(".tmp.abcdef");
+  touch("other.tmp.abcde");
+  touch("y.partial");
+  std::filesystem::create_directory(dir_ + "/sub.tmp.dirdir");
+  ASSERT_TRUE(write_file_atomic(dir_ + "/sub.tmp.dirdir/in.tmp.abcdef", as_bytes("x")));
+  std::filesystem::create_directory(dir_ + "/nested");
+  ASSERT_TRUE(write_file_atomic(dir_ + "/nested/n.tmp.abcdef", as_bytes("x")));
+  std::filesystem::create_symlink(dir_ + "/a.blob", dir_ + "/link.tmp.abcdef");
+
+  auto n = remove_atomic_temporaries(dir_);
+  ASSERT_TRUE(n) << n.error().to_string();
+  EXPECT_EQ(*n, 2U);
+  std::set<std::string> left;
+  for (const auto& e : std::filesystem::directory_iterator(dir_)) {
+    left.insert(e.path().filename());
+  }
+  EXPECT_EQ(left,
+            (std::set<std::string>{"a.meta", "a.blob", ".tmp.abcdef", "other.tmp.abcde",
+                                   "y.partial", "sub.tmp.dirdir", "nested", "link.tmp.abcdef"}));
+  // Not recursive: subdirectories are someone else's.
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/sub.tmp.dirdir/in.tmp.abcdef"));
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/nested/n.tmp.abcdef"));
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/a.blob"));  // the symlink's target
+
+  n = remove_atomic_temporaries(dir_);
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, 0U);
+}
+
+TEST_F(FileTest, RemoveAtomicTemporariesOfMissingDirIsNothingOfAFileAnError) {
+  auto n = remove_atomic_temporaries(dir_ + "/missing");
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, 0U);
+  ASSERT_TRUE(write_file_atomic(dir_ + "/file", as_bytes("x")));
+  n = remove_atomic_temporaries(dir_ + "/file");
+  ASSERT_FALSE(n);
+  EXPECT_EQ(n.error().code, ENOTDIR);
 }
 
 TEST_F(FileTest, ReadMissingFileNamesPath) {
