@@ -4,6 +4,7 @@
 // Namespace cfnd, not "daemon": daemon(3) in <unistd.h> owns that global name.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -20,12 +21,22 @@ struct BackendRead {
   base::Status result;
 };
 
+// When a read must be done by (a reader's read timeout); kNoDeadline: none.
+using Deadline = std::chrono::steady_clock::time_point;
+inline constexpr Deadline kNoDeadline = Deadline::max();
+
 class Backend {
  public:
   virtual ~Backend() = default;
   // Read several ranges of one blob file, concurrently where the backend can.
-  // Each read's result is set; a short blob is EIO, a missing blob ENOENT.
-  virtual void read(const std::string& blob_id, std::span<BackendRead> reads) = 0;
+  // Each read's result is set; a short blob is EIO, a missing blob ENOENT, a read
+  // not done by the deadline ETIMEDOUT (the registry; localfs never waits on
+  // anything but its disk and ignores it).
+  virtual void read(const std::string& blob_id, std::span<BackendRead> reads,
+                    Deadline deadline) = 0;
+  void read(const std::string& blob_id, std::span<BackendRead> reads) {
+    read(blob_id, reads, kNoDeadline);
+  }
   // Human-readable, for logs and metrics ("localfs:/dir", "registry:host/repo").
   [[nodiscard]] virtual std::string describe() const = 0;
 };

@@ -49,11 +49,12 @@ constexpr std::uint64_t kMaxMetaBytes = 1ULL << 30;
 // A huge fill (or a prefetch step) is fetched in rounds of at most this many batches,
 // so its buffers stay bounded and early chunks are released early.
 constexpr std::uint64_t kBatchesPerRound = 8;
-// A chunk whose backend read timed out for good (stall or request timeout, after
-// the registry client's own retries) fails further fills at once for this long. The kernel
-// retries a failed read (readahead, then the page alone): without the hold each
-// retry spent the whole retry budget again, so a stalled registry gave EIO only
-// after two or three times the configured timeouts. Short, so a registry that
+// A chunk whose backend read timed out for good (stall or request timeout after the
+// registry client's own retries, or the fill's read timeout), or that a fill waited
+// for in vain until its read timeout, fails further fills at once for this long. The
+// kernel retries a failed read (readahead, then the page alone): without the hold
+// each retry waited the whole timeout out again, so a stalled registry gave EIO only
+// after two or three times the configured timeout. Short, so a registry that
 // recovers is used again at the next read.
 constexpr auto kFailHold = std::chrono::seconds(1);
 
@@ -79,6 +80,7 @@ struct Shared {
   std::condition_variable cv;  // ondemand reached 0, stop, or new prefetch work
   int ondemand = 0;            // fills waiting for or doing a fetch
   bool stop = false;
+  std::chrono::milliseconds read_timeout{0};  // CacheOptions::read_timeout; set once
 };
 
 void record_latency(CacheMetrics& m, std::chrono::steady_clock::duration d) {
@@ -221,7 +223,7 @@ class BlobImpl final : public CachedBlob {
                            std::vector<std::shared_ptr<Flight>>* req_flight);
   // Fetch, verify, decompress and write one claimed round; publish the result.
   // Returns the uncompressed bytes made present.
-  std::uint64_t run_round(const Round& round, int write_fd);
+  std::uint64_t run_round(const Round& round, int write_fd, Deadline deadline);
   base::Status write_chunk(int fd, const erofs::ChunkMeta& c, base::Bytes data);
 
   std::shared_ptr<Shared> shared_;
@@ -351,7 +353,7 @@ base::Status BlobImpl::write_chunk(int fd, const erofs::ChunkMeta& c, base::Byte
   return base::pwrite_full(fd, data.first(head), c.uncompressed_offset);
 }
 
-std::uint64_t BlobImpl::run_round(const Round& round, int write_fd) {
+std::uint64_t BlobImpl::run_round(const Round& round, int write_fd, Deadline deadline) {
   const auto& chunks = meta_.chunks();
   CacheMetrics& m = shared_->metrics;
   const int fd = write_fd >= 0 ? write_fd : fd_.get();
@@ -394,7 +396,7 @@ std::uint64_t BlobImpl::run_round(const Round& round, int write_fd) {
     runs.push_back(Run{i, i + 1, pos});
     pos += c.compressed_size;
   }
-  backend_->read(info_.id, reads);
+  backend_->read(info_.id, reads, deadline);
   m.backend_requests.fetch_add(reads.size(), std::memory_order_relaxed);
 
   thread_local std::vector<std::byte> plain;
@@ -519,7 +521,8 @@ base::Status BlobImpl::fill(std::uint64_t off, std::uint64_t len, int write_fd) 
       return {};
     }
     for (std::uint32_t ci = first; ci < last; ++ci) {
-      if (state_[ci] == ChunkState::kAbsent && failed_until_[ci] > t0 && last_backend_error_) {
+      // In flight too: a fetch that made a fill wait its whole timeout in vain.
+      if (state_[ci] != ChunkState::kPresent && failed_until_[ci] > t0 && last_backend_error_) {
         m.misses.fetch_add(1, std::memory_order_relaxed);
         return base::Unexpected(last_backend_error_->wrap(
             fmt::format("chunk {} failed less than {} s ago", ci, kFailHold.count())));
@@ -528,6 +531,10 @@ base::Status BlobImpl::fill(std::uint64_t off, std::uint64_t len, int write_fd) 
   }
   m.misses.fetch_add(1, std::memory_order_relaxed);
   OnDemandScope scope(*shared_);
+  // The reader's deadline: our own fetch is cut there (the backend's retries
+  // included), and so is the wait for fetches of others.
+  const auto read_timeout = shared_->read_timeout;
+  const Deadline deadline = read_timeout.count() > 0 ? t0 + read_timeout : kNoDeadline;
 
   // Widen forward to a batch of uncompressed bytes, never beyond the blob. Chunks of
   // the widening that someone else is fetching are not waited for. A fill that only
@@ -556,7 +563,7 @@ base::Status BlobImpl::fill(std::uint64_t off, std::uint64_t len, int write_fd) 
     rounds = claim(cis, &req_flight);
   }
   for (const Round& r : rounds) {
-    run_round(r, write_fd);
+    run_round(r, write_fd, deadline);
   }
 
   // Each requested chunk is present now, or its flight says why not.
@@ -567,7 +574,21 @@ base::Status BlobImpl::fill(std::uint64_t off, std::uint64_t len, int write_fd) 
     if (!f) {
       continue;  // was present already
     }
-    cv_.wait(lk, [&] { return f->done; });
+    if (deadline == kNoDeadline) {
+      cv_.wait(lk, [&] { return f->done; });
+    } else if (!cv_.wait_until(lk, deadline, [&] { return f->done; })) {
+      // Someone else's fetch (a prefetch's, or a fill's that started earlier and
+      // still runs) is not done in time: it goes on for later fills, this one fails.
+      const base::Error e{EIO, fmt::format("blob {}: chunk {} not fetched within the read "
+                                           "timeout of {} ms",
+                                           info_.id, first + i, read_timeout.count())};
+      failed_until_[first + i] = std::chrono::steady_clock::now() + kFailHold;
+      last_backend_error_ = e;
+      if (!err) {
+        err = e;
+      }
+      continue;
+    }
     if (!err && state_[first + i] != ChunkState::kPresent) {
       // A failed flight carries its error; a chunk absent after a good flight is one
       // that someone else's failed fetch cleared and a third fill is retrying.
@@ -612,7 +633,7 @@ base::Result<std::uint64_t> BlobImpl::prefetch_chunks(const std::vector<std::uin
   std::uint64_t filled = 0;
   std::optional<base::Error> err;
   for (const Round& r : rounds) {
-    filled += run_round(r, -1);
+    filled += run_round(r, -1, kNoDeadline);
     std::lock_guard lk(mu_);
     if (!err && !r.flight->errors.empty()) {
       err = r.flight->errors.begin()->second;
@@ -657,6 +678,7 @@ class BlobCacheImpl final : public BlobCache {
  public:
   explicit BlobCacheImpl(CacheOptions options)
       : options_(std::move(options)), shared_(std::make_shared<Shared>()) {
+    shared_->read_timeout = options_.read_timeout;
     if (options_.prefetch_bandwidth > 0) {
       prefetcher_ = std::thread([this] { prefetch_loop(); });
     }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -29,6 +30,9 @@ struct CacheOptions {
   std::string cache_dir;                 // owned by us; created if missing
   std::uint64_t batch_size = 1U << 20;   // widen on-demand fills to this (>= 128 KiB)
   std::uint64_t prefetch_bandwidth = 0;  // bytes/s for background prefetch; 0 = off
+  // How long a fill may wait for its bytes, retries included; 0 = no bound but the
+  // backend's own timeouts. See CachedBlob::fill.
+  std::chrono::milliseconds read_timeout{0};
 };
 
 // Counters exported by the control API (JSON and Prometheus text).
@@ -67,9 +71,14 @@ class CachedBlob {
   // write_fd: the fd to write through (fanotify: the event's fd, which raises no
   // event; -1: our own fd). A range reaching past the end is clipped at size()
   // (fanotify ranges are page-aligned and not clipped at EOF); len 0 is a no-op.
-  // EIO when the backend fails for good, EBADMSG when a chunk fails verification
-  // or has no bootstrap digest (nothing of that chunk is written), ERANGE when off
-  // is at or past size(), or the write's errno (ENOSPC ...).
+  // EIO when the backend fails for good or the range is not present within the
+  // read timeout (options.read_timeout from the call: the fill's own fetch is cut
+  // there; a fetch of someone else's that it waits for, a prefetch's, goes on for
+  // later fills), EBADMSG when a chunk fails verification or has no bootstrap
+  // digest (nothing of that chunk is written), ERANGE when off is at or past
+  // size(), or the write's errno (ENOSPC ...). A chunk that timed out fails further
+  // fills at once for a second (the kernel's retries of the read then do not each
+  // wait the timeout out again).
   [[nodiscard]] virtual base::Status fill(std::uint64_t off, std::uint64_t len,
                                           int write_fd = -1) = 0;
   // True when [off, off+len) is fully present (no fetch needed). Front ends ask it

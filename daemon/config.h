@@ -46,6 +46,9 @@ struct Config {
   std::uint64_t prefetch_bandwidth = 0;  // bytes/s, 0 = no background prefetch
   unsigned fill_threads = 16;            // fanotify fill workers
   unsigned fuse_threads = 8;             // max idle FUSE worker threads per mount
+  // A read of blob bytes not in the cache gets them or EIO within this many seconds,
+  // the registry's retries included (0 = only the registry timeouts bound it).
+  unsigned read_timeout_s = 30;
   // Failover without systemd: keep /dev/cachefiles in an fd holder process (see
   // daemon/fd_holder.h) at fd_holder_socket(socket_path), started when none answers.
   bool fd_holder = false;
@@ -57,8 +60,8 @@ struct Config {
 [[nodiscard]] std::string fd_holder_socket(const std::string& socket_path);
 
 // Parse a JSON object of Config keys ("frontend", "cache_dir", "socket", "log_level",
-// "batch_size", "prefetch_bandwidth", "fill_threads", "fuse_threads", "fd_holder",
-// "fd_holder_grace_s" (0 = for ever), "registry") over
+// "batch_size", "prefetch_bandwidth", "fill_threads", "fuse_threads", "read_timeout_s"
+// (0 = no bound), "fd_holder", "fd_holder_grace_s" (0 = for ever), "registry") over
 // `base`. Unknown keys and wrong types are EINVAL, naming the key.
 [[nodiscard]] base::Result<Config> parse_config(std::string_view json_text, Config base = {});
 // Parse a JSON object of RegistryOptions keys ("plain_http", "insecure", "ca_files",

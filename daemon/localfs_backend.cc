@@ -17,7 +17,8 @@ class LocalFsBackend final : public Backend {
  public:
   explicit LocalFsBackend(std::string dir) : dir_(std::move(dir)) {}
 
-  void read(const std::string& blob_id, std::span<BackendRead> reads) override {
+  void read(const std::string& blob_id, std::span<BackendRead> reads,
+            Deadline /*deadline*/) override {
     // A blob id comes from an image: it must name a file in dir_, never walk out.
     if (blob_id.empty() || blob_id == "." || blob_id == ".." ||
         blob_id.find('/') != std::string::npos || blob_id.find('\0') != std::string::npos) {

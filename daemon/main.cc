@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -126,6 +127,7 @@ int ensure_daemon(const cfnd::Config& config, const std::string& config_file) {
   if (config.fd_holder) {
     args.emplace_back("--fd-holder");
   }
+  args.insert(args.end(), {"--read-timeout", std::to_string(config.read_timeout_s)});
   pid_t pid = ::fork();
   if (pid < 0) {
     std::perror("fork");
@@ -183,6 +185,11 @@ int main(int argc, char** argv) {
   bool fd_holder = false;
   app.add_flag("--fd-holder", fd_holder,
                "failover without systemd: keep /dev/cachefiles in an fd holder process");
+  std::optional<unsigned> read_timeout;
+  app.add_option("--read-timeout", read_timeout,
+                 "seconds a read waits for uncached bytes before EIO, retries included "
+                 "(default 30; 0: the registry timeouts only)")
+      ->check(CLI::Range(0, 3600));
 
   // Registry options: the daemon's defaults, or one mount's overrides.
   bool plain_http = false;
@@ -271,6 +278,9 @@ int main(int argc, char** argv) {
   }
   if (fd_holder) {
     config.fd_holder = true;
+  }
+  if (read_timeout) {
+    config.read_timeout_s = *read_timeout;
   }
   if (*holder) {
     if (socket.empty()) {

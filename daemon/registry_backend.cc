@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "daemon/registry_backend.h"
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,7 +29,7 @@ class RegistryBackend final : public Backend {
     repo_.digest.clear();
   }
 
-  void read(const std::string& blob_id, std::span<BackendRead> reads) override {
+  void read(const std::string& blob_id, std::span<BackendRead> reads, Deadline deadline) override {
     if (!is_sha256_hex(blob_id)) {
       for (auto& r : reads) {
         r.result = base::errorf(EINVAL, "blob id '{}' is not a sha256 digest", blob_id);
@@ -41,6 +42,10 @@ class RegistryBackend final : public Backend {
     for (std::size_t i = 0; i < reads.size(); ++i) {
       rr[i].offset = reads[i].offset;
       rr[i].out = reads[i].out;
+    }
+    std::optional<registry::DeadlineScope> scope;
+    if (deadline != kNoDeadline) {
+      scope.emplace(deadline);
     }
     client_->read_blob_ranges(repo_, "sha256:" + blob_id, rr);
     for (std::size_t i = 0; i < reads.size(); ++i) {

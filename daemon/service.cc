@@ -110,6 +110,7 @@ class ServiceImpl final : public Service {
     opts.cache_dir = config_.cache_dir;
     opts.batch_size = config_.batch_size;
     opts.prefetch_bandwidth = config_.prefetch_bandwidth;
+    opts.read_timeout = std::chrono::seconds(config_.read_timeout_s);
     CFN_ASSIGN_OR_RETURN(cache_, BlobCache::create(opts));
     CFN_ASSIGN_OR_RETURN(auto handed, take_handed_over_devfd());
     CFN_TRY(pick_frontend(std::move(handed)));

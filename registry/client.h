@@ -10,7 +10,7 @@
 //   EBADMSG    digest mismatch, malformed response, a body longer or shorter than said
 //              (a short body is retried first, like a reset)
 //   EMSGSIZE   a response over the caller's limit
-//   ETIMEDOUT  connect or total timeout, or a stalled transfer
+//   ETIMEDOUT  connect or total timeout, a stalled transfer, or a DeadlineScope's end
 //   ECONNRESET connection reset / refused / DNS after the retries were spent
 //   EIO        any other HTTP failure (5xx after retries, unexpected status)
 //   ERANGE     a range past the end of the blob (416)
@@ -95,6 +95,26 @@ struct ResolvedImage {
   std::optional<FetchedManifest> index;  // set when the reference named an index
   FetchedManifest manifest;              // holds a Manifest
   const Manifest& get() const { return std::get<Manifest>(manifest.parsed); }
+};
+
+// A deadline for every request the calling thread makes through any Client while
+// the scope lives (the daemon's read timeout: a reader waits for its bytes at most
+// so long, retries included). A try is cut at the deadline (ETIMEDOUT); no retry,
+// back-off, redirect hop, mirror or token request starts after it (ETIMEDOUT
+// "deadline passed"). A thread's scope, not a parameter: it must reach every request
+// a read can make (token, mirror probe, mirror, origin, redirect). Scopes nest; the
+// earliest deadline wins.
+class DeadlineScope {
+ public:
+  explicit DeadlineScope(std::chrono::steady_clock::time_point deadline);
+  ~DeadlineScope();
+  DeadlineScope(const DeadlineScope&) = delete;
+  DeadlineScope& operator=(const DeadlineScope&) = delete;
+  // The calling thread's deadline, nullopt outside every scope.
+  [[nodiscard]] static std::optional<std::chrono::steady_clock::time_point> current();
+
+ private:
+  std::optional<std::chrono::steady_clock::time_point> saved_;
 };
 
 struct RangeRead {

@@ -527,6 +527,10 @@ class CurlTransport final : public Transport {
       // Capped: a server must not park us for longer than our own longest back-off.
       delay = std::min(*out.retry_after, config_.retry.max_delay);
     }
+    if (const auto deadline = DeadlineScope::current();
+        deadline && Clock::now() + delay >= *deadline) {
+      return std::nullopt;  // no try would start before the caller's deadline
+    }
     const std::string why =
         out.result ? fmt::format("{} {}: HTTP {}", req.method, req.url, out.result->status)
                    : out.result.error().message;
@@ -584,6 +588,15 @@ class CurlTransport final : public Transport {
     st.stall_timeout = config_.stall_timeout;
     st.started = Clock::now();
     st.last_progress = st.started;
+    // The whole try within the request timeout and the caller's deadline, if any.
+    std::chrono::milliseconds timeout = config_.request_timeout;
+    if (const auto deadline = DeadlineScope::current()) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - st.started);
+      if (left.count() <= 0) {
+        return base::errorf(ETIMEDOUT, "{} {}: deadline passed", req.method, req.url);
+      }
+      timeout = std::min(timeout, left);
+    }
 
     CFN_ASSIGN_OR_RETURN(const internal::Url u, internal::parse_url(req.url));
     auto add_header = [&](const std::string& h) {
@@ -614,7 +627,7 @@ class CurlTransport final : public Transport {
     curl_easy_setopt(easy, CURLOPT_USERAGENT, config_.user_agent.c_str());
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
                      static_cast<long>(config_.connect_timeout.count()));
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(config_.request_timeout.count()));
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
     if (config_.stall_timeout.count() > 0) {
       curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
       curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &on_progress);
@@ -806,3 +819,23 @@ base::Result<std::string> build_ca_bundle(const std::vector<std::string>& files)
 }
 
 }  // namespace registry::http
+
+namespace registry {
+
+namespace {
+thread_local std::optional<std::chrono::steady_clock::time_point> tl_deadline;
+}  // namespace
+
+DeadlineScope::DeadlineScope(std::chrono::steady_clock::time_point deadline) : saved_(tl_deadline) {
+  tl_deadline = saved_ ? std::min(*saved_, deadline) : deadline;
+}
+
+DeadlineScope::~DeadlineScope() {
+  tl_deadline = saved_;
+}
+
+std::optional<std::chrono::steady_clock::time_point> DeadlineScope::current() {
+  return tl_deadline;
+}
+
+}  // namespace registry

@@ -961,6 +961,42 @@ TEST_F(RegistryTest, StallTimesOutWithoutHanging) {
                std::chrono::duration<double>(took).count());
 }
 
+// A DeadlineScope (the daemon's read timeout) cuts a stalled read, retries and all,
+// at the deadline: long before one stall_timeout here.
+TEST_F(RegistryTest, DeadlineCutsAStalledRead) {
+  REQUIRE_ENV(fp_host, "CFN_FAULT_PLAIN");
+  FaultProxy fp(fp_host);
+  fp.rules(json::array({{{"path", "/blobs/"},
+                         {"method", "GET"},
+                         {"kind", "stall"},
+                         {"after", 0},
+                         {"seconds", 30},
+                         {"times", -1}}}));
+  auto cfg = config();
+  cfg.stall_timeout = milliseconds(20000);
+  cfg.request_timeout = milliseconds(60000);
+  cfg.retry.max_retries = 3;
+  auto c = client(cfg);
+  std::vector<std::vector<std::byte>> bufs(4, std::vector<std::byte>(50000));
+  std::vector<registry::RangeRead> reads;
+  for (std::size_t i = 0; i < bufs.size(); i++) {
+    reads.push_back({i * 100000, bufs[i], {}});
+  }
+  const auto t0 = Clock::now();
+  {
+    registry::DeadlineScope scope(t0 + milliseconds(1000));
+    c->read_blob_ranges(ref(fp_host, "oci"), layer_digest(), reads);
+  }
+  const auto took = Clock::now() - t0;
+  for (const auto& r : reads) {
+    ASSERT_FALSE(r.result);
+    EXPECT_EQ(r.result.error().code, ETIMEDOUT) << r.result.error().to_string();
+  }
+  EXPECT_LT(took, milliseconds(15000));  // a hang guard: one stall_timeout is 20 s
+  std::fprintf(stderr, "deadline 1 s, stall_timeout 20 s: 4 stalled ranges failed in %.2f s\n",
+               std::chrono::duration<double>(took).count());
+}
+
 // client.h: stall_timeout is "no byte received for this long": a stall after some
 // bytes is noticed within stall_timeout (plus curl's idle progress interval, about a
 // second), on every try, and for ranges read together too.

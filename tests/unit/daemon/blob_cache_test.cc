@@ -127,7 +127,8 @@ class CountingBackend final : public Backend {
  public:
   explicit CountingBackend(std::shared_ptr<Backend> inner) : inner_(std::move(inner)) {}
 
-  void read(const std::string& id, std::span<BackendRead> reads) override {
+  void read(const std::string& id, std::span<BackendRead> reads, Deadline deadline) override {
+    last_deadline = deadline;
     calls++;
     ranges += reads.size();
     for (auto& r : reads) {
@@ -136,13 +137,23 @@ class CountingBackend final : public Backend {
     if (hook) {
       hook(reads);
     }
+    if (stall) {
+      // A stalled registry behind a client that honours the deadline.
+      if (deadline != kNoDeadline) {
+        std::this_thread::sleep_until(deadline);
+      }
+      for (auto& r : reads) {
+        r.result = base::make_error(ETIMEDOUT, "injected stall");
+      }
+      return;
+    }
     if (fail) {
       for (auto& r : reads) {
         r.result = base::make_error(EIO, "injected");
       }
       return;
     }
-    inner_->read(id, reads);
+    inner_->read(id, reads, deadline);
     for (auto& r : reads) {
       if (r.result && corrupt_at >= r.offset && corrupt_at < r.offset + r.out.size()) {
         r.out[corrupt_at - r.offset] ^= std::byte{0x5a};
@@ -161,8 +172,10 @@ class CountingBackend final : public Backend {
   std::atomic<std::uint64_t> ranges{0};
   std::atomic<std::uint64_t> bytes{0};
   std::atomic<bool> fail{false};
+  std::atomic<bool> stall{false};  // reads wait for their deadline, then ETIMEDOUT
   std::atomic<std::uint64_t> corrupt_at{UINT64_MAX};
   std::function<void(std::span<BackendRead>)> hook;  // set before use, not while reading
+  std::atomic<Deadline> last_deadline{kNoDeadline};  // of the latest read
 
  private:
   std::shared_ptr<Backend> inner_;
@@ -185,11 +198,13 @@ class BlobCacheTest : public ::testing::Test {
     return std::make_shared<CountingBackend>(std::shared_ptr<Backend>(std::move(*l)));
   }
 
-  std::unique_ptr<BlobCache> cache(std::uint64_t batch = 1U << 20, std::uint64_t bw = 0) {
+  std::unique_ptr<BlobCache> cache(std::uint64_t batch = 1U << 20, std::uint64_t bw = 0,
+                                   std::chrono::milliseconds read_timeout = {}) {
     CacheOptions o;
     o.cache_dir = cache_dir_;
     o.batch_size = batch;
     o.prefetch_bandwidth = bw;
+    o.read_timeout = read_timeout;
     auto c = BlobCache::create(o);
     EXPECT_TRUE(c) << c.error().to_string();
     return std::move(*c);
@@ -406,6 +421,100 @@ TEST_F(BlobCacheTest, BackendFailingForGoodIsEio) {
   st = (*blob)->fill(0, 10);
   ASSERT_FALSE(st);
   EXPECT_EQ(st.error().code, EIO);
+}
+
+TEST_F(BlobCacheTest, WithoutReadTimeoutNoDeadline) {
+  TestBlob b = make_blob(sizes(2, 40000));
+  put(b);
+  auto c = cache(128 * 1024);
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  ASSERT_TRUE((*blob)->fill(0, 10));
+  EXPECT_EQ(be->last_deadline.load(), kNoDeadline);
+}
+
+// The fill's own fetch: the backend is handed the fill's deadline (start + read
+// timeout) and cuts there; the fill fails with EIO, the chunk is held (a second fill
+// fails at once, no backend read), and once the registry is back and the hold is over
+// the same fill succeeds.
+TEST_F(BlobCacheTest, ReadTimeoutCutsTheFillsOwnFetch) {
+  TestBlob b = make_blob(sizes(4, 40000));
+  put(b);
+  const auto timeout = std::chrono::milliseconds(200);
+  auto c = cache(128 * 1024, 0, timeout);
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  be->reset();
+  be->stall = true;
+  const auto before = std::chrono::steady_clock::now();
+  auto st = (*blob)->fill(b.chunks[1].uncompressed_offset, 10);
+  const auto after = std::chrono::steady_clock::now();
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, EIO) << st.error().to_string();
+  EXPECT_NE(st.error().message.find("injected stall"), std::string::npos) << st.error().message;
+  EXPECT_EQ(be->calls.load(), 1U);
+  const Deadline d = be->last_deadline.load();
+  EXPECT_GE(d, before + timeout);
+  EXPECT_LE(d, after);  // the fill returned only once its deadline had passed
+  EXPECT_FALSE((*blob)->ready(b.chunks[1].uncompressed_offset, 1));
+
+  st = (*blob)->fill(b.chunks[1].uncompressed_offset, 10);  // the kernel's retry
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, EIO);
+  EXPECT_NE(st.error().message.find("failed less than"), std::string::npos) << st.error().message;
+  EXPECT_EQ(be->calls.load(), 1U);
+
+  be->stall = false;
+  wait_until([&] { return static_cast<bool>((*blob)->fill(b.chunks[1].uncompressed_offset, 10)); });
+  EXPECT_TRUE((*blob)->ready(b.chunks[1].uncompressed_offset, 1));
+  expect_chunk(**blob, b, 1);
+}
+
+// Someone else's fetch (a prefetch list's, which has no deadline) that does not end
+// in time: the waiting fill fails with EIO at its read timeout, without a fetch of
+// its own; the fetch goes on, and a later fill finds the chunk present.
+TEST_F(BlobCacheTest, ReadTimeoutEndsTheWaitForAnotherFetch) {
+  TestBlob b = make_blob(sizes(4, 40000));
+  put(b);
+  auto c = cache(128 * 1024, 0, std::chrono::milliseconds(200));
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  be->reset();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  be->hook = [&](std::span<BackendRead>) {
+    std::unique_lock lk(mu);
+    cv.wait_for(lk, std::chrono::seconds(20), [&] { return release; });
+  };
+  c->prefetch_chunks(*blob, {1});
+  wait_until([&] { return be->calls.load() == 1; });
+  ASSERT_EQ(be->calls.load(), 1U);
+  EXPECT_EQ(be->last_deadline.load(), kNoDeadline);
+
+  auto st = (*blob)->fill(b.chunks[1].uncompressed_offset, 10);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, EIO);
+  EXPECT_NE(st.error().message.find("read timeout of 200 ms"), std::string::npos)
+      << st.error().message;
+  // Held like a timed-out fetch: the kernel's retry fails at once.
+  st = (*blob)->fill(b.chunks[1].uncompressed_offset, 10);
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().message.find("failed less than"), std::string::npos) << st.error().message;
+  EXPECT_EQ(be->calls.load(), 1U);  // neither fill fetched the chunk itself
+
+  {
+    std::lock_guard lk(mu);
+    release = true;
+  }
+  cv.notify_all();
+  wait_until([&] { return (*blob)->ready_chunks() >= 1; });
+  ASSERT_TRUE((*blob)->fill(b.chunks[1].uncompressed_offset, 10));
+  EXPECT_EQ(be->calls.load(), 1U);
+  expect_chunk(**blob, b, 1);
 }
 
 TEST_F(BlobCacheTest, RestartFetchesNothingTwice) {

@@ -35,6 +35,24 @@ TEST(Config, FdHolder) {
   }
 }
 
+TEST(Config, ReadTimeout) {
+  auto d = parse_config("{}");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->read_timeout_s, 30U);
+  auto c = parse_config(R"({"read_timeout_s":3})");
+  ASSERT_TRUE(c) << c.error().to_string();
+  EXPECT_EQ(c->read_timeout_s, 3U);
+  c = parse_config(R"({"read_timeout_s":0})");
+  ASSERT_TRUE(c) << c.error().to_string();
+  EXPECT_EQ(c->read_timeout_s, 0U);
+  for (const char* bad : {R"({"read_timeout_s":-1})", R"({"read_timeout_s":1.5})",
+                          R"({"read_timeout_s":"3"})", R"({"read_timeout_s":3601})"}) {
+    auto r = parse_config(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, EINVAL) << bad;
+  }
+}
+
 TEST(Config, RejectsBadInput) {
   for (const char* bad :
        {"", "[]", "{", R"({"nope":1})", R"({"frontend":"x"})", R"({"fill_threads":0})",

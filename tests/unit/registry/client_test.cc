@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
+#include <vector>
 
 namespace registry {
 namespace {
@@ -33,6 +35,41 @@ TEST(Client, CreateValidatesConfig) {
   ClientConfig zero;
   zero.max_parallel = 0;
   EXPECT_FALSE(Client::create(zero));
+}
+
+TEST(Client, DeadlineScopesNestAndEnd) {
+  using Clock = std::chrono::steady_clock;
+  EXPECT_FALSE(DeadlineScope::current());
+  const auto t = Clock::now() + std::chrono::seconds(10);
+  {
+    DeadlineScope outer(t);
+    EXPECT_EQ(DeadlineScope::current(), t);
+    {
+      DeadlineScope later(t + std::chrono::seconds(5));  // the earlier one still wins
+      EXPECT_EQ(DeadlineScope::current(), t);
+      DeadlineScope earlier(t - std::chrono::seconds(5));
+      EXPECT_EQ(DeadlineScope::current(), t - std::chrono::seconds(5));
+    }
+    EXPECT_EQ(DeadlineScope::current(), t);
+  }
+  EXPECT_FALSE(DeadlineScope::current());
+}
+
+// A deadline already passed: no request starts (127.0.0.1:1 is never contacted,
+// so this needs no network) and the read is ETIMEDOUT.
+TEST(Client, PassedDeadlineStartsNoRequest) {
+  ClientConfig cfg;
+  cfg.retry.max_retries = 3;
+  auto c = Client::create(cfg);
+  ASSERT_TRUE(c);
+  auto ref = Reference::parse("127.0.0.1:1/a/b:t");
+  ASSERT_TRUE(ref);
+  std::vector<std::byte> buf(10);
+  DeadlineScope scope(std::chrono::steady_clock::now() - std::chrono::milliseconds(1));
+  auto s = (*c)->read_blob_range(*ref, "sha256:" + std::string(64, 'a'), 0, buf);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code, ETIMEDOUT) << s.error().to_string();
+  EXPECT_NE(s.error().message.find("deadline passed"), std::string::npos) << s.error().message;
 }
 
 TEST(Client, RejectsUnsupportedDigestsBeforeAnyRequest) {
