@@ -10,19 +10,15 @@
 #include <string>
 
 #include "base/unique_fd.h"
+#include "tests/unit/temp_dir.h"
 
 namespace base {
 namespace {
 
 class FileTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/cfn-file-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::string dir_;
+  cfntest::TempDir tmp_{"cfn-file-test"};
+  const std::string dir_ = tmp_.path();
 };
 
 TEST_F(FileTest, AtomicWriteThenRead) {

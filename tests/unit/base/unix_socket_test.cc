@@ -9,18 +9,15 @@
 #include <filesystem>
 #include <string>
 
+#include "tests/unit/temp_dir.h"
+
 namespace base {
 namespace {
 
 class UnixSocketTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/cfn-unix-socket-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::string dir_;
+  cfntest::TempDir tmp_{"cfn-unix-socket-test"};
+  const std::string dir_ = tmp_.path();
 };
 
 TEST_F(UnixSocketTest, ListenIsPrivateAndConnectable) {

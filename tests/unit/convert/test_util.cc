@@ -18,18 +18,6 @@
 
 namespace convert::testing {
 
-TempDir::TempDir() {
-  std::string tmpl = (std::filesystem::temp_directory_path() / "cvt-test-XXXXXX").string();
-  char* p = ::mkdtemp(tmpl.data());
-  EXPECT_NE(p, nullptr);
-  path_ = tmpl;
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
-
 void write_tar(const std::string& path, const std::vector<TarEntry>& entries, TarFilter filter) {
   struct archive* a = archive_write_new();
   ASSERT_NE(a, nullptr);

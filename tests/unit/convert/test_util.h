@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Helpers for the converter tests: temporary dirs, tar writing, reading images back.
+// Helpers for the converter tests: tar writing, reading images back (and the shared
+// temporary dir).
 #pragma once
 
 #include <sys/stat.h>
@@ -13,21 +14,11 @@
 #include "base/result.h"
 #include "convert/blob_reader.h"
 #include "convert/options.h"
+#include "tests/unit/temp_dir.h"
 
 namespace convert::testing {
 
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const std::string& path() const { return path_; }
-  [[nodiscard]] std::string sub(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using TempDir = cfntest::TempDir;
 
 struct TarEntry {
   std::string path;

@@ -20,25 +20,12 @@
 #include "base/file.h"
 #include "erofs/blob_meta.h"
 #include "erofs/reader.h"
+#include "tests/unit/temp_dir.h"
 
 namespace cfnd {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "cfnd-cache-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  [[nodiscard]] const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using cfntest::TempDir;
 
 // A blob built in the test: zstd chunks, sha256 digests, blob meta trailer.
 struct TestBlob {

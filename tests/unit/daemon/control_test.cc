@@ -12,15 +12,14 @@
 #include <cstdlib>
 #include <thread>
 
+#include "tests/unit/temp_dir.h"
+
 namespace cfnd {
 namespace {
 
 class ControlTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/cfn-control-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
     path_ = dir_ + "/s/control.sock";
     auto s = ControlServer::listen(path_, [](const std::string& r) { return "echo:" + r; });
     ASSERT_TRUE(s) << s.error().to_string();
@@ -38,10 +37,9 @@ class ControlTest : public ::testing::Test {
     stop_ = true;
     pump_.join();
     server_.reset();
-    std::string cmd = "rm -rf " + dir_;
-    ASSERT_EQ(std::system(cmd.c_str()), 0);
   }
-  std::string dir_;
+  cfntest::TempDir tmp_{"cfn-control"};  // first: removed after the server is gone
+  const std::string dir_ = tmp_.path();
   std::string path_;
   std::unique_ptr<ControlServer> server_;
   std::thread pump_;

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "tests/unit/temp_dir.h"
+
 namespace cfnd {
 namespace {
 
@@ -83,9 +85,8 @@ TEST(FailoverState, RejectsCorruptInput) {
 }
 
 TEST(FailoverState, SaveAndLoad) {
-  char tmpl[] = "/tmp/failover-state-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
+  cfntest::TempDir tmp("failover-state");
+  const std::string dir = tmp.path();
   const std::string path = state_path(dir);
   auto none = load_state(path);
   ASSERT_TRUE(none) << none.error().to_string();
@@ -101,7 +102,6 @@ TEST(FailoverState, SaveAndLoad) {
   back = load_state(path);
   ASSERT_TRUE(back);
   EXPECT_TRUE(back->empty());
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

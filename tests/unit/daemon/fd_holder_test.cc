@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <thread>
 
+#include "tests/unit/temp_dir.h"
+
 namespace cfnd {
 namespace {
 
@@ -136,9 +138,8 @@ base::Result<FdHolderClient> connect_when_listening(const std::string& path) {
 // The holder itself, in a thread: a daemon puts a fd, "dies" (disconnects), the next
 // one gets the same open file back, then releases the holder, which exits.
 TEST(FdHolder, KeepsAndHandsOverAFd) {
-  char tmpl[] = "/tmp/fd-holder-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string path = std::string(tmpl) + "/h.sock";
+  cfntest::TempDir tmp("fd-holder");
+  const std::string path = tmp.sub("h.sock");
   int rc = -1;
   std::thread holder([&] { rc = run_fd_holder(path, std::chrono::seconds(0)); });
   base::Result<FdHolderClient> c = connect_when_listening(path);
@@ -177,15 +178,13 @@ TEST(FdHolder, KeepsAndHandsOverAFd) {
   EXPECT_FALSE(std::filesystem::exists(path));
   // Every writer is closed now (ours and the holder's): the reader sees end of file.
   EXPECT_EQ(::read(r.get(), &ch, 1), 0);
-  std::filesystem::remove_all(tmpl);
 }
 
 // A daemon that dies and is never restarted: after `grace` without a connection the
 // holder closes what it holds and exits (here 1 s), so waiting readers get EIO.
 TEST(FdHolder, GivesUpAfterGrace) {
-  char tmpl[] = "/tmp/fd-holder-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string path = std::string(tmpl) + "/h.sock";
+  cfntest::TempDir tmp("fd-holder");
+  const std::string path = tmp.sub("h.sock");
   int rc = -1;
   std::thread holder([&] { rc = run_fd_holder(path, std::chrono::seconds(1)); });
   base::Result<FdHolderClient> c = connect_when_listening(path);
@@ -203,7 +202,6 @@ TEST(FdHolder, GivesUpAfterGrace) {
   char ch = 0;
   EXPECT_EQ(::read(r.get(), &ch, 1), 0);  // the holder's dup is closed too
   EXPECT_FALSE(std::filesystem::exists(path));
-  std::filesystem::remove_all(tmpl);
 }
 
 }  // namespace

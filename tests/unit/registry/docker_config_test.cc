@@ -9,6 +9,8 @@
 #include <fstream>
 #include <string>
 
+#include "tests/unit/temp_dir.h"
+
 namespace registry {
 namespace {
 
@@ -17,9 +19,6 @@ namespace fs = std::filesystem;
 class DockerConfigTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/cfn-dockercfg-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
     const char* old = getenv("PATH");
     old_path_ = old != nullptr ? old : "";
     setenv("PATH", (dir_ + ":" + old_path_).c_str(), 1);
@@ -37,11 +36,7 @@ esac
     write_helper("broken", "#!/bin/sh\necho 'helper exploded: no keyring' >&2\nexit 3\n");
     write_helper("garbage", "#!/bin/sh\necho 'not json'\n");
   }
-  void TearDown() override {
-    setenv("PATH", old_path_.c_str(), 1);
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
+  void TearDown() override { setenv("PATH", old_path_.c_str(), 1); }
   void write_helper(const std::string& name, const std::string& body) {
     const std::string p = dir_ + "/docker-credential-" + name;
     std::ofstream(p) << body;
@@ -53,7 +48,8 @@ esac
     return p;
   }
 
-  std::string dir_;
+  cfntest::TempDir tmp_{"cfn-dockercfg"};
+  const std::string dir_ = tmp_.path();
   std::string old_path_;
 };
 
