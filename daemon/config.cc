@@ -178,9 +178,9 @@ base::Result<Config> parse_config(std::string_view json_text, Config c) {
     return base::make_error(EINVAL, "config: not a JSON object");
   }
   static constexpr std::string_view kKeys[] = {
-      "frontend",   "cache_dir",          "socket",       "log_level",
-      "batch_size", "prefetch_bandwidth", "fill_threads", "fuse_threads",
-      "fd_holder",  "fd_holder_grace_s",  "registry",     "read_timeout_s"};
+      "frontend",           "cache_dir",      "socket",       "log_level", "batch_size",
+      "prefetch_bandwidth", "fill_threads",   "fuse_threads", "fd_holder", "fd_holder_grace_s",
+      "registry",           "read_timeout_s", "fuse_poll_us"};
   for (const auto& [key, value] : j.items()) {
     bool known = false;
     for (auto k : kKeys) {
@@ -202,6 +202,7 @@ base::Result<Config> parse_config(std::string_view json_text, Config c) {
   CFN_TRY(get_uint(j, "prefetch_bandwidth", c.prefetch_bandwidth, 0, UINT64_MAX));
   CFN_TRY(get_uint(j, "fill_threads", c.fill_threads, 1, 1024));
   CFN_TRY(get_uint(j, "fuse_threads", c.fuse_threads, 1, 1024));
+  CFN_TRY(get_uint(j, "fuse_poll_us", c.fuse_poll_us, 0, 10000));
   CFN_TRY(get_uint(j, "read_timeout_s", c.read_timeout_s, 0, 3600));
   CFN_TRY(get_bool(j, "fd_holder", c.fd_holder));
   CFN_TRY(get_uint(j, "fd_holder_grace_s", c.fd_holder_grace_s, 0, 365U * 24 * 3600));

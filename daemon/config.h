@@ -45,7 +45,10 @@ struct Config {
   std::uint64_t batch_size = 1U << 20;   // on-demand fills widen to this
   std::uint64_t prefetch_bandwidth = 0;  // bytes/s, 0 = no background prefetch
   unsigned fill_threads = 16;            // fanotify fill workers
-  unsigned fuse_threads = 8;             // max idle FUSE worker threads per mount
+  unsigned fuse_threads = 8;             // FUSE worker threads per mount
+  // After serving a request, a FUSE worker polls for the next one this long before it
+  // sleeps (0 = never polls).
+  unsigned fuse_poll_us = 50;
   // A read of blob bytes not in the cache gets them or EIO within this many seconds,
   // the registry's retries included (0 = only the registry timeouts bound it).
   unsigned read_timeout_s = 30;
@@ -60,9 +63,9 @@ struct Config {
 [[nodiscard]] std::string fd_holder_socket(const std::string& socket_path);
 
 // Parse a JSON object of Config keys ("frontend", "cache_dir", "socket", "log_level",
-// "batch_size", "prefetch_bandwidth", "fill_threads", "fuse_threads", "read_timeout_s"
-// (0 = no bound), "fd_holder", "fd_holder_grace_s" (0 = for ever), "registry") over
-// `base`. Unknown keys and wrong types are EINVAL, naming the key.
+// "batch_size", "prefetch_bandwidth", "fill_threads", "fuse_threads", "fuse_poll_us",
+// "read_timeout_s" (0 = no bound), "fd_holder", "fd_holder_grace_s" (0 = for ever), "registry")
+// over `base`. Unknown keys and wrong types are EINVAL, naming the key.
 [[nodiscard]] base::Result<Config> parse_config(std::string_view json_text, Config base = {});
 // Parse a JSON object of RegistryOptions keys ("plain_http", "insecure", "ca_files",
 // "docker_config", "mirrors": {host: [url...]}, "connect_timeout_ms",

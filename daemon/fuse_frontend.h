@@ -16,10 +16,12 @@ namespace cfnd {
 
 class FuseMount {
  public:
-  // Mount image on dir and serve it on its own threads (up to `threads` idle workers).
-  // Errors: EINVAL when libfuse rejects the options, the mount's errno.
+  // Mount image on dir and serve it on `threads` worker threads; after serving a request
+  // a worker polls /dev/fuse for the next one for up to poll_us before it sleeps (0 = it
+  // sleeps at once). Errors: EINVAL when libfuse rejects the options, the mount's errno.
   [[nodiscard]] static base::Result<std::unique_ptr<FuseMount>> start(
-      std::shared_ptr<BoundImage> image, const std::string& dir, unsigned threads);
+      std::shared_ptr<BoundImage> image, const std::string& dir, unsigned threads,
+      unsigned poll_us);
   // Unmounts (detached when still mounted) and joins the session threads.
   virtual ~FuseMount() = default;
 

@@ -660,7 +660,8 @@ class ServiceImpl final : public Service {
       b.fsid = fsid;
       b.domain_id = domain_id;
     } else {
-      CFN_ASSIGN_OR_RETURN(b.fuse, FuseMount::start(image, mp, config_.fuse_threads));
+      CFN_ASSIGN_OR_RETURN(b.fuse,
+                           FuseMount::start(image, mp, config_.fuse_threads, config_.fuse_poll_us));
     }
     for (const auto& blob : image->blobs()) {
       cache_->prefetch(blob);

@@ -53,6 +53,24 @@ TEST(Config, ReadTimeout) {
   }
 }
 
+TEST(Config, FusePoll) {
+  auto d = parse_config("{}");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->fuse_poll_us, 50U);
+  auto c = parse_config(R"({"fuse_poll_us":0})");
+  ASSERT_TRUE(c) << c.error().to_string();
+  EXPECT_EQ(c->fuse_poll_us, 0U);
+  c = parse_config(R"({"fuse_poll_us":200})");
+  ASSERT_TRUE(c) << c.error().to_string();
+  EXPECT_EQ(c->fuse_poll_us, 200U);
+  for (const char* bad : {R"({"fuse_poll_us":-1})", R"({"fuse_poll_us":10001})",
+                          R"({"fuse_poll_us":"50"})"}) {
+    auto r = parse_config(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, EINVAL) << bad;
+  }
+}
+
 TEST(Config, RejectsBadInput) {
   for (const char* bad :
        {"", "[]", "{", R"({"nope":1})", R"({"frontend":"x"})", R"({"fill_threads":0})",
