@@ -63,8 +63,8 @@ TEST(Config, FusePoll) {
   c = parse_config(R"({"fuse_poll_us":200})");
   ASSERT_TRUE(c) << c.error().to_string();
   EXPECT_EQ(c->fuse_poll_us, 200U);
-  for (const char* bad : {R"({"fuse_poll_us":-1})", R"({"fuse_poll_us":10001})",
-                          R"({"fuse_poll_us":"50"})"}) {
+  for (const char* bad :
+       {R"({"fuse_poll_us":-1})", R"({"fuse_poll_us":10001})", R"({"fuse_poll_us":"50"})"}) {
     auto r = parse_config(bad);
     ASSERT_FALSE(r) << bad;
     EXPECT_EQ(r.error().code, EINVAL) << bad;
