@@ -3,6 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <initializer_list>
+
+#include <fmt/format.h>
+
 namespace cfnd {
 namespace {
 
@@ -35,40 +39,33 @@ TEST(Config, FdHolder) {
   }
 }
 
-TEST(Config, ReadTimeout) {
+// An unsigned key: its default, values it takes, and values refused with EINVAL.
+void check_uint_key(const char* key, unsigned Config::*field, unsigned dflt,
+                    std::initializer_list<unsigned> good, std::initializer_list<const char*> bad) {
   auto d = parse_config("{}");
   ASSERT_TRUE(d);
-  EXPECT_EQ(d->read_timeout_s, 30U);
-  auto c = parse_config(R"({"read_timeout_s":3})");
-  ASSERT_TRUE(c) << c.error().to_string();
-  EXPECT_EQ(c->read_timeout_s, 3U);
-  c = parse_config(R"({"read_timeout_s":0})");
-  ASSERT_TRUE(c) << c.error().to_string();
-  EXPECT_EQ(c->read_timeout_s, 0U);
-  for (const char* bad : {R"({"read_timeout_s":-1})", R"({"read_timeout_s":1.5})",
-                          R"({"read_timeout_s":"3"})", R"({"read_timeout_s":3601})"}) {
-    auto r = parse_config(bad);
-    ASSERT_FALSE(r) << bad;
-    EXPECT_EQ(r.error().code, EINVAL) << bad;
+  EXPECT_EQ((*d).*field, dflt) << key;
+  for (unsigned v : good) {
+    auto c = parse_config(fmt::format(R"({{"{}":{}}})", key, v));
+    ASSERT_TRUE(c) << key << " " << v << ": " << c.error().to_string();
+    EXPECT_EQ((*c).*field, v) << key;
+  }
+  for (const char* v : bad) {
+    auto text = fmt::format(R"({{"{}":{}}})", key, v);
+    auto r = parse_config(text);
+    ASSERT_FALSE(r) << text;
+    EXPECT_EQ(r.error().code, EINVAL) << text;
   }
 }
 
+TEST(Config, ReadTimeout) {
+  check_uint_key("read_timeout_s", &Config::read_timeout_s, 30, {3, 0, 3600},
+                 {"-1", "1.5", R"("3")", "3601"});
+}
+
 TEST(Config, FusePoll) {
-  auto d = parse_config("{}");
-  ASSERT_TRUE(d);
-  EXPECT_EQ(d->fuse_poll_us, 50U);
-  auto c = parse_config(R"({"fuse_poll_us":0})");
-  ASSERT_TRUE(c) << c.error().to_string();
-  EXPECT_EQ(c->fuse_poll_us, 0U);
-  c = parse_config(R"({"fuse_poll_us":200})");
-  ASSERT_TRUE(c) << c.error().to_string();
-  EXPECT_EQ(c->fuse_poll_us, 200U);
-  for (const char* bad :
-       {R"({"fuse_poll_us":-1})", R"({"fuse_poll_us":10001})", R"({"fuse_poll_us":"50"})"}) {
-    auto r = parse_config(bad);
-    ASSERT_FALSE(r) << bad;
-    EXPECT_EQ(r.error().code, EINVAL) << bad;
-  }
+  check_uint_key("fuse_poll_us", &Config::fuse_poll_us, 50, {0, 200, 10000},
+                 {"-1", "10001", R"("50")"});
 }
 
 TEST(Config, RejectsBadInput) {
