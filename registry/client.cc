@@ -490,7 +490,8 @@ class RegistryClient final : public Client {
                                               range_what(repo, digest, r.offset, r.out.size()))
                             : base::Status(base::Unexpected(results[i].error()));
       const int code = r.result ? 0 : r.result.error().code;
-      if (source->ep.mirror && (code == ECONNRESET || code == ETIMEDOUT || code == EIO)) {
+      if (source->ep.mirror && (code == ECONNRESET || code == ETIMEDOUT || code == EIO) &&
+          !deadline_passed()) {
         // As pull() does: the mirror is skipped for a while, the read goes elsewhere.
         mirror_failed = true;
         redo.push_back(&r);
@@ -710,6 +711,13 @@ class RegistryClient final : public Client {
     return ok;
   }
 
+  // Whether the calling thread's DeadlineScope has ended: a failure then is the
+  // caller's deadline cutting the request, which says nothing about the mirror.
+  static bool deadline_passed() {
+    const auto d = DeadlineScope::current();
+    return d && Clock::now() >= *d;
+  }
+
   void mark_mirror(const Endpoint& ep, bool healthy) {
     std::lock_guard lock(mu_);
     MirrorState& st = mirrors_[ep.base];
@@ -731,6 +739,9 @@ class RegistryClient final : public Client {
         return r;
       }
       const int code = r.error().code;
+      if (deadline_passed()) {
+        return r;  // the caller's deadline cut it, not the mirror: no time left to go on
+      }
       if (code == ECONNRESET || code == ETIMEDOUT || code == EIO) {
         mark_mirror(ep, false);
         spdlog::warn(

@@ -1136,6 +1136,34 @@ TEST_F(RegistryTest, MirrorServes) {
   EXPECT_GE(mp.requests("GET", "/blobs/" + layer_digest()).size(), 2U);
 }
 
+// A mirror read cut by the caller's deadline fails the read (no time is left for the
+// origin), but says nothing about the mirror: the next read still goes to it.
+TEST_F(RegistryTest, MirrorCutByTheDeadlineStaysInUse) {
+  REQUIRE_ENV(host, "CFN_REG_PLAIN");
+  REQUIRE_ENV(mp_host, "CFN_REG_MIRROR_PROXY");
+  FaultProxy mp(mp_host);
+  mp.rules(json::array({{{"path", "/blobs/"},
+                         {"method", "GET"},
+                         {"kind", "stall"},
+                         {"after", 0},
+                         {"seconds", 30},
+                         {"times", 1}}}));
+  auto cfg = config();
+  cfg.hosts[host].mirrors = {"http://" + mp_host};
+  cfg.stall_timeout = milliseconds(20000);
+  auto c = client(cfg);
+  std::vector<std::byte> buf(4096);
+  {
+    registry::DeadlineScope scope(Clock::now() + milliseconds(1000));
+    auto st = c->read_blob_range(ref(host, "oci"), layer_digest(), 8192, buf);
+    ASSERT_FALSE(st);
+    EXPECT_EQ(st.error().code, ETIMEDOUT) << st.error().to_string();
+  }
+  const auto before = mp.requests("GET", "/blobs/" + layer_digest()).size();
+  ASSERT_TRUE(c->read_blob_range(ref(host, "oci"), layer_digest(), 8192, buf));
+  EXPECT_GT(mp.requests("GET", "/blobs/" + layer_digest()).size(), before);
+}
+
 TEST_F(RegistryTest, MirrorWithErrorsFallsBackToOrigin) {
   REQUIRE_ENV(host, "CFN_REG_PLAIN");
   REQUIRE_ENV(mp_host, "CFN_REG_MIRROR_PROXY");
