@@ -618,8 +618,19 @@ class FuseMountImpl final : public FuseMount {
     fuse_session* se = session_.get();
     fuse_buf buf{};
     const auto spin = std::chrono::microseconds(poll_us_);
+    std::chrono::steady_clock::time_point poll_until{};  // past: sleep when idle
     while (!fuse_session_exited(se)) {
-      int r = fuse_session_receive_buf(se, &buf);
+      const int r = fuse_session_receive_buf(se, &buf);
+      if (r > 0) {
+        fuse_session_process_buf(se, &buf);
+        if (poll_us_ > 0) {
+          poll_until = std::chrono::steady_clock::now() + spin;
+        }
+        continue;
+      }
+      if (r == -EINTR || (r == -EAGAIN && std::chrono::steady_clock::now() < poll_until)) {
+        continue;
+      }
       if (r == -EAGAIN) {
         epoll_event ev{};
         if (::epoll_wait(ep, &ev, 1, -1) < 0 && errno != EINTR) {
@@ -631,41 +642,24 @@ class FuseMountImpl final : public FuseMount {
         }
         continue;
       }
-      if (r == -EINTR) {
-        continue;
+      if (r < 0) {  // 0: the connection ended (ENODEV)
+        spdlog::warn("fuse: reading /dev/fuse for {}: {}", dir_, std::strerror(-r));
       }
-      if (r <= 0) {  // 0: the connection ended (ENODEV)
-        if (r < 0) {
-          spdlog::warn("fuse: reading /dev/fuse for {}: {}", dir_, std::strerror(-r));
-        }
-        break;
-      }
-      fuse_session_process_buf(se, &buf);
-      if (poll_us_ == 0) {
-        continue;
-      }
-      auto until = std::chrono::steady_clock::now() + spin;
-      while (!fuse_session_exited(se)) {
-        r = fuse_session_receive_buf(se, &buf);
-        if (r > 0) {
-          fuse_session_process_buf(se, &buf);
-          until = std::chrono::steady_clock::now() + spin;
-        } else if (r != -EAGAIN && r != -EINTR) {
-          break;  // handled by the outer loop's next receive
-        } else if (std::chrono::steady_clock::now() >= until) {
-          break;
-        }
-      }
+      break;
     }
     std::free(buf.mem);
     fuse_session_exit(se);
-    [[maybe_unused]] std::uint64_t one = 1;
-    [[maybe_unused]] auto w = ::write(stop_.get(), &one, sizeof one);  // wake the others
+    wake_receivers();  // the others end too
+  }
+
+  // Make the stop eventfd readable: every receiver's epoll_wait returns.
+  void wake_receivers() {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto w = ::write(stop_.get(), &one, sizeof one);
   }
 
   void stop_workers() {
-    std::uint64_t one = 1;
-    [[maybe_unused]] auto w = ::write(stop_.get(), &one, sizeof one);
+    wake_receivers();
     for (auto& t : workers_) {
       t.join();
     }
