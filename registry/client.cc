@@ -491,7 +491,7 @@ class RegistryClient final : public Client {
                             : base::Status(base::Unexpected(results[i].error()));
       const int code = r.result ? 0 : r.result.error().code;
       if (source->ep.mirror && (code == ECONNRESET || code == ETIMEDOUT || code == EIO) &&
-          !deadline_passed()) {
+          !DeadlineScope::passed()) {  // the deadline's failure, not the mirror's
         // As pull() does: the mirror is skipped for a while, the read goes elsewhere.
         mirror_failed = true;
         redo.push_back(&r);
@@ -711,13 +711,6 @@ class RegistryClient final : public Client {
     return ok;
   }
 
-  // Whether the calling thread's DeadlineScope has ended: a failure then is the
-  // caller's deadline cutting the request, which says nothing about the mirror.
-  static bool deadline_passed() {
-    const auto d = DeadlineScope::current();
-    return d && Clock::now() >= *d;
-  }
-
   void mark_mirror(const Endpoint& ep, bool healthy) {
     std::lock_guard lock(mu_);
     MirrorState& st = mirrors_[ep.base];
@@ -739,7 +732,7 @@ class RegistryClient final : public Client {
         return r;
       }
       const int code = r.error().code;
-      if (deadline_passed()) {
+      if (DeadlineScope::passed()) {
         return r;  // the caller's deadline cut it, not the mirror: no time left to go on
       }
       if (code == ECONNRESET || code == ETIMEDOUT || code == EIO) {

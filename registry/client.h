@@ -112,6 +112,9 @@ class DeadlineScope {
   DeadlineScope& operator=(const DeadlineScope&) = delete;
   // The calling thread's deadline, nullopt outside every scope.
   [[nodiscard]] static std::optional<std::chrono::steady_clock::time_point> current();
+  // True when the calling thread is in a scope whose deadline has come: a request that
+  // failed then was cut by the caller's deadline, which says nothing of the server.
+  [[nodiscard]] static bool passed();
 
  private:
   std::optional<std::chrono::steady_clock::time_point> saved_;

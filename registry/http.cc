@@ -838,4 +838,8 @@ std::optional<std::chrono::steady_clock::time_point> DeadlineScope::current() {
   return tl_deadline;
 }
 
+bool DeadlineScope::passed() {
+  return tl_deadline && std::chrono::steady_clock::now() >= *tl_deadline;
+}
+
 }  // namespace registry

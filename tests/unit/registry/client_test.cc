@@ -55,6 +55,18 @@ TEST(Client, DeadlineScopesNestAndEnd) {
   EXPECT_FALSE(DeadlineScope::current());
 }
 
+TEST(Client, DeadlineScopePassed) {
+  using Clock = std::chrono::steady_clock;
+  EXPECT_FALSE(DeadlineScope::passed());  // no scope: no deadline to pass
+  {
+    DeadlineScope later(Clock::now() + std::chrono::seconds(60));
+    EXPECT_FALSE(DeadlineScope::passed());
+    DeadlineScope gone(Clock::now() - std::chrono::milliseconds(1));
+    EXPECT_TRUE(DeadlineScope::passed());
+  }
+  EXPECT_FALSE(DeadlineScope::passed());
+}
+
 // A deadline already passed: no request starts (127.0.0.1:1 is never contacted,
 // so this needs no network) and the read is ETIMEDOUT.
 TEST(Client, PassedDeadlineStartsNoRequest) {
