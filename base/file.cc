@@ -78,10 +78,18 @@ Status write_full(int fd, Bytes buf) {
   return {};
 }
 
+namespace {
+// write_file_atomic's temporaries are "<path>" + kTempTag + mkostemp's six characters;
+// is_atomic_temporary() recognises exactly these.
+constexpr std::string_view kTempTag = ".tmp.";
+constexpr std::string_view kTempRandom = "XXXXXX";
+}  // namespace
+
 Status write_file_atomic(const std::string& path, Bytes data, mode_t mode) {
   // A name of its own (mkostemp), so two writers of the same path (two binds of one
   // image) never write into one temporary and never rename a half-written file.
-  std::string tmp = path + ".tmp.XXXXXX";  // is_atomic_temporary() matches it
+  std::string tmp = path;
+  tmp.append(kTempTag).append(kTempRandom);
   UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
   if (!fd) {
     return errno_error("create " + tmp);
@@ -105,20 +113,19 @@ Status write_file_atomic(const std::string& path, Bytes data, mode_t mode) {
 }
 
 bool is_atomic_temporary(std::string_view name) {
-  constexpr std::string_view kTag = ".tmp.";
-  constexpr std::size_t kRandom = 6;  // mkostemp's XXXXXX
-  if (name.size() < 1 + kTag.size() + kRandom) {
+  const std::size_t n = kTempRandom.size();
+  if (name.size() < 1 + kTempTag.size() + n) {
     return false;
   }
-  const std::string_view random = name.substr(name.size() - kRandom);
-  const std::string_view tag = name.substr(name.size() - kRandom - kTag.size(), kTag.size());
+  const std::string_view random = name.substr(name.size() - n);
+  const std::string_view tag = name.substr(name.size() - n - kTempTag.size(), kTempTag.size());
   for (char c : random) {
     const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
     if (!alnum) {
       return false;
     }
   }
-  return tag == kTag;
+  return tag == kTempTag;
 }
 
 Result<std::size_t> remove_atomic_temporaries(const std::string& dir) {
