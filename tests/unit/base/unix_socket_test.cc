@@ -2,7 +2,6 @@
 #include "base/unix_socket.h"
 
 #include <gtest/gtest.h>
-#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
