@@ -79,6 +79,9 @@ struct Shared {
   std::mutex mu;
   std::condition_variable cv;  // ondemand reached 0, stop, or new prefetch work
   int ondemand = 0;            // fills waiting for or doing a fetch
+  int fetching = 0;            // fills doing a fetch of their own (prefetch lists wait)
+  // The last CachedBlob::Demand::seq handed out, for every blob of the cache.
+  std::atomic<std::uint64_t> demand_seq{0};
   bool stop = false;
   std::chrono::milliseconds read_timeout{0};  // CacheOptions::read_timeout; set once
 };
@@ -122,7 +125,7 @@ class BlobImpl final : public CachedBlob {
         batch_(batch),
         state_(meta_.chunks().size(), ChunkState::kAbsent),
         flight_(meta_.chunks().size()),
-        demanded_(meta_.chunks().size(), false),
+        demanded_(meta_.chunks().size(), 0),
         failed_until_(meta_.chunks().size()) {}
 
   [[nodiscard]] const erofs::BlobInfo& info() const override { return info_; }
@@ -161,7 +164,7 @@ class BlobImpl final : public CachedBlob {
     std::lock_guard lk(mu_);
     bool all = true;
     for (std::uint32_t ci = first; ci < last; ++ci) {
-      demanded_[ci] = true;
+      demand(ci);
       all = all && state_[ci] == ChunkState::kPresent;
     }
     return all;
@@ -169,33 +172,52 @@ class BlobImpl final : public CachedBlob {
 
   base::Status fill(std::uint64_t off, std::uint64_t len, int write_fd) override;
 
-  [[nodiscard]] std::vector<std::uint32_t> demanded_chunks() const override {
-    std::vector<std::uint32_t> out;
+  [[nodiscard]] std::vector<Demand> demanded_chunks() const override {
+    std::vector<Demand> out;
     std::lock_guard lk(mu_);
     for (std::uint32_t ci = 0; ci < demanded_.size(); ++ci) {
-      if (demanded_[ci]) {
-        out.push_back(ci);
+      if (demanded_[ci] != 0) {
+        out.push_back(Demand{ci, demanded_[ci]});
       }
     }
+    std::sort(out.begin(), out.end(),
+              [](const Demand& a, const Demand& b) { return a.seq < b.seq; });
     return out;
   }
 
   // A prefetch list's chunks in fetch order: known indexes with a bootstrap digest,
-  // once each, by compressed offset (so neighbours merge into one range read).
+  // once each (the first time listed), in list order: the order the workload needs
+  // them when the list was recorded by first demand (`accessed`).
   [[nodiscard]] std::vector<std::uint32_t> prefetch_order(std::vector<std::uint32_t> cis) const {
     const auto& chunks = meta_.chunks();
-    std::erase_if(cis, [&](std::uint32_t ci) { return ci >= chunks.size() || !has_digest_[ci]; });
-    std::sort(cis.begin(), cis.end(), [&](std::uint32_t a, std::uint32_t b) {
-      return chunks[a].compressed_offset < chunks[b].compressed_offset ||
-             (chunks[a].compressed_offset == chunks[b].compressed_offset && a < b);
+    std::vector<bool> seen(chunks.size(), false);
+    std::erase_if(cis, [&](std::uint32_t ci) {
+      if (ci >= chunks.size() || !has_digest_[ci] || seen[ci]) {
+        return true;
+      }
+      seen[ci] = true;
+      return false;
     });
-    cis.erase(std::unique(cis.begin(), cis.end()), cis.end());
     return cis;
   }
   [[nodiscard]] std::uint64_t compressed_size(std::uint32_t ci) const {
     return meta_.chunks()[ci].compressed_size;
   }
+  [[nodiscard]] std::uint64_t compressed_offset(std::uint32_t ci) const {
+    return meta_.chunks()[ci].compressed_offset;
+  }
+  [[nodiscard]] std::uint64_t compressed_end(std::uint32_t ci) const {
+    return compressed_offset(ci) + compressed_size(ci);
+  }
+  // Prefetch-list jobs of this blob with chunks not yet handed to a worker. While
+  // there are any, fills do not widen: the list says what the workload reads next,
+  // widening would spend the bandwidth on neighbours nobody asked for.
+  void list_pending(int delta) { lists_pending_.fetch_add(delta, std::memory_order_relaxed); }
   [[nodiscard]] std::uint64_t batch() const { return batch_; }
+  [[nodiscard]] bool absent(std::uint32_t ci) const {
+    std::lock_guard lk(mu_);
+    return state_[ci] == ChunkState::kAbsent;
+  }
 
   // Rebuild chunk readiness from the sparse file's data extents.
   base::Status scan();
@@ -238,13 +260,22 @@ class BlobImpl final : public CachedBlob {
   const base::UniqueFd fd_;
   const std::uint64_t batch_;
   std::atomic<bool> prefetch_warned_{false};
+  std::atomic<int> lists_pending_{0};
 
   mutable std::mutex mu_;
   std::condition_variable cv_;  // some flight of this blob is done
   std::vector<ChunkState> state_;
   std::vector<std::shared_ptr<Flight>> flight_;  // set while kInFlight
   std::uint64_t present_ = 0;
-  mutable std::vector<bool> demanded_;  // by ci: asked for by ready() or fill()
+  // Under mu_: stamp ci's first demand (CachedBlob::demanded_chunks).
+  void demand(std::uint32_t ci) const {
+    if (demanded_[ci] == 0) {
+      demanded_[ci] = shared_->demand_seq.fetch_add(1, std::memory_order_relaxed) + 1;
+    }
+  }
+
+  // by ci: the Demand::seq of its first ready() or fill(), 0 = never asked for
+  mutable std::vector<std::uint64_t> demanded_;
   // by ci: until when a failed backend read fails fills at once (kFailHold)
   std::vector<std::chrono::steady_clock::time_point> failed_until_;
   std::optional<base::Error> last_backend_error_;
@@ -511,7 +542,7 @@ base::Status BlobImpl::fill(std::uint64_t off, std::uint64_t len, int write_fd) 
     std::lock_guard lk(mu_);
     bool all = true;
     for (std::uint32_t ci = first; ci < last; ++ci) {
-      demanded_[ci] = true;
+      demand(ci);
       all = all && state_[ci] == ChunkState::kPresent;
       any_absent = any_absent || state_[ci] == ChunkState::kAbsent;
     }
@@ -539,11 +570,14 @@ base::Status BlobImpl::fill(std::uint64_t off, std::uint64_t len, int write_fd) 
   // Widen forward to a batch of uncompressed bytes, never beyond the blob. Chunks of
   // the widening that someone else is fetching are not waited for. A fill that only
   // waits for others' fetches (a prefetch list's, say) does not widen: that would
-  // fetch bytes nobody asked for before it even looks at its own chunks.
+  // fetch bytes nobody asked for before it even looks at its own chunks. Nor does a
+  // fill while a prefetch list of the blob is pending: the list names what the
+  // workload reads next, and the widening's neighbours would take its bandwidth.
   const auto& chunks = meta_.chunks();
   std::uint32_t wlast = last;
   const std::uint64_t base_off = chunks[first].uncompressed_offset;
-  while (any_absent && wlast < chunks.size() &&
+  const bool widen = any_absent && lists_pending_.load(std::memory_order_relaxed) == 0;
+  while (widen && wlast < chunks.size() &&
          chunks[wlast].uncompressed_offset + chunks[wlast].uncompressed_size - base_off <= batch_) {
     ++wlast;
   }
@@ -562,8 +596,20 @@ base::Status BlobImpl::fill(std::uint64_t off, std::uint64_t len, int write_fd) 
     std::lock_guard lk(mu_);
     rounds = claim(cis, &req_flight);
   }
+  if (!rounds.empty()) {
+    // Prefetch-list workers start no new read while this runs: the reader waits for
+    // these bytes, so they get the bandwidth.
+    std::lock_guard slk(shared_->mu);
+    ++shared_->fetching;
+  }
   for (const Round& r : rounds) {
     run_round(r, write_fd, deadline);
+  }
+  if (!rounds.empty()) {
+    std::lock_guard slk(shared_->mu);
+    if (--shared_->fetching == 0) {
+      shared_->cv.notify_all();
+    }
   }
 
   // Each requested chunk is present now, or its flight says why not.
@@ -732,6 +778,7 @@ class BlobCacheImpl final : public BlobCache {
       return;
     }
     std::lock_guard lk(shared_->mu);
+    impl->list_pending(1);
     list_jobs_.push_back(ListJob{std::move(impl), std::move(cis), 0});
     shared_->cv.notify_all();
   }
@@ -764,27 +811,45 @@ class BlobCacheImpl final : public BlobCache {
   std::vector<std::thread> list_workers_;
 };
 
-// A prefetch-list worker: takes the next read's worth of chunks (about one batch of
-// compressed bytes, which run_round merges into one range read when they are
-// adjacent) of the oldest job and fetches them; kPrefetchListWorkers of these keep
-// that many reads in flight.
+// A prefetch-list worker: takes the next range read of the oldest job (the next listed
+// chunk still absent, with the chunks after it in the list that continue it in the
+// blob file, up to a batch) and fetches it; kPrefetchListWorkers of these keep that
+// many reads in flight. A read per take, not a batch of scattered chunks: a fill that
+// waits for a listed chunk waits for that one read only (a flight ends with its
+// round). No new take while a fill fetches: the reader waiting for it gets the
+// bandwidth (the list's reads already in flight still share it).
 void BlobCacheImpl::list_loop() {
   std::unique_lock lk(shared_->mu);
   while (!shared_->stop) {
-    if (list_jobs_.empty()) {
+    // On-demand fills first: a reader is waiting for theirs.
+    if (list_jobs_.empty() || shared_->fetching > 0) {
       shared_->cv.wait(lk);
       continue;
     }
     ListJob& job = list_jobs_.front();
     std::shared_ptr<BlobImpl> blob = job.blob;
-    std::vector<std::uint32_t> slice;
-    std::uint64_t bytes = 0;
-    while (job.next < job.cis.size() && (slice.empty() || bytes < blob->batch())) {
-      const std::uint32_t ci = job.cis[job.next++];
-      slice.push_back(ci);
-      bytes += blob->compressed_size(ci);
+    // Chunks a fill fetched meanwhile are not a read any more.
+    while (job.next < job.cis.size() && !blob->absent(job.cis[job.next])) {
+      ++job.next;
     }
     if (job.next == job.cis.size()) {
+      blob->list_pending(-1);
+      list_jobs_.pop_front();
+      continue;
+    }
+    // One range read: the next listed chunk, and those after it in the list that
+    // continue it in the blob file, up to a batch.
+    std::vector<std::uint32_t> slice{job.cis[job.next++]};
+    std::uint64_t bytes = blob->compressed_size(slice.back());
+    while (job.next < job.cis.size() &&
+           blob->compressed_offset(job.cis[job.next]) == blob->compressed_end(slice.back()) &&
+           bytes + blob->compressed_size(job.cis[job.next]) <= blob->batch() &&
+           blob->absent(job.cis[job.next])) {
+      slice.push_back(job.cis[job.next++]);
+      bytes += blob->compressed_size(slice.back());
+    }
+    if (job.next == job.cis.size()) {
+      blob->list_pending(-1);
       list_jobs_.pop_front();
     }
     ++list_running_;

@@ -86,11 +86,19 @@ class CachedBlob {
   [[nodiscard]] virtual bool ready(std::uint64_t off, std::uint64_t len) const = 0;
   [[nodiscard]] virtual std::uint64_t ready_chunks() const = 0;
   [[nodiscard]] virtual std::uint64_t chunk_count() const = 0;
-  // The chunk indexes ready() or fill() were asked about since the blob was opened
-  // (hits and misses, not the widening, not prefetch), ascending: what the workloads
-  // read. Under cachefiles the kernel asks only for what its cache file lacks, so a
-  // read inside an earlier fill's widening is not seen: record with fanotify or FUSE.
-  [[nodiscard]] virtual std::vector<std::uint32_t> demanded_chunks() const = 0;
+  // The chunks ready() or fill() were asked about since the blob was opened (hits
+  // and misses, not the widening, not prefetch), in the order of their first demand:
+  // what the workloads read, and when. seq is a stamp from a counter shared by every
+  // blob of the cache (so the demands of an image's blobs interleave right); a call
+  // about several new chunks stamps them in ascending index order. Under cachefiles
+  // the kernel asks only for what its cache file lacks, so a read inside an earlier
+  // fill's widening is not seen: record with fanotify or FUSE.
+  struct Demand {
+    std::uint32_t ci = 0;
+    std::uint64_t seq = 0;  // > 0
+    bool operator==(const Demand&) const = default;
+  };
+  [[nodiscard]] virtual std::vector<Demand> demanded_chunks() const = 0;
   // True when every chunk is present: no read of the blob needs a fill any more (a
   // chunk never goes back to absent). A blob with a chunk no bootstrap has a digest
   // for never completes.
@@ -121,12 +129,15 @@ class BlobCache {
   // (once per blob) and the failed chunks left absent for on-demand fills.
   virtual void prefetch(const std::shared_ptr<CachedBlob>& blob) = 0;
   // Fetch these chunks of the blob right away (an image's prefetch list): ahead of
-  // background prefetch, not bandwidth-capped, in compressed-offset order with
-  // kPrefetchListWorkers merged range reads in flight at once. On-demand fills are
-  // never queued behind it: each worker claims only the chunks of its next read, so
-  // a fill fetches anything not yet claimed itself. Present, in-flight and unknown
-  // chunk indexes are skipped. Errors are logged (once per blob) and the failed
-  // chunks left absent for on-demand fills.
+  // background prefetch, not bandwidth-capped, in the given order (a list recorded by
+  // `accessed` is in the order the workload first read its files), one range read
+  // at a time per worker (listed chunks that continue each other in the blob file
+  // merge, up to a batch), kPrefetchListWorkers reads in flight at once. On-demand
+  // fills come first: each worker claims only the chunks of its next read, so a fill
+  // fetches anything not yet claimed itself, no worker starts a read while a fill is
+  // fetching, and fills do not widen while the list has reads not yet started.
+  // Present, in-flight, repeated and unknown chunk indexes are skipped. Errors are
+  // logged (once per blob) and the failed chunks left absent for on-demand fills.
   static constexpr int kPrefetchListWorkers = 4;
   virtual void prefetch_chunks(const std::shared_ptr<CachedBlob>& blob,
                                std::vector<std::uint32_t> cis) = 0;

@@ -3,8 +3,10 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <set>
+#include <utility>
 
 #include "base/file.h"
 
@@ -101,41 +103,58 @@ base::Result<std::vector<std::vector<std::uint32_t>>> BoundImage::prefetch_list_
 
 base::Result<std::vector<std::string>> BoundImage::accessed_files() const {
   const erofs::Image& img = *image_;
-  std::vector<std::vector<bool>> demanded(blobs_.size());
+  // seq[blob][ci]: the stamp of the chunk's first demand, 0 = never demanded.
+  std::vector<std::vector<std::uint64_t>> seq(blobs_.size());
   bool any = false;
   for (std::size_t i = 0; i < blobs_.size(); ++i) {
-    demanded[i].assign(blobs_[i]->chunk_count(), false);
-    for (std::uint32_t ci : blobs_[i]->demanded_chunks()) {
-      demanded[i][ci] = true;
-      any = true;
+    seq[i].assign(blobs_[i]->chunk_count(), 0);
+    for (const CachedBlob::Demand& d : blobs_[i]->demanded_chunks()) {
+      if (d.ci < seq[i].size()) {
+        seq[i][d.ci] = d.seq;
+        any = true;
+      }
     }
   }
-  std::vector<std::string> out;
+  std::vector<std::pair<std::uint64_t, std::string>> files;  // (first demand, path)
   if (!any) {
-    return out;
+    return std::vector<std::string>{};
   }
   base::Status inner;
-  CFN_TRY(img.walk(
-      img.root(), "/", [&](const std::string& path, erofs::Nid nid, const erofs::InodeInfo& info) {
-        if (!S_ISREG(info.mode)) {
-          return true;
-        }
-        auto extents = img.map(nid, 0, UINT64_MAX);
-        if (!extents) {
-          inner = base::Unexpected(extents.error());
-          return false;
-        }
-        for (const erofs::Extent& e : *extents) {
-          if (e.kind == erofs::Extent::Kind::kBlob && e.ci_index &&
-              e.blob_index < demanded.size() && *e.ci_index < demanded[e.blob_index].size() &&
-              demanded[e.blob_index][*e.ci_index]) {
-            out.push_back(path);
-            break;
-          }
-        }
-        return true;
-      }));
+  CFN_TRY(img.walk(img.root(), "/",
+                   [&](const std::string& path, erofs::Nid nid, const erofs::InodeInfo& info) {
+                     if (!S_ISREG(info.mode)) {
+                       return true;
+                     }
+                     auto extents = img.map(nid, 0, UINT64_MAX);
+                     if (!extents) {
+                       inner = base::Unexpected(extents.error());
+                       return false;
+                     }
+                     std::uint64_t first = 0;
+                     for (const erofs::Extent& e : *extents) {
+                       if (e.kind == erofs::Extent::Kind::kBlob && e.ci_index &&
+                           e.blob_index < seq.size() && *e.ci_index < seq[e.blob_index].size()) {
+                         const std::uint64_t s = seq[e.blob_index][*e.ci_index];
+                         if (s != 0 && (first == 0 || s < first)) {
+                           first = s;
+                         }
+                       }
+                     }
+                     if (first != 0) {
+                       files.emplace_back(first, path);
+                     }
+                     return true;
+                   }));
   CFN_TRY(std::move(inner));
+  // By first demand; a chunk shared by two files (deduplicated content) gives both
+  // the same stamp, and tree order breaks the tie (stable sort of the walk's order).
+  std::stable_sort(files.begin(), files.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::string> out;
+  out.reserve(files.size());
+  for (auto& f : files) {
+    out.push_back(std::move(f.second));
+  }
   return out;
 }
 

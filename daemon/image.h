@@ -36,9 +36,10 @@ class BoundImage {
   // repeats. Empty lists when the image has no prefetch table. Errors: the reader's,
   // kECorrupted for a corrupt table.
   [[nodiscard]] base::Result<std::vector<std::vector<std::uint32_t>>> prefetch_list_chunks() const;
-  // The regular files (absolute paths, tree order) with at least one chunk that a
-  // fill asked for (CachedBlob::demanded_chunks): what the workloads read, as a
-  // prefetch list for nydus-convert build --prefetch-files.
+  // The regular files (absolute paths) with at least one chunk that a fill asked for
+  // (CachedBlob::demanded_chunks), in the order of the first demand of any of their
+  // chunks (ties in tree order): what the workloads read, in the order they needed
+  // it, as a prefetch list for nydus-convert build --prefetch-files.
   [[nodiscard]] base::Result<std::vector<std::string>> accessed_files() const;
 
  private:

@@ -237,7 +237,9 @@ int main(int argc, char** argv) {
   umount->add_flag("--force", force, "detach even when busy");
   auto* list = app.add_subcommand("list", "list bound images (JSON)");
   auto* accessed = app.add_subcommand(
-      "accessed", "print the files of DIR's image that were read, one a line (a prefetch list)");
+      "accessed",
+      "print the files of DIR's image that were read, one a line, in the order of their first "
+      "read (a prefetch list)");
   accessed->add_option("DIR", dir, "mount point")->required();
   auto* metrics = app.add_subcommand("metrics", "print metrics (JSON)");
   bool prom = false;

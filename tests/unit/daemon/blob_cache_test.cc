@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -13,6 +14,7 @@
 #include <functional>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "base/compress.h"
@@ -217,6 +219,19 @@ class BlobCacheTest : public ::testing::Test {
 
 std::vector<std::uint32_t> sizes(std::size_t n, std::uint32_t size) {
   return std::vector<std::uint32_t>(n, size);
+}
+
+// The chunk indexes of demanded_chunks(), in its order (first demand), checking that
+// the stamps rise.
+std::vector<std::uint32_t> demanded_cis(const CachedBlob& blob) {
+  std::vector<std::uint32_t> out;
+  std::uint64_t last = 0;
+  for (const CachedBlob::Demand& d : blob.demanded_chunks()) {
+    EXPECT_GT(d.seq, last) << "chunk " << d.ci;
+    last = d.seq;
+    out.push_back(d.ci);
+  }
+  return out;
 }
 
 TEST_F(BlobCacheTest, FillIsByteExact) {
@@ -690,14 +705,168 @@ TEST_F(BlobCacheTest, PrefetchListFetchesOnlyTheListedChunks) {
   EXPECT_EQ(c->metrics().hits.load(), 1U);
   ASSERT_TRUE((*blob)->fill(b.chunks[7].uncompressed_offset,
                             b.chunks[8].uncompressed_offset - b.chunks[7].uncompressed_offset + 1));
-  EXPECT_EQ((*blob)->demanded_chunks(), (std::vector<std::uint32_t>{4, 7, 8}));
+  EXPECT_EQ(demanded_cis(**blob), (std::vector<std::uint32_t>{4, 7, 8}));
   for (std::uint32_t ci : {3, 4, 5, 12, 30, 31}) {
     EXPECT_TRUE((*blob)->ready(b.chunks[ci].uncompressed_offset, 1)) << ci;
     expect_chunk(**blob, b, ci);
   }
   EXPECT_FALSE((*blob)->ready(b.chunks[6].uncompressed_offset, 1));  // never fetched
   // ready() is a front end's fast path of a read: it counts as demanded too.
-  EXPECT_EQ((*blob)->demanded_chunks(), (std::vector<std::uint32_t>{3, 4, 5, 6, 7, 8, 12, 30, 31}));
+  // In first-demand order: 4, then 7 and 8 (one fill, ascending), then the loop's.
+  EXPECT_EQ(demanded_cis(**blob), (std::vector<std::uint32_t>{4, 7, 8, 3, 5, 12, 30, 31, 6}));
+}
+
+TEST_F(BlobCacheTest, PrefetchListReadsInListOrderOneRangeAtATime) {
+  TestBlob b = make_blob(sizes(40, 50000));
+  put(b);
+  auto c = cache(128 * 1024);
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  be->reset();
+  // Each read waits in the hook until every worker holds one: the held reads are then
+  // the list's first kPrefetchListWorkers entries (not the lowest offsets).
+  constexpr std::size_t kWorkers = BlobCache::kPrefetchListWorkers;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::uint64_t> held;
+  bool release = false;
+  be->hook = [&](std::span<BackendRead> reads) {
+    std::unique_lock lk(mu);
+    for (const auto& r : reads) {
+      held.push_back(r.offset);
+    }
+    cv.notify_all();
+    cv.wait(lk, [&] { return release; });
+  };
+  // Descending offsets, no two adjacent in the blob: one range read each.
+  const std::vector<std::uint32_t> listed = {36, 30, 24, 18, 12, 6, 0};
+  c->prefetch_chunks(*blob, listed);
+  {
+    std::unique_lock lk(mu);
+    cv.wait(lk, [&] { return held.size() >= kWorkers; });
+    std::vector<std::uint64_t> want;
+    for (std::size_t i = 0; i < kWorkers; ++i) {
+      want.push_back(b.chunks[listed[i]].compressed_offset);
+    }
+    std::vector<std::uint64_t> got = held;
+    std::sort(got.begin(), got.end());
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(got, want);
+    release = true;
+  }
+  cv.notify_all();
+  wait_until([&] { return (*blob)->ready_chunks() >= listed.size(); });
+  EXPECT_EQ((*blob)->ready_chunks(), listed.size());
+  EXPECT_EQ(be->calls.load(), listed.size());
+  EXPECT_EQ(be->ranges.load(), listed.size());
+}
+
+TEST_F(BlobCacheTest, PrefetchListMergesAdjacentListedChunksIntoOneRead) {
+  TestBlob b = make_blob(sizes(40, 16384));  // compressed: a few KiB each
+  put(b);
+  auto c = cache(128 * 1024);
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  be->reset();
+  // 10, 11, 12 continue each other in the list and in the blob; 20 and 5 do not.
+  c->prefetch_chunks(*blob, {10, 11, 12, 20, 5});
+  wait_until([&] { return (*blob)->ready_chunks() >= 5; });
+  EXPECT_EQ((*blob)->ready_chunks(), 5U);
+  EXPECT_EQ(be->ranges.load(), 3U);
+}
+
+TEST_F(BlobCacheTest, PrefetchListWaitsForOnDemandFetches) {
+  TestBlob b = make_blob(sizes(40, 50000));
+  put(b);
+  auto c = cache(128 * 1024);
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  be->reset();
+  // The fill's read blocks until released; meanwhile a list is queued.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  std::atomic<int> in_hook{0};
+  std::atomic<std::uint64_t> reads_while_held{0};
+  const std::uint64_t held_off = b.chunks[30].compressed_offset;
+  be->hook = [&](std::span<BackendRead> reads) {
+    if (reads[0].offset == held_off) {
+      in_hook++;
+      std::unique_lock lk(mu);
+      cv.wait(lk, [&] { return release; });
+      return;
+    }
+    std::lock_guard lk(mu);
+    if (!release) {
+      reads_while_held++;
+    }
+  };
+  std::thread t([&] { EXPECT_TRUE((*blob)->fill(b.chunks[30].uncompressed_offset, 1)); });
+  while (in_hook.load() == 0) {
+    std::this_thread::yield();
+  }
+  c->prefetch_chunks(*blob, {0, 5, 10});
+  // An absence can only be checked over a window: give the list workers 200 ms.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(reads_while_held.load(), 0U);
+  {
+    std::lock_guard lk(mu);
+    release = true;
+  }
+  cv.notify_all();
+  t.join();
+  for (std::uint32_t ci : {0, 5, 10}) {
+    wait_until([&] { return (*blob)->ready(b.chunks[ci].uncompressed_offset, 1); });
+    expect_chunk(**blob, b, ci);
+  }
+}
+
+TEST_F(BlobCacheTest, FillDoesNotWidenWhileAListIsPending) {
+  TestBlob b = make_blob(sizes(40, 50000));
+  put(b);
+  auto c = cache(1U << 20);  // a fill would widen over about 20 chunks
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  be->reset();
+  // The list's reads block until released, so the list stays pending (it has more
+  // reads than there are workers).
+  const std::vector<std::uint32_t> listed = {0, 2, 4, 6, 8, 10, 12, 14};
+  std::set<std::uint64_t> list_offs;
+  for (std::uint32_t ci : listed) {
+    list_offs.insert(b.chunks[ci].compressed_offset);
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  std::atomic<std::uint64_t> other_bytes{0};
+  be->hook = [&](std::span<BackendRead> reads) {
+    if (list_offs.count(reads[0].offset) != 0) {
+      std::unique_lock lk(mu);
+      cv.wait(lk, [&] { return release; });
+      return;
+    }
+    for (const auto& r : reads) {
+      other_bytes += r.out.size();
+    }
+  };
+  c->prefetch_chunks(*blob, listed);
+  wait_until([&] { return be->calls.load() >= BlobCache::kPrefetchListWorkers; });
+  ASSERT_TRUE((*blob)->fill(b.chunks[21].uncompressed_offset, 1));
+  EXPECT_EQ(other_bytes.load(), b.chunks[21].compressed_size);  // chunk 21 alone
+  {
+    std::lock_guard lk(mu);
+    release = true;
+  }
+  cv.notify_all();
+  wait_until([&] { return (*blob)->ready_chunks() >= listed.size() + 1; });
+  EXPECT_EQ((*blob)->ready_chunks(), listed.size() + 1);
+  // The list is done: fills widen again.
+  ASSERT_TRUE((*blob)->fill(b.chunks[30].uncompressed_offset, 1));
+  EXPECT_GT((*blob)->ready_chunks(), listed.size() + 2);
 }
 
 TEST_F(BlobCacheTest, PrefetchRespectsTheCap) {
