@@ -92,6 +92,50 @@ std::vector<NodeId> resolve_prefetch(const erofs::Tree& tree,
   return out;
 }
 
+std::vector<ChunkSlot> listed_slots(const FsTree& layer, const std::vector<std::string>& paths) {
+  std::vector<ChunkSlot> out;
+  std::vector<bool> seen(layer.size(), false);
+  // Depth-first from a listed node; an explicit stack, as the tree's depth is the
+  // input's.
+  auto add = [&](NodeId top) {
+    std::vector<NodeId> stack{top};
+    while (!stack.empty()) {
+      const NodeId id = stack.back();
+      stack.pop_back();
+      if (seen[id]) {
+        continue;
+      }
+      seen[id] = true;
+      const BuildNode& n = layer.node(id);
+      if (is_dir(n)) {
+        for (auto it = n.meta.children.rbegin(); it != n.meta.children.rend(); ++it) {
+          stack.push_back(it->second);
+        }
+      } else {
+        out.insert(out.end(), n.chunk_slots.begin(), n.chunk_slots.end());
+      }
+    }
+  };
+  for (const std::string& p : paths) {
+    std::vector<std::string> comps;
+    for (std::size_t pos = 0; pos < p.size();) {
+      std::size_t slash = p.find('/', pos);
+      if (slash == std::string::npos) {
+        slash = p.size();
+      }
+      if (slash > pos) {
+        comps.push_back(p.substr(pos, slash - pos));
+      }
+      pos = slash + 1;
+    }
+    auto id = layer.lookup(comps);
+    if (id) {
+      add(*id);
+    }
+  }
+  return out;
+}
+
 erofs::Tree finalize_tree(const FsTree& tree, const ChunkPipeline& pipeline) {
   constexpr NodeId kNone = std::numeric_limits<NodeId>::max();
   erofs::Tree out;
@@ -166,7 +210,10 @@ base::Result<BuildReport> build_image(const std::string& source, const std::stri
     if (auto r = image.merge_layer(layer); !r) {
       return base::Unexpected(std::move(r).error().wrap(what));
     }
-    CFN_ASSIGN_OR_RETURN(auto blob, pipeline.end_layer());
+    // The listed files' chunks go first in the blob, in list order: a list recorded
+    // in read order is then one run of the blob file, fetched in few range reads.
+    CFN_ASSIGN_OR_RETURN(auto blob,
+                         pipeline.end_layer(listed_slots(layer, options.prefetch_files)));
     if (blob && pipeline.blobs().size() > kMaxBlobs) {
       return base::errorf(EFBIG, "more than {} data blobs", kMaxBlobs);
     }

@@ -42,4 +42,11 @@ struct BuildReport {
 [[nodiscard]] std::vector<erofs::NodeId> resolve_prefetch(const erofs::Tree& tree,
                                                           const std::vector<std::string>& paths);
 
+// The chunk slots of the regular files of a layer tree that paths (as
+// parse_prefetch_list gives them) name, in list order, each file's in file order (a
+// directory: the files under it, in name order); for ChunkPipeline::end_layer, which
+// puts these chunks first in the layer's blob. Absent paths and symlinks add nothing.
+[[nodiscard]] std::vector<ChunkSlot> listed_slots(const FsTree& layer,
+                                                  const std::vector<std::string>& paths);
+
 }  // namespace convert

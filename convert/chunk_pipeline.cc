@@ -261,12 +261,70 @@ base::Status ChunkPipeline::commit_front() {
   return {};
 }
 
-base::Result<std::optional<BlobResult>> ChunkPipeline::end_layer() {
+base::Status ChunkPipeline::relayout(const std::vector<std::uint32_t>& order) {
+  CFN_TRY(flush());
+  blob_fd_.reset();
+  const std::string old_name = blob_tmp_name_ + ".old";
+  if (::renameat(blobs_dir_, blob_tmp_name_.c_str(), blobs_dir_, old_name.c_str()) != 0) {
+    return base::errno_error("rename " + blob_tmp_name_);
+  }
+  CFN_ASSIGN_OR_RETURN(base::UniqueFd in,
+                       base::UniqueFd::openat(blobs_dir_, old_name, O_RDONLY | O_NOFOLLOW));
+  const std::vector<erofs::ChunkMeta> old = cur_chunks_;
+  std::vector<base::Digest> digests = std::move(cur_digests_);
+  CFN_TRY(open_blob());  // a new temporary: resets the hasher, sizes and chunk lists
+  cur_chunks_ = old;
+  cur_digests_ = std::move(digests);
+  std::vector<std::byte> buf;
+  std::uint64_t end = 0;
+  for (std::uint32_t ci : order) {
+    erofs::ChunkMeta& m = cur_chunks_[ci];
+    buf.resize(m.compressed_size);
+    if (auto r = base::pread_full(in.get(), buf, old[ci].compressed_offset); !r) {
+      return base::Unexpected(std::move(r).error().wrap("re-reading blob"));
+    }
+    m.compressed_offset = end;
+    end += m.compressed_size;
+    CFN_TRY(write_out(buf));
+  }
+  cur_data_end_ = end;
+  cur_next_uoff_ =
+      old.empty() ? 0
+                  : base::align_up(old.back().uncompressed_offset + old.back().uncompressed_size,
+                                   erofs::kBlockSize);
+  if (::unlinkat(blobs_dir_, old_name.c_str(), 0) != 0) {
+    return base::errno_error("remove " + old_name);
+  }
+  return {};
+}
+
+base::Result<std::optional<BlobResult>> ChunkPipeline::end_layer(
+    const std::vector<ChunkSlot>& first) {
   while (!inflight_.empty()) {
     CFN_TRY(commit_front());
   }
   if (!blob_fd_) {
     return std::nullopt;
+  }
+  if (options_.compressor != base::Compressor::kNone && !first.empty()) {
+    const auto this_blob = static_cast<std::uint32_t>(blobs_.size());
+    std::vector<bool> placed(cur_chunks_.size(), false);
+    std::vector<std::uint32_t> order;
+    for (ChunkSlot s : first) {
+      const Location& loc = slots_[s];
+      if (loc.blob == this_blob && !placed[loc.ci]) {
+        placed[loc.ci] = true;
+        order.push_back(loc.ci);
+      }
+    }
+    if (!order.empty()) {
+      for (std::uint32_t ci = 0; ci < cur_chunks_.size(); ++ci) {
+        if (!placed[ci]) {
+          order.push_back(ci);
+        }
+      }
+      CFN_TRY(relayout(order));
+    }
   }
   if (options_.compressor == base::Compressor::kNone) {
     CFN_TRY(write_zeros(cur_next_uoff_ - cur_data_end_));

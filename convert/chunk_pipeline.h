@@ -72,8 +72,13 @@ class ChunkPipeline {
   void release(ChunkBuffer buf);
 
   // Drain, then finish the current layer's blob: trailer, id = sha256(file), rename.
-  // nullopt when the layer added no new chunk.
-  [[nodiscard]] base::Result<std::optional<BlobResult>> end_layer();
+  // nullopt when the layer added no new chunk. The chunks of `first` that are new in
+  // this blob (once each, in that order) are moved to the front of its data region,
+  // the rest follow in chunk order; only compressed offsets change (the chunk-info
+  // order and the uncompressed layout stay), and nothing moves without compression
+  // (the blob is then the device itself).
+  [[nodiscard]] base::Result<std::optional<BlobResult>> end_layer(
+      const std::vector<ChunkSlot>& first = {});
 
   // After every layer: the ChunkRef of a slot (blob offsets filled in).
   [[nodiscard]] erofs::ChunkRef resolve(ChunkSlot slot) const;
@@ -98,6 +103,7 @@ class ChunkPipeline {
   base::Status write_out(base::Bytes data);
   base::Status write_zeros(std::uint64_t n);
   base::Status flush();
+  base::Status relayout(const std::vector<std::uint32_t>& order);
 
   BuildOptions options_;
   int blobs_dir_;

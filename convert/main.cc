@@ -49,7 +49,8 @@ int main(int argc, char** argv) {
   build->add_option("--threads", opts.workers, "compression workers (0 = one per CPU)");
   std::string prefetch_files;
   build->add_option("--prefetch-files", prefetch_files,
-                    "file of paths to fetch first, one a line ('-': stdin): the prefetch table");
+                    "file of paths to fetch first, one a line ('-': stdin): the prefetch table; "
+                    "their chunks go first in the blob, in list order");
 
   std::string bootstrap;
   std::string blob_dir;
@@ -91,7 +92,8 @@ int main(int argc, char** argv) {
   image->add_option("--chunk-size", chunk_size, "power of two, 4K..16M (e.g. 1M, 64K)");
   image->add_option("--threads", opts.workers, "compression workers (0 = one per CPU)");
   image->add_option("--prefetch-files", prefetch_files,
-                    "file of paths to fetch first, one a line ('-': stdin): the prefetch table");
+                    "file of paths to fetch first, one a line ('-': stdin): the prefetch table; "
+                    "their chunks go first in the blob, in list order");
 
   CLI11_PARSE(app, argc, argv);
   base::init_logging("nydus-convert", log_level);

@@ -532,6 +532,31 @@ TEST(BuildDirectory, PrefetchTableRoundTrip) {
   EXPECT_EQ(*table,
             (std::vector<erofs::Nid>{*img->lookup_path("/main"), *img->lookup_path("/lib")}));
 
+  // The listed files' chunks lead the blob, in list order (/main, then /lib's files in
+  // name order); the unlisted /other follows; every file still reads back.
+  auto records = img->chunk_table();
+  ASSERT_TRUE(records);
+  auto first_offset = [&](const std::string& path) -> std::uint64_t {
+    auto ext = img->map(*img->lookup_path(path), 0, UINT64_MAX);
+    EXPECT_TRUE(ext && !ext->empty() && (*ext)[0].ci_index) << path;
+    for (const auto& rec : *records) {
+      if (rec.index == *(*ext)[0].ci_index) {
+        return rec.compressed_offset;
+      }
+    }
+    ADD_FAILURE() << path << ": no chunk record";
+    return 0;
+  };
+  EXPECT_EQ(first_offset("/main"), 0U);
+  EXPECT_LT(first_offset("/main"), first_offset("/lib/a"));
+  EXPECT_LT(first_offset("/lib/a"), first_offset("/lib/b"));
+  EXPECT_LT(first_offset("/lib/b"), first_offset("/other"));
+  auto entries = read_image(out);
+  EXPECT_EQ(entries["/main"].data, random_bytes(9000, 5));
+  EXPECT_EQ(entries["/lib/a"].data, random_bytes(70000, 3));
+  EXPECT_EQ(entries["/lib/b"].data, random_bytes(5000, 4));
+  EXPECT_EQ(entries["/other"].data, random_bytes(9000, 6));
+
   // A corrupt entry: inspect fails naming the prefetch table.
   std::uint64_t off = 0;
   std::memcpy(&off,
