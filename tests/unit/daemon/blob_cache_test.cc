@@ -169,6 +169,67 @@ class CountingBackend final : public Backend {
   std::shared_ptr<Backend> inner_;
 };
 
+// An on-demand fill of chunk ci whose backend read is held until release(), and a
+// count of the other reads that start meanwhile: what must yield to a fill. The
+// hook's state is shared with the backend, so reads after this is gone are harmless.
+class HeldFill {
+ public:
+  HeldFill(CountingBackend& be, CachedBlob& blob, const TestBlob& b, std::uint32_t ci)
+      : st_(std::make_shared<State>()) {
+    st_->held = b.chunks[ci].compressed_offset;
+    be.hook = [st = st_](std::span<BackendRead> reads) {
+      if (reads[0].offset == st->held) {
+        ++st->in_hook;
+        std::unique_lock lk(st->mu);
+        st->cv.wait(lk, [&] { return st->release; });
+        return;
+      }
+      std::lock_guard lk(st->mu);
+      if (!st->release) {
+        ++st->reads_while_held;
+      }
+    };
+    thread_ = std::thread(
+        [&blob, off = b.chunks[ci].uncompressed_offset] { EXPECT_TRUE(blob.fill(off, 1)); });
+    while (st_->in_hook.load() == 0) {
+      std::this_thread::yield();
+    }
+  }
+  ~HeldFill() { release(); }
+  HeldFill(const HeldFill&) = delete;
+  HeldFill& operator=(const HeldFill&) = delete;
+
+  // The reads started while the fill is held, over a window (an absence can only be
+  // checked over one).
+  std::uint64_t reads_after(std::chrono::milliseconds window) {
+    std::this_thread::sleep_for(window);
+    return st_->reads_while_held.load();
+  }
+  // Let the fill's read go on and wait for the fill.
+  void release() {
+    {
+      std::lock_guard lk(st_->mu);
+      st_->release = true;
+    }
+    st_->cv.notify_all();
+    if (thread_.joinable()) {
+      thread_.join();
+    }
+  }
+
+ private:
+  struct State {
+    std::uint64_t held = 0;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool release = false;
+    std::atomic<int> in_hook{0};
+    std::atomic<std::uint64_t> reads_while_held{0};
+  };
+  std::shared_ptr<State> st_;
+  std::thread thread_;
+};
+
 class BlobCacheTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -785,39 +846,11 @@ TEST_F(BlobCacheTest, PrefetchListWaitsForOnDemandFetches) {
   auto blob = c->open(b.info, b.records, be);
   ASSERT_TRUE(blob);
   be->reset();
-  // The fill's read blocks until released; meanwhile a list is queued.
-  std::mutex mu;
-  std::condition_variable cv;
-  bool release = false;
-  std::atomic<int> in_hook{0};
-  std::atomic<std::uint64_t> reads_while_held{0};
-  const std::uint64_t held_off = b.chunks[30].compressed_offset;
-  be->hook = [&](std::span<BackendRead> reads) {
-    if (reads[0].offset == held_off) {
-      in_hook++;
-      std::unique_lock lk(mu);
-      cv.wait(lk, [&] { return release; });
-      return;
-    }
-    std::lock_guard lk(mu);
-    if (!release) {
-      reads_while_held++;
-    }
-  };
-  std::thread t([&] { EXPECT_TRUE((*blob)->fill(b.chunks[30].uncompressed_offset, 1)); });
-  while (in_hook.load() == 0) {
-    std::this_thread::yield();
-  }
+  // The fill's read is held; meanwhile a list is queued.
+  HeldFill fill(*be, **blob, b, 30);
   c->prefetch_chunks(*blob, {0, 5, 10});
-  // An absence can only be checked over a window: give the list workers 200 ms.
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  EXPECT_EQ(reads_while_held.load(), 0U);
-  {
-    std::lock_guard lk(mu);
-    release = true;
-  }
-  cv.notify_all();
-  t.join();
+  EXPECT_EQ(fill.reads_after(std::chrono::milliseconds(200)), 0U);
+  fill.release();
   for (std::uint32_t ci : {0, 5, 10}) {
     wait_until([&] { return (*blob)->ready(b.chunks[ci].uncompressed_offset, 1); });
     expect_chunk(**blob, b, ci);
@@ -908,39 +941,11 @@ TEST_F(BlobCacheTest, PrefetchYieldsToOnDemandFills) {
   auto blob = c->open(b.info, b.records, be);
   ASSERT_TRUE(blob);
   be->reset();
-  // The on-demand fill's read blocks until released; meanwhile prefetch is queued.
-  std::mutex mu;
-  std::condition_variable cv;
-  bool release = false;
-  std::atomic<int> in_hook{0};
-  std::atomic<std::uint64_t> reads_while_held{0};
-  const std::uint64_t held_off = b.chunks[30].compressed_offset;
-  be->hook = [&](std::span<BackendRead> reads) {
-    if (reads[0].offset == held_off) {
-      in_hook++;
-      std::unique_lock lk(mu);
-      cv.wait(lk, [&] { return release; });
-      return;
-    }
-    std::lock_guard lk(mu);
-    if (!release) {
-      reads_while_held++;
-    }
-  };
-  std::thread t([&] { EXPECT_TRUE((*blob)->fill(b.chunks[30].uncompressed_offset, 1)); });
-  while (in_hook.load() == 0) {
-    std::this_thread::yield();
-  }
+  // The on-demand fill's read is held; meanwhile prefetch is queued.
+  HeldFill fill(*be, **blob, b, 30);
   c->prefetch(*blob);
-  // An absence can only be checked over a window: give the prefetcher 200 ms.
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  EXPECT_EQ(reads_while_held.load(), 0U);
-  {
-    std::lock_guard lk(mu);
-    release = true;
-  }
-  cv.notify_all();
-  t.join();
+  EXPECT_EQ(fill.reads_after(std::chrono::milliseconds(200)), 0U);
+  fill.release();
   wait_until([&] { return (*blob)->ready_chunks() >= 32; });
   EXPECT_EQ((*blob)->ready_chunks(), 32U);
 }
