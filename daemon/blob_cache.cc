@@ -35,6 +35,7 @@
 #include <thread>
 #include <utility>
 
+#include "base/defer.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "erofs/blob_meta.h"
@@ -161,13 +162,21 @@ class BlobImpl final : public CachedBlob {
       return false;
     }
     auto [first, last] = meta_.chunks_in_range(off, std::min(len, size() - off));
+    FirstDemands fresh;
+    auto tell = base::defer([&] { fresh.tell(); });  // after the unlock below
     std::lock_guard lk(mu_);
     bool all = true;
     for (std::uint32_t ci = first; ci < last; ++ci) {
-      demand(ci);
+      demand(ci, fresh);
       all = all && state_[ci] == ChunkState::kPresent;
     }
     return all;
+  }
+
+  void add_demand_listener(std::weak_ptr<DemandListener> l) override {
+    std::lock_guard lk(mu_);
+    std::erase_if(listeners_, [](const auto& w) { return w.expired(); });
+    listeners_.push_back(std::move(l));
   }
 
   base::Status fill(std::uint64_t off, std::uint64_t len, int write_fd) override;
@@ -214,6 +223,11 @@ class BlobImpl final : public CachedBlob {
   // widening would spend the bandwidth on neighbours nobody asked for.
   void list_pending(int delta) { lists_pending_.fetch_add(delta, std::memory_order_relaxed); }
   [[nodiscard]] std::uint64_t batch() const { return batch_; }
+  // A read of this blob timed out less than kFailHold ago: the backend is stalling.
+  [[nodiscard]] bool failing() const {
+    std::lock_guard lk(mu_);
+    return std::chrono::steady_clock::now() < failing_until_;
+  }
   [[nodiscard]] bool absent(std::uint32_t ci) const {
     std::lock_guard lk(mu_);
     return state_[ci] == ChunkState::kAbsent;
@@ -267,17 +281,45 @@ class BlobImpl final : public CachedBlob {
   std::vector<ChunkState> state_;
   std::vector<std::shared_ptr<Flight>> flight_;  // set while kInFlight
   std::uint64_t present_ = 0;
-  // Under mu_: stamp ci's first demand (CachedBlob::demanded_chunks).
-  void demand(std::uint32_t ci) const {
-    if (demanded_[ci] == 0) {
-      demanded_[ci] = shared_->demand_seq.fetch_add(1, std::memory_order_relaxed) + 1;
+  // First demands found under mu_, told to the listeners after it is released.
+  struct FirstDemands {
+    std::vector<std::uint32_t> cis;
+    std::vector<std::shared_ptr<DemandListener>> listeners;
+    void tell() {
+      for (const auto& l : listeners) {
+        for (std::uint32_t ci : cis) {
+          l->first_demand(ci);
+        }
+      }
     }
+  };
+  // Under mu_: stamp ci's first demand (CachedBlob::demanded_chunks), and note it for
+  // the listeners.
+  void demand(std::uint32_t ci, FirstDemands& fresh) const {
+    if (demanded_[ci] != 0) {
+      return;
+    }
+    demanded_[ci] = shared_->demand_seq.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (listeners_.empty()) {
+      return;
+    }
+    if (fresh.cis.empty()) {
+      for (const auto& w : listeners_) {
+        if (auto l = w.lock()) {
+          fresh.listeners.push_back(std::move(l));
+        }
+      }
+    }
+    fresh.cis.push_back(ci);
   }
+  mutable std::vector<std::weak_ptr<DemandListener>> listeners_;  // guarded by mu_
 
   // by ci: the Demand::seq of its first ready() or fill(), 0 = never asked for
   mutable std::vector<std::uint64_t> demanded_;
   // by ci: until when a failed backend read fails fills at once (kFailHold)
   std::vector<std::chrono::steady_clock::time_point> failed_until_;
+  // the latest of failed_until_: while it lasts, prefetch lists start no read
+  std::chrono::steady_clock::time_point failing_until_{};
   std::optional<base::Error> last_backend_error_;
   std::vector<std::function<void()>> on_complete_;  // run once when present_ reaches all
 };
@@ -507,6 +549,7 @@ std::uint64_t BlobImpl::run_round(const Round& round, int write_fd, Deadline dea
     const auto hold = std::chrono::steady_clock::now() + kFailHold;
     for (std::uint32_t ci : backend_failed) {
       failed_until_[ci] = hold;
+      failing_until_ = hold;
     }
     if (backend_error) {
       last_backend_error_ = std::move(backend_error);
@@ -539,10 +582,14 @@ base::Status BlobImpl::fill(std::uint64_t off, std::uint64_t len, int write_fd) 
   const auto [first, last] = meta_.chunks_in_range(off, len);
   bool any_absent = false;  // else every chunk is present or someone else's fetch
   {
+    // Listeners hear of first demands once the lock is released, before the fetch (a
+    // file readahead they queue then keeps this fill from widening).
+    FirstDemands fresh;
+    auto tell = base::defer([&] { fresh.tell(); });
     std::lock_guard lk(mu_);
     bool all = true;
     for (std::uint32_t ci = first; ci < last; ++ci) {
-      demand(ci);
+      demand(ci, fresh);
       all = all && state_[ci] == ChunkState::kPresent;
       any_absent = any_absent || state_[ci] == ChunkState::kAbsent;
     }
@@ -629,6 +676,7 @@ base::Status BlobImpl::fill(std::uint64_t off, std::uint64_t len, int write_fd) 
                                            "timeout of {} ms",
                                            info_.id, first + i, read_timeout.count())};
       failed_until_[first + i] = std::chrono::steady_clock::now() + kFailHold;
+      failing_until_ = failed_until_[first + i];
       last_backend_error_ = e;
       if (!err) {
         err = e;
@@ -676,10 +724,16 @@ base::Result<std::uint64_t> BlobImpl::prefetch_chunks(const std::vector<std::uin
     std::lock_guard lk(mu_);
     rounds = claim(cis, nullptr);
   }
+  // A prefetch holds its chunks no longer than a reader would wait for them: cut at
+  // the read timeout like a fill's own fetch, a read stuck on a stalled registry
+  // leaves its chunks to the readers' own fetches once the registry is back.
+  const auto read_timeout = shared_->read_timeout;
+  const Deadline deadline =
+      read_timeout.count() > 0 ? std::chrono::steady_clock::now() + read_timeout : kNoDeadline;
   std::uint64_t filled = 0;
   std::optional<base::Error> err;
   for (const Round& r : rounds) {
-    filled += run_round(r, -1, kNoDeadline);
+    filled += run_round(r, -1, deadline);
     std::lock_guard lk(mu_);
     if (!err && !r.flight->errors.empty()) {
       err = r.flight->errors.begin()->second;
@@ -767,8 +821,8 @@ class BlobCacheImpl final : public BlobCache {
     shared_->cv.notify_all();
   }
 
-  void prefetch_chunks(const std::shared_ptr<CachedBlob>& blob,
-                       std::vector<std::uint32_t> cis) override {
+  void prefetch_chunks(const std::shared_ptr<CachedBlob>& blob, std::vector<std::uint32_t> cis,
+                       bool readahead) override {
     auto impl = std::dynamic_pointer_cast<BlobImpl>(blob);
     if (!impl) {
       return;
@@ -779,7 +833,7 @@ class BlobCacheImpl final : public BlobCache {
     }
     std::lock_guard lk(shared_->mu);
     impl->list_pending(1);
-    list_jobs_.push_back(ListJob{std::move(impl), std::move(cis), 0});
+    list_jobs_.push_back(ListJob{std::move(impl), std::move(cis), 0, readahead});
     shared_->cv.notify_all();
   }
 
@@ -790,6 +844,7 @@ class BlobCacheImpl final : public BlobCache {
     std::shared_ptr<BlobImpl> blob;
     std::vector<std::uint32_t> cis;  // fetch order
     std::size_t next = 0;            // first not yet handed to a worker
+    bool readahead = false;          // a file's readahead, not a prefetch list
   };
   void list_loop();
   // Background prefetch waits while any of this is going on.
@@ -828,9 +883,19 @@ void BlobCacheImpl::list_loop() {
     }
     ListJob& job = list_jobs_.front();
     std::shared_ptr<BlobImpl> blob = job.blob;
+    const bool readahead = job.readahead;
     // Chunks a fill fetched meanwhile are not a read any more.
     while (job.next < job.cis.size() && !blob->absent(job.cis[job.next])) {
       ++job.next;
+    }
+    // A backend that just timed out a read (a stalled registry): the rest of the job
+    // is left to on-demand fills. A read started now would hold its chunks through the
+    // stall, and readers coming once the registry is back would wait for it and fail.
+    if (job.next < job.cis.size() && blob->failing()) {
+      spdlog::debug("{} of blob {}: {} chunks left to on-demand fills (the backend timed out)",
+                    readahead ? "file readahead" : "prefetch list", blob->info().id,
+                    job.cis.size() - job.next);
+      job.next = job.cis.size();
     }
     if (job.next == job.cis.size()) {
       blob->list_pending(-1);
@@ -857,10 +922,12 @@ void BlobCacheImpl::list_loop() {
     auto filled = blob->prefetch_chunks(slice);
     if (filled) {
       shared_->metrics.prefetch_bytes.fetch_add(*filled, std::memory_order_relaxed);
-      shared_->metrics.prefetch_list_bytes.fetch_add(*filled, std::memory_order_relaxed);
+      (readahead ? shared_->metrics.readahead_bytes : shared_->metrics.prefetch_list_bytes)
+          .fetch_add(*filled, std::memory_order_relaxed);
     } else if (blob->first_prefetch_error()) {
-      spdlog::warn("prefetch list of blob {}: {} (failed chunks are left to on-demand fills)",
-                   blob->info().id, filled.error().to_string());
+      spdlog::warn("{} of blob {}: {} (failed chunks are left to on-demand fills)",
+                   readahead ? "file readahead" : "prefetch list", blob->info().id,
+                   filled.error().to_string());
     }
     lk.lock();
     --list_running_;

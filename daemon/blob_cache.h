@@ -46,12 +46,23 @@ struct CacheMetrics {
   std::atomic<std::uint64_t> prefetch_bytes{0};    // uncompressed bytes filled by prefetch
   // Of prefetch_bytes, those filled for prefetch lists (prefetch_chunks).
   std::atomic<std::uint64_t> prefetch_list_bytes{0};
+  std::atomic<std::uint64_t> readahead_bytes{0};  // file readahead (prefetch_chunks)
   // Fill latency histogram, microseconds, buckets <= 2^k us for k = 0..kBuckets-1.
   static constexpr int kBuckets = 24;
   std::atomic<std::uint64_t> fill_latency_us[kBuckets]{};
 };
 
 class BlobCache;
+
+// Told of each chunk of a blob on its first demand (the first ready() or fill() that
+// asks about it; CachedBlob::demanded_chunks), on the demanding thread, after the
+// call's own bookkeeping and before it fetches, with no lock of the blob held. Must be
+// quick and must not fill (queueing a prefetch is fine).
+class DemandListener {
+ public:
+  virtual ~DemandListener() = default;
+  virtual void first_demand(std::uint32_t ci) = 0;
+};
 
 // One blob's cache file. Shared by every image and front end that uses the blob id
 // (a shared_ptr: the BlobCache and each bound image hold it).
@@ -99,6 +110,9 @@ class CachedBlob {
     bool operator==(const Demand&) const = default;
   };
   [[nodiscard]] virtual std::vector<Demand> demanded_chunks() const = 0;
+  // Tell l of every first demand from now on, for as long as l lives (the blob keeps a
+  // weak reference: an image's listener goes with the image).
+  virtual void add_demand_listener(std::weak_ptr<DemandListener> l) = 0;
   // True when every chunk is present: no read of the blob needs a fill any more (a
   // chunk never goes back to absent). A blob with a chunk no bootstrap has a digest
   // for never completes.
@@ -136,11 +150,16 @@ class BlobCache {
   // fills come first: each worker claims only the chunks of its next read, so a fill
   // fetches anything not yet claimed itself, no worker starts a read while a fill is
   // fetching, and fills do not widen while the list has reads not yet started.
-  // Present, in-flight, repeated and unknown chunk indexes are skipped. Errors are
-  // logged (once per blob) and the failed chunks left absent for on-demand fills.
+  // Present, in-flight, repeated and unknown chunk indexes are skipped. Each read is
+  // cut at the read timeout (CacheOptions::read_timeout) like a fill's own fetch, and
+  // while a read of the blob timed out less than a second ago (a stalling backend) no
+  // new read starts: the rest is left to on-demand fills. Errors are logged (once per
+  // blob) and the failed chunks left absent for on-demand fills.
   static constexpr int kPrefetchListWorkers = 4;
+  // readahead: the chunks are a file's readahead, not a prefetch list (they count in
+  // CacheMetrics::readahead_bytes instead of prefetch_list_bytes).
   virtual void prefetch_chunks(const std::shared_ptr<CachedBlob>& blob,
-                               std::vector<std::uint32_t> cis) = 0;
+                               std::vector<std::uint32_t> cis, bool readahead = false) = 0;
   [[nodiscard]] virtual CacheMetrics& metrics() = 0;
 };
 

@@ -178,9 +178,9 @@ base::Result<Config> parse_config(std::string_view json_text, Config c) {
     return base::make_error(EINVAL, "config: not a JSON object");
   }
   static constexpr std::string_view kKeys[] = {
-      "frontend",           "cache_dir",      "socket",       "log_level", "batch_size",
-      "prefetch_bandwidth", "fill_threads",   "fuse_threads", "fd_holder", "fd_holder_grace_s",
-      "registry",           "read_timeout_s", "fuse_poll_us"};
+      "frontend",           "cache_dir",      "socket",       "log_level",     "batch_size",
+      "prefetch_bandwidth", "fill_threads",   "fuse_threads", "fd_holder",     "fd_holder_grace_s",
+      "registry",           "read_timeout_s", "fuse_poll_us", "file_readahead"};
   for (const auto& [key, value] : j.items()) {
     bool known = false;
     for (auto k : kKeys) {
@@ -200,6 +200,7 @@ base::Result<Config> parse_config(std::string_view json_text, Config c) {
   CFN_TRY(get_string(j, "log_level", c.log_level));
   CFN_TRY(get_uint(j, "batch_size", c.batch_size, 128 * 1024, 64ULL << 20));
   CFN_TRY(get_uint(j, "prefetch_bandwidth", c.prefetch_bandwidth, 0, UINT64_MAX));
+  CFN_TRY(get_uint(j, "file_readahead", c.file_readahead, 0, 1ULL << 30));
   CFN_TRY(get_uint(j, "fill_threads", c.fill_threads, 1, 1024));
   CFN_TRY(get_uint(j, "fuse_threads", c.fuse_threads, 1, 1024));
   CFN_TRY(get_uint(j, "fuse_poll_us", c.fuse_poll_us, 0, 10000));

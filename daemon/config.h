@@ -42,10 +42,14 @@ struct Config {
   std::string cache_dir = "/var/cache/cachefilesd-nydus";
   std::string socket_path = "/run/cachefilesd-nydus/control.sock";
   std::string log_level = "info";
-  std::uint64_t batch_size = 1U << 20;   // on-demand fills widen to this
+  // On-demand fills widen to this. Small: the rest of a file comes by file readahead.
+  std::uint64_t batch_size = 128U << 10;
   std::uint64_t prefetch_bandwidth = 0;  // bytes/s, 0 = no background prefetch
-  unsigned fill_threads = 16;            // fanotify fill workers
-  unsigned fuse_threads = 8;             // FUSE worker threads per mount
+  // The first read of a file queues the rest of it, up to this many uncompressed
+  // bytes, as a prefetch (0 = off): BoundImage::open.
+  std::uint64_t file_readahead = 8U << 20;
+  unsigned fill_threads = 16;  // fanotify fill workers
+  unsigned fuse_threads = 8;   // FUSE worker threads per mount
   // After serving a request, a FUSE worker polls for the next one this long before it
   // sleeps (0 = never polls).
   unsigned fuse_poll_us = 50;
@@ -63,9 +67,9 @@ struct Config {
 [[nodiscard]] std::string fd_holder_socket(const std::string& socket_path);
 
 // Parse a JSON object of Config keys ("frontend", "cache_dir", "socket", "log_level",
-// "batch_size", "prefetch_bandwidth", "fill_threads", "fuse_threads", "fuse_poll_us",
-// "read_timeout_s" (0 = no bound), "fd_holder", "fd_holder_grace_s" (0 = for ever), "registry")
-// over `base`. Unknown keys and wrong types are EINVAL, naming the key.
+// "batch_size", "prefetch_bandwidth", "file_readahead", "fill_threads", "fuse_threads",
+// "fuse_poll_us", "read_timeout_s" (0 = no bound), "fd_holder", "fd_holder_grace_s" (0 = for ever),
+// "registry") over `base`. Unknown keys and wrong types are EINVAL, naming the key.
 [[nodiscard]] base::Result<Config> parse_config(std::string_view json_text, Config base = {});
 // Parse a JSON object of RegistryOptions keys ("plain_http", "insecure", "ca_files",
 // "docker_config", "mirrors": {host: [url...]}, "connect_timeout_ms",

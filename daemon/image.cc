@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <set>
 #include <utility>
@@ -11,10 +12,109 @@
 #include "base/file.h"
 
 namespace cfnd {
+namespace {
+
+// File readahead of one blob: which file each chunk belongs to, and on the first
+// demand of a file's chunk, the rest of that file queued as a prefetch.
+class FileReadahead final : public DemandListener {
+ public:
+  static constexpr std::uint32_t kNone = UINT32_MAX;
+
+  FileReadahead(BlobCache& cache, std::shared_ptr<CachedBlob> blob, std::uint64_t limit,
+                std::vector<std::vector<std::uint32_t>> files, std::vector<std::uint32_t> file_of,
+                std::vector<std::uint64_t> chunk_bytes)
+      : cache_(cache),
+        blob_(std::move(blob)),
+        limit_(limit),
+        files_(std::move(files)),
+        file_of_(std::move(file_of)),
+        chunk_bytes_(std::move(chunk_bytes)),
+        started_(files_.size()) {}
+
+  void first_demand(std::uint32_t ci) override {
+    if (ci >= file_of_.size() || file_of_[ci] == kNone) {
+      return;
+    }
+    const std::uint32_t f = file_of_[ci];
+    if (started_[f].exchange(true)) {
+      return;
+    }
+    // From the chunk read on, then what comes before it, up to limit_ bytes.
+    const auto& chunks = files_[f];
+    const auto at =
+        static_cast<std::size_t>(std::find(chunks.begin(), chunks.end(), ci) - chunks.begin());
+    std::vector<std::uint32_t> cis;
+    std::uint64_t bytes = 0;
+    for (std::size_t k = 0; k < chunks.size(); ++k) {
+      const std::uint32_t c = chunks[(at + k) % chunks.size()];
+      if (k > 0 && bytes + chunk_bytes_[c] > limit_) {
+        break;
+      }
+      bytes += chunk_bytes_[c];
+      if (k > 0) {  // the chunk read is the reader's own fill
+        cis.push_back(c);
+      }
+    }
+    if (!cis.empty()) {
+      cache_.prefetch_chunks(blob_, std::move(cis), /*readahead=*/true);
+    }
+  }
+
+ private:
+  BlobCache& cache_;
+  const std::shared_ptr<CachedBlob> blob_;
+  const std::uint64_t limit_;
+  const std::vector<std::vector<std::uint32_t>> files_;  // each file's chunks, in file order
+  const std::vector<std::uint32_t> file_of_;             // by ci: index in files_, or kNone
+  const std::vector<std::uint64_t> chunk_bytes_;         // by ci: uncompressed size
+  std::vector<std::atomic<bool>> started_;               // by file: readahead queued
+};
+
+// Per blob, every regular file's chunks in file order; a chunk shared by several files
+// (deduplicated content) belongs to the first in tree order.
+base::Status map_files(const erofs::Image& img, std::size_t nblobs,
+                       std::vector<std::vector<std::vector<std::uint32_t>>>& files,
+                       std::vector<std::vector<std::uint32_t>>& file_of) {
+  files.assign(nblobs, {});
+  std::set<erofs::Nid> seen;
+  base::Status inner;
+  CFN_TRY(img.walk(img.root(), "/",
+                   [&](const std::string&, erofs::Nid nid, const erofs::InodeInfo& info) {
+                     if (!S_ISREG(info.mode) || !seen.insert(nid).second) {
+                       return true;  // hard links: the file once
+                     }
+                     auto extents = img.map(nid, 0, UINT64_MAX);
+                     if (!extents) {
+                       inner = base::Unexpected(extents.error());
+                       return false;
+                     }
+                     std::vector<std::vector<std::uint32_t>> mine(nblobs);
+                     for (const erofs::Extent& e : *extents) {
+                       if (e.kind != erofs::Extent::Kind::kBlob || !e.ci_index ||
+                           e.blob_index >= nblobs || *e.ci_index >= file_of[e.blob_index].size() ||
+                           file_of[e.blob_index][*e.ci_index] != FileReadahead::kNone) {
+                         continue;
+                       }
+                       const std::uint32_t b = e.blob_index;
+                       file_of[b][*e.ci_index] = static_cast<std::uint32_t>(files[b].size());
+                       mine[b].push_back(*e.ci_index);
+                     }
+                     for (std::size_t b = 0; b < nblobs; ++b) {
+                       if (!mine[b].empty()) {
+                         files[b].push_back(std::move(mine[b]));
+                       }
+                     }
+                     return true;
+                   }));
+  return inner;
+}
+
+}  // namespace
 
 base::Result<std::shared_ptr<BoundImage>> BoundImage::open(const std::string& bootstrap_path,
                                                            std::shared_ptr<Backend> backend,
-                                                           BlobCache& cache) {
+                                                           BlobCache& cache,
+                                                           std::uint64_t file_readahead) {
   std::shared_ptr<BoundImage> b(new BoundImage());
   char* real = ::realpath(bootstrap_path.c_str(), nullptr);
   if (real == nullptr) {
@@ -55,7 +155,38 @@ base::Result<std::shared_ptr<BoundImage>> BoundImage::open(const std::string& bo
     }
     b->blobs_.push_back(std::move(*blob));
   }
+  if (file_readahead > 0) {
+    CFN_TRY(b->start_readahead(cache, *table, file_readahead));
+  }
   return b;
+}
+
+base::Status BoundImage::start_readahead(BlobCache& cache,
+                                         const std::vector<erofs::ChunkRecord>& table,
+                                         std::uint64_t limit) {
+  const std::size_t n = blobs_.size();
+  std::vector<std::vector<std::uint32_t>> file_of(n);
+  std::vector<std::vector<std::uint64_t>> chunk_bytes(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    file_of[i].assign(blobs_[i]->chunk_count(), FileReadahead::kNone);
+    chunk_bytes[i].assign(blobs_[i]->chunk_count(), 0);
+  }
+  for (const auto& rec : table) {
+    if (rec.blob_index < n && rec.index < chunk_bytes[rec.blob_index].size()) {
+      chunk_bytes[rec.blob_index][rec.index] = rec.uncompressed_size;
+    }
+  }
+  std::vector<std::vector<std::vector<std::uint32_t>>> files;
+  if (auto st = map_files(*image_, n, files, file_of); !st) {
+    return base::Unexpected(st.error().wrap("bootstrap " + bootstrap_path_));
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    auto l = std::make_shared<FileReadahead>(cache, blobs_[i], limit, std::move(files[i]),
+                                             std::move(file_of[i]), std::move(chunk_bytes[i]));
+    blobs_[i]->add_demand_listener(l);
+    readahead_.push_back(std::move(l));
+  }
+  return {};
 }
 
 namespace {

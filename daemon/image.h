@@ -20,10 +20,15 @@ class BoundImage {
  public:
   // Read the bootstrap at bootstrap_path (it must be complete: EROFS metadata reads
   // raise no fanotify event on 6.18), parse it, and open every blob of its blob table
-  // in `cache` with `backend`. Errors: the bootstrap's read or parse error, EINVAL when
-  // it is not RAFS, or the blob cache's error naming the blob.
+  // in `cache` with `backend`. With file_readahead > 0, the first read of a regular
+  // file's data also queues the rest of that file, up to file_readahead uncompressed
+  // bytes from the chunk read on (then what comes before it), as a prefetch in `cache`
+  // (BlobCache::prefetch_chunks, readahead): a workload's later reads of the file find
+  // it on its way instead of each missing on its own. Errors: the bootstrap's read or
+  // parse error, EINVAL when it is not RAFS, or the blob cache's error naming the blob.
   [[nodiscard]] static base::Result<std::shared_ptr<BoundImage>> open(
-      const std::string& bootstrap_path, std::shared_ptr<Backend> backend, BlobCache& cache);
+      const std::string& bootstrap_path, std::shared_ptr<Backend> backend, BlobCache& cache,
+      std::uint64_t file_readahead = 0);
 
   [[nodiscard]] const std::string& bootstrap_path() const { return bootstrap_path_; }
   [[nodiscard]] const erofs::Image& image() const { return *image_; }
@@ -44,11 +49,14 @@ class BoundImage {
 
  private:
   BoundImage() = default;
+  base::Status start_readahead(BlobCache& cache, const std::vector<erofs::ChunkRecord>& table,
+                               std::uint64_t limit);
   std::string bootstrap_path_;
   std::vector<std::byte> bytes_;  // the Image views these; never resized after parse
   std::unique_ptr<erofs::Image> image_;
   std::shared_ptr<Backend> backend_;  // shared with the blobs that fetch through it
   std::vector<std::shared_ptr<CachedBlob>> blobs_;
+  std::vector<std::shared_ptr<DemandListener>> readahead_;  // one per blob, when on
 };
 
 }  // namespace cfnd

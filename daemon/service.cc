@@ -439,7 +439,8 @@ class ServiceImpl final : public Service {
       backend = std::move(local);
       b.blob_dir = im.blob_dir;
     }
-    CFN_ASSIGN_OR_RETURN(b.image, BoundImage::open(im.bootstrap, std::move(backend), *cache_));
+    CFN_ASSIGN_OR_RETURN(b.image, BoundImage::open(im.bootstrap, std::move(backend), *cache_,
+                                                   config_.file_readahead));
     CFN_TRY(cachefiles_->rebind(b.image, im.fsid, im.domain_id, im.mountpoint));
     b.frontend = Frontend::kCachefiles;
     b.fsid = im.fsid;
@@ -620,7 +621,8 @@ class ServiceImpl final : public Service {
     }
     // Opening the blobs may read their chunk-info tables through the backend: also
     // outside ops_mu_.
-    CFN_ASSIGN_OR_RETURN(auto image, BoundImage::open(bootstrap, std::move(backend), *cache_));
+    CFN_ASSIGN_OR_RETURN(auto image, BoundImage::open(bootstrap, std::move(backend), *cache_,
+                                                      config_.file_readahead));
     // The prefetch list (the bootstrap's prefetch table) starts before the mount, so
     // its reads are in flight while the kernel mounts and the workload starts.
     CFN_ASSIGN_OR_RETURN(auto listed, image->prefetch_list_chunks());
@@ -795,6 +797,7 @@ class ServiceImpl final : public Service {
                 {"verify_failures", m.verify_failures.load()},
                 {"prefetch_bytes", m.prefetch_bytes.load()},
                 {"prefetch_list_bytes", m.prefetch_list_bytes.load()},
+                {"readahead_bytes", m.readahead_bytes.load()},
                 {"ready_chunks", ready},
                 {"chunk_count", total},
                 {"fanotify_allowed", fanotify_ ? fanotify_->events_allowed() : 0},
@@ -851,6 +854,9 @@ class ServiceImpl final : public Service {
     counter("prefetch_list_bytes_total",
             "Uncompressed bytes filled for images' prefetch lists (of prefetch_bytes).",
             j["prefetch_list_bytes"].get<std::uint64_t>());
+    counter("readahead_bytes_total",
+            "Uncompressed bytes filled by file readahead (of prefetch_bytes).",
+            j["readahead_bytes"].get<std::uint64_t>());
     gauge("ready_chunks", "Chunks present in the cache files of bound images.",
           j["ready_chunks"].get<std::uint64_t>());
     gauge("chunks", "Chunks of the blobs of bound images.", j["chunk_count"].get<std::uint64_t>());

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <initializer_list>
+#include <type_traits>
 
 #include <fmt/format.h>
 
@@ -17,7 +18,8 @@ TEST(Config, DefaultsAndOverrides) {
   EXPECT_EQ(c->cache_dir, "/c");
   EXPECT_EQ(c->socket_path, "/s");
   EXPECT_EQ(c->fill_threads, 4U);
-  EXPECT_EQ(c->batch_size, 1U << 20);
+  EXPECT_EQ(c->batch_size, 128U << 10);
+  EXPECT_EQ(c->file_readahead, 8U << 20);
 }
 
 TEST(Config, FdHolder) {
@@ -40,12 +42,14 @@ TEST(Config, FdHolder) {
 }
 
 // An unsigned key: its default, values it takes, and values refused with EINVAL.
-void check_uint_key(const char* key, unsigned Config::*field, unsigned dflt,
-                    std::initializer_list<unsigned> good, std::initializer_list<const char*> bad) {
+template <typename T>
+void check_uint_key(const char* key, T Config::*field, std::type_identity_t<T> dflt,
+                    std::initializer_list<std::type_identity_t<T>> good,
+                    std::initializer_list<const char*> bad) {
   auto d = parse_config("{}");
   ASSERT_TRUE(d);
   EXPECT_EQ((*d).*field, dflt) << key;
-  for (unsigned v : good) {
+  for (T v : good) {
     auto c = parse_config(fmt::format(R"({{"{}":{}}})", key, v));
     ASSERT_TRUE(c) << key << " " << v << ": " << c.error().to_string();
     EXPECT_EQ((*c).*field, v) << key;
@@ -61,6 +65,11 @@ void check_uint_key(const char* key, unsigned Config::*field, unsigned dflt,
 TEST(Config, ReadTimeout) {
   check_uint_key("read_timeout_s", &Config::read_timeout_s, 30, {3, 0, 3600},
                  {"-1", "1.5", R"("3")", "3601"});
+}
+
+TEST(Config, FileReadahead) {
+  check_uint_key("file_readahead", &Config::file_readahead, 8ULL << 20, {0, 1048576, 1ULL << 30},
+                 {"-1", "1073741825", R"("8M")"});
 }
 
 TEST(Config, FusePoll) {
