@@ -33,6 +33,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <unordered_set>
 #include <utility>
 
 #include "base/defer.h"
@@ -199,13 +200,9 @@ class BlobImpl final : public CachedBlob {
   // them when the list was recorded by first demand (`accessed`).
   [[nodiscard]] std::vector<std::uint32_t> prefetch_order(std::vector<std::uint32_t> cis) const {
     const auto& chunks = meta_.chunks();
-    std::vector<bool> seen(chunks.size(), false);
+    std::unordered_set<std::uint32_t> seen(cis.size());
     std::erase_if(cis, [&](std::uint32_t ci) {
-      if (ci >= chunks.size() || !has_digest_[ci] || seen[ci]) {
-        return true;
-      }
-      seen[ci] = true;
-      return false;
+      return ci >= chunks.size() || !has_digest_[ci] || !seen.insert(ci).second;
     });
     return cis;
   }

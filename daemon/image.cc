@@ -14,46 +14,55 @@
 namespace cfnd {
 namespace {
 
-// File readahead of one blob: which file each chunk belongs to, and on the first
-// demand of a file's chunk, the rest of that file queued as a prefetch.
+// The files of one blob that have more than one chunk in it (a single chunk has nothing
+// to read ahead), flat: file f's chunks, in file order, are cis[start[f] .. start[f+1]),
+// with their uncompressed sizes in bytes[] alongside. A chunk shared by several files
+// (deduplicated content) belongs to the first in tree order.
+struct FileChunks {
+  static constexpr std::uint32_t kNone = UINT32_MAX;
+  std::vector<std::uint32_t> cis;
+  std::vector<std::uint32_t> bytes;
+  std::vector<std::size_t> start{0};
+  std::vector<std::uint32_t> file_of;  // by ci: its file, or kNone
+};
+
+// File readahead of one blob: on the first demand of a file's chunk, the rest of that
+// file is queued as a prefetch.
 class FileReadahead final : public DemandListener {
  public:
-  static constexpr std::uint32_t kNone = UINT32_MAX;
-
   FileReadahead(BlobCache& cache, std::shared_ptr<CachedBlob> blob, std::uint64_t limit,
-                std::vector<std::vector<std::uint32_t>> files, std::vector<std::uint32_t> file_of,
-                std::vector<std::uint64_t> chunk_bytes)
+                FileChunks files)
       : cache_(cache),
         blob_(std::move(blob)),
         limit_(limit),
         files_(std::move(files)),
-        file_of_(std::move(file_of)),
-        chunk_bytes_(std::move(chunk_bytes)),
-        started_(files_.size()) {}
+        started_(files_.start.size() - 1) {}
 
   void first_demand(std::uint32_t ci) override {
-    if (ci >= file_of_.size() || file_of_[ci] == kNone) {
+    if (ci >= files_.file_of.size() || files_.file_of[ci] == FileChunks::kNone) {
       return;
     }
-    const std::uint32_t f = file_of_[ci];
+    const std::uint32_t f = files_.file_of[ci];
     if (started_[f].exchange(true)) {
       return;
     }
-    // From the chunk read on, then what comes before it, up to limit_ bytes.
-    const auto& chunks = files_[f];
-    const auto at =
-        static_cast<std::size_t>(std::find(chunks.begin(), chunks.end(), ci) - chunks.begin());
+    // From the chunk read on (that one is the reader's own fill), then what comes
+    // before it, up to limit_ bytes.
+    const std::size_t first = files_.start[f];
+    const std::size_t n = files_.start[f + 1] - first;
+    std::size_t at = 0;
+    while (at < n && files_.cis[first + at] != ci) {
+      ++at;
+    }
     std::vector<std::uint32_t> cis;
-    std::uint64_t bytes = 0;
-    for (std::size_t k = 0; k < chunks.size(); ++k) {
-      const std::uint32_t c = chunks[(at + k) % chunks.size()];
-      if (k > 0 && bytes + chunk_bytes_[c] > limit_) {
+    std::uint64_t bytes = files_.bytes[first + at % n];
+    for (std::size_t k = 1; k < n; ++k) {
+      const std::size_t i = first + (at + k) % n;
+      if (bytes + files_.bytes[i] > limit_) {
         break;
       }
-      bytes += chunk_bytes_[c];
-      if (k > 0) {  // the chunk read is the reader's own fill
-        cis.push_back(c);
-      }
+      bytes += files_.bytes[i];
+      cis.push_back(files_.cis[i]);
     }
     if (!cis.empty()) {
       cache_.prefetch_chunks(blob_, std::move(cis), /*readahead=*/true);
@@ -64,48 +73,59 @@ class FileReadahead final : public DemandListener {
   BlobCache& cache_;
   const std::shared_ptr<CachedBlob> blob_;
   const std::uint64_t limit_;
-  const std::vector<std::vector<std::uint32_t>> files_;  // each file's chunks, in file order
-  const std::vector<std::uint32_t> file_of_;             // by ci: index in files_, or kNone
-  const std::vector<std::uint64_t> chunk_bytes_;         // by ci: uncompressed size
-  std::vector<std::atomic<bool>> started_;               // by file: readahead queued
+  const FileChunks files_;
+  std::vector<std::atomic<bool>> started_;  // by file: readahead queued
 };
 
-// Per blob, every regular file's chunks in file order; a chunk shared by several files
-// (deduplicated content) belongs to the first in tree order.
-base::Status map_files(const erofs::Image& img, std::size_t nblobs,
-                       std::vector<std::vector<std::vector<std::uint32_t>>>& files,
-                       std::vector<std::vector<std::uint32_t>>& file_of) {
+// Per blob, the files with more than one chunk in it (FileChunks); chunk_bytes[b][ci] is
+// a chunk's uncompressed size.
+base::Status map_files(const erofs::Image& img,
+                       const std::vector<std::vector<std::uint32_t>>& chunk_bytes,
+                       std::vector<FileChunks>& files) {
+  const std::size_t nblobs = chunk_bytes.size();
   files.assign(nblobs, {});
+  for (std::size_t b = 0; b < nblobs; ++b) {
+    files[b].file_of.assign(chunk_bytes[b].size(), FileChunks::kNone);
+  }
   std::set<erofs::Nid> seen;
   base::Status inner;
-  CFN_TRY(img.walk(img.root(), "/",
-                   [&](const std::string&, erofs::Nid nid, const erofs::InodeInfo& info) {
-                     if (!S_ISREG(info.mode) || !seen.insert(nid).second) {
-                       return true;  // hard links: the file once
-                     }
-                     auto extents = img.map(nid, 0, UINT64_MAX);
-                     if (!extents) {
-                       inner = base::Unexpected(extents.error());
-                       return false;
-                     }
-                     std::vector<std::vector<std::uint32_t>> mine(nblobs);
-                     for (const erofs::Extent& e : *extents) {
-                       if (e.kind != erofs::Extent::Kind::kBlob || !e.ci_index ||
-                           e.blob_index >= nblobs || *e.ci_index >= file_of[e.blob_index].size() ||
-                           file_of[e.blob_index][*e.ci_index] != FileReadahead::kNone) {
-                         continue;
-                       }
-                       const std::uint32_t b = e.blob_index;
-                       file_of[b][*e.ci_index] = static_cast<std::uint32_t>(files[b].size());
-                       mine[b].push_back(*e.ci_index);
-                     }
-                     for (std::size_t b = 0; b < nblobs; ++b) {
-                       if (!mine[b].empty()) {
-                         files[b].push_back(std::move(mine[b]));
-                       }
-                     }
-                     return true;
-                   }));
+  std::vector<std::vector<std::uint32_t>> mine(nblobs);
+  CFN_TRY(img.walk(
+      img.root(), "/", [&](const std::string&, erofs::Nid nid, const erofs::InodeInfo& info) {
+        if (!S_ISREG(info.mode) || !seen.insert(nid).second) {
+          return true;  // hard links: the file once
+        }
+        auto extents = img.map(nid, 0, UINT64_MAX);
+        if (!extents) {
+          inner = base::Unexpected(extents.error());
+          return false;
+        }
+        for (auto& m : mine) {
+          m.clear();
+        }
+        for (const erofs::Extent& e : *extents) {
+          if (e.kind != erofs::Extent::Kind::kBlob || !e.ci_index || e.blob_index >= nblobs ||
+              *e.ci_index >= files[e.blob_index].file_of.size() ||
+              files[e.blob_index].file_of[*e.ci_index] != FileChunks::kNone) {
+            continue;
+          }
+          mine[e.blob_index].push_back(*e.ci_index);
+        }
+        for (std::size_t b = 0; b < nblobs; ++b) {
+          if (mine[b].size() < 2) {
+            continue;
+          }
+          FileChunks& fc = files[b];
+          const auto f = static_cast<std::uint32_t>(fc.start.size() - 1);
+          for (std::uint32_t ci : mine[b]) {
+            fc.file_of[ci] = f;
+            fc.cis.push_back(ci);
+            fc.bytes.push_back(chunk_bytes[b][ci]);
+          }
+          fc.start.push_back(fc.cis.size());
+        }
+        return true;
+      }));
   return inner;
 }
 
@@ -165,10 +185,8 @@ base::Status BoundImage::start_readahead(BlobCache& cache,
                                          const std::vector<erofs::ChunkRecord>& table,
                                          std::uint64_t limit) {
   const std::size_t n = blobs_.size();
-  std::vector<std::vector<std::uint32_t>> file_of(n);
-  std::vector<std::vector<std::uint64_t>> chunk_bytes(n);
+  std::vector<std::vector<std::uint32_t>> chunk_bytes(n);
   for (std::size_t i = 0; i < n; ++i) {
-    file_of[i].assign(blobs_[i]->chunk_count(), FileReadahead::kNone);
     chunk_bytes[i].assign(blobs_[i]->chunk_count(), 0);
   }
   for (const auto& rec : table) {
@@ -176,13 +194,12 @@ base::Status BoundImage::start_readahead(BlobCache& cache,
       chunk_bytes[rec.blob_index][rec.index] = rec.uncompressed_size;
     }
   }
-  std::vector<std::vector<std::vector<std::uint32_t>>> files;
-  if (auto st = map_files(*image_, n, files, file_of); !st) {
+  std::vector<FileChunks> files;
+  if (auto st = map_files(*image_, chunk_bytes, files); !st) {
     return base::Unexpected(st.error().wrap("bootstrap " + bootstrap_path_));
   }
   for (std::size_t i = 0; i < n; ++i) {
-    auto l = std::make_shared<FileReadahead>(cache, blobs_[i], limit, std::move(files[i]),
-                                             std::move(file_of[i]), std::move(chunk_bytes[i]));
+    auto l = std::make_shared<FileReadahead>(cache, blobs_[i], limit, std::move(files[i]));
     blobs_[i]->add_demand_listener(l);
     readahead_.push_back(std::move(l));
   }
