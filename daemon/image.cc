@@ -14,6 +14,33 @@
 namespace cfnd {
 namespace {
 
+// fn(path, nid) -> base::Status for every regular file at or under top (tree order),
+// stopping at fn's first error, which is returned.
+template <typename Fn>
+base::Status walk_files(const erofs::Image& img, erofs::Nid top, Fn&& fn) {
+  base::Status inner;
+  CFN_TRY(img.walk(top, "/",
+                   [&](const std::string& path, erofs::Nid nid, const erofs::InodeInfo& info) {
+                     if (S_ISREG(info.mode)) {
+                       inner = fn(path, nid);
+                     }
+                     return inner.has_value();
+                   }));
+  return inner;
+}
+
+// fn(blob_index, ci) for each blob chunk of regular file nid, in file order.
+template <typename Fn>
+base::Status for_each_chunk(const erofs::Image& img, erofs::Nid nid, Fn&& fn) {
+  CFN_ASSIGN_OR_RETURN(auto extents, img.map(nid, 0, UINT64_MAX));
+  for (const erofs::Extent& e : extents) {
+    if (e.kind == erofs::Extent::Kind::kBlob && e.ci_index) {
+      fn(e.blob_index, *e.ci_index);
+    }
+  }
+  return {};
+}
+
 // The files of one blob that have more than one chunk in it (a single chunk has nothing
 // to read ahead), flat: file f's chunks, in file order, are cis[start[f] .. start[f+1]),
 // with their uncompressed sizes in bytes[] alongside. A chunk shared by several files
@@ -88,45 +115,34 @@ base::Status map_files(const erofs::Image& img,
     files[b].file_of.assign(chunk_bytes[b].size(), FileChunks::kNone);
   }
   std::set<erofs::Nid> seen;
-  base::Status inner;
   std::vector<std::vector<std::uint32_t>> mine(nblobs);
-  CFN_TRY(img.walk(
-      img.root(), "/", [&](const std::string&, erofs::Nid nid, const erofs::InodeInfo& info) {
-        if (!S_ISREG(info.mode) || !seen.insert(nid).second) {
-          return true;  // hard links: the file once
-        }
-        auto extents = img.map(nid, 0, UINT64_MAX);
-        if (!extents) {
-          inner = base::Unexpected(extents.error());
-          return false;
-        }
-        for (auto& m : mine) {
-          m.clear();
-        }
-        for (const erofs::Extent& e : *extents) {
-          if (e.kind != erofs::Extent::Kind::kBlob || !e.ci_index || e.blob_index >= nblobs ||
-              *e.ci_index >= files[e.blob_index].file_of.size() ||
-              files[e.blob_index].file_of[*e.ci_index] != FileChunks::kNone) {
-            continue;
-          }
-          mine[e.blob_index].push_back(*e.ci_index);
-        }
-        for (std::size_t b = 0; b < nblobs; ++b) {
-          if (mine[b].size() < 2) {
-            continue;
-          }
-          FileChunks& fc = files[b];
-          const auto f = static_cast<std::uint32_t>(fc.start.size() - 1);
-          for (std::uint32_t ci : mine[b]) {
-            fc.file_of[ci] = f;
-            fc.cis.push_back(ci);
-            fc.bytes.push_back(chunk_bytes[b][ci]);
-          }
-          fc.start.push_back(fc.cis.size());
-        }
-        return true;
-      }));
-  return inner;
+  return walk_files(img, img.root(), [&](const std::string&, erofs::Nid nid) -> base::Status {
+    if (!seen.insert(nid).second) {
+      return {};  // hard links: the file once
+    }
+    for (auto& m : mine) {
+      m.clear();
+    }
+    CFN_TRY(for_each_chunk(img, nid, [&](std::uint32_t b, std::uint32_t ci) {
+      if (b < nblobs && ci < files[b].file_of.size() && files[b].file_of[ci] == FileChunks::kNone) {
+        mine[b].push_back(ci);
+      }
+    }));
+    for (std::size_t b = 0; b < nblobs; ++b) {
+      if (mine[b].size() < 2) {
+        continue;
+      }
+      FileChunks& fc = files[b];
+      const auto f = static_cast<std::uint32_t>(fc.start.size() - 1);
+      for (std::uint32_t ci : mine[b]) {
+        fc.file_of[ci] = f;
+        fc.cis.push_back(ci);
+        fc.bytes.push_back(chunk_bytes[b][ci]);
+      }
+      fc.start.push_back(fc.cis.size());
+    }
+    return {};
+  });
 }
 
 }  // namespace
@@ -212,16 +228,11 @@ namespace {
 base::Status add_file_chunks(const erofs::Image& img, erofs::Nid nid,
                              std::vector<std::vector<std::uint32_t>>& per_blob,
                              std::vector<std::set<std::uint32_t>>& seen) {
-  CFN_ASSIGN_OR_RETURN(auto extents, img.map(nid, 0, UINT64_MAX));
-  for (const erofs::Extent& e : extents) {
-    if (e.kind != erofs::Extent::Kind::kBlob || !e.ci_index || e.blob_index >= per_blob.size()) {
-      continue;
+  return for_each_chunk(img, nid, [&](std::uint32_t b, std::uint32_t ci) {
+    if (b < per_blob.size() && seen[b].insert(ci).second) {
+      per_blob[b].push_back(ci);
     }
-    if (seen[e.blob_index].insert(*e.ci_index).second) {
-      per_blob[e.blob_index].push_back(*e.ci_index);
-    }
-  }
-  return {};
+  });
 }
 
 }  // namespace
@@ -237,14 +248,9 @@ base::Result<std::vector<std::vector<std::uint32_t>>> BoundImage::prefetch_list_
       continue;
     }
     // A directory stands for everything under it; walk() visits nid itself first.
-    base::Status inner;
-    CFN_TRY(img.walk(nid, "/", [&](const std::string&, erofs::Nid n, const erofs::InodeInfo& info) {
-      if (S_ISREG(info.mode)) {
-        inner = add_file_chunks(img, n, per_blob, seen);
-      }
-      return inner.has_value();
+    CFN_TRY(walk_files(img, nid, [&](const std::string&, erofs::Nid n) {
+      return add_file_chunks(img, n, per_blob, seen);
     }));
-    CFN_TRY(std::move(inner));
   }
   return per_blob;
 }
@@ -267,33 +273,21 @@ base::Result<std::vector<std::string>> BoundImage::accessed_files() const {
   if (!any) {
     return std::vector<std::string>{};
   }
-  base::Status inner;
-  CFN_TRY(img.walk(img.root(), "/",
-                   [&](const std::string& path, erofs::Nid nid, const erofs::InodeInfo& info) {
-                     if (!S_ISREG(info.mode)) {
-                       return true;
-                     }
-                     auto extents = img.map(nid, 0, UINT64_MAX);
-                     if (!extents) {
-                       inner = base::Unexpected(extents.error());
-                       return false;
-                     }
-                     std::uint64_t first = 0;
-                     for (const erofs::Extent& e : *extents) {
-                       if (e.kind == erofs::Extent::Kind::kBlob && e.ci_index &&
-                           e.blob_index < seq.size() && *e.ci_index < seq[e.blob_index].size()) {
-                         const std::uint64_t s = seq[e.blob_index][*e.ci_index];
-                         if (s != 0 && (first == 0 || s < first)) {
-                           first = s;
-                         }
-                       }
-                     }
-                     if (first != 0) {
-                       files.emplace_back(first, path);
-                     }
-                     return true;
-                   }));
-  CFN_TRY(std::move(inner));
+  CFN_TRY(walk_files(img, img.root(), [&](const std::string& path, erofs::Nid nid) {
+    std::uint64_t first = 0;
+    auto st = for_each_chunk(img, nid, [&](std::uint32_t b, std::uint32_t ci) {
+      if (b < seq.size() && ci < seq[b].size()) {
+        const std::uint64_t s = seq[b][ci];
+        if (s != 0 && (first == 0 || s < first)) {
+          first = s;
+        }
+      }
+    });
+    if (st && first != 0) {
+      files.emplace_back(first, path);
+    }
+    return st;
+  }));
   // By first demand; a chunk shared by two files (deduplicated content) gives both
   // the same stamp, and tree order breaks the tie (stable sort of the walk's order).
   std::stable_sort(files.begin(), files.end(),
