@@ -6,10 +6,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <limits>
 #include <optional>
+#include <string_view>
 
 #include "base/defer.h"
 #include "base/log.h"
@@ -117,19 +119,12 @@ std::vector<ChunkSlot> listed_slots(const FsTree& layer, const std::vector<std::
     }
   };
   for (const std::string& p : paths) {
-    std::vector<std::string> comps;
-    for (std::size_t pos = 0; pos < p.size();) {
-      std::size_t slash = p.find('/', pos);
-      if (slash == std::string::npos) {
-        slash = p.size();
-      }
-      if (slash > pos) {
-        comps.push_back(p.substr(pos, slash - pos));
-      }
-      pos = slash + 1;
+    // parse_prefetch_list gives "/a/b" ("/" for the root): relative components.
+    auto comps = split_entry_path(std::string_view(p).substr(std::min<std::size_t>(1, p.size())));
+    if (!comps) {
+      continue;  // no such entry can be in the layer
     }
-    auto id = layer.lookup(comps);
-    if (id) {
+    if (auto id = layer.lookup(*comps)) {
       add(*id);
     }
   }
