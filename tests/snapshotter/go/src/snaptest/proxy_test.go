@@ -5,6 +5,7 @@
 //
 //	$SNAPSERVER --root ROOT/data --address ROOT/snap.sock
 //
+// (the socket goes to a short directory in /tmp instead when ROOT is too deep for a socket path)
 // (SNAPSERVER is a command line split on blanks), dials it like containerd's proxy_plugins do,
 // and stops it with SIGTERM at the end of the sub-test, which must then exit 0. The
 // sub-tests run in parallel, each with its own root, so every one gets its own server.
@@ -31,6 +32,8 @@ import (
 const (
 	readyTimeout = 30 * time.Second
 	stopTimeout  = 30 * time.Second
+	// A unix socket's path must fit sun_path (108 bytes with its NUL).
+	maxSocketPath = 100
 )
 
 // serverLog reads the server's output file when an error message needs it.
@@ -50,6 +53,16 @@ func newProxy(ctx context.Context, root string) (snapshots.Snapshotter, func() e
 		return nil, nil, fmt.Errorf("SNAPSERVER is not set")
 	}
 	sock := filepath.Join(root, "snap.sock")
+	sockDir := ""
+	if len(sock) >= maxSocketPath {
+		// sun_path holds 108 bytes: a deep TMPDIR gets the socket in a short directory.
+		d, err := os.MkdirTemp("/tmp", "cfn-snap-")
+		if err != nil {
+			return nil, nil, err
+		}
+		sockDir = d
+		sock = filepath.Join(d, "snap.sock")
+	}
 	argv = append(argv, "--root", filepath.Join(root, "data"), "--address", sock)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	logPath := filepath.Join(root, "server.log")
@@ -73,6 +86,9 @@ func newProxy(ctx context.Context, root string) (snapshots.Snapshotter, func() e
 	kill := func() {
 		_ = cmd.Process.Kill()
 		<-done
+		if sockDir != "" {
+			os.RemoveAll(sockDir)
+		}
 	}
 	if err := snapclient.WaitSocket(sock, done, readyTimeout); err != nil {
 		kill()
@@ -85,6 +101,9 @@ func newProxy(ctx context.Context, root string) (snapshots.Snapshotter, func() e
 	}
 	cleanup := func() error {
 		conn.Close()
+		if sockDir != "" {
+			defer os.RemoveAll(sockDir)
+		}
 		select {
 		case <-done:
 			return fmt.Errorf("server died during the test (%v); output:\n%s", waitErr, out.String())
