@@ -8,9 +8,14 @@
 //	refsnap --root DIR --address SOCK [--kind overlayfs|native] [--async-remove=true]
 //
 // It exits 0 on SIGTERM or SIGINT after the server has stopped.
+//
+// With CFN_SNAPSHOTTER_CRASH_AT set it raises SIGKILL at the points of containerd-nydus-grpc
+// that a wrapper around the snapshotter can reach (prepare-after-commit, commit-before-sql,
+// commit-after-sql, remove-after-sql), so the crash test can be tried against it.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"net"
@@ -21,6 +26,7 @@ import (
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/contrib/snapshotservice"
+	"github.com/containerd/containerd/mount"
 	"github.com/containerd/containerd/snapshots"
 	"github.com/containerd/containerd/snapshots/native"
 	"github.com/containerd/containerd/snapshots/overlay"
@@ -73,6 +79,9 @@ func main() {
 		os.Exit(1)
 	}
 
+	if point := os.Getenv("CFN_SNAPSHOTTER_CRASH_AT"); point != "" {
+		sn = crashing{Snapshotter: sn, point: point}
+	}
 	rpc := grpc.NewServer()
 	snapshotsapi.RegisterSnapshotsServer(rpc, snapshotservice.FromSnapshotter(sn))
 
@@ -86,4 +95,49 @@ func main() {
 		fmt.Fprintf(os.Stderr, "refsnap: serve: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// crashing raises SIGKILL at the named point around the wrapped snapshotter's calls.
+type crashing struct {
+	snapshots.Snapshotter
+	point string
+}
+
+func (c crashing) at(point string) {
+	if c.point == point {
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+}
+
+func (c crashing) Prepare(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
+	m, err := c.Snapshotter.Prepare(ctx, key, parent, opts...)
+	if err == nil {
+		c.at("prepare-after-commit")
+	}
+	return m, err
+}
+
+func (c crashing) Commit(ctx context.Context, name, key string, opts ...snapshots.Opt) error {
+	c.at("commit-before-sql")
+	err := c.Snapshotter.Commit(ctx, name, key, opts...)
+	if err == nil {
+		c.at("commit-after-sql")
+	}
+	return err
+}
+
+func (c crashing) Remove(ctx context.Context, key string) error {
+	err := c.Snapshotter.Remove(ctx, key)
+	if err == nil {
+		c.at("remove-after-sql")
+	}
+	return err
+}
+
+func (c crashing) Cleanup(ctx context.Context) error {
+	if cl, ok := c.Snapshotter.(snapshots.Cleaner); ok {
+		return cl.Cleanup(ctx)
+	}
+	return nil
 }
