@@ -8,15 +8,18 @@
 #include <unistd.h>
 
 #include <climits>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "base/defer.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "base/unique_fd.h"
@@ -83,23 +86,23 @@ bool erofs_mounted_on(const std::string& dir) {
 }
 
 struct Bound {
+  // Where it came from and how it is mounted, as the state file keeps it (fsid and
+  // domain_id: kCachefiles only; blob_dir or reference + manifest_digest + registry).
+  PersistedImage record;
   std::shared_ptr<BoundImage> image;
   Frontend frontend = Frontend::kFuse;
-  std::string blob_dir;   // local source
-  std::string reference;  // registry source
-  std::string manifest_digest;
-  RegistryOptions registry;         // registry source: the options it was bound with
-  std::string fsid;                 // kCachefiles only
-  std::string domain_id;            // kCachefiles only, may be empty
   std::unique_ptr<FuseMount> fuse;  // kFuse only
 };
 
 class ServiceImpl final : public Service {
  public:
-  explicit ServiceImpl(Config c) : config_(std::move(c)) {}
+  ServiceImpl(Config c, ServiceHooks hooks) : config_(std::move(c)), hooks_(std::move(hooks)) {}
 
   ~ServiceImpl() override {
     control_.reset();  // no request runs after this
+    if (shutdown_thread_.joinable()) {
+      shutdown_thread_.join();  // stop() without run()
+    }
     (void)unmount_all();
     fanotify_.reset();    // after every unmount: closing the group with a live mount fails open
     cachefiles_.reset();  // after every unmount: closing /dev/cachefiles fails reads with EIO
@@ -251,9 +254,17 @@ class ServiceImpl final : public Service {
   void on_signal() {
     signalfd_siginfo si{};
     while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
-      if (!shutdown_thread_.joinable()) {
-        spdlog::info("signal {}: unmounting and exiting", si.ssi_signo);
-        sd::stopping(fmt::format("signal {}: unmounting and exiting", si.ssi_signo));
+      spdlog::info("signal {}: unmounting and exiting", si.ssi_signo);
+      sd::stopping(fmt::format("signal {}: unmounting and exiting", si.ssi_signo));
+      stop();
+    }
+  }
+
+  void stop() override {
+    {
+      std::lock_guard lk(stop_mu_);
+      if (!stop_requested_) {
+        stop_requested_ = true;
         // Unmount on another thread while the loop still answers fanotify events: a
         // reader blocked on an event would otherwise keep the mount busy for ever.
         shutdown_thread_ = std::thread([this] {
@@ -273,10 +284,12 @@ class ServiceImpl final : public Service {
   // Unmount every image. False when a cachefiles mount is left behind (its unmount
   // failed even detached, and it is still mounted).
   bool unmount_all() {
-    std::lock_guard ops(ops_mu_);
     std::map<std::string, Bound> all;
     {
-      std::lock_guard lk(mu_);
+      std::unique_lock lk(mu_);
+      stopping_ = true;  // no bind or unbind starts from now on
+      // Binds inside their mount step finish (and are listed), unbinds finish.
+      ops_done_.wait(lk, [this] { return ops_ == 0; });
       all.swap(bound_);
     }
     bool all_gone = true;
@@ -395,20 +408,17 @@ class ServiceImpl final : public Service {
       images = std::vector<PersistedImage>{};
     }
     std::size_t rebound = 0;
-    {
-      std::lock_guard ops(ops_mu_);
-      for (const auto& im : *images) {
-        if (!erofs_mounted_on(im.mountpoint)) {
-          spdlog::info("failover: {} is no longer mounted: not re-bound", im.mountpoint);
-          continue;
-        }
-        if (auto st = rebind(im); !st) {
-          spdlog::error("failover: re-binding {}: {} (its reads fail)", im.mountpoint,
-                        st.error().to_string());
-          continue;
-        }
-        ++rebound;
+    for (const auto& im : *images) {
+      if (!erofs_mounted_on(im.mountpoint)) {
+        spdlog::info("failover: {} is no longer mounted: not re-bound", im.mountpoint);
+        continue;
       }
+      if (auto st = rebind(im); !st) {
+        spdlog::error("failover: re-binding {}: {} (its reads fail)", im.mountpoint,
+                      st.error().to_string());
+        continue;
+      }
+      ++rebound;
     }
     persist();
     if (auto st = cachefiles_->restore(); !st) {
@@ -420,7 +430,7 @@ class ServiceImpl final : public Service {
     sd::status(fmt::format("took over /dev/cachefiles; {} image(s) re-bound", rebound));
   }
 
-  // ops_mu_ held.
+  // At start, before the control socket is served.
   base::Status rebind(const PersistedImage& im) {
     Bound b;
     std::shared_ptr<Backend> backend;
@@ -431,20 +441,15 @@ class ServiceImpl final : public Service {
       }
       CFN_ASSIGN_OR_RETURN(auto client, client_for(im.registry, *ref));
       backend = make_registry_backend(std::move(client), *ref);
-      b.reference = im.reference;
-      b.manifest_digest = im.manifest_digest;
-      b.registry = im.registry;
     } else {
       CFN_ASSIGN_OR_RETURN(auto local, make_localfs_backend(im.blob_dir));
       backend = std::move(local);
-      b.blob_dir = im.blob_dir;
     }
     CFN_ASSIGN_OR_RETURN(b.image, BoundImage::open(im.bootstrap, std::move(backend), *cache_,
                                                    config_.file_readahead));
     CFN_TRY(cachefiles_->rebind(b.image, im.fsid, im.domain_id, im.mountpoint));
     b.frontend = Frontend::kCachefiles;
-    b.fsid = im.fsid;
-    b.domain_id = im.domain_id;
+    b.record = im;
     spdlog::info("failover: re-bound {} on {} (fsid {})", b.image->bootstrap_path(), im.mountpoint,
                  im.fsid);
     std::lock_guard lk(mu_);
@@ -452,34 +457,32 @@ class ServiceImpl final : public Service {
     return {};
   }
 
-  // The cachefiles images as the state file lists them (plus `extra`, a bind in
-  // progress). ops_mu_ held.
-  void persist(const PersistedImage* extra = nullptr) {
+  // Write the state file: the cachefiles images bound and those being mounted. The
+  // snapshot is taken under mu_, the (fsync'd) write runs under persist_mu_ only, and a
+  // snapshot older than the last one written is dropped, so the file never goes back.
+  void persist() {
     if (!cachefiles_) {
       return;
     }
     std::vector<PersistedImage> images;
+    std::uint64_t gen = 0;
     {
       std::lock_guard lk(mu_);
+      gen = ++state_gen_;
       for (const auto& [mp, b] : bound_) {
-        if (b.frontend != Frontend::kCachefiles) {
-          continue;
+        if (b.frontend == Frontend::kCachefiles) {
+          images.push_back(b.record);
         }
-        PersistedImage im;
-        im.mountpoint = mp;
-        im.fsid = b.fsid;
-        im.domain_id = b.domain_id;
-        im.bootstrap = b.image->bootstrap_path();
-        im.blob_dir = b.blob_dir;
-        im.reference = b.reference;
-        im.manifest_digest = b.manifest_digest;
-        im.registry = b.registry;
-        images.push_back(std::move(im));
+      }
+      for (const auto& [mp, im] : mounting_) {
+        images.push_back(im);
       }
     }
-    if (extra != nullptr) {
-      images.push_back(*extra);
+    std::lock_guard w(persist_mu_);
+    if (gen < state_written_) {
+      return;
     }
+    state_written_ = gen;
     if (auto st = save_state(state_path(config_.cache_dir), images); !st) {
       static base::RateLimit rl;
       if (rl.allow()) {
@@ -487,6 +490,16 @@ class ServiceImpl final : public Service {
                       st.error().to_string());
       }
     }
+  }
+
+  void end_op() {
+    std::lock_guard lk(mu_);
+    --ops_;
+    ops_done_.notify_all();
+  }
+
+  static base::Unexpected stopping_error() {
+    return base::make_error(ESHUTDOWN, "the daemon is stopping");
   }
 
   base::Status unmount_one(const std::string& dir, Bound& b, bool force) {
@@ -591,18 +604,25 @@ class ServiceImpl final : public Service {
     if (!ref) {
       CFN_ASSIGN_OR_RETURN(blob_dir, abs_dir(blob_dir_in, "blob dir"));
     }
-    auto check_free = [&]() -> base::Status {
+    // mp is ours from here to the end of the bind: other binds of it are EBUSY.
+    {
       std::lock_guard lk(mu_);
-      if (bound_.contains(mp)) {
+      if (stopping_) {
+        return stopping_error();
+      }
+      if (bound_.contains(mp) || busy_.contains(mp)) {
         return base::errorf(EBUSY, "an image is already bound on {}", mp);
       }
-      return {};
-    };
-    CFN_TRY(check_free());
+      busy_.insert(mp);
+    }
+    auto unreserve = base::defer([&] {
+      std::lock_guard lk(mu_);
+      busy_.erase(mp);
+    });
     Bound b;
     std::shared_ptr<Backend> backend;
     if (ref) {
-      // The manifest and bootstrap download runs before ops_mu_: a slow or stalled
+      // The manifest and bootstrap download holds no lock: a slow or stalled
       // registry must not hold up other binds, unbinds or shutdown (the bootstrap
       // file is renamed into place whole, so concurrent pulls of one image are
       // harmless).
@@ -610,9 +630,9 @@ class ServiceImpl final : public Service {
       CFN_ASSIGN_OR_RETURN(
           auto pulled, pull_bootstrap(*client, *ref, config_.cache_dir, ropts.max_bootstrap_bytes));
       bootstrap = pulled.bootstrap_path;
-      b.reference = ref->to_string();
-      b.manifest_digest = pulled.manifest_digest;
-      b.registry = ropts;
+      b.record.reference = ref->to_string();
+      b.record.manifest_digest = pulled.manifest_digest;
+      b.record.registry = ropts;
       backend = make_registry_backend(std::move(client), *ref);
     }
     if (!ref) {
@@ -620,7 +640,7 @@ class ServiceImpl final : public Service {
       backend = std::move(local);
     }
     // Opening the blobs may read their chunk-info tables through the backend: also
-    // outside ops_mu_.
+    // without a lock.
     CFN_ASSIGN_OR_RETURN(auto image, BoundImage::open(bootstrap, std::move(backend), *cache_,
                                                       config_.file_readahead));
     // The prefetch list (the bootstrap's prefetch table) starts before the mount, so
@@ -631,11 +651,23 @@ class ServiceImpl final : public Service {
       listed_chunks += listed[i].size();
       cache_->prefetch_chunks(image->blobs()[i], std::move(listed[i]));
     }
-    std::lock_guard ops(ops_mu_);
-    CFN_TRY(check_free());  // again: another bind may have taken mp meanwhile
+    if (hooks_.before_mount) {
+      hooks_.before_mount(mp);
+    }
+    // The mount step: shutdown waits for it (ops_), or it does not start.
+    {
+      std::lock_guard lk(mu_);
+      if (stopping_) {
+        return stopping_error();
+      }
+      ++ops_;
+    }
+    auto op_done = base::defer([this] { end_op(); });
     b.image = image;
     b.frontend = fe;
-    b.blob_dir = blob_dir;
+    b.record.mountpoint = mp;
+    b.record.bootstrap = image->bootstrap_path();
+    b.record.blob_dir = blob_dir;
     if (fe == Frontend::kFanotify) {
       CFN_TRY(fanotify_->mount(image, mp));
     } else if (fe == Frontend::kCachefiles) {
@@ -643,38 +675,42 @@ class ServiceImpl final : public Service {
         CFN_ASSIGN_OR_RETURN(auto boot, base::read_file(image->bootstrap_path()));
         fsid = default_fsid(boot);
       }
+      b.record.fsid = fsid;
+      b.record.domain_id = domain_id;
       // In the state file before mount(2): a daemon that dies inside it leaves a mount
       // whose OPENs the next daemon must answer.
-      PersistedImage pending;
-      pending.mountpoint = mp;
-      pending.fsid = fsid;
-      pending.domain_id = domain_id;
-      pending.bootstrap = image->bootstrap_path();
-      pending.blob_dir = blob_dir;
-      pending.reference = b.reference;
-      pending.manifest_digest = b.manifest_digest;
-      pending.registry = b.registry;
-      persist(&pending);
-      if (auto st = cachefiles_->mount(image, fsid, domain_id, mp); !st) {
+      {
+        std::lock_guard lk(mu_);
+        mounting_.emplace(mp, b.record);
+      }
+      persist();
+      auto st = cachefiles_->mount(image, fsid, domain_id, mp);
+      if (!st) {
+        {
+          std::lock_guard lk(mu_);
+          mounting_.erase(mp);
+        }
         persist();
         return base::Unexpected(st.error());
       }
-      b.fsid = fsid;
-      b.domain_id = domain_id;
     } else {
       CFN_ASSIGN_OR_RETURN(b.fuse,
                            FuseMount::start(image, mp, config_.fuse_threads, config_.fuse_poll_us));
     }
+    if (hooks_.after_mount) {
+      hooks_.after_mount(mp);
+    }
     for (const auto& blob : image->blobs()) {
       cache_->prefetch(blob);
     }
-    spdlog::info("bound {} on {} ({}, {} blobs from {}; prefetch list: {} chunks)",
-                 ref ? b.reference + " (" + b.manifest_digest + ")" : image->bootstrap_path(), mp,
-                 frontend_name(fe), image->blobs().size(), image->backend().describe(),
-                 listed_chunks);
+    spdlog::info(
+        "bound {} on {} ({}, {} blobs from {}; prefetch list: {} chunks)",
+        ref ? b.record.reference + " (" + b.record.manifest_digest + ")" : image->bootstrap_path(),
+        mp, frontend_name(fe), image->blobs().size(), image->backend().describe(), listed_chunks);
     json answer = describe(mp, b);
     {
       std::lock_guard lk(mu_);
+      mounting_.erase(mp);
       bound_.emplace(mp, std::move(b));
     }
     if (fe == Frontend::kCachefiles) {
@@ -690,22 +726,38 @@ class ServiceImpl final : public Service {
     if (auto r = abs_dir(mp_in, "mountpoint")) {
       mp = *r;
     }
-    std::lock_guard ops(ops_mu_);
     Bound* b = nullptr;
     {
       std::lock_guard lk(mu_);
+      if (stopping_) {
+        return stopping_error();
+      }
       auto it = bound_.find(mp);
       if (it == bound_.end()) {
         return base::errorf(ENOENT, "no image bound on {}", mp);
       }
+      if (busy_.contains(mp)) {
+        return base::errorf(EBUSY, "the image on {} is being unbound", mp);
+      }
+      busy_.insert(mp);
+      ++ops_;
       b = &it->second;
     }
-    // ops_mu_ keeps *b alive: only bind/unbind/unmount_all change bound_.
+    // busy_ keeps *b in bound_ (no other unbind takes it) and ops_ keeps it there
+    // (shutdown waits before it empties bound_).
+    auto op_done = base::defer([this, &mp] {
+      {
+        std::lock_guard lk(mu_);
+        busy_.erase(mp);
+      }
+      end_op();
+    });
     CFN_TRY(unmount_one(mp, *b, force));
     const bool cachefiles = b->frontend == Frontend::kCachefiles;
+    std::map<std::string, Bound>::node_type gone;  // destroyed without the lock
     {
       std::lock_guard lk(mu_);
-      bound_.erase(mp);
+      gone = bound_.extract(mp);
     }
     if (cachefiles) {
       persist();
@@ -750,15 +802,15 @@ class ServiceImpl final : public Service {
              {"frontend", frontend_name(b.frontend)},
              {"backend", b.image->backend().describe()},
              {"blobs", blobs}};
-    if (!b.fsid.empty()) {
-      out["fsid"] = b.fsid;
-      out["domain_id"] = b.domain_id;
+    if (!b.record.fsid.empty()) {
+      out["fsid"] = b.record.fsid;
+      out["domain_id"] = b.record.domain_id;
     }
-    if (!b.reference.empty()) {
-      out["reference"] = b.reference;
-      out["manifest_digest"] = b.manifest_digest;
+    if (!b.record.reference.empty()) {
+      out["reference"] = b.record.reference;
+      out["manifest_digest"] = b.record.manifest_digest;
     } else {
-      out["blob_dir"] = b.blob_dir;
+      out["blob_dir"] = b.record.blob_dir;
     }
     return out;
   }
@@ -890,6 +942,7 @@ class ServiceImpl final : public Service {
   }
 
   Config config_;
+  ServiceHooks hooks_;
   Frontend default_ = Frontend::kFuse;
   std::unique_ptr<BlobCache> cache_;
   std::unique_ptr<FanotifyFrontend> fanotify_;
@@ -897,12 +950,22 @@ class ServiceImpl final : public Service {
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<ControlServer> control_;
   base::UniqueFd signal_fd_;
+  std::mutex stop_mu_;  // guards stop_requested_ and shutdown_thread_'s start
+  bool stop_requested_ = false;
   std::thread shutdown_thread_;
   bool adopted_ = false;                  // cachefiles_ took over a handed-over /dev/cachefiles
   std::optional<FdHolderClient> holder_;  // fd_holder on: our connection, for our life
-  std::mutex ops_mu_;                     // serializes bind, unbind and shutdown
-  std::mutex mu_;                         // guards bound_
+  // mu_ guards the bookkeeping below and is never held across I/O.
+  std::mutex mu_;
   std::map<std::string, Bound> bound_;
+  std::map<std::string, PersistedImage> mounting_;  // cachefiles binds inside mount(2)
+  std::set<std::string> busy_;  // mount points a bind or an unbind is working on
+  int ops_ = 0;                 // binds in their mount step, unbinds: shutdown waits
+  bool stopping_ = false;       // shutdown began: no bind or unbind starts
+  std::condition_variable ops_done_;
+  std::uint64_t state_gen_ = 0;  // persist() snapshots taken
+  std::mutex persist_mu_;        // serializes state-file writes; guards state_written_
+  std::uint64_t state_written_ = 0;
   std::mutex clients_mu_;  // guards clients_
   // host + options -> the client shared by every image bound with them (and by their
   // backends, which hold it too: hence shared_ptr).
@@ -911,8 +974,8 @@ class ServiceImpl final : public Service {
 
 }  // namespace
 
-base::Result<std::unique_ptr<Service>> Service::create(const Config& config) {
-  auto s = std::make_unique<ServiceImpl>(config);
+base::Result<std::unique_ptr<Service>> Service::create(const Config& config, ServiceHooks hooks) {
+  auto s = std::make_unique<ServiceImpl>(config, std::move(hooks));
   CFN_TRY(s->init());
   return s;
 }
