@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: Apache-2.0
+// The program's settings: defaults, then the TOML file of --config, then the command line.
+//
+// TOML keys (nydus-snapshotter's names for the ones that exist there):
+//   root = "/var/lib/containerd-nydus"          address = "/run/containerd-nydus/....sock"
+//   version = 1                                  (accepted, ignored)
+//   [log]    level = "info", log_to_stdout = false
+//   [daemon] nydusd_path, nydusimage_path, nydusd_config   (stored for the next issue)
+// Other keys are reported (unknown_keys) and otherwise ignored.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+
+namespace snapshotter {
+
+inline constexpr const char* kDefaultAddress = "/run/containerd-nydus/containerd-nydus-grpc.sock";
+inline constexpr const char* kDefaultRoot = "/var/lib/containerd-nydus";
+
+struct Options {
+  std::string address = kDefaultAddress;
+  std::string root = kDefaultRoot;
+  std::string nydusd_config;  // --config-path: the nydusd JSON config (read by a later issue)
+  std::string nydusd_path;
+  std::string nydusimg_path;
+  std::string log_level = "info";
+  bool log_to_stdout = false;
+  std::vector<std::string> unknown_keys;  // dotted paths of TOML keys not understood
+};
+
+// Values given on the command line; each set one overrides the file.
+struct Overrides {
+  std::optional<std::string> address, root, nydusd_config, nydusd_path, nydusimg_path, log_level;
+  std::optional<bool> log_to_stdout;
+};
+
+// Read the TOML text of a config file into o. EINVAL with the file's line and column on a
+// syntax error or a key of the wrong type.
+[[nodiscard]] base::Status apply_toml(std::string_view text, std::string_view source, Options& o);
+[[nodiscard]] base::Status load_toml_file(const std::string& path, Options& o);
+void apply_overrides(const Overrides& ov, Options& o);
+// EINVAL unless level is one of trace, debug, info, warn, error, off.
+[[nodiscard]] base::Status check_log_level(std::string_view level);
+// The nydusd config must exist and be JSON; its contents are used by a later issue.
+[[nodiscard]] base::Status check_nydusd_config(const std::string& path);
+
+}  // namespace snapshotter

@@ -1,0 +1,205 @@
+// SPDX-License-Identifier: Apache-2.0
+// containerd-nydus-grpc: containerd's snapshots.v1 API on a unix socket, for containerd's
+// [proxy_plugins] (type "snapshot"). Overlayfs snapshots with SQLite metadata under --root.
+//
+// Start-up order: options, logging, the store, the socket; READY=1 to systemd once the
+// socket listens. SIGTERM / SIGINT: stop accepting, let in-flight calls finish (up to
+// kDrain), exit 0.
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
+
+#include "snapshotter/config.h"
+#include "snapshotter/crash_point.h"
+#include "snapshotter/mounts.h"
+#include "snapshotter/service.h"
+#include "snapshotter/store.h"
+
+namespace {
+
+constexpr const char* kProgram = "containerd-nydus-grpc";
+constexpr std::chrono::seconds kDrain{10};
+
+base::Status init_log(const snapshotter::Options& o) {
+  spdlog::sink_ptr sink;
+  if (o.log_to_stdout) {
+    sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
+  } else {
+    std::string dir = o.root + "/logs";
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+      return base::errorf(EIO, "creating {}: {}", dir, ec.message());
+    }
+    try {
+      sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(dir + "/" + kProgram + ".log");
+    } catch (const spdlog::spdlog_ex& e) {
+      return base::errorf(EIO, "log file in {}: {}", dir, e.what());
+    }
+  }
+  auto logger = std::make_shared<spdlog::logger>(kProgram, std::move(sink));
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %n: %v");
+  logger->set_level(spdlog::level::from_str(o.log_level));
+  logger->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(std::move(logger));
+  return {};
+}
+
+// The socket's directory (made 0700 when missing) and no stale socket in the way.
+base::Status prepare_socket(const std::string& address) {
+  if (address.empty() || address.size() >= sizeof(sockaddr_un::sun_path)) {
+    return base::errorf(EINVAL, "address {:?}: a socket path must be 1..{} bytes", address,
+                        sizeof(sockaddr_un::sun_path) - 1);
+  }
+  auto parent = std::filesystem::path(address).parent_path();
+  if (!parent.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::exists(parent, ec)) {
+      std::filesystem::create_directories(parent, ec);
+      if (ec) {
+        return base::errorf(EIO, "creating {}: {}", parent.string(), ec.message());
+      }
+      if (::chmod(parent.c_str(), 0700) != 0) {
+        return base::errno_error("chmod " + parent.string());
+      }
+    }
+  }
+  struct stat st {};
+  if (::lstat(address.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return base::errorf(EEXIST, "{} exists and is not a socket", address);
+    }
+    if (::unlink(address.c_str()) != 0) {
+      return base::errno_error("removing the stale socket " + address);
+    }
+  }
+  return {};
+}
+
+int fail(std::string_view what) {
+  std::fprintf(stderr, "%s: %.*s\n", kProgram, static_cast<int>(what.size()), what.data());
+  if (spdlog::default_logger() != nullptr) {
+    spdlog::error("{}", what);
+  }
+  ::sd_notifyf(0, "STATUS=%.*s", static_cast<int>(what.size()), what.data());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "containerd-nydus-grpc: a containerd proxy snapshotter (snapshots.v1 gRPC API) with "
+      "overlayfs snapshots and SQLite metadata. Configure containerd with\n"
+      "  [proxy_plugins.nydus]\n    type = \"snapshot\"\n    address = \"<--address>\""};
+  std::string config_file;
+  snapshotter::Overrides ov;
+  app.add_option("--config", config_file,
+                 "TOML config file (root, address, [log] level / log_to_stdout); flags given "
+                 "on the command line win over it")
+      ->check(CLI::ExistingFile);
+  app.add_option("--address", ov.address,
+                 std::string("unix socket to serve on; its directory is made 0700 when missing, "
+                             "the socket is 0600 (default ") +
+                     snapshotter::kDefaultAddress + ")");
+  app.add_option("--root", ov.root,
+                 std::string("directory of the snapshots, the metadata database and the log "
+                             "(default ") +
+                     snapshotter::kDefaultRoot + ")");
+  app.add_option("--config-path", ov.nydusd_config,
+                 "nydusd JSON config for nydus images; must exist and parse (used for lazy "
+                 "nydus mounts)");
+  app.add_option("--nydusd-path", ov.nydusd_path, "path of the nydusd program (stored)");
+  app.add_option("--nydusimg-path", ov.nydusimg_path, "path of the nydus-image program (stored)");
+  app.add_option("--log-level", ov.log_level,
+                 "trace, debug, info, warn, error or off (default info)");
+  bool to_stdout = false;
+  app.add_flag("--log-to-stdout", to_stdout,
+               "log to stdout instead of ROOT/logs/containerd-nydus-grpc.log");
+  CLI11_PARSE(app, argc, argv);
+  if (to_stdout) {
+    ov.log_to_stdout = true;
+  }
+
+  snapshotter::Options opts;
+  if (!config_file.empty()) {
+    if (auto st = snapshotter::load_toml_file(config_file, opts); !st) {
+      return fail(st.error().to_string());
+    }
+  }
+  snapshotter::apply_overrides(ov, opts);
+  if (auto st = snapshotter::check_log_level(opts.log_level); !st) {
+    return fail(st.error().to_string());
+  }
+  if (!opts.nydusd_config.empty()) {
+    if (auto st = snapshotter::check_nydusd_config(opts.nydusd_config); !st) {
+      return fail(st.error().to_string());
+    }
+  }
+  if (auto st = init_log(opts); !st) {
+    return fail(st.error().to_string());
+  }
+  for (const auto& k : opts.unknown_keys) {
+    spdlog::warn("{}: unknown key {} ignored", config_file, k);
+  }
+  snapshotter::init_crash_points();
+
+  // Before any thread: only sigwait below takes these.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  auto store = snapshotter::Store::open(opts.root);
+  if (!store) {
+    return fail(store.error().to_string());
+  }
+  if (auto st = prepare_socket(opts.address); !st) {
+    return fail(st.error().to_string());
+  }
+  bool index_off = snapshotter::overlay_has_index();
+  snapshotter::Service service(**store, index_off);
+  grpc::ServerBuilder builder;
+  int bound = 0;
+  builder.AddListeningPort("unix:" + opts.address, grpc::InsecureServerCredentials(), &bound);
+  builder.RegisterService(&service);
+  // The socket is made by BuildAndStart: 0600 from birth.
+  mode_t old_mask = ::umask(0177);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ::umask(old_mask);
+  if (server == nullptr || bound == 0) {
+    return fail("cannot listen on " + opts.address);
+  }
+  if (::chmod(opts.address.c_str(), 0600) != 0) {
+    spdlog::warn("chmod {}: {}", opts.address, std::strerror(errno));
+  }
+  spdlog::info("serving on {} (root {}, index=off: {})", opts.address, opts.root, index_off);
+  ::sd_notifyf(0, "READY=1\nSTATUS=serving on %s", opts.address.c_str());
+
+  int sig = 0;
+  while (sigwait(&set, &sig) != 0) {
+  }
+  spdlog::info("signal {}: draining calls, up to {} s", sig, kDrain.count());
+  ::sd_notify(0, "STOPPING=1\nSTATUS=draining");
+  server->Shutdown(std::chrono::system_clock::now() + kDrain);
+  server->Wait();
+  server.reset();
+  ::unlink(opts.address.c_str());
+  spdlog::info("exited cleanly");
+  spdlog::shutdown();
+  return 0;
+}

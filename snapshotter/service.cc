@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "snapshotter/service.h"
+
+#include <spdlog/spdlog.h>
+
+#include "base/log.h"
+
+namespace snapshotter {
+namespace {
+
+Labels labels_from(const google::protobuf::Map<std::string, std::string>& m) {
+  return Labels(m.begin(), m.end());
+}
+
+void set_time(google::protobuf::Timestamp* t, int64_t ns) {
+  int64_t s = ns / 1000000000;
+  int64_t n = ns % 1000000000;
+  if (n < 0) {
+    n += 1000000000;
+    --s;
+  }
+  t->set_seconds(s);
+  t->set_nanos(static_cast<int32_t>(n));
+}
+
+void to_proto(const Info& i, api::Info* out) {
+  out->set_name(i.name);
+  out->set_parent(i.parent);
+  switch (i.kind) {
+    case Kind::kView:
+      out->set_kind(api::VIEW);
+      break;
+    case Kind::kActive:
+      out->set_kind(api::ACTIVE);
+      break;
+    case Kind::kCommitted:
+      out->set_kind(api::COMMITTED);
+      break;
+  }
+  set_time(out->mutable_created_at(), i.created_ns);
+  set_time(out->mutable_updated_at(), i.updated_ns);
+  auto* labels = out->mutable_labels();
+  for (const auto& [k, v] : i.labels) {
+    (*labels)[k] = v;
+  }
+}
+
+// Errors that are the caller's (not found, exists, bad argument) are logged at debug; the
+// rest once per second at error.
+grpc::Status fail(std::string_view rpc, const base::Error& e) {
+  grpc::Status st = to_grpc(e);
+  if (st.error_code() == grpc::StatusCode::UNKNOWN) {
+    static base::RateLimit rl;
+    if (rl.allow()) {
+      spdlog::error("{}: {}", rpc, e.to_string());
+    }
+  } else {
+    spdlog::debug("{}: {}", rpc, e.to_string());
+  }
+  return st;
+}
+
+}  // namespace
+
+grpc::Status to_grpc(const base::Error& e) {
+  grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
+  switch (e.code) {
+    case ENOENT:
+      code = grpc::StatusCode::NOT_FOUND;
+      break;
+    case EEXIST:
+      code = grpc::StatusCode::ALREADY_EXISTS;
+      break;
+    case EINVAL:
+      code = grpc::StatusCode::INVALID_ARGUMENT;
+      break;
+    case kErrFailedPrecondition:
+      code = grpc::StatusCode::FAILED_PRECONDITION;
+      break;
+    default:
+      break;
+  }
+  return grpc::Status(code, e.message);
+}
+
+template <typename Resp>
+void Service::add_mounts(const Snapshot& s, Resp* resp) const {
+  MountFlags flags{index_off_, s.volatile_};
+  for (auto& m : build_mounts(store_.root(), s.kind, s.id, s.parent_ids, flags)) {
+    auto* pm = resp->add_mounts();
+    pm->set_type(std::move(m.type));
+    pm->set_source(std::move(m.source));
+    for (auto& o : m.options) {
+      pm->add_options(std::move(o));
+    }
+  }
+}
+
+grpc::Status Service::Prepare(grpc::ServerContext*, const api::PrepareSnapshotRequest* req,
+                              api::PrepareSnapshotResponse* resp) {
+  auto s = store_.create(Kind::kActive, req->key(), req->parent(), labels_from(req->labels()));
+  if (!s) {
+    return fail("prepare", s.error());
+  }
+  add_mounts(*s, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::View(grpc::ServerContext*, const api::ViewSnapshotRequest* req,
+                           api::ViewSnapshotResponse* resp) {
+  auto s = store_.create(Kind::kView, req->key(), req->parent(), labels_from(req->labels()));
+  if (!s) {
+    return fail("view", s.error());
+  }
+  add_mounts(*s, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::Mounts(grpc::ServerContext*, const api::MountsRequest* req,
+                             api::MountsResponse* resp) {
+  auto s = store_.get(req->key());
+  if (!s) {
+    return fail("mounts", s.error());
+  }
+  add_mounts(*s, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::Commit(grpc::ServerContext*, const api::CommitSnapshotRequest* req,
+                             google::protobuf::Empty*) {
+  auto st = store_.commit(req->name(), req->key(), labels_from(req->labels()));
+  if (!st) {
+    return fail("commit", st.error());
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::Remove(grpc::ServerContext*, const api::RemoveSnapshotRequest* req,
+                             google::protobuf::Empty*) {
+  auto st = store_.remove(req->key());
+  if (!st) {
+    return fail("remove", st.error());
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::Stat(grpc::ServerContext*, const api::StatSnapshotRequest* req,
+                           api::StatSnapshotResponse* resp) {
+  auto i = store_.stat(req->key());
+  if (!i) {
+    return fail("stat", i.error());
+  }
+  to_proto(*i, resp->mutable_info());
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::Update(grpc::ServerContext*, const api::UpdateSnapshotRequest* req,
+                             api::UpdateSnapshotResponse* resp) {
+  Info in;
+  in.name = req->info().name();
+  in.labels = labels_from(req->info().labels());
+  std::vector<std::string> paths(req->update_mask().paths().begin(),
+                                 req->update_mask().paths().end());
+  auto i = store_.update(in, paths);
+  if (!i) {
+    return fail("update", i.error());
+  }
+  to_proto(*i, resp->mutable_info());
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::List(grpc::ServerContext*, const api::ListSnapshotsRequest* req,
+                           grpc::ServerWriter<api::ListSnapshotsResponse>* writer) {
+  std::vector<std::string> filters(req->filters().begin(), req->filters().end());
+  auto f = Filter::parse_all(filters);
+  if (!f) {
+    return fail("list", f.error());
+  }
+  auto infos = store_.list(*f);
+  if (!infos) {
+    return fail("list", infos.error());
+  }
+  // Batches of at most 100 infos or about 1 MiB, well under gRPC's 4 MiB message limit.
+  constexpr size_t kBatch = 100;
+  constexpr size_t kBatchBytes = 1 << 20;
+  api::ListSnapshotsResponse batch;
+  size_t bytes = 0;
+  for (const auto& i : *infos) {
+    auto* pi = batch.add_info();
+    to_proto(i, pi);
+    bytes += pi->ByteSizeLong();
+    if (batch.info_size() >= static_cast<int>(kBatch) || bytes >= kBatchBytes) {
+      if (!writer->Write(batch)) {
+        return grpc::Status(grpc::StatusCode::CANCELLED, "list: the client went away");
+      }
+      batch.Clear();
+      bytes = 0;
+    }
+  }
+  if (batch.info_size() > 0 && !writer->Write(batch)) {
+    return grpc::Status(grpc::StatusCode::CANCELLED, "list: the client went away");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::Usage(grpc::ServerContext*, const api::UsageRequest* req,
+                            api::UsageResponse* resp) {
+  auto u = store_.usage(req->key());
+  if (!u) {
+    return fail("usage", u.error());
+  }
+  resp->set_size(u->size);
+  resp->set_inodes(u->inodes);
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::Cleanup(grpc::ServerContext*, const api::CleanupRequest*,
+                              google::protobuf::Empty*) {
+  auto removed = store_.cleanup();
+  if (!removed) {
+    return fail("cleanup", removed.error());
+  }
+  if (!removed->empty()) {
+    spdlog::info("cleanup removed {} directories no snapshot owned", removed->size());
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace snapshotter

@@ -1,0 +1,894 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "snapshotter/store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <fts.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <charconv>
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
+#include <spdlog/spdlog.h>
+#include <sqlite3.h>
+
+#include "base/defer.h"
+#include "snapshotter/crash_point.h"
+
+namespace snapshotter {
+namespace {
+
+int64_t now_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+base::Unexpected sql_error(sqlite3* db, std::string_view what) {
+  return base::errorf(EIO, "sqlite: {}: {}", what, ::sqlite3_errmsg(db));
+}
+
+// A prepared statement, reset and unbound after each use (Use).
+class Stmt {
+ public:
+  Stmt() = default;
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  ~Stmt() { ::sqlite3_finalize(s_); }
+
+  base::Status prepare(sqlite3* db, const char* sql) {
+    db_ = db;
+    if (::sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s_, nullptr) != SQLITE_OK) {
+      return sql_error(db, sql);
+    }
+    return {};
+  }
+
+  // Binds and steps through one use; the destructor of Use resets the statement.
+  class Use {
+   public:
+    explicit Use(Stmt& s) : s_(s) {}
+    ~Use() {
+      ::sqlite3_reset(s_.s_);
+      ::sqlite3_clear_bindings(s_.s_);
+    }
+    Use(const Use&) = delete;
+    Use& operator=(const Use&) = delete;
+    Use& bind(int i, int64_t v) {
+      ::sqlite3_bind_int64(s_.s_, i, v);
+      return *this;
+    }
+    Use& bind(int i, std::string_view v) {
+      ::sqlite3_bind_text(s_.s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+      return *this;
+    }
+    Use& bind_null(int i) {
+      ::sqlite3_bind_null(s_.s_, i);
+      return *this;
+    }
+    // true: a row; false: done. Errors are EIO.
+    base::Result<bool> step() {
+      int rc = ::sqlite3_step(s_.s_);
+      if (rc == SQLITE_ROW) {
+        return true;
+      }
+      if (rc == SQLITE_DONE) {
+        return false;
+      }
+      return sql_error(s_.db_, ::sqlite3_sql(s_.s_));
+    }
+    base::Status run() {
+      CFN_ASSIGN_OR_RETURN(bool row, step());
+      (void)row;
+      return {};
+    }
+    int64_t i64(int col) { return ::sqlite3_column_int64(s_.s_, col); }
+    bool is_null(int col) { return ::sqlite3_column_type(s_.s_, col) == SQLITE_NULL; }
+    std::string text(int col) {
+      const auto* p = ::sqlite3_column_text(s_.s_, col);
+      int n = ::sqlite3_column_bytes(s_.s_, col);
+      return p == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(p), n);
+    }
+
+   private:
+    Stmt& s_;
+  };
+
+ private:
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt* s_ = nullptr;
+};
+
+base::Status exec(sqlite3* db, const char* sql) {
+  char* err = nullptr;
+  if (::sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err != nullptr ? err : "?";
+    ::sqlite3_free(err);
+    return base::errorf(EIO, "sqlite: {}: {}", sql, msg);
+  }
+  return {};
+}
+
+// BEGIN IMMEDIATE ... COMMIT; rolls back when destroyed uncommitted.
+class Txn {
+ public:
+  explicit Txn(sqlite3* db) : db_(db) {}
+  ~Txn() {
+    if (open_) {
+      (void)exec(db_, "ROLLBACK");
+    }
+  }
+  Txn(const Txn&) = delete;
+  Txn& operator=(const Txn&) = delete;
+  base::Status begin() {
+    CFN_TRY(exec(db_, "BEGIN IMMEDIATE"));
+    open_ = true;
+    return {};
+  }
+  base::Status commit() {
+    auto st = exec(db_, "COMMIT");
+    if (st) {
+      open_ = false;
+    }
+    return st;
+  }
+
+ private:
+  sqlite3* db_;
+  bool open_ = false;
+};
+
+base::Unexpected not_found(std::string_view key) {
+  return base::errorf(ENOENT, "snapshot {} does not exist", key);
+}
+
+// Remove a directory tree; failures are logged (the row is already gone).
+void remove_tree(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+  if (ec) {
+    spdlog::warn("removing {}: {}", path, ec.message());
+  }
+}
+
+// Rename dir/name to a fresh dir/rm-NAME-N (never replacing anything). Returns the new
+// name, or "" when the rename failed (logged).
+std::string move_aside(const std::string& dir, const std::string& name) {
+  std::string base = name.rfind("rm-", 0) == 0 ? name : "rm-" + name;
+  for (int n = 0; n < 1000; ++n) {
+    std::string to = base + "-" + std::to_string(n);
+    if (::renameat2(AT_FDCWD, (dir + "/" + name).c_str(), AT_FDCWD, (dir + "/" + to).c_str(),
+                    RENAME_NOREPLACE) == 0) {
+      return to;
+    }
+    if (errno != EEXIST) {
+      spdlog::warn("renaming {}/{} to {}: {}", dir, name, to, std::strerror(errno));
+      return "";
+    }
+  }
+  return "";
+}
+
+bool parse_id(std::string_view s, int64_t* id) {
+  if (s.empty() || s.size() > 18 || s[0] == '0') {
+    return false;
+  }
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), *id);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+Labels without_empty_values(Labels labels) {
+  std::erase_if(labels, [](const auto& kv) { return kv.second.empty(); });
+  return labels;
+}
+
+}  // namespace
+
+struct Store::Statements {
+  Stmt by_key;        // key -> id, kind, parent_id, parent key, created, updated, size, inodes
+  Stmt labels_of;     // id -> name, value
+  Stmt insert;        // key, parent_id, kind, created, updated
+  Stmt insert_label;  // id, name, value
+  Stmt delete_labels;
+  Stmt chain;  // id -> ancestor ids, nearest first
+  Stmt has_child;
+  Stmt delete_row;
+  Stmt commit_row;  // id, name, now, size, inodes
+  Stmt touch;       // id, now
+  Stmt all_rows;
+  Stmt all_labels;
+  Stmt all_ids;
+  Stmt has_label;  // id, name
+
+  base::Status prepare(sqlite3* db) {
+    CFN_TRY(by_key.prepare(db,
+                           "SELECT s.id, s.kind, s.parent_id, p.key, s.created_ns, s.updated_ns, "
+                           "s.size, s.inodes FROM snapshots s LEFT JOIN snapshots p ON "
+                           "p.id = s.parent_id WHERE s.key = ?1"));
+    CFN_TRY(labels_of.prepare(db, "SELECT name, value FROM labels WHERE snapshot_id = ?1"));
+    CFN_TRY(insert.prepare(db,
+                           "INSERT INTO snapshots (key, parent_id, kind, created_ns, updated_ns) "
+                           "VALUES (?1, ?2, ?3, ?4, ?4)"));
+    CFN_TRY(insert_label.prepare(
+        db, "INSERT OR REPLACE INTO labels (snapshot_id, name, value) VALUES (?1, ?2, ?3)"));
+    CFN_TRY(delete_labels.prepare(db, "DELETE FROM labels WHERE snapshot_id = ?1"));
+    CFN_TRY(chain.prepare(db,
+                          "WITH RECURSIVE c(id, parent_id, depth) AS ("
+                          " SELECT id, parent_id, 0 FROM snapshots WHERE id = ?1"
+                          " UNION ALL SELECT s.id, s.parent_id, c.depth + 1 FROM snapshots s"
+                          " JOIN c ON s.id = c.parent_id)"
+                          " SELECT id FROM c WHERE depth > 0 ORDER BY depth"));
+    CFN_TRY(has_child.prepare(db, "SELECT 1 FROM snapshots WHERE parent_id = ?1 LIMIT 1"));
+    CFN_TRY(delete_row.prepare(db, "DELETE FROM snapshots WHERE id = ?1"));
+    CFN_TRY(commit_row.prepare(db,
+                               "UPDATE snapshots SET key = ?2, kind = 3, created_ns = ?3, "
+                               "updated_ns = ?3, size = ?4, inodes = ?5 WHERE id = ?1"));
+    CFN_TRY(touch.prepare(db, "UPDATE snapshots SET updated_ns = ?2 WHERE id = ?1"));
+    CFN_TRY(all_rows.prepare(db,
+                             "SELECT s.id, s.key, s.kind, p.key, s.created_ns, s.updated_ns "
+                             "FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id"));
+    CFN_TRY(all_labels.prepare(db, "SELECT snapshot_id, name, value FROM labels"));
+    CFN_TRY(all_ids.prepare(db, "SELECT id FROM snapshots"));
+    CFN_TRY(has_label.prepare(db, "SELECT 1 FROM labels WHERE snapshot_id = ?1 AND name = ?2"));
+    return {};
+  }
+};
+
+namespace {
+
+struct Row {
+  int64_t id = 0;
+  Kind kind = Kind::kActive;
+  int64_t parent_id = 0;  // 0: none
+  std::string parent;
+  int64_t created_ns = 0;
+  int64_t updated_ns = 0;
+  Usage usage;
+};
+
+// The row of key, or nullopt.
+base::Result<std::optional<Row>> find(Store::Statements& st, std::string_view key) {
+  Stmt::Use q(st.by_key);
+  q.bind(1, key);
+  CFN_ASSIGN_OR_RETURN(bool row, q.step());
+  if (!row) {
+    return std::optional<Row>();
+  }
+  Row r;
+  r.id = q.i64(0);
+  r.kind = static_cast<Kind>(q.i64(1));
+  r.parent_id = q.is_null(2) ? 0 : q.i64(2);
+  r.parent = q.is_null(3) ? std::string() : q.text(3);
+  r.created_ns = q.i64(4);
+  r.updated_ns = q.i64(5);
+  r.usage = Usage{q.i64(6), q.i64(7)};
+  return std::optional<Row>(std::move(r));
+}
+
+base::Result<Labels> labels_of(Store::Statements& st, int64_t id) {
+  Labels labels;
+  Stmt::Use q(st.labels_of);
+  q.bind(1, id);
+  for (;;) {
+    CFN_ASSIGN_OR_RETURN(bool row, q.step());
+    if (!row) {
+      break;
+    }
+    labels.emplace(q.text(0), q.text(1));
+  }
+  return labels;
+}
+
+base::Status write_labels(Store::Statements& st, int64_t id, const Labels& labels) {
+  {
+    Stmt::Use d(st.delete_labels);
+    d.bind(1, id);
+    CFN_TRY(d.run());
+  }
+  for (const auto& [k, v] : labels) {
+    Stmt::Use q(st.insert_label);
+    q.bind(1, id).bind(2, k).bind(3, v);
+    CFN_TRY(q.run());
+  }
+  return {};
+}
+
+base::Result<std::vector<int64_t>> chain_of(Store::Statements& st, int64_t id) {
+  std::vector<int64_t> ids;
+  Stmt::Use q(st.chain);
+  q.bind(1, id);
+  for (;;) {
+    CFN_ASSIGN_OR_RETURN(bool row, q.step());
+    if (!row) {
+      break;
+    }
+    ids.push_back(q.i64(0));
+  }
+  return ids;
+}
+
+base::Result<bool> has_label(Store::Statements& st, int64_t id, std::string_view name) {
+  Stmt::Use q(st.has_label);
+  q.bind(1, id).bind(2, name);
+  return q.step();
+}
+
+Info info_of(std::string name, const Row& r, Labels labels) {
+  return Info{std::move(name), r.parent, r.kind, r.created_ns, r.updated_ns, std::move(labels)};
+}
+
+}  // namespace
+
+base::Status validate_key(std::string_view what, std::string_view key) {
+  if (key.empty()) {
+    return base::errorf(EINVAL, "{} must not be empty", what);
+  }
+  if (key.size() > kMaxKeySize) {
+    return base::errorf(EINVAL, "{} is {} bytes, more than {}", what, key.size(), kMaxKeySize);
+  }
+  if (key.find('\0') != std::string_view::npos) {
+    return base::errorf(EINVAL, "{} contains a NUL byte", what);
+  }
+  return {};
+}
+
+base::Status validate_labels(const Labels& labels) {
+  size_t total = 0;
+  for (const auto& [k, v] : labels) {
+    if (k.empty()) {
+      return base::errorf(EINVAL, "label key must not be empty");
+    }
+    if (k.find('\0') != std::string::npos || v.find('\0') != std::string::npos) {
+      return base::errorf(EINVAL, "label {:?} contains a NUL byte", k.substr(0, 64));
+    }
+    if (k.size() + v.size() > kMaxLabelSize) {
+      return base::errorf(EINVAL,
+                          "label key and value greater than maximum size ({} bytes), key: {}",
+                          kMaxLabelSize, k.substr(0, 256));
+    }
+    total += k.size() + v.size();
+  }
+  if (total > kMaxLabelsTotal) {
+    return base::errorf(EINVAL, "labels total {} bytes, more than {}", total, kMaxLabelsTotal);
+  }
+  return {};
+}
+
+base::Result<Usage> disk_usage(const std::string& dir) {
+  char* paths[] = {const_cast<char*>(dir.c_str()), nullptr};
+  FTS* fts = ::fts_open(paths, FTS_PHYSICAL | FTS_NOCHDIR, nullptr);
+  if (fts == nullptr) {
+    return base::errno_error("fts_open " + dir);
+  }
+  auto close = base::defer([&] { ::fts_close(fts); });
+  struct Key {
+    dev_t dev;
+    ino_t ino;
+    bool operator==(const Key& o) const { return dev == o.dev && ino == o.ino; }
+  };
+  struct Hash {
+    size_t operator()(const Key& k) const { return std::hash<uint64_t>()(k.ino * 31 + k.dev); }
+  };
+  std::unordered_set<Key, Hash> seen;
+  Usage u;
+  errno = 0;
+  while (FTSENT* e = ::fts_read(fts)) {
+    switch (e->fts_info) {
+      case FTS_DP:
+        continue;
+      case FTS_DNR:
+      case FTS_ERR:
+      case FTS_NS:
+        return base::errno_error(e->fts_errno, std::string("reading ") + e->fts_path);
+      default:
+        break;
+    }
+    const struct stat* s = e->fts_statp;
+    if (seen.insert(Key{s->st_dev, s->st_ino}).second) {
+      u.size += static_cast<int64_t>(s->st_blocks) * 512;
+    }
+  }
+  if (errno != 0) {  // fts_read ends with NULL and errno 0, or NULL and the error
+    return base::errno_error("reading " + dir);
+  }
+  u.inodes = static_cast<int64_t>(seen.size());
+  return u;
+}
+
+FieldLookup info_fields(const Info& info) {
+  return [&info](std::span<const std::string> fp) -> std::optional<std::string_view> {
+    if (fp.empty()) {
+      return std::nullopt;
+    }
+    if (fp[0] == "kind") {
+      switch (info.kind) {
+        case Kind::kActive:
+          return "active";
+        case Kind::kView:
+          return "view";
+        case Kind::kCommitted:
+          return "committed";
+      }
+      return std::nullopt;
+    }
+    if (fp[0] == "name") {
+      return info.name;
+    }
+    if (fp[0] == "parent") {
+      return info.parent;
+    }
+    if (fp[0] == "labels") {
+      if (info.labels.empty()) {
+        return std::nullopt;
+      }
+      std::string key;
+      for (size_t i = 1; i < fp.size(); ++i) {
+        if (i > 1) {
+          key.push_back('.');
+        }
+        key += fp[i];
+      }
+      auto it = info.labels.find(key);
+      if (it == info.labels.end()) {
+        return std::nullopt;
+      }
+      return std::string_view(it->second);
+    }
+    return std::nullopt;
+  };
+}
+
+Store::Store(std::string root, sqlite3* db)
+    : root_(std::move(root)),
+      snapshots_dir_(root_ + "/snapshots"),
+      db_(db),
+      st_(std::make_unique<Statements>()) {}
+
+Store::~Store() {
+  st_.reset();
+  ::sqlite3_close_v2(db_);
+}
+
+base::Result<std::unique_ptr<Store>> Store::open(const std::string& root_in) {
+  std::string root = root_in;
+  while (root.size() > 1 && root.back() == '/') {
+    root.pop_back();
+  }
+  if (root.empty() || root[0] != '/') {
+    return base::errorf(EINVAL, "root {} is not an absolute path", root_in);
+  }
+  if (root.find_first_of(":,") != std::string::npos) {
+    return base::errorf(EINVAL, "root {} holds ':' or ',', which overlay options cannot carry",
+                        root);
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(root, ec);
+  if (ec) {
+    return base::errorf(EIO, "creating {}: {}", root, ec.message());
+  }
+  if (::chmod(root.c_str(), 0700) != 0) {
+    return base::errno_error("chmod " + root);
+  }
+  std::string snaps = root + "/snapshots";
+  if (::mkdir(snaps.c_str(), 0700) != 0 && errno != EEXIST) {
+    return base::errno_error("mkdir " + snaps);
+  }
+  std::string db_path = root + "/metadata.db";
+  sqlite3* db = nullptr;
+  int rc =
+      ::sqlite3_open_v2(db_path.c_str(), &db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db != nullptr ? ::sqlite3_errmsg(db) : ::sqlite3_errstr(rc);
+    ::sqlite3_close_v2(db);
+    return base::errorf(EIO, "opening {}: {}", db_path, msg);
+  }
+  std::unique_ptr<Store> s(new Store(root, db));
+  CFN_TRY(s->init_schema().map_error([&](base::Error e) { return e.wrap(db_path); }));
+  return s;
+}
+
+base::Status Store::init_schema() {
+  ::sqlite3_busy_timeout(db_, 5000);
+  CFN_TRY(exec(db_, "PRAGMA journal_mode = WAL"));
+  // FULL: a reply is sent only after the transaction is on disk.
+  CFN_TRY(exec(db_, "PRAGMA synchronous = FULL"));
+  CFN_TRY(exec(db_, "PRAGMA foreign_keys = ON"));
+  CFN_TRY(exec(db_,
+               "CREATE TABLE IF NOT EXISTS snapshots ("
+               " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+               " key TEXT NOT NULL UNIQUE,"
+               " parent_id INTEGER REFERENCES snapshots(id),"
+               " kind INTEGER NOT NULL CHECK (kind IN (1, 2, 3)),"
+               " created_ns INTEGER NOT NULL,"
+               " updated_ns INTEGER NOT NULL,"
+               " size INTEGER NOT NULL DEFAULT 0,"
+               " inodes INTEGER NOT NULL DEFAULT 0);"
+               "CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent_id);"
+               "CREATE TABLE IF NOT EXISTS labels ("
+               " snapshot_id INTEGER NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,"
+               " name TEXT NOT NULL,"
+               " value TEXT NOT NULL,"
+               " PRIMARY KEY (snapshot_id, name)) WITHOUT ROWID;"
+               "PRAGMA user_version = 1;"));
+  return st_->prepare(db_);
+}
+
+base::Result<Snapshot> Store::create(Kind kind, std::string_view key, std::string_view parent,
+                                     Labels labels) {
+  if (kind != Kind::kActive && kind != Kind::kView) {
+    return base::errorf(
+        EINVAL, "snapshot type invalid; only snapshots of type Active or View can be created");
+  }
+  CFN_TRY(validate_key("key", key));
+  if (!parent.empty()) {
+    CFN_TRY(validate_key("parent", parent));
+  }
+  CFN_TRY(validate_labels(labels));
+  labels = without_empty_values(std::move(labels));
+
+  std::lock_guard lock(mu_);
+  // The directory first, under a name no row can own.
+  std::string tmp = snapshots_dir_ + "/new-XXXXXX";
+  if (::mkdtemp(tmp.data()) == nullptr) {
+    return base::errno_error("mkdtemp " + tmp);
+  }
+  std::string dir = tmp;  // where the directory is now; removed on failure
+  auto drop_dir = base::defer([&] { remove_tree(dir); });
+  std::string fs = tmp + "/fs";
+  if (::mkdir(fs.c_str(), 0755) != 0 || ::chmod(fs.c_str(), 0755) != 0) {
+    return base::errno_error("mkdir " + fs);
+  }
+  if (kind == Kind::kActive) {
+    std::string work = tmp + "/work";
+    if (::mkdir(work.c_str(), 0711) != 0 || ::chmod(work.c_str(), 0711) != 0) {
+      return base::errno_error("mkdir " + work);
+    }
+  }
+
+  Txn txn(db_);
+  CFN_TRY(txn.begin());
+  CFN_ASSIGN_OR_RETURN(auto existing, find(*st_, key));
+  if (existing) {
+    return base::errorf(EEXIST, "snapshot {} already exists", key);
+  }
+  int64_t parent_id = 0;
+  if (!parent.empty()) {
+    CFN_ASSIGN_OR_RETURN(auto p, find(*st_, parent));
+    if (!p) {
+      return base::errorf(ENOENT, "parent snapshot {} does not exist", parent);
+    }
+    if (p->kind != Kind::kCommitted) {
+      return base::errorf(EINVAL, "parent {} is not committed snapshot", parent);
+    }
+    parent_id = p->id;
+  }
+  int64_t now = now_ns();
+  {
+    Stmt::Use q(st_->insert);
+    q.bind(1, key);
+    if (parent_id != 0) {
+      q.bind(2, parent_id);
+    } else {
+      q.bind_null(2);
+    }
+    q.bind(3, static_cast<int64_t>(kind)).bind(4, now);
+    CFN_TRY(q.run());
+  }
+  Snapshot snap;
+  snap.id = ::sqlite3_last_insert_rowid(db_);
+  snap.kind = kind;
+  snap.volatile_ = labels.contains(kVolatileLabel);
+  CFN_TRY(write_labels(*st_, snap.id, labels));
+  if (parent_id != 0) {
+    CFN_ASSIGN_OR_RETURN(snap.parent_ids, chain_of(*st_, snap.id));
+    // The new layer's root is owned like its parent's, as containerd's overlay does.
+    struct stat pst {};
+    std::string pfs = fs_path(root_, parent_id);
+    if (::stat(pfs.c_str(), &pst) != 0) {
+      return base::errno_error("stat " + pfs);
+    }
+    if (::lchown(fs.c_str(), pst.st_uid, pst.st_gid) != 0) {
+      return base::errno_error("chown " + fs);
+    }
+  }
+  std::string name = std::to_string(snap.id);
+  std::string final_dir = snapshots_dir_ + "/" + name;
+  if (::rename(tmp.c_str(), final_dir.c_str()) != 0) {
+    if (errno != EEXIST && errno != ENOTEMPTY) {
+      return base::errno_error("rename " + tmp + " to " + final_dir);
+    }
+    // Left by a crash between rename and COMMIT of an earlier try at this id: no row owns it.
+    spdlog::warn("moving aside the stale directory {}", final_dir);
+    if (move_aside(snapshots_dir_, name).empty() || ::rename(tmp.c_str(), final_dir.c_str()) != 0) {
+      return base::errno_error("rename " + tmp + " to " + final_dir);
+    }
+  }
+  dir = final_dir;
+  crash_point("prepare-after-mkdir");
+  CFN_TRY(txn.commit());
+  drop_dir.cancel();
+  crash_point("prepare-after-commit");
+  return snap;
+}
+
+base::Result<Snapshot> Store::get(std::string_view key) {
+  CFN_TRY(validate_key("key", key));
+  std::lock_guard lock(mu_);
+  CFN_ASSIGN_OR_RETURN(auto r, find(*st_, key));
+  if (!r) {
+    return not_found(key);
+  }
+  if (r->kind == Kind::kCommitted) {
+    return base::errorf(kErrFailedPrecondition, "requested snapshot {} not active or view", key);
+  }
+  Snapshot snap{r->id, r->kind, {}, false};
+  if (r->parent_id != 0) {
+    CFN_ASSIGN_OR_RETURN(snap.parent_ids, chain_of(*st_, r->id));
+  }
+  CFN_ASSIGN_OR_RETURN(snap.volatile_, has_label(*st_, r->id, kVolatileLabel));
+  return snap;
+}
+
+base::Status Store::commit(std::string_view name, std::string_view key, Labels labels) {
+  CFN_TRY(validate_key("name", name));
+  CFN_TRY(validate_key("key", key));
+  CFN_TRY(validate_labels(labels));
+  labels = without_empty_values(std::move(labels));
+  // Checks in containerd's order: the name is free, the key exists, it is active.
+  auto check = [&]() -> base::Result<int64_t> {
+    CFN_ASSIGN_OR_RETURN(auto taken, find(*st_, name));
+    if (taken) {
+      return base::errorf(EEXIST, "committed snapshot {} already exists", name);
+    }
+    CFN_ASSIGN_OR_RETURN(auto r, find(*st_, key));
+    if (!r) {
+      return base::errorf(ENOENT, "failed to get active snapshot {}: snapshot does not exist", key);
+    }
+    if (r->kind != Kind::kActive) {
+      return base::errorf(kErrFailedPrecondition, "snapshot {} is not active", key);
+    }
+    return r->id;
+  };
+  int64_t id = 0;
+  {
+    std::lock_guard lock(mu_);
+    CFN_ASSIGN_OR_RETURN(id, check());
+  }
+  // The walk runs unlocked; a concurrent Commit or Remove of the same key is caught below.
+  CFN_ASSIGN_OR_RETURN(Usage usage, disk_usage(fs_path(root_, id)));
+  std::lock_guard lock(mu_);
+  crash_point("commit-before-sql");
+  Txn txn(db_);
+  CFN_TRY(txn.begin());
+  CFN_ASSIGN_OR_RETURN(int64_t again, check());
+  if (again != id) {
+    return base::errorf(ENOENT, "snapshot {} was replaced while committing", key);
+  }
+  {
+    Stmt::Use q(st_->commit_row);
+    q.bind(1, id).bind(2, name).bind(3, now_ns()).bind(4, usage.size).bind(5, usage.inodes);
+    CFN_TRY(q.run());
+  }
+  CFN_TRY(write_labels(*st_, id, labels));
+  CFN_TRY(txn.commit());
+  crash_point("commit-after-sql");
+  return {};
+}
+
+base::Status Store::remove(std::string_view key) {
+  CFN_TRY(validate_key("key", key));
+  std::string gone;
+  {
+    std::lock_guard lock(mu_);
+    Txn txn(db_);
+    CFN_TRY(txn.begin());
+    CFN_ASSIGN_OR_RETURN(auto r, find(*st_, key));
+    if (!r) {
+      return base::errorf(ENOENT, "failed to remove: snapshot {} does not exist", key);
+    }
+    {
+      Stmt::Use q(st_->has_child);
+      q.bind(1, r->id);
+      CFN_ASSIGN_OR_RETURN(bool child, q.step());
+      if (child) {
+        return base::errorf(kErrFailedPrecondition,
+                            "failed to remove: cannot remove snapshot {} with child", key);
+      }
+    }
+    {
+      Stmt::Use q(st_->delete_row);
+      q.bind(1, r->id);
+      CFN_TRY(q.run());
+    }
+    CFN_TRY(txn.commit());
+    crash_point("remove-after-sql");
+    gone = move_aside(snapshots_dir_, std::to_string(r->id));
+  }
+  // Failures leave a directory no row owns: Cleanup's to take.
+  if (!gone.empty()) {
+    remove_tree(snapshots_dir_ + "/" + gone);
+  }
+  return {};
+}
+
+base::Result<Info> Store::stat(std::string_view key) {
+  CFN_TRY(validate_key("key", key));
+  std::lock_guard lock(mu_);
+  CFN_ASSIGN_OR_RETURN(auto r, find(*st_, key));
+  if (!r) {
+    return not_found(key);
+  }
+  CFN_ASSIGN_OR_RETURN(auto labels, labels_of(*st_, r->id));
+  return info_of(std::string(key), *r, std::move(labels));
+}
+
+base::Result<Info> Store::update(const Info& info, std::span<const std::string> fieldpaths) {
+  CFN_TRY(validate_key("name", info.name));
+  std::lock_guard lock(mu_);
+  Txn txn(db_);
+  CFN_TRY(txn.begin());
+  CFN_ASSIGN_OR_RETURN(auto r, find(*st_, info.name));
+  if (!r) {
+    return not_found(info.name);
+  }
+  CFN_ASSIGN_OR_RETURN(auto labels, labels_of(*st_, r->id));
+  if (fieldpaths.empty()) {
+    labels = info.labels;
+  }
+  for (const auto& path : fieldpaths) {
+    if (path.rfind("labels.", 0) == 0) {
+      std::string k = path.substr(7);
+      if (k.empty()) {
+        return base::errorf(EINVAL, "cannot update {:?} field on snapshot {}: empty label key",
+                            path, info.name);
+      }
+      auto it = info.labels.find(k);
+      labels[k] = it == info.labels.end() ? std::string() : it->second;
+    } else if (path == "labels") {
+      labels = info.labels;
+    } else {
+      return base::errorf(EINVAL, "cannot update {:?} field on snapshot {}", path.substr(0, 256),
+                          info.name);
+    }
+  }
+  labels = without_empty_values(std::move(labels));
+  CFN_TRY(validate_labels(labels));
+  int64_t now = now_ns();
+  {
+    Stmt::Use q(st_->touch);
+    q.bind(1, r->id).bind(2, now);
+    CFN_TRY(q.run());
+  }
+  CFN_TRY(write_labels(*st_, r->id, labels));
+  CFN_TRY(txn.commit());
+  r->updated_ns = now;
+  return info_of(info.name, *r, std::move(labels));
+}
+
+base::Result<std::vector<Info>> Store::list(const Filter& filter) {
+  std::vector<Info> all;
+  std::unordered_map<int64_t, size_t> index;
+  {
+    std::lock_guard lock(mu_);
+    {
+      Stmt::Use q(st_->all_rows);
+      for (;;) {
+        CFN_ASSIGN_OR_RETURN(bool row, q.step());
+        if (!row) {
+          break;
+        }
+        Info i;
+        i.name = q.text(1);
+        i.kind = static_cast<Kind>(q.i64(2));
+        i.parent = q.is_null(3) ? std::string() : q.text(3);
+        i.created_ns = q.i64(4);
+        i.updated_ns = q.i64(5);
+        index.emplace(q.i64(0), all.size());
+        all.push_back(std::move(i));
+      }
+    }
+    Stmt::Use q(st_->all_labels);
+    for (;;) {
+      CFN_ASSIGN_OR_RETURN(bool row, q.step());
+      if (!row) {
+        break;
+      }
+      auto it = index.find(q.i64(0));
+      if (it != index.end()) {
+        all[it->second].labels.emplace(q.text(1), q.text(2));
+      }
+    }
+  }
+  if (filter.matches_everything()) {
+    return all;
+  }
+  std::vector<Info> out;
+  for (auto& i : all) {
+    if (filter.match(info_fields(i))) {
+      out.push_back(std::move(i));
+    }
+  }
+  return out;
+}
+
+base::Result<Usage> Store::usage(std::string_view key) {
+  CFN_TRY(validate_key("key", key));
+  int64_t id = 0;
+  {
+    std::lock_guard lock(mu_);
+    CFN_ASSIGN_OR_RETURN(auto r, find(*st_, key));
+    if (!r) {
+      return not_found(key);
+    }
+    if (r->kind != Kind::kActive) {
+      return r->usage;
+    }
+    id = r->id;
+  }
+  auto u = disk_usage(fs_path(root_, id));
+  if (!u && u.error().code == ENOENT) {
+    return not_found(key);  // removed meanwhile
+  }
+  return u;
+}
+
+base::Result<std::vector<std::string>> Store::cleanup() {
+  std::vector<std::string> doomed;
+  {
+    std::lock_guard lock(mu_);
+    std::unordered_set<int64_t> owned;
+    {
+      Stmt::Use q(st_->all_ids);
+      for (;;) {
+        CFN_ASSIGN_OR_RETURN(bool row, q.step());
+        if (!row) {
+          break;
+        }
+        owned.insert(q.i64(0));
+      }
+    }
+    DIR* d = ::opendir(snapshots_dir_.c_str());
+    if (d == nullptr) {
+      return base::errno_error("opendir " + snapshots_dir_);
+    }
+    auto close = base::defer([&] { ::closedir(d); });
+    std::vector<std::string> names;
+    while (dirent* e = ::readdir(d)) {
+      std::string_view n = e->d_name;
+      if (n == "." || n == "..") {
+        continue;
+      }
+      int64_t id = 0;
+      if (parse_id(n, &id) && owned.contains(id)) {
+        continue;
+      }
+      names.emplace_back(n);
+    }
+    // Renamed under the lock: once unlocked, a Prepare may take an id whose stale
+    // directory this call found, and must not lose its new one to the removal below.
+    for (const auto& n : names) {
+      if (n.rfind("rm-", 0) == 0) {
+        doomed.push_back(n);
+      } else if (auto to = move_aside(snapshots_dir_, n); !to.empty()) {
+        doomed.push_back(to);
+      }
+    }
+  }
+  for (const auto& n : doomed) {
+    remove_tree(snapshots_dir_ + "/" + n);
+  }
+  return doomed;
+}
+
+}  // namespace snapshotter

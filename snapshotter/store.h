@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: Apache-2.0
+// The snapshot store: metadata in SQLite (ROOT/metadata.db) and one directory per snapshot,
+// ROOT/snapshots/ID/{fs,work}, with containerd's snapshotter semantics (containerd 1.6
+// snapshots/storage + snapshots/overlay):
+//   - kinds active, view, committed; a parent must be committed; Commit turns an active
+//     snapshot into a committed one under a new name, keeping its id and directory, with
+//     the labels Commit was given (not inherited);
+//   - keys and names are opaque strings (containerd's contain '/'); never used as paths.
+//
+// Errors carry these codes (the gRPC service maps them):
+//   ENOENT  not found (snapshot, or the parent given to Prepare/View)
+//   EEXIST  the key or name exists
+//   EINVAL  bad argument: empty key, NUL in a key or label, key > 4096 bytes, a label over
+//           containerd's limit, a parent that is not committed, a bad field path or filter
+//   kErrFailedPrecondition (EBUSY)  Remove of a snapshot with children, Commit of a
+//           snapshot that is not active, Mounts of a committed snapshot
+//   EIO     anything else (SQLite or file system), with the cause in the text.
+//
+// Crash safety: the directory of a new snapshot is made as ROOT/snapshots/new-XXXXXX,
+// renamed to its id inside the transaction that inserts the row, before COMMIT; Remove
+// deletes the row and commits before renaming the directory to rm-ID-N and removing it.
+// So a crash at any point leaves either a consistent pair or a directory that no row owns,
+// which cleanup() removes. Ids are never reused (AUTOINCREMENT), so a row never meets a
+// stale directory of an earlier snapshot; a directory left at an id whose transaction
+// rolled back is moved aside when that id comes again.
+//
+// Thread-safe: one connection under one mutex, one transaction per call. File system walks
+// (usage of an active snapshot, the usage stored at Commit) and removals of whole
+// directories run outside the mutex.
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "snapshotter/filter.h"
+#include "snapshotter/mounts.h"
+
+struct sqlite3;
+
+namespace snapshotter {
+
+inline constexpr int kErrFailedPrecondition = EBUSY;
+// containerd's labels.Validate: key and value together at most 4096 bytes.
+inline constexpr size_t kMaxLabelSize = 4096;
+// Our own bound on one snapshot's labels (keys + values), so one row cannot grow the
+// database without limit. containerd has none; 64 KiB is 16 labels at containerd's limit.
+inline constexpr size_t kMaxLabelsTotal = 64 * 1024;
+inline constexpr size_t kMaxKeySize = 4096;
+
+using Labels = std::map<std::string, std::string>;
+
+struct Info {
+  std::string name;
+  std::string parent;  // "" when none
+  Kind kind = Kind::kActive;
+  int64_t created_ns = 0;  // UTC, ns since the epoch
+  int64_t updated_ns = 0;
+  Labels labels;
+};
+
+struct Usage {
+  int64_t size = 0;    // bytes of allocated blocks (st_blocks * 512), each inode once
+  int64_t inodes = 0;  // distinct inodes, the fs dir itself included
+};
+
+// What mounts need: the id, kind, parents (nearest first) and the volatile label.
+struct Snapshot {
+  int64_t id = 0;
+  Kind kind = Kind::kActive;
+  std::vector<int64_t> parent_ids;
+  bool volatile_ = false;
+};
+
+// EINVAL unless key is non-empty, at most kMaxKeySize bytes and free of NUL. `what` names
+// the argument in the message ("key", "parent", "name").
+[[nodiscard]] base::Status validate_key(std::string_view what, std::string_view key);
+// EINVAL for a label with an empty key, a NUL, key+value over kMaxLabelSize, or a map over
+// kMaxLabelsTotal.
+[[nodiscard]] base::Status validate_labels(const Labels& labels);
+
+// Disk usage of a directory tree, like containerd's fs.DiskUsage (hard links once).
+[[nodiscard]] base::Result<Usage> disk_usage(const std::string& dir);
+
+class Store {
+ public:
+  // Makes ROOT (0700), ROOT/snapshots and the database when missing. EINVAL for a root
+  // that is not absolute or holds ':' or ',' (they would break overlay options).
+  [[nodiscard]] static base::Result<std::unique_ptr<Store>> open(const std::string& root);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  [[nodiscard]] const std::string& root() const { return root_; }
+
+  // Prepare (kind active) or View (kind view). Labels with empty values are dropped, as
+  // containerd does.
+  [[nodiscard]] base::Result<Snapshot> create(Kind kind, std::string_view key,
+                                              std::string_view parent, Labels labels);
+  // An active snapshot or a view, for Mounts.
+  [[nodiscard]] base::Result<Snapshot> get(std::string_view key);
+  [[nodiscard]] base::Status commit(std::string_view name, std::string_view key, Labels labels);
+  [[nodiscard]] base::Status remove(std::string_view key);
+  [[nodiscard]] base::Result<Info> stat(std::string_view key);
+  // fieldpaths: "labels" (replace all), "labels.KEY" (set or, with an empty value, delete
+  // one); none = replace all labels. Anything else is EINVAL. Kind, parent, name and the
+  // creation time never change; the update time does.
+  [[nodiscard]] base::Result<Info> update(const Info& info,
+                                          std::span<const std::string> fieldpaths);
+  [[nodiscard]] base::Result<std::vector<Info>> list(const Filter& filter);
+  [[nodiscard]] base::Result<Usage> usage(std::string_view key);
+  // Remove every entry of ROOT/snapshots that no row owns. Returns the names removed.
+  [[nodiscard]] base::Result<std::vector<std::string>> cleanup();
+
+  struct Statements;
+
+ private:
+  Store(std::string root, sqlite3* db);
+  [[nodiscard]] base::Status init_schema();
+
+  std::string root_;
+  std::string snapshots_dir_;
+  std::mutex mu_;
+  sqlite3* db_;
+  std::unique_ptr<Statements> st_;
+};
+
+// The field lookup of containerd's snapshot filter adaptor (kind, name, parent, labels.K).
+[[nodiscard]] FieldLookup info_fields(const Info& info);
+
+}  // namespace snapshotter

@@ -1,0 +1,384 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "snapshotter/store.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "tests/unit/temp_dir.h"
+
+namespace snapshotter {
+namespace {
+
+namespace fs = std::filesystem;
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { reopen(); }
+
+  void reopen() {
+    store_.reset();
+    auto s = Store::open(dir_.sub("root"));
+    ASSERT_TRUE(s) << s.error().to_string();
+    store_ = std::move(*s);
+  }
+
+  // Entries of ROOT/snapshots, sorted.
+  std::vector<std::string> dirs() const {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(store_->root() + "/snapshots")) {
+      out.push_back(e.path().filename().string());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  Snapshot prepare(const std::string& key, const std::string& parent = "", Labels labels = {}) {
+    auto s = store_->create(Kind::kActive, key, parent, std::move(labels));
+    EXPECT_TRUE(s) << key << ": " << (s ? "" : s.error().to_string());
+    return s ? *s : Snapshot{};
+  }
+
+  void commit(const std::string& name, const std::string& key, Labels labels = {}) {
+    auto st = store_->commit(name, key, std::move(labels));
+    ASSERT_TRUE(st) << st.error().to_string();
+  }
+
+  std::vector<std::string> names(const std::vector<std::string>& filters) {
+    auto f = Filter::parse_all(filters);
+    EXPECT_TRUE(f);
+    auto l = store_->list(*f);
+    EXPECT_TRUE(l);
+    std::vector<std::string> out;
+    for (const auto& i : *l) {
+      out.push_back(i.name);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  cfntest::TempDir dir_{"snapstore"};
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(StoreTest, PrepareMakesDirectoriesNamedById) {
+  auto a = prepare("default/1/extract a/../b");
+  EXPECT_GT(a.id, 0);
+  EXPECT_TRUE(a.parent_ids.empty());
+  struct stat st {};
+  ASSERT_EQ(::stat(fs_path(store_->root(), a.id).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  ASSERT_EQ(::stat(work_path(store_->root(), a.id).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0711u);
+  auto v = store_->create(Kind::kView, "view", "", {});
+  ASSERT_TRUE(v);
+  EXPECT_FALSE(fs::exists(work_path(store_->root(), v->id)));  // a view has no work dir
+  EXPECT_EQ(dirs(), (std::vector<std::string>{std::to_string(a.id), std::to_string(v->id)}));
+}
+
+TEST_F(StoreTest, StatCommitAndParents) {
+  auto a = prepare("a", "", {{"x", "1"}, {"empty", ""}});
+  auto info = store_->stat("a");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->kind, Kind::kActive);
+  EXPECT_EQ(info->parent, "");
+  EXPECT_EQ(info->labels, (Labels{{"x", "1"}}));  // empty values are dropped
+  EXPECT_EQ(info->created_ns, info->updated_ns);
+  commit("c", "a", {{"y", "2"}});
+  EXPECT_EQ(store_->stat("a").error().code, ENOENT);
+  auto c = store_->stat("c");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->kind, Kind::kCommitted);
+  EXPECT_EQ(c->labels, (Labels{{"y", "2"}}));  // replaced, not inherited
+  EXPECT_GE(c->created_ns, info->created_ns);
+  EXPECT_TRUE(fs::exists(fs_path(store_->root(), a.id)));  // the id and directory stay
+
+  auto b = prepare("b", "c");
+  EXPECT_EQ(b.parent_ids, (std::vector<int64_t>{a.id}));
+  commit("c2", "b");
+  auto top = prepare("top", "c2");
+  EXPECT_EQ(top.parent_ids, (std::vector<int64_t>{b.id, a.id}));
+  EXPECT_EQ(store_->stat("top")->parent, "c2");
+  EXPECT_EQ(store_->stat("c2")->parent, "c");
+}
+
+TEST_F(StoreTest, Errors) {
+  prepare("a");
+  EXPECT_EQ(store_->create(Kind::kActive, "a", "", {}).error().code, EEXIST);
+  EXPECT_EQ(store_->create(Kind::kView, "a", "", {}).error().code, EEXIST);
+  EXPECT_EQ(store_->create(Kind::kActive, "b", "missing", {}).error().code, ENOENT);
+  EXPECT_EQ(store_->create(Kind::kActive, "b", "a", {}).error().code, EINVAL);  // not committed
+  EXPECT_EQ(store_->create(Kind::kCommitted, "b", "", {}).error().code, EINVAL);
+  EXPECT_EQ(store_->create(Kind::kActive, "", "", {}).error().code, EINVAL);
+  EXPECT_EQ(store_->create(Kind::kActive, std::string("a\0b", 3), "", {}).error().code, EINVAL);
+  EXPECT_EQ(store_->create(Kind::kActive, std::string(4097, 'k'), "", {}).error().code, EINVAL);
+  EXPECT_TRUE(store_->create(Kind::kActive, std::string(4096, 'k'), "", {}));
+  EXPECT_EQ(store_->commit("c", "missing", {}).error().code, ENOENT);
+  EXPECT_EQ(store_->commit("a", "a", {}).error().code, EEXIST);  // the name is taken
+  ASSERT_TRUE(store_->create(Kind::kView, "v", "", {}));
+  EXPECT_EQ(store_->commit("c", "v", {}).error().code, kErrFailedPrecondition);
+  commit("c", "a");
+  EXPECT_EQ(store_->commit("c2", "c", {}).error().code, kErrFailedPrecondition);
+  EXPECT_EQ(store_->get("c").error().code, kErrFailedPrecondition);
+  EXPECT_EQ(store_->get("nope").error().code, ENOENT);
+  EXPECT_EQ(store_->stat("nope").error().code, ENOENT);
+  EXPECT_EQ(store_->usage("nope").error().code, ENOENT);
+  EXPECT_EQ(store_->remove("nope").error().code, ENOENT);
+}
+
+TEST_F(StoreTest, FailedCreateLeavesNothing) {
+  prepare("p");
+  commit("c", "p");
+  auto before = dirs();
+  EXPECT_FALSE(store_->create(Kind::kActive, "x", "missing", {}));
+  EXPECT_FALSE(store_->create(Kind::kActive, "c", "", {}));
+  Labels big{{"k", std::string(4096, 'v')}};
+  EXPECT_EQ(store_->create(Kind::kActive, "x", "", big).error().code, EINVAL);
+  Labels nul{{"k", std::string("a\0b", 3)}};
+  EXPECT_EQ(store_->create(Kind::kActive, "x", "", nul).error().code, EINVAL);
+  EXPECT_EQ(dirs(), before);
+  EXPECT_EQ(store_->stat("x").error().code, ENOENT);
+}
+
+TEST_F(StoreTest, LabelLimits) {
+  // containerd's limit is per label: key + value <= 4096 bytes.
+  Labels ok{{"k", std::string(4095, 'v')}};
+  EXPECT_TRUE(validate_labels(ok));
+  Labels over{{"k", std::string(4096, 'v')}};
+  EXPECT_EQ(validate_labels(over).error().code, EINVAL);
+  Labels many;
+  for (int i = 0; i < 17; ++i) {
+    many["k" + std::to_string(i)] = std::string(4000, 'v');
+  }
+  EXPECT_EQ(validate_labels(many).error().code, EINVAL);  // our own total bound
+  EXPECT_EQ(validate_labels({{"", "v"}}).error().code, EINVAL);
+}
+
+TEST_F(StoreTest, RemoveRefusesParentsAndRemovesDirectories) {
+  auto a = prepare("a");
+  commit("c", "a");
+  auto b = prepare("b", "c");
+  auto r = store_->remove("c");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, kErrFailedPrecondition);
+  EXPECT_NE(r.error().message.find("remove"), std::string::npos);
+  ASSERT_TRUE(store_->remove("b"));
+  EXPECT_FALSE(fs::exists(store_->root() + "/snapshots/" + std::to_string(b.id)));
+  ASSERT_TRUE(store_->remove("c"));
+  EXPECT_TRUE(dirs().empty());
+  // The key is free again and gets a new id.
+  auto again = prepare("a");
+  EXPECT_GT(again.id, b.id);
+}
+
+TEST_F(StoreTest, UpdateLikeContainerd) {
+  prepare("a", "", {{"keep", "k"}});
+  Info in;
+  in.name = "a";
+  in.parent = "ignored";
+  in.labels = {{"l1", "v1"}, {"l2", "v2"}, {"l3", "v3"}};
+  auto before = store_->stat("a");
+  auto u = store_->update(in, {});
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->labels, in.labels);  // no paths: replace all
+  EXPECT_EQ(u->parent, "");
+  EXPECT_EQ(u->created_ns, before->created_ns);
+  EXPECT_GE(u->updated_ns, before->updated_ns);
+  in.labels = {{"l1", "updated"}, {"l4", "v4"}};
+  std::vector<std::string> paths = {"labels.l1", "labels.l2"};
+  u = store_->update(in, paths);
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->labels, (Labels{{"l1", "updated"}, {"l3", "v3"}}));  // l2 deleted, l4 not set
+  in.labels = {{"l4", "v4"}};
+  paths = {"labels"};
+  u = store_->update(in, paths);
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->labels, (Labels{{"l4", "v4"}}));
+  EXPECT_EQ(store_->stat("a")->labels, (Labels{{"l4", "v4"}}));
+  for (std::string bad : {"parent", "name", "kind", "labels.", "created_at"}) {
+    paths = {bad};
+    auto e = store_->update(in, paths);
+    ASSERT_FALSE(e) << bad;
+    EXPECT_EQ(e.error().code, EINVAL) << bad;
+  }
+  in.name = "missing";
+  EXPECT_EQ(store_->update(in, {}).error().code, ENOENT);
+  in.name = "a";
+  in.labels = {{"big", std::string(5000, 'x')}};
+  EXPECT_EQ(store_->update(in, {}).error().code, EINVAL);
+  EXPECT_EQ(store_->stat("a")->labels, (Labels{{"l4", "v4"}}));
+}
+
+TEST_F(StoreTest, ListWithFilters) {
+  Labels root{{"containerd.io/gc.root", "check-walk"}};
+  auto with = [&](Labels extra) {
+    extra.insert(root.begin(), root.end());
+    return extra;
+  };
+  prepare("a-np", "", root);
+  prepare("p-tmp", "", root);
+  commit("p", "p-tmp", root);
+  prepare("a", "p", root);
+  ASSERT_TRUE(store_->create(Kind::kView, "v", "p", root));
+  prepare("p-wl-tmp", "", root);
+  commit("p-wl", "p-wl-tmp", with({{"l", "1"}}));
+  prepare("a-wl", "p-wl", with({{"l", "2"}}));
+  ASSERT_TRUE(store_->create(Kind::kView, "v-wl", "p-wl", with({{"l", "3"}})));
+  prepare("a-np-wl", "", with({{"l", "2"}}));
+
+  using V = std::vector<std::string>;
+  EXPECT_EQ(names({"labels.\"containerd.io/gc.root\"==check-walk"}),
+            (V{"a", "a-np", "a-np-wl", "a-wl", "p", "p-wl", "v", "v-wl"}));
+  EXPECT_EQ(names({"kind==active,labels.\"containerd.io/gc.root\"==check-walk"}),
+            (V{"a", "a-np", "a-np-wl", "a-wl"}));
+  EXPECT_EQ(names({"kind==view"}), (V{"v", "v-wl"}));
+  EXPECT_EQ(names({"kind==committed"}), (V{"p", "p-wl"}));
+  EXPECT_EQ(names({"name==p", "name==a-np-wl"}), (V{"a-np-wl", "p"}));
+  EXPECT_EQ(names({"name==a-wl,labels.l"}), (V{"a-wl"}));
+  EXPECT_EQ(names({"parent==p"}), (V{"a", "v"}));
+  EXPECT_EQ(names({"parent!=\"\",labels.\"containerd.io/gc.root\"==check-walk"}),
+            (V{"a", "a-wl", "v", "v-wl"}));
+  EXPECT_EQ(names({"labels.l"}), (V{"a-np-wl", "a-wl", "p-wl", "v-wl"}));
+  EXPECT_EQ(names({"labels.l==2"}), (V{"a-np-wl", "a-wl"}));
+  EXPECT_EQ(names({"name~=^a-"}), (V{"a-np", "a-np-wl", "a-wl"}));
+  EXPECT_EQ(names({}).size(), 8u);  // p-tmp and p-wl-tmp became p and p-wl
+}
+
+TEST_F(StoreTest, UsageCountsHardLinksOnceAndIsStoredAtCommit) {
+  auto a = prepare("a");
+  std::string fsd = fs_path(store_->root(), a.id);
+  auto empty = store_->usage("a");
+  ASSERT_TRUE(empty);
+  EXPECT_EQ(empty->inodes, 1);  // the fs dir itself
+  {
+    std::ofstream f(fsd + "/file");
+    f << std::string(100000, 'x');
+  }
+  ASSERT_EQ(::link((fsd + "/file").c_str(), (fsd + "/hardlink").c_str()), 0);
+  ASSERT_EQ(::mkdir((fsd + "/dir").c_str(), 0755), 0);
+  auto u = store_->usage("a");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->inodes, 3);  // fs, file (twice linked), dir
+  struct stat fst {};
+  struct stat dst {};
+  struct stat rst {};
+  ASSERT_EQ(::stat((fsd + "/file").c_str(), &fst), 0);
+  ASSERT_EQ(::stat((fsd + "/dir").c_str(), &dst), 0);
+  ASSERT_EQ(::stat(fsd.c_str(), &rst), 0);
+  EXPECT_EQ(u->size, (fst.st_blocks + dst.st_blocks + rst.st_blocks) * 512);
+  commit("c", "a");
+  // Stored at Commit: later changes to the directory do not show.
+  { std::ofstream f(fsd + "/after"); }
+  auto c = store_->usage("c");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->inodes, 3);
+  EXPECT_EQ(c->size, u->size);
+  ASSERT_TRUE(store_->create(Kind::kView, "v", "c", {}));
+  EXPECT_EQ(store_->usage("v")->inodes, 0);  // a view's own usage, as containerd: zero
+}
+
+TEST_F(StoreTest, MountsInfoAndVolatile) {
+  auto a = prepare("a");
+  commit("c", "a");
+  auto b = prepare("b", "c", {{kVolatileLabel, "true"}});
+  EXPECT_TRUE(b.volatile_);
+  auto g = store_->get("b");
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->id, b.id);
+  EXPECT_TRUE(g->volatile_);
+  EXPECT_EQ(g->parent_ids, (std::vector<int64_t>{a.id}));
+  auto v = store_->create(Kind::kView, "v", "c", {});
+  ASSERT_TRUE(v);
+  EXPECT_FALSE(store_->get("v")->volatile_);
+  EXPECT_EQ(store_->get("v")->kind, Kind::kView);
+}
+
+TEST_F(StoreTest, RestartKeepsIdsAndNames) {
+  auto a = prepare("a", "", {{"l", "1"}});
+  commit("c", "a", {{"l", "2"}});
+  auto b = prepare("b", "c");
+  auto before = store_->stat("c");
+  reopen();
+  auto c = store_->stat("c");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->labels, (Labels{{"l", "2"}}));
+  EXPECT_EQ(c->created_ns, before->created_ns);
+  auto g = store_->get("b");
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->id, b.id);
+  EXPECT_EQ(g->parent_ids, (std::vector<int64_t>{a.id}));
+  auto n = prepare("new");
+  EXPECT_GT(n.id, b.id);
+  EXPECT_EQ(dirs().size(), 3u);
+}
+
+TEST_F(StoreTest, CleanupRemovesDirectoriesNoRowOwns) {
+  auto a = prepare("a");
+  std::string snaps = store_->root() + "/snapshots";
+  for (std::string d : {"new-abc123", "999", "rm-5-0", "junk", "0012"}) {
+    fs::create_directories(snaps + "/" + d + "/fs/deep");
+  }
+  { std::ofstream f(snaps + "/stray-file"); }
+  auto removed = store_->cleanup();
+  ASSERT_TRUE(removed) << removed.error().to_string();
+  EXPECT_EQ(removed->size(), 6u);
+  EXPECT_EQ(dirs(), (std::vector<std::string>{std::to_string(a.id)}));
+}
+
+// A crash between the rename to the id and COMMIT leaves ROOT/snapshots/ID with no row; the
+// id comes again (the insert rolled back) and must not fail or adopt the stale contents.
+TEST_F(StoreTest, StaleDirectoryAtTheNextIdIsMovedAside) {
+  auto a = prepare("a");
+  std::string stale = store_->root() + "/snapshots/" + std::to_string(a.id + 1);
+  fs::create_directories(stale + "/fs");
+  { std::ofstream f(stale + "/fs/old"); }
+  auto b = prepare("b");
+  EXPECT_EQ(b.id, a.id + 1);
+  EXPECT_FALSE(fs::exists(fs_path(store_->root(), b.id) + "/old"));
+  ASSERT_TRUE(store_->cleanup());
+  EXPECT_EQ(dirs(), (std::vector<std::string>{std::to_string(a.id), std::to_string(b.id)}));
+}
+
+TEST_F(StoreTest, ConcurrentPrepareOfOneKeyHasOneWinner) {
+  constexpr int kThreads = 8;
+  std::atomic<int> wins{0};
+  std::atomic<int> exists{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&] {
+      auto s = store_->create(Kind::kActive, "same", "", {});
+      if (s) {
+        ++wins;
+      } else if (s.error().code == EEXIST) {
+        ++exists;
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(wins.load(), 1);
+  EXPECT_EQ(exists.load(), kThreads - 1);
+  EXPECT_EQ(dirs().size(), 1u);
+}
+
+TEST(StoreOpen, RejectsBadRoots) {
+  EXPECT_EQ(Store::open("relative/root").error().code, EINVAL);
+  EXPECT_EQ(Store::open("/tmp/a:b").error().code, EINVAL);
+  EXPECT_EQ(Store::open("/tmp/a,b").error().code, EINVAL);
+}
+
+TEST(DiskUsage, MissingDirectoryIsNotFound) {
+  auto u = disk_usage("/nonexistent/cfn-du");
+  ASSERT_FALSE(u);
+  EXPECT_EQ(u.error().code, ENOENT);
+}
+
+}  // namespace
+}  // namespace snapshotter
