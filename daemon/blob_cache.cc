@@ -32,6 +32,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <unordered_set>
 #include <utility>
@@ -850,12 +851,23 @@ class BlobCacheImpl final : public BlobCache {
   }
 
   base::Result<std::vector<std::byte>> load_meta(const erofs::BlobInfo& info, Backend& backend);
+  // The slow part of a first open, with no lock held: the chunk-info table (local copy
+  // or backend), its check against the bootstrap, the cache file and its scan.
+  base::Result<std::shared_ptr<BlobImpl>> load(const erofs::BlobInfo& info,
+                                               const std::vector<erofs::ChunkRecord>& records,
+                                               std::shared_ptr<Backend> backend);
   void prefetch_loop();
 
   const CacheOptions options_;
   std::shared_ptr<Shared> shared_;
-  std::mutex open_mu_;  // serialises open(); held across its file and backend I/O
+  // Guards blobs_ and loading_, never held across I/O: a slow registry holds up only
+  // the opens of its own blob, not those of other images.
+  std::mutex open_mu_;
+  std::condition_variable open_cv_;  // a load of loading_ ended
   std::map<std::string, std::shared_ptr<BlobImpl>> blobs_;
+  // Blob ids whose first open is loading them (one load per id at a time; other opens
+  // of the id wait for it).
+  std::set<std::string> loading_;
   std::deque<std::shared_ptr<BlobImpl>> queue_;  // guarded by shared_->mu
   std::thread prefetcher_;
   std::deque<ListJob> list_jobs_;  // guarded by shared_->mu
@@ -949,7 +961,11 @@ base::Result<std::vector<std::byte>> BlobCacheImpl::load_meta(const erofs::BlobI
   BackendRead r;
   r.offset = info.ci_offset;
   r.out = bytes;
-  backend.read(info.id, std::span<BackendRead>(&r, 1));
+  // Under the read timeout like a fill: a stalled registry fails the bind in time.
+  const auto read_timeout = options_.read_timeout;
+  const Deadline deadline =
+      read_timeout.count() > 0 ? std::chrono::steady_clock::now() + read_timeout : kNoDeadline;
+  backend.read(info.id, std::span<BackendRead>(&r, 1), deadline);
   shared_->metrics.backend_requests.fetch_add(1, std::memory_order_relaxed);
   if (!r.result) {
     return base::Unexpected(
@@ -964,18 +980,41 @@ base::Result<std::shared_ptr<CachedBlob>> BlobCacheImpl::open(
     const erofs::BlobInfo& info, const std::vector<erofs::ChunkRecord>& records,
     std::shared_ptr<Backend> backend) {
   CFN_TRY(check_blob_id(info.id));
-  std::lock_guard lk(open_mu_);
-  if (auto it = blobs_.find(info.id); it != blobs_.end()) {
-    if (it->second->size() != info.uncompressed_size ||
-        it->second->chunk_count() != info.chunk_count) {
-      return base::errorf(EEXIST, "blob {} is open with another shape", info.id);
+  std::unique_lock lk(open_mu_);
+  for (;;) {
+    if (auto it = blobs_.find(info.id); it != blobs_.end()) {
+      if (it->second->size() != info.uncompressed_size ||
+          it->second->chunk_count() != info.chunk_count) {
+        return base::errorf(EEXIST, "blob {} is open with another shape", info.id);
+      }
+      return std::shared_ptr<CachedBlob>(it->second);
     }
-    return std::shared_ptr<CachedBlob>(it->second);
+    if (!backend) {
+      return base::errorf(EINVAL, "blob {}: no backend", info.id);
+    }
+    if (!loading_.contains(info.id)) {
+      break;
+    }
+    // Another open loads this blob: wait for that one (it is bounded by the read
+    // timeout). If it failed, this open tries again with its own backend.
+    open_cv_.wait(lk, [&] { return !loading_.contains(info.id); });
   }
-  if (!backend) {
-    return base::errorf(EINVAL, "blob {}: no backend", info.id);
+  loading_.insert(info.id);
+  lk.unlock();
+  auto loaded = load(info, records, std::move(backend));
+  lk.lock();
+  loading_.erase(info.id);
+  open_cv_.notify_all();
+  if (!loaded) {
+    return base::Unexpected(std::move(loaded).error());
   }
+  blobs_.emplace(info.id, *loaded);
+  return std::shared_ptr<CachedBlob>(std::move(*loaded));
+}
 
+base::Result<std::shared_ptr<BlobImpl>> BlobCacheImpl::load(
+    const erofs::BlobInfo& info, const std::vector<erofs::ChunkRecord>& records,
+    std::shared_ptr<Backend> backend) {
   CFN_ASSIGN_OR_RETURN(auto meta_bytes, load_meta(info, *backend));
   auto meta = erofs::BlobMeta::parse(info, meta_bytes);
   if (!meta) {
@@ -1050,8 +1089,7 @@ base::Result<std::shared_ptr<CachedBlob>> BlobCacheImpl::open(
                                          std::move(has_digest), std::move(backend), path,
                                          std::move(fd), batch);
   CFN_TRY(blob->scan());
-  blobs_.emplace(info.id, blob);
-  return std::shared_ptr<CachedBlob>(blob);
+  return blob;
 }
 
 void BlobCacheImpl::prefetch_loop() {

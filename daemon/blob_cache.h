@@ -135,6 +135,9 @@ class BlobCache {
   // chunk table records of this blob (their digests are the trust root); the blob
   // meta (chunk-info table) is read through the backend on first open and kept in
   // <cache_dir>/<blob-id>.meta. A second call with the same id shares the object.
+  // Thread-safe; a first open's download (cut at the read timeout: EIO) holds up only
+  // other opens of the same blob id, which wait for it (and try again themselves if
+  // it failed), never opens of other blobs.
   [[nodiscard]] virtual base::Result<std::shared_ptr<CachedBlob>> open(
       const erofs::BlobInfo& info, const std::vector<erofs::ChunkRecord>& chunks,
       std::shared_ptr<Backend> backend) = 0;

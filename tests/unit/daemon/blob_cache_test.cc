@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <random>
 #include <set>
@@ -721,6 +722,115 @@ TEST_F(BlobCacheTest, SecondOpenSharesTheBlob) {
   auto bad = b.info;
   bad.id = "../x";
   EXPECT_FALSE(c->open(bad, b.records, backend()));
+}
+
+// A backend whose reads at one offset (a blob's chunk-info region) wait until
+// release(); every other read goes through.
+class HeldMeta final : public Backend {
+ public:
+  HeldMeta(std::shared_ptr<Backend> inner, std::uint64_t held)
+      : inner_(std::move(inner)), held_(held) {}
+  void read(const std::string& id, std::span<BackendRead> reads, Deadline deadline) override {
+    if (reads[0].offset == held_) {
+      std::unique_lock lk(mu_);
+      ++waiting_;
+      cv_.notify_all();
+      cv_.wait(lk, [&] { return release_; });
+    }
+    inner_->read(id, reads, deadline);
+  }
+  [[nodiscard]] std::string describe() const override { return "held:" + inner_->describe(); }
+  // Waits until n reads are held.
+  void wait_held(int n) {
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [&] { return waiting_ >= n; });
+  }
+  [[nodiscard]] int held() {
+    std::lock_guard lk(mu_);
+    return waiting_;
+  }
+  void release() {
+    std::lock_guard lk(mu_);
+    release_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::shared_ptr<Backend> inner_;
+  const std::uint64_t held_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int waiting_ = 0;
+  bool release_ = false;
+};
+
+// A stalled registry for one blob holds up only that blob's open: the chunk-info
+// download runs outside the cache's lock, so opening another blob meanwhile completes.
+TEST_F(BlobCacheTest, SlowMetaDownloadHoldsUpOnlyItsOwnBlob) {
+  TestBlob slow = make_blob(sizes(2, 40000), 1);
+  TestBlob fast = make_blob(sizes(2, 40000), 2);
+  put(slow);
+  put(fast);
+  auto c = cache();
+  auto held = std::make_shared<HeldMeta>(backend(), slow.info.ci_offset);
+  auto slow_open =
+      std::async(std::launch::async, [&] { return c->open(slow.info, slow.records, held); });
+  held->wait_held(1);
+  auto fast_open =
+      std::async(std::launch::async, [&] { return c->open(fast.info, fast.records, backend()); });
+  // A hang guard, not a timing check: before the fix this open waited for the other.
+  const bool done = fast_open.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  held->release();
+  EXPECT_TRUE(done) << "opening another blob waited for a stalled chunk-info download";
+  auto f = fast_open.get();
+  ASSERT_TRUE(f) << f.error().to_string();
+  ASSERT_TRUE((*f)->fill(0, 1));
+  expect_chunk(**f, fast, 0);
+  auto s = slow_open.get();
+  ASSERT_TRUE(s) << s.error().to_string();
+}
+
+// Opens of the same blob while its chunk-info region downloads wait for that one
+// download and share its blob: one backend read, one object.
+TEST_F(BlobCacheTest, ConcurrentOpensOfABlobDownloadItsMetaOnce) {
+  TestBlob b = make_blob(sizes(2, 40000));
+  put(b);
+  auto c = cache();
+  auto counting = backend();
+  auto held = std::make_shared<HeldMeta>(counting, b.info.ci_offset);
+  auto first = std::async(std::launch::async, [&] { return c->open(b.info, b.records, held); });
+  held->wait_held(1);
+  std::vector<std::future<base::Result<std::shared_ptr<CachedBlob>>>> more;
+  for (int i = 0; i < 3; ++i) {
+    more.push_back(
+        std::async(std::launch::async, [&] { return c->open(b.info, b.records, held); }));
+  }
+  held->release();
+  auto one = first.get();
+  ASSERT_TRUE(one) << one.error().to_string();
+  for (auto& f : more) {
+    auto other = f.get();
+    ASSERT_TRUE(other) << other.error().to_string();
+    EXPECT_EQ(other->get(), one->get());
+  }
+  EXPECT_EQ(held->held(), 1);
+  EXPECT_EQ(counting->calls.load(), 1U);
+}
+
+// The chunk-info download runs under the read timeout like any fill.
+TEST_F(BlobCacheTest, MetaDownloadHasTheReadTimeout) {
+  TestBlob b = make_blob(sizes(2, 40000));
+  put(b);
+  auto c = cache(128 * 1024, 0, std::chrono::milliseconds(100));
+  auto be = backend();
+  be->stall = true;
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_FALSE(blob);
+  EXPECT_EQ(blob.error().code, EIO);
+  EXPECT_NE(be->last_deadline.load(), kNoDeadline);
+  be->stall = false;
+  blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob) << blob.error().to_string();
 }
 
 TEST_F(BlobCacheTest, PrefetchFillsTheWholeBlob) {
