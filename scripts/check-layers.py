@@ -14,8 +14,9 @@ ALLOWED = {
     "erofs": {"base"},
     "fscache": {"base"},
     "registry": {"base"},
-    "daemon": {"base", "erofs", "fscache", "registry"},
-    "snapshotter": {"base", "erofs", "registry", "proto"},
+    "daemon": {"base", "erofs", "fscache", "registry", "control"},
+    "control": {"base"},
+    "snapshotter": {"base", "erofs", "registry", "control", "proto"},
     "convert": {"base", "erofs", "registry"},
     "proto": set(),
 }

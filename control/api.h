@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: Apache-2.0
+// The daemon's control API: its requests and answers as types, and their one JSON
+// encoding. The wire: a unix stream socket (mode 0600); a client sends ONE request
+// object on one line ('\n'-terminated, at most kMaxRequest bytes), the daemon answers
+// with one JSON object on one line and closes. Every answer has "ok": true/false;
+// failures carry "error" (text) and "errno" (positive).
+//
+//   {"op":"ping"}                          -> {"ok":true,"pid":N,"frontend":NAME}
+//   {"op":"bind","reference":REF[,"registry":{overrides}],"mountpoint":DIR
+//    [,"frontend":NAME][,"fsid":ID][,"domain_id":D]}           -> {"ok":true, IMAGE}
+//   {"op":"bind","bootstrap":PATH,"blob_dir":DIR,"mountpoint":DIR ...}
+//   {"op":"unbind","mountpoint":DIR[,"force":true]}             -> {"ok":true}
+//   {"op":"list"}                          -> {"ok":true,"images":[IMAGE...]}
+//   {"op":"accessed","mountpoint":DIR}     -> {"ok":true,"files":[PATH...]}
+//   {"op":"metrics"}                       -> {"ok":true,"metrics":{...}}
+//   {"op":"metrics","format":"prometheus"} -> {"ok":true,"text":"..."}
+//
+// The daemon serves it (daemon/service.cc), its CLI and the snapshotter call it
+// (control/client.h). Decoding is strict about types and required fields and ignores
+// keys it does not know (an older daemon answering a newer client's extra fields).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "base/result.h"
+
+namespace control {
+
+inline constexpr std::size_t kMaxRequest = 64 * 1024;
+inline constexpr std::size_t kMaxResponse = 16 * 1024 * 1024;
+
+// ---- requests ----
+
+// One bind's registry options over the daemon's defaults: only the fields set travel.
+// The daemon checks their ranges (daemon/config.h RegistryOptions).
+struct RegistryOverrides {
+  std::optional<bool> plain_http;
+  std::optional<bool> insecure;
+  std::optional<std::vector<std::string>> ca_files;
+  std::optional<std::string> docker_config;
+  std::optional<std::map<std::string, std::vector<std::string>>> mirrors;  // host -> URLs
+  std::optional<std::uint64_t> connect_timeout_ms;
+  std::optional<std::uint64_t> request_timeout_ms;
+  std::optional<std::uint64_t> stall_timeout_ms;
+  std::optional<std::uint64_t> retries;
+  std::optional<std::uint64_t> max_parallel;
+  std::optional<std::uint64_t> max_bootstrap_bytes;
+  friend bool operator==(const RegistryOverrides&, const RegistryOverrides&) = default;
+};
+
+struct PingRequest {
+  friend bool operator==(const PingRequest&, const PingRequest&) = default;
+};
+
+// A registry image (reference, registry) or a local one (bootstrap + blob_dir).
+struct BindRequest {
+  std::string mountpoint;
+  std::string reference;
+  std::optional<RegistryOverrides> registry;  // reference only
+  std::string bootstrap;
+  std::string blob_dir;
+  std::string frontend;   // empty: the daemon's default
+  std::string fsid;       // cachefiles only; empty: from the bootstrap
+  std::string domain_id;  // cachefiles only
+  friend bool operator==(const BindRequest&, const BindRequest&) = default;
+};
+
+struct UnbindRequest {
+  std::string mountpoint;
+  bool force = false;
+  friend bool operator==(const UnbindRequest&, const UnbindRequest&) = default;
+};
+
+struct ListRequest {
+  friend bool operator==(const ListRequest&, const ListRequest&) = default;
+};
+
+struct AccessedRequest {
+  std::string mountpoint;
+  friend bool operator==(const AccessedRequest&, const AccessedRequest&) = default;
+};
+
+struct MetricsRequest {
+  bool prometheus = false;
+  friend bool operator==(const MetricsRequest&, const MetricsRequest&) = default;
+};
+
+using Request = std::variant<PingRequest, BindRequest, UnbindRequest, ListRequest, AccessedRequest,
+                             MetricsRequest>;
+
+// ---- answers ----
+
+struct PingAnswer {
+  std::int64_t pid = 0;
+  std::string frontend;  // the daemon's default front end
+  friend bool operator==(const PingAnswer&, const PingAnswer&) = default;
+};
+
+struct BlobInfo {
+  std::string id;
+  std::string cache_file;
+  std::uint64_t size = 0;  // uncompressed
+  std::uint64_t compressed_size = 0;
+  std::uint64_t ready_chunks = 0;
+  std::uint64_t chunk_count = 0;
+  friend bool operator==(const BlobInfo&, const BlobInfo&) = default;
+};
+
+// A bound image (bind's answer, list's entries).
+struct ImageInfo {
+  std::string mountpoint;
+  std::string bootstrap;
+  std::string frontend;
+  std::string backend;  // the backend's description
+  std::vector<BlobInfo> blobs;
+  std::string fsid;  // cachefiles: fsid and domain_id (both on the wire when fsid is set)
+  std::string domain_id;
+  std::string reference;  // a registry image: reference and manifest_digest
+  std::string manifest_digest;
+  std::string blob_dir;  // a local image
+  friend bool operator==(const ImageInfo&, const ImageInfo&) = default;
+};
+
+// A latency summary in microseconds.
+struct LatencySummary {
+  std::uint64_t count = 0;
+  double mean = 0;
+  double p50 = 0;
+  double p99 = 0;
+  friend bool operator==(const LatencySummary&, const LatencySummary&) = default;
+};
+
+// One snapshot of the daemon's metrics: the JSON answer and the Prometheus text both
+// print it.
+struct Metrics {
+  std::uint64_t backend_bytes = 0;        // compressed bytes fetched from backends
+  std::uint64_t backend_requests = 0;     // backend range reads
+  std::uint64_t fill_requests = 0;        // fill calls from front ends
+  std::uint64_t hits = 0;                 // fills already fully present
+  std::uint64_t misses = 0;               // fills that fetched something
+  std::uint64_t verify_failures = 0;      // chunks whose digest did not match
+  std::uint64_t prefetch_bytes = 0;       // uncompressed bytes filled by prefetch
+  std::uint64_t prefetch_list_bytes = 0;  // of prefetch_bytes: prefetch lists
+  std::uint64_t readahead_bytes = 0;      // of prefetch_bytes: file readahead
+  std::uint64_t ready_chunks = 0;         // gauge: chunks present, bound images
+  std::uint64_t chunk_count = 0;          // gauge: chunks of bound images
+  std::uint64_t fanotify_allowed = 0;
+  std::uint64_t fanotify_denied = 0;
+  std::uint64_t fanotify_marked_blobs = 0;
+  std::uint64_t fanotify_marks_removed = 0;
+  std::uint64_t cachefiles_reads = 0;
+  std::uint64_t cachefiles_read_failures = 0;
+  LatencySummary cachefiles_read_local_us;    // READ to READ_COMPLETE, data local
+  LatencySummary cachefiles_read_fetched_us;  // ... data fetched
+  // Fill latency: bucket k counts fills of at most 2^k us (k = 0..size-1), not cumulative.
+  std::vector<std::uint64_t> fill_latency_us_buckets;
+  friend bool operator==(const Metrics&, const Metrics&) = default;
+};
+
+// The Prometheus text exposition of m.
+[[nodiscard]] std::string to_prometheus(const Metrics& m);
+
+// ---- encoding ----
+
+// Pure. One request as its JSON text (no newline).
+[[nodiscard]] std::string to_json(const Request& r);
+// Pure. Errors: EINVAL naming the field (not a JSON object, no string "op", an unknown
+// op, a missing required field, a field of the wrong type).
+[[nodiscard]] base::Result<Request> request_from_json(std::string_view text);
+
+// The overrides as a JSON object text ("{}" when none is set).
+[[nodiscard]] std::string to_json(const RegistryOverrides& o);
+
+// Answers: "ok": true plus the answer's fields.
+[[nodiscard]] std::string to_json(const PingAnswer& a);
+[[nodiscard]] std::string to_json(const ImageInfo& a);                           // bind's answer
+[[nodiscard]] std::string images_to_json(const std::vector<ImageInfo>& images);  // list
+[[nodiscard]] std::string files_to_json(const std::vector<std::string>& files);  // accessed
+[[nodiscard]] std::string to_json(const Metrics& m);                             // metrics
+[[nodiscard]] std::string prometheus_to_json(const std::string& text);  // metrics, prometheus
+[[nodiscard]] std::string ok_to_json();                                 // unbind
+// "ok": false with the error's errno and text.
+[[nodiscard]] std::string error_to_json(const base::Error& e);
+
+// Decoding an answer: a failure answer becomes its Error (errno, text); a text that is
+// not an answer is EPROTO.
+[[nodiscard]] base::Result<PingAnswer> ping_from_json(std::string_view text);
+[[nodiscard]] base::Result<ImageInfo> image_from_json(std::string_view text);
+[[nodiscard]] base::Result<std::vector<ImageInfo>> images_from_json(std::string_view text);
+[[nodiscard]] base::Result<std::vector<std::string>> files_from_json(std::string_view text);
+[[nodiscard]] base::Result<Metrics> metrics_from_json(std::string_view text);
+[[nodiscard]] base::Result<std::string> prometheus_from_json(std::string_view text);
+[[nodiscard]] base::Status ok_from_json(std::string_view text);
+
+// Pretty JSON for people (the CLI): the answer's fields without "ok", indented by 2.
+[[nodiscard]] std::string pretty_images(const std::vector<ImageInfo>& images);
+[[nodiscard]] std::string pretty_metrics(const Metrics& m);
+
+}  // namespace control

@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: Apache-2.0
+// The control API's encoding: every request and answer round-trips, bad requests are
+// refused with EINVAL naming the field, failure answers come back as their errors, and
+// a client talks to a server over a real unix socket under its deadline.
+#include "control/api.h"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <thread>
+
+#include "base/unix_socket.h"
+#include "control/client.h"
+#include "control/wire.h"
+#include "tests/unit/temp_dir.h"
+
+namespace control {
+namespace {
+
+Request round_trip(const Request& r) {
+  auto back = request_from_json(to_json(r));
+  EXPECT_TRUE(back) << back.error().to_string();
+  return back ? *back : Request{};
+}
+
+TEST(ControlApi, RequestsRoundTrip) {
+  BindRequest local;
+  local.mountpoint = "/mnt/a";
+  local.bootstrap = "/x/image.boot";
+  local.blob_dir = "/x/blobs";
+  local.frontend = "fuse";
+  BindRequest remote;
+  remote.mountpoint = "/mnt/b";
+  remote.reference = "127.0.0.1:5000/demo:latest";
+  remote.fsid = "abc";
+  remote.domain_id = "dom";
+  remote.registry = RegistryOverrides{};
+  remote.registry->plain_http = true;
+  remote.registry->ca_files = std::vector<std::string>{"/ca.pem"};
+  remote.registry->mirrors =
+      std::map<std::string, std::vector<std::string>>{{"127.0.0.1:5000", {"http://m:1"}}};
+  remote.registry->retries = 0;
+  remote.registry->request_timeout_ms = 1500;
+  const Request all[] = {PingRequest{},
+                         local,
+                         remote,
+                         UnbindRequest{"/mnt/a", true},
+                         UnbindRequest{"/mnt/a", false},
+                         ListRequest{},
+                         AccessedRequest{"/mnt/a"},
+                         MetricsRequest{false},
+                         MetricsRequest{true}};
+  for (const auto& r : all) {
+    EXPECT_EQ(round_trip(r), r) << to_json(r);
+  }
+}
+
+TEST(ControlApi, TheWireKeepsItsNames) {
+  EXPECT_EQ(to_json(PingRequest{}), R"({"op":"ping"})");
+  EXPECT_EQ(to_json(MetricsRequest{true}), R"({"format":"prometheus","op":"metrics"})");
+  EXPECT_EQ(to_json(UnbindRequest{"/m", true}),
+            R"({"force":true,"mountpoint":"/m","op":"unbind"})");
+  BindRequest b;
+  b.mountpoint = "/m";
+  b.reference = "h/r:t";
+  b.registry = RegistryOverrides{};
+  EXPECT_EQ(to_json(b), R"({"mountpoint":"/m","op":"bind","reference":"h/r:t","registry":{}})");
+}
+
+TEST(ControlApi, BadRequestsAreRefused) {
+  const char* bad[] = {
+      "",
+      "[]",
+      "{}",
+      R"({"op":1})",
+      R"({"op":"nope"})",
+      R"({"op":"bind","mountpoint":"/m"})",
+      R"({"op":"bind","bootstrap":"/b","blob_dir":"/d"})",
+      R"({"op":"bind","reference":"h/r","bootstrap":"/b","mountpoint":"/m"})",
+      R"({"op":"bind","reference":"h/r","mountpoint":7})",
+      R"({"op":"bind","reference":"h/r","mountpoint":"/m","registry":[]})",
+      R"({"op":"bind","reference":"h/r","mountpoint":"/m","registry":{"nope":1}})",
+      R"({"op":"bind","reference":"h/r","mountpoint":"/m","registry":{"retries":-1}})",
+      R"({"op":"bind","reference":"h/r","mountpoint":"/m","registry":{"mirrors":{"h":[1]}}})",
+      R"({"op":"unbind"})",
+      R"({"op":"accessed","mountpoint":false})",
+  };
+  for (const char* text : bad) {
+    auto r = request_from_json(text);
+    ASSERT_FALSE(r) << text;
+    EXPECT_EQ(r.error().code, EINVAL) << text;
+  }
+  auto missing = request_from_json(R"({"op":"unbind"})");
+  EXPECT_NE(missing.error().message.find("mountpoint"), std::string::npos);
+}
+
+TEST(ControlApi, UnbindForceOnlyWhenTrue) {
+  auto r = request_from_json(R"({"op":"unbind","mountpoint":"/m","force":"yes"})");
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(std::get<UnbindRequest>(*r).force);
+}
+
+ImageInfo sample_image(bool cachefiles) {
+  ImageInfo i;
+  i.mountpoint = "/mnt/a";
+  i.bootstrap = "/c/bootstraps/x.boot";
+  i.frontend = cachefiles ? "cachefiles" : "fanotify";
+  i.backend = "registry h/r";
+  i.blobs.push_back({"blob1", "/c/blob1", 1 << 20, 4096, 3, 16});
+  if (cachefiles) {
+    i.fsid = "f00";
+    i.domain_id = "";
+  }
+  i.reference = "h/r:t";
+  i.manifest_digest = "sha256:00";
+  return i;
+}
+
+TEST(ControlApi, AnswersRoundTrip) {
+  auto p = ping_from_json(to_json(PingAnswer{42, "fuse"}));
+  ASSERT_TRUE(p);
+  EXPECT_EQ(*p, (PingAnswer{42, "fuse"}));
+  for (bool cf : {false, true}) {
+    auto i = image_from_json(to_json(sample_image(cf)));
+    ASSERT_TRUE(i) << i.error().to_string();
+    EXPECT_EQ(*i, sample_image(cf));
+  }
+  ImageInfo local;
+  local.mountpoint = "/m";
+  local.blob_dir = "/d";
+  auto l = images_from_json(images_to_json({sample_image(true), local}));
+  ASSERT_TRUE(l);
+  ASSERT_EQ(l->size(), 2U);
+  EXPECT_EQ((*l)[1], local);
+  auto f = files_from_json(files_to_json({"/a", "/b c"}));
+  ASSERT_TRUE(f);
+  EXPECT_EQ(*f, (std::vector<std::string>{"/a", "/b c"}));
+  Metrics m;
+  m.backend_bytes = 5;
+  m.chunk_count = 9;
+  m.cachefiles_read_local_us = {3, 1.5, 1.0, 2.0};
+  m.fill_latency_us_buckets = {0, 1, 2};
+  auto mm = metrics_from_json(to_json(m));
+  ASSERT_TRUE(mm);
+  EXPECT_EQ(*mm, m);
+  EXPECT_TRUE(ok_from_json(ok_to_json()));
+  auto t = prometheus_from_json(prometheus_to_json("x 1\n"));
+  ASSERT_TRUE(t);
+  EXPECT_EQ(*t, "x 1\n");
+}
+
+TEST(ControlApi, FailureAnswersAreTheirErrors) {
+  const std::string a = error_to_json({EBUSY, "an image is already bound on /m"});
+  auto i = image_from_json(a);
+  ASSERT_FALSE(i);
+  EXPECT_EQ(i.error().code, EBUSY);
+  EXPECT_NE(i.error().message.find("already bound"), std::string::npos);
+  EXPECT_EQ(ok_from_json(a).error().code, EBUSY);
+  for (const char* junk : {"", "{", "[]", R"({"pid":1})", R"({"ok":"yes"})"}) {
+    auto p = ping_from_json(junk);
+    ASSERT_FALSE(p) << junk;
+    EXPECT_EQ(p.error().code, EPROTO) << junk;
+  }
+  auto wrong = images_from_json(R"({"ok":true,"images":[{"mountpoint":1}]})");
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().code, EPROTO);
+}
+
+TEST(ControlApi, PrometheusPrintsTheSnapshot) {
+  Metrics m;
+  m.backend_bytes = 1234;
+  m.ready_chunks = 7;
+  m.cachefiles_read_fetched_us = {2, 1500, 1000, 2000};
+  m.fill_latency_us_buckets = {1, 0, 2};
+  const std::string t = to_prometheus(m);
+  EXPECT_NE(t.find("# TYPE cachefilesd_nydus_backend_bytes_total counter\n"
+                   "cachefilesd_nydus_backend_bytes_total 1234\n"),
+            std::string::npos);
+  EXPECT_NE(
+      t.find("# TYPE cachefilesd_nydus_ready_chunks gauge\ncachefilesd_nydus_ready_chunks 7\n"),
+      std::string::npos);
+  EXPECT_NE(t.find("cachefilesd_nydus_cachefiles_read_seconds{data=\"fetched\",quantile=\"0.99\"} "
+                   "0.002\n"),
+            std::string::npos);
+  EXPECT_NE(t.find("cachefilesd_nydus_cachefiles_read_seconds_count{data=\"fetched\"} 2\n"),
+            std::string::npos);
+  EXPECT_NE(t.find("cachefilesd_nydus_fill_latency_seconds_bucket{le=\"4e-06\"} 3\n"),
+            std::string::npos);
+  EXPECT_NE(t.find("cachefilesd_nydus_fill_latency_seconds_bucket{le=\"+Inf\"} 3\n"),
+            std::string::npos);
+}
+
+// A one-shot server on a real socket: reads one request line, answers `answer`
+// (nothing at all when empty: the client's deadline ends the call).
+class OneShotServer {
+ public:
+  OneShotServer(const std::string& path, std::string answer) : answer_(std::move(answer)) {
+    auto fd = base::listen_private(path, SOCK_STREAM, 4);
+    EXPECT_TRUE(fd) << fd.error().to_string();
+    fd_ = std::move(*fd);
+    thread_ = std::thread([this] {
+      base::UniqueFd c(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      auto deadline = Clock::now() + std::chrono::seconds(10);
+      auto line = read_line(c.get(), kMaxRequest, deadline);
+      request_ = line ? *line : "";
+      if (!answer_.empty()) {
+        (void)send_all(c.get(), answer_ + "\n", deadline);
+      } else {
+        // Hold the connection until the client gives up and closes it.
+        (void)read_line(c.get(), kMaxRequest, deadline);
+      }
+    });
+  }
+  ~OneShotServer() { (void)wait(); }
+  // Wait for the server to finish: the request line it read.
+  std::string wait() {
+    if (thread_.joinable()) {
+      thread_.join();
+    }
+    return request_;
+  }
+
+ private:
+  std::string answer_;
+  base::UniqueFd fd_;
+  std::string request_;
+  std::thread thread_;
+};
+
+TEST(ControlClient, BindSendsOneRequestAndTypesTheAnswer) {
+  cfntest::TempDir tmp("cfn-control-client");
+  BindRequest b;
+  b.mountpoint = "/mnt/a";
+  b.reference = "h/r:t";
+  {
+    OneShotServer server(tmp.sub("b.sock"), to_json(sample_image(false)));
+    auto a = Client(tmp.sub("b.sock")).bind(b);
+    ASSERT_TRUE(a) << a.error().to_string();
+    EXPECT_EQ(*a, sample_image(false));
+    EXPECT_EQ(server.wait(), to_json(b));
+  }
+  {
+    OneShotServer server(tmp.sub("u.sock"), ok_to_json());
+    EXPECT_TRUE(Client(tmp.sub("u.sock")).unbind({"/mnt/a", false}));
+  }
+  {
+    OneShotServer server(tmp.sub("e.sock"), error_to_json({ENOENT, "no image bound on /mnt/a"}));
+    auto st = Client(tmp.sub("e.sock")).unbind({"/mnt/a", false});
+    ASSERT_FALSE(st);
+    EXPECT_EQ(st.error().code, ENOENT);
+  }
+}
+
+TEST(ControlClient, DeadlineAndNoDaemon) {
+  cfntest::TempDir tmp("cfn-control-client");
+  auto none = Client(tmp.sub("none.sock")).ping();
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, ENOENT);
+  OneShotServer silent(tmp.sub("s.sock"), "");
+  auto late = Client(tmp.sub("s.sock"), std::chrono::milliseconds(200)).list();
+  ASSERT_FALSE(late);
+  EXPECT_EQ(late.error().code, ETIMEDOUT);
+}
+
+}  // namespace
+}  // namespace control
