@@ -19,21 +19,19 @@
 // request to override them for that image. `mount` starts a daemon when none answers.
 #include <signal.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <optional>
-#include <thread>
 
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include "base/log.h"
+#include "base/subprocess.h"
+#include "control/api.h"
+#include "control/client.h"
 #include "daemon/config.h"
-#include "daemon/control.h"
 #include "daemon/fd_holder.h"
 #include "daemon/sd_notify.h"
 #include "daemon/service.h"
@@ -41,8 +39,22 @@
 
 namespace {
 
-using nlohmann::json;
 constexpr std::chrono::milliseconds kCallTimeout{120000};
+
+// The options every subcommand shares.
+struct Common {
+  std::string config_file;
+  std::string frontend;
+  std::string cache_dir;
+  std::string socket;
+  std::string log_level;
+  bool fd_holder = false;
+  std::optional<unsigned> read_timeout;
+  // Registry options given on the command line: the daemon's defaults, or one mount's
+  // overrides.
+  control::RegistryOverrides registry;
+  std::vector<std::string> mirrors;
+};
 
 void raise_nofile() {
   // Every pending fanotify event holds an open fd; an event whose fd cannot be made is
@@ -56,10 +68,20 @@ void raise_nofile() {
   }
 }
 
+int fail(const std::string& message, int rc = 1) {
+  std::fprintf(stderr, "cachefilesd-nydus: %s\n", message.c_str());
+  return rc;
+}
+
+// A failed control call: the daemon's own error text, or what kept us from it.
+int fail(const base::Error& e) {
+  return fail(e.message);
+}
+
 int run_daemon(const cfnd::Config& config) {
   raise_nofile();
   // Before any thread exists: every thread inherits the mask and the loop's signalfd
-  // is the only taker of these signals.
+  // is the only taker of these signals (children get a clean mask: base/subprocess.h).
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
@@ -84,87 +106,216 @@ int run_daemon(const cfnd::Config& config) {
   return 0;
 }
 
-// Send a request and print the answer's interesting part. Returns the exit status.
-int call(const cfnd::Config& config, const json& req, json* answer_out = nullptr) {
-  auto r = cfnd::control_call(config.socket_path, req.dump(), kCallTimeout);
-  if (!r) {
-    std::fprintf(stderr, "cachefilesd-nydus: %s\n", r.error().to_string().c_str());
-    return 1;
-  }
-  auto a = json::parse(*r, nullptr, false);
-  if (a.is_discarded() || !a.is_object()) {
-    std::fprintf(stderr, "cachefilesd-nydus: bad answer from daemon\n");
-    return 1;
-  }
-  if (a.value("ok", false) != true) {
-    std::fprintf(stderr, "cachefilesd-nydus: %s\n", a.value("error", std::string("?")).c_str());
-    return 1;
-  }
-  if (answer_out != nullptr) {
-    *answer_out = std::move(a);
-  }
-  return 0;
-}
-
 // Start a daemon in the background unless one answers on the socket. Its log goes to
 // <cache_dir>/daemon.log.
 int ensure_daemon(const cfnd::Config& config, const std::string& config_file) {
-  auto ping =
-      cfnd::control_call(config.socket_path, R"({"op":"ping"})", std::chrono::milliseconds(2000));
-  if (ping) {
+  if (control::Client(config.socket_path, std::chrono::milliseconds(2000)).ping()) {
     return 0;
   }
   std::error_code ec;
   std::filesystem::create_directories(config.cache_dir, ec);
-  std::string log_path = config.cache_dir + "/daemon.log";
-  std::vector<std::string> args = {
-      "/proc/self/exe",   "--frontend",     std::string(cfnd::frontend_name(config.frontend)),
-      "--cache-dir",      config.cache_dir, "--socket",
-      config.socket_path, "--log-level",    config.log_level};
+  base::SpawnOptions o;
+  o.argv = {"/proc/self/exe"};
   if (!config_file.empty()) {
-    args.insert(args.begin() + 1, {"--config", config_file});
+    o.argv.insert(o.argv.end(), {"--config", config_file});
   }
+  o.argv.insert(o.argv.end(), {"--frontend", std::string(cfnd::frontend_name(config.frontend)),
+                               "--cache-dir", config.cache_dir, "--socket", config.socket_path,
+                               "--log-level", config.log_level});
   if (config.fd_holder) {
-    args.emplace_back("--fd-holder");
+    o.argv.emplace_back("--fd-holder");
   }
-  args.insert(args.end(), {"--read-timeout", std::to_string(config.read_timeout_s)});
-  pid_t pid = ::fork();
-  if (pid < 0) {
-    std::perror("fork");
-    return 1;
+  o.argv.insert(o.argv.end(), {"--read-timeout", std::to_string(config.read_timeout_s)});
+  o.log_path = config.cache_dir + "/daemon.log";
+  o.new_session = true;
+  auto pid = base::spawn(o);
+  if (!pid) {
+    return fail(pid.error().to_string());
   }
-  if (pid == 0) {
-    ::setsid();
-    int in = ::open("/dev/null", O_RDONLY);
-    int out = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-    if (in >= 0 && out >= 0) {
-      ::dup2(in, 0);
-      ::dup2(out, 1);
-      ::dup2(out, 2);
-    }
-    std::vector<char*> argv;
-    for (auto& a : args) {
-      argv.push_back(a.data());
-    }
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
+  const control::Client probe(config.socket_path, std::chrono::milliseconds(1000));
+  auto st = base::wait_ready(
+      *pid, [&] { return probe.ping().has_value(); },
+      std::chrono::steady_clock::now() + std::chrono::seconds(15));
+  if (!st && st.error().code == ECHILD) {
+    return fail("the daemon exited at start; see " + o.log_path);
   }
-  for (int i = 0; i < 200; ++i) {
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid) {
-      std::fprintf(stderr, "cachefilesd-nydus: the daemon exited at start; see %s\n",
-                   log_path.c_str());
-      return 1;
-    }
-    if (cfnd::control_call(config.socket_path, R"({"op":"ping"})",
-                           std::chrono::milliseconds(1000))) {
-      return 0;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (!st) {
+    return fail("the daemon did not answer; see " + o.log_path);
   }
-  std::fprintf(stderr, "cachefilesd-nydus: the daemon did not answer; see %s\n", log_path.c_str());
-  return 1;
+  return 0;
+}
+
+int cmd_mount(const cfnd::Config& config, const Common& c, const std::string& source,
+              const std::string& dir, const std::string& blob_dir, const std::string& fsid,
+              const std::string& domain_id) {
+  control::BindRequest req;
+  req.mountpoint = std::filesystem::absolute(dir).string();
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(source, ec)) {
+    if (blob_dir.empty()) {
+      return fail(source + " is a local bootstrap: give --blob-dir", 2);
+    }
+    req.bootstrap = std::filesystem::absolute(source).string();
+    req.blob_dir = std::filesystem::absolute(blob_dir).string();
+  } else {
+    auto ref = registry::Reference::parse(source);
+    if (!ref) {
+      return fail(source + " is neither a file nor an image reference: " + ref.error().to_string(),
+                  2);
+    }
+    if (!blob_dir.empty()) {
+      return fail("--blob-dir goes with a local bootstrap", 2);
+    }
+    req.reference = source;
+    req.registry = c.registry;
+    if (!c.mirrors.empty()) {
+      req.registry->mirrors =
+          std::map<std::string, std::vector<std::string>>{{ref->host, c.mirrors}};
+    }
+  }
+  if (int rc = ensure_daemon(config, c.config_file); rc != 0) {
+    return rc;
+  }
+  req.frontend = c.frontend;
+  req.fsid = fsid;
+  req.domain_id = domain_id;
+  auto a = control::Client(config.socket_path, kCallTimeout).bind(req);
+  return a ? 0 : fail(a.error());
+}
+
+int cmd_umount(const cfnd::Config& config, const std::string& dir, bool force) {
+  auto st = control::Client(config.socket_path, kCallTimeout)
+                .unbind({std::filesystem::absolute(dir).string(), force});
+  return st ? 0 : fail(st.error());
+}
+
+int cmd_accessed(const cfnd::Config& config, const std::string& dir) {
+  auto files = control::Client(config.socket_path, kCallTimeout)
+                   .accessed(std::filesystem::absolute(dir).string());
+  if (!files) {
+    return fail(files.error());
+  }
+  for (const auto& f : *files) {
+    std::puts(f.c_str());
+  }
+  return 0;
+}
+
+int cmd_list(const cfnd::Config& config) {
+  auto images = control::Client(config.socket_path, kCallTimeout).list();
+  if (!images) {
+    return fail(images.error());
+  }
+  std::puts(control::pretty_images(*images).c_str());
+  return 0;
+}
+
+int cmd_metrics(const cfnd::Config& config, bool prometheus) {
+  const control::Client client(config.socket_path, kCallTimeout);
+  if (prometheus) {
+    auto text = client.metrics_prometheus();
+    if (!text) {
+      return fail(text.error());
+    }
+    std::fputs(text->c_str(), stdout);
+    return 0;
+  }
+  auto m = client.metrics();
+  if (!m) {
+    return fail(m.error());
+  }
+  std::puts(control::pretty_metrics(*m).c_str());
+  return 0;
+}
+
+// The config file, then the command line over it. Errors: exit status 2.
+std::optional<cfnd::Config> make_config(const Common& c, bool apply_registry) {
+  cfnd::Config config;
+  if (!c.config_file.empty()) {
+    auto loaded = cfnd::load_config(c.config_file);
+    if (!loaded) {
+      fail(loaded.error().to_string());
+      return std::nullopt;
+    }
+    config = std::move(*loaded);
+  }
+  if (!c.frontend.empty()) {
+    auto f = cfnd::parse_frontend(c.frontend);
+    if (!f) {
+      fail(f.error().to_string());
+      return std::nullopt;
+    }
+    config.frontend = *f;
+  }
+  if (!c.cache_dir.empty()) {
+    config.cache_dir = std::filesystem::absolute(c.cache_dir);
+  }
+  if (!c.socket.empty()) {
+    config.socket_path = std::filesystem::absolute(c.socket);
+  }
+  if (!c.log_level.empty()) {
+    config.log_level = c.log_level;
+  }
+  if (c.fd_holder) {
+    config.fd_holder = true;
+  }
+  if (c.read_timeout) {
+    config.read_timeout_s = *c.read_timeout;
+  }
+  if (apply_registry) {
+    if (!c.mirrors.empty()) {
+      fail(
+          "--mirror goes with mount (a host's mirrors in the daemon config: "
+          "registry.mirrors)");
+      return std::nullopt;
+    }
+    auto r = cfnd::parse_registry_options(control::to_json(c.registry), config.registry);
+    if (!r) {
+      fail(r.error().to_string());
+      return std::nullopt;
+    }
+    config.registry = std::move(*r);
+  }
+  return config;
+}
+
+void add_registry_options(CLI::App& app, Common& c) {
+  auto ms = [](double s) { return static_cast<std::uint64_t>(s * 1000.0 + 0.5); };
+  auto& r = c.registry;
+  app.add_flag_callback(
+      "--plain-http", [&r] { r.plain_http = true; }, "http:// for registries");
+  app.add_flag_callback(
+      "--insecure", [&r] { r.insecure = true; }, "TLS without certificate verification");
+  app.add_option_function<std::vector<std::string>>(
+      "--ca-file",
+      [&r](const std::vector<std::string>& files) {
+        r.ca_files.emplace();
+        for (const auto& f : files) {
+          r.ca_files->push_back(std::filesystem::absolute(f).string());
+        }
+      },
+      "extra trusted CA (PEM); repeatable");
+  app.add_option_function<std::string>(
+      "--docker-config",
+      [&r](const std::string& f) { r.docker_config = std::filesystem::absolute(f).string(); },
+      "docker config.json for credentials");
+  app.add_option("--mirror", c.mirrors, "mirror URL for the image's host; repeatable");
+  app.add_option_function<double>(
+         "--connect-timeout", [&r, ms](double s) { r.connect_timeout_ms = ms(s); },
+         "seconds (default 5)")
+      ->check(CLI::PositiveNumber);
+  app.add_option_function<double>(
+         "--request-timeout", [&r, ms](double s) { r.request_timeout_ms = ms(s); },
+         "seconds per try (default 60)")
+      ->check(CLI::PositiveNumber);
+  app.add_option_function<double>(
+         "--stall-timeout", [&r, ms](double s) { r.stall_timeout_ms = ms(s); },
+         "seconds without a byte (default 10)")
+      ->check(CLI::PositiveNumber);
+  app.add_option_function<unsigned>(
+         "--retries", [&r](unsigned n) { r.retries = n; },
+         "retries after the first try (default 3)")
+      ->check(CLI::Range(0, 100));
 }
 
 }  // namespace
@@ -172,50 +323,20 @@ int ensure_daemon(const cfnd::Config& config, const std::string& config_file) {
 int main(int argc, char** argv) {
   CLI::App app{"cachefilesd-nydus: lazy RAFS v6 / EROFS image daemon"};
   app.fallthrough();
-  std::string config_file;
-  std::string frontend;
-  std::string cache_dir;
-  std::string socket;
-  std::string log_level;
-  app.add_option("--config", config_file, "JSON config file");
-  app.add_option("--frontend", frontend, "auto, cachefiles, fanotify or fuse");
-  app.add_option("--cache-dir", cache_dir, "blob cache directory");
-  app.add_option("--socket", socket, "control socket path");
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
-  bool fd_holder = false;
-  app.add_flag("--fd-holder", fd_holder,
+  Common c;
+  app.add_option("--config", c.config_file, "JSON config file");
+  app.add_option("--frontend", c.frontend, "auto, cachefiles, fanotify or fuse");
+  app.add_option("--cache-dir", c.cache_dir, "blob cache directory");
+  app.add_option("--socket", c.socket, "control socket path");
+  app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error");
+  app.add_flag("--fd-holder", c.fd_holder,
                "failover without systemd: keep /dev/cachefiles in an fd holder process");
-  std::optional<unsigned> read_timeout;
-  app.add_option("--read-timeout", read_timeout,
+  app.add_option("--read-timeout", c.read_timeout,
                  "seconds a read waits for uncached bytes before EIO, retries included "
                  "(default 30; 0: the registry timeouts only)")
       ->check(CLI::Range(0, 3600));
+  add_registry_options(app, c);
 
-  // Registry options: the daemon's defaults, or one mount's overrides.
-  bool plain_http = false;
-  bool insecure = false;
-  std::vector<std::string> ca_files;
-  std::vector<std::string> mirrors;
-  std::string docker_config;
-  double connect_timeout = 0;
-  double request_timeout = 0;
-  double stall_timeout = 0;
-  unsigned retries = 0;
-  std::vector<CLI::Option*> reg_opts = {
-      app.add_flag("--plain-http", plain_http, "http:// for registries"),
-      app.add_flag("--insecure", insecure, "TLS without certificate verification"),
-      app.add_option("--ca-file", ca_files, "extra trusted CA (PEM); repeatable"),
-      app.add_option("--docker-config", docker_config, "docker config.json for credentials"),
-      app.add_option("--mirror", mirrors, "mirror URL for the image's host; repeatable"),
-      app.add_option("--connect-timeout", connect_timeout, "seconds (default 5)")
-          ->check(CLI::PositiveNumber),
-      app.add_option("--request-timeout", request_timeout, "seconds per try (default 60)")
-          ->check(CLI::PositiveNumber),
-      app.add_option("--stall-timeout", stall_timeout, "seconds without a byte (default 10)")
-          ->check(CLI::PositiveNumber),
-      app.add_option("--retries", retries, "retries after the first try (default 3)")
-          ->check(CLI::Range(0, 100)),
-  };
   auto* mount = app.add_subcommand("mount", "bind an image and mount it lazily on DIR");
   std::string source;
   std::string dir;
@@ -252,169 +373,34 @@ int main(int argc, char** argv) {
   app.require_subcommand(0, 1);
   CLI11_PARSE(app, argc, argv);
 
-  cfnd::Config config;
-  if (!config_file.empty()) {
-    auto c = cfnd::load_config(config_file);
-    if (!c) {
-      std::fprintf(stderr, "cachefilesd-nydus: %s\n", c.error().to_string().c_str());
-      return 2;
-    }
-    config = std::move(*c);
-  }
-  if (!frontend.empty()) {
-    auto f = cfnd::parse_frontend(frontend);
-    if (!f) {
-      std::fprintf(stderr, "cachefilesd-nydus: %s\n", f.error().to_string().c_str());
-      return 2;
-    }
-    config.frontend = *f;
-  }
-  if (!cache_dir.empty()) {
-    config.cache_dir = std::filesystem::absolute(cache_dir);
-  }
-  if (!socket.empty()) {
-    config.socket_path = std::filesystem::absolute(socket);
-  }
-  if (!log_level.empty()) {
-    config.log_level = log_level;
-  }
-  if (fd_holder) {
-    config.fd_holder = true;
-  }
-  if (read_timeout) {
-    config.read_timeout_s = *read_timeout;
+  // A mount's registry options travel with its bind; every other command's set the
+  // daemon's defaults.
+  auto config = make_config(c, !*mount);
+  if (!config) {
+    return 2;
   }
   if (*holder) {
-    if (socket.empty()) {
-      std::fprintf(stderr, "cachefilesd-nydus: fd-holder needs --socket PATH\n");
-      return 2;
+    if (c.socket.empty()) {
+      return fail("fd-holder needs --socket PATH", 2);
     }
-    base::init_logging("cachefilesd-nydus-fd-holder", config.log_level);
-    return cfnd::run_fd_holder(config.socket_path, std::chrono::seconds(grace));
+    base::init_logging("cachefilesd-nydus-fd-holder", config->log_level);
+    return cfnd::run_fd_holder(config->socket_path, std::chrono::seconds(grace));
   }
-  // The registry options given on this command line, as RegistryOptions JSON keys.
-  json reg = json::object();
-  auto ms = [](double s) { return static_cast<std::uint64_t>(s * 1000.0 + 0.5); };
-  if (reg_opts[0]->count() > 0) {
-    reg["plain_http"] = plain_http;
-  }
-  if (reg_opts[1]->count() > 0) {
-    reg["insecure"] = insecure;
-  }
-  if (!ca_files.empty()) {
-    std::vector<std::string> abs;
-    for (const auto& f : ca_files) {
-      abs.push_back(std::filesystem::absolute(f).string());
-    }
-    reg["ca_files"] = abs;
-  }
-  if (!docker_config.empty()) {
-    reg["docker_config"] = std::filesystem::absolute(docker_config).string();
-  }
-  if (connect_timeout > 0) {
-    reg["connect_timeout_ms"] = ms(connect_timeout);
-  }
-  if (request_timeout > 0) {
-    reg["request_timeout_ms"] = ms(request_timeout);
-  }
-  if (stall_timeout > 0) {
-    reg["stall_timeout_ms"] = ms(stall_timeout);
-  }
-  if (reg_opts[8]->count() > 0) {
-    reg["retries"] = retries;
-  }
-  if (!*mount) {
-    if (!mirrors.empty()) {
-      std::fprintf(stderr,
-                   "cachefilesd-nydus: --mirror goes with mount (a host's mirrors in the "
-                   "daemon config: registry.mirrors)\n");
-      return 2;
-    }
-    auto r = cfnd::parse_registry_options(reg.dump(), config.registry);
-    if (!r) {
-      std::fprintf(stderr, "cachefilesd-nydus: %s\n", r.error().to_string().c_str());
-      return 2;
-    }
-    config.registry = std::move(*r);
-  }
-  base::init_logging("cachefilesd-nydus", config.log_level);
-
+  base::init_logging("cachefilesd-nydus", config->log_level);
   if (*mount) {
-    json req{{"op", "bind"}, {"mountpoint", std::filesystem::absolute(dir).string()}};
-    std::error_code ec;
-    if (std::filesystem::is_regular_file(source, ec)) {
-      if (blob_dir.empty()) {
-        std::fprintf(stderr, "cachefilesd-nydus: %s is a local bootstrap: give --blob-dir\n",
-                     source.c_str());
-        return 2;
-      }
-      req["bootstrap"] = std::filesystem::absolute(source).string();
-      req["blob_dir"] = std::filesystem::absolute(blob_dir).string();
-    } else {
-      auto ref = registry::Reference::parse(source);
-      if (!ref) {
-        std::fprintf(stderr, "cachefilesd-nydus: %s is neither a file nor an image reference: %s\n",
-                     source.c_str(), ref.error().to_string().c_str());
-        return 2;
-      }
-      if (!blob_dir.empty()) {
-        std::fprintf(stderr, "cachefilesd-nydus: --blob-dir goes with a local bootstrap\n");
-        return 2;
-      }
-      if (!mirrors.empty()) {
-        reg["mirrors"] = json{{ref->host, mirrors}};
-      }
-      req["reference"] = source;
-      req["registry"] = reg;
-    }
-    if (int rc = ensure_daemon(config, config_file); rc != 0) {
-      return rc;
-    }
-    if (!frontend.empty()) {
-      req["frontend"] = frontend;
-    }
-    if (!fsid.empty()) {
-      req["fsid"] = fsid;
-    }
-    if (!domain_id.empty()) {
-      req["domain_id"] = domain_id;
-    }
-    return call(config, req);
+    return cmd_mount(*config, c, source, dir, blob_dir, fsid, domain_id);
   }
   if (*umount) {
-    return call(config, json{{"op", "unbind"},
-                             {"mountpoint", std::filesystem::absolute(dir).string()},
-                             {"force", force}});
+    return cmd_umount(*config, dir, force);
   }
   if (*accessed) {
-    json a;
-    if (int rc = call(
-            config,
-            json{{"op", "accessed"}, {"mountpoint", std::filesystem::absolute(dir).string()}}, &a);
-        rc != 0) {
-      return rc;
-    }
-    for (const auto& f : a["files"]) {
-      std::puts(f.get<std::string>().c_str());
-    }
-    return 0;
+    return cmd_accessed(*config, dir);
   }
-  if (*list || *metrics) {
-    json req{{"op", *list ? "list" : "metrics"}};
-    if (prom) {
-      req["format"] = "prometheus";
-    }
-    json a;
-    if (int rc = call(config, req, &a); rc != 0) {
-      return rc;
-    }
-    if (prom) {
-      std::fputs(a["text"].get<std::string>().c_str(), stdout);
-    } else {
-      a.erase("ok");
-      std::puts(a.dump(2).c_str());
-    }
-    return 0;
+  if (*list) {
+    return cmd_list(*config);
   }
-  return run_daemon(config);
+  if (*metrics) {
+    return cmd_metrics(*config, prom);
+  }
+  return run_daemon(*config);
 }

@@ -17,12 +17,11 @@
 #include <set>
 #include <thread>
 
-#include <nlohmann/json.hpp>
-
 #include "base/defer.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "base/unique_fd.h"
+#include "control/api.h"
 #include "daemon/blob_cache.h"
 #include "daemon/cachefiles_frontend.h"
 #include "daemon/control.h"
@@ -38,12 +37,6 @@
 
 namespace cfnd {
 namespace {
-
-using nlohmann::json;
-
-std::string error_answer(const base::Error& e) {
-  return json{{"ok", false}, {"errno", e.code}, {"error", e.to_string()}}.dump();
-}
 
 // The name of /dev/cachefiles in systemd's fd store and in the fd holder.
 constexpr char kDevFdName[] = "cachefiles";
@@ -165,34 +158,41 @@ class ServiceImpl final : public Service {
   }
 
   std::string handle(const std::string& request) override {
-    auto j = json::parse(request, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("op") || !j["op"].is_string()) {
-      return error_answer({EINVAL, "request must be a JSON object with a string \"op\""});
+    auto req = control::request_from_json(request);
+    if (!req) {
+      return control::error_to_json(req.error());
     }
-    const auto op = j["op"].get<std::string>();
-    base::Result<json> r = base::make_error(EINVAL, "unknown op '" + op + "'");
-    if (op == "ping") {
-      r = json{{"pid", ::getpid()}, {"frontend", frontend_name(default_)}};
-    } else if (op == "bind") {
-      r = bind(j);
-    } else if (op == "unbind") {
-      r = unbind(j);
-    } else if (op == "list") {
-      r = list();
-    } else if (op == "accessed") {
-      r = accessed(j);
-    } else if (op == "metrics") {
-      bool prom = j.contains("format") && j["format"] == "prometheus";
-      r = prom ? json{{"text", prometheus()}} : json{{"metrics", metrics_json()}};
-    }
-    if (!r) {
-      return error_answer(r.error());
-    }
-    (*r)["ok"] = true;
-    return r->dump();
+    return std::visit(
+        [this](const auto& q) -> std::string {
+          using T = std::decay_t<decltype(q)>;
+          if constexpr (std::is_same_v<T, control::PingRequest>) {
+            return control::to_json(
+                control::PingAnswer{::getpid(), std::string(frontend_name(default_))});
+          } else if constexpr (std::is_same_v<T, control::BindRequest>) {
+            return answer(bind(q), [](const auto& a) { return control::to_json(a); });
+          } else if constexpr (std::is_same_v<T, control::UnbindRequest>) {
+            auto st = unbind(q);
+            return st ? control::ok_to_json() : control::error_to_json(st.error());
+          } else if constexpr (std::is_same_v<T, control::ListRequest>) {
+            return control::images_to_json(list());
+          } else if constexpr (std::is_same_v<T, control::AccessedRequest>) {
+            return answer(accessed(q), [](const auto& a) { return control::files_to_json(a); });
+          } else {
+            static_assert(std::is_same_v<T, control::MetricsRequest>);
+            const auto m = metrics();
+            return q.prometheus ? control::prometheus_to_json(control::to_prometheus(m))
+                                : control::to_json(m);
+          }
+        },
+        *req);
   }
 
  private:
+  template <typename T, typename Encode>
+  static std::string answer(const base::Result<T>& r, Encode encode) {
+    return r ? encode(*r) : control::error_to_json(r.error());
+  }
+
   base::Status pick_frontend(base::UniqueFd handed) {
     // The fanotify group is made whenever the kernel supports it, so binds can ask for
     // it even when the default is another front end.
@@ -512,19 +512,6 @@ class ServiceImpl final : public Service {
     return fanotify_->umount(dir, force);
   }
 
-  static base::Result<std::string> get_str(const json& j, const char* key, bool required) {
-    if (!j.contains(key)) {
-      if (required) {
-        return base::errorf(EINVAL, "missing \"{}\"", key);
-      }
-      return std::string();
-    }
-    if (!j[key].is_string()) {
-      return base::errorf(EINVAL, "\"{}\" must be a string", key);
-    }
-    return j[key].get<std::string>();
-  }
-
   static base::Result<std::string> abs_dir(const std::string& p, const char* what) {
     char* real = ::realpath(p.c_str(), nullptr);
     if (real == nullptr) {
@@ -554,21 +541,16 @@ class ServiceImpl final : public Service {
     return shared;
   }
 
-  // {"op":"bind", "reference": REF [, "registry": {options}], "mountpoint": DIR ...}
-  // or {"op":"bind", "bootstrap": PATH, "blob_dir": DIR, "mountpoint": DIR ...}.
-  base::Result<json> bind(const json& j) {
-    CFN_ASSIGN_OR_RETURN(auto reference, get_str(j, "reference", false));
-    CFN_ASSIGN_OR_RETURN(auto bootstrap, get_str(j, "bootstrap", reference.empty()));
-    CFN_ASSIGN_OR_RETURN(auto blob_dir_in, get_str(j, "blob_dir", reference.empty()));
-    if (!reference.empty() && (!bootstrap.empty() || !blob_dir_in.empty())) {
-      return base::make_error(EINVAL,
-                              "give \"reference\" or \"bootstrap\" + \"blob_dir\", not both");
-    }
-    CFN_ASSIGN_OR_RETURN(auto mp_in, get_str(j, "mountpoint", true));
-    CFN_ASSIGN_OR_RETURN(auto fe_name, get_str(j, "frontend", false));
+  // A registry image (reference [+ registry overrides]) or a local one (bootstrap +
+  // blob_dir) on a mount point.
+  base::Result<control::ImageInfo> bind(const control::BindRequest& req) {
+    const std::string& reference = req.reference;
+    std::string bootstrap = req.bootstrap;
+    const std::string& blob_dir_in = req.blob_dir;
+    const std::string& mp_in = req.mountpoint;
     Frontend fe = default_;
-    if (!fe_name.empty()) {
-      CFN_ASSIGN_OR_RETURN(fe, parse_frontend(fe_name));
+    if (!req.frontend.empty()) {
+      CFN_ASSIGN_OR_RETURN(fe, parse_frontend(req.frontend));
       if (fe == Frontend::kAuto) {
         fe = default_;
       }
@@ -578,8 +560,8 @@ class ServiceImpl final : public Service {
                               "the daemon runs without the cachefiles front end (start it "
                               "with --frontend cachefiles)");
     }
-    CFN_ASSIGN_OR_RETURN(auto fsid, get_str(j, "fsid", false));
-    CFN_ASSIGN_OR_RETURN(auto domain_id, get_str(j, "domain_id", false));
+    std::string fsid = req.fsid;
+    const std::string& domain_id = req.domain_id;
     if ((!fsid.empty() || !domain_id.empty()) && fe != Frontend::kCachefiles) {
       return base::make_error(EINVAL,
                               "\"fsid\" and \"domain_id\" go with the cachefiles front end");
@@ -595,8 +577,8 @@ class ServiceImpl final : public Service {
         return base::Unexpected(r.error().wrap("reference '" + reference + "'"));
       }
       ref = std::move(*r);
-      if (j.contains("registry")) {
-        CFN_ASSIGN_OR_RETURN(ropts, parse_registry_options(j["registry"].dump(), ropts));
+      if (req.registry) {
+        CFN_ASSIGN_OR_RETURN(ropts, parse_registry_options(control::to_json(*req.registry), ropts));
       }
     }
     CFN_ASSIGN_OR_RETURN(auto mp, abs_dir(mp_in, "mountpoint"));
@@ -707,7 +689,7 @@ class ServiceImpl final : public Service {
         "bound {} on {} ({}, {} blobs from {}; prefetch list: {} chunks)",
         ref ? b.record.reference + " (" + b.record.manifest_digest + ")" : image->bootstrap_path(),
         mp, frontend_name(fe), image->blobs().size(), image->backend().describe(), listed_chunks);
-    json answer = describe(mp, b);
+    auto answer = describe(mp, b);
     {
       std::lock_guard lk(mu_);
       mounting_.erase(mp);
@@ -719,9 +701,9 @@ class ServiceImpl final : public Service {
     return answer;
   }
 
-  base::Result<json> unbind(const json& j) {
-    CFN_ASSIGN_OR_RETURN(auto mp_in, get_str(j, "mountpoint", true));
-    bool force = j.contains("force") && j["force"] == true;
+  base::Status unbind(const control::UnbindRequest& req) {
+    const std::string& mp_in = req.mountpoint;
+    const bool force = req.force;
     std::string mp = mp_in;
     if (auto r = abs_dir(mp_in, "mountpoint")) {
       mp = *r;
@@ -763,13 +745,13 @@ class ServiceImpl final : public Service {
       persist();
     }
     spdlog::info("unbound {}", mp);
-    return json::object();
+    return {};
   }
 
-  // {"op":"accessed","mountpoint":DIR}: {"files":[...]}, the files of the image bound
-  // on DIR whose chunks were read (a prefetch list for the next build).
-  base::Result<json> accessed(const json& j) {
-    CFN_ASSIGN_OR_RETURN(auto mp_in, get_str(j, "mountpoint", true));
+  // The files of the image bound on the mount point whose chunks were read (a prefetch
+  // list for the next build).
+  base::Result<std::vector<std::string>> accessed(const control::AccessedRequest& req) {
+    const std::string& mp_in = req.mountpoint;
     std::string mp = mp_in;
     if (auto r = abs_dir(mp_in, "mountpoint")) {
       mp = *r;
@@ -783,162 +765,82 @@ class ServiceImpl final : public Service {
       }
       image = it->second.image;
     }
-    CFN_ASSIGN_OR_RETURN(auto files, image->accessed_files());
-    return json{{"files", files}};
+    return image->accessed_files();
   }
 
-  static json describe(const std::string& mp, const Bound& b) {
-    json blobs = json::array();
+  static control::ImageInfo describe(const std::string& mp, const Bound& b) {
+    control::ImageInfo out;
     for (const auto& blob : b.image->blobs()) {
-      blobs.push_back({{"id", blob->info().id},
-                       {"cache_file", blob->path()},
-                       {"size", blob->size()},
-                       {"compressed_size", blob->info().compressed_size},
-                       {"ready_chunks", blob->ready_chunks()},
-                       {"chunk_count", blob->chunk_count()}});
+      out.blobs.push_back({blob->info().id, blob->path(), blob->size(),
+                           blob->info().compressed_size, blob->ready_chunks(),
+                           blob->chunk_count()});
     }
-    json out{{"mountpoint", mp},
-             {"bootstrap", b.image->bootstrap_path()},
-             {"frontend", frontend_name(b.frontend)},
-             {"backend", b.image->backend().describe()},
-             {"blobs", blobs}};
-    if (!b.record.fsid.empty()) {
-      out["fsid"] = b.record.fsid;
-      out["domain_id"] = b.record.domain_id;
-    }
-    if (!b.record.reference.empty()) {
-      out["reference"] = b.record.reference;
-      out["manifest_digest"] = b.record.manifest_digest;
-    } else {
-      out["blob_dir"] = b.record.blob_dir;
-    }
+    out.mountpoint = mp;
+    out.bootstrap = b.image->bootstrap_path();
+    out.frontend = frontend_name(b.frontend);
+    out.backend = b.image->backend().describe();
+    out.fsid = b.record.fsid;
+    out.domain_id = b.record.domain_id;
+    out.reference = b.record.reference;
+    out.manifest_digest = b.record.manifest_digest;
+    out.blob_dir = b.record.blob_dir;
     return out;
   }
 
-  base::Result<json> list() {
-    json images = json::array();
+  std::vector<control::ImageInfo> list() {
+    std::vector<control::ImageInfo> images;
     std::lock_guard lk(mu_);
     for (const auto& [mp, b] : bound_) {
       images.push_back(describe(mp, b));
     }
-    return json{{"images", images}};
+    return images;
   }
 
-  json metrics_json() {
-    auto& m = cache_->metrics();
-    json hist = json::array();
+  // One snapshot of every counter: the JSON answer and the Prometheus text print it.
+  control::Metrics metrics() {
+    const auto& c = cache_->metrics();
+    control::Metrics m;
+    m.backend_bytes = c.backend_bytes.load();
+    m.backend_requests = c.backend_requests.load();
+    m.fill_requests = c.fill_requests.load();
+    m.hits = c.hits.load();
+    m.misses = c.misses.load();
+    m.verify_failures = c.verify_failures.load();
+    m.prefetch_bytes = c.prefetch_bytes.load();
+    m.prefetch_list_bytes = c.prefetch_list_bytes.load();
+    m.readahead_bytes = c.readahead_bytes.load();
     for (int k = 0; k < CacheMetrics::kBuckets; ++k) {
-      hist.push_back(m.fill_latency_us[k].load());
+      m.fill_latency_us_buckets.push_back(c.fill_latency_us[k].load());
     }
-    std::uint64_t ready = 0;
-    std::uint64_t total = 0;
     {
       std::lock_guard lk(mu_);
       for (const auto& [mp, b] : bound_) {
         for (const auto& blob : b.image->blobs()) {
-          ready += blob->ready_chunks();
-          total += blob->chunk_count();
+          m.ready_chunks += blob->ready_chunks();
+          m.chunk_count += blob->chunk_count();
         }
       }
     }
-    return json{{"backend_bytes", m.backend_bytes.load()},
-                {"backend_requests", m.backend_requests.load()},
-                {"fill_requests", m.fill_requests.load()},
-                {"hits", m.hits.load()},
-                {"misses", m.misses.load()},
-                {"verify_failures", m.verify_failures.load()},
-                {"prefetch_bytes", m.prefetch_bytes.load()},
-                {"prefetch_list_bytes", m.prefetch_list_bytes.load()},
-                {"readahead_bytes", m.readahead_bytes.load()},
-                {"ready_chunks", ready},
-                {"chunk_count", total},
-                {"fanotify_allowed", fanotify_ ? fanotify_->events_allowed() : 0},
-                {"fanotify_denied", fanotify_ ? fanotify_->events_denied() : 0},
-                {"fanotify_marked_blobs", fanotify_ ? fanotify_->marked_blobs() : 0},
-                {"fanotify_marks_removed", fanotify_ ? fanotify_->marks_removed() : 0},
-                {"cachefiles_reads", cachefiles_ ? cachefiles_->reads_served() : 0},
-                {"cachefiles_read_failures", cachefiles_ ? cachefiles_->reads_failed() : 0},
-                {"cachefiles_read_local_us",
-                 latency_json(cachefiles_ ? cachefiles_->read_latency_local()
-                                          : base::LatencyHistogram::Snapshot{})},
-                {"cachefiles_read_fetched_us",
-                 latency_json(cachefiles_ ? cachefiles_->read_latency_fetched()
-                                          : base::LatencyHistogram::Snapshot{})},
-                {"fill_latency_us_buckets", hist}};
+    if (fanotify_) {
+      m.fanotify_allowed = fanotify_->events_allowed();
+      m.fanotify_denied = fanotify_->events_denied();
+      m.fanotify_marked_blobs = fanotify_->marked_blobs();
+      m.fanotify_marks_removed = fanotify_->marks_removed();
+    }
+    if (cachefiles_) {
+      m.cachefiles_reads = cachefiles_->reads_served();
+      m.cachefiles_read_failures = cachefiles_->reads_failed();
+      m.cachefiles_read_local_us = latency(cachefiles_->read_latency_local());
+      m.cachefiles_read_fetched_us = latency(cachefiles_->read_latency_fetched());
+    }
+    return m;
   }
 
-  // A READ latency histogram as {"count", "mean", "p50", "p99"} in microseconds.
-  static json latency_json(const base::LatencyHistogram::Snapshot& s) {
+  // A READ latency histogram as count, mean, p50 and p99 in microseconds.
+  static control::LatencySummary latency(const base::LatencyHistogram::Snapshot& s) {
     const auto us = [](std::uint64_t ns) { return static_cast<double>(ns) / 1000.0; };
-    return json{{"count", s.count},
-                {"mean", s.count == 0 ? 0.0 : us(s.sum_ns) / static_cast<double>(s.count)},
-                {"p50", us(s.quantile(0.5))},
-                {"p99", us(s.quantile(0.99))}};
-  }
-
-  std::string prometheus() {
-    auto j = metrics_json();
-    std::string out;
-    auto counter = [&](const char* name, const char* help, std::uint64_t v) {
-      out += fmt::format(
-          "# HELP cachefilesd_nydus_{0} {1}\n# TYPE cachefilesd_nydus_{0} "
-          "counter\ncachefilesd_nydus_{0} {2}\n",
-          name, help, v);
-    };
-    auto gauge = [&](const char* name, const char* help, std::uint64_t v) {
-      out += fmt::format(
-          "# HELP cachefilesd_nydus_{0} {1}\n# TYPE cachefilesd_nydus_{0} "
-          "gauge\ncachefilesd_nydus_{0} {2}\n",
-          name, help, v);
-    };
-    counter("backend_bytes_total", "Compressed bytes fetched from backends.",
-            j["backend_bytes"].get<std::uint64_t>());
-    counter("backend_requests_total", "Backend range reads.",
-            j["backend_requests"].get<std::uint64_t>());
-    counter("fill_requests_total", "Fill calls from front ends.",
-            j["fill_requests"].get<std::uint64_t>());
-    counter("hits_total", "Fills already fully present.", j["hits"].get<std::uint64_t>());
-    counter("misses_total", "Fills that fetched something.", j["misses"].get<std::uint64_t>());
-    counter("verify_failures_total", "Chunks whose digest did not match.",
-            j["verify_failures"].get<std::uint64_t>());
-    counter("prefetch_bytes_total", "Uncompressed bytes filled by prefetch.",
-            j["prefetch_bytes"].get<std::uint64_t>());
-    counter("prefetch_list_bytes_total",
-            "Uncompressed bytes filled for images' prefetch lists (of prefetch_bytes).",
-            j["prefetch_list_bytes"].get<std::uint64_t>());
-    counter("readahead_bytes_total",
-            "Uncompressed bytes filled by file readahead (of prefetch_bytes).",
-            j["readahead_bytes"].get<std::uint64_t>());
-    gauge("ready_chunks", "Chunks present in the cache files of bound images.",
-          j["ready_chunks"].get<std::uint64_t>());
-    gauge("chunks", "Chunks of the blobs of bound images.", j["chunk_count"].get<std::uint64_t>());
-    out +=
-        "# HELP cachefilesd_nydus_cachefiles_read_seconds cachefiles READ to READ_COMPLETE, "
-        "by whether the data was local.\n# TYPE cachefilesd_nydus_cachefiles_read_seconds "
-        "summary\n";
-    for (const char* data : {"local", "fetched"}) {
-      const auto& l = j[fmt::format("cachefiles_read_{}_us", data)];
-      for (const auto& [q, key] : {std::pair{"0.5", "p50"}, std::pair{"0.99", "p99"}}) {
-        out += fmt::format(
-            "cachefilesd_nydus_cachefiles_read_seconds{{data=\"{}\",quantile=\"{}\"}} {:g}\n", data,
-            q, l[key].get<double>() / 1e6);
-      }
-      out += fmt::format("cachefilesd_nydus_cachefiles_read_seconds_count{{data=\"{}\"}} {}\n",
-                         data, l["count"].get<std::uint64_t>());
-    }
-    out +=
-        "# HELP cachefilesd_nydus_fill_latency_seconds Fill latency.\n"
-        "# TYPE cachefilesd_nydus_fill_latency_seconds histogram\n";
-    std::uint64_t cum = 0;
-    const auto& h = j["fill_latency_us_buckets"];
-    for (int k = 0; k < CacheMetrics::kBuckets; ++k) {
-      cum += h[static_cast<std::size_t>(k)].get<std::uint64_t>();
-      out += fmt::format("cachefilesd_nydus_fill_latency_seconds_bucket{{le=\"{:g}\"}} {}\n",
-                         static_cast<double>(1ULL << k) / 1e6, cum);
-    }
-    out += fmt::format("cachefilesd_nydus_fill_latency_seconds_bucket{{le=\"+Inf\"}} {}\n", cum);
-    out += fmt::format("cachefilesd_nydus_fill_latency_seconds_count {}\n", cum);
-    return out;
+    return {s.count, s.count == 0 ? 0.0 : us(s.sum_ns) / static_cast<double>(s.count),
+            us(s.quantile(0.5)), us(s.quantile(0.99))};
   }
 
   Config config_;

@@ -12,6 +12,8 @@
 #include <cstdlib>
 #include <thread>
 
+#include "control/api.h"
+#include "control/wire.h"
 #include "tests/unit/temp_dir.h"
 
 namespace cfnd {
@@ -53,14 +55,14 @@ TEST_F(ControlTest, SocketIsPrivate) {
 }
 
 TEST_F(ControlTest, OneRequestOneAnswer) {
-  auto r = control_call(path_, R"({"op":"ping"})", std::chrono::seconds(5));
+  auto r = control::call(path_, R"({"op":"ping"})", std::chrono::seconds(5));
   ASSERT_TRUE(r) << r.error().to_string();
   EXPECT_EQ(*r, R"(echo:{"op":"ping"})");
 }
 
 TEST_F(ControlTest, OversizedRequestIsRefused) {
-  std::string big(kMaxRequest + 10, 'x');
-  auto r = control_call(path_, big, std::chrono::seconds(5));
+  std::string big(control::kMaxRequest + 10, 'x');
+  auto r = control::call(path_, big, std::chrono::seconds(5));
   ASSERT_TRUE(r) << r.error().to_string();
   EXPECT_NE(r->find("\"ok\":false"), std::string::npos);
   EXPECT_NE(r->find("too large"), std::string::npos);
@@ -73,7 +75,7 @@ TEST_F(ControlTest, SecondDaemonOnSameSocketIsRefused) {
 }
 
 TEST_F(ControlTest, NoDaemonIsConnectError) {
-  auto r = control_call(dir_ + "/nothing.sock", "{}", std::chrono::seconds(1));
+  auto r = control::call(dir_ + "/nothing.sock", "{}", std::chrono::seconds(1));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, ENOENT);
 }
