@@ -3,18 +3,16 @@
 
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <map>
-#include <thread>
 
 #include "base/log.h"
+#include "base/subprocess.h"
 #include "base/unix_socket.h"
 
 namespace cfnd {
@@ -225,56 +223,33 @@ base::Result<FdHolderClient> FdHolderClient::connect_or_start(const std::string&
   if (c || (c.error().code != ENOENT && c.error().code != ECONNREFUSED)) {
     return c;
   }
-  std::vector<std::string> args = {exe,           "fd-holder", "--socket",
-                                   path,          "--grace",   std::to_string(grace.count()),
-                                   "--log-level", "info"};
-  std::vector<char*> argv;
-  for (auto& a : args) {
-    argv.push_back(a.data());
+  base::SpawnOptions o;
+  o.argv = {exe,           "fd-holder", "--socket", path, "--grace", std::to_string(grace.count()),
+            "--log-level", "info"};
+  o.log_path = log_path;
+  // Its own session: a signal to the daemon's process group must not reach it (and
+  // spawn() clears the daemon's blocked SIGTERM and ignored SIGPIPE).
+  o.new_session = true;
+  auto pid = base::spawn(o);
+  if (!pid) {
+    return base::Unexpected(pid.error().wrap("start the fd holder"));
   }
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&attr);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  // Its own session (a signal to the daemon's process group must not reach it), no
-  // blocked signals (the daemon blocks SIGTERM for its signalfd), default dispositions.
-  sigset_t none;
-  sigset_t defaults;
-  sigemptyset(&none);
-  sigemptyset(&defaults);
-  sigaddset(&defaults, SIGPIPE);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  pid_t pid = -1;
-  const int rc = ::posix_spawn(&pid, exe.c_str(), &fa, &attr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    return base::errno_error(rc, "start the fd holder " + exe);
+  spdlog::info("started the fd holder (pid {}) on {}; its log: {}", *pid, path, log_path);
+  auto st = base::wait_ready(
+      *pid,
+      [&] {
+        c = connect(path);
+        return c.has_value();
+      },
+      std::chrono::steady_clock::now() + std::chrono::seconds(10));
+  if (st) {
+    return c;
   }
-  spdlog::info("started the fd holder (pid {}) on {}; its log: {}", pid, path, log_path);
-  for (int i = 0; i < 200; ++i) {
-    c = connect(path);
-    if (c) {
-      return c;
-    }
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid) {
-      // Lost a race with another daemon's holder? Then that one answers now.
-      c = connect(path);
-      if (c) {
-        return c;
-      }
-      return base::errorf(EIO, "the fd holder exited at start (status {}); see {}", status,
-                          log_path);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (st.error().code == ECHILD) {
+    // Lost a race with another daemon's holder? Then that one answered (wait_ready asks
+    // once more after the exit).
+    return base::errorf(EIO, "the fd holder exited at start ({}); see {}", st.error().message,
+                        log_path);
   }
   return base::errorf(ETIMEDOUT, "the fd holder never listened on {}; see {}", path, log_path);
 }
