@@ -1,12 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "registry/docker_config.h"
 
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdlib>
 #include <vector>
@@ -14,10 +8,9 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file.h"
+#include "base/subprocess.h"
 #include "base/unique_fd.h"
 #include "registry/util.h"
-
-extern char** environ;
 
 namespace registry {
 namespace {
@@ -51,147 +44,33 @@ bool server_matches(std::string_view key, std::string_view host) {
   return k == h;
 }
 
-// The input (a server URL) fits in the pipe buffer, so this never blocks. SIGPIPE
-// (a helper that exited without reading) is blocked for this thread and any
-// pending one consumed, so it cannot kill the process.
-void write_input(int fd, std::string_view input) {
-  sigset_t pipe_set;
-  sigset_t old;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-  std::size_t done = 0;
-  while (done < input.size()) {
-    const ssize_t w = ::write(fd, input.data() + done, input.size() - done);
-    if (w < 0 && errno == EINTR) {
-      continue;
-    }
-    if (w <= 0) {
-      break;
-    }
-    done += static_cast<std::size_t>(w);
-  }
-  const timespec zero = {0, 0};
-  while (sigtimedwait(&pipe_set, nullptr, &zero) == SIGPIPE) {
-  }
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
-}
-
 struct HelperOutput {
   int exit_status = -1;
   std::string out;
   std::string err;
 };
 
+// The helper runs with a clean signal mask and default dispositions (base/subprocess.h): a
+// daemon blocks SIGTERM for its signalfd, and a helper that inherited that could not
+// be ended by SIGTERM.
 base::Result<HelperOutput> run_helper(const std::string& program, std::string_view input) {
-  int in_pipe[2];
-  int out_pipe[2];
-  int err_pipe[2];
-  if (pipe2(in_pipe, O_CLOEXEC) != 0) {
-    return base::errno_error("pipe");
-  }
-  base::UniqueFd in_r(in_pipe[0]);
-  base::UniqueFd in_w(in_pipe[1]);
-  if (pipe2(out_pipe, O_CLOEXEC) != 0) {
-    return base::errno_error("pipe");
-  }
-  base::UniqueFd out_r(out_pipe[0]);
-  base::UniqueFd out_w(out_pipe[1]);
-  if (pipe2(err_pipe, O_CLOEXEC) != 0) {
-    return base::errno_error("pipe");
-  }
-  base::UniqueFd err_r(err_pipe[0]);
-  base::UniqueFd err_w(err_pipe[1]);
-
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, in_r.get(), 0);
-  posix_spawn_file_actions_adddup2(&fa, out_w.get(), 1);
-  posix_spawn_file_actions_adddup2(&fa, err_w.get(), 2);
-  std::string arg0 = program;
-  std::string arg1 = "get";
-  char* argv[] = {arg0.data(), arg1.data(), nullptr};
-  pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, program.c_str(), &fa, nullptr, argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) {
-    return base::errno_error(rc, fmt::format("running credential helper {}", program));
-  }
-  in_r.reset();
-  out_w.reset();
-  err_w.reset();
-
-  HelperOutput result;
-  const auto deadline = std::chrono::steady_clock::now() + kHelperTimeout;
-  write_input(in_w.get(), input);
-  in_w.reset();
-  bool timed_out = false;
-  bool overflow = false;
-  while (out_r || err_r) {
-    pollfd fds[3];
-    nfds_t n = 0;
-    int idx_out = -1;
-    int idx_err = -1;
-    if (out_r) {
-      idx_out = static_cast<int>(n);
-      fds[n++] = {out_r.get(), POLLIN, 0};
+  base::SpawnOptions o;
+  o.argv = {program, "get"};
+  o.search_path = true;
+  auto r = base::run_capture(o, input, std::chrono::steady_clock::now() + kHelperTimeout,
+                             kMaxHelperOutput);
+  if (!r) {
+    if (r.error().code == ETIMEDOUT) {
+      return base::errorf(ETIMEDOUT, "credential helper {} did not finish within {} s", program,
+                          kHelperTimeout.count());
     }
-    if (err_r) {
-      idx_err = static_cast<int>(n);
-      fds[n++] = {err_r.get(), POLLIN, 0};
+    if (r.error().code == EMSGSIZE) {
+      return base::errorf(EMSGSIZE, "credential helper {} wrote more than {} bytes", program,
+                          kMaxHelperOutput);
     }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      timed_out = true;
-      break;
-    }
-    const int pr = poll(fds, n, static_cast<int>(left.count()));
-    if (pr < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      break;
-    }
-    auto drain = [&](int idx, base::UniqueFd& fd, std::string& into) {
-      if (idx < 0 || fds[idx].revents == 0) {
-        return;
-      }
-      char buf[4096];
-      const ssize_t r = ::read(fd.get(), buf, sizeof(buf));
-      if (r <= 0) {
-        fd.reset();
-        return;
-      }
-      if (into.size() + static_cast<std::size_t>(r) > kMaxHelperOutput) {
-        overflow = true;
-        fd.reset();
-        return;
-      }
-      into.append(buf, static_cast<std::size_t>(r));
-    };
-    drain(idx_out, out_r, result.out);
-    drain(idx_err, err_r, result.err);
-    if (overflow) {
-      break;
-    }
+    return base::Unexpected(r.error().wrap("running credential helper " + program));
   }
-  if (timed_out || overflow) {
-    kill(pid, SIGKILL);
-  }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (timed_out) {
-    return base::errorf(ETIMEDOUT, "credential helper {} did not finish within {} s", program,
-                        kHelperTimeout.count());
-  }
-  if (overflow) {
-    return base::errorf(EMSGSIZE, "credential helper {} wrote more than {} bytes", program,
-                        kMaxHelperOutput);
-  }
-  result.exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return result;
+  return HelperOutput{r->status, std::move(r->out), std::move(r->err)};
 }
 
 std::string first_line(std::string_view s) {

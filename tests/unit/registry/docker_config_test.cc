@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "registry/docker_config.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "tests/unit/temp_dir.h"
 
@@ -162,6 +166,33 @@ TEST_F(DockerConfigTest, DefaultPath) {
   } else {
     unsetenv("DOCKER_CONFIG");
   }
+}
+
+// A daemon blocks SIGTERM (for its signalfd): a helper that hangs must still end on
+// SIGTERM, so it must not inherit that mask.
+TEST_F(DockerConfigTest, HangingHelperEndsOnSigterm) {
+  const std::string fifo = dir_ + "/pid";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  write_helper("hang", "#!/bin/sh\necho $$ > " + fifo + "\nexec sleep 1000\n");
+  const auto p = write_config(R"({"credHelpers":{"h.example":"hang"}})");
+  base::Result<std::optional<Credentials>> c = std::optional<Credentials>{};
+  std::thread caller([&] {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    c = docker_credentials(p, "h.example");
+  });
+  std::ifstream in(fifo);  // opens once the helper opens it for writing
+  pid_t pid = 0;
+  in >> pid;
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  caller.join();
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().code, ETIMEDOUT) << c.error().message;
+  EXPECT_NE(c.error().message.find("docker-credential-hang"), std::string::npos)
+      << c.error().message;
 }
 
 }  // namespace
