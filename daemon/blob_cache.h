@@ -10,6 +10,7 @@
 // file is reopened, so nothing cached is fetched twice.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "base/digest.h"
+#include "base/latency_histogram.h"
 #include "base/result.h"
 #include "base/unique_fd.h"
 #include "daemon/backend.h"
@@ -47,9 +49,14 @@ struct CacheMetrics {
   // Of prefetch_bytes, those filled for prefetch lists (prefetch_chunks).
   std::atomic<std::uint64_t> prefetch_list_bytes{0};
   std::atomic<std::uint64_t> readahead_bytes{0};  // file readahead (prefetch_chunks)
-  // Fill latency histogram, microseconds, buckets <= 2^k us for k = 0..kBuckets-1.
+  // Fill latency (fill() called to returned, hits included; not a fill held after a
+  // failure), nanoseconds.
+  base::LatencyHistogram fill_latency;
+  // fill_latency as counts of buckets <= 2^k us for k = 0..kBuckets-1 (Prometheus
+  // `le` buckets): each record is counted in the first bucket that holds all of
+  // fill_latency's bucket of it, so never below its value, at most about 12% above.
   static constexpr int kBuckets = 24;
-  std::atomic<std::uint64_t> fill_latency_us[kBuckets]{};
+  [[nodiscard]] std::array<std::uint64_t, kBuckets> fill_latency_us_buckets() const;
 };
 
 class BlobCache;

@@ -809,8 +809,8 @@ class ServiceImpl final : public Service {
     m.prefetch_bytes = c.prefetch_bytes.load();
     m.prefetch_list_bytes = c.prefetch_list_bytes.load();
     m.readahead_bytes = c.readahead_bytes.load();
-    for (int k = 0; k < CacheMetrics::kBuckets; ++k) {
-      m.fill_latency_us_buckets.push_back(c.fill_latency_us[k].load());
+    for (const std::uint64_t n : c.fill_latency_us_buckets()) {
+      m.fill_latency_us_buckets.push_back(n);
     }
     {
       std::lock_guard lk(mu_);

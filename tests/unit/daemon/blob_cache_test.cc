@@ -1157,10 +1157,11 @@ TEST_F(BlobCacheTest, MetricsCountHitsAndMisses) {
   EXPECT_EQ(m.misses.load(), 2U);
   EXPECT_EQ(m.backend_requests.load(), 3U);  // meta + two fills
   std::uint64_t lat = 0;
-  for (const auto& bucket : m.fill_latency_us) {
-    lat += bucket.load();
+  for (const auto bucket : m.fill_latency_us_buckets()) {
+    lat += bucket;
   }
   EXPECT_EQ(lat, 3U);
+  EXPECT_EQ(m.fill_latency.snapshot().count, 3U);
 }
 
 TEST_F(BlobCacheTest, OnCompleteRunsOnceWhenTheLastChunkFills) {

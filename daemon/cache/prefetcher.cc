@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "daemon/cache/prefetcher.h"
+
+#include <mutex>
+#include <utility>
+
+#include "base/log.h"
+#include "daemon/cache/token_bucket.h"
+
+namespace cfnd::cache {
+
+Prefetcher::Prefetcher(std::shared_ptr<Shared> shared, std::uint64_t bandwidth, std::uint64_t batch)
+    : shared_(std::move(shared)), bandwidth_(bandwidth), batch_(batch) {
+  if (bandwidth_ > 0) {
+    prefetcher_ = std::thread([this] { prefetch_loop(); });
+  }
+  for (int i = 0; i < BlobCache::kPrefetchListWorkers; ++i) {
+    list_workers_.emplace_back([this] { list_loop(); });
+  }
+}
+
+Prefetcher::~Prefetcher() {
+  {
+    std::lock_guard lk(shared_->mu);
+    shared_->stop = true;
+    shared_->cv.notify_all();
+  }
+  if (prefetcher_.joinable()) {
+    prefetcher_.join();
+  }
+  for (auto& t : list_workers_) {
+    t.join();
+  }
+}
+
+void Prefetcher::prefetch(std::shared_ptr<Blob> blob) {
+  if (bandwidth_ == 0) {
+    return;
+  }
+  std::lock_guard lk(shared_->mu);
+  queue_.push_back(std::move(blob));
+  shared_->cv.notify_all();
+}
+
+void Prefetcher::prefetch_chunks(std::shared_ptr<Blob> blob, std::vector<std::uint32_t> cis,
+                                 bool readahead) {
+  cis = blob->prefetch_order(std::move(cis));
+  if (cis.empty()) {
+    return;
+  }
+  std::lock_guard lk(shared_->mu);
+  blob->list_pending(1);
+  list_jobs_.push_back(ListJob{std::move(blob), std::move(cis), 0, readahead});
+  shared_->cv.notify_all();
+}
+
+// A prefetch-list worker: takes the next range read of the oldest job (the next listed
+// chunk still absent, with the chunks after it in the list that continue it in the
+// blob file, up to a batch) and fetches it; kPrefetchListWorkers of these keep that
+// many reads in flight. A read per take, not a batch of scattered chunks: a fill that
+// waits for a listed chunk waits for that one read only (a flight ends with its
+// round). No new take while a fill fetches: the reader waiting for it gets the
+// bandwidth (the list's reads already in flight still share it).
+void Prefetcher::list_loop() {
+  std::unique_lock lk(shared_->mu);
+  while (!shared_->stop) {
+    // On-demand fills first: a reader is waiting for theirs.
+    if (list_jobs_.empty() || shared_->fetching > 0) {
+      shared_->cv.wait(lk);
+      continue;
+    }
+    ListJob& job = list_jobs_.front();
+    std::shared_ptr<Blob> blob = job.blob;
+    const bool readahead = job.readahead;
+    // Chunks a fill fetched meanwhile are not a read any more.
+    while (job.next < job.cis.size() && !blob->absent(job.cis[job.next])) {
+      ++job.next;
+    }
+    // A backend that just timed out a read (a stalled registry): the rest of the job
+    // is left to on-demand fills. A read started now would hold its chunks through the
+    // stall, and readers coming once the registry is back would wait for it and fail.
+    if (job.next < job.cis.size() && blob->failing()) {
+      spdlog::debug("{} of blob {}: {} chunks left to on-demand fills (the backend timed out)",
+                    readahead ? "file readahead" : "prefetch list", blob->info().id,
+                    job.cis.size() - job.next);
+      job.next = job.cis.size();
+    }
+    if (job.next == job.cis.size()) {
+      blob->list_pending(-1);
+      list_jobs_.pop_front();
+      continue;
+    }
+    // One range read: the next listed chunk, and those after it in the list that
+    // continue it in the blob file, up to a batch.
+    std::vector<std::uint32_t> slice{job.cis[job.next++]};
+    std::uint64_t bytes = blob->compressed_size(slice.back());
+    while (job.next < job.cis.size() &&
+           blob->compressed_offset(job.cis[job.next]) == blob->compressed_end(slice.back()) &&
+           bytes + blob->compressed_size(job.cis[job.next]) <= blob->batch() &&
+           blob->absent(job.cis[job.next])) {
+      slice.push_back(job.cis[job.next++]);
+      bytes += blob->compressed_size(slice.back());
+    }
+    if (job.next == job.cis.size()) {
+      blob->list_pending(-1);
+      list_jobs_.pop_front();
+    }
+    ++list_running_;
+    lk.unlock();
+    auto filled = blob->prefetch_chunks(slice);
+    if (filled) {
+      shared_->metrics.prefetch_bytes.fetch_add(*filled, std::memory_order_relaxed);
+      (readahead ? shared_->metrics.readahead_bytes : shared_->metrics.prefetch_list_bytes)
+          .fetch_add(*filled, std::memory_order_relaxed);
+    } else if (blob->first_prefetch_error()) {
+      spdlog::warn("{} of blob {}: {} (failed chunks are left to on-demand fills)",
+                   readahead ? "file readahead" : "prefetch list", blob->info().id,
+                   filled.error().to_string());
+    }
+    lk.lock();
+    --list_running_;
+    shared_->cv.notify_all();
+  }
+}
+
+void Prefetcher::prefetch_loop() {
+  TokenBucket bucket(bandwidth_, batch_, shared_->now());
+  std::unique_lock lk(shared_->mu);
+  while (!shared_->stop) {
+    if (queue_.empty()) {
+      shared_->cv.wait(lk);
+      continue;
+    }
+    std::shared_ptr<Blob> blob = queue_.front();
+    std::uint32_t cursor = 0;
+    while (!shared_->stop) {
+      // Always behind on-demand fills and prefetch lists: no new step while one is
+      // waiting or fetching.
+      shared_->cv.wait(lk, [&] { return shared_->stop || !busy(); });
+      if (shared_->stop) {
+        break;
+      }
+      lk.unlock();
+      std::uint64_t compressed = 0;
+      auto cis = blob->next_absent(&cursor, &compressed);
+      if (cis.empty()) {
+        lk.lock();
+        break;
+      }
+      const auto wait = bucket.take(compressed, shared_->now());
+      lk.lock();
+      if (wait.count() > 0) {
+        shared_->cv.wait_for(lk, wait, [&] { return shared_->stop; });
+        if (shared_->stop) {
+          break;
+        }
+        // An on-demand fill may have started while we slept.
+        shared_->cv.wait(lk, [&] { return shared_->stop || !busy(); });
+        if (shared_->stop) {
+          break;
+        }
+      }
+      lk.unlock();
+      auto filled = blob->prefetch_chunks(cis);
+      if (filled) {
+        shared_->metrics.prefetch_bytes.fetch_add(*filled, std::memory_order_relaxed);
+      } else if (blob->first_prefetch_error()) {
+        spdlog::warn("prefetch of blob {}: {} (failed chunks are left to on-demand fills)",
+                     blob->info().id, filled.error().to_string());
+      }
+      lk.lock();
+    }
+    if (!queue_.empty() && queue_.front() == blob) {
+      queue_.pop_front();
+    }
+  }
+}
+
+}  // namespace cfnd::cache

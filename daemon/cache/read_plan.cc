@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "daemon/cache/read_plan.h"
+
+#include <algorithm>
+
+namespace cfnd::cache {
+
+ReadPlan plan_reads(std::span<const erofs::ChunkMeta> chunks, std::vector<std::uint32_t> cis,
+                    std::uint64_t max_read) {
+  ReadPlan p;
+  p.order = std::move(cis);
+  std::sort(p.order.begin(), p.order.end(), [&](std::uint32_t a, std::uint32_t b) {
+    return chunks[a].compressed_offset < chunks[b].compressed_offset;
+  });
+  for (std::size_t i = 0; i < p.order.size(); ++i) {
+    const erofs::ChunkMeta& c = chunks[p.order[i]];
+    if (!p.reads.empty()) {
+      ReadPlan::Read& r = p.reads.back();
+      if (r.offset + r.size == c.compressed_offset && r.size + c.compressed_size <= max_read) {
+        r.size += c.compressed_size;
+        r.last = i + 1;
+        p.total += c.compressed_size;
+        continue;
+      }
+    }
+    p.reads.push_back(ReadPlan::Read{c.compressed_offset, c.compressed_size, i, i + 1, p.total});
+    p.total += c.compressed_size;
+  }
+  return p;
+}
+
+}  // namespace cfnd::cache

@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: Apache-2.0
+// The merge of a round's chunk reads: chunks that continue each other in the blob
+// file (compressed space) become one backend read, no read beyond a limit (a batch),
+// so a registry backend can run the reads of a round in parallel. Pure.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "erofs/blob_meta.h"
+
+namespace cfnd::cache {
+
+struct ReadPlan {
+  struct Read {
+    std::uint64_t offset = 0;  // in the blob file
+    std::uint64_t size = 0;    // compressed bytes
+    std::size_t first = 0;     // its chunks: order[first, last)
+    std::size_t last = 0;
+    std::uint64_t buf_off = 0;  // where its bytes start in a buffer of `total` bytes
+  };
+  std::vector<std::uint32_t> order;  // the chunk indexes by compressed offset
+  std::vector<Read> reads;           // in order; buf_off rises by size
+  std::uint64_t total = 0;           // compressed bytes of all chunks
+};
+
+// chunks: the blob's chunk table; cis: indexes into it (each < chunks.size(), no
+// repeats). A chunk larger than max_read is a read of its own.
+[[nodiscard]] ReadPlan plan_reads(std::span<const erofs::ChunkMeta> chunks,
+                                  std::vector<std::uint32_t> cis, std::uint64_t max_read);
+
+}  // namespace cfnd::cache
