@@ -38,7 +38,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 
 def require_tools():
-    missing = [t for t in ("containerd", "ctr", "runc", "containerd-shim-runc-v2", "skopeo")
+    missing = [t for t in ("containerd", "ctr", "runc", "containerd-shim-runc-v2", "skopeo",
+                           "ctr-remote")
                if shutil.which(t) is None]
     ktest.check(not missing, f"missing {', '.join(missing)}: run scripts/setup")
 
@@ -78,12 +79,16 @@ class Containerd:
 
     def ctr(self, *args, ok=True, quiet=False):
         """ctr -a SOCK ARGS; returns CompletedProcess (stdout/stderr as text)."""
-        cmd = ["ctr", "-a", self.sock] + [str(a) for a in args]
+        return self.tool("ctr", *args, ok=ok, quiet=quiet)
+
+    def tool(self, prog, *args, ok=True, quiet=False):
+        """PROG -a SOCK ARGS (ctr, ctr-remote)."""
+        cmd = [prog, "-a", self.sock] + [str(a) for a in args]
         if not quiet:
             ktest.log("+ " + " ".join(cmd[3:]))
         p = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, text=True)
         if ok and p.returncode != 0:
-            ktest.fail(f"ctr {' '.join(cmd[3:])}: exit {p.returncode}\n{p.stdout[-3000:]}\n"
+            ktest.fail(f"{prog} {' '.join(cmd[3:])}: exit {p.returncode}\n{p.stdout[-3000:]}\n"
                        f"{p.stderr[-3000:]}\ncontainerd log tail:\n{self.log_tail()}")
         return p
 
