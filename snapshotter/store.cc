@@ -208,7 +208,8 @@ struct Store::Statements {
   Stmt all_rows;
   Stmt all_labels;
   Stmt all_ids;
-  Stmt has_label;  // id, name
+  Stmt has_label;     // id, name
+  Stmt labeled_rows;  // name, value -> the rows of all_rows carrying that label
 
   base::Status prepare(sqlite3* db) {
     CFN_TRY(by_key.prepare(db,
@@ -240,6 +241,11 @@ struct Store::Statements {
     CFN_TRY(all_labels.prepare(db, "SELECT snapshot_id, name, value FROM labels"));
     CFN_TRY(all_ids.prepare(db, "SELECT id FROM snapshots"));
     CFN_TRY(has_label.prepare(db, "SELECT 1 FROM labels WHERE snapshot_id = ?1 AND name = ?2"));
+    CFN_TRY(labeled_rows.prepare(
+        db,
+        "SELECT s.id, s.key, s.kind, p.key, s.created_ns, s.updated_ns FROM labels l "
+        "JOIN snapshots s ON s.id = l.snapshot_id LEFT JOIN snapshots p ON p.id = s.parent_id "
+        "WHERE l.name = ?1 AND l.value = ?2"));
     return {};
   }
 };
@@ -452,11 +458,45 @@ Store::Store(std::string root, sqlite3* db)
     : root_(std::move(root)),
       snapshots_dir_(root_ + "/snapshots"),
       db_(db),
-      st_(std::make_unique<Statements>()) {}
+      st_(std::make_unique<Statements>()),
+      remover_([this] { remover_loop(); }) {}
 
 Store::~Store() {
+  {
+    std::lock_guard lk(rm_mu_);
+    rm_stop_ = true;  // what is still queued stays for Cleanup
+  }
+  rm_cv_.notify_all();
+  remover_.join();
   st_.reset();
   ::sqlite3_close_v2(db_);
+}
+
+void Store::remover_loop() {
+  std::unique_lock lk(rm_mu_);
+  for (;;) {
+    rm_cv_.wait(lk, [this] { return rm_stop_ || !rm_queue_.empty(); });
+    if (rm_stop_) {
+      rm_queue_.clear();
+      rm_busy_.clear();
+      idle_cv_.notify_all();
+      return;
+    }
+    std::string name = std::move(rm_queue_.front());
+    rm_queue_.pop_front();
+    lk.unlock();
+    remove_tree(snapshots_dir_ + "/" + name);
+    lk.lock();
+    rm_busy_.erase(name);
+    if (rm_busy_.empty()) {
+      idle_cv_.notify_all();
+    }
+  }
+}
+
+void Store::drain_removals() {
+  std::unique_lock lk(rm_mu_);
+  idle_cv_.wait(lk, [this] { return rm_busy_.empty(); });
 }
 
 base::Result<std::unique_ptr<Store>> Store::open(const std::string& root_in) {
@@ -520,6 +560,7 @@ base::Status Store::init_schema() {
                " name TEXT NOT NULL,"
                " value TEXT NOT NULL,"
                " PRIMARY KEY (snapshot_id, name)) WITHOUT ROWID;"
+               "CREATE INDEX IF NOT EXISTS labels_name_value ON labels(name, value);"
                "PRAGMA user_version = 1;"));
   return st_->prepare(db_);
 }
@@ -715,9 +756,14 @@ base::Status Store::remove(std::string_view key) {
     crash_point("remove-after-sql");
     gone = move_aside(snapshots_dir_, std::to_string(r->id));
   }
-  // Failures leave a directory no row owns: Cleanup's to take.
+  // A failed rename leaves a directory no row owns: Cleanup's to take.
   if (!gone.empty()) {
-    remove_tree(snapshots_dir_ + "/" + gone);
+    {
+      std::lock_guard lk(rm_mu_);
+      rm_busy_.insert(gone);
+      rm_queue_.push_back(std::move(gone));
+    }
+    rm_cv_.notify_one();
   }
   return {};
 }
@@ -776,37 +822,84 @@ base::Result<Info> Store::update(const Info& info, std::span<const std::string> 
   return info_of(info.name, *r, std::move(labels));
 }
 
+namespace {
+
+// A selector labels.K==V that every match must satisfy (the filter has one alternative),
+// so the label index can find the candidates: containerd's handshake Walk
+// (labels."containerd.io/snapshot.ref"==X,parent=="") and label-filtered listings.
+const Filter::Selector* indexable_label(const Filter& filter) {
+  if (filter.alternatives().size() != 1) {
+    return nullptr;
+  }
+  for (const auto& sel : filter.alternatives()[0]) {
+    if (sel.op == Filter::Op::kEqual && sel.fieldpath.size() >= 2 && sel.fieldpath[0] == "labels") {
+      return &sel;
+    }
+  }
+  return nullptr;
+}
+
+// The label key of a labels.a.b path: "a.b", as containerd joins it.
+std::string label_key(const std::vector<std::string>& fieldpath) {
+  std::string key;
+  for (size_t i = 1; i < fieldpath.size(); ++i) {
+    if (i > 1) {
+      key.push_back('.');
+    }
+    key += fieldpath[i];
+  }
+  return key;
+}
+
+base::Status read_rows(Stmt::Use& q, std::vector<Info>& all,
+                       std::unordered_map<int64_t, size_t>& index) {
+  for (;;) {
+    CFN_ASSIGN_OR_RETURN(bool row, q.step());
+    if (!row) {
+      return {};
+    }
+    Info i;
+    i.name = q.text(1);
+    i.kind = static_cast<Kind>(q.i64(2));
+    i.parent = q.is_null(3) ? std::string() : q.text(3);
+    i.created_ns = q.i64(4);
+    i.updated_ns = q.i64(5);
+    index.emplace(q.i64(0), all.size());
+    all.push_back(std::move(i));
+  }
+}
+
+}  // namespace
+
 base::Result<std::vector<Info>> Store::list(const Filter& filter) {
   std::vector<Info> all;
   std::unordered_map<int64_t, size_t> index;
   {
     std::lock_guard lock(mu_);
-    {
-      Stmt::Use q(st_->all_rows);
+    if (const auto* sel = indexable_label(filter)) {
+      {
+        Stmt::Use q(st_->labeled_rows);
+        q.bind(1, label_key(sel->fieldpath)).bind(2, sel->value);
+        CFN_TRY(read_rows(q, all, index));
+      }
+      for (auto& [id, at] : index) {
+        CFN_ASSIGN_OR_RETURN(all[at].labels, labels_of(*st_, id));
+      }
+    } else {
+      {
+        Stmt::Use q(st_->all_rows);
+        CFN_TRY(read_rows(q, all, index));
+      }
+      Stmt::Use q(st_->all_labels);
       for (;;) {
         CFN_ASSIGN_OR_RETURN(bool row, q.step());
         if (!row) {
           break;
         }
-        Info i;
-        i.name = q.text(1);
-        i.kind = static_cast<Kind>(q.i64(2));
-        i.parent = q.is_null(3) ? std::string() : q.text(3);
-        i.created_ns = q.i64(4);
-        i.updated_ns = q.i64(5);
-        index.emplace(q.i64(0), all.size());
-        all.push_back(std::move(i));
-      }
-    }
-    Stmt::Use q(st_->all_labels);
-    for (;;) {
-      CFN_ASSIGN_OR_RETURN(bool row, q.step());
-      if (!row) {
-        break;
-      }
-      auto it = index.find(q.i64(0));
-      if (it != index.end()) {
-        all[it->second].labels.emplace(q.text(1), q.text(2));
+        auto it = index.find(q.i64(0));
+        if (it != index.end()) {
+          all[it->second].labels.emplace(q.text(1), q.text(2));
+        }
       }
     }
   }
@@ -877,7 +970,15 @@ base::Result<std::vector<std::string>> Store::cleanup() {
     }
     // Renamed under the lock: once unlocked, a Prepare may take an id whose stale
     // directory this call found, and must not lose its new one to the removal below.
+    std::unordered_set<std::string> busy;
+    {
+      std::lock_guard lk(rm_mu_);
+      busy = rm_busy_;
+    }
     for (const auto& n : names) {
+      if (busy.contains(n)) {
+        continue;  // the background thread has it
+      }
       if (n.rfind("rm-", 0) == 0) {
         doomed.push_back(n);
       } else if (auto to = move_aside(snapshots_dir_, n); !to.empty()) {

@@ -25,18 +25,24 @@
 // rolled back is moved aside when that id comes again.
 //
 // Thread-safe: one connection under one mutex, one transaction per call. File system walks
-// (usage of an active snapshot, the usage stored at Commit) and removals of whole
-// directories run outside the mutex.
+// (usage of an active snapshot, the usage stored at Commit) run outside the mutex; whole
+// directories are removed by a background thread (Remove returns once the row is gone and
+// the directory renamed to rm-ID-N, as containerd's overlayfs removes asynchronously);
+// what that thread has not removed at exit, Cleanup removes.
 #pragma once
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "base/result.h"
@@ -116,8 +122,11 @@ class Store {
                                           std::span<const std::string> fieldpaths);
   [[nodiscard]] base::Result<std::vector<Info>> list(const Filter& filter);
   [[nodiscard]] base::Result<Usage> usage(std::string_view key);
-  // Remove every entry of ROOT/snapshots that no row owns. Returns the names removed.
+  // Remove every entry of ROOT/snapshots that no row owns (but those the background thread
+  // is about to remove). Returns the names removed.
   [[nodiscard]] base::Result<std::vector<std::string>> cleanup();
+  // Wait until the background thread has removed every directory handed to it (tests).
+  void drain_removals();
 
   struct Statements;
 
@@ -130,6 +139,16 @@ class Store {
   std::mutex mu_;
   sqlite3* db_;
   std::unique_ptr<Statements> st_;
+
+  // The background removal of directories Remove renamed to rm-ID-N.
+  void remover_loop();
+  std::mutex rm_mu_;
+  std::condition_variable rm_cv_;            // work queued, or stopping
+  std::condition_variable idle_cv_;          // rm_busy_ became empty
+  std::deque<std::string> rm_queue_;         // names under ROOT/snapshots
+  std::unordered_set<std::string> rm_busy_;  // queued or being removed
+  bool rm_stop_ = false;
+  std::thread remover_;
 };
 
 // The field lookup of containerd's snapshot filter adaptor (kind, name, parent, labels.K).

@@ -169,12 +169,30 @@ TEST_F(StoreTest, RemoveRefusesParentsAndRemovesDirectories) {
   EXPECT_EQ(r.error().code, kErrFailedPrecondition);
   EXPECT_NE(r.error().message.find("remove"), std::string::npos);
   ASSERT_TRUE(store_->remove("b"));
+  // Gone from its id at once; the tree itself is removed in the background.
   EXPECT_FALSE(fs::exists(store_->root() + "/snapshots/" + std::to_string(b.id)));
   ASSERT_TRUE(store_->remove("c"));
+  store_->drain_removals();
   EXPECT_TRUE(dirs().empty());
   // The key is free again and gets a new id.
   auto again = prepare("a");
   EXPECT_GT(again.id, b.id);
+}
+
+// Directories the background thread had not removed when the store closed are Cleanup's.
+TEST_F(StoreTest, RemovalsLeftAtCloseAreCleanedUp) {
+  auto keep = prepare("keep");
+  for (int i = 0; i < 20; ++i) {
+    std::string k = "k" + std::to_string(i);
+    auto s = prepare(k);
+    fs::create_directories(fs_path(store_->root(), s.id) + "/a/b/c");
+    ASSERT_TRUE(store_->remove(k));
+  }
+  reopen();  // may stop the remover with work queued
+  auto removed = store_->cleanup();
+  ASSERT_TRUE(removed);
+  store_->drain_removals();
+  EXPECT_EQ(dirs(), (std::vector<std::string>{std::to_string(keep.id)}));
 }
 
 TEST_F(StoreTest, UpdateLikeContainerd) {
@@ -247,7 +265,22 @@ TEST_F(StoreTest, ListWithFilters) {
   EXPECT_EQ(names({"labels.l"}), (V{"a-np-wl", "a-wl", "p-wl", "v-wl"}));
   EXPECT_EQ(names({"labels.l==2"}), (V{"a-np-wl", "a-wl"}));
   EXPECT_EQ(names({"name~=^a-"}), (V{"a-np", "a-np-wl", "a-wl"}));
-  EXPECT_EQ(names({}).size(), 8u);  // p-tmp and p-wl-tmp became p and p-wl
+  EXPECT_EQ(names({}).size(), 8u);
+  // Through the label index (one alternative with labels.K==V), with the rest applied after.
+  EXPECT_EQ(names({"labels.l==2,kind==active"}), (V{"a-np-wl", "a-wl"}));
+  EXPECT_EQ(names({"labels.l==2,parent==\"\""}), (V{"a-np-wl"}));
+  EXPECT_EQ(names({"labels.l==9"}), V{});
+  EXPECT_EQ(names({"labels.l==\"\""}), V{});
+  auto f = Filter::parse("labels.l==3");
+  auto l = store_->list(*f);
+  ASSERT_TRUE(l);
+  ASSERT_EQ(l->size(), 1u);
+  EXPECT_EQ(l->front().name, "v-wl");
+  EXPECT_EQ(l->front().parent, "p-wl");
+  EXPECT_EQ(l->front().kind, Kind::kView);
+  EXPECT_EQ(
+      l->front().labels.size(),
+      2u);  // all its labels, not only the indexed one  // p-tmp and p-wl-tmp became p and p-wl
 }
 
 TEST_F(StoreTest, UsageCountsHardLinksOnceAndIsStoredAtCommit) {
