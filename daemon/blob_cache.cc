@@ -107,6 +107,7 @@ class BlobCacheImpl final : public BlobCache {
   static std::shared_ptr<cache::Shared> make_shared_state(const CacheOptions& o) {
     auto s = std::make_shared<cache::Shared>();
     s->read_timeout = o.read_timeout;
+    s->clock = o.clock ? o.clock : cache::steady_clock();
     return s;
   }
   // The blob this cache opened as b (null for a CachedBlob of another cache).
@@ -157,9 +158,7 @@ base::Result<std::vector<std::byte>> BlobCacheImpl::load_meta(const erofs::BlobI
   r.offset = info.ci_offset;
   r.out = bytes;
   // Under the read timeout like a fill: a stalled registry fails the bind in time.
-  const auto read_timeout = options_.read_timeout;
-  const Deadline deadline =
-      read_timeout.count() > 0 ? std::chrono::steady_clock::now() + read_timeout : kNoDeadline;
+  const Deadline deadline = shared_->deadline_from(shared_->now());
   backend.read(info.id, std::span<BackendRead>(&r, 1), deadline);
   shared_->metrics.backend_requests.fetch_add(1, std::memory_order_relaxed);
   if (!r.result) {

@@ -24,6 +24,7 @@
 #include "base/result.h"
 #include "base/unique_fd.h"
 #include "daemon/backend.h"
+#include "daemon/cache/clock.h"
 #include "erofs/reader.h"
 
 namespace cfnd {
@@ -35,6 +36,9 @@ struct CacheOptions {
   // How long a fill may wait for its bytes, retries included; 0 = no bound but the
   // backend's own timeouts. See CachedBlob::fill.
   std::chrono::milliseconds read_timeout{0};
+  // What "now" is for read deadlines, the failure hold and the prefetch bandwidth,
+  // and how the cache waits for a time; null: steady_clock. Tests pass one they move.
+  std::shared_ptr<cache::Clock> clock;
 };
 
 // Counters exported by the control API (JSON and Prometheus text).

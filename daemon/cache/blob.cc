@@ -437,9 +437,7 @@ base::Status Blob::wait_for(std::uint32_t first,
     if (!f) {
       continue;  // was present already
     }
-    if (deadline == kNoDeadline) {
-      cv_.wait(lk, [&] { return f->done; });
-    } else if (!cv_.wait_until(lk, deadline, [&] { return f->done; })) {
+    if (!shared_->clock->wait_until(lk, cv_, deadline, [&] { return f->done; })) {
       // Someone else's fetch (a prefetch's, or a fill's that started earlier and
       // still runs) is not done in time: it goes on for later fills, this one fails.
       const base::Error e{EIO, fmt::format("blob {}: chunk {} not fetched within the read "

@@ -150,7 +150,8 @@ void Prefetcher::prefetch_loop() {
       const auto wait = bucket.take(compressed, shared_->now());
       lk.lock();
       if (wait.count() > 0) {
-        shared_->cv.wait_for(lk, wait, [&] { return shared_->stop; });
+        shared_->clock->wait_until(lk, shared_->cv, shared_->now() + wait,
+                                   [&] { return shared_->stop; });
         if (shared_->stop) {
           break;
         }

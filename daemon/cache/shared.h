@@ -11,6 +11,7 @@
 
 #include "daemon/backend.h"
 #include "daemon/blob_cache.h"
+#include "daemon/cache/clock.h"
 
 namespace cfnd::cache {
 
@@ -24,10 +25,9 @@ struct Shared {
   // The last CachedBlob::Demand::seq handed out, for every blob of the cache.
   std::atomic<std::uint64_t> demand_seq{0};
   std::chrono::milliseconds read_timeout{0};  // CacheOptions::read_timeout; set once
+  std::shared_ptr<Clock> clock;               // CacheOptions::clock or steady; set once
 
-  [[nodiscard]] static std::chrono::steady_clock::time_point now() {
-    return std::chrono::steady_clock::now();
-  }
+  [[nodiscard]] Clock::time_point now() const { return clock->now(); }
   // The deadline of a read started at start: start + read timeout, or none.
   [[nodiscard]] Deadline deadline_from(std::chrono::steady_clock::time_point start) const {
     return read_timeout.count() > 0 ? start + read_timeout : kNoDeadline;

@@ -20,13 +20,16 @@
 
 #include "base/compress.h"
 #include "base/file.h"
+#include "daemon/cache/blob.h"
 #include "erofs/blob_meta.h"
 #include "erofs/reader.h"
+#include "tests/unit/daemon/cache/manual_clock.h"
 #include "tests/unit/temp_dir.h"
 
 namespace cfnd {
 namespace {
 
+using cfntest::ManualClock;
 using cfntest::TempDir;
 
 // A blob built in the test: zstd chunks, sha256 digests, blob meta trailer.
@@ -127,9 +130,10 @@ class CountingBackend final : public Backend {
       hook(reads);
     }
     if (stall) {
-      // A stalled registry behind a client that honours the deadline.
-      if (deadline != kNoDeadline) {
-        std::this_thread::sleep_until(deadline);
+      // A stalled registry behind a client that honours the deadline: the cache's
+      // manual clock moves to the deadline, and the read times out.
+      if (deadline != kNoDeadline && clock) {
+        clock->advance_to(deadline);
       }
       for (auto& r : reads) {
         r.result = base::make_error(ETIMEDOUT, "injected stall");
@@ -161,10 +165,11 @@ class CountingBackend final : public Backend {
   std::atomic<std::uint64_t> ranges{0};
   std::atomic<std::uint64_t> bytes{0};
   std::atomic<bool> fail{false};
-  std::atomic<bool> stall{false};  // reads wait for their deadline, then ETIMEDOUT
+  std::atomic<bool> stall{false};  // reads run to their deadline (clock), then ETIMEDOUT
   std::atomic<std::uint64_t> corrupt_at{UINT64_MAX};
   std::function<void(std::span<BackendRead>)> hook;  // set before use, not while reading
   std::atomic<Deadline> last_deadline{kNoDeadline};  // of the latest read
+  std::shared_ptr<ManualClock> clock;                // the cache's, if manual; set before use
 
  private:
   std::shared_ptr<Backend> inner_;
@@ -249,8 +254,10 @@ class BlobCacheTest : public ::testing::Test {
   }
 
   std::unique_ptr<BlobCache> cache(std::uint64_t batch = 1U << 20, std::uint64_t bw = 0,
-                                   std::chrono::milliseconds read_timeout = {}) {
+                                   std::chrono::milliseconds read_timeout = {},
+                                   std::shared_ptr<cache::Clock> clock = nullptr) {
     CacheOptions o;
+    o.clock = std::move(clock);
     o.cache_dir = cache_dir_;
     o.batch_size = batch;
     o.prefetch_bandwidth = bw;
@@ -505,15 +512,17 @@ TEST_F(BlobCacheTest, ReadTimeoutCutsTheFillsOwnFetch) {
   TestBlob b = make_blob(sizes(4, 40000));
   put(b);
   const auto timeout = std::chrono::milliseconds(200);
-  auto c = cache(128 * 1024, 0, timeout);
+  auto clock = std::make_shared<ManualClock>();
+  auto c = cache(128 * 1024, 0, timeout, clock);
   auto be = backend();
+  be->clock = clock;
   auto blob = c->open(b.info, b.records, be);
   ASSERT_TRUE(blob);
   be->reset();
   be->stall = true;
-  const auto before = std::chrono::steady_clock::now();
+  const auto before = clock->now();
   auto st = (*blob)->fill(b.chunks[1].uncompressed_offset, 10);
-  const auto after = std::chrono::steady_clock::now();
+  const auto after = clock->now();
   ASSERT_FALSE(st);
   EXPECT_EQ(st.error().code, EIO) << st.error().to_string();
   EXPECT_NE(st.error().message.find("injected stall"), std::string::npos) << st.error().message;
@@ -530,7 +539,8 @@ TEST_F(BlobCacheTest, ReadTimeoutCutsTheFillsOwnFetch) {
   EXPECT_EQ(be->calls.load(), 1U);
 
   be->stall = false;
-  wait_until([&] { return static_cast<bool>((*blob)->fill(b.chunks[1].uncompressed_offset, 10)); });
+  clock->advance(cache::kFailHold);  // the hold is over
+  ASSERT_TRUE((*blob)->fill(b.chunks[1].uncompressed_offset, 10));
   EXPECT_TRUE((*blob)->ready(b.chunks[1].uncompressed_offset, 1));
   expect_chunk(**blob, b, 1);
 }
@@ -542,7 +552,8 @@ TEST_F(BlobCacheTest, ReadTimeoutCutsTheFillsOwnFetch) {
 TEST_F(BlobCacheTest, ReadTimeoutEndsTheWaitForAnotherFetch) {
   TestBlob b = make_blob(sizes(4, 40000));
   put(b);
-  auto c = cache(128 * 1024, 0, std::chrono::milliseconds(200));
+  auto clock = std::make_shared<ManualClock>();
+  auto c = cache(128 * 1024, 0, std::chrono::milliseconds(200), clock);
   auto be = backend();
   auto blob = c->open(b.info, b.records, be);
   ASSERT_TRUE(blob);
@@ -559,7 +570,11 @@ TEST_F(BlobCacheTest, ReadTimeoutEndsTheWaitForAnotherFetch) {
   ASSERT_EQ(be->calls.load(), 1U);
   EXPECT_NE(be->last_deadline.load(), kNoDeadline);
 
-  auto st = (*blob)->fill(b.chunks[1].uncompressed_offset, 10);
+  auto waiting = std::async(std::launch::async,
+                            [&] { return (*blob)->fill(b.chunks[1].uncompressed_offset, 10); });
+  clock->wait_for_sleeper();  // the fill waits for the prefetch's read, until its deadline
+  clock->advance(std::chrono::milliseconds(200));
+  auto st = waiting.get();
   ASSERT_FALSE(st);
   EXPECT_EQ(st.error().code, EIO);
   EXPECT_NE(st.error().message.find("read timeout of 200 ms"), std::string::npos)
@@ -821,8 +836,10 @@ TEST_F(BlobCacheTest, ConcurrentOpensOfABlobDownloadItsMetaOnce) {
 TEST_F(BlobCacheTest, MetaDownloadHasTheReadTimeout) {
   TestBlob b = make_blob(sizes(2, 40000));
   put(b);
-  auto c = cache(128 * 1024, 0, std::chrono::milliseconds(100));
+  auto clock = std::make_shared<ManualClock>();
+  auto c = cache(128 * 1024, 0, std::chrono::milliseconds(100), clock);
   auto be = backend();
+  be->clock = clock;
   be->stall = true;
   auto blob = c->open(b.info, b.records, be);
   ASSERT_FALSE(blob);
@@ -1076,8 +1093,10 @@ TEST_F(BlobCacheTest, DemandListenerMayQueueAPrefetch) {
 TEST_F(BlobCacheTest, PrefetchListStartsNoReadWhileTheBackendTimesOut) {
   TestBlob b = make_blob(sizes(8, 65536));
   put(b);
-  auto c = cache(128 * 1024, 0, std::chrono::milliseconds(100));
+  auto clock = std::make_shared<ManualClock>();
+  auto c = cache(128 * 1024, 0, std::chrono::milliseconds(100), clock);
   auto be = backend();
+  be->clock = clock;
   auto blob = c->open(b.info, b.records, be);
   ASSERT_TRUE(blob);
   be->reset();
@@ -1089,7 +1108,7 @@ TEST_F(BlobCacheTest, PrefetchListStartsNoReadWhileTheBackendTimesOut) {
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   EXPECT_EQ(be->calls.load(), 1U);  // left to on-demand fills
   be->stall = false;
-  std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // past kFailHold
+  clock->advance(cache::kFailHold);  // the hold is over
   ASSERT_TRUE((*blob)->fill(b.chunks[5].uncompressed_offset, 1));
   expect_chunk(**blob, b, 5);
 }
@@ -1103,16 +1122,26 @@ TEST_F(BlobCacheTest, PrefetchRespectsTheCap) {
   std::uint64_t fetched = 0;
   double secs = 0;
   {
-    auto c = cache(batch, rate);
+    auto clock = std::make_shared<ManualClock>();
+    auto c = cache(batch, rate, {}, clock);
     auto blob = c->open(b.info, b.records, be);
     ASSERT_TRUE(blob);
     be->reset();
-    const auto t0 = std::chrono::steady_clock::now();
     c->prefetch(*blob);
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    // Each time the prefetcher waits for tokens, what it fetched so far is within
+    // the cap; then half a second passes.
+    for (int i = 0; i < 4; ++i) {
+      clock->wait_for_sleeper();
+      fetched = be->bytes.load();
+      // At most the bucket's capacity (one batch) plus rate * elapsed plus one batch
+      // in flight.
+      EXPECT_LE(static_cast<double>(fetched), static_cast<double>(rate) * secs + 2.0 * batch);
+      clock->advance(std::chrono::milliseconds(500));
+      secs += 0.5;
+    }
+    clock->wait_for_sleeper();
     fetched = be->bytes.load();
-    secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    // Destroying the cache stops the prefetcher promptly, mid-sleep.
+    // Destroying the cache stops the prefetcher promptly, mid-wait.
   }
   EXPECT_GT(fetched, 0U);
   // At most the bucket's capacity (one batch) plus rate * elapsed plus one batch in
