@@ -989,6 +989,9 @@ base::Result<std::vector<std::string>> Store::cleanup() {
   for (const auto& n : doomed) {
     remove_tree(snapshots_dir_ + "/" + n);
   }
+  // And those the background thread holds: after Cleanup, nothing unowned is left (containerd
+  // calls it last in `ctr image rm --sync`).
+  drain_removals();
   return doomed;
 }
 

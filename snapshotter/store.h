@@ -122,8 +122,8 @@ class Store {
                                           std::span<const std::string> fieldpaths);
   [[nodiscard]] base::Result<std::vector<Info>> list(const Filter& filter);
   [[nodiscard]] base::Result<Usage> usage(std::string_view key);
-  // Remove every entry of ROOT/snapshots that no row owns (but those the background thread
-  // is about to remove). Returns the names removed.
+  // Remove every entry of ROOT/snapshots that no row owns, and wait for the background
+  // thread's removals. Returns the names this call removed itself.
   [[nodiscard]] base::Result<std::vector<std::string>> cleanup();
   // Wait until the background thread has removed every directory handed to it (tests).
   void drain_removals();
