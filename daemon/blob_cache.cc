@@ -108,6 +108,7 @@ class BlobCacheImpl final : public BlobCache {
     auto s = std::make_shared<cache::Shared>();
     s->read_timeout = o.read_timeout;
     s->clock = o.clock ? o.clock : cache::steady_clock();
+    s->file_io = o.file_io ? o.file_io : cache::system_cache_file_io();
     return s;
   }
   // The blob this cache opened as b (null for a CachedBlob of another cache).

@@ -24,6 +24,7 @@
 #include "base/result.h"
 #include "base/unique_fd.h"
 #include "daemon/backend.h"
+#include "daemon/cache/cache_file_io.h"
 #include "daemon/cache/clock.h"
 #include "erofs/reader.h"
 
@@ -39,6 +40,9 @@ struct CacheOptions {
   // What "now" is for read deadlines, the failure hold and the prefetch bandwidth,
   // and how the cache waits for a time; null: steady_clock. Tests pass one they move.
   std::shared_ptr<cache::Clock> clock;
+  // The writes and hole punches of the cache files; null: the system calls. Tests
+  // pass one that fails (ENOSPC, a failed punch).
+  std::shared_ptr<cache::CacheFileIo> file_io;
 };
 
 // Counters exported by the control API (JSON and Prometheus text).
@@ -98,7 +102,10 @@ class CachedBlob {
   // there; a fetch of someone else's that it waits for, a prefetch's, goes on for
   // later fills), EBADMSG when a chunk fails verification or has no bootstrap
   // digest (nothing of that chunk is written), ERANGE when off is at or past
-  // size(), or the write's errno (ENOSPC ...). A chunk that timed out fails further
+  // size(), or EIO when writing the cache file fails (ENOSPC ...: the message says;
+  // the chunk's range is punched back to a hole, and its head block, written last,
+  // never holds part of it, so no partial chunk is taken for data, now or after a
+  // restart; the next fill writes it again). A chunk that timed out fails further
   // fills at once for a second (the kernel's retries of the read then do not each
   // wait the timeout out again).
   [[nodiscard]] virtual base::Status fill(std::uint64_t off, std::uint64_t len,

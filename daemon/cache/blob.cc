@@ -299,9 +299,9 @@ base::Status Blob::write_chunk(int fd, const erofs::ChunkMeta& c, base::Bytes da
   // Rest first, head block last: see the crash-safety note at the top of the file.
   const std::uint64_t head = head_len(c);
   if (data.size() > head) {
-    CFN_TRY(base::pwrite_full(fd, data.subspan(head), c.uncompressed_offset + head));
+    CFN_TRY(shared_->file_io->pwrite(fd, data.subspan(head), c.uncompressed_offset + head));
   }
-  return base::pwrite_full(fd, data.first(head), c.uncompressed_offset);
+  return shared_->file_io->pwrite(fd, data.first(head), c.uncompressed_offset);
 }
 
 void Blob::fetch(const ReadPlan& plan, std::vector<std::byte>& buf, std::vector<BackendRead>& reads,
@@ -314,6 +314,29 @@ void Blob::fetch(const ReadPlan& plan, std::vector<std::byte>& buf, std::vector<
   }
   backend_->read(info_.id, reads, deadline);
   shared_->metrics.backend_requests.fetch_add(reads.size(), std::memory_order_relaxed);
+}
+
+base::Error Blob::write_failed(int fd, std::uint32_t ci, const erofs::ChunkMeta& c,
+                               const base::Error& e) {
+  // Take back what was written of the chunk: a reader of the file (fanotify's
+  // kernel, a later scan) must not find part of it as data. Should the punch fail
+  // too, the chunk stays absent here (every read of it asks for a fill again, which
+  // rewrites all of it). A restart takes it for absent while its head block, written
+  // last, is a hole: so when the rest's write failed (nearly all of a chunk). Only a
+  // head write that failed part way, with the punch failing as well, leaves a chunk
+  // a restart cannot tell: the warning says so.
+  auto punched = shared_->file_io->punch_hole(fd, c.uncompressed_offset, c.uncompressed_size);
+  if (!punched) {
+    static base::RateLimit rl;
+    if (rl.allow()) {
+      spdlog::warn(
+          "blob {} chunk {}: after a failed write: {} (if the daemon restarts before the "
+          "chunk is filled again, drop {})",
+          info_.id, ci, punched.error().to_string(), path_);
+    }
+  }
+  // EIO to the reader, whatever the write's errno: read(2) has no ENOSPC.
+  return base::Error{EIO, fmt::format("blob {} chunk {}: write: {}", info_.id, ci, e.to_string())};
 }
 
 Blob::RoundOutcome Blob::decode_and_write(const ReadPlan& plan, const std::vector<std::byte>& buf,
@@ -366,11 +389,7 @@ Blob::RoundOutcome Blob::decode_and_write(const ReadPlan& plan, const std::vecto
       }
       st = write_chunk(fd, c, plain);
       if (!st) {
-        // Best effort: leave no data a restart could mistake for the chunk.
-        (void)::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                          static_cast<off_t>(c.uncompressed_offset),
-                          static_cast<off_t>(c.uncompressed_size));
-        fail(ci, std::move(st).error().wrap(fmt::format("blob {} chunk {}: write", info_.id, ci)));
+        fail(ci, write_failed(fd, ci, c, st.error()));
         continue;
       }
       out.done.push_back(ci);

@@ -151,6 +151,10 @@ class Blob final : public CachedBlob {
                                 const std::vector<BackendRead>& reads, int fd);
   void publish(const Round& round, RoundOutcome&& out);
   base::Status write_chunk(int fd, const erofs::ChunkMeta& c, base::Bytes data);
+  // After write_chunk failed with e: punch the chunk's range back to a hole; the
+  // chunk's error (EIO).
+  base::Error write_failed(int fd, std::uint32_t ci, const erofs::ChunkMeta& c,
+                           const base::Error& e);
 
   // Under mu_: stamp ci's first demand (CachedBlob::demanded_chunks), and note it for
   // the listeners.

@@ -11,6 +11,7 @@
 
 #include "daemon/backend.h"
 #include "daemon/blob_cache.h"
+#include "daemon/cache/cache_file_io.h"
 #include "daemon/cache/clock.h"
 
 namespace cfnd::cache {
@@ -26,6 +27,7 @@ struct Shared {
   std::atomic<std::uint64_t> demand_seq{0};
   std::chrono::milliseconds read_timeout{0};  // CacheOptions::read_timeout; set once
   std::shared_ptr<Clock> clock;               // CacheOptions::clock or steady; set once
+  std::shared_ptr<CacheFileIo> file_io;       // CacheOptions::file_io or system; set once
 
   [[nodiscard]] Clock::time_point now() const { return clock->now(); }
   // The deadline of a read started at start: start + read timeout, or none.

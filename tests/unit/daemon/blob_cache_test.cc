@@ -21,6 +21,7 @@
 #include "base/compress.h"
 #include "base/file.h"
 #include "daemon/cache/blob.h"
+#include "daemon/cache/cache_file_io.h"
 #include "erofs/blob_meta.h"
 #include "erofs/reader.h"
 #include "tests/unit/daemon/cache/manual_clock.h"
@@ -1337,6 +1338,109 @@ TEST(BlobCacheFixture, UpstreamBlob) {
   EXPECT_EQ(base::hex(base::sha256(base::as_bytes(data))),
             "1810eba864521293bb0d6b55a3c82318d4d89f294ed761c456d9088a17de0c69");
   EXPECT_EQ((*blob)->ready_chunks(), 2U);  // widened to the whole (tiny) blob
+}
+
+// The cache file's writes through a seam: each pwrite may fail with ENOSPC after
+// writing half its bytes (a disk filling up mid-write), and the hole punch that takes
+// a failed chunk back may fail too.
+class FaultyIo final : public cache::CacheFileIo {
+ public:
+  base::Status pwrite(int fd, base::Bytes data, std::uint64_t off) override {
+    const int n = writes++;
+    if (n == fail_write) {
+      (void)base::pwrite_full(fd, data.first(data.size() / 2), off);
+      return base::make_error(ENOSPC, "injected: no space left");
+    }
+    return base::pwrite_full(fd, data, off);
+  }
+  base::Status punch_hole(int fd, std::uint64_t off, std::uint64_t len) override {
+    ++punches;
+    if (fail_punch) {
+      return base::make_error(EOPNOTSUPP, "injected: no hole punch");
+    }
+    return cache::system_cache_file_io()->punch_hole(fd, off, len);
+  }
+  std::atomic<int> writes{0};
+  std::atomic<int> fail_write{-1};  // the index of the pwrite that fails
+  std::atomic<bool> fail_punch{false};
+  std::atomic<int> punches{0};
+};
+
+// A full disk: the chunk whose write fails is not data (its range is punched back to
+// a hole), the fill fails with EIO, the other chunks of the round are kept, and the
+// next fill writes the chunk once the disk has room. Chunks are written rest first,
+// head block last: both the rest's and the head's write fail here in turn.
+TEST_F(BlobCacheTest, FailedWriteLeavesNoPartialChunk) {
+  TestBlob b = make_blob(sizes(4, 65536));
+  put(b);
+  for (int failing : {0, 1}) {  // the rest's write, then the head's
+    SCOPED_TRACE(failing == 0 ? "rest" : "head");
+    TempDir dir;
+    auto io = std::make_shared<FaultyIo>();
+    CacheOptions o;
+    o.cache_dir = dir.path();
+    o.batch_size = 128 * 1024;
+    o.file_io = io;
+    auto c = BlobCache::create(o);
+    ASSERT_TRUE(c);
+    auto blob = (*c)->open(b.info, b.records, backend());
+    ASSERT_TRUE(blob);
+    io->fail_write = failing;  // chunk 0's first or second write
+    const std::uint64_t off0 = b.chunks[0].uncompressed_offset;
+    auto st = (*blob)->fill(off0, 1);  // chunks 0 and 1
+    ASSERT_FALSE(st);
+    EXPECT_EQ(st.error().code, EIO) << st.error().to_string();
+    EXPECT_NE(st.error().message.find("no space left"), std::string::npos) << st.error().message;
+    EXPECT_EQ(io->punches.load(), 1);
+    EXPECT_FALSE((*blob)->ready(off0, 1));
+    EXPECT_TRUE(is_hole((*blob)->fd(), off0, b.chunks[0].uncompressed_size));
+    EXPECT_TRUE((*blob)->ready(b.chunks[1].uncompressed_offset, 1));
+    expect_chunk(**blob, b, 1);
+    ASSERT_TRUE((*blob)->fill(off0, 1));  // room again
+    expect_chunk(**blob, b, 0);
+  }
+}
+
+// The hole punch fails too: the chunk stays absent (the head block, written last, was
+// never written, so a restart does not take the rest for the chunk), the fill fails
+// with EIO, and the next fill rewrites the whole chunk, before and after a restart.
+TEST_F(BlobCacheTest, FailedWriteAndFailedPunchStayAbsent) {
+  TestBlob b = make_blob(sizes(4, 65536));
+  put(b);
+  const std::uint64_t off0 = b.chunks[0].uncompressed_offset;
+  {
+    auto io = std::make_shared<FaultyIo>();
+    io->fail_write = 0;  // the rest of chunk 0: half of it is written
+    io->fail_punch = true;
+    CacheOptions o;
+    o.cache_dir = cache_dir_;
+    o.batch_size = 128 * 1024;
+    o.file_io = io;
+    auto c = BlobCache::create(o);
+    ASSERT_TRUE(c);
+    auto blob = (*c)->open(b.info, b.records, backend());
+    ASSERT_TRUE(blob);
+    auto st = (*blob)->fill(off0, 1);
+    ASSERT_FALSE(st);
+    EXPECT_EQ(st.error().code, EIO) << st.error().to_string();
+    EXPECT_EQ(io->punches.load(), 1);
+    EXPECT_FALSE((*blob)->ready(off0, 1));
+    EXPECT_FALSE(is_hole((*blob)->fd(), off0, b.chunks[0].uncompressed_size));  // the half
+    EXPECT_TRUE(is_hole((*blob)->fd(), off0, 4096));  // but not the head block
+    EXPECT_EQ((*blob)->ready_chunks(), 1U);           // chunk 1
+  }
+  {
+    // A restart: chunk 0 is absent, 1 present; a fill rewrites 0 whole.
+    auto c = cache(128 * 1024);
+    auto be = backend();
+    auto blob = c->open(b.info, b.records, be);
+    ASSERT_TRUE(blob);
+    EXPECT_EQ((*blob)->ready_chunks(), 1U);
+    EXPECT_FALSE((*blob)->ready(off0, 1));
+    ASSERT_TRUE((*blob)->fill(off0, 1));
+    expect_chunk(**blob, b, 0);
+    expect_chunk(**blob, b, 1);
+  }
 }
 
 }  // namespace
