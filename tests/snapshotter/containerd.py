@@ -20,7 +20,7 @@ from lib import ktest
 CONFIG = """version = 2
 root = "{d}/root"
 state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+{disabled}
 [grpc]
   address = "{d}/containerd.sock"
 [ttrpc]
@@ -36,6 +36,23 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     address = "{snap_sock}"
 """
 
+# The CRI plugin, when a test enables it: our snapshotter for images, CNI directories of the
+# test (no network is set up: only the image service is used), plain HTTP to the test
+# registries (one mirrors entry per host).
+CRI_CONFIG = """[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "cfn.invalid/pause:none"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "nydus"
+    disable_snapshot_annotations = {disable_annotations}
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{d}/cni/bin"
+    conf_dir = "{d}/cni/conf"
+{mirrors}"""
+
+CRI_MIRROR = """  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{host}"]
+    endpoint = ["http://{host}"]
+"""
+
 
 def require_tools():
     missing = [t for t in ("containerd", "ctr", "runc", "containerd-shim-runc-v2", "skopeo",
@@ -45,14 +62,26 @@ def require_tools():
 
 
 class Containerd:
-    def __init__(self, d, snap_sock):
+    def __init__(self, d, snap_sock, cri_hosts=None, cri_annotations=False):
+        """cri_hosts: None keeps the CRI plugin disabled; else the plain-HTTP registry hosts
+        it pulls from, and cri_annotations is the negation of its
+        disable_snapshot_annotations (containerd's default is true: no image reference)."""
         self.d = d
         os.makedirs(d, exist_ok=True)
         self.sock = os.path.join(d, "containerd.sock")
         self.config = os.path.join(d, "config.toml")
         self.log = os.path.join(d, "containerd.log")
+        disabled = 'disabled_plugins = ["io.containerd.grpc.v1.cri"]'
+        extra = ""
+        if cri_hosts is not None:
+            disabled = "disabled_plugins = []"
+            for sub in ("cni/bin", "cni/conf"):
+                os.makedirs(os.path.join(d, sub), exist_ok=True)
+            extra = CRI_CONFIG.format(
+                d=d, disable_annotations="false" if cri_annotations else "true",
+                mirrors="".join(CRI_MIRROR.format(host=h) for h in cri_hosts))
         with open(self.config, "w") as fh:
-            fh.write(CONFIG.format(d=d, snap_sock=snap_sock))
+            fh.write(CONFIG.format(d=d, snap_sock=snap_sock, disabled=disabled) + extra)
         self.proc = None
 
     def start(self):

@@ -22,6 +22,7 @@ import ktest  # noqa: E402
 GO_DIR = os.path.join(ktest.BUILD, "tests", "snapshotter")
 REFSNAP = os.path.join(GO_DIR, "refsnap")
 SNAPCTL = os.path.join(GO_DIR, "snapctl")
+CRIPULL = os.path.join(GO_DIR, "cripull")
 SNAPTEST = os.path.join(GO_DIR, "snaptest.test")
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
@@ -150,4 +151,22 @@ def snapctl(sock, *args, ns="default", ok=True):
         ktest.fail(f"snapctl {' '.join(map(str, args))}: not JSON: {out}")
     if ok and p.returncode != 0:
         ktest.fail(f"snapctl {' '.join(map(str, args))}: {val}")
+    return val
+
+
+def cripull(containerd_sock, verb, ref, ok=True):
+    """cripull -a SOCK VERB REF (containerd's CRI image service, runtime.v1): its JSON; with ok,
+    a failed RPC fails the test, otherwise {"error", "code"} is returned."""
+    p = subprocess.run([CRIPULL, "-a", containerd_sock, verb, ref], capture_output=True,
+                       stdin=subprocess.DEVNULL)
+    out = p.stdout.decode(errors="replace").strip()
+    if p.returncode not in (0, 3):
+        ktest.fail(f"cripull {verb} {ref}: exit {p.returncode}\n{out}\n"
+                   f"{p.stderr.decode(errors='replace')}")
+    try:
+        val = json.loads(out)
+    except json.JSONDecodeError:
+        ktest.fail(f"cripull {verb} {ref}: not JSON: {out}")
+    if ok and p.returncode != 0:
+        ktest.fail(f"cripull {verb} {ref}: {val}")
     return val
