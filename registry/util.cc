@@ -9,6 +9,10 @@
 #include <cmath>
 #include <cstring>
 
+#include <nlohmann/json.hpp>
+
+#include "registry/manifest.h"
+
 namespace registry::internal {
 
 std::chrono::milliseconds backoff_delay(const RetryPolicy& p, int attempt, double u) {
@@ -175,6 +179,106 @@ std::string url_escape(std::string_view s) {
     }
   }
   return out;
+}
+
+std::string registry_error_text(const http::Response& resp) {
+  const std::string_view text = base::as_chars(resp.body);
+  if (text.empty()) {
+    return {};
+  }
+  const auto j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_discarded() && j.is_object()) {
+    const auto errs = j.find("errors");
+    if (errs != j.end() && errs->is_array() && !errs->empty() && (*errs)[0].is_object()) {
+      const auto& e = (*errs)[0];
+      std::string out;
+      if (const auto c = e.find("code"); c != e.end() && c->is_string()) {
+        out = c->get<std::string>();
+      }
+      if (const auto m = e.find("message"); m != e.end() && m->is_string()) {
+        out += (out.empty() ? "" : ": ") + m->get<std::string>();
+      }
+      return out.substr(0, 300);
+    }
+  }
+  std::string excerpt;
+  for (char c : text.substr(0, 200)) {
+    excerpt.push_back(c >= 0x20 && c < 0x7f ? c : ' ');
+  }
+  return excerpt;
+}
+
+base::Unexpected status_error(const http::Response& resp, std::string_view what) {
+  const std::string detail = registry_error_text(resp);
+  const std::string suffix = detail.empty() ? "" : " (" + detail + ")";
+  switch (resp.status) {
+    case 404:
+      return base::errorf(ENOENT, "{}: not found{}", what, suffix);
+    case 401:
+    case 403:
+      return base::errorf(EACCES, "{}: access denied, HTTP {}{}", what, resp.status, suffix);
+    case 416:
+      return base::errorf(ERANGE, "{}: range not satisfiable (HTTP 416)", what);
+    default:
+      return base::errorf(EIO, "{}: unexpected HTTP {}{}", what, resp.status, suffix);
+  }
+}
+
+base::Status check_digest_arg(std::string_view digest) {
+  if (is_valid_digest(digest)) {
+    return {};
+  }
+  const auto colon = digest.find(':');
+  if (colon != std::string_view::npos && colon > 0 && digest.substr(0, colon) != "sha256") {
+    return base::errorf(EINVAL, "unsupported digest algorithm '{}' (only sha256)",
+                        digest.substr(0, std::min<std::size_t>(colon, 32)));
+  }
+  return base::errorf(EINVAL, "malformed digest '{}'", digest.substr(0, 80));
+}
+
+std::optional<std::uint64_t> parse_u64(std::string_view s) {
+  if (s.empty() || s.size() > 19) {
+    return std::nullopt;
+  }
+  std::uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') {
+      return std::nullopt;
+    }
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return v;
+}
+
+std::string with_query(const std::string& url, std::string_view kv) {
+  return url + (url.find('?') == std::string::npos ? "?" : "&") + std::string(kv);
+}
+
+std::optional<ContentRange> parse_content_range(std::string_view v) {
+  if (!v.starts_with("bytes ")) {
+    return std::nullopt;
+  }
+  v.remove_prefix(6);
+  const auto dash = v.find('-');
+  const auto slash = v.find('/');
+  if (dash == std::string_view::npos || slash == std::string_view::npos || dash > slash) {
+    return std::nullopt;
+  }
+  ContentRange r;
+  auto a = parse_u64(v.substr(0, dash));
+  auto b = parse_u64(v.substr(dash + 1, slash - dash - 1));
+  if (!a || !b || *b < *a) {
+    return std::nullopt;
+  }
+  r.first = *a;
+  r.last = *b;
+  if (v.substr(slash + 1) != "*") {
+    r.total = parse_u64(v.substr(slash + 1));
+    if (!r.total) {
+      return std::nullopt;
+    }
+  }
+  return r;
 }
 
 namespace {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Small pure helpers of the registry client, exposed for unit tests: retry
-// back-off, Retry-After, URLs, base64. Internal: not part of the public API.
+// back-off, Retry-After, URLs, base64, the distribution API's error answers and
+// header values. Internal: not part of the public API.
 #pragma once
 
 #include <chrono>
@@ -11,6 +12,7 @@
 
 #include "base/result.h"
 #include "registry/client.h"
+#include "registry/http.h"
 
 namespace registry::internal {
 
@@ -46,5 +48,27 @@ struct Url {
 
 // Lower-case ASCII.
 [[nodiscard]] std::string lower(std::string_view s);
+
+// "CODE: message" from a distribution error body, or a short printable excerpt of
+// the body; "" for an empty body.
+[[nodiscard]] std::string registry_error_text(const http::Response& resp);
+// The error for an unexpected status: 404 ENOENT, 401/403 EACCES, 416 ERANGE, else
+// EIO; what names the request.
+[[nodiscard]] base::Unexpected status_error(const http::Response& resp, std::string_view what);
+// EINVAL unless digest is a valid sha256 digest (naming another algorithm apart).
+[[nodiscard]] base::Status check_digest_arg(std::string_view digest);
+
+// Decimal digits only, at most 19 of them.
+[[nodiscard]] std::optional<std::uint64_t> parse_u64(std::string_view s);
+// url with "key=value" appended as a query parameter.
+[[nodiscard]] std::string with_query(const std::string& url, std::string_view kv);
+
+struct ContentRange {
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+  std::optional<std::uint64_t> total;  // nullopt for "*"
+};
+// "bytes 1000-1999/1048576" (total may be "*"); nullopt when malformed.
+[[nodiscard]] std::optional<ContentRange> parse_content_range(std::string_view v);
 
 }  // namespace registry::internal

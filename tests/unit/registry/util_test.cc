@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "registry/endpoints.h"
+
 namespace registry::internal {
 namespace {
 
@@ -84,6 +86,52 @@ TEST(Base64, RoundTrip) {
 TEST(UrlEscape, Reserved) {
   EXPECT_EQ(url_escape("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
   EXPECT_EQ(url_escape("a b~._-"), "a%20b~._-");
+}
+
+TEST(Base64, PaddingAndBinary) {
+  EXPECT_EQ(*base64_decode("YQ=="), "a");
+  EXPECT_EQ(*base64_decode("YQ"), "a");
+  EXPECT_EQ(*base64_decode("YWI="), "ab");
+  EXPECT_EQ(*base64_decode("YWJj"), "abc");
+  EXPECT_EQ(*base64_decode(""), "");
+  const std::string bin("\xff\x00\x10\x00", 4);
+  EXPECT_EQ(base64_encode(bin), "/wAQAA==");
+  EXPECT_EQ(*base64_decode("/wAQAA=="), bin);  // trailing NULs are data, not padding
+  EXPECT_EQ(*base64_decode("/wAQAA"), bin);
+  for (const char* bad : {" YQ==", "YQ== ", "Y=Q=", "YQ\n", "Y\0Q="}) {
+    EXPECT_FALSE(base64_decode(bad)) << bad;
+  }
+  EXPECT_FALSE(base64_decode(std::string_view("YQ\0=", 4)));
+}
+
+TEST(ContentRange, Parse) {
+  auto r = parse_content_range("bytes 1000-1999/1048576");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->first, 1000U);
+  EXPECT_EQ(r->last, 1999U);
+  EXPECT_EQ(r->total, 1048576U);
+  r = parse_content_range("bytes 0-0/*");
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->total);
+  for (const char* bad : {"", "bytes", "bytes 5-4/10", "bytes 1-2", "items 1-2/3", "bytes -2/3",
+                          "bytes 1-2/x", "bytes 1-99999999999999999999/*", "bytes 1-2/3/4"}) {
+    EXPECT_FALSE(parse_content_range(bad)) << bad;
+  }
+}
+
+// One rule decides what a failed mirror request says about the mirror, for whole
+// pulls and range reads alike.
+TEST(MirrorFailure, OneRule) {
+  for (int code : {ECONNRESET, ETIMEDOUT, EIO}) {
+    EXPECT_EQ(classify_mirror_failure(base::Error{code, ""}), MirrorFailure::kDown) << code;
+  }
+  for (int code : {ENOENT, EACCES, EBADMSG, ERANGE, EMSGSIZE, EINVAL}) {
+    EXPECT_EQ(classify_mirror_failure(base::Error{code, ""}), MirrorFailure::kAnswer) << code;
+  }
+  registry::DeadlineScope gone(std::chrono::steady_clock::now() - std::chrono::milliseconds(1));
+  for (int code : {ECONNRESET, ETIMEDOUT, EIO, ENOENT}) {
+    EXPECT_EQ(classify_mirror_failure(base::Error{code, ""}), MirrorFailure::kDeadline) << code;
+  }
 }
 
 }  // namespace
