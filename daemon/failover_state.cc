@@ -10,32 +10,16 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file.h"
+#include "base/json_fields.h"
 
 namespace cfnd {
 namespace {
 
 using nlohmann::json;
 
-base::Status get_string(const json& j, std::size_t index, const char* key, bool non_empty,
-                        std::string& out) {
-  if (!j.contains(key)) {
-    if (non_empty) {
-      return base::errorf(EINVAL, "state: image {}: missing \"{}\"", index, key);
-    }
-    return {};
-  }
-  if (!j[key].is_string()) {
-    return base::errorf(EINVAL, "state: image {}: \"{}\" must be a string", index, key);
-  }
-  out = j[key].get<std::string>();
-  if (non_empty && out.empty()) {
-    return base::errorf(EINVAL, "state: image {}: \"{}\" is empty", index, key);
-  }
-  if (out.find('\0') != std::string::npos) {
-    return base::errorf(EINVAL, "state: image {}: \"{}\" holds a NUL", index, key);
-  }
-  return {};
-}
+// Strings that become paths and mount options: no NUL; the required ones non-empty.
+constexpr base::StringRule kRequired{.non_empty = true, .no_nul = true};
+constexpr base::StringRule kOptional{.non_empty = false, .no_nul = true};
 
 }  // namespace
 
@@ -66,10 +50,7 @@ std::string serialize_state(const std::vector<PersistedImage>& images) {
 }
 
 base::Result<std::vector<PersistedImage>> parse_state(std::string_view text) {
-  auto j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
-    return base::make_error(EINVAL, "state: not a JSON object");
-  }
+  CFN_ASSIGN_OR_RETURN(auto j, base::parse_json_object(text, "state"));
   if (!j.contains("version") || !j["version"].is_number_integer()) {
     return base::make_error(EINVAL, "state: missing integer \"version\"");
   }
@@ -87,19 +68,16 @@ base::Result<std::vector<PersistedImage>> parse_state(std::string_view text) {
     if (!e.is_object()) {
       return base::errorf(EINVAL, "state: image {} is not an object", index);
     }
-    for (const auto& [key, value] : e.items()) {
-      static const std::set<std::string> kKeys = {"mountpoint",      "fsid",     "domain_id",
-                                                  "bootstrap",       "blob_dir", "reference",
-                                                  "manifest_digest", "registry"};
-      if (!kKeys.contains(key)) {
-        return base::errorf(EINVAL, "state: image {}: unknown key \"{}\"", index, key);
-      }
-    }
+    static constexpr std::string_view kKeys[] = {"mountpoint",      "fsid",     "domain_id",
+                                                 "bootstrap",       "blob_dir", "reference",
+                                                 "manifest_digest", "registry"};
+    const base::JsonFields f(e, fmt::format("state: image {}", index));
+    CFN_TRY(f.only_keys(kKeys));
     PersistedImage im;
-    CFN_TRY(get_string(e, index, "mountpoint", true, im.mountpoint));
-    CFN_TRY(get_string(e, index, "fsid", true, im.fsid));
-    CFN_TRY(get_string(e, index, "domain_id", false, im.domain_id));
-    CFN_TRY(get_string(e, index, "bootstrap", true, im.bootstrap));
+    CFN_ASSIGN_OR_RETURN(im.mountpoint, f.string("mountpoint", kRequired));
+    CFN_ASSIGN_OR_RETURN(im.fsid, f.string("fsid", kRequired));
+    CFN_TRY(f.read("domain_id", im.domain_id, kOptional));
+    CFN_ASSIGN_OR_RETURN(im.bootstrap, f.string("bootstrap", kRequired));
     const bool local = e.contains("blob_dir");
     const bool remote = e.contains("reference");
     if (local == remote) {
@@ -107,13 +85,13 @@ base::Result<std::vector<PersistedImage>> parse_state(std::string_view text) {
                           index);
     }
     if (local) {
-      CFN_TRY(get_string(e, index, "blob_dir", true, im.blob_dir));
+      CFN_ASSIGN_OR_RETURN(im.blob_dir, f.string("blob_dir", kRequired));
       if (e.contains("manifest_digest") || e.contains("registry")) {
         return base::errorf(EINVAL, "state: image {}: a local image has no registry keys", index);
       }
     } else {
-      CFN_TRY(get_string(e, index, "reference", true, im.reference));
-      CFN_TRY(get_string(e, index, "manifest_digest", true, im.manifest_digest));
+      CFN_ASSIGN_OR_RETURN(im.reference, f.string("reference", kRequired));
+      CFN_ASSIGN_OR_RETURN(im.manifest_digest, f.string("manifest_digest", kRequired));
       if (!e.contains("registry")) {
         return base::errorf(EINVAL, "state: image {}: missing \"registry\"", index);
       }
