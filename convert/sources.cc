@@ -24,6 +24,7 @@
 #include "base/log.h"
 #include "base/unique_fd.h"
 #include "registry/manifest.h"
+#include "registry/manifest_json.h"
 
 namespace convert {
 namespace {
@@ -434,27 +435,26 @@ std::string string_member(const json& j, const char* key) {
   return m != nullptr && m->is_string() ? m->get<std::string>() : std::string();
 }
 
+// A descriptor of the layout (registry::parse_descriptor's checks), with its digest
+// as bytes and as the canonical hex used in blob paths.
 struct Descriptor {
   std::string media_type;
   base::Digest digest{};
   std::string hex;
   std::uint64_t size = 0;
-  const json* raw = nullptr;
+  std::map<std::string, std::string> annotations;
 };
 
 base::Result<Descriptor> parse_descriptor(const json& j, std::string_view what) {
+  CFN_ASSIGN_OR_RETURN(registry::Descriptor rd, registry::parse_descriptor(j, what));
   Descriptor d;
-  d.raw = &j;
-  d.media_type = string_member(j, "mediaType");
-  std::string digest = string_member(j, "digest");
-  if (!digest.starts_with("sha256:") || digest.size() != 71 ||
-      !base::from_hex(std::string_view(digest).substr(7), d.digest)) {
-    return base::errorf(EINVAL, "{}: unsupported or malformed digest '{}'", what, digest);
+  if (!base::from_hex(std::string_view(rd.digest).substr(7), d.digest)) {
+    return base::errorf(EINVAL, "{}: malformed digest '{}'", what, rd.digest);  // not reached
   }
-  d.hex = base::hex(d.digest);  // canonical lower case: the only thing used in paths
-  if (const json* s = member(j, "size"); s != nullptr && s->is_number_unsigned()) {
-    d.size = s->get<std::uint64_t>();
-  }
+  d.hex = base::hex(d.digest);
+  d.media_type = std::move(rd.media_type);
+  d.size = rd.size;
+  d.annotations = std::move(rd.annotations);
   return d;
 }
 
@@ -590,8 +590,9 @@ base::Result<OciSourceImage> open_oci_layout(const std::string& dir) {
                        parse_json(std::string(base::as_chars(index_bytes)), dir + "/index.json"));
   OciSourceImage img;
   CFN_ASSIGN_OR_RETURN(Descriptor mdesc, pick_manifest(index, dir + "/index.json"));
-  if (const json* ann = member(*mdesc.raw, "annotations"); ann != nullptr) {
-    img.ref_name = string_member(*ann, "org.opencontainers.image.ref.name");
+  if (const auto it = mdesc.annotations.find("org.opencontainers.image.ref.name");
+      it != mdesc.annotations.end()) {
+    img.ref_name = it->second;
   }
   CFN_ASSIGN_OR_RETURN(std::string mtext, read_verified(dir, mdesc, "manifest"));
   CFN_ASSIGN_OR_RETURN(json manifest, parse_json(mtext, "manifest " + mdesc.hex));

@@ -6,6 +6,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/json_fields.h"
+#include "registry/manifest_json.h"
+
 namespace registry {
 namespace {
 
@@ -54,47 +57,16 @@ std::string_view strip_params(std::string_view ct) {
   return ct;
 }
 
-base::Result<std::string> get_string(const json& obj, const char* key, bool required,
-                                     std::string_view where) {
-  const auto it = obj.find(key);
-  if (it == obj.end() || it->is_null()) {
-    if (required) {
-      return base::errorf(EINVAL, "{}: missing \"{}\"", where, key);
-    }
-    return std::string();
-  }
-  if (!it->is_string()) {
-    return base::errorf(EINVAL, "{}: \"{}\" is not a string", where, key);
-  }
-  return it->get<std::string>();
-}
-
-base::Result<std::map<std::string, std::string>> get_annotations(const json& obj,
-                                                                 std::string_view where) {
-  std::map<std::string, std::string> out;
-  const auto it = obj.find("annotations");
-  if (it == obj.end() || it->is_null()) {
-    return out;
-  }
-  if (!it->is_object()) {
-    return base::errorf(EINVAL, "{}: \"annotations\" is not an object", where);
-  }
-  for (const auto& [k, v] : it->items()) {
-    if (!v.is_string()) {
-      return base::errorf(EINVAL, "{}: annotation \"{}\" is not a string", where, k);
-    }
-    out.emplace(k, v.get<std::string>());
-  }
-  return out;
-}
+}  // namespace
 
 base::Result<Descriptor> parse_descriptor(const json& j, std::string_view where) {
   if (!j.is_object()) {
     return base::errorf(EINVAL, "{}: descriptor is not an object", where);
   }
+  const base::JsonFields f(j, where, /*null_is_absent=*/true);
   Descriptor d;
-  CFN_ASSIGN_OR_RETURN(d.media_type, get_string(j, "mediaType", true, where));
-  CFN_ASSIGN_OR_RETURN(d.digest, get_string(j, "digest", true, where));
+  CFN_ASSIGN_OR_RETURN(d.media_type, f.string("mediaType"));
+  CFN_ASSIGN_OR_RETURN(d.digest, f.string("digest"));
   if (!is_valid_digest(d.digest)) {
     const auto colon = d.digest.find(':');
     if (colon != std::string::npos && d.digest.substr(0, colon) != "sha256") {
@@ -103,8 +75,8 @@ base::Result<Descriptor> parse_descriptor(const json& j, std::string_view where)
     }
     return base::errorf(EINVAL, "{}: malformed digest '{}'", where, d.digest.substr(0, 80));
   }
-  const auto size = j.find("size");
-  if (size == j.end()) {
+  const json* size = f.find("size");
+  if (size == nullptr) {
     return base::errorf(EINVAL, "{}: missing \"size\"", where);
   }
   if (size->is_number_unsigned()) {
@@ -117,30 +89,26 @@ base::Result<Descriptor> parse_descriptor(const json& j, std::string_view where)
   if (d.size > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
     return base::errorf(EINVAL, "{}: size out of range", where);
   }
-  CFN_ASSIGN_OR_RETURN(d.annotations, get_annotations(j, where));
-  if (const auto urls = j.find("urls"); urls != j.end() && !urls->is_null()) {
-    if (!urls->is_array()) {
-      return base::errorf(EINVAL, "{}: \"urls\" is not an array", where);
-    }
-    for (const auto& u : *urls) {
-      if (!u.is_string()) {
-        return base::errorf(EINVAL, "{}: a url is not a string", where);
-      }
-      d.urls.push_back(u.get<std::string>());
-    }
+  CFN_ASSIGN_OR_RETURN(d.annotations, f.string_map("annotations"));
+  CFN_ASSIGN_OR_RETURN(auto urls, f.opt_strings("urls"));
+  if (urls) {
+    d.urls = std::move(*urls);
   }
-  if (const auto pl = j.find("platform"); pl != j.end() && !pl->is_null()) {
+  if (const json* pl = f.find("platform")) {
     if (!pl->is_object()) {
       return base::errorf(EINVAL, "{}: \"platform\" is not an object", where);
     }
+    const base::JsonFields pf(*pl, where, /*null_is_absent=*/true);
     Platform p;
-    CFN_ASSIGN_OR_RETURN(p.os, get_string(*pl, "os", true, where));
-    CFN_ASSIGN_OR_RETURN(p.architecture, get_string(*pl, "architecture", true, where));
-    CFN_ASSIGN_OR_RETURN(p.variant, get_string(*pl, "variant", false, where));
+    CFN_ASSIGN_OR_RETURN(p.os, pf.string("os"));
+    CFN_ASSIGN_OR_RETURN(p.architecture, pf.string("architecture"));
+    CFN_TRY(pf.read("variant", p.variant));
     d.platform = std::move(p);
   }
   return d;
 }
+
+namespace {
 
 enum class Kind { kUnknown, kManifest, kIndex, kSchema1 };
 
@@ -201,7 +169,9 @@ base::Result<std::variant<Manifest, Index>> parse_checked(std::string_view text,
   if (schema != 2) {
     return base::errorf(EINVAL, "manifest: unsupported schemaVersion {}", schema);
   }
-  CFN_ASSIGN_OR_RETURN(std::string media_type, get_string(j, "mediaType", false, "manifest"));
+  const base::JsonFields top(j, "manifest", /*null_is_absent=*/true);
+  std::string media_type;
+  CFN_TRY(top.read("mediaType", media_type));
 
   Kind kind = kind_of_media_type(strip_params(content_type));
   const Kind json_kind = kind_of_media_type(media_type);
@@ -243,7 +213,8 @@ base::Result<std::variant<Manifest, Index>> parse_checked(std::string_view text,
                            parse_descriptor((*ms)[i], fmt::format("index: manifests[{}]", i)));
       idx.manifests.push_back(std::move(d));
     }
-    CFN_ASSIGN_OR_RETURN(idx.annotations, get_annotations(j, "index"));
+    CFN_ASSIGN_OR_RETURN(idx.annotations,
+                         base::JsonFields(j, "index", true).string_map("annotations"));
     return idx;
   }
 
@@ -267,7 +238,7 @@ base::Result<std::variant<Manifest, Index>> parse_checked(std::string_view text,
                          parse_descriptor((*layers)[i], fmt::format("manifest: layers[{}]", i)));
     m.layers.push_back(std::move(d));
   }
-  CFN_ASSIGN_OR_RETURN(m.annotations, get_annotations(j, "manifest"));
+  CFN_ASSIGN_OR_RETURN(m.annotations, top.string_map("annotations"));
   return m;
 }
 

@@ -290,6 +290,20 @@ std::string make_oci_layout(TempDir& t, const std::vector<std::vector<TarEntry>>
   return dir;
 }
 
+// The layout's descriptors go through the registry's parser: a missing size is an
+// error naming it, never a size of 0.
+TEST(BuildOci, DescriptorWithoutSizeIsRefused) {
+  TempDir t;
+  std::string src = make_oci_layout(t, {{{.path = "f", .data = "x"}}}, json::object());
+  json index = json::parse(read_string(src + "/index.json"));
+  index["manifests"][0].erase("size");
+  write_string(src + "/index.json", index.dump());
+  auto st = build(src, t.sub("out"));
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, EINVAL) << st.error().to_string();
+  EXPECT_NE(st.error().message.find("\"size\""), std::string::npos) << st.error().message;
+}
+
 TEST(BuildOci, WhiteoutsOpaqueDirsAndDedupAcrossLayers) {
   TempDir t;
   std::string shared = random_bytes(1024 * 1024 * 2, 9);  // two chunks, in layer 0 and 2
