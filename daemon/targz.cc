@@ -8,85 +8,12 @@
 #include <optional>
 #include <string>
 
+#include "erofs/tar_header.h"
+
 namespace cfnd {
 namespace {
 
-constexpr std::size_t kBlock = 512;
-
-// ustar header field offsets and sizes (POSIX.1-1988 ustar, GNU and pax share them).
-constexpr std::size_t kNameOff = 0, kNameLen = 100;
-constexpr std::size_t kSizeOff = 124, kSizeLen = 12;
-constexpr std::size_t kChksumOff = 148, kChksumLen = 8;
-constexpr std::size_t kTypeOff = 156;
-constexpr std::size_t kMagicOff = 257;
-constexpr std::size_t kPrefixOff = 345, kPrefixLen = 155;
-
-std::string_view field_str(base::Bytes h, std::size_t off, std::size_t len) {
-  auto s = base::as_chars(h.subspan(off, len));
-  auto nul = s.find('\0');
-  return nul == std::string_view::npos ? s : s.substr(0, nul);
-}
-
-// Octal (NUL/space terminated) or GNU base-256 (high bit of the first byte).
-std::optional<std::uint64_t> parse_number(base::Bytes h, std::size_t off, std::size_t len) {
-  auto f = h.subspan(off, len);
-  if ((static_cast<unsigned>(f[0]) & 0x80U) != 0) {
-    if ((static_cast<unsigned>(f[0]) & 0x40U) != 0) {
-      return std::nullopt;  // negative
-    }
-    std::uint64_t v = static_cast<unsigned>(f[0]) & 0x3FU;
-    for (std::size_t i = 1; i < f.size(); ++i) {
-      if (v > (UINT64_MAX >> 8)) {
-        return std::nullopt;
-      }
-      v = (v << 8) | static_cast<unsigned>(f[i]);
-    }
-    return v;
-  }
-  auto s = base::as_chars(f);
-  std::size_t i = 0;
-  while (i < s.size() && s[i] == ' ') {
-    ++i;
-  }
-  std::uint64_t v = 0;
-  bool any = false;
-  for (; i < s.size() && s[i] >= '0' && s[i] <= '7'; ++i) {
-    if (v > (UINT64_MAX >> 3)) {
-      return std::nullopt;
-    }
-    v = (v << 3) | static_cast<std::uint64_t>(s[i] - '0');
-    any = true;
-  }
-  for (; i < s.size(); ++i) {
-    if (s[i] != ' ' && s[i] != '\0') {
-      return std::nullopt;
-    }
-  }
-  if (!any) {
-    return std::nullopt;
-  }
-  return v;
-}
-
-bool checksum_ok(base::Bytes h) {
-  auto want = parse_number(h, kChksumOff, kChksumLen);
-  if (!want) {
-    return false;
-  }
-  std::uint64_t usum = 0;
-  std::int64_t ssum = 0;
-  for (std::size_t i = 0; i < kBlock; ++i) {
-    bool in_field = i >= kChksumOff && i < kChksumOff + kChksumLen;
-    auto b = in_field ? std::byte{' '} : h[i];
-    usum += static_cast<unsigned char>(b);
-    ssum += static_cast<signed char>(b);
-  }
-  return *want == usum || static_cast<std::int64_t>(*want) == ssum;
-}
-
-bool all_zero(base::Bytes h) {
-  return std::all_of(h.begin(), h.end(), [](std::byte b) { return b == std::byte{0}; });
-}
+constexpr std::size_t kBlock = erofs::kTarBlockSize;
 
 std::string normalize(std::string_view name) {
   while (name.starts_with("./")) {
@@ -197,33 +124,26 @@ base::Result<std::vector<std::byte>> extract_tar_member(base::Bytes tar, std::st
       return base::errorf(EBADMSG, "tar: truncated header at {}", pos);
     }
     auto h = tar.subspan(pos, kBlock);
-    if (all_zero(h)) {
+    if (erofs::is_zero_tar_block(h)) {
       break;
     }
-    if (!checksum_ok(h)) {
-      return base::errorf(EBADMSG, "tar: bad header checksum at {}", pos);
+    auto hdr = erofs::decode_tar_header(h);
+    if (!hdr) {
+      return base::Unexpected(std::move(hdr).error().wrap(fmt::format("tar: at {}", pos)));
     }
-    auto size = parse_number(h, kSizeOff, kSizeLen);
-    if (!size) {
-      return base::errorf(EBADMSG, "tar: bad size field at {}", pos);
-    }
+    const std::uint64_t size = hdr->size;
     const std::size_t data_off = pos + kBlock;
-    if (!base::in_bounds(data_off, *size, tar.size())) {
-      return base::errorf(EBADMSG, "tar: entry at {} runs past the end ({} bytes)", pos, *size);
+    if (!base::in_bounds(data_off, size, tar.size())) {
+      return base::errorf(EBADMSG, "tar: entry at {} runs past the end ({} bytes)", pos, size);
     }
-    auto data = tar.subspan(data_off, *size);
-    const char type = static_cast<char>(h[kTypeOff]);
+    auto data = tar.subspan(data_off, size);
+    const char type = hdr->type;
     std::string name;
     if (next_name) {
       name = std::move(*next_name);
       next_name.reset();
     } else {
-      name = std::string(field_str(h, kNameOff, kNameLen));
-      auto magic = field_str(h, kMagicOff, 6);
-      auto prefix = field_str(h, kPrefixOff, kPrefixLen);
-      if (magic == "ustar" && !prefix.empty()) {
-        name = std::string(prefix) + "/" + name;  // POSIX ustar, not GNU (its magic has a space)
-      }
+      name = std::move(hdr->name);  // with its ustar prefix
     }
     if (type == 'x') {
       CFN_ASSIGN_OR_RETURN(next_name, pax_path(base::as_chars(data)));
@@ -237,13 +157,13 @@ base::Result<std::vector<std::byte>> extract_tar_member(base::Bytes tar, std::st
       if (found) {
         return base::errorf(EBADMSG, "tar: {} appears twice", want);
       }
-      if (*size > max_member_bytes) {
-        return base::errorf(EMSGSIZE, "tar: {} is {} bytes, over the limit of {}", want, *size,
+      if (size > max_member_bytes) {
+        return base::errorf(EMSGSIZE, "tar: {} is {} bytes, over the limit of {}", want, size,
                             max_member_bytes);
       }
       found.emplace(data.begin(), data.end());
     }
-    pos = data_off + base::align_up(*size, kBlock);
+    pos = data_off + base::align_up(size, kBlock);
     if (pos > tar.size()) {
       pos = tar.size();  // the last entry's padding may be missing
     }

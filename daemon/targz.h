@@ -3,7 +3,9 @@
 // bootstrap layer (a tar+gzip layer holding image/image.boot). Pure: bytes in, bytes
 // out, no I/O, no logging.
 //
-// Deliberately small instead of libarchive (which DESIGN.md keeps out of daemon/):
+// Deliberately small instead of libarchive (which DESIGN.md keeps out of daemon/): it
+// reads one member of a small, untrusted layer, is fuzzed (tests/fuzz/fuzz_targz.cc),
+// and shares the one tar header codec, erofs/tar_header.h, with the blob framing.
 // zlib inflates (single or concatenated gzip members), then 512-byte ustar/GNU headers
 // are walked with every header checksum checked and every size bounded. Understood:
 // regular files ('0', '\0'), ustar name prefixes, pax 'x' path records and GNU 'L'

@@ -17,60 +17,6 @@ using base::le64;
 
 constexpr std::uint64_t kMaxChunkSize = 16ULL << 20;
 constexpr std::uint64_t kMaxTocEntriesSize = 64ULL << 10;
-constexpr std::size_t kTarNameOff = 0;
-constexpr std::size_t kTarNameLen = 100;
-constexpr std::size_t kTarSizeOff = 124;
-constexpr std::size_t kTarSizeLen = 12;
-constexpr std::size_t kTarMtimeOff = 136;
-constexpr std::size_t kTarChksumOff = 148;
-constexpr std::size_t kTarChksumLen = 8;
-constexpr std::size_t kTarTypeOff = 156;
-constexpr std::size_t kTarMagicOff = 257;
-constexpr std::string_view kGnuMagic{"ustar  \0", 8};
-
-std::uint32_t tar_checksum(Bytes h) {
-  std::uint32_t sum = 0;
-  for (std::size_t i = 0; i < kTarHeaderSize; ++i) {
-    const bool in_field = i >= kTarChksumOff && i < kTarChksumOff + kTarChksumLen;
-    sum += in_field ? std::uint32_t{' '} : std::to_integer<std::uint32_t>(h[i]);
-  }
-  return sum;
-}
-
-// Octal digits, leading/trailing spaces and NULs allowed; false on anything else.
-bool parse_octal(Bytes f, std::uint64_t& out) {
-  out = 0;
-  std::size_t i = 0;
-  while (i < f.size() && (f[i] == std::byte{' '} || f[i] == std::byte{0})) {
-    ++i;
-  }
-  bool any = false;
-  for (; i < f.size(); ++i) {
-    const char c = static_cast<char>(f[i]);
-    if (c < '0' || c > '7') {
-      break;
-    }
-    if (out > (UINT64_MAX >> 3)) {
-      return false;
-    }
-    out = (out << 3) | static_cast<std::uint64_t>(c - '0');
-    any = true;
-  }
-  for (; i < f.size(); ++i) {
-    if (f[i] != std::byte{' '} && f[i] != std::byte{0}) {
-      return false;
-    }
-  }
-  return any;
-}
-
-void put_octal(std::vector<std::byte>& h, std::size_t off, std::size_t digits, std::uint64_t v) {
-  for (std::size_t i = digits; i-- > 0;) {
-    h[off + i] = static_cast<std::byte>('0' + (v & 7));
-    v >>= 3;
-  }
-  h[off + digits] = std::byte{0};
-}
 
 std::string fixed_name(const std::uint8_t* p, std::size_t max) {
   const auto* c = reinterpret_cast<const char*>(p);
@@ -232,51 +178,15 @@ std::pair<std::uint32_t, std::uint32_t> BlobMeta::chunks_in_range(std::uint64_t 
 }
 
 std::vector<std::byte> make_tar_header(std::string_view name, std::uint64_t size) {
-  std::vector<std::byte> h(kTarHeaderSize, std::byte{0});
-  const std::size_t n = std::min(name.size(), kTarNameLen - 1);
-  std::memcpy(h.data() + kTarNameOff, name.data(), n);
-  if (size < (1ULL << 33)) {
-    put_octal(h, kTarSizeOff, 11, size);
-  } else {
-    // GNU base-256: a leading 0x80 byte, then the value big-endian.
-    h[kTarSizeOff] = std::byte{0x80};
-    for (std::size_t i = kTarSizeLen; i-- > 1;) {
-      h[kTarSizeOff + i] = static_cast<std::byte>(size & 0xff);
-      size >>= 8;
-    }
-  }
-  put_octal(h, kTarMtimeOff, 11, 0);
-  h[kTarTypeOff] = std::byte{'0'};
-  std::memcpy(h.data() + kTarMagicOff, kGnuMagic.data(), kGnuMagic.size());
-  put_octal(h, kTarChksumOff, 7, tar_checksum(h));  // 7 digits + NUL
-  return h;
+  return encode_tar_header(name, size);
 }
 
 base::Result<std::pair<std::string, std::uint64_t>> parse_tar_header(base::Bytes h) {
-  if (h.size() != kTarHeaderSize) {
-    return base::errorf(EBADMSG, "tar header is {} bytes, not 512", h.size());
-  }
-  if (base::as_chars(h.subspan(kTarMagicOff, kGnuMagic.size())) != kGnuMagic) {
+  CFN_ASSIGN_OR_RETURN(TarHeader th, decode_tar_header(h));
+  if (th.magic != TarMagic::kGnu) {
     return base::errorf(EBADMSG, "tar header without the GNU magic");
   }
-  std::uint64_t stored = 0;
-  if (!parse_octal(h.subspan(kTarChksumOff, kTarChksumLen), stored) || stored != tar_checksum(h)) {
-    return base::errorf(EBADMSG, "tar header checksum mismatch");
-  }
-  std::uint64_t size = 0;
-  const Bytes sf = h.subspan(kTarSizeOff, kTarSizeLen);
-  if (sf[0] == std::byte{0x80}) {
-    for (std::size_t i = 1; i < kTarSizeLen; ++i) {
-      if (size > (UINT64_MAX >> 8)) {
-        return base::errorf(EBADMSG, "tar header size overflows");
-      }
-      size = (size << 8) | std::to_integer<std::uint64_t>(sf[i]);
-    }
-  } else if (!parse_octal(sf, size)) {
-    return base::errorf(EBADMSG, "tar header has a bad size field");
-  }
-  const auto* p = reinterpret_cast<const char*>(h.data() + kTarNameOff);
-  return std::pair<std::string, std::uint64_t>{std::string(p, strnlen(p, kTarNameLen)), size};
+  return std::pair<std::string, std::uint64_t>{std::move(th.name), th.size};
 }
 
 base::Result<std::vector<TocItem>> parse_toc(base::Bytes tail, std::uint64_t blob_size,

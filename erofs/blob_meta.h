@@ -14,6 +14,7 @@
 #include "base/digest.h"
 #include "base/result.h"
 #include "erofs/reader.h"
+#include "erofs/tar_header.h"
 
 namespace erofs {
 
@@ -71,9 +72,10 @@ struct TocItem {
                                         base::Bytes stored, const base::Digest& expected,
                                         base::MutableBytes out);
 
-// A GNU tar header as nydus frames blob sections: name, size, checksum, "ustar  \0".
+// A GNU tar header as nydus frames blob sections (encode_tar_header).
 [[nodiscard]] std::vector<std::byte> make_tar_header(std::string_view name, std::uint64_t size);
-// Parse one such header; returns (name, size). EBADMSG on a bad checksum or magic.
+// Parse one such header (decode_tar_header, and the GNU magic required); returns
+// (name, size). EBADMSG on a bad checksum, size or magic.
 [[nodiscard]] base::Result<std::pair<std::string, std::uint64_t>> parse_tar_header(base::Bytes h);
 
 // Writer side: everything after the chunk data of a blob we build.
