@@ -2,7 +2,6 @@
 #include "daemon/registry_image.h"
 
 #include <sys/stat.h>
-#include <sys/utsname.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -23,24 +22,6 @@ bool annotated(const registry::Descriptor& d, const char* key) {
 
 bool is_blob_layer(const registry::Descriptor& d) {
   return d.media_type == registry::kMediaNydusBlob || annotated(d, kAnnotationNydusBlob);
-}
-
-std::string machine_arch() {
-  utsname u{};
-  if (::uname(&u) != 0) {
-    return "amd64";
-  }
-  std::string_view m = u.machine;
-  if (m == "x86_64") {
-    return "amd64";
-  }
-  if (m == "aarch64") {
-    return "arm64";
-  }
-  if (m == "i686" || m == "i386") {
-    return "386";
-  }
-  return std::string(m);  // ppc64le, s390x, riscv64 are spelled alike
 }
 
 }  // namespace
@@ -97,7 +78,7 @@ registry::ClientConfig client_config(const RegistryOptions& o, const registry::R
   c.plain_http = o.plain_http;
   c.docker_config = o.docker_config;
   c.platform.os = "linux";
-  c.platform.architecture = machine_arch();
+  c.platform.architecture = registry::host_architecture();
   c.connect_timeout = std::chrono::milliseconds(o.connect_timeout_ms);
   c.request_timeout = std::chrono::milliseconds(o.request_timeout_ms);
   c.stall_timeout = std::chrono::milliseconds(o.stall_timeout_ms);
