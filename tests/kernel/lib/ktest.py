@@ -47,6 +47,16 @@ def skip(msg):
     raise TestSkip(msg)
 
 
+def require_fixture(path):
+    """The upstream fixture at path: skip where it is absent, fail under CI (CI=true),
+    where an absent fixture is a broken checkout."""
+    if os.path.exists(path):
+        return
+    if os.environ.get("CI") == "true":
+        fail(f"{path} is missing: under CI (CI=true) the fixture is required")
+    skip(f"{path} absent")
+
+
 def check(cond, msg):
     if not cond:
         fail(msg)

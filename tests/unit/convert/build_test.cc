@@ -20,6 +20,7 @@
 #include "erofs/format.h"
 #include "erofs/reader.h"
 #include "tests/unit/convert/test_util.h"
+#include "tests/unit/fixture.h"
 
 namespace convert::testing {
 namespace {
@@ -227,9 +228,7 @@ TEST(BuildTar, DuplicateEntriesLaterWins) {
 
 TEST(BuildTar, UpstreamAllEntryTypeFixture) {
   std::string fixture = std::string(CFN_FIXTURES_DIR) + "/nydus-v2.4.4/all-entry-type.tar";
-  if (::access(fixture.c_str(), R_OK) != 0) {
-    GTEST_SKIP() << fixture << " is absent";
-  }
+  CFN_REQUIRE_FIXTURE(fixture);
   TempDir t;
   std::string out = t.sub("out");
   auto st = build(fixture, out);
@@ -588,9 +587,7 @@ TEST(BuildDirectory, PrefetchTableRoundTrip) {
 
 TEST(BlobReaderFixture, ReadsUpstreamImage) {
   std::string dir = std::string(CFN_FIXTURES_DIR) + "/nydus-v2.4.4";
-  if (::access((dir + "/rafs-v6-2.2.boot").c_str(), R_OK) != 0) {
-    GTEST_SKIP() << dir << " is absent";
-  }
+  CFN_REQUIRE_FIXTURE(dir + "/rafs-v6-2.2.boot");
   auto sum = check_image(dir + "/rafs-v6-2.2.boot", dir + "/blobs");
   ASSERT_TRUE(sum) << sum.error().to_string();
   EXPECT_EQ(sum->files, 2U);

@@ -25,6 +25,7 @@
 #include "erofs/blob_meta.h"
 #include "erofs/reader.h"
 #include "tests/unit/daemon/cache/manual_clock.h"
+#include "tests/unit/fixture.h"
 #include "tests/unit/temp_dir.h"
 
 namespace cfnd {
@@ -1300,9 +1301,7 @@ TEST(LocalFsBackend, Errors) {
 
 TEST(BlobCacheFixture, UpstreamBlob) {
   const std::string dir = std::string(CFN_FIXTURES_DIR) + "/nydus-v2.4.4";
-  if (::access((dir + "/rafs-v6-2.2.boot").c_str(), R_OK) != 0) {
-    GTEST_SKIP() << dir << " is absent";
-  }
+  CFN_REQUIRE_FIXTURE(dir + "/rafs-v6-2.2.boot");
   auto boot = base::read_file(dir + "/rafs-v6-2.2.boot");
   ASSERT_TRUE(boot);
   auto img = erofs::Image::parse(*boot);

@@ -2,6 +2,8 @@
 // The nydus-built fixture (shared/fixtures/nydus-v2.4.4): parse the bootstrap, check
 // the values of erofs-format.md section 10.1, and read both files completely from the
 // blob, verifying every chunk against the chunk table and the blob.digest array.
+#include "tests/unit/fixture.h"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -27,9 +29,7 @@ std::string hex_of(const base::Digest& d) {
 class Fixture : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!std::filesystem::exists(kDir)) {
-      GTEST_SKIP() << "fixture directory " << kDir << " is absent";
-    }
+    CFN_REQUIRE_FIXTURE(kDir + "/rafs-v6-2.2.boot");
     auto boot = base::read_file(kDir + "/rafs-v6-2.2.boot");
     ASSERT_TRUE(boot) << boot.error().to_string();
     boot_ = std::move(*boot);
