@@ -1,16 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "daemon/service.h"
 
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/signalfd.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <climits>
 #include <condition_variable>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -22,61 +18,23 @@
 #include "base/log.h"
 #include "base/unique_fd.h"
 #include "control/api.h"
+#include "daemon/bind_plan.h"
 #include "daemon/blob_cache.h"
-#include "daemon/cachefiles_frontend.h"
+#include "daemon/client_pool.h"
 #include "daemon/control.h"
+#include "daemon/devfd_handover.h"
 #include "daemon/event_loop.h"
 #include "daemon/failover_state.h"
-#include "daemon/fanotify_frontend.h"
-#include "daemon/fd_holder.h"
+#include "daemon/frontend_choice.h"
 #include "daemon/fuse_frontend.h"
 #include "daemon/image.h"
+#include "daemon/mount_table.h"
 #include "daemon/registry_backend.h"
 #include "daemon/registry_image.h"
 #include "daemon/sd_notify.h"
 
 namespace cfnd {
 namespace {
-
-// The name of /dev/cachefiles in systemd's fd store and in the fd holder.
-constexpr char kDevFdName[] = "cachefiles";
-
-// True when fd is /dev/cachefiles (the same character device).
-bool is_cachefiles_dev(int fd) {
-  struct stat a {};
-  struct stat b {};
-  return ::fstat(fd, &a) == 0 && ::stat("/dev/cachefiles", &b) == 0 && S_ISCHR(a.st_mode) &&
-         S_ISCHR(b.st_mode) && a.st_rdev == b.st_rdev;
-}
-
-// /proc/self/mounts escapes space, tab, newline and backslash as \ooo.
-std::string unescape_mount_field(std::string_view f) {
-  std::string out;
-  for (std::size_t i = 0; i < f.size(); ++i) {
-    if (f[i] == '\\' && i + 3 < f.size() && f[i + 1] >= '0' && f[i + 1] <= '3') {
-      out += static_cast<char>((f[i + 1] - '0') * 64 + (f[i + 2] - '0') * 8 + (f[i + 3] - '0'));
-      i += 3;
-    } else {
-      out += f[i];
-    }
-  }
-  return out;
-}
-
-// True when an EROFS file system is mounted on dir (in this mount namespace).
-bool erofs_mounted_on(const std::string& dir) {
-  std::ifstream in("/proc/self/mounts");
-  std::string src;
-  std::string target;
-  std::string type;
-  std::string rest;
-  while (in >> src >> target >> type && std::getline(in, rest)) {
-    if (type == "erofs" && unescape_mount_field(target) == dir) {
-      return true;
-    }
-  }
-  return false;
-}
 
 struct Bound {
   // Where it came from and how it is mounted, as the state file keeps it (fsid and
@@ -108,11 +66,14 @@ class ServiceImpl final : public Service {
     opts.prefetch_bandwidth = config_.prefetch_bandwidth;
     opts.read_timeout = std::chrono::seconds(config_.read_timeout_s);
     CFN_ASSIGN_OR_RETURN(cache_, BlobCache::create(opts));
-    CFN_ASSIGN_OR_RETURN(auto handed, take_handed_over_devfd());
-    CFN_TRY(pick_frontend(std::move(handed)));
-    if (!cachefiles_ && holder_) {
+    CFN_ASSIGN_OR_RETURN(handover_, DevfdHandover::open(config_));
+    CFN_ASSIGN_OR_RETURN(auto fe, choose_frontends(config_, handover_.take_handed()));
+    default_ = fe.default_frontend;
+    fanotify_ = std::move(fe.fanotify);
+    cachefiles_ = std::move(fe.cachefiles);
+    if (!cachefiles_ && handover_.has_holder()) {
       spdlog::info("no cachefiles front end: the fd holder is not needed");
-      release_devfd();
+      handover_.release(false);
     }
     CFN_ASSIGN_OR_RETURN(loop_, EventLoop::create());
     CFN_ASSIGN_OR_RETURN(control_,
@@ -138,10 +99,11 @@ class ServiceImpl final : public Service {
     if (cachefiles_) {
       // Last: nothing after this may fail, or a failed start would unmount the images
       // re-bound here (~ServiceImpl unmounts what is bound).
-      if (adopted_) {
+      if (fe.adopted) {
         restore_images();
       } else {
-        keep_devfd();
+        handover_.keep(cachefiles_->dev_fd());
+        persist();  // a state file of an earlier daemon lists mounts that died with it
       }
     }
     spdlog::info("listening on {}; cache {}; default front end {}", config_.socket_path,
@@ -193,64 +155,6 @@ class ServiceImpl final : public Service {
     return r ? encode(*r) : control::error_to_json(r.error());
   }
 
-  base::Status pick_frontend(base::UniqueFd handed) {
-    // The fanotify group is made whenever the kernel supports it, so binds can ask for
-    // it even when the default is another front end.
-    auto probe = FanotifyFrontend::probe(config_.cache_dir);
-    if (probe) {
-      CFN_ASSIGN_OR_RETURN(fanotify_, FanotifyFrontend::create(config_.fill_threads));
-    }
-    if (handed) {
-      // Failover: the dead daemon's cache, whatever the configured default; its mounts
-      // need this front end.
-      cachefiles_ = CachefilesFrontend::adopt(std::move(handed), config_.fill_threads);
-      adopted_ = true;
-      if (config_.frontend == Frontend::kAuto || config_.frontend == Frontend::kCachefiles) {
-        default_ = Frontend::kCachefiles;
-        return {};
-      }
-    }
-    switch (config_.frontend) {
-      case Frontend::kCachefiles: {
-        auto cf = CachefilesFrontend::create(config_.cache_dir, config_.fill_threads);
-        if (!cf) {
-          return base::Unexpected(cf.error().wrap("cachefiles front end unavailable"));
-        }
-        cachefiles_ = std::move(*cf);
-        default_ = Frontend::kCachefiles;
-        return {};
-      }
-      case Frontend::kFanotify:
-        if (!probe) {
-          return base::Unexpected(probe.error().wrap("fanotify front end unavailable"));
-        }
-        default_ = Frontend::kFanotify;
-        return {};
-      case Frontend::kFuse:
-        default_ = Frontend::kFuse;
-        return {};
-      case Frontend::kAuto:
-        break;
-    }
-    auto cf = CachefilesFrontend::create(config_.cache_dir, config_.fill_threads);
-    if (cf) {
-      spdlog::info("front end auto: cachefiles on-demand");
-      cachefiles_ = std::move(*cf);
-      default_ = Frontend::kCachefiles;
-      return {};
-    }
-    spdlog::info("front end auto: no cachefiles ({}); trying fanotify", cf.error().to_string());
-    if (probe) {
-      spdlog::info("front end auto: fanotify pre-content marks work in {}: fanotify",
-                   config_.cache_dir);
-      default_ = Frontend::kFanotify;
-    } else {
-      spdlog::info("front end auto: fanotify unusable ({}): fuse", probe.error().to_string());
-      default_ = Frontend::kFuse;
-    }
-    return {};
-  }
-
   void on_signal() {
     signalfd_siginfo si{};
     while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
@@ -269,7 +173,8 @@ class ServiceImpl final : public Service {
         // reader blocked on an event would otherwise keep the mount busy for ever.
         shutdown_thread_ = std::thread([this] {
           if (unmount_all()) {
-            release_devfd();
+            // Clean shutdown, nothing mounted: the kernel may drop the cache with our fd.
+            handover_.release(cachefiles_ != nullptr);
           } else {
             spdlog::warn(
                 "some cachefiles mounts could not be removed: /dev/cachefiles stays "
@@ -301,7 +206,7 @@ class ServiceImpl final : public Service {
       }
       if (!st) {
         spdlog::error("{}", st.error().to_string());
-        if (b.frontend == Frontend::kCachefiles && erofs_mounted_on(dir)) {
+        if (b.frontend == Frontend::kCachefiles && mounted_on(dir, "erofs")) {
           all_gone = false;
         }
       }
@@ -313,45 +218,6 @@ class ServiceImpl final : public Service {
   }
 
   // ---- failover ----
-
-  // A live /dev/cachefiles from the service manager's fd store or the fd holder (which
-  // is connected, and started when none answers, when fd_holder is on); invalid when
-  // there is none. Errors: the fd holder could not be reached or started.
-  base::Result<base::UniqueFd> take_handed_over_devfd() {
-    base::UniqueFd dev;
-    for (auto& [name, fd] : sd::take_listen_fds()) {
-      if (name == kDevFdName && !dev && is_cachefiles_dev(fd.get())) {
-        spdlog::info("failover: /dev/cachefiles handed over by the service manager's fd store");
-        dev = std::move(fd);
-      } else {
-        spdlog::warn("closing an fd named '{}' passed by the service manager", name);
-      }
-    }
-    if (config_.fd_holder) {
-      char exe[PATH_MAX];
-      const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-      if (n <= 0) {
-        return base::errno_error("readlink /proc/self/exe");
-      }
-      auto c = FdHolderClient::connect_or_start(
-          fd_holder_socket(config_.socket_path), std::string(exe, static_cast<std::size_t>(n)),
-          config_.cache_dir + "/fd-holder.log", std::chrono::seconds(config_.fd_holder_grace_s));
-      if (!c) {
-        return base::Unexpected(c.error().wrap("fd holder"));
-      }
-      holder_.emplace(std::move(*c));
-      if (!dev) {
-        CFN_ASSIGN_OR_RETURN(auto held, holder_->get(kDevFdName));
-        if (held && is_cachefiles_dev(held.get())) {
-          spdlog::info("failover: /dev/cachefiles handed over by the fd holder");
-          dev = std::move(held);
-        } else if (held) {
-          spdlog::warn("the fd holder's '{}' is not /dev/cachefiles: ignored", kDevFdName);
-        }
-      }
-    }
-    return dev;
-  }
 
   // What write_file_atomic leaves when the daemon dies before its rename, in the
   // directories this daemon writes that way (never their subdirectories: fscache/ is
@@ -369,34 +235,6 @@ class ServiceImpl final : public Service {
     }
   }
 
-  // A fresh cache: give the service manager's fd store and the fd holder a dup of
-  // /dev/cachefiles, so that the kernel keeps the cache when this daemon dies.
-  void keep_devfd() {
-    const int fd = cachefiles_->dev_fd();
-    if (sd::enabled() && !sd::store_fds(kDevFdName, std::span<const int>(&fd, 1))) {
-      spdlog::warn("the service manager did not take /dev/cachefiles: no failover");
-    }
-    if (holder_) {
-      if (auto st = holder_->put(kDevFdName, fd); !st) {
-        spdlog::error("fd holder: {}: no failover", st.error().to_string());
-      }
-    }
-    persist();  // a state file of an earlier daemon lists mounts that died with it
-  }
-
-  // Clean shutdown, nothing mounted: the kernel may drop the cache with our fd.
-  void release_devfd() {
-    if (cachefiles_) {
-      sd::remove_fds(kDevFdName);
-    }
-    if (holder_) {
-      if (auto st = holder_->release(); !st) {
-        spdlog::warn("fd holder: {}", st.error().to_string());
-      }
-      holder_.reset();
-    }
-  }
-
   // Failover: register again every image of the state file whose mount is still there,
   // then "restore": the kernel re-sends what the dead daemon left unanswered.
   void restore_images() {
@@ -409,7 +247,7 @@ class ServiceImpl final : public Service {
     }
     std::size_t rebound = 0;
     for (const auto& im : *images) {
-      if (!erofs_mounted_on(im.mountpoint)) {
+      if (!mounted_on(im.mountpoint, "erofs")) {
         spdlog::info("failover: {} is no longer mounted: not re-bound", im.mountpoint);
         continue;
       }
@@ -439,7 +277,7 @@ class ServiceImpl final : public Service {
       if (!ref) {
         return base::Unexpected(ref.error().wrap("reference '" + im.reference + "'"));
       }
-      CFN_ASSIGN_OR_RETURN(auto client, client_for(im.registry, *ref));
+      CFN_ASSIGN_OR_RETURN(auto client, clients_.get(im.registry, *ref));
       backend = make_registry_backend(std::move(client), *ref);
     } else {
       CFN_ASSIGN_OR_RETURN(auto local, make_localfs_backend(im.blob_dir));
@@ -512,80 +350,20 @@ class ServiceImpl final : public Service {
     return fanotify_->umount(dir, force);
   }
 
-  static base::Result<std::string> abs_dir(const std::string& p, const char* what) {
-    char* real = ::realpath(p.c_str(), nullptr);
-    if (real == nullptr) {
-      return base::errno_error(fmt::format("{} {}", what, p));
-    }
-    std::string r = real;
-    std::free(real);  // NOLINT(cppcoreguidelines-no-malloc): realpath(3) mallocs
-    struct stat st {};
-    if (::stat(r.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-      return base::errorf(ENOTDIR, "{} {} is not a directory", what, p);
-    }
-    return r;
-  }
-
-  // The shared client for images of ref's host under options o: one per distinct
-  // setting, kept for the daemon's life (connections and tokens are reused).
-  base::Result<std::shared_ptr<registry::Client>> client_for(const RegistryOptions& o,
-                                                             const registry::Reference& ref) {
-    std::string key = ref.host + "\n" + registry_options_json(o);
-    std::lock_guard lk(clients_mu_);
-    if (auto it = clients_.find(key); it != clients_.end()) {
-      return it->second;
-    }
-    CFN_ASSIGN_OR_RETURN(auto c, registry::Client::create(client_config(o, ref)));
-    std::shared_ptr<registry::Client> shared(std::move(c));
-    clients_.emplace(key, shared);
-    return shared;
-  }
-
   // A registry image (reference [+ registry overrides]) or a local one (bootstrap +
   // blob_dir) on a mount point.
   base::Result<control::ImageInfo> bind(const control::BindRequest& req) {
-    const std::string& reference = req.reference;
-    std::string bootstrap = req.bootstrap;
-    const std::string& blob_dir_in = req.blob_dir;
-    const std::string& mp_in = req.mountpoint;
-    Frontend fe = default_;
-    if (!req.frontend.empty()) {
-      CFN_ASSIGN_OR_RETURN(fe, parse_frontend(req.frontend));
-      if (fe == Frontend::kAuto) {
-        fe = default_;
-      }
-    }
-    if (fe == Frontend::kCachefiles && !cachefiles_) {
-      return base::make_error(EOPNOTSUPP,
-                              "the daemon runs without the cachefiles front end (start it "
-                              "with --frontend cachefiles)");
-    }
-    std::string fsid = req.fsid;
-    const std::string& domain_id = req.domain_id;
-    if ((!fsid.empty() || !domain_id.empty()) && fe != Frontend::kCachefiles) {
-      return base::make_error(EINVAL,
-                              "\"fsid\" and \"domain_id\" go with the cachefiles front end");
-    }
-    if (fe == Frontend::kFanotify && !fanotify_) {
-      return base::make_error(EOPNOTSUPP, "this kernel or cache dir has no fanotify pre-content");
-    }
-    RegistryOptions ropts = config_.registry;
-    std::optional<registry::Reference> ref;
-    if (!reference.empty()) {
-      auto r = registry::Reference::parse(reference);
-      if (!r) {
-        return base::Unexpected(r.error().wrap("reference '" + reference + "'"));
-      }
-      ref = std::move(*r);
-      if (req.registry) {
-        CFN_ASSIGN_OR_RETURN(ropts, parse_registry_options(control::to_json(*req.registry), ropts));
-      }
-    }
-    CFN_ASSIGN_OR_RETURN(auto mp, abs_dir(mp_in, "mountpoint"));
-    std::string blob_dir;
-    if (!ref) {
-      CFN_ASSIGN_OR_RETURN(blob_dir, abs_dir(blob_dir_in, "blob dir"));
-    }
+    CFN_ASSIGN_OR_RETURN(
+        const BindPlan plan,
+        plan_bind(req, {default_, cachefiles_ != nullptr, fanotify_ != nullptr, config_.registry}));
+    const std::string& mp = plan.mountpoint;
+    const Frontend fe = plan.frontend;
+    const auto& ref = plan.ref;
+    const RegistryOptions& ropts = plan.registry;
+    std::string bootstrap = plan.bootstrap;
+    const std::string& blob_dir = plan.blob_dir;
+    std::string fsid = plan.fsid;
+    const std::string& domain_id = plan.domain_id;
     // mp is ours from here to the end of the bind: other binds of it are EBUSY.
     {
       std::lock_guard lk(mu_);
@@ -608,7 +386,7 @@ class ServiceImpl final : public Service {
       // registry must not hold up other binds, unbinds or shutdown (the bootstrap
       // file is renamed into place whole, so concurrent pulls of one image are
       // harmless).
-      CFN_ASSIGN_OR_RETURN(auto client, client_for(ropts, *ref));
+      CFN_ASSIGN_OR_RETURN(auto client, clients_.get(ropts, *ref));
       CFN_ASSIGN_OR_RETURN(
           auto pulled, pull_bootstrap(*client, *ref, config_.cache_dir, ropts.max_bootstrap_bytes));
       bootstrap = pulled.bootstrap_path;
@@ -705,7 +483,7 @@ class ServiceImpl final : public Service {
     const std::string& mp_in = req.mountpoint;
     const bool force = req.force;
     std::string mp = mp_in;
-    if (auto r = abs_dir(mp_in, "mountpoint")) {
+    if (auto r = real_dir(mp_in, "mountpoint")) {
       mp = *r;
     }
     Bound* b = nullptr;
@@ -753,7 +531,7 @@ class ServiceImpl final : public Service {
   base::Result<std::vector<std::string>> accessed(const control::AccessedRequest& req) {
     const std::string& mp_in = req.mountpoint;
     std::string mp = mp_in;
-    if (auto r = abs_dir(mp_in, "mountpoint")) {
+    if (auto r = real_dir(mp_in, "mountpoint")) {
       mp = *r;
     }
     std::shared_ptr<BoundImage> image;
@@ -855,8 +633,7 @@ class ServiceImpl final : public Service {
   std::mutex stop_mu_;  // guards stop_requested_ and shutdown_thread_'s start
   bool stop_requested_ = false;
   std::thread shutdown_thread_;
-  bool adopted_ = false;                  // cachefiles_ took over a handed-over /dev/cachefiles
-  std::optional<FdHolderClient> holder_;  // fd_holder on: our connection, for our life
+  DevfdHandover handover_;
   // mu_ guards the bookkeeping below and is never held across I/O.
   std::mutex mu_;
   std::map<std::string, Bound> bound_;
@@ -868,10 +645,7 @@ class ServiceImpl final : public Service {
   std::uint64_t state_gen_ = 0;  // persist() snapshots taken
   std::mutex persist_mu_;        // serializes state-file writes; guards state_written_
   std::uint64_t state_written_ = 0;
-  std::mutex clients_mu_;  // guards clients_
-  // host + options -> the client shared by every image bound with them (and by their
-  // backends, which hold it too: hence shared_ptr).
-  std::map<std::string, std::shared_ptr<registry::Client>> clients_;
+  ClientPool clients_;
 };
 
 }  // namespace

@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "daemon/bind_plan.h"
+
+#include <sys/stat.h>
+
+#include <cstdlib>
+
+namespace cfnd {
+
+base::Result<std::string> real_dir(const std::string& p, const char* what) {
+  char* real = ::realpath(p.c_str(), nullptr);
+  if (real == nullptr) {
+    return base::errno_error(fmt::format("{} {}", what, p));
+  }
+  std::string r = real;
+  std::free(real);  // NOLINT(cppcoreguidelines-no-malloc): realpath(3) mallocs
+  struct stat st {};
+  if (::stat(r.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return base::errorf(ENOTDIR, "{} {} is not a directory", what, p);
+  }
+  return r;
+}
+
+base::Result<BindPlan> plan_bind(const control::BindRequest& req, const BindOffer& offer) {
+  BindPlan p;
+  p.frontend = offer.default_frontend;
+  if (!req.frontend.empty()) {
+    CFN_ASSIGN_OR_RETURN(p.frontend, parse_frontend(req.frontend));
+    if (p.frontend == Frontend::kAuto) {
+      p.frontend = offer.default_frontend;
+    }
+  }
+  if (p.frontend == Frontend::kCachefiles && !offer.cachefiles) {
+    return base::make_error(EOPNOTSUPP,
+                            "the daemon runs without the cachefiles front end (start it "
+                            "with --frontend cachefiles)");
+  }
+  if ((!req.fsid.empty() || !req.domain_id.empty()) && p.frontend != Frontend::kCachefiles) {
+    return base::make_error(EINVAL, "\"fsid\" and \"domain_id\" go with the cachefiles front end");
+  }
+  if (p.frontend == Frontend::kFanotify && !offer.fanotify) {
+    return base::make_error(EOPNOTSUPP, "this kernel or cache dir has no fanotify pre-content");
+  }
+  p.fsid = req.fsid;
+  p.domain_id = req.domain_id;
+  p.registry = offer.registry;
+  if (!req.reference.empty()) {
+    auto r = registry::Reference::parse(req.reference);
+    if (!r) {
+      return base::Unexpected(r.error().wrap("reference '" + req.reference + "'"));
+    }
+    p.ref = std::move(*r);
+    if (req.registry) {
+      CFN_ASSIGN_OR_RETURN(p.registry,
+                           parse_registry_options(control::to_json(*req.registry), p.registry));
+    }
+  }
+  CFN_ASSIGN_OR_RETURN(p.mountpoint, real_dir(req.mountpoint, "mountpoint"));
+  if (!p.ref) {
+    p.bootstrap = req.bootstrap;
+    CFN_ASSIGN_OR_RETURN(p.blob_dir, real_dir(req.blob_dir, "blob dir"));
+  }
+  return p;
+}
+
+}  // namespace cfnd

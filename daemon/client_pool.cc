@@ -1,0 +1,21 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "daemon/client_pool.h"
+
+#include "daemon/registry_image.h"
+
+namespace cfnd {
+
+base::Result<std::shared_ptr<registry::Client>> ClientPool::get(const RegistryOptions& o,
+                                                                const registry::Reference& ref) {
+  const std::string key = ref.host + "\n" + registry_options_json(o);
+  std::lock_guard lk(mu_);
+  if (auto it = clients_.find(key); it != clients_.end()) {
+    return it->second;
+  }
+  CFN_ASSIGN_OR_RETURN(auto c, registry::Client::create(client_config(o, ref)));
+  std::shared_ptr<registry::Client> shared(std::move(c));
+  clients_.emplace(key, shared);
+  return shared;
+}
+
+}  // namespace cfnd

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: Apache-2.0
+// plan_bind: every request error a client can cause, found before any download or mount.
+#include "daemon/bind_plan.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/unit/temp_dir.h"
+
+namespace cfnd {
+namespace {
+
+class BindPlanTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::filesystem::create_directories(tmp_.sub("mnt"));
+    std::filesystem::create_directories(tmp_.sub("blobs"));
+    offer_.default_frontend = Frontend::kFuse;
+    offer_.fanotify = true;
+  }
+  control::BindRequest local() const {
+    control::BindRequest r;
+    r.mountpoint = tmp_.sub("mnt") + "/.";
+    r.bootstrap = tmp_.sub("image.boot");
+    r.blob_dir = tmp_.sub("blobs");
+    return r;
+  }
+  int error_of(const control::BindRequest& r) const {
+    auto p = plan_bind(r, offer_);
+    return p ? 0 : p.error().code;
+  }
+  cfntest::TempDir tmp_{"cfn-bind-plan"};
+  BindOffer offer_;
+};
+
+TEST_F(BindPlanTest, LocalImage) {
+  auto p = plan_bind(local(), offer_);
+  ASSERT_TRUE(p) << p.error().to_string();
+  EXPECT_EQ(p->mountpoint, tmp_.sub("mnt"));  // the real path
+  EXPECT_EQ(p->frontend, Frontend::kFuse);
+  EXPECT_FALSE(p->ref);
+  EXPECT_EQ(p->blob_dir, tmp_.sub("blobs"));
+  auto r = local();
+  r.frontend = "auto";
+  EXPECT_EQ(plan_bind(r, offer_)->frontend, Frontend::kFuse);
+  r.frontend = "fanotify";
+  EXPECT_EQ(plan_bind(r, offer_)->frontend, Frontend::kFanotify);
+}
+
+TEST_F(BindPlanTest, RegistryImageWithOverrides) {
+  control::BindRequest r;
+  r.mountpoint = tmp_.sub("mnt");
+  r.reference = "127.0.0.1:5000/demo:latest";
+  r.registry = control::RegistryOverrides{};
+  r.registry->retries = 7;
+  offer_.registry.request_timeout_ms = 1234;
+  auto p = plan_bind(r, offer_);
+  ASSERT_TRUE(p) << p.error().to_string();
+  ASSERT_TRUE(p->ref);
+  EXPECT_EQ(p->ref->host, "127.0.0.1:5000");
+  EXPECT_EQ(p->registry.retries, 7U);
+  EXPECT_EQ(p->registry.request_timeout_ms, 1234U);  // the daemon's default stays
+  r.registry->connect_timeout_ms = 0;                // out of range
+  EXPECT_EQ(error_of(r), EINVAL);
+  r.registry.reset();
+  r.reference = "UPPER/case:bad tag";
+  EXPECT_EQ(error_of(r), EINVAL);
+}
+
+TEST_F(BindPlanTest, Refusals) {
+  auto r = local();
+  r.frontend = "nfs";
+  EXPECT_EQ(error_of(r), EINVAL);
+  r.frontend = "cachefiles";
+  EXPECT_EQ(error_of(r), EOPNOTSUPP);
+  r.frontend = "";
+  r.fsid = "abc";
+  EXPECT_EQ(error_of(r), EINVAL);  // fsid without cachefiles
+  r.fsid = "";
+  offer_.fanotify = false;
+  r.frontend = "fanotify";
+  EXPECT_EQ(error_of(r), EOPNOTSUPP);
+  r.frontend = "";
+  r.mountpoint = tmp_.sub("missing");
+  EXPECT_EQ(error_of(r), ENOENT);
+  r.mountpoint = tmp_.sub("mnt");
+  r.blob_dir = tmp_.sub("image.boot");
+  EXPECT_EQ(error_of(r), ENOENT);
+  const std::string f = tmp_.sub("file");
+  std::ofstream(f) << "x";
+  r.blob_dir = f;
+  EXPECT_EQ(error_of(r), ENOTDIR);
+}
+
+}  // namespace
+}  // namespace cfnd
