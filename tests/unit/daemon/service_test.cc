@@ -161,6 +161,26 @@ TEST_F(ServiceTest, BindListReadUnbind) {
   stop_and_wait();
 }
 
+// The image's file map: the files whose chunks were read, and only those, by path.
+TEST_F(ServiceTest, AccessedNamesTheFilesRead) {
+  start();
+  const std::string mp = tmp_.sub("m1");
+  ASSERT_EQ(bind(mp)["ok"], true);
+  EXPECT_EQ(convert::testing::read_string(mp + "/dir/big"), std::string(300000, 'b'));
+  auto a = call({{"op", "accessed"}, {"mountpoint", mp}});
+  ASSERT_EQ(a["ok"], true) << a.dump();
+  EXPECT_EQ(a["files"], json::array({"/dir/big"}));
+  auto none = call({{"op", "accessed"}, {"mountpoint", tmp_.sub("m2")}});
+  EXPECT_EQ(none["ok"], false);
+  EXPECT_EQ(none["errno"], ENOENT);
+  auto l = call({{"op", "list"}});
+  ASSERT_EQ(l["images"].size(), 1U);
+  const auto& blob = l["images"][0]["blobs"][0];
+  EXPECT_GE(blob["ready_chunks"].get<std::uint64_t>(), 1U);
+  EXPECT_LE(blob["ready_chunks"], blob["chunk_count"]);
+  stop_and_wait();
+}
+
 TEST_F(ServiceTest, ShutdownUnmountsEveryImage) {
   start();
   ASSERT_EQ(bind(tmp_.sub("m1"))["ok"], true);
