@@ -251,7 +251,7 @@ class FanotifyImpl final : public FanotifyFrontend {
 
  private:
   struct Job {
-    int fd;
+    base::UniqueFd fd;  // the event's: answered (and closed) by respond()
     std::shared_ptr<CachedBlob> blob;
     std::uint64_t off;
     std::uint64_t len;
@@ -259,19 +259,20 @@ class FanotifyImpl final : public FanotifyFrontend {
 
   // Answer a permission event and close its fd: every event fd is a new open file, and
   // an event whose fd cannot be created (EMFILE) is denied by the kernel.
-  void respond(int fd, std::uint32_t response) {
-    FanResponse r{fd, response};
+  void respond(base::UniqueFd fd, std::uint32_t response) {
+    FanResponse r{fd.get(), response};
     if (::write(group_.get(), &r, sizeof r) != static_cast<ssize_t>(sizeof r)) {
       static base::RateLimit rl;
       if (rl.allow()) {
-        spdlog::error("fanotify: response {:#x} for fd {}: {}", response, fd, std::strerror(errno));
+        spdlog::error("fanotify: response {:#x} for fd {}: {}", response, fd.get(),
+                      std::strerror(errno));
       }
     }
-    ::close(fd);
+    fd.reset();
     (response == kFanAllow ? allowed_ : denied_).fetch_add(1, std::memory_order_relaxed);
   }
 
-  void deny(int fd) { respond(fd, fan_deny_errno(EIO)); }
+  void deny(base::UniqueFd fd) { respond(std::move(fd), fan_deny_errno(EIO)); }
 
   void handle(const FanEvent& ev) {
     if ((ev.mask & kFanQOverflow) != 0) {
@@ -281,8 +282,9 @@ class FanotifyImpl final : public FanotifyFrontend {
     if (ev.fd < 0) {
       return;
     }
+    // Ours from here: every path below answers it (a permission event) or closes it.
+    base::UniqueFd fd(ev.fd);
     if ((ev.mask & kFanAllPermEvents) == 0) {
-      ::close(ev.fd);
       return;
     }
     static base::RateLimit rl;
@@ -290,16 +292,16 @@ class FanotifyImpl final : public FanotifyFrontend {
       if (rl.allow()) {
         spdlog::warn("fanotify: malformed event (mask {:#x}, pid {}): denied", ev.mask, ev.pid);
       }
-      deny(ev.fd);
+      deny(std::move(fd));
       return;
     }
     if ((ev.mask & kFanPreAccess) == 0) {
-      respond(ev.fd, kFanAllow);  // a permission we never asked for: do not block it
+      respond(std::move(fd), kFanAllow);  // a permission we never asked for: do not block it
       return;
     }
     struct stat st {};
-    if (::fstat(ev.fd, &st) != 0) {
-      deny(ev.fd);
+    if (::fstat(fd.get(), &st) != 0) {
+      deny(std::move(fd));
       return;
     }
     std::shared_ptr<CachedBlob> blob;
@@ -315,23 +317,23 @@ class FanotifyImpl final : public FanotifyFrontend {
         spdlog::warn("fanotify: event for an unknown file (dev {} ino {}, pid {}): denied",
                      st.st_dev, st.st_ino, ev.pid);
       }
-      deny(ev.fd);
+      deny(std::move(fd));
       return;
     }
     // The range is page-aligned and not clipped at EOF; a truncate asks for count 0.
     const std::uint64_t size = blob->size();
     const std::uint64_t off = *ev.range_offset;
     if (off >= size || ev.range_count == 0) {
-      respond(ev.fd, kFanAllow);
+      respond(std::move(fd), kFanAllow);
       return;
     }
     const std::uint64_t len = std::min(ev.range_count, size - off);
     // Every access raises an event, filled or not: answer present ranges right here.
     if (blob->ready(off, len)) {
-      respond(ev.fd, kFanAllow);
+      respond(std::move(fd), kFanAllow);
       return;
     }
-    jobs_.push(Job{ev.fd, std::move(blob), off, len});
+    jobs_.push(Job{std::move(fd), std::move(blob), off, len});
   }
 
   void worker() {
@@ -342,16 +344,16 @@ class FanotifyImpl final : public FanotifyFrontend {
       }
       // Write through the event's fd: it was opened FMODE_NONOTIFY, so the write raises
       // no event (a normal fd opened after the mark would block on our own group).
-      auto st = job.blob->fill(job.off, job.len, job.fd);
+      auto st = job.blob->fill(job.off, job.len, job.fd.get());
       if (!st) {
         static base::RateLimit rl;
         if (rl.allow()) {
           spdlog::error("fanotify: fill {} [{}, +{}): {}", job.blob->info().id, job.off, job.len,
                         st.error().to_string());
         }
-        deny(job.fd);
+        deny(std::move(job.fd));
       } else {
-        respond(job.fd, kFanAllow);
+        respond(std::move(job.fd), kFanAllow);
       }
     }
   }
