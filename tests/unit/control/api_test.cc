@@ -5,6 +5,7 @@
 #include "control/api.h"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <thread>
@@ -199,6 +200,9 @@ class OneShotServer {
     EXPECT_TRUE(fd) << fd.error().to_string();
     fd_ = std::move(*fd);
     thread_ = std::thread([this] {
+      // The listening socket is non-blocking: wait for the client first.
+      pollfd p{fd_.get(), POLLIN, 0};
+      (void)::poll(&p, 1, 10000);
       base::UniqueFd c(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
       auto deadline = Clock::now() + std::chrono::seconds(10);
       auto line = read_line(c.get(), kMaxRequest, deadline);
