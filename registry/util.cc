@@ -4,12 +4,13 @@
 #include <time.h>
 
 #include <algorithm>
-#include <array>
 #include <charconv>
 #include <cmath>
-#include <cstring>
+#include <memory>
 
+#include <curl/curl.h>
 #include <nlohmann/json.hpp>
+#include <openssl/evp.h>
 
 #include "registry/manifest.h"
 
@@ -45,29 +46,21 @@ std::optional<std::chrono::milliseconds> parse_retry_after(
     secs = std::min<std::uint64_t>(secs, 1U << 30);
     return std::chrono::milliseconds(static_cast<std::int64_t>(secs) * 1000);
   }
-  const std::string s(value);
-  static constexpr std::array<const char*, 3> kFormats = {
-      "%a, %d %b %Y %H:%M:%S GMT",  // IMF-fixdate
-      "%A, %d-%b-%y %H:%M:%S GMT",  // RFC 850
-      "%a %b %e %H:%M:%S %Y",       // asctime
-  };
-  for (const char* f : kFormats) {
-    struct tm tm = {};
-    const char* end = strptime(s.c_str(), f, &tm);
-    if (end == nullptr || *end != '\0') {
-      continue;
-    }
-    const time_t t = timegm(&tm);
-    if (t == static_cast<time_t>(-1)) {
-      return std::nullopt;
-    }
-    const auto when = std::chrono::system_clock::from_time_t(t);
-    if (when <= now) {
-      return std::chrono::milliseconds(0);
-    }
-    return std::chrono::duration_cast<std::chrono::milliseconds>(when - now);
+  // HTTP-date (IMF-fixdate, RFC 850 or asctime): curl_getdate reads all three, and
+  // more; every HTTP-date has a time of day, a bare date is not one.
+  if (value.find(':') == std::string_view::npos) {
+    return std::nullopt;
   }
-  return std::nullopt;
+  const std::string s(value);
+  const time_t t = curl_getdate(s.c_str(), nullptr);
+  if (t == static_cast<time_t>(-1)) {
+    return std::nullopt;
+  }
+  const auto when = std::chrono::system_clock::from_time_t(t);
+  if (when <= now) {
+    return std::chrono::milliseconds(0);
+  }
+  return std::chrono::duration_cast<std::chrono::milliseconds>(when - now);
 }
 
 std::string lower(std::string_view s) {
@@ -80,72 +73,123 @@ std::string lower(std::string_view s) {
   return out;
 }
 
+namespace {
+
+struct CurlUrlDeleter {
+  void operator()(CURLU* u) const { curl_url_cleanup(u); }
+};
+using CurlUrl = std::unique_ptr<CURLU, CurlUrlDeleter>;
+
+// One part of u; nullopt when u has none.
+std::optional<std::string> url_part(CURLU* u, CURLUPart what) {
+  char* p = nullptr;
+  if (curl_url_get(u, what, &p, 0) != CURLUE_OK || p == nullptr) {
+    return std::nullopt;
+  }
+  std::string out(p);
+  curl_free(p);
+  return out;
+}
+
+base::Status check_chars(std::string_view s, std::string_view what) {
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      return base::errorf(EINVAL, "control character in {}", what);
+    }
+  }
+  return {};
+}
+
+// u's parts as a Url: http(s) only, no user information, a plain ASCII host.
+base::Result<Url> to_url(CURLU* u, std::string_view text) {
+  Url out;
+  out.scheme = lower(url_part(u, CURLUPART_SCHEME).value_or(""));
+  if (out.scheme != "http" && out.scheme != "https") {
+    return base::errorf(EINVAL, "unsupported URL scheme '{}' (http or https only)", out.scheme);
+  }
+  if (url_part(u, CURLUPART_USER) || url_part(u, CURLUPART_PASSWORD)) {
+    return base::errorf(EINVAL, "URL with user information refused: '{}'", text);
+  }
+  const std::string host = url_part(u, CURLUPART_HOST).value_or("");
+  if (host.empty()) {
+    return base::errorf(EINVAL, "URL without a host: '{}'", text);
+  }
+  for (char c : host) {
+    if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f) {
+      return base::errorf(EINVAL, "bad character in URL host: '{}'", text);
+    }
+  }
+  out.authority = host;
+  if (const auto port = url_part(u, CURLUPART_PORT)) {
+    out.authority += ":" + *port;
+  }
+  out.path = url_part(u, CURLUPART_PATH).value_or("/");
+  if (out.path.empty() || out.path.front() != '/') {
+    out.path = "/" + out.path;
+  }
+  if (const auto query = url_part(u, CURLUPART_QUERY)) {
+    out.path += "?" + *query;
+  }
+  return out;
+}
+
+// text as an absolute URL into u (resolved against what u holds, if anything).
+base::Status set_url(CURLU* u, std::string_view text) {
+  const std::string s(text);
+  const CURLUcode rc = curl_url_set(u, CURLUPART_URL, s.c_str(), 0);
+  if (rc != CURLUE_OK) {
+    return base::errorf(EINVAL, "bad URL '{}': {}", text.substr(0, 200), curl_url_strerror(rc));
+  }
+  return {};
+}
+
+}  // namespace
+
 base::Result<Url> parse_url(std::string_view url) {
   const auto sep = url.find("://");
   if (sep == std::string_view::npos) {
     return base::errorf(EINVAL, "not an absolute URL: '{}'", url);
   }
-  Url u;
-  u.scheme = lower(url.substr(0, sep));
-  if (u.scheme != "http" && u.scheme != "https") {
-    return base::errorf(EINVAL, "unsupported URL scheme '{}' (http or https only)", u.scheme);
-  }
-  std::string_view rest = url.substr(sep + 3);
-  const auto slash = rest.find_first_of("/?#");
-  std::string_view auth = rest.substr(0, slash);
-  if (auth.empty()) {
+  // curl reads "http:///x" as host x; an empty authority is an error here.
+  if (sep + 3 == url.size() || url.substr(sep + 3, 1).find_first_of("/?#") == 0) {
     return base::errorf(EINVAL, "URL without a host: '{}'", url);
   }
-  if (auth.find('@') != std::string_view::npos) {
-    return base::errorf(EINVAL, "URL with user information refused: '{}'", url);
+  CFN_TRY(check_chars(url, "URL"));
+  CurlUrl u(curl_url());
+  if (!u) {
+    return base::make_error(ENOMEM, "curl_url failed");
   }
-  for (char c : auth) {
-    if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f) {
-      return base::errorf(EINVAL, "bad character in URL host: '{}'", url);
-    }
+  // The scheme first, for its own error (curl would refuse an unknown one vaguely).
+  const std::string scheme = lower(url.substr(0, sep));
+  if (scheme != "http" && scheme != "https") {
+    return base::errorf(EINVAL, "unsupported URL scheme '{}' (http or https only)", scheme);
   }
-  u.authority = std::string(auth);
-  if (slash == std::string_view::npos) {
-    u.path = "/";
-  } else {
-    std::string_view p = rest.substr(slash);
-    if (const auto hash = p.find('#'); hash != std::string_view::npos) {
-      p = p.substr(0, hash);
-    }
-    u.path = p.empty() || p.front() != '/' ? "/" + std::string(p) : std::string(p);
-  }
-  return u;
+  CFN_TRY(set_url(u.get(), url));
+  return to_url(u.get(), url);
 }
 
 base::Result<std::string> resolve_location(std::string_view base, std::string_view location) {
   if (location.empty()) {
     return base::errorf(EINVAL, "empty Location");
   }
-  for (char c : location) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-      return base::errorf(EINVAL, "control character in Location");
-    }
+  CFN_TRY(check_chars(location, "Location"));
+  CFN_TRY(parse_url(base));
+  CurlUrl u(curl_url());
+  if (!u) {
+    return base::make_error(ENOMEM, "curl_url failed");
   }
-  if (location.find("://") != std::string_view::npos &&
-      location.find("://") < location.find_first_of("/?")) {
-    CFN_TRY(parse_url(location));
-    return std::string(location);
+  CFN_TRY(set_url(u.get(), base));
+  CFN_TRY(set_url(u.get(), location));  // RFC 3986 reference resolution
+  CFN_TRY(to_url(u.get(), location));
+  auto out = url_part(u.get(), CURLUPART_URL);
+  if (!out) {
+    return base::errorf(EINVAL, "bad Location '{}'", location.substr(0, 200));
   }
-  CFN_ASSIGN_OR_RETURN(const Url b, parse_url(base));
-  if (location.starts_with("//")) {
-    CFN_TRY(parse_url(b.scheme + ":" + std::string(location)));
-    return b.scheme + ":" + std::string(location);
+  // The fragment never goes on the wire.
+  if (const auto hash = out->find('#'); hash != std::string::npos) {
+    out->resize(hash);
   }
-  if (location.front() == '/') {
-    return b.scheme + "://" + b.authority + std::string(location);
-  }
-  if (location.front() == '?') {
-    const std::string_view bp = std::string_view(b.path).substr(0, b.path.find('?'));
-    return b.scheme + "://" + b.authority + std::string(bp) + std::string(location);
-  }
-  std::string_view dir = std::string_view(b.path).substr(0, b.path.find('?'));
-  dir = dir.substr(0, dir.rfind('/') + 1);
-  return b.scheme + "://" + b.authority + std::string(dir) + std::string(location);
+  return std::move(*out);
 }
 
 std::string authority_host(std::string_view authority) {
@@ -164,20 +208,14 @@ std::string authority_host(std::string_view authority) {
 }
 
 std::string url_escape(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(s.size());
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-        c == '_' || c == '.' || c == '~') {
-      out.push_back(ch);
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
+  // Everything but the unreserved characters (A-Z a-z 0-9 - . _ ~) is %XX-escaped.
+  // The handle argument has been unused since curl 7.82.
+  char* e = curl_easy_escape(nullptr, s.data(), static_cast<int>(s.size()));
+  if (e == nullptr) {
+    return {};  // out of memory: an empty parameter fails the request, not the process
   }
+  std::string out(e);
+  curl_free(e);
   return out;
 }
 
@@ -281,37 +319,12 @@ std::optional<ContentRange> parse_content_range(std::string_view v) {
   return r;
 }
 
-namespace {
-constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-}  // namespace
-
 std::string base64_encode(std::string_view s) {
-  std::string out;
-  out.reserve((s.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  for (; i + 3 <= s.size(); i += 3) {
-    const std::uint32_t v = (static_cast<unsigned char>(s[i]) << 16) |
-                            (static_cast<unsigned char>(s[i + 1]) << 8) |
-                            static_cast<unsigned char>(s[i + 2]);
-    out.push_back(kB64[(v >> 18) & 63]);
-    out.push_back(kB64[(v >> 12) & 63]);
-    out.push_back(kB64[(v >> 6) & 63]);
-    out.push_back(kB64[v & 63]);
-  }
-  const std::size_t rem = s.size() - i;
-  if (rem == 1) {
-    const std::uint32_t v = static_cast<unsigned char>(s[i]) << 16;
-    out.push_back(kB64[(v >> 18) & 63]);
-    out.push_back(kB64[(v >> 12) & 63]);
-    out += "==";
-  } else if (rem == 2) {
-    const std::uint32_t v =
-        (static_cast<unsigned char>(s[i]) << 16) | (static_cast<unsigned char>(s[i + 1]) << 8);
-    out.push_back(kB64[(v >> 18) & 63]);
-    out.push_back(kB64[(v >> 12) & 63]);
-    out.push_back(kB64[(v >> 6) & 63]);
-    out.push_back('=');
-  }
+  std::string out(4 * ((s.size() + 2) / 3), '\0');
+  const int n =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                      reinterpret_cast<const unsigned char*>(s.data()), static_cast<int>(s.size()));
+  out.resize(static_cast<std::size_t>(std::max(n, 0)));
   return out;
 }
 
@@ -319,25 +332,29 @@ std::optional<std::string> base64_decode(std::string_view s) {
   while (!s.empty() && s.back() == '=') {
     s.remove_suffix(1);
   }
-  if (s.size() % 4 == 1) {
+  if (s.size() % 4 == 1 || s.size() > (1U << 30)) {
     return std::nullopt;
   }
-  std::string out;
-  out.reserve(s.size() * 3 / 4);
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (char c : s) {
-    const char* p = c == '\0' ? nullptr : std::strchr(kB64, c);
-    if (p == nullptr) {
-      return std::nullopt;
-    }
-    acc = (acc << 6) | static_cast<std::uint32_t>(p - kB64);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
+  // EVP_DecodeBlock trims white space and takes '=' anywhere: both refused here.
+  const bool alphabet = std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
+  });
+  if (!alphabet) {
+    return std::nullopt;
   }
+  // It wants whole quads, and decodes the padding as zero bytes: pad, then drop them.
+  const std::size_t pad = (4 - s.size() % 4) % 4;
+  std::string in(s);
+  in.append(pad, '=');
+  std::string out(in.size() / 4 * 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(in.data()),
+                                static_cast<int>(in.size()));
+  if (n < 0 || static_cast<std::size_t>(n) != out.size()) {
+    return std::nullopt;
+  }
+  out.resize(out.size() - pad);
   return out;
 }
 

@@ -104,6 +104,16 @@ TEST(Base64, PaddingAndBinary) {
   EXPECT_FALSE(base64_decode(std::string_view("YQ\0=", 4)));
 }
 
+TEST(Url, CurlCornerCases) {
+  EXPECT_EQ(parse_url("http://[::1]:5000/v2/")->authority, "[::1]:5000");
+  EXPECT_EQ(parse_url("https://h/a?b=c#d")->path, "/a?b=c");
+  EXPECT_FALSE(parse_url("http://h/a\x01b"));
+  EXPECT_FALSE(parse_url("http://h\x7f/"));
+  EXPECT_FALSE(parse_url("http://?x"));
+  EXPECT_EQ(*resolve_location("http://h:1/a/b?c", "../d"), "http://h:1/d");
+  EXPECT_EQ(*resolve_location("http://h:1/a/b", "https://o/p#frag"), "https://o/p");
+}
+
 TEST(ContentRange, Parse) {
   auto r = parse_content_range("bytes 1000-1999/1048576");
   ASSERT_TRUE(r);
