@@ -12,8 +12,6 @@
 namespace registry::internal {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 constexpr std::string_view kClientId = "cachefilesd-nydus";
 constexpr std::uint64_t kMaxTokenResponse = 1U << 20;
 constexpr auto kDefaultTokenTtl = std::chrono::seconds(60);
@@ -84,7 +82,7 @@ base::Result<std::string> Auth::authorization(const Endpoint& ep, const Scopes& 
   if (ha.scheme != HostAuth::Scheme::kBearer) {
     return std::string();
   }
-  const auto now = Clock::now();
+  const auto now = this->now();
   if (cached && now < cached->refresh_at) {
     return "Bearer " + cached->value;
   }
@@ -249,7 +247,7 @@ base::Result<std::string> Auth::fetch_token(const Endpoint& ep, const HostAuth& 
       ttl = std::chrono::seconds(static_cast<std::int64_t>(v));
     }
   }
-  const auto now = Clock::now();
+  const auto now = this->now();
   Token t;
   t.value = token;
   t.expires_at = now + ttl;

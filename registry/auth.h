@@ -55,6 +55,10 @@ class Auth {
   base::Result<std::string> fetch_token(const Endpoint& ep, const HostAuth& ha,
                                         const Scopes& scopes);
 
+  std::chrono::steady_clock::time_point now() const {
+    return config_.clock ? config_.clock() : std::chrono::steady_clock::now();
+  }
+
   const ClientConfig& config_;
   http::Transport& http_;
   std::mutex mu_;                              // guards the maps below

@@ -39,6 +39,7 @@ class RegistryClient final : public Client {
     tc.proxy = config_.proxy;
     tc.no_proxy = config_.no_proxy;
     tc.user_agent = config_.user_agent;
+    tc.sleep = config_.sleep;
     if (!config_.proxy.empty()) {
       CFN_TRY(internal::parse_url(config_.proxy));
     }

@@ -19,6 +19,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -81,6 +82,12 @@ struct ClientConfig {
   std::uint64_t max_manifest_bytes = 4U << 20;
   int max_parallel = 8;  // connections per host for read_blob_ranges
   std::string user_agent = "cachefilesd-nydus/0.1";
+  // Time as the client sees it, injectable for tests. clock times token lifetimes
+  // and mirror rechecks (empty: std::chrono::steady_clock::now); sleep waits out a
+  // retry's back-off or Retry-After (empty: std::this_thread::sleep_for). Deadlines,
+  // timeouts and stalls stay on the steady clock: curl measures those.
+  std::function<std::chrono::steady_clock::time_point()> clock;
+  std::function<void(std::chrono::milliseconds)> sleep;
 };
 
 struct FetchedManifest {

@@ -7,8 +7,6 @@
 
 namespace registry::internal {
 
-using Clock = std::chrono::steady_clock;
-
 std::string repo_url(const Endpoint& ep, const std::string& repository, std::string_view tail) {
   return ep.base + "/v2/" + repository + std::string(tail);
 }
@@ -117,10 +115,10 @@ bool Endpoints::mirror_usable(const Endpoint& ep) {
     if (!st.unhealthy) {
       return true;
     }
-    if (Clock::now() < st.recheck_at) {
+    if (now() < st.recheck_at) {
       return false;
     }
-    st.recheck_at = Clock::now() + config_.mirror_recheck;  // one prober at a time
+    st.recheck_at = now() + config_.mirror_recheck;  // one prober at a time
   }
   http::Request req;
   req.url = ep.base + "/v2/";
@@ -131,7 +129,7 @@ bool Endpoints::mirror_usable(const Endpoint& ep) {
   std::lock_guard lock(mu_);
   MirrorState& st = mirrors_[ep.base];
   st.unhealthy = !ok;
-  st.recheck_at = Clock::now() + config_.mirror_recheck;
+  st.recheck_at = now() + config_.mirror_recheck;
   if (ok) {
     spdlog::info("registry: mirror {} is healthy again", ep.base);
   }
@@ -143,7 +141,7 @@ void Endpoints::mark_down(const Endpoint& ep, std::string_view why) {
     std::lock_guard lock(mu_);
     MirrorState& st = mirrors_[ep.base];
     st.unhealthy = true;
-    st.recheck_at = Clock::now() + config_.mirror_recheck;
+    st.recheck_at = now() + config_.mirror_recheck;
   }
   spdlog::warn("registry: mirror {} failed ({}); skipping it for {} s", ep.base, why,
                std::chrono::duration_cast<std::chrono::seconds>(config_.mirror_recheck).count());

@@ -93,6 +93,10 @@ class Endpoints {
   std::string probe_scheme(const std::string& authority);
   static void note_answer(const Endpoint& ep, const base::Error& e);
 
+  std::chrono::steady_clock::time_point now() const {
+    return config_.clock ? config_.clock() : std::chrono::steady_clock::now();
+  }
+
   const ClientConfig& config_;
   http::Transport& http_;
   std::mutex mu_;                               // guards the two maps

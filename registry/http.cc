@@ -511,7 +511,11 @@ class CurlTransport final : public Transport {
       if (!delay) {
         return std::move(out.result);
       }
-      std::this_thread::sleep_for(*delay);
+      if (config_.sleep) {
+        config_.sleep(*delay);
+      } else {
+        std::this_thread::sleep_for(*delay);
+      }
     }
   }
 

@@ -78,6 +78,8 @@ struct TransportConfig {
   std::string no_proxy;
   std::string user_agent;
   std::map<std::string, TlsOptions> tls;  // by authority (host[:port])
+  // Waits out a back-off in perform() (empty: std::this_thread::sleep_for).
+  std::function<void(std::chrono::milliseconds)> sleep;
 };
 
 class Transport {
