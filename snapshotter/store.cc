@@ -130,8 +130,9 @@ class Txn {
   }
   Txn(const Txn&) = delete;
   Txn& operator=(const Txn&) = delete;
-  base::Status begin() {
-    CFN_TRY(exec(db_, "BEGIN IMMEDIATE"));
+  // BEGIN IMMEDIATE takes the write lock at once; a read transaction is a plain BEGIN.
+  base::Status begin(const char* sql = "BEGIN IMMEDIATE") {
+    CFN_TRY(exec(db_, sql));
     open_ = true;
     return {};
   }
@@ -462,6 +463,8 @@ Store::Store(std::string root, sqlite3* db)
       remover_([this] { remover_loop(); }) {}
 
 Store::~Store() {
+  rst_.reset();
+  ::sqlite3_close_v2(rdb_);
   {
     std::lock_guard lk(rm_mu_);
     rm_stop_ = true;  // what is still queued stays for Cleanup
@@ -535,6 +538,16 @@ base::Result<std::unique_ptr<Store>> Store::open(const std::string& root_in) {
   }
   std::unique_ptr<Store> s(new Store(root, db));
   CFN_TRY(s->init_schema().map_error([&](base::Error e) { return e.wrap(db_path); }));
+  // The readers' connection: Stat, Mounts, List and Usage read the last committed state
+  // (WAL) without waiting for a writer's COMMIT and its fsync.
+  rc = ::sqlite3_open_v2(db_path.c_str(), &s->rdb_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                         nullptr);
+  if (rc != SQLITE_OK) {
+    return base::errorf(EIO, "opening {} for reading: {}", db_path, ::sqlite3_errstr(rc));
+  }
+  ::sqlite3_busy_timeout(s->rdb_, 5000);
+  s->rst_ = std::make_unique<Statements>();
+  CFN_TRY(s->rst_->prepare(s->rdb_).map_error([&](base::Error e) { return e.wrap(db_path); }));
   return s;
 }
 
@@ -665,8 +678,10 @@ base::Result<Snapshot> Store::create(Kind kind, std::string_view key, std::strin
 
 base::Result<Snapshot> Store::get(std::string_view key) {
   CFN_TRY(validate_key("key", key));
-  std::lock_guard lock(mu_);
-  CFN_ASSIGN_OR_RETURN(auto r, find(*st_, key));
+  std::lock_guard lock(rmu_);
+  Txn rt(rdb_);
+  CFN_TRY(rt.begin("BEGIN"));
+  CFN_ASSIGN_OR_RETURN(auto r, find(*rst_, key));
   if (!r) {
     return not_found(key);
   }
@@ -675,9 +690,9 @@ base::Result<Snapshot> Store::get(std::string_view key) {
   }
   Snapshot snap{r->id, r->kind, {}, false};
   if (r->parent_id != 0) {
-    CFN_ASSIGN_OR_RETURN(snap.parent_ids, chain_of(*st_, r->id));
+    CFN_ASSIGN_OR_RETURN(snap.parent_ids, chain_of(*rst_, r->id));
   }
-  CFN_ASSIGN_OR_RETURN(snap.volatile_, has_label(*st_, r->id, kVolatileLabel));
+  CFN_ASSIGN_OR_RETURN(snap.volatile_, has_label(*rst_, r->id, kVolatileLabel));
   return snap;
 }
 
@@ -770,12 +785,14 @@ base::Status Store::remove(std::string_view key) {
 
 base::Result<Info> Store::stat(std::string_view key) {
   CFN_TRY(validate_key("key", key));
-  std::lock_guard lock(mu_);
-  CFN_ASSIGN_OR_RETURN(auto r, find(*st_, key));
+  std::lock_guard lock(rmu_);
+  Txn rt(rdb_);
+  CFN_TRY(rt.begin("BEGIN"));
+  CFN_ASSIGN_OR_RETURN(auto r, find(*rst_, key));
   if (!r) {
     return not_found(key);
   }
-  CFN_ASSIGN_OR_RETURN(auto labels, labels_of(*st_, r->id));
+  CFN_ASSIGN_OR_RETURN(auto labels, labels_of(*rst_, r->id));
   return info_of(std::string(key), *r, std::move(labels));
 }
 
@@ -875,22 +892,24 @@ base::Result<std::vector<Info>> Store::list(const Filter& filter) {
   std::vector<Info> all;
   std::unordered_map<int64_t, size_t> index;
   {
-    std::lock_guard lock(mu_);
+    std::lock_guard lock(rmu_);
+    Txn rt(rdb_);
+    CFN_TRY(rt.begin("BEGIN"));
     if (const auto* sel = indexable_label(filter)) {
       {
-        Stmt::Use q(st_->labeled_rows);
+        Stmt::Use q(rst_->labeled_rows);
         q.bind(1, label_key(sel->fieldpath)).bind(2, sel->value);
         CFN_TRY(read_rows(q, all, index));
       }
       for (auto& [id, at] : index) {
-        CFN_ASSIGN_OR_RETURN(all[at].labels, labels_of(*st_, id));
+        CFN_ASSIGN_OR_RETURN(all[at].labels, labels_of(*rst_, id));
       }
     } else {
       {
-        Stmt::Use q(st_->all_rows);
+        Stmt::Use q(rst_->all_rows);
         CFN_TRY(read_rows(q, all, index));
       }
-      Stmt::Use q(st_->all_labels);
+      Stmt::Use q(rst_->all_labels);
       for (;;) {
         CFN_ASSIGN_OR_RETURN(bool row, q.step());
         if (!row) {
@@ -919,8 +938,10 @@ base::Result<Usage> Store::usage(std::string_view key) {
   CFN_TRY(validate_key("key", key));
   int64_t id = 0;
   {
-    std::lock_guard lock(mu_);
-    CFN_ASSIGN_OR_RETURN(auto r, find(*st_, key));
+    std::lock_guard lock(rmu_);
+    Txn rt(rdb_);
+    CFN_TRY(rt.begin("BEGIN"));
+    CFN_ASSIGN_OR_RETURN(auto r, find(*rst_, key));
     if (!r) {
       return not_found(key);
     }

@@ -24,7 +24,9 @@
 // stale directory of an earlier snapshot; a directory left at an id whose transaction
 // rolled back is moved aside when that id comes again.
 //
-// Thread-safe: one connection under one mutex, one transaction per call. File system walks
+// Thread-safe: one writing connection under one mutex, one transaction per call; reads
+// (Stat, Mounts, List, Usage) use a second, read-only connection under its own mutex, in a
+// read transaction each, so they never wait for a writer's COMMIT. File system walks
 // (usage of an active snapshot, the usage stored at Commit) run outside the mutex; whole
 // directories are removed by a background thread (Remove returns once the row is gone and
 // the directory renamed to rm-ID-N, as containerd's overlayfs removes asynchronously);
@@ -139,6 +141,9 @@ class Store {
   std::mutex mu_;
   sqlite3* db_;
   std::unique_ptr<Statements> st_;
+  std::mutex rmu_;  // the readers' connection
+  sqlite3* rdb_ = nullptr;
+  std::unique_ptr<Statements> rst_;
 
   // The background removal of directories Remove renamed to rm-ID-N.
   void remover_loop();
