@@ -7,117 +7,39 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "base/json_fields.h"
+
 namespace control {
 namespace {
 
 using nlohmann::json;
 
-// ---- field helpers: a missing optional field keeps its default ----
-
-base::Status get(const json& j, const char* key, std::string& out, bool required = false) {
-  auto it = j.find(key);
-  if (it == j.end()) {
-    return required ? base::Status(base::errorf(EINVAL, "missing \"{}\"", key)) : base::Status{};
-  }
-  if (!it->is_string()) {
-    return base::errorf(EINVAL, "\"{}\" must be a string", key);
-  }
-  out = it->get<std::string>();
-  return {};
-}
-
-base::Status get(const json& j, const char* key, bool& out) {
-  auto it = j.find(key);
-  if (it == j.end()) {
+// Members are read through base::JsonFields (the one helper set); only numbers that
+// may be fractional (latencies) are read here.
+base::Status read_number(const base::JsonFields& f, const char* key, double& out) {
+  const json* v = f.find(key);
+  if (v == nullptr) {
     return {};
   }
-  if (!it->is_boolean()) {
-    return base::errorf(EINVAL, "\"{}\" must be true or false", key);
+  if (!v->is_number()) {
+    return f.error(fmt::format("\"{}\" must be a number", key));
   }
-  out = it->get<bool>();
-  return {};
-}
-
-base::Status get(const json& j, const char* key, std::uint64_t& out) {
-  auto it = j.find(key);
-  if (it == j.end()) {
-    return {};
-  }
-  if (!it->is_number_unsigned()) {
-    return base::errorf(EINVAL, "\"{}\" must be a number >= 0", key);
-  }
-  out = it->get<std::uint64_t>();
-  return {};
-}
-
-base::Status get(const json& j, const char* key, std::int64_t& out) {
-  auto it = j.find(key);
-  if (it == j.end()) {
-    return {};
-  }
-  if (!it->is_number_integer()) {
-    return base::errorf(EINVAL, "\"{}\" must be an integer", key);
-  }
-  out = it->get<std::int64_t>();
-  return {};
-}
-
-base::Status get(const json& j, const char* key, double& out) {
-  auto it = j.find(key);
-  if (it == j.end()) {
-    return {};
-  }
-  if (!it->is_number()) {
-    return base::errorf(EINVAL, "\"{}\" must be a number", key);
-  }
-  out = it->get<double>();
-  return {};
-}
-
-base::Status get(const json& j, const char* key, std::vector<std::string>& out) {
-  auto it = j.find(key);
-  if (it == j.end()) {
-    return {};
-  }
-  if (!it->is_array()) {
-    return base::errorf(EINVAL, "\"{}\" must be an array of strings", key);
-  }
-  out.clear();
-  for (const auto& e : *it) {
-    if (!e.is_string()) {
-      return base::errorf(EINVAL, "\"{}\" must be an array of strings", key);
-    }
-    out.push_back(e.get<std::string>());
-  }
+  out = v->get<double>();
   return {};
 }
 
 template <typename T>
-base::Status get(const json& j, const char* key, std::optional<T>& out) {
-  if (!j.contains(key)) {
-    return {};
+base::Status read_opt(const base::JsonFields& f, const char* key, std::optional<T>& out) {
+  if constexpr (std::is_same_v<T, bool>) {
+    CFN_ASSIGN_OR_RETURN(out, f.opt_bool(key));
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    CFN_ASSIGN_OR_RETURN(out, f.opt_string(key));
+  } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+    CFN_ASSIGN_OR_RETURN(out, f.opt_strings(key));
+  } else {
+    static_assert(std::is_same_v<T, std::uint64_t>);
+    CFN_ASSIGN_OR_RETURN(out, f.opt_uint(key));
   }
-  T v{};
-  CFN_TRY(get(j, key, v));
-  out = std::move(v);
-  return {};
-}
-
-base::Status get(const json& j, const char* key,
-                 std::optional<std::map<std::string, std::vector<std::string>>>& out) {
-  auto it = j.find(key);
-  if (it == j.end()) {
-    return {};
-  }
-  if (!it->is_object()) {
-    return base::errorf(EINVAL, "\"{}\" must be an object of host -> [URL]", key);
-  }
-  std::map<std::string, std::vector<std::string>> m;
-  for (const auto& [host, urls] : it->items()) {
-    json one{{key, urls}};
-    CFN_TRY(get(one, key, m[host]));
-  }
-  out = std::move(m);
   return {};
 }
 
@@ -128,13 +50,11 @@ base::Result<json> answer_object(std::string_view text) {
     return base::make_error(EPROTO, "control: the daemon's answer is not a JSON answer object");
   }
   if (!j["ok"].get<bool>()) {
-    std::int64_t code = EIO;
+    const base::JsonFields f(j, "");
+    std::uint64_t code = EIO;
     std::string message = "(no error text)";
-    (void)get(j, "errno", code);
-    (void)get(j, "error", message);
-    if (code <= 0 || code > 4095) {
-      code = EIO;
-    }
+    (void)f.read(std::string_view("errno"), code, 1, 4095);
+    (void)f.read("error", message);
     return base::make_error(static_cast<int>(code), std::move(message));
   }
   return j;
@@ -172,27 +92,33 @@ base::Result<RegistryOverrides> overrides_from(const json& j) {
   if (!j.is_object()) {
     return base::make_error(EINVAL, "\"registry\" must be an object");
   }
-  static const char* const kKeys[] = {
+  const base::JsonFields f(j, "registry");
+  static constexpr std::string_view kKeys[] = {
       "plain_http", "insecure",           "ca_files",           "docker_config",
       "mirrors",    "connect_timeout_ms", "request_timeout_ms", "stall_timeout_ms",
       "retries",    "max_parallel",       "max_bootstrap_bytes"};
-  for (const auto& [k, v] : j.items()) {
-    if (std::find(std::begin(kKeys), std::end(kKeys), k) == std::end(kKeys)) {
-      return base::errorf(EINVAL, "unknown key \"registry.{}\"", k);
-    }
-  }
+  CFN_TRY(f.only_keys(kKeys));
   RegistryOverrides o;
-  CFN_TRY(get(j, "plain_http", o.plain_http));
-  CFN_TRY(get(j, "insecure", o.insecure));
-  CFN_TRY(get(j, "ca_files", o.ca_files));
-  CFN_TRY(get(j, "docker_config", o.docker_config));
-  CFN_TRY(get(j, "mirrors", o.mirrors));
-  CFN_TRY(get(j, "connect_timeout_ms", o.connect_timeout_ms));
-  CFN_TRY(get(j, "request_timeout_ms", o.request_timeout_ms));
-  CFN_TRY(get(j, "stall_timeout_ms", o.stall_timeout_ms));
-  CFN_TRY(get(j, "retries", o.retries));
-  CFN_TRY(get(j, "max_parallel", o.max_parallel));
-  CFN_TRY(get(j, "max_bootstrap_bytes", o.max_bootstrap_bytes));
+  CFN_TRY(read_opt(f, "plain_http", o.plain_http));
+  CFN_TRY(read_opt(f, "insecure", o.insecure));
+  CFN_TRY(read_opt(f, "ca_files", o.ca_files));
+  CFN_TRY(read_opt(f, "docker_config", o.docker_config));
+  if (const json* m = f.find("mirrors")) {
+    if (!m->is_object()) {
+      return f.error("\"mirrors\" must be an object of host -> [URL]");
+    }
+    std::map<std::string, std::vector<std::string>> mirrors;
+    for (const auto& [host, urls] : m->items()) {
+      CFN_ASSIGN_OR_RETURN(mirrors[host], base::json_strings(urls, "registry", "mirrors." + host));
+    }
+    o.mirrors = std::move(mirrors);
+  }
+  CFN_TRY(read_opt(f, "connect_timeout_ms", o.connect_timeout_ms));
+  CFN_TRY(read_opt(f, "request_timeout_ms", o.request_timeout_ms));
+  CFN_TRY(read_opt(f, "stall_timeout_ms", o.stall_timeout_ms));
+  CFN_TRY(read_opt(f, "retries", o.retries));
+  CFN_TRY(read_opt(f, "max_parallel", o.max_parallel));
+  CFN_TRY(read_opt(f, "max_bootstrap_bytes", o.max_bootstrap_bytes));
   return o;
 }
 
@@ -273,31 +199,33 @@ base::Result<ImageInfo> image_from(const json& j) {
   if (!j.is_object()) {
     return base::make_error(EINVAL, "an image must be an object");
   }
+  const base::JsonFields f(j, "image");
   ImageInfo i;
-  CFN_TRY(get(j, "mountpoint", i.mountpoint, true));
-  CFN_TRY(get(j, "bootstrap", i.bootstrap));
-  CFN_TRY(get(j, "frontend", i.frontend));
-  CFN_TRY(get(j, "backend", i.backend));
-  CFN_TRY(get(j, "fsid", i.fsid));
-  CFN_TRY(get(j, "domain_id", i.domain_id));
-  CFN_TRY(get(j, "reference", i.reference));
-  CFN_TRY(get(j, "manifest_digest", i.manifest_digest));
-  CFN_TRY(get(j, "blob_dir", i.blob_dir));
-  if (j.contains("blobs")) {
-    if (!j["blobs"].is_array()) {
-      return base::make_error(EINVAL, "\"blobs\" must be an array");
+  CFN_ASSIGN_OR_RETURN(i.mountpoint, f.string("mountpoint"));
+  CFN_TRY(f.read("bootstrap", i.bootstrap));
+  CFN_TRY(f.read("frontend", i.frontend));
+  CFN_TRY(f.read("backend", i.backend));
+  CFN_TRY(f.read("fsid", i.fsid));
+  CFN_TRY(f.read("domain_id", i.domain_id));
+  CFN_TRY(f.read("reference", i.reference));
+  CFN_TRY(f.read("manifest_digest", i.manifest_digest));
+  CFN_TRY(f.read("blob_dir", i.blob_dir));
+  if (const json* blobs = f.find("blobs")) {
+    if (!blobs->is_array()) {
+      return f.error("\"blobs\" must be an array");
     }
-    for (const auto& b : j["blobs"]) {
+    for (const auto& b : *blobs) {
       if (!b.is_object()) {
-        return base::make_error(EINVAL, "a blob must be an object");
+        return f.error("a blob must be an object");
       }
+      const base::JsonFields bf(b, "blob");
       BlobInfo bi;
-      CFN_TRY(get(b, "id", bi.id));
-      CFN_TRY(get(b, "cache_file", bi.cache_file));
-      CFN_TRY(get(b, "size", bi.size));
-      CFN_TRY(get(b, "compressed_size", bi.compressed_size));
-      CFN_TRY(get(b, "ready_chunks", bi.ready_chunks));
-      CFN_TRY(get(b, "chunk_count", bi.chunk_count));
+      CFN_TRY(bf.read("id", bi.id));
+      CFN_TRY(bf.read("cache_file", bi.cache_file));
+      CFN_TRY(bf.read("size", bi.size, 0, UINT64_MAX));
+      CFN_TRY(bf.read("compressed_size", bi.compressed_size, 0, UINT64_MAX));
+      CFN_TRY(bf.read("ready_chunks", bi.ready_chunks, 0, UINT64_MAX));
+      CFN_TRY(bf.read("chunk_count", bi.chunk_count, 0, UINT64_MAX));
       i.blobs.push_back(std::move(bi));
     }
   }
@@ -308,18 +236,19 @@ json latency_json(const LatencySummary& l) {
   return {{"count", l.count}, {"mean", l.mean}, {"p50", l.p50}, {"p99", l.p99}};
 }
 
-base::Status latency_from(const json& j, const char* key, LatencySummary& l) {
-  auto it = j.find(key);
-  if (it == j.end()) {
+base::Status latency_from(const base::JsonFields& f, const char* key, LatencySummary& l) {
+  const json* v = f.find(key);
+  if (v == nullptr) {
     return {};
   }
-  if (!it->is_object()) {
-    return base::errorf(EINVAL, "\"{}\" must be an object", key);
+  if (!v->is_object()) {
+    return f.error(fmt::format("\"{}\" must be an object", key));
   }
-  CFN_TRY(get(*it, "count", l.count));
-  CFN_TRY(get(*it, "mean", l.mean));
-  CFN_TRY(get(*it, "p50", l.p50));
-  CFN_TRY(get(*it, "p99", l.p99));
+  const base::JsonFields lf(*v, key);
+  CFN_TRY(lf.read("count", l.count, 0, UINT64_MAX));
+  CFN_TRY(read_number(lf, "mean", l.mean));
+  CFN_TRY(read_number(lf, "p50", l.p50));
+  CFN_TRY(read_number(lf, "p99", l.p99));
   return {};
 }
 
@@ -350,33 +279,38 @@ base::Result<Metrics> metrics_from(const json& j) {
   if (!j.is_object()) {
     return base::make_error(EINVAL, "\"metrics\" must be an object");
   }
+  const base::JsonFields f(j, "metrics");
   Metrics m;
-  CFN_TRY(get(j, "backend_bytes", m.backend_bytes));
-  CFN_TRY(get(j, "backend_requests", m.backend_requests));
-  CFN_TRY(get(j, "fill_requests", m.fill_requests));
-  CFN_TRY(get(j, "hits", m.hits));
-  CFN_TRY(get(j, "misses", m.misses));
-  CFN_TRY(get(j, "verify_failures", m.verify_failures));
-  CFN_TRY(get(j, "prefetch_bytes", m.prefetch_bytes));
-  CFN_TRY(get(j, "prefetch_list_bytes", m.prefetch_list_bytes));
-  CFN_TRY(get(j, "readahead_bytes", m.readahead_bytes));
-  CFN_TRY(get(j, "ready_chunks", m.ready_chunks));
-  CFN_TRY(get(j, "chunk_count", m.chunk_count));
-  CFN_TRY(get(j, "fanotify_allowed", m.fanotify_allowed));
-  CFN_TRY(get(j, "fanotify_denied", m.fanotify_denied));
-  CFN_TRY(get(j, "fanotify_marked_blobs", m.fanotify_marked_blobs));
-  CFN_TRY(get(j, "fanotify_marks_removed", m.fanotify_marks_removed));
-  CFN_TRY(get(j, "cachefiles_reads", m.cachefiles_reads));
-  CFN_TRY(get(j, "cachefiles_read_failures", m.cachefiles_read_failures));
-  CFN_TRY(latency_from(j, "cachefiles_read_local_us", m.cachefiles_read_local_us));
-  CFN_TRY(latency_from(j, "cachefiles_read_fetched_us", m.cachefiles_read_fetched_us));
-  if (auto it = j.find("fill_latency_us_buckets"); it != j.end()) {
-    if (!it->is_array()) {
-      return base::make_error(EINVAL, "\"fill_latency_us_buckets\" must be an array");
+  const std::pair<const char*, std::uint64_t*> counters[] = {
+      {"backend_bytes", &m.backend_bytes},
+      {"backend_requests", &m.backend_requests},
+      {"fill_requests", &m.fill_requests},
+      {"hits", &m.hits},
+      {"misses", &m.misses},
+      {"verify_failures", &m.verify_failures},
+      {"prefetch_bytes", &m.prefetch_bytes},
+      {"prefetch_list_bytes", &m.prefetch_list_bytes},
+      {"readahead_bytes", &m.readahead_bytes},
+      {"ready_chunks", &m.ready_chunks},
+      {"chunk_count", &m.chunk_count},
+      {"fanotify_allowed", &m.fanotify_allowed},
+      {"fanotify_denied", &m.fanotify_denied},
+      {"fanotify_marked_blobs", &m.fanotify_marked_blobs},
+      {"fanotify_marks_removed", &m.fanotify_marks_removed},
+      {"cachefiles_reads", &m.cachefiles_reads},
+      {"cachefiles_read_failures", &m.cachefiles_read_failures}};
+  for (const auto& [key, out] : counters) {
+    CFN_TRY(f.read(key, *out, 0, UINT64_MAX));
+  }
+  CFN_TRY(latency_from(f, "cachefiles_read_local_us", m.cachefiles_read_local_us));
+  CFN_TRY(latency_from(f, "cachefiles_read_fetched_us", m.cachefiles_read_fetched_us));
+  if (const json* h = f.find("fill_latency_us_buckets")) {
+    if (!h->is_array()) {
+      return f.error("\"fill_latency_us_buckets\" must be an array");
     }
-    for (const auto& v : *it) {
+    for (const auto& v : *h) {
       if (!v.is_number_unsigned()) {
-        return base::make_error(EINVAL, "\"fill_latency_us_buckets\" must hold numbers >= 0");
+        return f.error("\"fill_latency_us_buckets\" must hold numbers >= 0");
       }
       m.fill_latency_us_buckets.push_back(v.get<std::uint64_t>());
     }
@@ -461,6 +395,7 @@ base::Result<Request> request_from_json(std::string_view text) {
   if (j.is_discarded() || !j.is_object() || !j.contains("op") || !j["op"].is_string()) {
     return base::make_error(EINVAL, "request must be a JSON object with a string \"op\"");
   }
+  const base::JsonFields f(j, "");
   const auto op = j["op"].get<std::string>();
   if (op == "ping") {
     return PingRequest{};
@@ -470,33 +405,38 @@ base::Result<Request> request_from_json(std::string_view text) {
   }
   if (op == "bind") {
     BindRequest b;
-    CFN_TRY(get(j, "reference", b.reference));
+    CFN_TRY(f.read("reference", b.reference));
     const bool local = b.reference.empty();
-    CFN_TRY(get(j, "bootstrap", b.bootstrap, local));
-    CFN_TRY(get(j, "blob_dir", b.blob_dir, local));
-    if (!local && (!b.bootstrap.empty() || !b.blob_dir.empty())) {
-      return base::make_error(EINVAL,
-                              "give \"reference\" or \"bootstrap\" + \"blob_dir\", not both");
+    if (local) {
+      CFN_ASSIGN_OR_RETURN(b.bootstrap, f.string("bootstrap"));
+      CFN_ASSIGN_OR_RETURN(b.blob_dir, f.string("blob_dir"));
+    } else {
+      CFN_TRY(f.read("bootstrap", b.bootstrap));
+      CFN_TRY(f.read("blob_dir", b.blob_dir));
+      if (!b.bootstrap.empty() || !b.blob_dir.empty()) {
+        return base::make_error(EINVAL,
+                                "give \"reference\" or \"bootstrap\" + \"blob_dir\", not both");
+      }
     }
-    CFN_TRY(get(j, "mountpoint", b.mountpoint, true));
-    CFN_TRY(get(j, "frontend", b.frontend));
-    CFN_TRY(get(j, "fsid", b.fsid));
-    CFN_TRY(get(j, "domain_id", b.domain_id));
-    if (!local && j.contains("registry")) {
-      CFN_ASSIGN_OR_RETURN(b.registry, overrides_from(j["registry"]));
+    CFN_ASSIGN_OR_RETURN(b.mountpoint, f.string("mountpoint"));
+    CFN_TRY(f.read("frontend", b.frontend));
+    CFN_TRY(f.read("fsid", b.fsid));
+    CFN_TRY(f.read("domain_id", b.domain_id));
+    if (const json* r = f.find("registry"); !local && r != nullptr) {
+      CFN_ASSIGN_OR_RETURN(b.registry, overrides_from(*r));
     }
     return b;
   }
   if (op == "unbind") {
     UnbindRequest u;
-    CFN_TRY(get(j, "mountpoint", u.mountpoint, true));
+    CFN_ASSIGN_OR_RETURN(u.mountpoint, f.string("mountpoint"));
     // Only true forces; any other value (as before the typed API) does not.
     u.force = j.contains("force") && j["force"] == true;
     return u;
   }
   if (op == "accessed") {
     AccessedRequest a;
-    CFN_TRY(get(j, "mountpoint", a.mountpoint, true));
+    CFN_ASSIGN_OR_RETURN(a.mountpoint, f.string("mountpoint"));
     return a;
   }
   if (op == "metrics") {
@@ -545,9 +485,12 @@ std::string error_to_json(const base::Error& e) {
 
 base::Result<PingAnswer> ping_from_json(std::string_view text) {
   CFN_ASSIGN_OR_RETURN(auto j, answer_object(text));
+  const base::JsonFields f(j, "");
   PingAnswer a;
-  CFN_TRY(as_proto(get(j, "pid", a.pid)));
-  CFN_TRY(as_proto(get(j, "frontend", a.frontend)));
+  std::uint64_t pid = 0;
+  CFN_TRY(as_proto(f.read(std::string_view("pid"), pid, 0, INT64_MAX)));
+  a.pid = static_cast<std::int64_t>(pid);
+  CFN_TRY(as_proto(f.read("frontend", a.frontend)));
   return a;
 }
 
@@ -582,7 +525,7 @@ base::Result<std::vector<std::string>> files_from_json(std::string_view text) {
   if (!j.contains("files")) {
     return base::make_error(EPROTO, "control: bad answer: no \"files\"");
   }
-  CFN_TRY(as_proto(get(j, "files", files)));
+  CFN_TRY(as_proto(base::JsonFields(j, "").read("files", files)));
   return files;
 }
 
@@ -600,8 +543,10 @@ base::Result<Metrics> metrics_from_json(std::string_view text) {
 
 base::Result<std::string> prometheus_from_json(std::string_view text) {
   CFN_ASSIGN_OR_RETURN(auto j, answer_object(text));
-  std::string t;
-  CFN_TRY(as_proto(get(j, "text", t, true)));
+  auto t = base::JsonFields(j, "").string("text");
+  if (!t) {
+    return base::Unexpected(as_proto(base::Unexpected(t.error())).error());
+  }
   return t;
 }
 
