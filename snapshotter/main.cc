@@ -31,6 +31,7 @@ namespace {
 
 constexpr const char* kProgram = "containerd-nydus-grpc";
 constexpr std::chrono::seconds kDrain{10};
+bool g_logging = false;  // init_log done: errors go to the log too
 
 base::Status init_log(const snapshotter::Options& o) {
   spdlog::sink_ptr sink;
@@ -54,6 +55,7 @@ base::Status init_log(const snapshotter::Options& o) {
   logger->set_level(spdlog::level::from_str(o.log_level));
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(std::move(logger));
+  g_logging = true;
   return {};
 }
 
@@ -90,7 +92,7 @@ base::Status prepare_socket(const std::string& address) {
 
 int fail(std::string_view what) {
   std::fprintf(stderr, "%s: %.*s\n", kProgram, static_cast<int>(what.size()), what.data());
-  if (spdlog::default_logger() != nullptr) {
+  if (g_logging) {
     spdlog::error("{}", what);
   }
   ::sd_notifyf(0, "STATUS=%.*s", static_cast<int>(what.size()), what.data());
@@ -136,20 +138,20 @@ int main(int argc, char** argv) {
   snapshotter::Options opts;
   if (!config_file.empty()) {
     if (auto st = snapshotter::load_toml_file(config_file, opts); !st) {
-      return fail(st.error().to_string());
+      return fail(st.error().message);
     }
   }
   snapshotter::apply_overrides(ov, opts);
   if (auto st = snapshotter::check_log_level(opts.log_level); !st) {
-    return fail(st.error().to_string());
+    return fail(st.error().message);
   }
   if (!opts.nydusd_config.empty()) {
     if (auto st = snapshotter::check_nydusd_config(opts.nydusd_config); !st) {
-      return fail(st.error().to_string());
+      return fail(st.error().message);
     }
   }
   if (auto st = init_log(opts); !st) {
-    return fail(st.error().to_string());
+    return fail(st.error().message);
   }
   for (const auto& k : opts.unknown_keys) {
     spdlog::warn("{}: unknown key {} ignored", config_file, k);
@@ -166,10 +168,10 @@ int main(int argc, char** argv) {
 
   auto store = snapshotter::Store::open(opts.root);
   if (!store) {
-    return fail(store.error().to_string());
+    return fail(store.error().message);
   }
   if (auto st = prepare_socket(opts.address); !st) {
-    return fail(st.error().to_string());
+    return fail(st.error().message);
   }
   bool index_off = snapshotter::overlay_has_index();
   snapshotter::Service service(**store, index_off);
