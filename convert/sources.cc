@@ -21,6 +21,7 @@
 
 #include "base/bytes.h"
 #include "base/file.h"
+#include "base/json_fields.h"
 #include "base/log.h"
 #include "base/unique_fd.h"
 #include "registry/manifest.h"
@@ -422,17 +423,22 @@ base::Status read_tar_entries(struct archive* a, const std::string& label, FsTre
 
 // ---- OCI layout --------------------------------------------------------------------
 
+// The member key of j, nullptr when absent or j is not an object.
 const json* member(const json& j, const char* key) {
-  if (!j.is_object()) {
-    return nullptr;
-  }
-  auto it = j.find(key);
-  return it == j.end() ? nullptr : &*it;
+  return base::JsonFields(j, "").find(key);
 }
 
-std::string string_member(const json& j, const char* key) {
-  const json* m = member(j, key);
-  return m != nullptr && m->is_string() ? m->get<std::string>() : std::string();
+// Whether index entry m names linux on this machine's architecture. A malformed
+// platform matches nothing (the chosen entry is then checked whole by the parser).
+bool for_this_machine(const json& m) {
+  const json* p = member(m, "platform");
+  if (p == nullptr) {
+    return false;
+  }
+  const base::JsonFields f(*p, "");
+  const auto os = f.opt_string("os");
+  const auto arch = f.opt_string("architecture");
+  return os && *os && **os == "linux" && arch && *arch && **arch == registry::host_architecture();
 }
 
 // A descriptor of the layout (registry::parse_descriptor's checks), with its digest
@@ -468,14 +474,6 @@ base::Result<std::string> read_verified(const std::string& dir, const Descriptor
   return std::string(base::as_chars(bytes));
 }
 
-base::Result<json> parse_json(const std::string& text, std::string_view what) {
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
-    return base::errorf(EINVAL, "{}: not a JSON object", what);
-  }
-  return j;
-}
-
 bool is_index_type(std::string_view mt) {
   return mt == registry::kMediaOciIndex || mt == registry::kMediaDockerManifestList;
 }
@@ -489,9 +487,7 @@ base::Result<Descriptor> pick_manifest(const json& index, std::string_view what)
     return parse_descriptor((*manifests)[0], what);
   }
   for (const auto& m : *manifests) {
-    const json* p = member(m, "platform");
-    if (p != nullptr && string_member(*p, "os") == "linux" &&
-        string_member(*p, "architecture") == registry::host_architecture()) {
+    if (for_this_machine(m)) {
       return parse_descriptor(m, what);
     }
   }
@@ -587,7 +583,7 @@ base::Status read_tar(const std::string& path, const std::string& label, FsTree&
 base::Result<OciSourceImage> open_oci_layout(const std::string& dir) {
   CFN_ASSIGN_OR_RETURN(auto index_bytes, base::read_file(dir + "/index.json"));
   CFN_ASSIGN_OR_RETURN(json index,
-                       parse_json(std::string(base::as_chars(index_bytes)), dir + "/index.json"));
+                       base::parse_json_object(base::as_chars(index_bytes), dir + "/index.json"));
   OciSourceImage img;
   CFN_ASSIGN_OR_RETURN(Descriptor mdesc, pick_manifest(index, dir + "/index.json"));
   if (const auto it = mdesc.annotations.find("org.opencontainers.image.ref.name");
@@ -595,11 +591,11 @@ base::Result<OciSourceImage> open_oci_layout(const std::string& dir) {
     img.ref_name = it->second;
   }
   CFN_ASSIGN_OR_RETURN(std::string mtext, read_verified(dir, mdesc, "manifest"));
-  CFN_ASSIGN_OR_RETURN(json manifest, parse_json(mtext, "manifest " + mdesc.hex));
+  CFN_ASSIGN_OR_RETURN(json manifest, base::parse_json_object(mtext, "manifest " + mdesc.hex));
   if (is_index_type(mdesc.media_type) || member(manifest, "manifests") != nullptr) {
     CFN_ASSIGN_OR_RETURN(Descriptor inner, pick_manifest(manifest, "index " + mdesc.hex));
     CFN_ASSIGN_OR_RETURN(mtext, read_verified(dir, inner, "manifest"));
-    CFN_ASSIGN_OR_RETURN(manifest, parse_json(mtext, "manifest " + inner.hex));
+    CFN_ASSIGN_OR_RETURN(manifest, base::parse_json_object(mtext, "manifest " + inner.hex));
     mdesc = inner;
   }
   const json* cfg = member(manifest, "config");
