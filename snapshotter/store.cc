@@ -783,6 +783,23 @@ base::Status Store::remove(std::string_view key) {
   return {};
 }
 
+base::Result<std::vector<ChainEntry>> Store::lineage(std::string_view name) {
+  CFN_TRY(validate_key("name", name));
+  std::lock_guard lock(mu_);
+  std::vector<ChainEntry> out;
+  std::string key(name);
+  while (!key.empty()) {
+    CFN_ASSIGN_OR_RETURN(auto r, find(*st_, key));
+    if (!r) {
+      return not_found(key);
+    }
+    CFN_ASSIGN_OR_RETURN(auto labels, labels_of(*st_, r->id));
+    out.push_back(ChainEntry{r->id, key, std::move(labels)});
+    key = r->parent;
+  }
+  return out;
+}
+
 base::Result<Info> Store::stat(std::string_view key) {
   CFN_TRY(validate_key("key", key));
   std::lock_guard lock(rmu_);
@@ -958,6 +975,9 @@ base::Result<Usage> Store::usage(std::string_view key) {
 }
 
 base::Result<std::vector<std::string>> Store::cleanup() {
+  // Cleanup is containerd's "reclaim now": the removals Remove queued finish first, so
+  // that when it returns no directory of a removed snapshot is left.
+  drain_removals();
   std::vector<std::string> doomed;
   {
     std::lock_guard lock(mu_);

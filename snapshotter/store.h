@@ -74,6 +74,13 @@ struct Info {
   Labels labels;
 };
 
+// One snapshot of a parent chain.
+struct ChainEntry {
+  int64_t id = 0;
+  std::string name;
+  Labels labels;
+};
+
 struct Usage {
   int64_t size = 0;    // bytes of allocated blocks (st_blocks * 512), each inode once
   int64_t inodes = 0;  // distinct inodes, the fs dir itself included
@@ -123,6 +130,9 @@ class Store {
   [[nodiscard]] base::Result<Info> update(const Info& info,
                                           std::span<const std::string> fieldpaths);
   [[nodiscard]] base::Result<std::vector<Info>> list(const Filter& filter);
+  // The snapshot `name` and its parents, nearest first: id, name and labels of each.
+  // ENOENT when name does not exist.
+  [[nodiscard]] base::Result<std::vector<ChainEntry>> lineage(std::string_view name);
   [[nodiscard]] base::Result<Usage> usage(std::string_view key);
   // Remove every entry of ROOT/snapshots that no row owns, and wait for the background
   // thread's removals. Returns the names this call removed itself.
