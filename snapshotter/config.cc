@@ -71,6 +71,12 @@ base::Status apply_toml(std::string_view text, std::string_view source, Options&
           CFN_TRY(wrap(get_string(sv, path, o.nydusimg_path)));
         } else if (path == "daemon.nydusd_config") {
           CFN_TRY(wrap(get_string(sv, path, o.nydusd_config)));
+        } else if (path == "daemon.address") {
+          CFN_TRY(wrap(get_string(sv, path, o.daemon_address)));
+        } else if (path == "daemon.fs_driver") {
+          CFN_TRY(wrap(get_string(sv, path, o.fs_driver)));
+        } else if (path == "daemon.domain_id") {
+          CFN_TRY(wrap(get_string(sv, path, o.domain_id)));
         } else {
           o.unknown_keys.push_back(path);
         }
@@ -104,9 +110,33 @@ void apply_overrides(const Overrides& ov, Options& o) {
   set(ov.nydusd_path, o.nydusd_path);
   set(ov.nydusimg_path, o.nydusimg_path);
   set(ov.log_level, o.log_level);
+  set(ov.daemon_address, o.daemon_address);
+  set(ov.fs_driver, o.fs_driver);
   if (ov.log_to_stdout) {
     o.log_to_stdout = *ov.log_to_stdout;
   }
+}
+
+base::Status check_fs_driver(std::string_view driver) {
+  for (std::string_view d : {"fscache", "fanotify", "fusedev", "auto"}) {
+    if (driver == d) {
+      return {};
+    }
+  }
+  return base::errorf(EINVAL, "fs driver {:?}: use fscache, fanotify, fusedev or auto", driver);
+}
+
+std::string frontend_of(std::string_view driver) {
+  if (driver == "fscache") {
+    return "cachefiles";
+  }
+  if (driver == "fusedev") {
+    return "fuse";
+  }
+  if (driver == "fanotify") {
+    return "fanotify";
+  }
+  return "";
 }
 
 base::Status check_log_level(std::string_view level) {

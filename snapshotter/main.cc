@@ -21,9 +21,13 @@
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 
+#include "base/file.h"
 #include "snapshotter/config.h"
 #include "snapshotter/crash_point.h"
+#include "snapshotter/daemon_link.h"
+#include "snapshotter/image_mounts.h"
 #include "snapshotter/mounts.h"
+#include "snapshotter/nydusd_config.h"
 #include "snapshotter/service.h"
 #include "snapshotter/store.h"
 
@@ -123,7 +127,15 @@ int main(int argc, char** argv) {
   app.add_option("--config-path", ov.nydusd_config,
                  "nydusd JSON config for nydus images; must exist and parse (used for lazy "
                  "nydus mounts)");
-  app.add_option("--nydusd-path", ov.nydusd_path, "path of the nydusd program (stored)");
+  app.add_option("--nydusd-path", ov.nydusd_path,
+                 "the cachefilesd-nydus daemon to start when none answers on --daemon-socket "
+                 "(default: beside this program)");
+  app.add_option("--daemon-socket", ov.daemon_address,
+                 std::string("the daemon's control socket (default ") +
+                     snapshotter::kDefaultDaemonAddress + "; the systemd service's)");
+  app.add_option("--fs-driver", ov.fs_driver,
+                 "how nydus images are mounted: fscache (cachefiles, fsid/domain_id), fanotify, "
+                 "fusedev or auto (the daemon's choice; default)");
   app.add_option("--nydusimg-path", ov.nydusimg_path, "path of the nydus-image program (stored)");
   app.add_option("--log-level", ov.log_level,
                  "trace, debug, info, warn, error or off (default info)");
@@ -141,17 +153,48 @@ int main(int argc, char** argv) {
       return fail(st.error().message);
     }
   }
+  const bool fs_driver_given = ov.fs_driver.has_value() || opts.fs_driver != "auto";
   snapshotter::apply_overrides(ov, opts);
   if (auto st = snapshotter::check_log_level(opts.log_level); !st) {
     return fail(st.error().message);
   }
-  if (!opts.nydusd_config.empty()) {
-    if (auto st = snapshotter::check_nydusd_config(opts.nydusd_config); !st) {
-      return fail(st.error().message);
-    }
+  if (auto st = snapshotter::check_fs_driver(opts.fs_driver); !st) {
+    return fail(st.error().message);
   }
   if (auto st = init_log(opts); !st) {
     return fail(st.error().message);
+  }
+  snapshotter::NydusdSettings nydusd;
+  if (!opts.nydusd_config.empty()) {
+    auto n = snapshotter::load_nydusd_config(opts.nydusd_config);
+    if (!n) {
+      return fail(n.error().message);
+    }
+    nydusd = std::move(*n);
+    for (const auto& k : nydusd.unknown_keys) {
+      spdlog::warn("{}: key {} not used", opts.nydusd_config, k);
+    }
+    for (const auto& u : nydusd.unsupported) {
+      spdlog::warn("{}: {}", opts.nydusd_config, u);
+    }
+    if (!nydusd.cache_dir.empty()) {
+      nydusd.daemon_args.insert(nydusd.daemon_args.end(), {"--cache-dir", nydusd.cache_dir});
+    }
+    if (nydusd.daemon_config_json != "{}") {
+      // The daemon-wide settings, for a daemon we start (a running one keeps its own).
+      std::string path = opts.root + "/daemon-config.json";
+      std::error_code ec;
+      std::filesystem::create_directories(opts.root, ec);
+      if (auto st = base::write_file_atomic(
+              path, std::as_bytes(std::span(nydusd.daemon_config_json)), 0600);
+          !st) {
+        return fail(st.error().message);
+      }
+      nydusd.daemon_args.insert(nydusd.daemon_args.end(), {"--config", path});
+    }
+    if (opts.fs_driver == "auto" && !nydusd.fs_driver.empty() && !fs_driver_given) {
+      opts.fs_driver = nydusd.fs_driver;
+    }
   }
   for (const auto& k : opts.unknown_keys) {
     spdlog::warn("{}: unknown key {} ignored", config_file, k);
@@ -173,8 +216,35 @@ int main(int argc, char** argv) {
   if (auto st = prepare_socket(opts.address); !st) {
     return fail(st.error().message);
   }
+  snapshotter::DaemonStart start;
+  start.socket = opts.daemon_address;
+  start.program =
+      opts.nydusd_path.empty() ? snapshotter::default_daemon_program() : opts.nydusd_path;
+  start.frontend = snapshotter::frontend_of(opts.fs_driver);
+  if (start.frontend.empty()) {
+    start.frontend = "auto";
+  }
+  start.log_path = opts.root + "/logs/cachefilesd-nydus.log";
+  snapshotter::MountPolicy policy;
+  policy.frontend = snapshotter::frontend_of(opts.fs_driver);
+  policy.domain_id = nydusd.domain_id.empty() ? opts.domain_id : nydusd.domain_id;
+  if (nydusd.registry != control::RegistryOverrides{}) {
+    policy.registry = nydusd.registry;
+  }
+  policy.mirror_urls = nydusd.mirror_urls;
+  policy.auth = nydusd.auth;
+  start.args = nydusd.daemon_args;
+  auto daemon = std::make_shared<snapshotter::DaemonLink>(std::move(start));
+  auto alive = [&](const std::string& key) {
+    auto i = (*store)->stat(key);
+    return i.has_value() && i->kind != snapshotter::Kind::kCommitted;
+  };
+  auto images = snapshotter::ImageMounts::open(opts.root, daemon, policy, alive);
+  if (!images) {
+    return fail(images.error().message);
+  }
   bool index_off = snapshotter::overlay_has_index();
-  snapshotter::Service service(**store, index_off);
+  snapshotter::Service service(**store, index_off, images->get());
   grpc::ServerBuilder builder;
   int bound = 0;
   builder.AddListeningPort("unix:" + opts.address, grpc::InsecureServerCredentials(), &bound);
@@ -200,6 +270,7 @@ int main(int argc, char** argv) {
   server->Shutdown(std::chrono::system_clock::now() + kDrain);
   server->Wait();
   server.reset();
+  images->reset();
   ::unlink(opts.address.c_str());
   spdlog::info("exited cleanly");
   spdlog::shutdown();

@@ -43,6 +43,15 @@ inline constexpr const char* kVolatileLabel = "containerd.io/snapshot/overlay.vo
                                               std::span<const int64_t> parent_ids,
                                               const MountFlags& flags);
 
+// A snapshot on a nydus image: the image's EROFS mount (image_mount) is the lowest layer,
+// under the snapshots upper_lowers names (nearest first). Active: overlay with upperdir and
+// workdir; a view: a ro bind of the image mount when nothing is above it, else an overlay
+// without upperdir.
+[[nodiscard]] std::vector<Mount> build_image_mounts(const std::string& root, Kind kind, int64_t id,
+                                                    std::span<const int64_t> upper_lowers,
+                                                    const std::string& image_mount,
+                                                    const MountFlags& flags);
+
 // Whether this kernel's overlayfs has the index feature (so index=off is passed).
 [[nodiscard]] bool overlay_has_index();
 

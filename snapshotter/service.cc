@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "snapshotter/service.h"
 
+#include <sys/stat.h>
+
 #include <spdlog/spdlog.h>
 
 #include "base/log.h"
@@ -96,24 +98,118 @@ void Service::add_mounts(const Snapshot& s, Resp* resp) const {
   }
 }
 
-grpc::Status Service::Prepare(grpc::ServerContext*, const api::PrepareSnapshotRequest* req,
-                              api::PrepareSnapshotResponse* resp) {
-  auto s = store_.create(Kind::kActive, req->key(), req->parent(), labels_from(req->labels()));
+template <typename Resp>
+void Service::add_image_mounts(const Snapshot& s, const NydusImage& image,
+                               const std::string& mountpoint, Resp* resp) const {
+  MountFlags flags{index_off_, s.volatile_};
+  for (auto& m :
+       build_image_mounts(store_.root(), s.kind, s.id, image.upper_lowers, mountpoint, flags)) {
+    auto* pm = resp->add_mounts();
+    pm->set_type(std::move(m.type));
+    pm->set_source(std::move(m.source));
+    for (auto& o : m.options) {
+      pm->add_options(std::move(o));
+    }
+  }
+}
+
+std::string Service::bootstrap_path(int64_t id) const {
+  return fs_path(store_.root(), id) + "/" + kBootstrapInLayer;
+}
+
+base::Result<std::optional<NydusImage>> Service::image_below(const std::string& parent) {
+  if (parent.empty()) {
+    return std::optional<NydusImage>();
+  }
+  auto chain = store_.lineage(parent);
+  if (!chain) {
+    // A missing parent is the store's to report, in containerd's words.
+    if (chain.error().code == ENOENT) {
+      return std::optional<NydusImage>();
+    }
+    return base::Unexpected(chain.error());
+  }
+  return find_image(*chain, [&](int64_t id) {
+    struct stat st {};
+    return ::stat(bootstrap_path(id).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  });
+}
+
+grpc::Status Service::handshake(const std::string& key, const std::string& parent,
+                                const Labels& labels) {
+  RemoteLayer r = remote_layer(labels);
+  if (r.image_ref.empty()) {
+    return fail("prepare", base::make_error(kErrFailedPrecondition, kNoReferenceHint).value());
+  }
+  auto exists = [&] {
+    return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
+                        "target snapshot \"" + r.target + "\" already exists");
+  };
+  if (store_.stat(r.target)) {
+    return exists();
+  }
+  auto s = store_.create(Kind::kActive, key, parent, {});
   if (!s) {
     return fail("prepare", s.error());
   }
-  add_mounts(*s, resp);
+  auto st = store_.commit(r.target, key, handshake_labels(labels, r));
+  if (!st) {
+    (void)store_.remove(key);
+    if (st.error().code == EEXIST) {
+      return exists();
+    }
+    return fail("prepare", st.error());
+  }
+  spdlog::debug("nydus data layer {} of {} skipped ({})", r.layer_digest, r.image_ref, r.target);
+  return exists();
+}
+
+template <typename Resp>
+grpc::Status Service::create(std::string_view rpc, Kind kind, const std::string& key,
+                             const std::string& parent, Labels labels, Resp* resp) {
+  if (kind == Kind::kActive && classify_prepare(labels) == LayerKind::kNydusBlob) {
+    return handshake(key, parent, labels);
+  }
+  auto image = image_below(parent);
+  if (!image) {
+    return fail(rpc, image.error());
+  }
+  if (!*image) {
+    auto s = store_.create(kind, key, parent, std::move(labels));
+    if (!s) {
+      return fail(rpc, s.error());
+    }
+    add_mounts(*s, resp);
+    return grpc::Status::OK;
+  }
+  if (images_ == nullptr) {
+    return fail(rpc, base::make_error(EOPNOTSUPP, "nydus images are not enabled").value());
+  }
+  if (validate_key("key", key) && store_.stat(key)) {
+    return fail(rpc, base::errorf(EEXIST, "snapshot {} already exists", key).value());
+  }
+  auto mp = images_->acquire(key, **image, bootstrap_path((*image)->bootstrap_id));
+  if (!mp) {
+    return fail(rpc, mp.error());
+  }
+  auto s = store_.create(kind, key, parent, std::move(labels));
+  if (!s) {
+    images_->release(key);
+    return fail(rpc, s.error());
+  }
+  add_image_mounts(*s, **image, *mp, resp);
   return grpc::Status::OK;
+}
+
+grpc::Status Service::Prepare(grpc::ServerContext*, const api::PrepareSnapshotRequest* req,
+                              api::PrepareSnapshotResponse* resp) {
+  return create("prepare", Kind::kActive, req->key(), req->parent(), labels_from(req->labels()),
+                resp);
 }
 
 grpc::Status Service::View(grpc::ServerContext*, const api::ViewSnapshotRequest* req,
                            api::ViewSnapshotResponse* resp) {
-  auto s = store_.create(Kind::kView, req->key(), req->parent(), labels_from(req->labels()));
-  if (!s) {
-    return fail("view", s.error());
-  }
-  add_mounts(*s, resp);
-  return grpc::Status::OK;
+  return create("view", Kind::kView, req->key(), req->parent(), labels_from(req->labels()), resp);
 }
 
 grpc::Status Service::Mounts(grpc::ServerContext*, const api::MountsRequest* req,
@@ -121,6 +217,26 @@ grpc::Status Service::Mounts(grpc::ServerContext*, const api::MountsRequest* req
   auto s = store_.get(req->key());
   if (!s) {
     return fail("mounts", s.error());
+  }
+  if (images_ != nullptr) {
+    auto use = images_->use_of(req->key());
+    if (!use) {
+      return fail("mounts", use.error());
+    }
+    if (*use) {
+      auto info = store_.stat(req->key());
+      if (!info) {
+        return fail("mounts", info.error());
+      }
+      auto image = image_below(info->parent);
+      if (!image) {
+        return fail("mounts", image.error());
+      }
+      if (*image) {
+        add_image_mounts(*s, **image, (*use)->mountpoint, resp);
+        return grpc::Status::OK;
+      }
+    }
   }
   add_mounts(*s, resp);
   return grpc::Status::OK;
@@ -132,6 +248,9 @@ grpc::Status Service::Commit(grpc::ServerContext*, const api::CommitSnapshotRequ
   if (!st) {
     return fail("commit", st.error());
   }
+  if (images_ != nullptr) {
+    images_->release(req->key());
+  }
   return grpc::Status::OK;
 }
 
@@ -140,6 +259,9 @@ grpc::Status Service::Remove(grpc::ServerContext*, const api::RemoveSnapshotRequ
   auto st = store_.remove(req->key());
   if (!st) {
     return fail("remove", st.error());
+  }
+  if (images_ != nullptr) {
+    images_->release(req->key());
   }
   return grpc::Status::OK;
 }

@@ -9,6 +9,8 @@
 
 #include "base/result.h"
 #include "snapshots.grpc.pb.h"
+#include "snapshotter/image_mounts.h"
+#include "snapshotter/nydus.h"
 #include "snapshotter/store.h"
 
 namespace snapshotter {
@@ -19,8 +21,10 @@ namespace api = ::containerd::services::snapshots::v1;
 
 class Service final : public api::Snapshots::Service {
  public:
-  // store must outlive the service. index_off: pass index=off on overlay mounts.
-  Service(Store& store, bool index_off) : store_(store), index_off_(index_off) {}
+  // store (and images, when given) must outlive the service. index_off: pass index=off on
+  // overlay mounts. images: nydus image mounts; null: nydus images are refused at Prepare.
+  Service(Store& store, bool index_off, ImageMounts* images = nullptr)
+      : store_(store), index_off_(index_off), images_(images) {}
 
   grpc::Status Prepare(grpc::ServerContext* ctx, const api::PrepareSnapshotRequest* req,
                        api::PrepareSnapshotResponse* resp) override;
@@ -46,9 +50,21 @@ class Service final : public api::Snapshots::Service {
  private:
   template <typename Resp>
   void add_mounts(const Snapshot& s, Resp* resp) const;
+  template <typename Resp>
+  void add_image_mounts(const Snapshot& s, const NydusImage& image, const std::string& mountpoint,
+                        Resp* resp) const;
+  // Prepare and View: the handshake, a snapshot on a nydus image, or an ordinary one.
+  template <typename Resp>
+  grpc::Status create(std::string_view rpc, Kind kind, const std::string& key,
+                      const std::string& parent, Labels labels, Resp* resp);
+  grpc::Status handshake(const std::string& key, const std::string& parent, const Labels& labels);
+  // The nydus image below a snapshot whose parent is `parent` (nullopt: none).
+  [[nodiscard]] base::Result<std::optional<NydusImage>> image_below(const std::string& parent);
+  [[nodiscard]] std::string bootstrap_path(int64_t id) const;
 
   Store& store_;
   bool index_off_;
+  ImageMounts* images_;
 };
 
 }  // namespace snapshotter

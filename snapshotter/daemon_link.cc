@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "snapshotter/daemon_link.h"
+
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
+#include "base/subprocess.h"
+
+namespace snapshotter {
+
+std::string default_daemon_program() {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) {
+    return "cachefilesd-nydus";
+  }
+  return (self.parent_path() / "cachefilesd-nydus").string();
+}
+
+DaemonLink::DaemonLink(DaemonStart start)
+    : start_(std::move(start)), client_(start_.socket, std::chrono::seconds(120)) {}
+
+base::Status DaemonLink::ensure() {
+  const control::Client probe(start_.socket, std::chrono::milliseconds(2000));
+  if (probe.ping()) {
+    return {};
+  }
+  std::lock_guard lk(start_mu_);
+  if (probe.ping()) {
+    return {};
+  }
+  base::SpawnOptions o;
+  o.argv = {start_.program, "--socket", start_.socket};
+  if (!start_.frontend.empty()) {
+    o.argv.insert(o.argv.end(), {"--frontend", start_.frontend});
+  }
+  o.argv.insert(o.argv.end(), start_.args.begin(), start_.args.end());
+  o.log_path = start_.log_path;
+  o.new_session = true;
+  spdlog::info("no daemon answers on {}: starting {} (log {})", start_.socket, start_.program,
+               start_.log_path);
+  CFN_ASSIGN_OR_RETURN(pid_t pid, base::spawn(o));
+  auto st = base::wait_ready(
+      pid, [&] { return probe.ping().has_value(); },
+      std::chrono::steady_clock::now() + std::chrono::seconds(15));
+  if (!st && st.error().code == ECHILD) {
+    return base::errorf(EIO, "the daemon {} exited at start; see {}", start_.program,
+                        start_.log_path);
+  }
+  if (!st) {
+    return base::errorf(ETIMEDOUT, "the daemon {} did not answer on {}; see {}", start_.program,
+                        start_.socket, start_.log_path);
+  }
+  // The daemon runs in its own session and outlives us; its exit is reaped by init once
+  // we are gone. While we live, a zombie is left only if it dies first (reaped at the
+  // next start).
+  return {};
+}
+
+base::Result<control::ImageInfo> DaemonLink::bind(const control::BindRequest& r) {
+  return client_.bind(r);
+}
+
+base::Status DaemonLink::unbind(const control::UnbindRequest& r) {
+  return client_.unbind(r);
+}
+
+base::Result<std::vector<control::ImageInfo>> DaemonLink::list() {
+  return client_.list();
+}
+
+}  // namespace snapshotter

@@ -1,0 +1,378 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "snapshotter/image_mounts.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <sqlite3.h>
+
+#include "base/file.h"
+#include "registry/reference.h"
+#include "snapshotter/nydusd_config.h"
+
+namespace snapshotter {
+namespace {
+
+base::Unexpected sql_error(sqlite3* db, std::string_view what) {
+  return base::errorf(EIO, "sqlite (nydus.db): {}: {}", what, ::sqlite3_errmsg(db));
+}
+
+struct StmtDel {
+  void operator()(sqlite3_stmt* s) const { ::sqlite3_finalize(s); }
+};
+
+std::string mountpoint_for(const std::string& root, int64_t id, int64_t generation) {
+  if (generation == 0) {
+    return fmt::format("{}/mnt/{}", root, id);
+  }
+  return fmt::format("{}/mnt/{}-{}", root, id, generation);
+}
+
+}  // namespace
+
+base::Status ImageMounts::exec(const std::string& sql) {
+  char* err = nullptr;
+  if (::sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err != nullptr ? err : "?";
+    ::sqlite3_free(err);
+    return base::errorf(EIO, "sqlite (nydus.db): {}", msg);
+  }
+  return {};
+}
+
+base::Result<std::vector<std::vector<std::string>>> ImageMounts::query(
+    const char* sql, const std::vector<std::string>& args) {
+  sqlite3_stmt* raw = nullptr;
+  if (::sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr) != SQLITE_OK) {
+    return sql_error(db_, sql);
+  }
+  std::unique_ptr<sqlite3_stmt, StmtDel> st(raw);
+  for (size_t i = 0; i < args.size(); ++i) {
+    ::sqlite3_bind_text(raw, static_cast<int>(i + 1), args[i].data(),
+                        static_cast<int>(args[i].size()), SQLITE_TRANSIENT);
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (;;) {
+    int rc = ::sqlite3_step(raw);
+    if (rc == SQLITE_DONE) {
+      break;
+    }
+    if (rc != SQLITE_ROW) {
+      return sql_error(db_, sql);
+    }
+    std::vector<std::string> row;
+    for (int c = 0; c < ::sqlite3_column_count(raw); ++c) {
+      const auto* t = ::sqlite3_column_text(raw, c);
+      row.emplace_back(t != nullptr ? reinterpret_cast<const char*>(t) : "");
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+base::Status ImageMounts::run(const char* sql, const std::vector<std::string>& args) {
+  CFN_ASSIGN_OR_RETURN(auto rows, query(sql, args));
+  (void)rows;
+  return {};
+}
+
+ImageMounts::ImageMounts(std::string root, sqlite3* db, std::shared_ptr<Daemon> daemon,
+                         MountPolicy policy)
+    : root_(std::move(root)), db_(db), daemon_(std::move(daemon)), policy_(std::move(policy)) {}
+
+base::Result<std::unique_ptr<ImageMounts>> ImageMounts::open(
+    const std::string& root, std::shared_ptr<Daemon> daemon, MountPolicy policy,
+    const std::function<bool(const std::string&)>& alive) {
+  std::error_code ec;
+  std::filesystem::create_directories(root + "/mnt", ec);
+  if (ec) {
+    return base::errorf(EIO, "creating {}/mnt: {}", root, ec.message());
+  }
+  std::string path = root + "/nydus.db";
+  sqlite3* db = nullptr;
+  if (::sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
+      SQLITE_OK) {
+    auto e = base::errorf(EIO, "opening {}: {}", path,
+                          db != nullptr ? ::sqlite3_errmsg(db) : "out of memory");
+    ::sqlite3_close(db);
+    return e;
+  }
+  ::sqlite3_busy_timeout(db, 5000);
+  std::unique_ptr<ImageMounts> m(new ImageMounts(root, db, std::move(daemon), std::move(policy)));
+  CFN_TRY(m->exec(
+      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+      "CREATE TABLE IF NOT EXISTS images (bootstrap_id INTEGER PRIMARY KEY,"
+      " mountpoint TEXT NOT NULL, generation INTEGER NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS users (key TEXT PRIMARY KEY, bootstrap_id INTEGER NOT NULL);"));
+  // Uses of snapshots that are gone (a crash between Remove and release) are dropped.
+  CFN_ASSIGN_OR_RETURN(auto users, m->query("SELECT key FROM users", {}));
+  for (const auto& u : users) {
+    if (!alive(u[0])) {
+      CFN_TRY(m->run("DELETE FROM users WHERE key = ?1", {u[0]}));
+    }
+  }
+  CFN_ASSIGN_OR_RETURN(auto images,
+                       m->query("SELECT i.bootstrap_id, i.mountpoint, (SELECT count(*) FROM users"
+                                " u WHERE u.bootstrap_id = i.bootstrap_id) FROM images i",
+                                {}));
+  for (const auto& row : images) {
+    int64_t id = std::stoll(row[0]);
+    Image im{State::kBound, row[1]};
+    if (row[2] == "0") {
+      im.state = State::kUnbinding;
+      m->queue_.push_back(id);
+    }
+    m->images_.emplace(id, std::move(im));
+  }
+  if (!images.empty()) {
+    spdlog::info("nydus mounts: {} image(s) from {}, {} to unbind", images.size(), path,
+                 m->queue_.size());
+  }
+  m->worker_ = std::thread([p = m.get()] { p->unbind_loop(); });
+  return m;
+}
+
+ImageMounts::~ImageMounts() {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) {
+    worker_.join();
+  }
+  ::sqlite3_close(db_);
+}
+
+base::Result<bool> ImageMounts::live(const std::string& mountpoint) {
+  CFN_TRY(daemon_->ensure());
+  CFN_ASSIGN_OR_RETURN(auto images, daemon_->list());
+  for (const auto& i : images) {
+    if (i.mountpoint == mountpoint) {
+      return true;
+    }
+  }
+  return false;
+}
+
+base::Result<std::string> ImageMounts::bind_new(int64_t id, const NydusImage& image,
+                                                const std::string& bootstrap_path) {
+  std::string mp;
+  {
+    std::lock_guard lk(mu_);
+    CFN_ASSIGN_OR_RETURN(auto rows, query("SELECT generation FROM images WHERE bootstrap_id = ?1",
+                                          {std::to_string(id)}));
+    int64_t gen = rows.empty() ? 0 : std::stoll(rows[0][0]) + 1;
+    mp = mountpoint_for(root_, id, gen);
+    CFN_TRY(
+        run("INSERT OR REPLACE INTO images (bootstrap_id, mountpoint, generation) VALUES "
+            "(?1, ?2, ?3)",
+            {std::to_string(id), mp, std::to_string(gen)}));
+  }
+  if (::mkdir(mp.c_str(), 0700) != 0 && errno != EEXIST) {
+    return base::errno_error("mkdir " + mp);
+  }
+  CFN_TRY(daemon_->ensure());
+  control::BindRequest req;
+  req.mountpoint = mp;
+  req.reference = image.image_ref;
+  req.registry = policy_.registry;
+  if (!policy_.mirror_urls.empty() || !policy_.auth.empty()) {
+    auto ref = registry::Reference::parse(image.image_ref);
+    if (!ref) {
+      return base::Unexpected(ref.error().wrap("image reference " + image.image_ref));
+    }
+    if (!req.registry) {
+      req.registry.emplace();
+    }
+    if (!policy_.mirror_urls.empty()) {
+      req.registry->mirrors =
+          std::map<std::string, std::vector<std::string>>{{ref->host, policy_.mirror_urls}};
+    }
+    if (!policy_.auth.empty()) {
+      // The credentials reach the daemon as a docker config of ours (0600), never in a
+      // request or a log line.
+      std::string dir = root_ + "/auth";
+      ::mkdir(dir.c_str(), 0700);
+      std::string path = dir + "/" + std::to_string(id) + ".json";
+      const std::string text = docker_config_with_auth(ref->host, policy_.auth);
+      CFN_TRY(base::write_file_atomic(path, std::as_bytes(std::span(text)), 0600));
+      req.registry->docker_config = path;
+    }
+  }
+  req.frontend = policy_.frontend;
+  if (policy_.frontend == "cachefiles") {
+    req.domain_id = policy_.domain_id;
+  }
+  (void)bootstrap_path;  // the daemon fetches the bootstrap by the reference
+  auto bound = daemon_->bind(req);
+  if (!bound) {
+    return base::Unexpected(bound.error().wrap("binding " + image.image_ref + " on " + mp));
+  }
+  spdlog::info("nydus image {} mounted on {} ({})", image.image_ref, mp, bound->frontend);
+  return mp;
+}
+
+base::Result<std::string> ImageMounts::acquire(const std::string& key, const NydusImage& image,
+                                               const std::string& bootstrap_path) {
+  const int64_t id = image.bootstrap_id;
+  std::unique_lock lk(mu_);
+  for (;;) {
+    auto it = images_.find(id);
+    if (it == images_.end() || it->second.state == State::kBound) {
+      break;
+    }
+    cv_.wait(lk);
+  }
+  std::string old_mp;
+  if (auto it = images_.find(id); it != images_.end()) {
+    old_mp = it->second.mountpoint;
+    it->second.state = State::kBinding;
+  } else {
+    images_.emplace(id, Image{State::kBinding, ""});
+  }
+  lk.unlock();
+
+  base::Result<std::string> mp = base::make_error(ENOENT, "no mount");
+  if (!old_mp.empty()) {
+    auto l = live(old_mp);
+    if (l && *l) {
+      mp = old_mp;
+    } else {
+      int n = users(id);
+      spdlog::warn(
+          "nydus image {}: the daemon no longer serves {} ({}); {} snapshot(s) using it keep "
+          "a mount whose unread data is lost; new ones get a new mount",
+          image.image_ref, old_mp, l ? "not in its list" : l.error().to_string(), n);
+      (void)daemon_->unbind(control::UnbindRequest{old_mp, true});
+    }
+  }
+  if (!mp) {
+    mp = bind_new(id, image, bootstrap_path);
+  }
+
+  lk.lock();
+  Image& im = images_[id];
+  base::Status st;
+  if (mp) {
+    im.mountpoint = *mp;
+    st = run("INSERT OR REPLACE INTO users (key, bootstrap_id) VALUES (?1, ?2)",
+             {key, std::to_string(id)});
+  }
+  auto count = query("SELECT count(*) FROM users WHERE bootstrap_id = ?1", {std::to_string(id)});
+  bool unused = count && (*count)[0][0] == "0";
+  if (!mp || !st) {
+    im.state = State::kBound;
+    if (unused) {
+      if (mp) {
+        // Bound, but the use was not recorded: unbind it in the background.
+        im.state = State::kUnbinding;
+        queue_.push_back(id);
+      } else {
+        (void)run("DELETE FROM images WHERE bootstrap_id = ?1", {std::to_string(id)});
+        images_.erase(id);
+      }
+    }
+    cv_.notify_all();
+    if (!mp) {
+      return base::Unexpected(mp.error());
+    }
+    return base::Unexpected(st.error());
+  }
+  im.state = State::kBound;
+  cv_.notify_all();
+  return mp;
+}
+
+base::Result<std::optional<ImageUse>> ImageMounts::use_of(const std::string& key) {
+  std::lock_guard lk(mu_);
+  CFN_ASSIGN_OR_RETURN(auto rows, query("SELECT u.bootstrap_id, i.mountpoint FROM users u JOIN "
+                                        "images i ON i.bootstrap_id = u.bootstrap_id WHERE "
+                                        "u.key = ?1",
+                                        {key}));
+  if (rows.empty()) {
+    return std::optional<ImageUse>();
+  }
+  return std::optional<ImageUse>(ImageUse{std::stoll(rows[0][0]), rows[0][1]});
+}
+
+int ImageMounts::users(int64_t bootstrap_id) {
+  std::lock_guard lk(mu_);
+  auto count =
+      query("SELECT count(*) FROM users WHERE bootstrap_id = ?1", {std::to_string(bootstrap_id)});
+  return count ? std::stoi((*count)[0][0]) : -1;
+}
+
+void ImageMounts::release(const std::string& key) {
+  std::lock_guard lk(mu_);
+  auto rows = query("SELECT bootstrap_id FROM users WHERE key = ?1", {key});
+  if (!rows || rows->empty()) {
+    return;
+  }
+  const std::string id_text = (*rows)[0][0];
+  if (auto st = run("DELETE FROM users WHERE key = ?1", {key}); !st) {
+    spdlog::error("nydus mounts: {}", st.error().to_string());
+    return;
+  }
+  auto count = query("SELECT count(*) FROM users WHERE bootstrap_id = ?1", {id_text});
+  if (!count || (*count)[0][0] != "0") {
+    return;
+  }
+  int64_t id = std::stoll(id_text);
+  auto it = images_.find(id);
+  if (it != images_.end() && it->second.state == State::kBound) {
+    it->second.state = State::kUnbinding;
+    queue_.push_back(id);
+    cv_.notify_all();
+  }
+}
+
+void ImageMounts::drain() {
+  std::unique_lock lk(mu_);
+  cv_.wait(lk, [&] { return queue_.empty() && in_flight_ == 0; });
+}
+
+void ImageMounts::unbind_loop() {
+  std::unique_lock lk(mu_);
+  for (;;) {
+    cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+    if (stop_) {
+      return;
+    }
+    int64_t id = queue_.front();
+    queue_.pop_front();
+    ++in_flight_;
+    std::string mp = images_[id].mountpoint;
+    lk.unlock();
+    auto st = daemon_->unbind(control::UnbindRequest{mp, false});
+    if (!st && st.error().code == EBUSY) {
+      spdlog::warn("nydus mounts: {} is busy; detaching it", mp);
+      st = daemon_->unbind(control::UnbindRequest{mp, true});
+    }
+    bool gone = st || st.error().code == ENOENT;
+    if (!gone) {
+      spdlog::error("nydus mounts: unbinding {}: {}", mp, st.error().to_string());
+    } else {
+      ::rmdir(mp.c_str());
+      spdlog::info("nydus mounts: {} unmounted and unbound", mp);
+    }
+    lk.lock();
+    --in_flight_;
+    auto count = query("SELECT count(*) FROM users WHERE bootstrap_id = ?1", {std::to_string(id)});
+    bool unused = count && (*count)[0][0] == "0";
+    if (gone && unused) {
+      (void)run("DELETE FROM images WHERE bootstrap_id = ?1", {std::to_string(id)});
+      images_.erase(id);
+    } else {
+      // Still bound (the unbind failed): the next acquire checks it against the daemon.
+      images_[id].state = State::kBound;
+    }
+    cv_.notify_all();
+  }
+}
+
+}  // namespace snapshotter

@@ -1,0 +1,252 @@
+// SPDX-License-Identifier: Apache-2.0
+// ImageMounts' reference counting, its persistence and its background unbind, against a
+// daemon stand-in that records binds (the daemon itself is tested in tests/unit/daemon and
+// with containerd in tests/kernel).
+#include "snapshotter/image_mounts.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <future>
+#include <set>
+
+#include "tests/unit/temp_dir.h"
+
+namespace snapshotter {
+namespace {
+
+class FakeDaemon final : public Daemon {
+ public:
+  base::Status ensure() override {
+    std::lock_guard lk(mu_);
+    ++ensures;
+    return {};
+  }
+  base::Result<control::ImageInfo> bind(const control::BindRequest& r) override {
+    std::lock_guard lk(mu_);
+    binds.push_back(r);
+    if (fail_binds) {
+      return base::make_error(EIO, "registry gone");
+    }
+    bound.insert(r.mountpoint);
+    control::ImageInfo i;
+    i.mountpoint = r.mountpoint;
+    i.frontend = "fanotify";
+    return i;
+  }
+  base::Status unbind(const control::UnbindRequest& r) override {
+    if (block_unbind) {
+      unbind_entered.set_value();
+      unbind_release.get_future().wait();
+    }
+    std::lock_guard lk(mu_);
+    unbinds.push_back(r.mountpoint);
+    if (bound.erase(r.mountpoint) == 0) {
+      return base::make_error(ENOENT, "no image bound");
+    }
+    return {};
+  }
+  base::Result<std::vector<control::ImageInfo>> list() override {
+    std::lock_guard lk(mu_);
+    std::vector<control::ImageInfo> out;
+    for (const auto& mp : bound) {
+      control::ImageInfo i;
+      i.mountpoint = mp;
+      out.push_back(i);
+    }
+    return out;
+  }
+
+  std::mutex mu_;
+  int ensures = 0;
+  bool fail_binds = false;
+  bool block_unbind = false;
+  std::promise<void> unbind_entered;
+  std::promise<void> unbind_release;
+  std::vector<control::BindRequest> binds;
+  std::vector<std::string> unbinds;
+  std::set<std::string> bound;
+};
+
+NydusImage image(int64_t id, const std::string& ref = "reg/x:1") {
+  NydusImage im;
+  im.bootstrap_id = id;
+  im.image_ref = ref;
+  return im;
+}
+
+bool is_dir(const std::string& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+auto all_alive = [](const std::string&) { return true; };
+
+TEST(ImageMounts, OneMountPerImageAndTheLastReleaseUnbinds) {
+  cfntest::TempDir dir("image-mounts");
+  auto d = std::make_shared<FakeDaemon>();
+  MountPolicy policy;
+  policy.frontend = "fanotify";
+  auto m = ImageMounts::open(dir.path(), d, policy, all_alive);
+  ASSERT_TRUE(m) << m.error().to_string();
+  auto a = (*m)->acquire("ns/1/c1", image(7), "/boot");
+  ASSERT_TRUE(a) << a.error().to_string();
+  EXPECT_EQ(*a, dir.path() + "/mnt/7");
+  EXPECT_TRUE(is_dir(*a));
+  auto b = (*m)->acquire("ns/1/c2", image(7), "/boot");
+  ASSERT_TRUE(b);
+  EXPECT_EQ(*b, *a);
+  ASSERT_EQ(d->binds.size(), 1U);
+  EXPECT_EQ(d->binds[0].reference, "reg/x:1");
+  EXPECT_EQ(d->binds[0].frontend, "fanotify");
+  EXPECT_EQ(d->binds[0].mountpoint, *a);
+  EXPECT_EQ((*m)->users(7), 2);
+  auto use = (*m)->use_of("ns/1/c2");
+  ASSERT_TRUE(use && use->has_value());
+  EXPECT_EQ((*use)->mountpoint, *a);
+  EXPECT_EQ((*use)->bootstrap_id, 7);
+
+  (*m)->release("ns/1/c1");
+  (*m)->drain();
+  EXPECT_TRUE(d->unbinds.empty());
+  (*m)->release("ns/1/c1");  // twice: nothing
+  (*m)->release("no-such-key");
+  EXPECT_EQ((*m)->users(7), 1);
+  (*m)->release("ns/1/c2");
+  (*m)->drain();
+  EXPECT_EQ(d->unbinds, std::vector<std::string>{*a});
+  EXPECT_FALSE(is_dir(*a));
+  EXPECT_EQ((*m)->users(7), 0);
+  auto none = (*m)->use_of("ns/1/c2");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->has_value());
+
+  // The next container binds again, at the same place.
+  auto c = (*m)->acquire("ns/1/c3", image(7), "/boot");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(*c, *a);
+  EXPECT_EQ(d->binds.size(), 2U);
+}
+
+TEST(ImageMounts, CachefilesGetsTheDomain) {
+  cfntest::TempDir dir("image-mounts");
+  auto d = std::make_shared<FakeDaemon>();
+  MountPolicy policy;
+  policy.frontend = "cachefiles";
+  policy.domain_id = "dom";
+  auto m = ImageMounts::open(dir.path(), d, policy, all_alive);
+  ASSERT_TRUE(m);
+  ASSERT_TRUE((*m)->acquire("k", image(1), "/boot"));
+  ASSERT_EQ(d->binds.size(), 1U);
+  EXPECT_EQ(d->binds[0].domain_id, "dom");
+  EXPECT_EQ(d->binds[0].frontend, "cachefiles");
+}
+
+TEST(ImageMounts, MirrorsAndAuthGoWithTheImagesHost) {
+  cfntest::TempDir dir("image-mounts");
+  auto d = std::make_shared<FakeDaemon>();
+  MountPolicy policy;
+  policy.mirror_urls = {"http://127.0.0.1:65001"};
+  policy.auth = "dXNlcjpwYXNz";
+  auto m = ImageMounts::open(dir.path(), d, policy, all_alive);
+  ASSERT_TRUE(m);
+  ASSERT_TRUE((*m)->acquire("k", image(4, "reg.example:5000/a/b:t"), "/boot"));
+  ASSERT_EQ(d->binds.size(), 1U);
+  ASSERT_TRUE(d->binds[0].registry);
+  const auto& r = *d->binds[0].registry;
+  ASSERT_TRUE(r.mirrors);
+  EXPECT_EQ(r.mirrors->at("reg.example:5000"), policy.mirror_urls);
+  ASSERT_TRUE(r.docker_config);
+  struct stat st {};
+  ASSERT_EQ(::stat(r.docker_config->c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600U);
+  // The credentials are in the file, not in the request.
+  EXPECT_EQ(control::to_json(control::Request(d->binds[0])).find("dXNlcjpwYXNz"),
+            std::string::npos);
+}
+
+TEST(ImageMounts, UsesSurviveARestartAndGoneSnapshotsAreDropped) {
+  cfntest::TempDir dir("image-mounts");
+  auto d = std::make_shared<FakeDaemon>();
+  std::string mp;
+  {
+    auto m = ImageMounts::open(dir.path(), d, {}, all_alive);
+    ASSERT_TRUE(m);
+    mp = *(*m)->acquire("a", image(5), "/boot");
+    ASSERT_TRUE((*m)->acquire("b", image(5), "/boot"));
+    ASSERT_TRUE((*m)->acquire("c", image(6), "/boot"));
+  }
+  // Restart: "b" was removed while we were down (a crash between Remove and release),
+  // and image 6's only user "c" too.
+  auto alive = [](const std::string& k) { return k == "a"; };
+  auto m = ImageMounts::open(dir.path(), d, {}, alive);
+  ASSERT_TRUE(m);
+  (*m)->drain();
+  EXPECT_EQ((*m)->users(5), 1);
+  EXPECT_EQ((*m)->users(6), 0);
+  EXPECT_EQ(d->unbinds, std::vector<std::string>{dir.path() + "/mnt/6"});
+  // The live mount of image 5 is used again without a bind.
+  auto again = (*m)->acquire("d", image(5), "/boot");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*again, mp);
+  EXPECT_EQ(d->binds.size(), 2U);
+}
+
+TEST(ImageMounts, ADaemonThatLostTheMountGetsANewOne) {
+  cfntest::TempDir dir("image-mounts");
+  auto d = std::make_shared<FakeDaemon>();
+  auto m = ImageMounts::open(dir.path(), d, {}, all_alive);
+  ASSERT_TRUE(m);
+  auto first = (*m)->acquire("a", image(5), "/boot");
+  ASSERT_TRUE(first);
+  d->bound.clear();  // a fanotify or FUSE daemon restarted: its binds are gone
+  auto second = (*m)->acquire("b", image(5), "/boot");
+  ASSERT_TRUE(second);
+  EXPECT_NE(*second, *first);
+  EXPECT_EQ(*second, dir.path() + "/mnt/5-1");
+  EXPECT_EQ(d->binds.size(), 2U);
+  EXPECT_EQ((*m)->users(5), 2);
+  // Both users now count on the new mount; the last release unbinds it.
+  (*m)->release("a");
+  (*m)->release("b");
+  (*m)->drain();
+  ASSERT_FALSE(d->unbinds.empty());
+  EXPECT_EQ(d->unbinds.back(), *second);
+}
+
+TEST(ImageMounts, AFailedBindLeavesNoUse) {
+  cfntest::TempDir dir("image-mounts");
+  auto d = std::make_shared<FakeDaemon>();
+  auto m = ImageMounts::open(dir.path(), d, {}, all_alive);
+  ASSERT_TRUE(m);
+  d->fail_binds = true;
+  auto a = (*m)->acquire("a", image(5), "/boot");
+  ASSERT_FALSE(a);
+  EXPECT_NE(a.error().message.find("registry gone"), std::string::npos);
+  EXPECT_EQ((*m)->users(5), 0);
+  d->fail_binds = false;
+  auto b = (*m)->acquire("a", image(5), "/boot");
+  ASSERT_TRUE(b) << b.error().to_string();
+  EXPECT_EQ(*b, dir.path() + "/mnt/5");
+}
+
+TEST(ImageMounts, ASlowUnbindHoldsUpNoOtherImage) {
+  cfntest::TempDir dir("image-mounts");
+  auto d = std::make_shared<FakeDaemon>();
+  auto m = ImageMounts::open(dir.path(), d, {}, all_alive);
+  ASSERT_TRUE(m);
+  ASSERT_TRUE((*m)->acquire("a", image(1), "/boot"));
+  d->block_unbind = true;
+  auto entered = d->unbind_entered.get_future();
+  (*m)->release("a");  // returns at once: the unbind runs in the background
+  entered.wait();      // ... and is now stuck in the daemon
+  auto b = (*m)->acquire("b", image(2), "/boot");
+  ASSERT_TRUE(b);
+  EXPECT_EQ((*m)->users(2), 1);
+  d->unbind_release.set_value();
+  (*m)->drain();
+  EXPECT_EQ(d->unbinds, std::vector<std::string>{dir.path() + "/mnt/1"});
+}
+
+}  // namespace
+}  // namespace snapshotter

@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: Apache-2.0
+// The service's nydus paths, called directly (no socket): the remote-snapshot handshake, the
+// bootstrap layer unpacked as usual, a container on the image, and the clear error when the
+// labels name no image. The daemon is a stand-in that records binds.
+#include "snapshotter/service.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/unit/temp_dir.h"
+
+namespace snapshotter {
+namespace {
+
+class RecordingDaemon final : public Daemon {
+ public:
+  base::Status ensure() override { return {}; }
+  base::Result<control::ImageInfo> bind(const control::BindRequest& r) override {
+    binds.push_back(r);
+    control::ImageInfo i;
+    i.mountpoint = r.mountpoint;
+    return i;
+  }
+  base::Status unbind(const control::UnbindRequest& r) override {
+    unbinds.push_back(r.mountpoint);
+    return {};
+  }
+  base::Result<std::vector<control::ImageInfo>> list() override {
+    std::vector<control::ImageInfo> out;
+    for (const auto& b : binds) {
+      control::ImageInfo i;
+      i.mountpoint = b.mountpoint;
+      out.push_back(i);
+    }
+    return out;
+  }
+  std::vector<control::BindRequest> binds;
+  std::vector<std::string> unbinds;
+};
+
+class NydusService : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto s = Store::open(dir_.sub("root"));
+    ASSERT_TRUE(s) << s.error().to_string();
+    store_ = std::move(*s);
+    daemon_ = std::make_shared<RecordingDaemon>();
+    auto m =
+        ImageMounts::open(store_->root(), daemon_, {}, [](const std::string&) { return true; });
+    ASSERT_TRUE(m);
+    images_ = std::move(*m);
+    service_ = std::make_unique<Service>(*store_, false, images_.get());
+  }
+
+  grpc::Status prepare(const std::string& key, const std::string& parent, const Labels& labels,
+                       api::PrepareSnapshotResponse* resp) {
+    api::PrepareSnapshotRequest req;
+    req.set_key(key);
+    req.set_parent(parent);
+    for (const auto& [k, v] : labels) {
+      (*req.mutable_labels())[k] = v;
+    }
+    return service_->Prepare(nullptr, &req, resp);
+  }
+
+  // A data layer through the handshake: its committed name.
+  void skip_layer(const std::string& chain, const std::string& parent, const Labels& more) {
+    Labels l = {{kTargetRefLabel, chain}, {kNydusBlobLabel, "true"}};
+    l.insert(more.begin(), more.end());
+    api::PrepareSnapshotResponse resp;
+    auto st = prepare("ns/1/extract-" + chain, parent, l, &resp);
+    ASSERT_EQ(st.error_code(), grpc::StatusCode::ALREADY_EXISTS) << st.error_message();
+  }
+
+  // The bootstrap layer, unpacked as usual with image/image.boot in it.
+  void unpack_bootstrap(const std::string& chain, const std::string& parent, const Labels& l) {
+    api::PrepareSnapshotResponse resp;
+    std::string key = "ns/1/extract-boot";
+    ASSERT_TRUE(prepare(key, parent, l, &resp).ok());
+    auto s = store_->get(key);
+    ASSERT_TRUE(s);
+    std::filesystem::create_directories(fs_path(store_->root(), s->id) + "/image");
+    std::ofstream(fs_path(store_->root(), s->id) + "/image/image.boot") << "boot";
+    ASSERT_TRUE(store_->commit(chain, key, l));
+  }
+
+  cfntest::TempDir dir_{"nydus-service"};
+  std::unique_ptr<Store> store_;
+  std::shared_ptr<RecordingDaemon> daemon_;
+  std::unique_ptr<ImageMounts> images_;
+  std::unique_ptr<Service> service_;
+};
+
+TEST_F(NydusService, HandshakeCommitsTheTargetWithTheRecordedLabels) {
+  Labels rpull = {{kStargzRefLabel, "127.0.0.1:5000/x:nydus"},
+                  {kStargzDigestLabel, "sha256:l1"},
+                  {"containerd.io/snapshot/remote/urls", ""}};
+  skip_layer("sha256:c1", "", rpull);
+  auto info = store_->stat("sha256:c1");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->kind, Kind::kCommitted);
+  EXPECT_EQ(info->parent, "");
+  EXPECT_EQ(info->labels.at(kTargetRefLabel), "sha256:c1");
+  EXPECT_EQ(info->labels.at(kImageRefLabel), "127.0.0.1:5000/x:nydus");
+  EXPECT_EQ(info->labels.at(kLayerDigestLabel), "sha256:l1");
+  EXPECT_FALSE(info->labels.contains("containerd.io/snapshot/remote/urls"));
+  // The key Prepare was given is not left behind.
+  EXPECT_FALSE(store_->stat("ns/1/extract-sha256:c1"));
+  // Again (another pull of the same image): AlreadyExists, nothing new.
+  skip_layer("sha256:c1", "", rpull);
+  skip_layer("sha256:c2", "sha256:c1", rpull);
+  info = store_->stat("sha256:c2");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->parent, "sha256:c1");
+}
+
+TEST_F(NydusService, HandshakeWithoutAnImageReferenceIsAClearError) {
+  api::PrepareSnapshotResponse resp;
+  auto st = prepare("ns/1/extract-1", "",
+                    {{kTargetRefLabel, "sha256:c1"}, {kNydusBlobLabel, "true"}}, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(st.error_message().find("disable_snapshot_annotations = false"), std::string::npos);
+  EXPECT_FALSE(store_->stat("sha256:c1"));
+}
+
+TEST_F(NydusService, AContainerGetsTheImageMountAndTheLastRemoveUnbinds) {
+  Labels rpull = {{kStargzRefLabel, "127.0.0.1:5000/x:nydus"}};
+  skip_layer("sha256:c1", "", rpull);
+  skip_layer("sha256:c2", "sha256:c1", rpull);
+  Labels boot = rpull;
+  boot[kTargetRefLabel] = "sha256:c3";
+  boot[kNydusBootstrapLabel] = "true";
+  unpack_bootstrap("sha256:c3", "sha256:c2", boot);
+  EXPECT_TRUE(daemon_->binds.empty());  // unpacking binds nothing
+
+  api::PrepareSnapshotResponse r1;
+  ASSERT_TRUE(prepare("ns/1/ctr1", "sha256:c3", {}, &r1).ok());
+  ASSERT_EQ(daemon_->binds.size(), 1U);
+  EXPECT_EQ(daemon_->binds[0].reference, "127.0.0.1:5000/x:nydus");
+  const std::string mp = daemon_->binds[0].mountpoint;
+  ASSERT_EQ(r1.mounts_size(), 1);
+  EXPECT_EQ(r1.mounts(0).type(), "overlay");
+  auto s1 = store_->get("ns/1/ctr1");
+  ASSERT_TRUE(s1);
+  std::vector<std::string> opts(r1.mounts(0).options().begin(), r1.mounts(0).options().end());
+  EXPECT_EQ(opts, (std::vector<std::string>{"workdir=" + work_path(store_->root(), s1->id),
+                                            "upperdir=" + fs_path(store_->root(), s1->id),
+                                            "lowerdir=" + mp}));
+  // Mounts answers the same.
+  api::MountsRequest mreq;
+  mreq.set_key("ns/1/ctr1");
+  api::MountsResponse mresp;
+  ASSERT_TRUE(service_->Mounts(nullptr, &mreq, &mresp).ok());
+  ASSERT_EQ(mresp.mounts_size(), 1);
+  EXPECT_EQ(mresp.mounts(0).options(2), "lowerdir=" + mp);
+
+  // A second container and a view share the mount.
+  api::PrepareSnapshotResponse r2;
+  ASSERT_TRUE(prepare("ns/1/ctr2", "sha256:c3", {}, &r2).ok());
+  api::ViewSnapshotRequest vreq;
+  vreq.set_key("ns/1/view");
+  vreq.set_parent("sha256:c3");
+  api::ViewSnapshotResponse vresp;
+  ASSERT_TRUE(service_->View(nullptr, &vreq, &vresp).ok());
+  ASSERT_EQ(vresp.mounts_size(), 1);
+  EXPECT_EQ(vresp.mounts(0).type(), "bind");
+  EXPECT_EQ(vresp.mounts(0).source(), mp);
+  EXPECT_EQ(daemon_->binds.size(), 1U);
+  // The same key again: AlreadyExists, and the count is unchanged.
+  api::PrepareSnapshotResponse r3;
+  EXPECT_EQ(prepare("ns/1/ctr2", "sha256:c3", {}, &r3).error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+
+  for (const char* key : {"ns/1/ctr1", "ns/1/view", "ns/1/ctr2"}) {
+    api::RemoveSnapshotRequest rm;
+    rm.set_key(key);
+    google::protobuf::Empty e;
+    ASSERT_TRUE(service_->Remove(nullptr, &rm, &e).ok()) << key;
+    images_->drain();
+    if (std::string(key) != "ns/1/ctr2") {
+      EXPECT_TRUE(daemon_->unbinds.empty()) << key;
+    }
+  }
+  EXPECT_EQ(daemon_->unbinds, std::vector<std::string>{mp});
+}
+
+TEST_F(NydusService, CriDefaultLabelsFailAtTheContainersPrepareToo) {
+  // A bootstrap over handshakes whose labels name no image (recorded by an older pull):
+  // the container's Prepare fails clearly instead of an empty lower layer.
+  api::PrepareSnapshotResponse resp;
+  ASSERT_TRUE(prepare("k1", "", {}, &resp).ok());
+  ASSERT_TRUE(store_->commit("sha256:c1", "k1", {{kNydusBlobLabel, "true"}}));
+  unpack_bootstrap("sha256:c2", "sha256:c1", {{kNydusBootstrapLabel, "true"}});
+  api::PrepareSnapshotResponse r;
+  auto st = prepare("ns/1/ctr", "sha256:c2", {}, &r);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("rpull"), std::string::npos);
+  EXPECT_FALSE(store_->stat("ns/1/ctr"));
+  EXPECT_TRUE(daemon_->binds.empty());
+}
+
+TEST_F(NydusService, OrdinaryImagesAreUntouched) {
+  api::PrepareSnapshotResponse resp;
+  ASSERT_TRUE(prepare("k1", "", {{kTargetRefLabel, "sha256:x"}}, &resp).ok());
+  ASSERT_TRUE(store_->commit("sha256:x", "k1", {}));
+  ASSERT_TRUE(prepare("ctr", "sha256:x", {}, &resp).ok());
+  EXPECT_TRUE(daemon_->binds.empty());
+}
+
+}  // namespace
+}  // namespace snapshotter
