@@ -785,15 +785,17 @@ base::Status Store::remove(std::string_view key) {
 
 base::Result<std::vector<ChainEntry>> Store::lineage(std::string_view name) {
   CFN_TRY(validate_key("name", name));
-  std::lock_guard lock(mu_);
+  std::lock_guard lock(rmu_);
+  Txn rt(rdb_);
+  CFN_TRY(rt.begin("BEGIN"));
   std::vector<ChainEntry> out;
   std::string key(name);
   while (!key.empty()) {
-    CFN_ASSIGN_OR_RETURN(auto r, find(*st_, key));
+    CFN_ASSIGN_OR_RETURN(auto r, find(*rst_, key));
     if (!r) {
       return not_found(key);
     }
-    CFN_ASSIGN_OR_RETURN(auto labels, labels_of(*st_, r->id));
+    CFN_ASSIGN_OR_RETURN(auto labels, labels_of(*rst_, r->id));
     out.push_back(ChainEntry{r->id, key, std::move(labels)});
     key = r->parent;
   }
