@@ -41,6 +41,10 @@ class Backend {
   [[nodiscard]] virtual std::string describe() const = 0;
 };
 
+// EINVAL unless id can name a file in a directory (not empty, ".", "..", no '/' or
+// NUL): a blob id comes from an image, and names the cache's and localfs's files.
+[[nodiscard]] base::Status check_blob_id(const std::string& id);
+
 // Blob files named by blob id in dir.
 [[nodiscard]] base::Result<std::unique_ptr<Backend>> make_localfs_backend(const std::string& dir);
 

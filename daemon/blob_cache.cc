@@ -57,14 +57,6 @@ constexpr std::uint64_t kMinBatch = 128 * 1024;
 constexpr std::uint64_t kBlock = 4096;
 constexpr std::uint64_t kMaxMetaBytes = 1ULL << 30;
 
-base::Status check_blob_id(const std::string& id) {
-  if (id.empty() || id == "." || id == ".." || id.find('/') != std::string::npos ||
-      id.find('\0') != std::string::npos) {
-    return base::errorf(EINVAL, "blob id '{}' cannot name a file", id);
-  }
-  return {};
-}
-
 class BlobCacheImpl final : public BlobCache {
  public:
   explicit BlobCacheImpl(CacheOptions options)

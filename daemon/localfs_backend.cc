@@ -20,10 +20,9 @@ class LocalFsBackend final : public Backend {
   void read(const std::string& blob_id, std::span<BackendRead> reads,
             Deadline /*deadline*/) override {
     // A blob id comes from an image: it must name a file in dir_, never walk out.
-    if (blob_id.empty() || blob_id == "." || blob_id == ".." ||
-        blob_id.find('/') != std::string::npos || blob_id.find('\0') != std::string::npos) {
+    if (auto ok = check_blob_id(blob_id); !ok) {
       for (auto& r : reads) {
-        r.result = base::errorf(EINVAL, "blob id '{}' cannot name a file", blob_id);
+        r.result = base::Unexpected(ok.error());
       }
       return;
     }
@@ -46,6 +45,14 @@ class LocalFsBackend final : public Backend {
 };
 
 }  // namespace
+
+base::Status check_blob_id(const std::string& id) {
+  if (id.empty() || id == "." || id == ".." || id.find('/') != std::string::npos ||
+      id.find('\0') != std::string::npos) {
+    return base::errorf(EINVAL, "blob id '{}' cannot name a file", id);
+  }
+  return {};
+}
 
 base::Result<std::unique_ptr<Backend>> make_localfs_backend(const std::string& dir) {
   if (dir.empty()) {

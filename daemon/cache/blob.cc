@@ -509,7 +509,7 @@ base::Status Blob::fill(std::uint64_t off, std::uint64_t len, int write_fd) {
   if (c.held) {
     return base::Unexpected(*c.held);
   }
-  OnDemandScope scope(*shared_);
+  CountScope scope(*shared_, &Shared::ondemand);
   // The reader's deadline: our own fetch is cut there (the backend's retries
   // included), and so is the wait for fetches of others.
   const Deadline deadline = shared_->deadline_from(t0);
@@ -530,7 +530,7 @@ base::Status Blob::fill(std::uint64_t off, std::uint64_t len, int write_fd) {
   // 4. Fetch, decode and write, publish. Prefetch-list workers start no new read
   // meanwhile: the reader waits for these bytes, so they get the bandwidth.
   if (!rounds.empty()) {
-    FetchingScope fetching(*shared_);
+    CountScope fetching(*shared_, &Shared::fetching);
     for (const Round& r : rounds) {
       run_round(r, write_fd, deadline);
     }

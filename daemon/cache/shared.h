@@ -36,45 +36,26 @@ struct Shared {
   }
 };
 
-// RAII count of on-demand fills in progress; the prefetcher waits for zero.
-class OnDemandScope {
+// RAII: one more in a count of Shared (ondemand, fetching) while it lives; the
+// count's return to zero is notified on Shared::cv (the prefetcher waits for it).
+class CountScope {
  public:
-  explicit OnDemandScope(Shared& s) : s_(s) {
+  CountScope(Shared& s, int Shared::*count) : s_(s), count_(count) {
     std::lock_guard lk(s_.mu);
-    ++s_.ondemand;
+    ++(s_.*count_);
   }
-  ~OnDemandScope() {
+  ~CountScope() {
     std::lock_guard lk(s_.mu);
-    if (--s_.ondemand == 0) {
+    if (--(s_.*count_) == 0) {
       s_.cv.notify_all();
     }
   }
-  OnDemandScope(const OnDemandScope&) = delete;
-  OnDemandScope& operator=(const OnDemandScope&) = delete;
+  CountScope(const CountScope&) = delete;
+  CountScope& operator=(const CountScope&) = delete;
 
  private:
   Shared& s_;
-};
-
-// RAII count of fills fetching their own chunks; prefetch-list workers start no new
-// read while it is above zero.
-class FetchingScope {
- public:
-  explicit FetchingScope(Shared& s) : s_(s) {
-    std::lock_guard lk(s_.mu);
-    ++s_.fetching;
-  }
-  ~FetchingScope() {
-    std::lock_guard lk(s_.mu);
-    if (--s_.fetching == 0) {
-      s_.cv.notify_all();
-    }
-  }
-  FetchingScope(const FetchingScope&) = delete;
-  FetchingScope& operator=(const FetchingScope&) = delete;
-
- private:
-  Shared& s_;
+  int Shared::*count_;
 };
 
 }  // namespace cfnd::cache
