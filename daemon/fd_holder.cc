@@ -312,7 +312,8 @@ constexpr std::size_t kMaxConnections = 8;
 
 }  // namespace
 
-int run_fd_holder(const std::string& path, std::chrono::seconds grace) {
+int run_fd_holder(const std::string& path, std::chrono::seconds grace,
+                  const std::function<void()>& on_listening) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
@@ -330,6 +331,9 @@ int run_fd_holder(const std::string& path, std::chrono::seconds grace) {
     return 1;
   }
   spdlog::info("fd holder: listening on {} (grace {} s)", path, grace.count());
+  if (on_listening) {
+    on_listening();
+  }
   std::map<std::string, base::UniqueFd> held;
   std::vector<base::UniqueFd> conns;
   auto alone_since = std::chrono::steady_clock::now();

@@ -23,6 +23,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -94,6 +95,8 @@ class FdHolderClient {
 // The holder process: listen on path (a stale socket is replaced, a live one is
 // EADDRINUSE) and serve until RELEASE, SIGTERM/SIGINT or the grace period (see above).
 // Returns 0 on a normal exit, 1 when it could not start (logged).
-[[nodiscard]] int run_fd_holder(const std::string& path, std::chrono::seconds grace);
+// on_listening (tests) is called once the socket listens.
+[[nodiscard]] int run_fd_holder(const std::string& path, std::chrono::seconds grace,
+                                const std::function<void()>& on_listening = {});
 
 }  // namespace cfnd

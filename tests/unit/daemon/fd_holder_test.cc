@@ -6,8 +6,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "tests/unit/temp_dir.h"
@@ -125,24 +127,45 @@ TEST(FdHolderProtocol, SocketPairCarriesFds) {
   EXPECT_EQ(eof.error().code, ECONNRESET);
 }
 
-// A client of the holder started in a thread: retried until it listens (up to 5 s).
-base::Result<FdHolderClient> connect_when_listening(const std::string& path) {
-  base::Result<FdHolderClient> c = FdHolderClient::connect(path);
-  for (int i = 0; i < 500 && !c; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    c = FdHolderClient::connect(path);
+// The holder in a thread; start() returns once it listens (or gave up).
+class HolderThread {
+ public:
+  HolderThread(std::string path, std::chrono::seconds grace)
+      : thread_([this, path = std::move(path), grace] {
+          rc_ = run_fd_holder(path, grace, [this] { signal(); });
+          signal();  // also when it could not start
+        }) {
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [this] { return started_; });
   }
-  return c;
-}
+  ~HolderThread() { join(); }
+  int join() {
+    if (thread_.joinable()) {
+      thread_.join();
+    }
+    return rc_;
+  }
+
+ private:
+  void signal() {
+    std::lock_guard lk(mu_);
+    started_ = true;
+    cv_.notify_all();
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool started_ = false;
+  int rc_ = -1;
+  std::thread thread_;  // last: starts after the members above exist
+};
 
 // The holder itself, in a thread: a daemon puts a fd, "dies" (disconnects), the next
 // one gets the same open file back, then releases the holder, which exits.
 TEST(FdHolder, KeepsAndHandsOverAFd) {
   cfntest::TempDir tmp("fd-holder");
   const std::string path = tmp.sub("h.sock");
-  int rc = -1;
-  std::thread holder([&] { rc = run_fd_holder(path, std::chrono::seconds(0)); });
-  base::Result<FdHolderClient> c = connect_when_listening(path);
+  HolderThread holder(path, std::chrono::seconds(0));
+  base::Result<FdHolderClient> c = FdHolderClient::connect(path);
   ASSERT_TRUE(c) << c.error().to_string();
   struct stat st {};
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
@@ -173,8 +196,7 @@ TEST(FdHolder, KeepsAndHandsOverAFd) {
   EXPECT_EQ(ch, 'y');
   got->reset();
   ASSERT_TRUE(next->release());
-  holder.join();
-  EXPECT_EQ(rc, 0);
+  EXPECT_EQ(holder.join(), 0);
   EXPECT_FALSE(std::filesystem::exists(path));
   // Every writer is closed now (ours and the holder's): the reader sees end of file.
   EXPECT_EQ(::read(r.get(), &ch, 1), 0);
@@ -185,9 +207,8 @@ TEST(FdHolder, KeepsAndHandsOverAFd) {
 TEST(FdHolder, GivesUpAfterGrace) {
   cfntest::TempDir tmp("fd-holder");
   const std::string path = tmp.sub("h.sock");
-  int rc = -1;
-  std::thread holder([&] { rc = run_fd_holder(path, std::chrono::seconds(1)); });
-  base::Result<FdHolderClient> c = connect_when_listening(path);
+  HolderThread holder(path, std::chrono::seconds(1));
+  base::Result<FdHolderClient> c = FdHolderClient::connect(path);
   ASSERT_TRUE(c) << c.error().to_string();
   int p[2];
   ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
@@ -197,8 +218,7 @@ TEST(FdHolder, GivesUpAfterGrace) {
     ASSERT_TRUE(c->put("cachefiles", w.get()));
   }
   c = base::make_error(ENOENT, "");  // the daemon dies; nobody comes back
-  holder.join();                     // returns once the grace period is over
-  EXPECT_EQ(rc, 0);
+  EXPECT_EQ(holder.join(), 0);       // returns once the grace period is over
   char ch = 0;
   EXPECT_EQ(::read(r.get(), &ch, 1), 0);  // the holder's dup is closed too
   EXPECT_FALSE(std::filesystem::exists(path));
