@@ -30,6 +30,10 @@ base::Status DaemonLink::ensure() {
   if (probe.ping()) {
     return {};
   }
+  if (!start_.log_path.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(start_.log_path).parent_path(), ec);
+  }
   base::SpawnOptions o;
   o.argv = {start_.program, "--socket", start_.socket};
   if (!start_.frontend.empty()) {

@@ -190,7 +190,14 @@ grpc::Status Service::create(std::string_view rpc, Kind kind, const std::string&
   }
   auto mp = images_->acquire(key, **image, bootstrap_path((*image)->bootstrap_id));
   if (!mp) {
-    return fail(rpc, mp.error());
+    // The daemon's ENOENT / EEXIST / EINVAL are not about the caller's key or parent:
+    // containerd must not read them as NotFound / AlreadyExists / InvalidArgument.
+    base::Error e = mp.error();
+    if (e.code == ENOENT || e.code == EEXIST || e.code == EINVAL ||
+        e.code == kErrFailedPrecondition) {
+      e.code = EIO;
+    }
+    return fail(rpc, e.wrap("mounting nydus image " + (*image)->image_ref));
   }
   auto s = store_.create(kind, key, parent, std::move(labels));
   if (!s) {
