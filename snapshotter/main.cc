@@ -161,6 +161,10 @@ int main(int argc, char** argv) {
   if (auto st = snapshotter::check_fs_driver(opts.fs_driver); !st) {
     return fail(st.error().message);
   }
+  if (opts.root.empty() || opts.root[0] != '/') {
+    // Checked before the log directory is made under it.
+    return fail("root " + opts.root + " is not an absolute path");
+  }
   if (auto st = init_log(opts); !st) {
     return fail(st.error().message);
   }
