@@ -31,8 +31,10 @@
 namespace cfnd {
 
 struct CacheOptions {
-  std::string cache_dir;                 // owned by us; created if missing
-  std::uint64_t batch_size = 1U << 20;   // widen on-demand fills to this (>= 128 KiB)
+  std::string cache_dir;  // owned by us; created if missing
+  // Widen on-demand fills to this (>= 128 KiB). The same default as the daemon's
+  // config (Config::batch_size, README): one default, not two.
+  std::uint64_t batch_size = 128U << 10;
   std::uint64_t prefetch_bandwidth = 0;  // bytes/s for background prefetch; 0 = off
   // How long a fill may wait for its bytes, retries included; 0 = no bound but the
   // backend's own timeouts. See CachedBlob::fill.
