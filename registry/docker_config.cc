@@ -176,17 +176,16 @@ std::string default_docker_config_path() {
   return "/root/.docker/config.json";
 }
 
-base::Result<std::optional<Credentials>> docker_credentials(const std::string& config_path,
-                                                            std::string_view host) {
-  const std::string path = config_path.empty() ? default_docker_config_path() : config_path;
-  if (access(path.c_str(), F_OK) != 0 && errno == ENOENT) {
-    return std::optional<Credentials>();
-  }
-  CFN_ASSIGN_OR_RETURN(const std::vector<std::byte> bytes, base::read_file(path));
-  if (bytes.size() > kMaxConfigBytes) {
+namespace internal {
+
+base::Result<std::optional<Credentials>> credentials_from_config(std::string_view text,
+                                                                 std::string_view host,
+                                                                 const std::string& path,
+                                                                 const HelperRunner& helper) {
+  if (text.size() > kMaxConfigBytes) {
     return base::errorf(EMSGSIZE, "docker config {}: over {} bytes", path, kMaxConfigBytes);
   }
-  const json j = json::parse(base::as_chars(bytes), nullptr, false);
+  const json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
     return base::errorf(EINVAL, "docker config {}: malformed JSON", path);
   }
@@ -203,7 +202,7 @@ base::Result<std::optional<Credentials>> docker_credentials(const std::string& c
           return base::errorf(EINVAL, "docker config {}: credHelpers[\"{}\"] is not a string", path,
                               key);
         }
-        auto c = from_helper(name.get<std::string>(), server);
+        auto c = helper(name.get<std::string>(), server);
         if (!c) {
           return base::Unexpected(std::move(c).error().wrap(fmt::format("docker config {}", path)));
         }
@@ -212,7 +211,7 @@ base::Result<std::optional<Credentials>> docker_credentials(const std::string& c
     }
     if (const auto store = j.find("credsStore");
         store != j.end() && store->is_string() && !store->get<std::string>().empty()) {
-      auto c = from_helper(store->get<std::string>(), server);
+      auto c = helper(store->get<std::string>(), server);
       if (!c) {
         return base::Unexpected(std::move(c).error().wrap(fmt::format("docker config {}", path)));
       }
@@ -228,6 +227,18 @@ base::Result<std::optional<Credentials>> docker_credentials(const std::string& c
     return base::errorf(EINVAL, "docker config {}: {}", path, e.what());
   }
   return std::optional<Credentials>();
+}
+
+}  // namespace internal
+
+base::Result<std::optional<Credentials>> docker_credentials(const std::string& config_path,
+                                                            std::string_view host) {
+  const std::string path = config_path.empty() ? default_docker_config_path() : config_path;
+  if (access(path.c_str(), F_OK) != 0 && errno == ENOENT) {
+    return std::optional<Credentials>();
+  }
+  CFN_ASSIGN_OR_RETURN(const std::vector<std::byte> bytes, base::read_file(path));
+  return internal::credentials_from_config(base::as_chars(bytes), host, path, from_helper);
 }
 
 }  // namespace registry

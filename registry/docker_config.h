@@ -4,6 +4,7 @@
 // through `docker-credential-<name> get` with the server on stdin.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -21,5 +22,19 @@ namespace registry {
 
 // $DOCKER_CONFIG/config.json, else $HOME/.docker/config.json.
 [[nodiscard]] std::string default_docker_config_path();
+
+namespace internal {
+
+// Runs credential helper `name` for `server`; nullopt when it has nothing for it.
+using HelperRunner = std::function<base::Result<std::optional<Credentials>>(
+    const std::string& name, std::string_view server)>;
+
+// Pure but for `helper`: docker_credentials on the config's text (path only names it in
+// errors). The fuzz target passes a helper that runs nothing.
+[[nodiscard]] base::Result<std::optional<Credentials>> credentials_from_config(
+    std::string_view text, std::string_view host, const std::string& path,
+    const HelperRunner& helper);
+
+}  // namespace internal
 
 }  // namespace registry

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/unit/temp_dir.h"
 
@@ -193,6 +194,30 @@ TEST_F(DockerConfigTest, HangingHelperEndsOnSigterm) {
   EXPECT_NE(c.error().code, ETIMEDOUT) << c.error().message;
   EXPECT_NE(c.error().message.find("docker-credential-hang"), std::string::npos)
       << c.error().message;
+}
+
+// The text parser on its own, as the fuzz target drives it: the helper it is given is
+// asked for the matching server, and the store's "none" falls through to inline auths.
+TEST(DockerConfigText, HelperRunnerAndFallThrough) {
+  std::vector<std::string> asked;
+  const internal::HelperRunner helper =
+      [&](const std::string& name,
+          std::string_view server) -> base::Result<std::optional<Credentials>> {
+    asked.push_back(name + "@" + std::string(server));
+    return std::optional<Credentials>();
+  };
+  const std::string text =
+      R"({"credsStore":"store","auths":{"https://index.docker.io/v1/":{"auth":"dTpw"}}})";
+  auto c = internal::credentials_from_config(text, "docker.io", "t.json", helper);
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_TRUE(c->has_value());
+  EXPECT_EQ((*c)->username, "u");
+  EXPECT_EQ((*c)->password, "p");
+  EXPECT_EQ(asked, std::vector<std::string>{"store@https://index.docker.io/v1/"});
+
+  auto bad = internal::credentials_from_config("[1", "docker.io", "t.json", helper);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("t.json"), std::string::npos) << bad.error().message;
 }
 
 }  // namespace
