@@ -126,7 +126,10 @@ base::Result<std::optional<Credentials>> from_auths(const json& auths, std::stri
   if (!auths.is_object()) {
     return base::errorf(EINVAL, "docker config {}: \"auths\" is not an object", path);
   }
-  for (const auto& [key, entry] : auths.items()) {
+  for (const auto& item : auths.items()) {
+    // Named, not a structured binding: clang 14 cannot capture bindings in the lambda below.
+    const std::string& key = item.key();
+    const json& entry = item.value();
     if (!server_matches(key, host)) {
       continue;
     }
