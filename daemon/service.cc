@@ -169,6 +169,12 @@ class ServiceImpl final : public Service {
       std::lock_guard lk(stop_mu_);
       if (!stop_requested_) {
         stop_requested_ = true;
+        // Refuse binds from the moment stop() returns, not from when the shutdown thread
+        // gets to run: a bind between its download and its mount must see it.
+        {
+          std::lock_guard mlk(mu_);
+          stopping_ = true;
+        }
         // Unmount on another thread while the loop still answers fanotify events: a
         // reader blocked on an event would otherwise keep the mount busy for ever.
         shutdown_thread_ = std::thread([this] {
