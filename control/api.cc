@@ -411,11 +411,14 @@ base::Result<Request> request_from_json(std::string_view text) {
       CFN_ASSIGN_OR_RETURN(b.bootstrap, f.string("bootstrap"));
       CFN_ASSIGN_OR_RETURN(b.blob_dir, f.string("blob_dir"));
     } else {
+      // A local copy of the image's bootstrap may come with the reference (the blobs
+      // still come from the registry); a blob dir may not.
       CFN_TRY(f.read("bootstrap", b.bootstrap));
       CFN_TRY(f.read("blob_dir", b.blob_dir));
-      if (!b.bootstrap.empty() || !b.blob_dir.empty()) {
+      if (!b.blob_dir.empty()) {
         return base::make_error(EINVAL,
-                                "give \"reference\" or \"bootstrap\" + \"blob_dir\", not both");
+                                "\"blob_dir\" goes with a local \"bootstrap\", not with "
+                                "\"reference\"");
       }
     }
     CFN_ASSIGN_OR_RETURN(b.mountpoint, f.string("mountpoint"));

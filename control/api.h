@@ -8,6 +8,8 @@
 //   {"op":"ping"}                          -> {"ok":true,"pid":N,"frontend":NAME}
 //   {"op":"bind","reference":REF[,"registry":{overrides}],"mountpoint":DIR
 //    [,"frontend":NAME][,"fsid":ID][,"domain_id":D]}           -> {"ok":true, IMAGE}
+//   {"op":"bind","reference":REF,"bootstrap":PATH,...}   (the bootstrap already local: not
+//                                                         fetched; blobs from the registry)
 //   {"op":"bind","bootstrap":PATH,"blob_dir":DIR,"mountpoint":DIR ...}
 //   {"op":"unbind","mountpoint":DIR[,"force":true]}             -> {"ok":true}
 //   {"op":"list"}                          -> {"ok":true,"images":[IMAGE...]}
@@ -59,7 +61,8 @@ struct PingRequest {
   friend bool operator==(const PingRequest&, const PingRequest&) = default;
 };
 
-// A registry image (reference, registry) or a local one (bootstrap + blob_dir).
+// A registry image (reference, registry[, bootstrap: a local copy of its bootstrap]) or a
+// local one (bootstrap + blob_dir).
 struct BindRequest {
   std::string mountpoint;
   std::string reference;

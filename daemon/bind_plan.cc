@@ -56,6 +56,16 @@ base::Result<BindPlan> plan_bind(const control::BindRequest& req, const BindOffe
     }
   }
   CFN_ASSIGN_OR_RETURN(p.mountpoint, real_dir(req.mountpoint, "mountpoint"));
+  if (p.ref && !req.bootstrap.empty()) {
+    // The image's bootstrap, already local (the snapshotter's unpacked bootstrap layer).
+    struct stat st {};
+    if (req.bootstrap.front() != '/' || ::stat(req.bootstrap.c_str(), &st) != 0 ||
+        !S_ISREG(st.st_mode)) {
+      return base::errorf(EINVAL, "bootstrap {} is not an absolute path of a regular file",
+                          req.bootstrap);
+    }
+    p.bootstrap = req.bootstrap;
+  }
   if (!p.ref) {
     p.bootstrap = req.bootstrap;
     CFN_ASSIGN_OR_RETURN(p.blob_dir, real_dir(req.blob_dir, "blob dir"));

@@ -393,11 +393,13 @@ class ServiceImpl final : public Service {
       // file is renamed into place whole, so concurrent pulls of one image are
       // harmless).
       CFN_ASSIGN_OR_RETURN(auto client, clients_.get(ropts, *ref));
-      CFN_ASSIGN_OR_RETURN(
-          auto pulled, pull_bootstrap(*client, *ref, config_.cache_dir, ropts.max_bootstrap_bytes));
-      bootstrap = pulled.bootstrap_path;
+      if (bootstrap.empty()) {
+        CFN_ASSIGN_OR_RETURN(auto pulled, pull_bootstrap(*client, *ref, config_.cache_dir,
+                                                         ropts.max_bootstrap_bytes));
+        bootstrap = pulled.bootstrap_path;
+        b.record.manifest_digest = pulled.manifest_digest;
+      }
       b.record.reference = ref->to_string();
-      b.record.manifest_digest = pulled.manifest_digest;
       b.record.registry = ropts;
       backend = make_registry_backend(std::move(client), *ref);
     }

@@ -77,7 +77,8 @@ TEST(ControlApi, BadRequestsAreRefused) {
       R"({"op":"nope"})",
       R"({"op":"bind","mountpoint":"/m"})",
       R"({"op":"bind","bootstrap":"/b","blob_dir":"/d"})",
-      R"({"op":"bind","reference":"h/r","bootstrap":"/b","mountpoint":"/m"})",
+      R"({"op":"bind","reference":"h/r","blob_dir":"/d","mountpoint":"/m"})",
+      R"({"op":"bind","reference":"h/r","bootstrap":"/b","blob_dir":"/d","mountpoint":"/m"})",
       R"({"op":"bind","reference":"h/r","mountpoint":7})",
       R"({"op":"bind","reference":"h/r","mountpoint":"/m","registry":[]})",
       R"({"op":"bind","reference":"h/r","mountpoint":"/m","registry":{"nope":1}})",
@@ -93,6 +94,19 @@ TEST(ControlApi, BadRequestsAreRefused) {
   }
   auto missing = request_from_json(R"({"op":"unbind"})");
   EXPECT_NE(missing.error().message.find("mountpoint"), std::string::npos);
+}
+
+TEST(ControlApi, ReferenceWithALocalBootstrap) {
+  auto r =
+      request_from_json(R"({"op":"bind","reference":"h/r","bootstrap":"/b","mountpoint":"/m"})");
+  ASSERT_TRUE(r) << r.error().to_string();
+  const auto& b = std::get<BindRequest>(*r);
+  EXPECT_EQ(b.reference, "h/r");
+  EXPECT_EQ(b.bootstrap, "/b");
+  EXPECT_EQ(b.blob_dir, "");
+  auto again = request_from_json(to_json(*r));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*again, *r);
 }
 
 TEST(ControlApi, UnbindForceOnlyWhenTrue) {

@@ -69,6 +69,24 @@ TEST_F(BindPlanTest, RegistryImageWithOverrides) {
   EXPECT_EQ(error_of(r), EINVAL);
 }
 
+TEST_F(BindPlanTest, RegistryImageWithALocalBootstrap) {
+  control::BindRequest r;
+  r.mountpoint = tmp_.sub("mnt");
+  r.reference = "127.0.0.1:5000/demo:latest";
+  r.bootstrap = tmp_.sub("local.boot");
+  EXPECT_EQ(error_of(r), EINVAL);  // missing
+  { std::ofstream(r.bootstrap) << "boot"; }
+  auto p = plan_bind(r, offer_);
+  ASSERT_TRUE(p) << p.error().to_string();
+  ASSERT_TRUE(p->ref);
+  EXPECT_EQ(p->bootstrap, r.bootstrap);
+  EXPECT_EQ(p->blob_dir, "");
+  r.bootstrap = "local.boot";  // relative
+  EXPECT_EQ(error_of(r), EINVAL);
+  r.bootstrap = tmp_.path();  // not a regular file
+  EXPECT_EQ(error_of(r), EINVAL);
+}
+
 TEST_F(BindPlanTest, Refusals) {
   auto r = local();
   r.frontend = "nfs";
