@@ -208,7 +208,12 @@ base::Result<std::string> ImageMounts::bind_new(int64_t id, const NydusImage& im
   if (policy_.frontend == "cachefiles") {
     req.domain_id = policy_.domain_id;
   }
-  (void)bootstrap_path;  // the daemon fetches the bootstrap by the reference
+  // The bootstrap layer is unpacked here already: the daemon takes that copy instead of
+  // downloading it again (and fetches it by the reference when it is not there).
+  struct stat st {};
+  if (::stat(bootstrap_path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+    req.bootstrap = bootstrap_path;
+  }
   auto bound = daemon_->bind(req);
   if (!bound) {
     return base::Unexpected(bound.error().wrap("binding " + image.image_ref + " on " + mp));

@@ -74,7 +74,9 @@ class ImageMounts {
   ImageMounts(const ImageMounts&) = delete;
   ImageMounts& operator=(const ImageMounts&) = delete;
 
-  // The mount point of the image for key. Errors: the daemon's (start, bind), EIO (SQLite).
+  // The mount point of the image for key. bootstrap_path: the image's bootstrap as
+  // unpacked (bound with the reference when it is a regular file). Errors: the daemon's (start,
+  // bind), EIO (SQLite).
   [[nodiscard]] base::Result<std::string> acquire(const std::string& key, const NydusImage& image,
                                                   const std::string& bootstrap_path);
   // key's use, or nullopt when key uses no image.

@@ -2,13 +2,12 @@
 // The service's nydus paths, called directly (no socket): the remote-snapshot handshake, the
 // bootstrap layer unpacked as usual, a container on the image, and the clear error when the
 // labels name no image. The daemon is a stand-in that records binds.
-#include "snapshotter/service.h"
-
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 
+#include "snapshotter/service.h"
 #include "tests/unit/temp_dir.h"
 
 namespace snapshotter {
@@ -139,6 +138,9 @@ TEST_F(NydusService, AContainerGetsTheImageMountAndTheLastRemoveUnbinds) {
   ASSERT_TRUE(prepare("ns/1/ctr1", "sha256:c3", {}, &r1).ok());
   ASSERT_EQ(daemon_->binds.size(), 1U);
   EXPECT_EQ(daemon_->binds[0].reference, "127.0.0.1:5000/x:nydus");
+  // The bootstrap the layer unpacked goes with the reference: not downloaded twice.
+  EXPECT_NE(daemon_->binds[0].bootstrap.find("/image/image.boot"), std::string::npos);
+  EXPECT_EQ(daemon_->binds[0].blob_dir, "");
   const std::string mp = daemon_->binds[0].mountpoint;
   ASSERT_EQ(r1.mounts_size(), 1);
   EXPECT_EQ(r1.mounts(0).type(), "overlay");
