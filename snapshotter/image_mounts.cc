@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "snapshotter/image_mounts.h"
 
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -254,6 +256,15 @@ base::Result<std::string> ImageMounts::acquire(const std::string& key, const Nyd
           "a mount whose unread data is lost; new ones get a new mount",
           image.image_ref, old_mp, l ? "not in its list" : l.error().to_string(), n);
       (void)daemon_->unbind(control::UnbindRequest{old_mp, true});
+      if (l) {
+        // The daemon answered and does not serve it: detach the dead mount from the
+        // namespace (running containers' overlays keep their reference) and drop its
+        // directory, so nothing of it is left once they are gone.
+        if (::umount2(old_mp.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
+          spdlog::warn("nydus mounts: detaching {}: {}", old_mp, std::strerror(errno));
+        }
+        ::rmdir(old_mp.c_str());
+      }
     }
   }
   if (!mp) {
