@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "snapshotter/daemon_link.h"
 
+#include <sys/wait.h>
+
 #include <filesystem>
 
 #include <spdlog/spdlog.h>
@@ -30,6 +32,15 @@ base::Status DaemonLink::ensure() {
   if (probe.ping()) {
     return {};
   }
+  if (child_ > 0) {
+    int status = 0;
+    if (::waitpid(child_, &status, WNOHANG) == child_) {
+      spdlog::warn("the daemon {} we started (pid {}) is gone ({})", start_.program, child_,
+                   WIFSIGNALED(status) ? fmt::format("signal {}", WTERMSIG(status))
+                                       : fmt::format("exit {}", WEXITSTATUS(status)));
+      child_ = -1;
+    }
+  }
   if (!start_.log_path.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(std::filesystem::path(start_.log_path).parent_path(), ec);
@@ -56,9 +67,9 @@ base::Status DaemonLink::ensure() {
     return base::errorf(ETIMEDOUT, "the daemon {} did not answer on {}; see {}", start_.program,
                         start_.socket, start_.log_path);
   }
-  // The daemon runs in its own session and outlives us; its exit is reaped by init once
-  // we are gone. While we live, a zombie is left only if it dies first (reaped at the
-  // next start).
+  // The daemon runs in its own session and outlives us (init reaps it then). One that
+  // dies while we live is reaped here, when the next one is started.
+  child_ = pid;
   return {};
 }
 

@@ -5,6 +5,8 @@
 // answers ping). With the systemd service running, its socket answers and nothing starts.
 #pragma once
 
+#include <sys/types.h>
+
 #include <mutex>
 #include <string>
 #include <vector>
@@ -36,7 +38,8 @@ class DaemonLink final : public Daemon {
  private:
   DaemonStart start_;
   control::Client client_;
-  std::mutex start_mu_;  // one start at a time
+  std::mutex start_mu_;  // one start at a time; child_
+  pid_t child_ = -1;     // the daemon we started last (reaped once it is gone)
 };
 
 }  // namespace snapshotter
