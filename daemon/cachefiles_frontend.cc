@@ -19,11 +19,11 @@
 #include <vector>
 
 #include "base/aligned_buffer.h"
-#include "base/blocking_queue.h"
 #include "base/digest.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "base/unique_fd.h"
+#include "base/worker_pool.h"
 #include "fscache/protocol.h"
 
 namespace cfnd {
@@ -98,17 +98,15 @@ class CachefilesImpl final : public CachefilesFrontend {
   explicit CachefilesImpl(base::UniqueFd dev) : dev_(std::move(dev)) {}
 
   ~CachefilesImpl() override {
-    jobs_.close();
-    for (auto& t : workers_) {
-      t.join();
-    }
+    jobs_.stop();
     // Closing /dev/cachefiles fails every pending request with EIO; callers unmount first.
   }
 
   void start_workers(unsigned n) {
-    for (unsigned i = 0; i < n; ++i) {
-      workers_.emplace_back([this] { worker(); });
-    }
+    jobs_.start(n, [this] {
+      return
+          [this, buf = base::AlignedBuffer(kCopyPiece, kPage)](Job& job) mutable { run(job, buf); };
+    });
   }
 
   int dev_fd() const override { return dev_.get(); }
@@ -331,40 +329,34 @@ class CachefilesImpl final : public CachefilesFrontend {
     jobs_.push(Job{m.msg_id, std::move(object), r.off, r.len, std::chrono::steady_clock::now()});
   }
 
-  void worker() {
-    base::AlignedBuffer buf(kCopyPiece, kPage);
-    for (;;) {
-      Job job;  // per iteration: a finished job releases its blob/object at once
-      if (!jobs_.pop(job)) {
-        return;
+  // One READ on a worker: fill, copy into the anon fd, complete, record the latency.
+  void run(Job& job, base::AlignedBuffer& buf) {
+    const bool local = !job.object->blob || job.object->blob->ready(job.off, job.len);
+    bool ok = true;
+    if (auto st = serve(job, buf); !st) {
+      ok = false;
+      failed_.fetch_add(1, std::memory_order_relaxed);
+      static base::RateLimit rl;
+      if (rl.allow()) {
+        spdlog::error("cachefiles: READ {} [{}, +{}): {}", job.object->cookie, job.off, job.len,
+                      st.error().to_string());
       }
-      const bool local = !job.object->blob || job.object->blob->ready(job.off, job.len);
-      bool ok = true;
-      if (auto st = serve(job, buf); !st) {
-        ok = false;
-        failed_.fetch_add(1, std::memory_order_relaxed);
-        static base::RateLimit rl;
-        if (rl.allow()) {
-          spdlog::error("cachefiles: READ {} [{}, +{}): {}", job.object->cookie, job.off, job.len,
-                        st.error().to_string());
-        }
-      } else {
-        served_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      served_.fetch_add(1, std::memory_order_relaxed);
+    }
+    // Always complete: a range we could not fill stays a hole, and the kernel answers
+    // the reader with EIO (cachefiles retries once, finds the hole, gives up).
+    if (::ioctl(job.object->anon.get(), fscache::kIocReadComplete, job.msg_id) != 0) {
+      static base::RateLimit rl;
+      if (rl.allow()) {
+        spdlog::error("cachefiles: READ_COMPLETE msg_id {} ({}): {}", job.msg_id,
+                      job.object->cookie, std::strerror(errno));
       }
-      // Always complete: a range we could not fill stays a hole, and the kernel answers
-      // the reader with EIO (cachefiles retries once, finds the hole, gives up).
-      if (::ioctl(job.object->anon.get(), fscache::kIocReadComplete, job.msg_id) != 0) {
-        static base::RateLimit rl;
-        if (rl.allow()) {
-          spdlog::error("cachefiles: READ_COMPLETE msg_id {} ({}): {}", job.msg_id,
-                        job.object->cookie, std::strerror(errno));
-        }
-      }
-      if (ok) {
-        const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-            std::chrono::steady_clock::now() - job.received);
-        (local ? local_latency_ : fetched_latency_).record(static_cast<std::uint64_t>(ns.count()));
-      }
+    }
+    if (ok) {
+      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::steady_clock::now() - job.received);
+      (local ? local_latency_ : fetched_latency_).record(static_cast<std::uint64_t>(ns.count()));
     }
   }
 
@@ -402,8 +394,7 @@ class CachefilesImpl final : public CachefilesFrontend {
   std::mutex objects_mu_;
   std::map<std::uint32_t, std::shared_ptr<Object>> objects_;  // object_id -> object
 
-  base::BlockingQueue<Job> jobs_;
-  std::vector<std::thread> workers_;
+  base::WorkerPool<Job> jobs_;
   std::atomic<std::uint64_t> served_{0};
   std::atomic<std::uint64_t> failed_{0};
   base::LatencyHistogram local_latency_;

@@ -17,10 +17,10 @@
 #include <thread>
 #include <utility>
 
-#include "base/blocking_queue.h"
 #include "base/bytes.h"
 #include "base/log.h"
 #include "base/unique_fd.h"
+#include "base/worker_pool.h"
 
 namespace cfnd {
 
@@ -128,17 +128,12 @@ class FanotifyImpl final : public FanotifyFrontend {
       std::lock_guard lk(marks_->mu);
       marks_->group = -1;  // callbacks still held by blobs do nothing from now on
     }
-    jobs_.close();
-    for (auto& t : workers_) {
-      t.join();
-    }
+    jobs_.stop();
     // Callers unmount first; closing the group answers anything left with ALLOW.
   }
 
   void start_workers(unsigned n) {
-    for (unsigned i = 0; i < n; ++i) {
-      workers_.emplace_back([this] { worker(); });
-    }
+    jobs_.start(n, [this] { return [this](Job& job) { run(job); }; });
   }
 
   int group_fd() const override { return group_.get(); }
@@ -336,25 +331,20 @@ class FanotifyImpl final : public FanotifyFrontend {
     jobs_.push(Job{std::move(fd), std::move(blob), off, len});
   }
 
-  void worker() {
-    for (;;) {
-      Job job;  // per iteration: a finished job releases its blob/object at once
-      if (!jobs_.pop(job)) {
-        return;
+  // One event on a worker: fill through the event's fd, then answer it.
+  void run(Job& job) {
+    // Write through the event's fd: it was opened FMODE_NONOTIFY, so the write raises
+    // no event (a normal fd opened after the mark would block on our own group).
+    auto st = job.blob->fill(job.off, job.len, job.fd.get());
+    if (!st) {
+      static base::RateLimit rl;
+      if (rl.allow()) {
+        spdlog::error("fanotify: fill {} [{}, +{}): {}", job.blob->info().id, job.off, job.len,
+                      st.error().to_string());
       }
-      // Write through the event's fd: it was opened FMODE_NONOTIFY, so the write raises
-      // no event (a normal fd opened after the mark would block on our own group).
-      auto st = job.blob->fill(job.off, job.len, job.fd.get());
-      if (!st) {
-        static base::RateLimit rl;
-        if (rl.allow()) {
-          spdlog::error("fanotify: fill {} [{}, +{}): {}", job.blob->info().id, job.off, job.len,
-                        st.error().to_string());
-        }
-        deny(std::move(job.fd));
-      } else {
-        respond(std::move(job.fd), kFanAllow);
-      }
+      deny(std::move(job.fd));
+    } else {
+      respond(std::move(job.fd), kFanAllow);
     }
   }
 
@@ -366,8 +356,7 @@ class FanotifyImpl final : public FanotifyFrontend {
   std::mutex mounts_mu_;
   std::map<std::string, std::shared_ptr<BoundImage>> mounts_;
 
-  base::BlockingQueue<Job> jobs_;
-  std::vector<std::thread> workers_;
+  base::WorkerPool<Job> jobs_;
   std::atomic<std::uint64_t> allowed_{0};
   std::atomic<std::uint64_t> denied_{0};
 };
