@@ -383,7 +383,7 @@ base::Status read_tar_entries(struct archive* a, const std::string& label, FsTre
         if (whiteout) {
           break;  // whiteouts carry no data we keep
         }
-        ReadFn read = [a, &what](base::MutableBytes b) -> base::Result<std::size_t> {
+        ReadFn read = [a](base::MutableBytes b) -> base::Result<std::size_t> {
           la_ssize_t got = archive_read_data(a, b.data(), b.size());
           if (got < 0) {
             return base::errorf(EIO, "reading data: {}", archive_err(a));
