@@ -154,7 +154,9 @@ base::Result<CheckSummary> check_image(const std::string& bootstrap, const std::
   std::unordered_set<erofs::Nid> seen{img.root()};
   std::deque<std::pair<erofs::Nid, std::string>> queue{{img.root(), "/"}};
   while (!queue.empty()) {
-    auto [nid, path] = queue.front();
+    // Not a structured binding: clang 14 cannot capture one in the lambda below.
+    const erofs::Nid nid = queue.front().first;
+    const std::string path = std::move(queue.front().second);
     queue.pop_front();
     ++sum.inodes;
     auto fail = [&](base::Error e) { return base::Unexpected(std::move(e).wrap(path)); };
