@@ -43,15 +43,24 @@ std::string substitute(std::string_view text, const std::array<std::string, kMax
   return out;
 }
 
-const std::string& layout_dir() {
-  static const std::string dir = [] {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "cfn-fuzz-oci.XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) {
+// A static buffer, not a std::string: the exit handler runs after static destructors.
+const char* layout_dir() {
+  static char dir[256];
+  if (dir[0] == '\0') {
+    const std::string tmpl =
+        (std::filesystem::temp_directory_path() / "cfn-fuzz-oci.XXXXXX").string();
+    if (tmpl.size() >= sizeof dir) {
       std::abort();
     }
-    std::atexit([] { std::filesystem::remove_all(layout_dir()); });
-    return tmpl;
-  }();
+    tmpl.copy(dir, tmpl.size());
+    if (mkdtemp(dir) == nullptr) {
+      std::abort();
+    }
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all(layout_dir(), ec);
+    });
+  }
   return dir;
 }
 
@@ -74,7 +83,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     parts.push_back(input.substr(pos, next - pos));
     pos = next + kSplit.size();
   }
-  const std::filesystem::path dir = layout_dir();
+  const std::filesystem::path dir(layout_dir());
   std::error_code ec;
   std::filesystem::remove_all(dir / "blobs", ec);
   std::filesystem::create_directories(dir / "blobs" / "sha256", ec);
