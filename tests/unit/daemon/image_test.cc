@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: Apache-2.0
+// BoundImage's file-to-chunk maps on a local image built by the converter: the prefetch
+// table's chunks per blob, in table order without repeats; the files read, in the order
+// of their first demand; nothing read, nothing listed.
+#include "daemon/image.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "daemon/backend.h"
+#include "daemon/blob_cache.h"
+#include "tests/unit/convert/test_util.h"
+#include "tests/unit/temp_dir.h"
+
+namespace cfnd {
+namespace {
+
+// n bytes that differ from chunk to chunk and file to file (no chunk is deduplicated).
+std::string pattern(std::size_t n, unsigned seed) {
+  std::string s(n, '\0');
+  std::uint32_t x = 2463534242U + seed;
+  for (auto& c : s) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    c = static_cast<char>(x);
+  }
+  return s;
+}
+
+class BoundImageTest : public ::testing::Test {
+ protected:
+  // Files of 1, 3 and 2 chunks (64 KiB chunks) and an empty one.
+  void build(std::vector<std::string> prefetch = {}) {
+    std::filesystem::create_directories(tmp_.sub("src/d"));
+    convert::testing::write_string(tmp_.sub("src/a"), pattern(1000, 1));
+    convert::testing::write_string(tmp_.sub("src/d/b"), pattern(3 * kChunk - 5, 2));
+    convert::testing::write_string(tmp_.sub("src/d/c"), pattern(2 * kChunk, 3));
+    convert::testing::write_string(tmp_.sub("src/empty"), "");
+    convert::BuildOptions o;
+    o.chunk_size = kChunk;
+    o.prefetch_files = std::move(prefetch);
+    auto st = convert::testing::build(tmp_.sub("src"), tmp_.sub("img"), o);
+    ASSERT_TRUE(st) << st.error().to_string();
+    CacheOptions co;
+    co.cache_dir = tmp_.sub("cache");
+    auto cache = BlobCache::create(co);
+    ASSERT_TRUE(cache) << cache.error().to_string();
+    cache_ = std::move(*cache);
+    auto backend = make_localfs_backend(tmp_.sub("img/blobs"));
+    ASSERT_TRUE(backend) << backend.error().to_string();
+    auto image = BoundImage::open(tmp_.sub("img/image.boot"), std::move(*backend), *cache_);
+    ASSERT_TRUE(image) << image.error().to_string();
+    image_ = std::move(*image);
+    ASSERT_EQ(image_->blobs().size(), 1U);
+  }
+
+  // The chunk-info indexes of path's data, in file order.
+  std::vector<std::uint32_t> chunks_of(const std::string& path) {
+    const erofs::Image& img = image_->image();
+    auto nid = img.lookup_path(path);
+    EXPECT_TRUE(nid) << path;
+    auto info = img.stat(*nid);
+    EXPECT_TRUE(info);
+    auto extents = img.map(*nid, 0, info->size);
+    EXPECT_TRUE(extents);
+    std::vector<std::uint32_t> out;
+    for (const auto& e : *extents) {
+      EXPECT_EQ(e.kind, erofs::Extent::Kind::kBlob) << path;
+      EXPECT_TRUE(e.ci_index.has_value()) << path;
+      out.push_back(*e.ci_index);
+    }
+    return out;
+  }
+
+  // Read path's whole data through the blob cache, as a front end would.
+  void read(const std::string& path) {
+    const erofs::Image& img = image_->image();
+    auto nid = img.lookup_path(path);
+    ASSERT_TRUE(nid) << path;
+    auto info = img.stat(*nid);
+    ASSERT_TRUE(info);
+    auto extents = img.map(*nid, 0, info->size);
+    ASSERT_TRUE(extents);
+    for (const auto& e : *extents) {
+      auto st = image_->blobs()[e.blob_index]->fill(e.offset, e.length);
+      ASSERT_TRUE(st) << path << ": " << st.error().to_string();
+    }
+  }
+
+  static constexpr std::uint32_t kChunk = 64 << 10;
+  cfntest::TempDir tmp_;
+  std::unique_ptr<BlobCache> cache_;
+  std::shared_ptr<BoundImage> image_;
+};
+
+TEST_F(BoundImageTest, NoPrefetchTableGivesEmptyLists) {
+  build();
+  auto lists = image_->prefetch_list_chunks();
+  ASSERT_TRUE(lists) << lists.error().to_string();
+  ASSERT_EQ(lists->size(), 1U);
+  EXPECT_TRUE((*lists)[0].empty());
+}
+
+TEST_F(BoundImageTest, PrefetchTableChunksInTableOrderWithoutRepeats) {
+  // /d/c first, then /a, then the directory /d (b and c: c already listed).
+  build({"/d/c", "/a", "/d"});
+  auto lists = image_->prefetch_list_chunks();
+  ASSERT_TRUE(lists) << lists.error().to_string();
+  ASSERT_EQ(lists->size(), 1U);
+  std::vector<std::uint32_t> want = chunks_of("/d/c");
+  for (auto ci : chunks_of("/a")) {
+    want.push_back(ci);
+  }
+  for (auto ci : chunks_of("/d/b")) {
+    want.push_back(ci);
+  }
+  EXPECT_EQ(want.size(), 6U);
+  EXPECT_EQ((*lists)[0], want);
+}
+
+TEST_F(BoundImageTest, AccessedFilesInOrderOfFirstDemand) {
+  build();
+  auto none = image_->accessed_files();
+  ASSERT_TRUE(none) << none.error().to_string();
+  EXPECT_TRUE(none->empty());
+
+  read("/d/c");
+  read("/a");
+  read("/d/c");  // again: no second entry, no change of order
+  auto files = image_->accessed_files();
+  ASSERT_TRUE(files) << files.error().to_string();
+  EXPECT_EQ(*files, (std::vector<std::string>{"/d/c", "/a"}));
+
+  // A read of one chunk in the middle of /d/b names the file too.
+  const auto b = chunks_of("/d/b");
+  ASSERT_EQ(b.size(), 3U);
+  const erofs::Image& img = image_->image();
+  auto nid = img.lookup_path("/d/b");
+  ASSERT_TRUE(nid);
+  auto mid = img.map(*nid, kChunk, 1);
+  ASSERT_TRUE(mid);
+  ASSERT_EQ(mid->size(), 1U);
+  ASSERT_TRUE(image_->blobs()[0]->fill((*mid)[0].offset, 1));
+  files = image_->accessed_files();
+  ASSERT_TRUE(files);
+  EXPECT_EQ(*files, (std::vector<std::string>{"/d/c", "/a", "/d/b"}));
+}
+
+}  // namespace
+}  // namespace cfnd
