@@ -232,4 +232,14 @@ Result<RunOutput> run_capture(const SpawnOptions& opts, std::string_view input,
   return result;
 }
 
+sigset_t block_stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  return set;
+}
+
 }  // namespace base

@@ -5,6 +5,7 @@
 // and ignores SIGPIPE: a child that inherited that could not be ended by SIGTERM).
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -57,5 +58,10 @@ struct RunOutput {
 [[nodiscard]] Result<RunOutput> run_capture(const SpawnOptions& o, std::string_view input,
                                             std::chrono::steady_clock::time_point deadline,
                                             std::size_t max_output);
+
+// A program's own side of that: block SIGTERM and SIGINT in the calling thread (every
+// thread started after inherits the mask, so only the program's signalfd or sigwait
+// takes them) and ignore SIGPIPE. Call before any thread exists. Returns the blocked set.
+sigset_t block_stop_signals();
 
 }  // namespace base

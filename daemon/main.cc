@@ -82,12 +82,7 @@ int run_daemon(const cfnd::Config& config) {
   raise_nofile();
   // Before any thread exists: every thread inherits the mask and the loop's signalfd
   // is the only taker of these signals (children get a clean mask: base/subprocess.h).
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  base::block_stop_signals();
   auto svc = cfnd::Service::create(config);
   if (!svc) {
     spdlog::error("{}", svc.error().to_string());

@@ -22,6 +22,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "base/file.h"
+#include "base/subprocess.h"
 #include "snapshotter/config.h"
 #include "snapshotter/crash_point.h"
 #include "snapshotter/daemon_link.h"
@@ -206,12 +207,7 @@ int main(int argc, char** argv) {
   snapshotter::init_crash_points();
 
   // Before any thread: only sigwait below takes these.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  const sigset_t set = base::block_stop_signals();
 
   auto store = snapshotter::Store::open(opts.root);
   if (!store) {
