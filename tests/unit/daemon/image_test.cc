@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -58,34 +60,45 @@ class BoundImageTest : public ::testing::Test {
     ASSERT_EQ(image_->blobs().size(), 1U);
   }
 
-  // The chunk-info indexes of path's data, in file order.
-  std::vector<std::uint32_t> chunks_of(const std::string& path) {
+  // The extents of [off, off+len) of path's data (len clipped at its size; UINT64_MAX:
+  // to the end); none, with a test failure, when path cannot be mapped.
+  std::vector<erofs::Extent> extents_of(const std::string& path, std::uint64_t off = 0,
+                                        std::uint64_t len = UINT64_MAX) {
     const erofs::Image& img = image_->image();
     auto nid = img.lookup_path(path);
-    EXPECT_TRUE(nid) << path;
+    if (!nid) {
+      ADD_FAILURE() << path << ": " << nid.error().to_string();
+      return {};
+    }
     auto info = img.stat(*nid);
-    EXPECT_TRUE(info);
-    auto extents = img.map(*nid, 0, info->size);
-    EXPECT_TRUE(extents);
+    if (!info) {
+      ADD_FAILURE() << path << ": " << info.error().to_string();
+      return {};
+    }
+    auto extents = img.map(*nid, off, std::min(len, info->size - std::min(off, info->size)));
+    if (!extents) {
+      ADD_FAILURE() << path << ": " << extents.error().to_string();
+      return {};
+    }
+    return *extents;
+  }
+
+  // The chunk-info indexes of path's data, in file order.
+  std::vector<std::uint32_t> chunks_of(const std::string& path) {
     std::vector<std::uint32_t> out;
-    for (const auto& e : *extents) {
+    for (const auto& e : extents_of(path)) {
       EXPECT_EQ(e.kind, erofs::Extent::Kind::kBlob) << path;
       EXPECT_TRUE(e.ci_index.has_value()) << path;
-      out.push_back(*e.ci_index);
+      out.push_back(e.ci_index.value_or(0));
     }
     return out;
   }
 
-  // Read path's whole data through the blob cache, as a front end would.
-  void read(const std::string& path) {
-    const erofs::Image& img = image_->image();
-    auto nid = img.lookup_path(path);
-    ASSERT_TRUE(nid) << path;
-    auto info = img.stat(*nid);
-    ASSERT_TRUE(info);
-    auto extents = img.map(*nid, 0, info->size);
-    ASSERT_TRUE(extents);
-    for (const auto& e : *extents) {
+  // Fill [off, off+len) of path's data through the blob cache, as a front end would.
+  void read(const std::string& path, std::uint64_t off = 0, std::uint64_t len = UINT64_MAX) {
+    const auto extents = extents_of(path, off, len);
+    ASSERT_FALSE(extents.empty()) << path;
+    for (const auto& e : extents) {
       auto st = image_->blobs()[e.blob_index]->fill(e.offset, e.length);
       ASSERT_TRUE(st) << path << ": " << st.error().to_string();
     }
@@ -138,13 +151,8 @@ TEST_F(BoundImageTest, AccessedFilesInOrderOfFirstDemand) {
   // A read of one chunk in the middle of /d/b names the file too.
   const auto b = chunks_of("/d/b");
   ASSERT_EQ(b.size(), 3U);
-  const erofs::Image& img = image_->image();
-  auto nid = img.lookup_path("/d/b");
-  ASSERT_TRUE(nid);
-  auto mid = img.map(*nid, kChunk, 1);
-  ASSERT_TRUE(mid);
-  ASSERT_EQ(mid->size(), 1U);
-  ASSERT_TRUE(image_->blobs()[0]->fill((*mid)[0].offset, 1));
+  ASSERT_EQ(extents_of("/d/b", kChunk, 1).size(), 1U);
+  read("/d/b", kChunk, 1);
   files = image_->accessed_files();
   ASSERT_TRUE(files);
   EXPECT_EQ(*files, (std::vector<std::string>{"/d/c", "/a", "/d/b"}));
