@@ -88,7 +88,7 @@ ImageMounts::ImageMounts(std::string root, sqlite3* db, std::shared_ptr<Daemon> 
 
 base::Result<std::unique_ptr<ImageMounts>> ImageMounts::open(
     const std::string& root, std::shared_ptr<Daemon> daemon, MountPolicy policy,
-    const std::function<bool(const std::string&)>& alive) {
+    const SnapshotFacts& facts) {
   std::error_code ec;
   std::filesystem::create_directories(root + "/mnt", ec);
   if (ec) {
@@ -108,31 +108,51 @@ base::Result<std::unique_ptr<ImageMounts>> ImageMounts::open(
   CFN_TRY(m->exec(
       "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
       "CREATE TABLE IF NOT EXISTS images (bootstrap_id INTEGER PRIMARY KEY,"
-      " mountpoint TEXT NOT NULL, generation INTEGER NOT NULL);"
+      " mountpoint TEXT NOT NULL, generation INTEGER NOT NULL,"
+      " bootstrap_name TEXT NOT NULL DEFAULT '');"
       "CREATE TABLE IF NOT EXISTS users (key TEXT PRIMARY KEY, bootstrap_id INTEGER NOT NULL);"));
+  // A database of a snapshotter that kept mounts only while containers used them.
+  CFN_ASSIGN_OR_RETURN(auto has_name,
+                       m->query("SELECT count(*) FROM pragma_table_info('images') WHERE name ="
+                                " 'bootstrap_name'",
+                                {}));
+  if (has_name[0][0] == "0") {
+    CFN_TRY(m->exec("ALTER TABLE images ADD COLUMN bootstrap_name TEXT NOT NULL DEFAULT ''"));
+  }
   // Uses of snapshots that are gone (a crash between Remove and release) are dropped.
   CFN_ASSIGN_OR_RETURN(auto users, m->query("SELECT key FROM users", {}));
   for (const auto& u : users) {
-    if (!alive(u[0])) {
+    if (!facts.alive(u[0])) {
       CFN_TRY(m->run("DELETE FROM users WHERE key = ?1", {u[0]}));
     }
   }
-  CFN_ASSIGN_OR_RETURN(auto images,
-                       m->query("SELECT i.bootstrap_id, i.mountpoint, (SELECT count(*) FROM users"
-                                " u WHERE u.bootstrap_id = i.bootstrap_id) FROM images i",
-                                {}));
+  CFN_ASSIGN_OR_RETURN(
+      auto images, m->query("SELECT i.bootstrap_id, i.mountpoint, i.bootstrap_name, (SELECT"
+                            " count(*) FROM users u WHERE u.bootstrap_id = i.bootstrap_id)"
+                            " FROM images i",
+                            {}));
   for (const auto& row : images) {
     int64_t id = std::stoll(row[0]);
-    Image im{State::kBound, row[1]};
-    if (row[2] == "0") {
+    Image im{State::kBound, row[1], row[2], false};
+    bool keep = false;
+    if (im.name.empty()) {
+      // A row written before names were: kept while a snapshot uses it.
+      keep = row[3] != "0";
+    } else {
+      auto cid = facts.committed_id(im.name);
+      keep = cid && *cid == id;
+      im.removed = !keep;
+    }
+    if (!keep) {
       im.state = State::kUnbinding;
       m->queue_.push_back(id);
     }
     m->images_.emplace(id, std::move(im));
   }
   if (!images.empty()) {
-    spdlog::info("nydus mounts: {} image(s) from {}, {} to unbind", images.size(), path,
-                 m->queue_.size());
+    spdlog::info("nydus mounts: {} image(s) from {}, {} to unbind (their bootstrap snapshot is"
+                 " gone)",
+                 images.size(), path, m->queue_.size());
   }
   m->worker_ = std::thread([p = m.get()] { p->unbind_loop(); });
   return m;
@@ -171,9 +191,9 @@ base::Result<std::string> ImageMounts::bind_new(int64_t id, const NydusImage& im
     int64_t gen = rows.empty() ? 0 : std::stoll(rows[0][0]) + 1;
     mp = mountpoint_for(root_, id, gen);
     CFN_TRY(
-        run("INSERT OR REPLACE INTO images (bootstrap_id, mountpoint, generation) VALUES "
-            "(?1, ?2, ?3)",
-            {std::to_string(id), mp, std::to_string(gen)}));
+        run("INSERT OR REPLACE INTO images (bootstrap_id, mountpoint, generation, "
+            "bootstrap_name) VALUES (?1, ?2, ?3, ?4)",
+            {std::to_string(id), mp, std::to_string(gen), image.bootstrap_name}));
   }
   if (::mkdir(mp.c_str(), 0700) != 0 && errno != EEXIST) {
     return base::errno_error("mkdir " + mp);
@@ -229,6 +249,9 @@ base::Result<std::string> ImageMounts::acquire(const std::string& key, const Nyd
   const int64_t id = image.bootstrap_id;
   std::unique_lock lk(mu_);
   for (;;) {
+    if (removed_.contains(id)) {
+      return base::errorf(ENOENT, "the bootstrap snapshot of {} was removed", image.image_ref);
+    }
     auto it = images_.find(id);
     if (it == images_.end() || it->second.state == State::kBound) {
       break;
@@ -240,7 +263,7 @@ base::Result<std::string> ImageMounts::acquire(const std::string& key, const Nyd
     old_mp = it->second.mountpoint;
     it->second.state = State::kBinding;
   } else {
-    images_.emplace(id, Image{State::kBinding, ""});
+    images_.emplace(id, Image{State::kBinding, "", image.bootstrap_name, false});
   }
   lk.unlock();
 
@@ -276,31 +299,45 @@ base::Result<std::string> ImageMounts::acquire(const std::string& key, const Nyd
   base::Status st;
   if (mp) {
     im.mountpoint = *mp;
-    st = run("INSERT OR REPLACE INTO users (key, bootstrap_id) VALUES (?1, ?2)",
-             {key, std::to_string(id)});
+    if (im.name != image.bootstrap_name) {
+      // A row of an older snapshotter learns its bootstrap snapshot's name.
+      im.name = image.bootstrap_name;
+      st = run("UPDATE images SET bootstrap_name = ?2 WHERE bootstrap_id = ?1",
+               {std::to_string(id), im.name});
+    }
+    if (st) {
+      st = run("INSERT OR REPLACE INTO users (key, bootstrap_id) VALUES (?1, ?2)",
+               {key, std::to_string(id)});
+    }
   }
-  auto count = query("SELECT count(*) FROM users WHERE bootstrap_id = ?1", {std::to_string(id)});
-  bool unused = count && (*count)[0][0] == "0";
-  if (!mp || !st) {
+  if (im.removed) {
+    // The bootstrap snapshot was removed while we bound: the caller's snapshot cannot be
+    // made on it, and the mount goes.
+    (void)run("DELETE FROM users WHERE key = ?1", {key});
+    im.state = State::kUnbinding;
+    queue_.push_back(id);
+    cv_.notify_all();
+    return base::errorf(ENOENT, "the bootstrap snapshot of {} was removed", image.image_ref);
+  }
+  if (!mp) {
+    // No mount: forget the image when nothing uses an older one of it.
+    auto count =
+        query("SELECT count(*) FROM users WHERE bootstrap_id = ?1", {std::to_string(id)});
     im.state = State::kBound;
-    if (unused) {
-      if (mp) {
-        // Bound, but the use was not recorded: unbind it in the background.
-        im.state = State::kUnbinding;
-        queue_.push_back(id);
-      } else {
-        (void)run("DELETE FROM images WHERE bootstrap_id = ?1", {std::to_string(id)});
-        images_.erase(id);
-      }
+    if (count && (*count)[0][0] == "0") {
+      (void)run("DELETE FROM images WHERE bootstrap_id = ?1", {std::to_string(id)});
+      images_.erase(id);
     }
     cv_.notify_all();
-    if (!mp) {
-      return base::Unexpected(mp.error());
-    }
-    return base::Unexpected(st.error());
+    return base::Unexpected(mp.error());
   }
+  // Bound (and it stays bound while the bootstrap snapshot exists, whether or not the
+  // use was recorded).
   im.state = State::kBound;
   cv_.notify_all();
+  if (!st) {
+    return base::Unexpected(st.error());
+  }
   return mp;
 }
 
@@ -316,34 +353,56 @@ base::Result<std::optional<ImageUse>> ImageMounts::use_of(const std::string& key
   return std::optional<ImageUse>(ImageUse{std::stoll(rows[0][0]), rows[0][1]});
 }
 
-int ImageMounts::users(int64_t bootstrap_id) {
-  std::lock_guard lk(mu_);
+int ImageMounts::users_locked(int64_t bootstrap_id) {
   auto count =
       query("SELECT count(*) FROM users WHERE bootstrap_id = ?1", {std::to_string(bootstrap_id)});
   return count ? std::stoi((*count)[0][0]) : -1;
 }
 
+int ImageMounts::users(int64_t bootstrap_id) {
+  std::lock_guard lk(mu_);
+  return users_locked(bootstrap_id);
+}
+
+bool ImageMounts::mounted(int64_t bootstrap_id) {
+  std::lock_guard lk(mu_);
+  auto it = images_.find(bootstrap_id);
+  return it != images_.end() && it->second.state != State::kUnbinding;
+}
+
 void ImageMounts::release(const std::string& key) {
   std::lock_guard lk(mu_);
   auto rows = query("SELECT bootstrap_id FROM users WHERE key = ?1", {key});
-  if (!rows || rows->empty()) {
-    return;
-  }
-  const std::string id_text = (*rows)[0][0];
   if (auto st = run("DELETE FROM users WHERE key = ?1", {key}); !st) {
     spdlog::error("nydus mounts: {}", st.error().to_string());
     return;
   }
-  auto count = query("SELECT count(*) FROM users WHERE bootstrap_id = ?1", {id_text});
-  if (!count || (*count)[0][0] != "0") {
-    return;
+  if (rows && !rows->empty()) {
+    // An image of an older snapshotter's row (its bootstrap's name unknown) goes with its
+    // last user, as it did then.
+    int64_t id = std::stoll((*rows)[0][0]);
+    auto it = images_.find(id);
+    if (it != images_.end() && it->second.name.empty() && it->second.state == State::kBound &&
+        users_locked(id) == 0) {
+      it->second.state = State::kUnbinding;
+      queue_.push_back(id);
+      cv_.notify_all();
+    }
   }
-  int64_t id = std::stoll(id_text);
-  auto it = images_.find(id);
-  if (it != images_.end() && it->second.state == State::kBound) {
-    it->second.state = State::kUnbinding;
-    queue_.push_back(id);
-    cv_.notify_all();
+  // containerd removes an image's snapshots from the top down, so when its bootstrap
+  // snapshot goes no snapshot stands on the image any more.
+  for (auto& [id, im] : images_) {
+    if (im.name.empty() || im.name != key || im.removed) {
+      continue;
+    }
+    im.removed = true;
+    removed_.insert(id);
+    if (im.state == State::kBound) {
+      im.state = State::kUnbinding;
+      queue_.push_back(id);
+      cv_.notify_all();
+    }
+    // kBinding: acquire queues the unbind when it is done; kUnbinding: on its way.
   }
 }
 
@@ -380,7 +439,8 @@ void ImageMounts::unbind_loop() {
     --in_flight_;
     auto count = query("SELECT count(*) FROM users WHERE bootstrap_id = ?1", {std::to_string(id)});
     bool unused = count && (*count)[0][0] == "0";
-    if (gone && unused) {
+    if (gone && (unused || images_[id].removed)) {
+      (void)run("DELETE FROM users WHERE bootstrap_id = ?1", {std::to_string(id)});
       (void)run("DELETE FROM images WHERE bootstrap_id = ?1", {std::to_string(id)});
       images_.erase(id);
     } else {

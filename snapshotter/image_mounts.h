@@ -1,20 +1,26 @@
 // SPDX-License-Identifier: Apache-2.0
 // Nydus image mounts shared by the snapshots that stand on them: one EROFS mount per image
 // (keyed by the id of its bootstrap snapshot) at ROOT/mnt/<id>[-<generation>], made by the
-// daemon through its control API, and a reference count of the active snapshots and views
-// using it, kept in SQLite (ROOT/nydus.db) so it survives restarts.
+// daemon through its control API, kept in SQLite (ROOT/nydus.db) so it survives restarts,
+// with the active snapshots and views using it.
+//
+// Lifetime, as nydus-snapshotter has it: an image stays mounted and bound while its bootstrap
+// (committed) snapshot exists, so one container after another (`ctr run --rm`) finds the
+// mount warm; Remove of the bootstrap snapshot (`ctr image rm`, containerd's GC) unmounts and
+// unbinds it.
 //
 //   acquire(key, image): the image's mount point, binding the image first when no mount of
 //     it is live. A mount is live when the daemon lists it: after a fanotify or FUSE daemon
 //     restarted (its binds are gone) the image is bound again at a new generation's mount
 //     point, and the log says how many snapshots lost the old one; cachefiles failover keeps
 //     the daemon's binds, so the mount stays.
-//   release(key): drops key's use; the last one queues the unbind to a background thread
-//     (a slow unmount never holds up other images; acquire of that one image waits for it).
+//   release(key): drops key's use; when key names an image's bootstrap snapshot (it was
+//     removed), the unbind is queued to a background thread (a slow unmount never holds up
+//     Prepare or Remove of other snapshots; acquire of that one image waits for it).
 //
-// Crash safety: the image row is written before the bind, the user row after it; at open,
-// user rows of snapshots that no longer exist are dropped and images without users are
-// unbound in the background.
+// Crash safety: the image row (with its bootstrap snapshot's name) is written before the
+// bind, the user row after it; at open, user rows of snapshots that no longer exist are
+// dropped and images whose bootstrap snapshot is gone are unbound in the background.
 //
 // Thread-safe.
 #pragma once
@@ -27,6 +33,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -64,27 +71,38 @@ struct ImageUse {
   std::string mountpoint;
 };
 
+// The store's word on snapshots, asked at open.
+struct SnapshotFacts {
+  // Whether key is an active snapshot or a view.
+  std::function<bool(const std::string& key)> alive;
+  // The id of the committed snapshot `name`; nullopt when there is none.
+  std::function<std::optional<int64_t>(const std::string& name)> committed_id;
+};
+
 class ImageMounts {
  public:
-  // alive(key): whether key is an active snapshot or view (the store's word), asked at open.
   [[nodiscard]] static base::Result<std::unique_ptr<ImageMounts>> open(
       const std::string& root, std::shared_ptr<Daemon> daemon, MountPolicy policy,
-      const std::function<bool(const std::string&)>& alive);
+      const SnapshotFacts& facts);
   ~ImageMounts();
   ImageMounts(const ImageMounts&) = delete;
   ImageMounts& operator=(const ImageMounts&) = delete;
 
   // The mount point of the image for key. bootstrap_path: the image's bootstrap as
   // unpacked (bound with the reference when it is a regular file). Errors: the daemon's (start,
-  // bind), EIO (SQLite).
+  // bind), EIO (SQLite), ENOENT when the image's bootstrap snapshot was removed meanwhile.
   [[nodiscard]] base::Result<std::string> acquire(const std::string& key, const NydusImage& image,
                                                   const std::string& bootstrap_path);
   // key's use, or nullopt when key uses no image.
   [[nodiscard]] base::Result<std::optional<ImageUse>> use_of(const std::string& key);
-  // Drop key's use (nothing when it has none).
+  // key is gone (Remove) or no longer active (Commit): drop its use (nothing when it has
+  // none), and when key is the bootstrap snapshot of a bound image, unmount and unbind that
+  // image in the background.
   void release(const std::string& key);
   // The number of users of an image (tests).
   [[nodiscard]] int users(int64_t bootstrap_id);
+  // Whether the image is mounted (bound or binding; tests).
+  [[nodiscard]] bool mounted(int64_t bootstrap_id);
   // Wait until the background thread has done every unbind queued (tests, shutdown).
   void drain();
 
@@ -94,6 +112,8 @@ class ImageMounts {
   struct Image {
     State state = State::kBound;
     std::string mountpoint;
+    std::string name;      // the bootstrap snapshot's name ("": not known, an old row)
+    bool removed = false;  // the bootstrap snapshot is gone: unbind, never bind again
   };
   [[nodiscard]] base::Status exec(const std::string& sql);
   [[nodiscard]] base::Status run(const char* sql, const std::vector<std::string>& args);
@@ -102,7 +122,7 @@ class ImageMounts {
   [[nodiscard]] base::Result<bool> live(const std::string& mountpoint);
   [[nodiscard]] base::Result<std::string> bind_new(int64_t id, const NydusImage& image,
                                                    const std::string& bootstrap_path);
-  void release_locked(const std::string& key, std::unique_lock<std::mutex>& lk);
+  [[nodiscard]] int users_locked(int64_t bootstrap_id);
   void unbind_loop();
 
   std::string root_;
@@ -113,6 +133,7 @@ class ImageMounts {
   std::mutex mu_;  // db_, images_, queue_
   std::condition_variable cv_;
   std::map<int64_t, Image> images_;
+  std::set<int64_t> removed_;  // bootstrap ids removed while we run (ids are never reused)
   std::deque<int64_t> queue_;
   int in_flight_ = 0;
   bool stop_ = false;

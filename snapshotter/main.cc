@@ -235,11 +235,23 @@ int main(int argc, char** argv) {
   policy.auth = nydusd.auth;
   start.args = nydusd.daemon_args;
   auto daemon = std::make_shared<snapshotter::DaemonLink>(std::move(start));
-  auto alive = [&](const std::string& key) {
+  snapshotter::SnapshotFacts facts;
+  facts.alive = [&](const std::string& key) {
     auto i = (*store)->stat(key);
     return i.has_value() && i->kind != snapshotter::Kind::kCommitted;
   };
-  auto images = snapshotter::ImageMounts::open(opts.root, daemon, policy, alive);
+  facts.committed_id = [&](const std::string& name) -> std::optional<int64_t> {
+    auto i = (*store)->stat(name);
+    if (!i || i->kind != snapshotter::Kind::kCommitted) {
+      return std::nullopt;
+    }
+    auto chain = (*store)->lineage(name);
+    if (!chain || chain->empty()) {
+      return std::nullopt;
+    }
+    return chain->front().id;
+  };
+  auto images = snapshotter::ImageMounts::open(opts.root, daemon, policy, facts);
   if (!images) {
     return fail(images.error().message);
   }

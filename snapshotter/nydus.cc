@@ -78,6 +78,7 @@ base::Result<std::optional<NydusImage>> find_image(
     }
     NydusImage im;
     im.bootstrap_id = e.id;
+    im.bootstrap_name = e.name;
     for (size_t j = 0; j < i; ++j) {
       if (!is_true(chain[j].labels, kNydusBlobLabel)) {
         im.upper_lowers.push_back(chain[j].id);

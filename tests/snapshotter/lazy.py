@@ -132,7 +132,8 @@ def snapshotter_argv(daemon_socket, fs_driver, extra=()):
 
 
 def wait_released(snap_root, dm, what):
-    """Remove of the last user unmounts and unbinds asynchronously: poll until no mount is
+    """Remove of the image's bootstrap snapshot unmounts and unbinds asynchronously: poll
+    until no mount is
     left under the snapshotter's root and the daemon lists no image."""
     def done():
         m, imgs = image_mounts(snap_root), dm.list()

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// ImageMounts' reference counting, its persistence and its background unbind, against a
-// daemon stand-in that records binds (the daemon itself is tested in tests/unit/daemon and
+// ImageMounts' sharing, its lifetime (the bootstrap snapshot's), its persistence and its
+// background unbind, against a daemon stand-in that records binds (the daemon itself is tested in tests/unit/daemon and
 // with containerd in tests/kernel).
 #include "snapshotter/image_mounts.h"
 
@@ -8,7 +8,10 @@
 #include <sys/stat.h>
 
 #include <future>
+#include <thread>
 #include <set>
+
+#include <sqlite3.h>
 
 #include "tests/unit/temp_dir.h"
 
@@ -23,6 +26,10 @@ class FakeDaemon final : public Daemon {
     return {};
   }
   base::Result<control::ImageInfo> bind(const control::BindRequest& r) override {
+    if (block_bind) {
+      bind_entered.set_value();
+      bind_release.get_future().wait();
+    }
     std::lock_guard lk(mu_);
     binds.push_back(r);
     if (fail_binds) {
@@ -61,6 +68,9 @@ class FakeDaemon final : public Daemon {
   int ensures = 0;
   bool fail_binds = false;
   bool block_unbind = false;
+  bool block_bind = false;
+  std::promise<void> bind_entered;
+  std::promise<void> bind_release;
   std::promise<void> unbind_entered;
   std::promise<void> unbind_release;
   std::vector<control::BindRequest> binds;
@@ -68,9 +78,11 @@ class FakeDaemon final : public Daemon {
   std::set<std::string> bound;
 };
 
+// An image whose bootstrap snapshot is named boot-<id>.
 NydusImage image(int64_t id, const std::string& ref = "reg/x:1") {
   NydusImage im;
   im.bootstrap_id = id;
+  im.bootstrap_name = "boot-" + std::to_string(id);
   im.image_ref = ref;
   return im;
 }
@@ -80,14 +92,30 @@ bool is_dir(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-auto all_alive = [](const std::string&) { return true; };
+// Every key alive; boot-<id> is the committed snapshot <id> unless `gone` holds it.
+SnapshotFacts facts(std::function<bool(const std::string&)> alive = nullptr,
+                    std::set<int64_t> gone = {}) {
+  SnapshotFacts f;
+  f.alive = alive ? std::move(alive) : [](const std::string&) { return true; };
+  f.committed_id = [gone](const std::string& name) -> std::optional<int64_t> {
+    if (name.rfind("boot-", 0) != 0) {
+      return std::nullopt;
+    }
+    int64_t id = std::stoll(name.substr(5));
+    if (gone.contains(id)) {
+      return std::nullopt;
+    }
+    return id;
+  };
+  return f;
+}
 
-TEST(ImageMounts, OneMountPerImageAndTheLastReleaseUnbinds) {
+TEST(ImageMounts, OneMountPerImageKeptUntilItsBootstrapSnapshotGoes) {
   cfntest::TempDir dir("image-mounts");
   auto d = std::make_shared<FakeDaemon>();
   MountPolicy policy;
   policy.frontend = "fanotify";
-  auto m = ImageMounts::open(dir.path(), d, policy, all_alive);
+  auto m = ImageMounts::open(dir.path(), d, policy, facts());
   ASSERT_TRUE(m) << m.error().to_string();
   auto a = (*m)->acquire("ns/1/c1", image(7), "/boot");
   ASSERT_TRUE(a) << a.error().to_string();
@@ -107,25 +135,38 @@ TEST(ImageMounts, OneMountPerImageAndTheLastReleaseUnbinds) {
   EXPECT_EQ((*use)->bootstrap_id, 7);
 
   (*m)->release("ns/1/c1");
-  (*m)->drain();
-  EXPECT_TRUE(d->unbinds.empty());
   (*m)->release("ns/1/c1");  // twice: nothing
   (*m)->release("no-such-key");
   EXPECT_EQ((*m)->users(7), 1);
   (*m)->release("ns/1/c2");
   (*m)->drain();
-  EXPECT_EQ(d->unbinds, std::vector<std::string>{*a});
-  EXPECT_FALSE(is_dir(*a));
+  // The last user going leaves the image mounted and bound.
+  EXPECT_TRUE(d->unbinds.empty());
+  EXPECT_TRUE((*m)->mounted(7));
+  EXPECT_TRUE(is_dir(*a));
   EXPECT_EQ((*m)->users(7), 0);
   auto none = (*m)->use_of("ns/1/c2");
   ASSERT_TRUE(none);
   EXPECT_FALSE(none->has_value());
 
-  // The next container binds again, at the same place.
+  // The next container finds it, without a bind.
   auto c = (*m)->acquire("ns/1/c3", image(7), "/boot");
   ASSERT_TRUE(c);
   EXPECT_EQ(*c, *a);
-  EXPECT_EQ(d->binds.size(), 2U);
+  EXPECT_EQ(d->binds.size(), 1U);
+  (*m)->release("ns/1/c3");
+
+  // The bootstrap snapshot's Remove: unmounted and unbound in the background.
+  (*m)->release("boot-7");
+  (*m)->drain();
+  EXPECT_EQ(d->unbinds, std::vector<std::string>{*a});
+  EXPECT_FALSE(is_dir(*a));
+  EXPECT_FALSE((*m)->mounted(7));
+  // A Prepare that raced with the removal gets no new mount of the removed image.
+  auto late = (*m)->acquire("ns/1/c4", image(7), "/boot");
+  ASSERT_FALSE(late);
+  EXPECT_EQ(late.error().code, ENOENT);
+  EXPECT_EQ(d->binds.size(), 1U);
 }
 
 TEST(ImageMounts, CachefilesGetsTheDomain) {
@@ -134,7 +175,7 @@ TEST(ImageMounts, CachefilesGetsTheDomain) {
   MountPolicy policy;
   policy.frontend = "cachefiles";
   policy.domain_id = "dom";
-  auto m = ImageMounts::open(dir.path(), d, policy, all_alive);
+  auto m = ImageMounts::open(dir.path(), d, policy, facts());
   ASSERT_TRUE(m);
   ASSERT_TRUE((*m)->acquire("k", image(1), "/boot"));
   ASSERT_EQ(d->binds.size(), 1U);
@@ -148,7 +189,7 @@ TEST(ImageMounts, MirrorsAndAuthGoWithTheImagesHost) {
   MountPolicy policy;
   policy.mirror_urls = {"http://127.0.0.1:65001"};
   policy.auth = "dXNlcjpwYXNz";
-  auto m = ImageMounts::open(dir.path(), d, policy, all_alive);
+  auto m = ImageMounts::open(dir.path(), d, policy, facts());
   ASSERT_TRUE(m);
   ASSERT_TRUE((*m)->acquire("k", image(4, "reg.example:5000/a/b:t"), "/boot"));
   ASSERT_EQ(d->binds.size(), 1U);
@@ -165,37 +206,97 @@ TEST(ImageMounts, MirrorsAndAuthGoWithTheImagesHost) {
             std::string::npos);
 }
 
-TEST(ImageMounts, UsesSurviveARestartAndGoneSnapshotsAreDropped) {
+TEST(ImageMounts, MountsSurviveARestartAndGoneBootstrapsAreUnbound) {
   cfntest::TempDir dir("image-mounts");
   auto d = std::make_shared<FakeDaemon>();
   std::string mp;
   {
-    auto m = ImageMounts::open(dir.path(), d, {}, all_alive);
+    auto m = ImageMounts::open(dir.path(), d, {}, facts());
     ASSERT_TRUE(m);
     mp = *(*m)->acquire("a", image(5), "/boot");
     ASSERT_TRUE((*m)->acquire("b", image(5), "/boot"));
     ASSERT_TRUE((*m)->acquire("c", image(6), "/boot"));
+    ASSERT_TRUE((*m)->acquire("e", image(8), "/boot"));
+    (*m)->release("e");
   }
-  // Restart: "b" was removed while we were down (a crash between Remove and release),
-  // and image 6's only user "c" too.
-  auto alive = [](const std::string& k) { return k == "a"; };
-  auto m = ImageMounts::open(dir.path(), d, {}, alive);
+  // Restart: "b" was removed while we were down (a crash between Remove and release), and
+  // so were image 6's only user "c" and image 6 itself. Image 8 has no user but is still
+  // pulled: it stays.
+  auto m = ImageMounts::open(dir.path(), d, {},
+                             facts([](const std::string& k) { return k == "a"; }, {6}));
   ASSERT_TRUE(m);
   (*m)->drain();
   EXPECT_EQ((*m)->users(5), 1);
   EXPECT_EQ((*m)->users(6), 0);
   EXPECT_EQ(d->unbinds, std::vector<std::string>{dir.path() + "/mnt/6"});
-  // The live mount of image 5 is used again without a bind.
+  EXPECT_TRUE((*m)->mounted(5));
+  EXPECT_FALSE((*m)->mounted(6));
+  EXPECT_TRUE((*m)->mounted(8));
+  // The live mounts are used again without a bind.
   auto again = (*m)->acquire("d", image(5), "/boot");
   ASSERT_TRUE(again);
   EXPECT_EQ(*again, mp);
-  EXPECT_EQ(d->binds.size(), 2U);
+  ASSERT_TRUE((*m)->acquire("f", image(8), "/boot"));
+  EXPECT_EQ(d->binds.size(), 3U);
+  // The names were kept: Remove of image 8's bootstrap unbinds it.
+  (*m)->release("f");
+  (*m)->release("boot-8");
+  (*m)->drain();
+  EXPECT_EQ(d->unbinds.back(), dir.path() + "/mnt/8");
+}
+
+TEST(ImageMounts, ABootstrapNameOfAnotherSnapshotNowIsUnbound) {
+  cfntest::TempDir dir("image-mounts");
+  auto d = std::make_shared<FakeDaemon>();
+  {
+    auto m = ImageMounts::open(dir.path(), d, {}, facts());
+    ASSERT_TRUE(m);
+    ASSERT_TRUE((*m)->acquire("a", image(5), "/boot"));
+  }
+  // While we were down, the image was removed and pulled again: boot-5 is snapshot 9 now.
+  SnapshotFacts f = facts();
+  f.committed_id = [](const std::string&) { return std::optional<int64_t>(9); };
+  auto m = ImageMounts::open(dir.path(), d, {}, f);
+  ASSERT_TRUE(m);
+  (*m)->drain();
+  EXPECT_EQ(d->unbinds, std::vector<std::string>{dir.path() + "/mnt/5"});
+  EXPECT_FALSE((*m)->mounted(5));
+}
+
+TEST(ImageMounts, RowsOfAnOlderSnapshotterGoWithTheirLastUser) {
+  cfntest::TempDir dir("image-mounts");
+  auto d = std::make_shared<FakeDaemon>();
+  // nydus.db as the snapshotter that unbound with the last user wrote it: no names.
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(::sqlite3_open((dir.path() + "/nydus.db").c_str(), &db), SQLITE_OK);
+    const std::string mp3 = dir.path() + "/mnt/3";
+    const std::string mp4 = dir.path() + "/mnt/4";
+    const std::string sql =
+        "CREATE TABLE images (bootstrap_id INTEGER PRIMARY KEY, mountpoint TEXT NOT NULL,"
+        " generation INTEGER NOT NULL);"
+        "CREATE TABLE users (key TEXT PRIMARY KEY, bootstrap_id INTEGER NOT NULL);"
+        "INSERT INTO images VALUES (3, '" + mp3 + "', 0), (4, '" + mp4 + "', 0);"
+        "INSERT INTO users VALUES ('a', 3);";
+    ASSERT_EQ(::sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    ::sqlite3_close(db);
+    d->bound = {mp3, mp4};
+  }
+  auto m = ImageMounts::open(dir.path(), d, {}, facts());
+  ASSERT_TRUE(m) << m.error().to_string();
+  (*m)->drain();
+  // Image 4 had no user: unbound as before; image 3 stays with its user.
+  EXPECT_EQ(d->unbinds, std::vector<std::string>{dir.path() + "/mnt/4"});
+  EXPECT_TRUE((*m)->mounted(3));
+  (*m)->release("a");
+  (*m)->drain();
+  EXPECT_EQ(d->unbinds.back(), dir.path() + "/mnt/3");
 }
 
 TEST(ImageMounts, ADaemonThatLostTheMountGetsANewOne) {
   cfntest::TempDir dir("image-mounts");
   auto d = std::make_shared<FakeDaemon>();
-  auto m = ImageMounts::open(dir.path(), d, {}, all_alive);
+  auto m = ImageMounts::open(dir.path(), d, {}, facts());
   ASSERT_TRUE(m);
   auto first = (*m)->acquire("a", image(5), "/boot");
   ASSERT_TRUE(first);
@@ -206,9 +307,11 @@ TEST(ImageMounts, ADaemonThatLostTheMountGetsANewOne) {
   EXPECT_EQ(*second, dir.path() + "/mnt/5-1");
   EXPECT_EQ(d->binds.size(), 2U);
   EXPECT_EQ((*m)->users(5), 2);
-  // Both users now count on the new mount; the last release unbinds it.
+  // Both users now count on the new mount; the bootstrap's removal unbinds it.
   (*m)->release("a");
   (*m)->release("b");
+  (*m)->drain();
+  (*m)->release("boot-5");
   (*m)->drain();
   ASSERT_FALSE(d->unbinds.empty());
   EXPECT_EQ(d->unbinds.back(), *second);
@@ -217,29 +320,52 @@ TEST(ImageMounts, ADaemonThatLostTheMountGetsANewOne) {
 TEST(ImageMounts, AFailedBindLeavesNoUse) {
   cfntest::TempDir dir("image-mounts");
   auto d = std::make_shared<FakeDaemon>();
-  auto m = ImageMounts::open(dir.path(), d, {}, all_alive);
+  auto m = ImageMounts::open(dir.path(), d, {}, facts());
   ASSERT_TRUE(m);
   d->fail_binds = true;
   auto a = (*m)->acquire("a", image(5), "/boot");
   ASSERT_FALSE(a);
   EXPECT_NE(a.error().message.find("registry gone"), std::string::npos);
   EXPECT_EQ((*m)->users(5), 0);
+  EXPECT_FALSE((*m)->mounted(5));
   d->fail_binds = false;
   auto b = (*m)->acquire("a", image(5), "/boot");
   ASSERT_TRUE(b) << b.error().to_string();
   EXPECT_EQ(*b, dir.path() + "/mnt/5");
 }
 
+TEST(ImageMounts, ABootstrapRemovedWhileBindingIsUnbound) {
+  cfntest::TempDir dir("image-mounts");
+  auto d = std::make_shared<FakeDaemon>();
+  auto m = ImageMounts::open(dir.path(), d, {}, facts());
+  ASSERT_TRUE(m);
+  d->block_bind = true;
+  auto entered = d->bind_entered.get_future();
+  base::Result<std::string> got = base::make_error(EIO, "not run");
+  std::thread t([&] { got = (*m)->acquire("a", image(3), "/boot"); });
+  entered.wait();
+  (*m)->release("boot-3");  // Remove of the bootstrap raced with the Prepare on it
+  d->bind_release.set_value();
+  t.join();
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error().code, ENOENT);
+  (*m)->drain();
+  EXPECT_EQ(d->unbinds, std::vector<std::string>{dir.path() + "/mnt/3"});
+  EXPECT_EQ((*m)->users(3), 0);
+  EXPECT_FALSE((*m)->mounted(3));
+}
+
 TEST(ImageMounts, ASlowUnbindHoldsUpNoOtherImage) {
   cfntest::TempDir dir("image-mounts");
   auto d = std::make_shared<FakeDaemon>();
-  auto m = ImageMounts::open(dir.path(), d, {}, all_alive);
+  auto m = ImageMounts::open(dir.path(), d, {}, facts());
   ASSERT_TRUE(m);
   ASSERT_TRUE((*m)->acquire("a", image(1), "/boot"));
   d->block_unbind = true;
   auto entered = d->unbind_entered.get_future();
-  (*m)->release("a");  // returns at once: the unbind runs in the background
-  entered.wait();      // ... and is now stuck in the daemon
+  (*m)->release("a");
+  (*m)->release("boot-1");  // returns at once: the unbind runs in the background
+  entered.wait();           // ... and is now stuck in the daemon
   auto b = (*m)->acquire("b", image(2), "/boot");
   ASSERT_TRUE(b);
   EXPECT_EQ((*m)->users(2), 1);

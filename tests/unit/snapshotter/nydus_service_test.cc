@@ -46,8 +46,10 @@ class NydusService : public ::testing::Test {
     ASSERT_TRUE(s) << s.error().to_string();
     store_ = std::move(*s);
     daemon_ = std::make_shared<RecordingDaemon>();
-    auto m =
-        ImageMounts::open(store_->root(), daemon_, {}, [](const std::string&) { return true; });
+    SnapshotFacts facts;
+    facts.alive = [](const std::string&) { return true; };
+    facts.committed_id = [](const std::string&) { return std::optional<int64_t>(); };
+    auto m = ImageMounts::open(store_->root(), daemon_, {}, facts);
     ASSERT_TRUE(m);
     images_ = std::move(*m);
     service_ = std::make_unique<Service>(*store_, false, images_.get());
@@ -124,7 +126,7 @@ TEST_F(NydusService, HandshakeWithoutAnImageReferenceIsAClearError) {
   EXPECT_FALSE(store_->stat("sha256:c1"));
 }
 
-TEST_F(NydusService, AContainerGetsTheImageMountAndTheLastRemoveUnbinds) {
+TEST_F(NydusService, AContainerGetsTheImageMountAndRemovingTheBootstrapUnbinds) {
   Labels rpull = {{kStargzRefLabel, "127.0.0.1:5000/x:nydus"}};
   skip_layer("sha256:c1", "", rpull);
   skip_layer("sha256:c2", "sha256:c1", rpull);
@@ -175,17 +177,49 @@ TEST_F(NydusService, AContainerGetsTheImageMountAndTheLastRemoveUnbinds) {
   EXPECT_EQ(prepare("ns/1/ctr2", "sha256:c3", {}, &r3).error_code(),
             grpc::StatusCode::ALREADY_EXISTS);
 
-  for (const char* key : {"ns/1/ctr1", "ns/1/view", "ns/1/ctr2"}) {
+  auto remove = [&](const std::string& key) {
     api::RemoveSnapshotRequest rm;
     rm.set_key(key);
     google::protobuf::Empty e;
-    ASSERT_TRUE(service_->Remove(nullptr, &rm, &e).ok()) << key;
+    return service_->Remove(nullptr, &rm, &e);
+  };
+  // The last container going leaves the image mounted for the next one.
+  for (const char* key : {"ns/1/ctr1", "ns/1/view", "ns/1/ctr2"}) {
+    ASSERT_TRUE(remove(key).ok()) << key;
     images_->drain();
-    if (std::string(key) != "ns/1/ctr2") {
-      EXPECT_TRUE(daemon_->unbinds.empty()) << key;
-    }
+    EXPECT_TRUE(daemon_->unbinds.empty()) << key;
   }
+  api::PrepareSnapshotResponse r4;
+  ASSERT_TRUE(prepare("ns/1/ctr3", "sha256:c3", {}, &r4).ok());
+  EXPECT_EQ(r4.mounts(0).options(2), "lowerdir=" + mp);
+  EXPECT_EQ(daemon_->binds.size(), 1U);
+  ASSERT_TRUE(remove("ns/1/ctr3").ok());
+  // The image's removal (containerd removes its snapshots top down) unbinds it once its
+  // bootstrap snapshot goes.
+  ASSERT_TRUE(remove("sha256:c3").ok());
+  images_->drain();
   EXPECT_EQ(daemon_->unbinds, std::vector<std::string>{mp});
+  ASSERT_TRUE(remove("sha256:c2").ok());
+  ASSERT_TRUE(remove("sha256:c1").ok());
+  images_->drain();
+  EXPECT_EQ(daemon_->unbinds, std::vector<std::string>{mp});
+}
+
+TEST_F(NydusService, TheBootstrapWithAContainerOnItStaysMounted) {
+  Labels rpull = {{kStargzRefLabel, "127.0.0.1:5000/x:nydus"}};
+  skip_layer("sha256:c1", "", rpull);
+  Labels boot = rpull;
+  boot[kNydusBootstrapLabel] = "true";
+  unpack_bootstrap("sha256:c2", "sha256:c1", boot);
+  api::PrepareSnapshotResponse r1;
+  ASSERT_TRUE(prepare("ns/1/ctr1", "sha256:c2", {}, &r1).ok());
+  api::RemoveSnapshotRequest rm;
+  rm.set_key("sha256:c2");
+  google::protobuf::Empty e;
+  EXPECT_EQ(service_->Remove(nullptr, &rm, &e).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  images_->drain();
+  EXPECT_TRUE(daemon_->unbinds.empty());
 }
 
 TEST_F(NydusService, CriDefaultLabelsFailAtTheContainersPrepareToo) {

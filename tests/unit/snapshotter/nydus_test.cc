@@ -68,6 +68,7 @@ TEST(NydusFindImage, LabelledBootstrapOverBlobs) {
   ASSERT_TRUE(im) << im.error().to_string();
   ASSERT_TRUE(im->has_value());
   EXPECT_EQ((*im)->bootstrap_id, 3);
+  EXPECT_EQ((*im)->bootstrap_name, "boot");
   EXPECT_EQ((*im)->image_ref, "reg/x:1");
   EXPECT_TRUE((*im)->upper_lowers.empty());
 }
