@@ -114,8 +114,9 @@ int main(int argc, char** argv) {
   std::string config_file;
   snapshotter::Overrides ov;
   app.add_option("--config", config_file,
-                 "TOML config file (root, address, [log] level / log_to_stdout); flags given "
-                 "on the command line win over it")
+                 "TOML config file (root, address, [log] level / log_to_stdout, [daemon] "
+                 "nydusd_path / nydusimage_path / nydusd_config / address / fs_driver / "
+                 "domain_id); flags given on the command line win over it")
       ->check(CLI::ExistingFile);
   app.add_option("--address", ov.address,
                  std::string("unix socket to serve on; its directory is made 0700 when missing, "
