@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "daemon/devfd_handover.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <climits>
@@ -11,30 +10,15 @@
 #include "daemon/sd_notify.h"
 
 namespace cfnd {
-namespace {
 
-// The name of /dev/cachefiles in systemd's fd store and in the fd holder.
-constexpr char kDevFdName[] = "cachefiles";
-
-// True when fd is /dev/cachefiles (the same character device).
-bool is_cachefiles_dev(int fd) {
-  struct stat a {};
-  struct stat b {};
-  return ::fstat(fd, &a) == 0 && ::stat("/dev/cachefiles", &b) == 0 && S_ISCHR(a.st_mode) &&
-         S_ISCHR(b.st_mode) && a.st_rdev == b.st_rdev;
-}
-
-}  // namespace
-
-base::Result<DevfdHandover> DevfdHandover::open(const Config& config) {
-  DevfdHandover h;
+base::Result<FdHandover> FdHandover::open(const Config& config) {
+  FdHandover h;
   for (auto& [name, fd] : sd::take_listen_fds()) {
-    if (name == kDevFdName && !h.handed_ && is_cachefiles_dev(fd.get())) {
-      spdlog::info("failover: /dev/cachefiles handed over by the service manager's fd store");
-      h.handed_ = std::move(fd);
-    } else {
-      spdlog::warn("closing an fd named '{}' passed by the service manager", name);
+    if (h.from_store_.contains(name)) {
+      spdlog::warn("closing a second fd named '{}' passed by the service manager", name);
+      continue;
     }
+    h.from_store_.emplace(name, std::move(fd));
   }
   if (!config.fd_holder) {
     return h;
@@ -51,32 +35,57 @@ base::Result<DevfdHandover> DevfdHandover::open(const Config& config) {
     return base::Unexpected(c.error().wrap("fd holder"));
   }
   h.holder_.emplace(std::move(*c));
-  if (!h.handed_) {
-    CFN_ASSIGN_OR_RETURN(auto held, h.holder_->get(kDevFdName));
-    if (held && is_cachefiles_dev(held.get())) {
-      spdlog::info("failover: /dev/cachefiles handed over by the fd holder");
-      h.handed_ = std::move(held);
-    } else if (held) {
-      spdlog::warn("the fd holder's '{}' is not /dev/cachefiles: ignored", kDevFdName);
-    }
-  }
   return h;
 }
 
-void DevfdHandover::keep(int dev_fd) {
-  if (sd::enabled() && !sd::store_fds(kDevFdName, std::span<const int>(&dev_fd, 1))) {
-    spdlog::warn("the service manager did not take /dev/cachefiles: no failover");
+base::Result<base::UniqueFd> FdHandover::take(std::string_view name,
+                                              const std::function<bool(int)>& is_right) {
+  if (auto it = from_store_.find(name); it != from_store_.end()) {
+    base::UniqueFd fd = std::move(it->second);
+    from_store_.erase(it);
+    if (is_right(fd.get())) {
+      spdlog::info("failover: '{}' handed over by the service manager's fd store", name);
+      return fd;
+    }
+    spdlog::warn("the fd store's '{}' is not what that name stands for: closed", name);
+  }
+  if (!holder_) {
+    return base::UniqueFd();
+  }
+  CFN_ASSIGN_OR_RETURN(auto held, holder_->get(name));
+  if (held && is_right(held.get())) {
+    spdlog::info("failover: '{}' handed over by the fd holder", name);
+    return held;
+  }
+  if (held) {
+    spdlog::warn("the fd holder's '{}' is not what that name stands for: ignored", name);
+  }
+  return base::UniqueFd();
+}
+
+void FdHandover::close_untaken() {
+  for (auto& [name, fd] : from_store_) {
+    spdlog::warn("closing an fd named '{}' passed by the service manager", name);
+  }
+  from_store_.clear();
+}
+
+bool FdHandover::can_keep() const { return holder_.has_value() || sd::enabled(); }
+
+void FdHandover::keep(std::string_view name, int fd) {
+  if (sd::enabled() && !sd::store_fds(name, std::span<const int>(&fd, 1))) {
+    spdlog::warn("the service manager did not take '{}': no failover for it", name);
   }
   if (holder_) {
-    if (auto st = holder_->put(kDevFdName, dev_fd); !st) {
-      spdlog::error("fd holder: {}: no failover", st.error().to_string());
+    if (auto st = holder_->put(name, fd); !st) {
+      spdlog::error("fd holder: {}: no failover for '{}'", st.error().to_string(), name);
     }
   }
 }
 
-void DevfdHandover::release(bool stored) {
-  if (stored) {
-    sd::remove_fds(kDevFdName);
+void FdHandover::release(const std::vector<std::string_view>& stored_names) {
+  for (auto name : stored_names) {
+    sd::remove_fds(name);
   }
   if (holder_) {
     if (auto st = holder_->release(); !st) {

@@ -1,11 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
-// Failover of /dev/cachefiles: the kernel keeps a cachefiles cache (and its mounts
-// readable) while someone holds the device open. The daemon hands a dup of its fd to
-// the service manager's fd store (systemd, FDSTORE=1) and, with fd_holder on, to the
-// fd holder process (daemon/fd_holder.h); the next daemon takes it back from them.
+// Failover of the kernel session fds: the kernel keeps a front end's state while someone
+// holds its fd open (/dev/cachefiles: the cache and its mounts; the fanotify group: its
+// marks and the permission events the daemon read and has not answered). The daemon
+// hands a dup of each such fd, under a name ("cachefiles", "fanotify", "fuse-<n>"), to
+// the service manager's fd store (systemd, FDSTORE=1) and, with fd_holder on, to the fd
+// holder process (daemon/fd_holder.h); the next daemon takes them back by name.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "base/result.h"
 #include "base/unique_fd.h"
@@ -14,27 +21,39 @@
 
 namespace cfnd {
 
-class DevfdHandover {
+// The names the front ends keep their fds under.
+inline constexpr std::string_view kCachefilesFdName = "cachefiles";
+inline constexpr std::string_view kFanotifyFdName = "fanotify";
+
+class FdHandover {
  public:
-  // Look for a live /dev/cachefiles in the service manager's fd store, then (fd_holder
-  // on: the holder is connected, and started when none answers) in the fd holder.
-  // Other fds passed by the service manager are closed. Errors: the fd holder could not
-  // be reached or started.
-  [[nodiscard]] static base::Result<DevfdHandover> open(const Config& config);
+  // Collect the fds the service manager passed (its fd store), by name, then (fd_holder
+  // on) connect to the fd holder, starting it when none answers. Errors: the fd holder
+  // could not be reached or started.
+  [[nodiscard]] static base::Result<FdHandover> open(const Config& config);
 
-  // The handed-over /dev/cachefiles; invalid when there was none (or it was taken).
-  [[nodiscard]] base::UniqueFd take_handed() { return std::move(handed_); }
+  // The handed-over fd of that name: the service manager's first, else the fd holder's.
+  // An fd that fails `is_right` (not the kind of fd the name stands for) is logged and
+  // closed. Invalid when there is none. Errors: talking to the fd holder failed.
+  [[nodiscard]] base::Result<base::UniqueFd> take(std::string_view name,
+                                                  const std::function<bool(int)>& is_right);
+  // Close the service manager's fds nobody took (logged).
+  void close_untaken();
+
   [[nodiscard]] bool has_holder() const { return holder_.has_value(); }
+  // True when an fd kept with keep() outlives this process: a service manager listens
+  // (its fd store) or the fd holder is connected.
+  [[nodiscard]] bool can_keep() const;
 
-  // A fresh cache: give the fd store and the fd holder a dup of dev_fd, so that the
-  // kernel keeps the cache when this daemon dies. Failures are logged (no failover).
-  void keep(int dev_fd);
-  // A clean shutdown with nothing mounted (or no cachefiles front end): take the fd out
-  // of the fd store (when `stored`), let the fd holder exit, and disconnect from it.
-  void release(bool stored);
+  // Give the fd store and the fd holder a dup of fd under name, so that the kernel
+  // keeps the front end's state when this daemon dies. Failures are logged (no failover).
+  void keep(std::string_view name, int fd);
+  // A clean shutdown with nothing mounted: take the named fds out of the fd store, let
+  // the fd holder exit (it closes everything it holds), and disconnect from it.
+  void release(const std::vector<std::string_view>& stored_names);
 
  private:
-  base::UniqueFd handed_;
+  std::map<std::string, base::UniqueFd, std::less<>> from_store_;
   std::optional<FdHolderClient> holder_;  // fd_holder on: our connection, for our life
 };
 

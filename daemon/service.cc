@@ -3,6 +3,7 @@
 
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <condition_variable>
@@ -36,6 +37,14 @@
 namespace cfnd {
 namespace {
 
+// True when fd is /dev/cachefiles (the same character device).
+bool is_cachefiles_dev(int fd) {
+  struct stat a {};
+  struct stat b {};
+  return ::fstat(fd, &a) == 0 && ::stat("/dev/cachefiles", &b) == 0 && S_ISCHR(a.st_mode) &&
+         S_ISCHR(b.st_mode) && a.st_rdev == b.st_rdev;
+}
+
 struct Bound {
   // Where it came from and how it is mounted, as the state file keeps it (fsid and
   // domain_id: kCachefiles only; blob_dir or reference + manifest_digest + registry).
@@ -66,14 +75,16 @@ class ServiceImpl final : public Service {
     opts.prefetch_bandwidth = config_.prefetch_bandwidth;
     opts.read_timeout = std::chrono::seconds(config_.read_timeout_s);
     CFN_ASSIGN_OR_RETURN(cache_, BlobCache::create(opts));
-    CFN_ASSIGN_OR_RETURN(handover_, DevfdHandover::open(config_));
-    CFN_ASSIGN_OR_RETURN(auto fe, choose_frontends(config_, handover_.take_handed()));
+    CFN_ASSIGN_OR_RETURN(handover_, FdHandover::open(config_));
+    CFN_ASSIGN_OR_RETURN(auto handed_dev, handover_.take(kCachefilesFdName, is_cachefiles_dev));
+    handover_.close_untaken();
+    CFN_ASSIGN_OR_RETURN(auto fe, choose_frontends(config_, std::move(handed_dev)));
     default_ = fe.default_frontend;
     fanotify_ = std::move(fe.fanotify);
     cachefiles_ = std::move(fe.cachefiles);
     if (!cachefiles_ && handover_.has_holder()) {
       spdlog::info("no cachefiles front end: the fd holder is not needed");
-      handover_.release(false);
+      handover_.release({});
     }
     CFN_ASSIGN_OR_RETURN(loop_, EventLoop::create());
     CFN_ASSIGN_OR_RETURN(control_,
@@ -102,7 +113,7 @@ class ServiceImpl final : public Service {
       if (fe.adopted) {
         restore_images();
       } else {
-        handover_.keep(cachefiles_->dev_fd());
+        handover_.keep(kCachefilesFdName, cachefiles_->dev_fd());
         persist();  // a state file of an earlier daemon lists mounts that died with it
       }
     }
@@ -180,7 +191,7 @@ class ServiceImpl final : public Service {
         shutdown_thread_ = std::thread([this] {
           if (unmount_all()) {
             // Clean shutdown, nothing mounted: the kernel may drop the cache with our fd.
-            handover_.release(cachefiles_ != nullptr);
+            handover_.release(stored_fd_names());
           } else {
             spdlog::warn(
                 "some cachefiles mounts could not be removed: /dev/cachefiles stays "
@@ -190,6 +201,15 @@ class ServiceImpl final : public Service {
         });
       }
     }
+  }
+
+  // The names this daemon keeps in the service manager's fd store.
+  std::vector<std::string_view> stored_fd_names() const {
+    std::vector<std::string_view> names;
+    if (cachefiles_) {
+      names.push_back(kCachefilesFdName);
+    }
+    return names;
   }
 
   // Unmount every image. False when a cachefiles mount is left behind (its unmount
@@ -641,7 +661,7 @@ class ServiceImpl final : public Service {
   std::mutex stop_mu_;  // guards stop_requested_ and shutdown_thread_'s start
   bool stop_requested_ = false;
   std::thread shutdown_thread_;
-  DevfdHandover handover_;
+  FdHandover handover_;
   // mu_ guards the bookkeeping below and is never held across I/O.
   std::mutex mu_;
   std::map<std::string, Bound> bound_;
