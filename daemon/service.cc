@@ -482,8 +482,11 @@ class ServiceImpl final : public Service {
         return base::Unexpected(st.error());
       }
     } else {
-      CFN_ASSIGN_OR_RETURN(b.fuse,
-                           FuseMount::start(image, mp, config_.fuse_threads, config_.fuse_poll_us));
+      CFN_ASSIGN_OR_RETURN(auto dev, FuseMount::open_device());
+      FuseOptions fo;
+      fo.threads = config_.fuse_threads;
+      fo.poll_us = config_.fuse_poll_us;
+      CFN_ASSIGN_OR_RETURN(b.fuse, FuseMount::start(image, mp, std::move(dev), std::move(fo)));
     }
     if (hooks_.after_mount) {
       hooks_.after_mount(mp);
