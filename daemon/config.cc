@@ -116,6 +116,9 @@ base::Result<Config> parse_config(std::string_view json_text, Config c) {
   CFN_TRY(f.read("cache_dir", c.cache_dir, kNonEmpty));
   CFN_TRY(f.read("socket", c.socket_path, kNonEmpty));
   CFN_TRY(f.read("log_level", c.log_level, kNonEmpty));
+  if (auto st = check_log_level(c.log_level); !st) {
+    return base::Unexpected(st.error().wrap("config: \"log_level\""));
+  }
   CFN_TRY(f.read("batch_size", c.batch_size, 128 * 1024, 64ULL << 20));
   CFN_TRY(f.read("prefetch_bandwidth", c.prefetch_bandwidth, 0, UINT64_MAX));
   CFN_TRY(f.read("file_readahead", c.file_readahead, 0, 1ULL << 30));
@@ -129,6 +132,16 @@ base::Result<Config> parse_config(std::string_view json_text, Config c) {
     CFN_TRY(parse_registry(*r, c.registry));
   }
   return c;
+}
+
+base::Status check_log_level(std::string_view level) {
+  for (std::string_view l : {"trace", "debug", "info", "warn", "error", "off"}) {
+    if (level == l) {
+      return {};
+    }
+  }
+  return base::errorf(EINVAL, "log level '{}': not one of trace, debug, info, warn, error, off",
+                      level);
 }
 
 std::string fd_holder_socket(const std::string& socket_path) {

@@ -63,6 +63,10 @@ struct Config {
   RegistryOptions registry;
 };
 
+// EINVAL unless level is one of trace, debug, info, warn, error, off (spdlog would turn
+// any other name into "off" without a word).
+[[nodiscard]] base::Status check_log_level(std::string_view level);
+
 // The fd holder's socket: beside the control socket, "<socket_path>.fds".
 [[nodiscard]] std::string fd_holder_socket(const std::string& socket_path);
 

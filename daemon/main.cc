@@ -323,7 +323,8 @@ int main(int argc, char** argv) {
   app.add_option("--frontend", c.frontend, "auto, cachefiles, fanotify or fuse");
   app.add_option("--cache-dir", c.cache_dir, "blob cache directory");
   app.add_option("--socket", c.socket, "control socket path");
-  app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error, off");
+  app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error, off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.add_flag("--fd-holder", c.fd_holder,
                "failover without systemd: keep /dev/cachefiles in an fd holder process");
   app.add_option("--read-timeout", c.read_timeout,

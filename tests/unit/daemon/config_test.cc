@@ -22,6 +22,27 @@ TEST(Config, DefaultsAndOverrides) {
   EXPECT_EQ(c->file_readahead, 8U << 20);
 }
 
+TEST(Config, LogLevel) {
+  auto d = parse_config("{}");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->log_level, "info");
+  for (const char* l : {"trace", "debug", "info", "warn", "error", "off"}) {
+    auto c = parse_config(fmt::format(R"({{"log_level":"{}"}})", l));
+    ASSERT_TRUE(c) << l << ": " << c.error().to_string();
+    EXPECT_EQ(c->log_level, l);
+    EXPECT_TRUE(check_log_level(l));
+  }
+  // spdlog reads an unknown name as "off": a typo must be an error, not silence.
+  for (const char* bad : {"bogus", "INFO", "err", "critical", "warning"}) {
+    auto r = parse_config(fmt::format(R"({{"log_level":"{}"}})", bad));
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, EINVAL) << bad;
+    EXPECT_NE(r.error().to_string().find("log_level"), std::string::npos) << r.error().to_string();
+    EXPECT_FALSE(check_log_level(bad)) << bad;
+  }
+  EXPECT_FALSE(parse_config(R"({"log_level":""})"));
+}
+
 TEST(Config, FdHolder) {
   auto d = parse_config("{}");
   ASSERT_TRUE(d);
