@@ -73,6 +73,11 @@ base::Status DaemonLink::ensure() {
   return {};
 }
 
+bool DaemonLink::answers() {
+  const control::Client probe(start_.socket, std::chrono::milliseconds(2000));
+  return probe.ping().has_value();
+}
+
 base::Result<control::ImageInfo> DaemonLink::bind(const control::BindRequest& r) {
   return client_.bind(r);
 }

@@ -31,6 +31,7 @@ class DaemonLink final : public Daemon {
  public:
   explicit DaemonLink(DaemonStart start);
   base::Status ensure() override;
+  bool answers() override;
   base::Result<control::ImageInfo> bind(const control::BindRequest& r) override;
   base::Status unbind(const control::UnbindRequest& r) override;
   base::Result<std::vector<control::ImageInfo>> list() override;

@@ -109,15 +109,18 @@ base::Result<std::unique_ptr<ImageMounts>> ImageMounts::open(
       "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
       "CREATE TABLE IF NOT EXISTS images (bootstrap_id INTEGER PRIMARY KEY,"
       " mountpoint TEXT NOT NULL, generation INTEGER NOT NULL,"
-      " bootstrap_name TEXT NOT NULL DEFAULT '');"
+      " bootstrap_name TEXT NOT NULL DEFAULT '', image_ref TEXT NOT NULL DEFAULT '',"
+      " bootstrap_path TEXT NOT NULL DEFAULT '');"
       "CREATE TABLE IF NOT EXISTS users (key TEXT PRIMARY KEY, bootstrap_id INTEGER NOT NULL);"));
   // A database of a snapshotter that kept mounts only while containers used them.
-  CFN_ASSIGN_OR_RETURN(auto has_name,
-                       m->query("SELECT count(*) FROM pragma_table_info('images') WHERE name ="
-                                " 'bootstrap_name'",
-                                {}));
-  if (has_name[0][0] == "0") {
-    CFN_TRY(m->exec("ALTER TABLE images ADD COLUMN bootstrap_name TEXT NOT NULL DEFAULT ''"));
+  for (const char* col : {"bootstrap_name", "image_ref", "bootstrap_path"}) {
+    CFN_ASSIGN_OR_RETURN(
+        auto has, m->query("SELECT count(*) FROM pragma_table_info('images') WHERE name = ?1",
+                           {col}));
+    if (has[0][0] == "0") {
+      CFN_TRY(m->exec(fmt::format("ALTER TABLE images ADD COLUMN {} TEXT NOT NULL DEFAULT ''",
+                                  col)));
+    }
   }
   // Uses of snapshots that are gone (a crash between Remove and release) are dropped.
   CFN_ASSIGN_OR_RETURN(auto users, m->query("SELECT key FROM users", {}));
@@ -128,12 +131,12 @@ base::Result<std::unique_ptr<ImageMounts>> ImageMounts::open(
   }
   CFN_ASSIGN_OR_RETURN(
       auto images, m->query("SELECT i.bootstrap_id, i.mountpoint, i.bootstrap_name, (SELECT"
-                            " count(*) FROM users u WHERE u.bootstrap_id = i.bootstrap_id)"
-                            " FROM images i",
+                            " count(*) FROM users u WHERE u.bootstrap_id = i.bootstrap_id),"
+                            " i.image_ref, i.bootstrap_path FROM images i",
                             {}));
   for (const auto& row : images) {
     int64_t id = std::stoll(row[0]);
-    Image im{State::kBound, row[1], row[2], false};
+    Image im{State::kBound, row[1], row[2], false, row[4], row[5]};
     bool keep = false;
     if (im.name.empty()) {
       // A row written before names were: kept while a snapshot uses it.
@@ -155,6 +158,9 @@ base::Result<std::unique_ptr<ImageMounts>> ImageMounts::open(
                  images.size(), path, m->queue_.size());
   }
   m->worker_ = std::thread([p = m.get()] { p->unbind_loop(); });
+  if (m->policy_.check_interval.count() > 0) {
+    m->monitor_ = std::thread([p = m.get()] { p->monitor_loop(); });
+  }
   return m;
 }
 
@@ -166,6 +172,9 @@ ImageMounts::~ImageMounts() {
   cv_.notify_all();
   if (worker_.joinable()) {
     worker_.join();
+  }
+  if (monitor_.joinable()) {
+    monitor_.join();
   }
   ::sqlite3_close(db_);
 }
@@ -192,8 +201,9 @@ base::Result<std::string> ImageMounts::bind_new(int64_t id, const NydusImage& im
     mp = mountpoint_for(root_, id, gen);
     CFN_TRY(
         run("INSERT OR REPLACE INTO images (bootstrap_id, mountpoint, generation, "
-            "bootstrap_name) VALUES (?1, ?2, ?3, ?4)",
-            {std::to_string(id), mp, std::to_string(gen), image.bootstrap_name}));
+            "bootstrap_name, image_ref, bootstrap_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            {std::to_string(id), mp, std::to_string(gen), image.bootstrap_name,
+             image.image_ref, bootstrap_path}));
   }
   if (::mkdir(mp.c_str(), 0700) != 0 && errno != EEXIST) {
     return base::errno_error("mkdir " + mp);
@@ -244,6 +254,59 @@ base::Result<std::string> ImageMounts::bind_new(int64_t id, const NydusImage& im
   return mp;
 }
 
+base::Result<std::string> ImageMounts::live_or_rebind(const NydusImage& image,
+                                                      const std::string& bootstrap_path,
+                                                      const std::string& old_mp) {
+  const int64_t id = image.bootstrap_id;
+  base::Result<std::string> mp = base::make_error(ENOENT, "no mount");
+  if (!old_mp.empty()) {
+    auto l = live(old_mp);
+    if (l && *l) {
+      mp = old_mp;
+    } else {
+      std::vector<std::string> keys;
+      {
+        std::lock_guard g(mu_);
+        auto rows = query("SELECT key FROM users WHERE bootstrap_id = ?1 ORDER BY key",
+                          {std::to_string(id)});
+        for (const auto& r : rows ? *rows : decltype(rows)::value_type{}) {
+          keys.push_back(r[0]);
+        }
+      }
+      constexpr size_t kNamed = 16;
+      std::string named;
+      for (size_t i = 0; i < keys.size() && i < kNamed; ++i) {
+        named += (i == 0 ? "" : ", ") + keys[i];
+      }
+      if (keys.size() > kNamed) {
+        named += fmt::format(", and {} more", keys.size() - kNamed);
+      }
+      spdlog::warn(
+          "nydus image {}: the daemon no longer serves {} ({}: it died or restarted); the {} "
+          "running snapshot(s) on it lost the daemon behind their mount: a read of data not "
+          "yet fetched fails (FUSE) or sees what the cache file holds (fanotify fails open): "
+          "[{}]; restart them. New snapshots get a new mount",
+          image.image_ref, old_mp, l ? "not in its list" : l.error().to_string(), keys.size(),
+          named);
+      (void)daemon_->unbind(control::UnbindRequest{old_mp, true});
+      if (l) {
+        // The daemon answered and does not serve it: detach the dead mount from the
+        // namespace (running containers' overlays keep their reference) and drop its
+        // directory, so nothing of it is left once they are gone.
+        if (::umount2(old_mp.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
+          spdlog::warn("nydus mounts: detaching {}: {}", old_mp, std::strerror(errno));
+        }
+        ::rmdir(old_mp.c_str());
+      }
+    }
+  }
+  if (!mp) {
+    mp = bind_new(id, image, bootstrap_path);
+  }
+  return mp;
+
+}
+
 base::Result<std::string> ImageMounts::acquire(const std::string& key, const NydusImage& image,
                                                const std::string& bootstrap_path) {
   const int64_t id = image.bootstrap_id;
@@ -263,47 +326,28 @@ base::Result<std::string> ImageMounts::acquire(const std::string& key, const Nyd
     old_mp = it->second.mountpoint;
     it->second.state = State::kBinding;
   } else {
-    images_.emplace(id, Image{State::kBinding, "", image.bootstrap_name, false});
+    images_.emplace(id, Image{State::kBinding, "", image.bootstrap_name, false, image.image_ref,
+                              bootstrap_path});
   }
   lk.unlock();
 
-  base::Result<std::string> mp = base::make_error(ENOENT, "no mount");
-  if (!old_mp.empty()) {
-    auto l = live(old_mp);
-    if (l && *l) {
-      mp = old_mp;
-    } else {
-      int n = users(id);
-      spdlog::warn(
-          "nydus image {}: the daemon no longer serves {} ({}); {} snapshot(s) using it keep "
-          "a mount whose unread data is lost; new ones get a new mount",
-          image.image_ref, old_mp, l ? "not in its list" : l.error().to_string(), n);
-      (void)daemon_->unbind(control::UnbindRequest{old_mp, true});
-      if (l) {
-        // The daemon answered and does not serve it: detach the dead mount from the
-        // namespace (running containers' overlays keep their reference) and drop its
-        // directory, so nothing of it is left once they are gone.
-        if (::umount2(old_mp.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
-          spdlog::warn("nydus mounts: detaching {}: {}", old_mp, std::strerror(errno));
-        }
-        ::rmdir(old_mp.c_str());
-      }
-    }
-  }
-  if (!mp) {
-    mp = bind_new(id, image, bootstrap_path);
-  }
+  base::Result<std::string> mp = live_or_rebind(image, bootstrap_path, old_mp);
 
   lk.lock();
   Image& im = images_[id];
   base::Status st;
   if (mp) {
     im.mountpoint = *mp;
-    if (im.name != image.bootstrap_name) {
-      // A row of an older snapshotter learns its bootstrap snapshot's name.
+    if (im.name != image.bootstrap_name || im.image_ref != image.image_ref ||
+        im.bootstrap_path != bootstrap_path) {
+      // A row of an older snapshotter learns its bootstrap snapshot's name and what a
+      // rebind needs.
       im.name = image.bootstrap_name;
-      st = run("UPDATE images SET bootstrap_name = ?2 WHERE bootstrap_id = ?1",
-               {std::to_string(id), im.name});
+      im.image_ref = image.image_ref;
+      im.bootstrap_path = bootstrap_path;
+      st = run("UPDATE images SET bootstrap_name = ?2, image_ref = ?3, bootstrap_path = ?4 "
+               "WHERE bootstrap_id = ?1",
+               {std::to_string(id), im.name, im.image_ref, im.bootstrap_path});
     }
     if (st) {
       st = run("INSERT OR REPLACE INTO users (key, bootstrap_id) VALUES (?1, ?2)",
@@ -411,7 +455,133 @@ void ImageMounts::drain() {
   cv_.wait(lk, [&] { return queue_.empty() && in_flight_ == 0; });
 }
 
+int ImageMounts::check_now() {
+  struct Kept {
+    int64_t id;
+    std::string mountpoint;
+    NydusImage image;
+    std::string bootstrap_path;
+  };
+  std::vector<Kept> kept;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& [id, im] : images_) {
+      if (im.state == State::kBound && !im.removed && !im.image_ref.empty()) {
+        NydusImage ni;
+        ni.bootstrap_id = id;
+        ni.bootstrap_name = im.name;
+        ni.image_ref = im.image_ref;
+        kept.push_back(Kept{id, im.mountpoint, std::move(ni), im.bootstrap_path});
+      }
+    }
+  }
+  if (kept.empty()) {
+    return 0;
+  }
+  // One list for all: a daemon that does not answer (control API gone) is started by the
+  // rebinds below (live() -> ensure()).
+  std::vector<control::ImageInfo> listed;
+  if (auto l = daemon_->list(); l) {
+    listed = std::move(*l);
+  } else {
+    spdlog::warn("nydus mounts: the daemon does not answer ({}); binding its {} image(s) again",
+                 l.error().to_string(), kept.size());
+  }
+  int rebound = 0;
+  for (auto& k : kept) {
+    bool served = false;
+    for (const auto& i : listed) {
+      served = served || i.mountpoint == k.mountpoint;
+    }
+    if (served) {
+      continue;
+    }
+    {
+      std::lock_guard lk(mu_);
+      auto it = images_.find(k.id);
+      if (it == images_.end() || it->second.state != State::kBound || it->second.removed ||
+          it->second.mountpoint != k.mountpoint) {
+        continue;  // an acquire or an unbind got there first
+      }
+      it->second.state = State::kBinding;
+    }
+    auto mp = live_or_rebind(k.image, k.bootstrap_path, k.mountpoint);
+    std::lock_guard lk(mu_);
+    Image& im = images_[k.id];
+    im.state = State::kBound;
+    if (mp) {
+      im.mountpoint = *mp;
+      rebound += *mp != k.mountpoint ? 1 : 0;
+    } else {
+      spdlog::error("nydus mounts: binding {} again: {} (the next container retries)",
+                    k.image.image_ref, mp.error().to_string());
+    }
+    if (im.removed) {
+      im.state = State::kUnbinding;
+      queue_.push_back(k.id);
+    }
+    cv_.notify_all();
+  }
+  return rebound;
+}
+
+void ImageMounts::monitor_loop() {
+  std::unique_lock lk(mu_);
+  for (;;) {
+    cv_.wait_for(lk, policy_.check_interval, [&] { return stop_; });
+    if (stop_) {
+      return;
+    }
+    lk.unlock();
+    (void)check_now();
+    lk.lock();
+  }
+}
+
+void ImageMounts::recheck() {
+  std::vector<std::string> kept;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& [id, im] : images_) {
+      if (im.state == State::kBound) {
+        kept.push_back(im.mountpoint);
+      }
+    }
+  }
+  if (kept.empty()) {
+    return;
+  }
+  if (!daemon_->answers()) {
+    spdlog::warn("nydus mounts: no daemon answers: the {} image(s) kept mounted are bound "
+                 "again at their next container",
+                 kept.size());
+    return;
+  }
+  auto listed = daemon_->list();
+  if (!listed) {
+    spdlog::warn("nydus mounts: the daemon's list: {}", listed.error().to_string());
+    return;
+  }
+  size_t served = 0;
+  for (const auto& mp : kept) {
+    bool found = false;
+    for (const auto& i : *listed) {
+      found = found || i.mountpoint == mp;
+    }
+    if (found) {
+      ++served;
+    } else {
+      spdlog::warn("nydus mounts: the daemon does not serve {} (it restarted): bound again at "
+                   "the image's next container",
+                   mp);
+    }
+  }
+  spdlog::info("nydus mounts: the daemon serves {} of the {} image(s) kept mounted", served,
+               kept.size());
+}
+
 void ImageMounts::unbind_loop() {
+  recheck();
   std::unique_lock lk(mu_);
   for (;;) {
     cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });

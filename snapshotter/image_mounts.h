@@ -20,11 +20,13 @@
 //
 // Crash safety: the image row (with its bootstrap snapshot's name) is written before the
 // bind, the user row after it; at open, user rows of snapshots that no longer exist are
-// dropped and images whose bootstrap snapshot is gone are unbound in the background.
+// dropped and images whose bootstrap snapshot is gone are unbound in the background; the
+// mounts kept are checked against the daemon's list (logged; acquire rebinds what it lost).
 //
 // Thread-safe.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -52,6 +54,8 @@ class Daemon {
   virtual ~Daemon() = default;
   // Make sure a daemon answers (start one when none does).
   [[nodiscard]] virtual base::Status ensure() = 0;
+  // Whether a daemon answers now (nothing is started).
+  [[nodiscard]] virtual bool answers() { return true; }
   [[nodiscard]] virtual base::Result<control::ImageInfo> bind(const control::BindRequest& r) = 0;
   [[nodiscard]] virtual base::Status unbind(const control::UnbindRequest& r) = 0;
   [[nodiscard]] virtual base::Result<std::vector<control::ImageInfo>> list() = 0;
@@ -63,6 +67,9 @@ struct MountPolicy {
   std::optional<control::RegistryOverrides> registry;
   std::vector<std::string> mirror_urls;  // mirrors of each image's own registry host
   std::string auth;  // base64 "user:password" for each image's registry; never logged
+  // How often the background check asks the daemon whether it still serves the kept mounts
+  // (check_now()); 0: never (acquire still checks before each new use).
+  std::chrono::milliseconds check_interval{0};
 };
 
 // A snapshot's use of an image mount.
@@ -105,6 +112,13 @@ class ImageMounts {
   [[nodiscard]] bool mounted(int64_t bootstrap_id);
   // Wait until the background thread has done every unbind queued (tests, shutdown).
   void drain();
+  // Ask the daemon whether it serves every kept mount; bind again (starting a daemon when
+  // none answers) the images it lost, the way acquire does. Returns how many were bound
+  // again. Run every policy.check_interval by a thread of its own: a daemon that died is
+  // noticed without waiting for a container, and under fanotify the running containers'
+  // mounts read right again once the image is bound again (the new daemon marks the same
+  // cache files); what they read in between is what the cache file held (fail-open).
+  int check_now();
 
  private:
   ImageMounts(std::string root, sqlite3* db, std::shared_ptr<Daemon> daemon, MountPolicy policy);
@@ -114,16 +128,25 @@ class ImageMounts {
     std::string mountpoint;
     std::string name;      // the bootstrap snapshot's name ("": not known, an old row)
     bool removed = false;  // the bootstrap snapshot is gone: unbind, never bind again
+    std::string image_ref;       // what a rebind needs ("": an old row, until the next acquire)
+    std::string bootstrap_path;
   };
   [[nodiscard]] base::Status exec(const std::string& sql);
   [[nodiscard]] base::Status run(const char* sql, const std::vector<std::string>& args);
   [[nodiscard]] base::Result<std::vector<std::vector<std::string>>> query(
       const char* sql, const std::vector<std::string>& args);
   [[nodiscard]] base::Result<bool> live(const std::string& mountpoint);
+  // old_mp when the daemon still serves it, else a new bind (old_mp: "" none before).
+  [[nodiscard]] base::Result<std::string> live_or_rebind(const NydusImage& image,
+                                                         const std::string& bootstrap_path,
+                                                         const std::string& old_mp);
   [[nodiscard]] base::Result<std::string> bind_new(int64_t id, const NydusImage& image,
                                                    const std::string& bootstrap_path);
   [[nodiscard]] int users_locked(int64_t bootstrap_id);
+  // At open, on the background thread: the kept mounts against the daemon's list, logged.
+  void recheck();
   void unbind_loop();
+  void monitor_loop();
 
   std::string root_;
   sqlite3* db_;
@@ -138,6 +161,7 @@ class ImageMounts {
   int in_flight_ = 0;
   bool stop_ = false;
   std::thread worker_;
+  std::thread monitor_;
 };
 
 }  // namespace snapshotter

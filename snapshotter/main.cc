@@ -234,6 +234,7 @@ int main(int argc, char** argv) {
   }
   policy.mirror_urls = nydusd.mirror_urls;
   policy.auth = nydusd.auth;
+  policy.check_interval = std::chrono::seconds(1);
   start.args = nydusd.daemon_args;
   auto daemon = std::make_shared<snapshotter::DaemonLink>(std::move(start));
   snapshotter::SnapshotFacts facts;

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <fstream>
 #include <future>
 #include <thread>
 #include <set>
@@ -315,6 +316,47 @@ TEST(ImageMounts, ADaemonThatLostTheMountGetsANewOne) {
   (*m)->drain();
   ASSERT_FALSE(d->unbinds.empty());
   EXPECT_EQ(d->unbinds.back(), *second);
+}
+
+TEST(ImageMounts, TheCheckBindsAgainWhatTheDaemonLost) {
+  cfntest::TempDir dir("image-mounts");
+  auto d = std::make_shared<FakeDaemon>();
+  auto m = ImageMounts::open(dir.path(), d, {}, facts());
+  ASSERT_TRUE(m);
+  const std::string boot5 = dir.path() + "/boot5";
+  const std::string boot6 = dir.path() + "/boot6";
+  std::ofstream(boot5) << "b5";
+  std::ofstream(boot6) << "b6";
+  auto first = (*m)->acquire("a", image(5), boot5);
+  ASSERT_TRUE(first);
+  ASSERT_TRUE((*m)->acquire("b", image(6), boot6));
+  EXPECT_EQ((*m)->check_now(), 0);  // all served: nothing bound again
+  EXPECT_EQ(d->binds.size(), 2U);
+  d->bound.erase(*first);  // the daemon restarted and image 6 was bound again elsewhere
+  EXPECT_EQ((*m)->check_now(), 1);
+  ASSERT_EQ(d->binds.size(), 3U);
+  EXPECT_EQ(d->binds[2].reference, "reg/x:1");
+  EXPECT_EQ(d->binds[2].mountpoint, dir.path() + "/mnt/5-1");
+  EXPECT_EQ(d->binds[2].bootstrap, boot5);
+  auto use = (*m)->use_of("a");
+  ASSERT_TRUE(use && use->has_value());
+  EXPECT_EQ((*use)->mountpoint, dir.path() + "/mnt/5-1");
+  // The next container takes the new mount without a bind.
+  auto c = (*m)->acquire("c", image(5), boot5);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(*c, dir.path() + "/mnt/5-1");
+  EXPECT_EQ(d->binds.size(), 3U);
+  // After a restart the check still knows what to bind (reference and bootstrap kept).
+  m->reset();
+  d->bound.clear();
+  auto again = ImageMounts::open(dir.path(), d, {}, facts());
+  ASSERT_TRUE(again);
+  EXPECT_EQ((*again)->check_now(), 2);
+  ASSERT_EQ(d->binds.size(), 5U);
+  std::set<std::string> boots = {d->binds[3].bootstrap, d->binds[4].bootstrap};
+  EXPECT_EQ(boots, (std::set<std::string>{boot5, boot6}));
+  EXPECT_TRUE((*again)->mounted(5));
+  EXPECT_TRUE((*again)->mounted(6));
 }
 
 TEST(ImageMounts, AFailedBindLeavesNoUse) {
