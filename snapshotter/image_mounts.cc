@@ -283,9 +283,11 @@ base::Result<std::string> ImageMounts::live_or_rebind(const NydusImage& image,
       }
       spdlog::warn(
           "nydus image {}: the daemon no longer serves {} ({}: it died or restarted); the {} "
-          "running snapshot(s) on it lost the daemon behind their mount: a read of data not "
-          "yet fetched fails (FUSE) or sees what the cache file holds (fanotify fails open): "
-          "[{}]; restart them. New snapshots get a new mount",
+          "active snapshot(s) on it lost the daemon behind their mount: [{}]. Their "
+          "containers' reads of data not fetched before fail (FUSE: the connection is gone) "
+          "or, through fanotify, are served again once the image is bound again, except what "
+          "was read in between (fanotify fails open: the cache file's zeros); restart those "
+          "containers. New snapshots get the new mount",
           image.image_ref, old_mp, l ? "not in its list" : l.error().to_string(), keys.size(),
           named);
       (void)daemon_->unbind(control::UnbindRequest{old_mp, true});
