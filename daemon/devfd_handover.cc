@@ -52,7 +52,9 @@ base::Result<base::UniqueFd> FdHandover::take(std::string_view name,
   if (!holder_) {
     return base::UniqueFd();
   }
+  std::unique_lock lk(*holder_mu_);
   CFN_ASSIGN_OR_RETURN(auto held, holder_->get(name));
+  lk.unlock();
   if (held && is_right(held.get())) {
     spdlog::info("failover: '{}' handed over by the fd holder", name);
     return held;
@@ -76,9 +78,22 @@ void FdHandover::keep(std::string_view name, int fd) {
   if (sd::enabled() && !sd::store_fds(name, std::span<const int>(&fd, 1))) {
     spdlog::warn("the service manager did not take '{}': no failover for it", name);
   }
+  std::lock_guard lk(*holder_mu_);
   if (holder_) {
     if (auto st = holder_->put(name, fd); !st) {
       spdlog::error("fd holder: {}: no failover for '{}'", st.error().to_string(), name);
+    }
+  }
+}
+
+void FdHandover::forget(std::string_view name) {
+  if (sd::enabled()) {
+    sd::remove_fds(name);
+  }
+  std::lock_guard lk(*holder_mu_);
+  if (holder_) {
+    if (auto st = holder_->drop(name); !st) {
+      spdlog::warn("fd holder: dropping '{}': {}", name, st.error().to_string());
     }
   }
 }
@@ -87,6 +102,7 @@ void FdHandover::release(const std::vector<std::string_view>& stored_names) {
   for (auto name : stored_names) {
     sd::remove_fds(name);
   }
+  std::lock_guard lk(*holder_mu_);
   if (holder_) {
     if (auto st = holder_->release(); !st) {
       spdlog::warn("fd holder: {}", st.error().to_string());

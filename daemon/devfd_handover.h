@@ -9,6 +9,8 @@
 
 #include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -48,6 +50,9 @@ class FdHandover {
   // Give the fd store and the fd holder a dup of fd under name, so that the kernel
   // keeps the front end's state when this daemon dies. Failures are logged (no failover).
   void keep(std::string_view name, int fd);
+  // The fd of that name is no longer needed (its mount is gone): the fd store and the
+  // fd holder close theirs. Failures are logged.
+  void forget(std::string_view name);
   // A clean shutdown with nothing mounted: take the named fds out of the fd store, let
   // the fd holder exit (it closes everything it holds), and disconnect from it.
   void release(const std::vector<std::string_view>& stored_names);
@@ -55,6 +60,9 @@ class FdHandover {
  private:
   std::map<std::string, base::UniqueFd, std::less<>> from_store_;
   std::optional<FdHolderClient> holder_;  // fd_holder on: our connection, for our life
+  // One call at a time on the holder connection (binds and FUSE sessions keep and
+  // forget from their own threads). A pointer: FdHandover is moved.
+  std::unique_ptr<std::mutex> holder_mu_ = std::make_unique<std::mutex>();
 };
 
 }  // namespace cfnd

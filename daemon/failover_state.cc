@@ -3,6 +3,8 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <filesystem>
 #include <set>
@@ -21,13 +23,74 @@ using nlohmann::json;
 constexpr base::StringRule kRequired{.non_empty = true, .no_nul = true};
 constexpr base::StringRule kOptional{.non_empty = false, .no_nul = true};
 
+json fuse_json(const PersistedFuse& f) {
+  json j{{"fd_name", f.fd_name}, {"dev", f.dev}};
+  if (f.init) {
+    const auto& i = *f.init;
+    j["init"] = json{{"kernel_minor", i.kernel_minor}, {"minor", i.minor},
+                     {"flags", i.flags},               {"max_readahead", i.max_readahead},
+                     {"max_write", i.max_write},       {"max_pages", i.max_pages},
+                     {"time_gran", i.time_gran}};
+  }
+  return j;
+}
+
+bool good_fd_name(std::string_view n) {
+  return !n.empty() && n.size() <= 64 && std::all_of(n.begin(), n.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '_' || c == '-';
+  });
+}
+
+base::Result<PersistedFuse> parse_fuse(const json& j, const std::string& where) {
+  if (!j.is_object()) {
+    return base::errorf(EINVAL, "{}: \"fuse\" is not an object", where);
+  }
+  static constexpr std::string_view kKeys[] = {"fd_name", "dev", "init"};
+  const base::JsonFields f(j, where + ": fuse");
+  CFN_TRY(f.only_keys(kKeys));
+  PersistedFuse out;
+  CFN_ASSIGN_OR_RETURN(out.fd_name, f.string("fd_name", kRequired));
+  if (!good_fd_name(out.fd_name)) {
+    return f.error("fd_name must be 1..64 of [A-Za-z0-9._-]");
+  }
+  CFN_TRY(f.read("dev", out.dev, 0, UINT64_MAX));
+  if (const json* init = f.find("init")) {
+    if (!init->is_object()) {
+      return f.error("\"init\" is not an object");
+    }
+    static constexpr std::string_view kInitKeys[] = {
+        "kernel_minor", "minor", "flags", "max_readahead", "max_write", "max_pages", "time_gran"};
+    const base::JsonFields g(*init, where + ": fuse: init");
+    CFN_TRY(g.only_keys(kInitKeys));
+    fusewire::InitParams p;
+    for (std::string_view k : kInitKeys) {
+      if (!g.has(k)) {
+        return g.error(fmt::format("missing \"{}\"", k));
+      }
+    }
+    CFN_TRY(g.read("kernel_minor", p.kernel_minor, 12, UINT32_MAX));
+    CFN_TRY(g.read("minor", p.minor, 12, fusewire::kOurMinor));
+    CFN_TRY(g.read("flags", p.flags, 0, UINT64_MAX));
+    CFN_TRY(g.read("max_readahead", p.max_readahead, 0, UINT32_MAX));
+    CFN_TRY(g.read("max_write", p.max_write, 0, UINT32_MAX));
+    CFN_TRY(g.read("max_pages", p.max_pages, 0, UINT16_MAX));
+    CFN_TRY(g.read("time_gran", p.time_gran, 0, 1000000000));
+    if (p.minor > p.kernel_minor) {
+      return g.error("minor above the kernel's");
+    }
+    out.init = p;
+  }
+  return out;
+}
+
 }  // namespace
 
 bool operator==(const PersistedImage& a, const PersistedImage& b) {
   return a.mountpoint == b.mountpoint && a.fsid == b.fsid && a.domain_id == b.domain_id &&
          a.bootstrap == b.bootstrap && a.blob_dir == b.blob_dir && a.reference == b.reference &&
          a.manifest_digest == b.manifest_digest &&
-         registry_options_json(a.registry) == registry_options_json(b.registry);
+         registry_options_json(a.registry) == registry_options_json(b.registry) &&
+         a.fuse == b.fuse;
 }
 
 std::string serialize_state(const std::vector<PersistedImage>& images) {
@@ -44,12 +107,15 @@ std::string serialize_state(const std::vector<PersistedImage>& images) {
       j["manifest_digest"] = im.manifest_digest;
       j["registry"] = json::parse(registry_options_json(im.registry));
     }
+    if (im.fuse) {
+      j["fuse"] = fuse_json(*im.fuse);
+    }
     list.push_back(std::move(j));
   }
   return json{{"version", kStateVersion}, {"images", list}}.dump() + "\n";
 }
 
-base::Result<std::vector<PersistedImage>> parse_state(std::string_view text) {
+base::Result<std::vector<PersistedImage>> parse_state(std::string_view text, Frontend frontend) {
   CFN_ASSIGN_OR_RETURN(auto j, base::parse_json_object(text, "state"));
   if (!j.contains("version") || !j["version"].is_number_integer()) {
     return base::make_error(EINVAL, "state: missing integer \"version\"");
@@ -70,12 +136,23 @@ base::Result<std::vector<PersistedImage>> parse_state(std::string_view text) {
     }
     static constexpr std::string_view kKeys[] = {"mountpoint",      "fsid",     "domain_id",
                                                  "bootstrap",       "blob_dir", "reference",
-                                                 "manifest_digest", "registry"};
+                                                 "manifest_digest", "registry", "fuse"};
     const base::JsonFields f(e, fmt::format("state: image {}", index));
     CFN_TRY(f.only_keys(kKeys));
     PersistedImage im;
     CFN_ASSIGN_OR_RETURN(im.mountpoint, f.string("mountpoint", kRequired));
-    CFN_ASSIGN_OR_RETURN(im.fsid, f.string("fsid", kRequired));
+    if (frontend == Frontend::kCachefiles) {
+      CFN_ASSIGN_OR_RETURN(im.fsid, f.string("fsid", kRequired));
+    } else {
+      CFN_TRY(f.read("fsid", im.fsid, kOptional));
+    }
+    if (e.contains("fuse") != (frontend == Frontend::kFuse)) {
+      return base::errorf(EINVAL, "state: image {}: \"fuse\" {}", index,
+                          frontend == Frontend::kFuse ? "missing" : "in another front end's state");
+    }
+    if (frontend == Frontend::kFuse) {
+      CFN_ASSIGN_OR_RETURN(im.fuse, parse_fuse(e["fuse"], fmt::format("state: image {}", index)));
+    }
     CFN_TRY(f.read("domain_id", im.domain_id, kOptional));
     CFN_ASSIGN_OR_RETURN(im.bootstrap, f.string("bootstrap", kRequired));
     const bool local = e.contains("blob_dir");
@@ -111,8 +188,8 @@ base::Result<std::vector<PersistedImage>> parse_state(std::string_view text) {
   return out;
 }
 
-std::string state_path(const std::string& cache_dir) {
-  return cache_dir + "/state/cachefiles.json";
+std::string state_path(const std::string& cache_dir, Frontend frontend) {
+  return fmt::format("{}/state/{}.json", cache_dir, frontend_name(frontend));
 }
 
 base::Status save_state(const std::string& path, const std::vector<PersistedImage>& images) {
@@ -128,13 +205,13 @@ base::Status save_state(const std::string& path, const std::vector<PersistedImag
   return {};
 }
 
-base::Result<std::vector<PersistedImage>> load_state(const std::string& path) {
+base::Result<std::vector<PersistedImage>> load_state(const std::string& path, Frontend frontend) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0 && errno == ENOENT) {
     return std::vector<PersistedImage>{};
   }
   CFN_ASSIGN_OR_RETURN(auto bytes, base::read_file(path));
-  auto r = parse_state(base::as_chars(bytes));
+  auto r = parse_state(base::as_chars(bytes), frontend);
   if (!r) {
     return base::Unexpected(r.error().wrap(path));
   }

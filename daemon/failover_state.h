@@ -6,22 +6,42 @@
 // handed a live /dev/cachefiles fd registers these images again (without mounting:
 // the mounts are still there) before it writes "restore".
 //
+// FUSE (state/fuse.json): the images mounted through FUSE whose /dev/fuse is kept in the
+// fd store / fd holder, each with that fd's name, the mount's device number and the
+// INIT parameters (a successor resumes the session without an INIT). Written before the
+// mount (no dev, no init yet), again once INIT is answered and once mounted.
+//
 // Format: one JSON object, {"version":1,"images":[{...}, ...]}; each image has
 // "mountpoint", "fsid", "bootstrap" (absolute paths or names, non-empty), "domain_id"
 // (may be empty) and either "blob_dir" (a local image) or "reference" +
-// "manifest_digest" + "registry" (the RegistryOptions object the bind used).
+// "manifest_digest" + "registry" (the RegistryOptions object the bind used). FUSE images
+// have no fsid and a "fuse" object: {"fd_name", "dev", "init": {"kernel_minor", "minor",
+// "flags", "max_readahead", "max_write", "max_pages", "time_gran"}} ("init" absent until
+// INIT was answered).
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "base/result.h"
 #include "daemon/config.h"
+#include "daemon/fuse_wire.h"
 
 namespace cfnd {
 
 inline constexpr int kStateVersion = 1;
+
+// A FUSE session a successor can take over.
+struct PersistedFuse {
+  std::string fd_name;    // its /dev/fuse in the fd store / fd holder
+  std::uint64_t dev = 0;  // the mount's device number; 0 before the mount
+  std::optional<fusewire::InitParams> init;  // absent until INIT was answered
+
+  bool operator==(const PersistedFuse&) const = default;
+};
 
 struct PersistedImage {
   std::string mountpoint;
@@ -32,6 +52,7 @@ struct PersistedImage {
   std::string reference;  // a registry image; empty for a local one
   std::string manifest_digest;
   RegistryOptions registry;  // the options the bind used (registry images)
+  std::optional<PersistedFuse> fuse;  // FUSE images only
 };
 
 // Equal fields; registry options compared by their canonical JSON.
@@ -42,18 +63,23 @@ struct PersistedImage {
 
 // Pure. Parse a state text. Errors (EINVAL, naming the image index and the key): not a
 // JSON object, a version other than kStateVersion, a missing or mistyped key, an empty
-// mountpoint/fsid/bootstrap, an image with both or neither of blob_dir and reference,
-// a mount point listed twice, bad registry options.
-[[nodiscard]] base::Result<std::vector<PersistedImage>> parse_state(std::string_view text);
+// mountpoint/bootstrap, an empty fsid (cachefiles' state only: frontend), an image with
+// both or neither of blob_dir and reference, a mount point listed twice, bad registry
+// options, a "fuse" object in another front end's state or missing from FUSE's, a bad
+// fd name (1..64 of [A-Za-z0-9._-]) or INIT value.
+[[nodiscard]] base::Result<std::vector<PersistedImage>> parse_state(
+    std::string_view text, Frontend frontend = Frontend::kCachefiles);
 
-// <cache_dir>/state/cachefiles.json.
-[[nodiscard]] std::string state_path(const std::string& cache_dir);
+// <cache_dir>/state/<front end name>.json: cachefiles.json, fuse.json.
+[[nodiscard]] std::string state_path(const std::string& cache_dir,
+                                     Frontend frontend = Frontend::kCachefiles);
 
 // Write the state file (its directory made 0700 when missing) through a temporary and a
 // rename. Errors name the path.
 [[nodiscard]] base::Status save_state(const std::string& path,
                                       const std::vector<PersistedImage>& images);
 // Read and parse the state file; an absent file is an empty state. Errors name the path.
-[[nodiscard]] base::Result<std::vector<PersistedImage>> load_state(const std::string& path);
+[[nodiscard]] base::Result<std::vector<PersistedImage>> load_state(
+    const std::string& path, Frontend frontend = Frontend::kCachefiles);
 
 }  // namespace cfnd

@@ -21,11 +21,11 @@ namespace {
 constexpr std::pair<HolderVerb, std::string_view> kVerbs[] = {
     {HolderVerb::kPut, "PUT"}, {HolderVerb::kGet, "GET"}, {HolderVerb::kRelease, "RELEASE"},
     {HolderVerb::kOk, "OK"},   {HolderVerb::kFd, "FD"},   {HolderVerb::kNone, "NONE"},
-    {HolderVerb::kErr, "ERR"}};
+    {HolderVerb::kErr, "ERR"}, {HolderVerb::kDrop, "DROP"}};
 
 bool named(HolderVerb v) {
   return v == HolderVerb::kPut || v == HolderVerb::kGet || v == HolderVerb::kFd ||
-         v == HolderVerb::kNone;
+         v == HolderVerb::kNone || v == HolderVerb::kDrop;
 }
 
 bool good_name(std::string_view name) {
@@ -286,6 +286,15 @@ base::Result<base::UniqueFd> FdHolderClient::get(std::string_view name) {
   return std::move(got[0]);
 }
 
+base::Status FdHolderClient::drop(std::string_view name) {
+  std::vector<base::UniqueFd> got;
+  CFN_ASSIGN_OR_RETURN(auto a, call({HolderVerb::kDrop, std::string(name)}, {}, got));
+  if (a.verb != HolderVerb::kOk) {
+    return base::make_error(EPROTO, "fd holder: unexpected answer to DROP");
+  }
+  return {};
+}
+
 base::Status FdHolderClient::release() {
   std::vector<base::UniqueFd> got;
   CFN_ASSIGN_OR_RETURN(auto a, call({HolderVerb::kRelease, ""}, {}, got));
@@ -392,7 +401,7 @@ int run_fd_holder(const std::string& path, std::chrono::seconds grace,
       std::vector<int> out;
       switch (m->verb) {
         case HolderVerb::kPut:
-          if (!held.contains(m->arg) && held.size() >= kHolderMaxFds) {
+          if (!held.contains(m->arg) && held.size() >= kHolderMaxHeld) {
             answer = {HolderVerb::kErr, "too many fds held"};
           } else {
             held[m->arg] = std::move(fds[0]);
@@ -406,6 +415,11 @@ int run_fd_holder(const std::string& path, std::chrono::seconds grace,
             spdlog::info("fd holder: handed '{}' over", m->arg);
           } else {
             answer = {HolderVerb::kNone, m->arg};
+          }
+          break;
+        case HolderVerb::kDrop:
+          if (held.erase(m->arg) > 0) {
+            spdlog::info("fd holder: dropped '{}'", m->arg);
           }
           break;
         case HolderVerb::kRelease:

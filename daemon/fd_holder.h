@@ -10,6 +10,7 @@
 // Messages are short ASCII texts "VERB" or "VERB NAME":
 //   PUT <name>  + 1 fd   keep a dup of the fd under name (replacing an older one)  -> OK
 //   GET <name>           -> FD <name> + 1 fd (the holder keeps its own), or NONE <name>
+//   DROP <name>          close the fd of that name, if held (its mount is gone)   -> OK
 //   RELEASE              close every fd and exit (the daemon shut down cleanly)   -> OK
 //   ERR <text>           the holder's answer to a malformed request
 //
@@ -34,13 +35,16 @@
 namespace cfnd {
 
 inline constexpr std::size_t kHolderMaxMessage = 256;
-inline constexpr std::size_t kHolderMaxFds = 16;  // distinct names held at once
+inline constexpr std::size_t kHolderMaxFds = 16;     // fds in one message
+// Distinct names held at once: a FUSE mount each, plus cachefiles and fanotify (under the
+// usual 1024 open files of a process).
+inline constexpr std::size_t kHolderMaxHeld = 512;
 
-enum class HolderVerb { kPut, kGet, kRelease, kOk, kFd, kNone, kErr };
+enum class HolderVerb { kPut, kGet, kRelease, kOk, kFd, kNone, kErr, kDrop };
 
 struct HolderMessage {
   HolderVerb verb = HolderVerb::kOk;
-  std::string arg;  // the fd name (PUT, GET, FD, NONE), the text (ERR), else empty
+  std::string arg;  // the fd name (PUT, GET, DROP, FD, NONE), the text (ERR), else empty
 
   bool operator==(const HolderMessage&) const = default;
 };
@@ -81,6 +85,8 @@ class FdHolderClient {
   [[nodiscard]] base::Status put(std::string_view name, int fd);
   // The holder's fd of that name, or an invalid UniqueFd when it has none.
   [[nodiscard]] base::Result<base::UniqueFd> get(std::string_view name);
+  // Have the holder close the fd of that name (nothing when it holds none).
+  [[nodiscard]] base::Status drop(std::string_view name);
   // Ask the holder to close everything and exit.
   [[nodiscard]] base::Status release();
 

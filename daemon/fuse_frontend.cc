@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -179,13 +180,17 @@ class FuseMountImpl final : public FuseMount {
     return {};
   }
 
-  base::Status resume(const InitParams& init, dev_t conn_dev) {
-    init_ = init;
-    initialized_ = true;
+  base::Status resume(const std::optional<InitParams>& init, dev_t conn_dev) {
+    if (init) {
+      init_ = *init;
+      initialized_ = true;
+    }
     mounted_ = true;
     conn_dev_ = conn_dev;
     CFN_TRY(start_threads());
-    if (fusewire::can_resend(init)) {
+    // Without INIT parameters (the dead daemon read the INIT and died before answering
+    // it) the kernel is asked all the same: it re-sends that INIT when it can.
+    if (!init || fusewire::can_resend(*init)) {
       const auto h = fusewire::resend_notification();
       if (::write(dev_.get(), &h, sizeof h) == static_cast<ssize_t>(sizeof h)) {
         resent_ = true;
@@ -895,7 +900,7 @@ base::Result<std::unique_ptr<FuseMount>> FuseMount::start(std::shared_ptr<BoundI
 base::Result<std::unique_ptr<FuseMount>> FuseMount::resume(std::shared_ptr<BoundImage> image,
                                                            const std::string& dir,
                                                            base::UniqueFd dev,
-                                                           const fusewire::InitParams& init,
+                                                           const std::optional<fusewire::InitParams>& init,
                                                            dev_t conn_dev, FuseOptions options) {
   auto m = std::make_unique<FuseMountImpl>(std::move(image), dir, std::move(dev),
                                            std::move(options));

@@ -34,4 +34,22 @@ bool mounted_on(const std::string& dir, std::string_view fstype) {
   return false;
 }
 
+std::optional<dev_t> mounted_dev(const std::string& dir, std::string_view fstype) {
+  std::unique_ptr<libmnt_table, TableFree> table(mnt_new_table_from_file("/proc/self/mountinfo"));
+  std::unique_ptr<libmnt_iter, IterFree> it(mnt_new_iter(MNT_ITER_FORWARD));
+  if (!table || !it) {
+    return std::nullopt;
+  }
+  std::optional<dev_t> found;
+  libmnt_fs* fs = nullptr;
+  while (mnt_table_next_fs(table.get(), it.get(), &fs) == 0) {
+    const char* target = mnt_fs_get_target(fs);
+    const char* type = mnt_fs_get_fstype(fs);
+    if (target != nullptr && type != nullptr && dir == target && fstype == type) {
+      found = mnt_fs_get_devno(fs);
+    }
+  }
+  return found;
+}
+
 }  // namespace cfnd

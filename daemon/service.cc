@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -45,6 +46,32 @@ bool is_cachefiles_dev(int fd) {
          S_ISCHR(b.st_mode) && a.st_rdev == b.st_rdev;
 }
 
+// True when fd is /dev/fuse.
+bool is_fuse_dev(int fd) {
+  struct stat a {};
+  struct stat b {};
+  return ::fstat(fd, &a) == 0 && ::stat("/dev/fuse", &b) == 0 && S_ISCHR(a.st_mode) &&
+         S_ISCHR(b.st_mode) && a.st_rdev == b.st_rdev;
+}
+
+// A name for a new FUSE session's fd in the fd store / fd holder ("fuse-<16 hex>"),
+// unlike any an earlier daemon left there.
+std::string new_fuse_fd_name() {
+  std::random_device rd;
+  const std::uint64_t r = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  return fmt::format("fuse-{:016x}", r);
+}
+
+// The file system type of our FUSE mounts in the mount table.
+constexpr std::string_view kFuseFsType = "fuse.nydus";
+
+// A FUSE session of a dead daemon, found at start: its record and its fd (invalid when
+// neither the fd store nor the fd holder had it).
+struct HandedFuse {
+  PersistedImage record;
+  base::UniqueFd dev;
+};
+
 struct Bound {
   // Where it came from and how it is mounted, as the state file keeps it (fsid and
   // domain_id: kCachefiles only; blob_dir or reference + manifest_digest + registry).
@@ -77,15 +104,12 @@ class ServiceImpl final : public Service {
     CFN_ASSIGN_OR_RETURN(cache_, BlobCache::create(opts));
     CFN_ASSIGN_OR_RETURN(handover_, FdHandover::open(config_));
     CFN_ASSIGN_OR_RETURN(auto handed_dev, handover_.take(kCachefilesFdName, is_cachefiles_dev));
+    CFN_ASSIGN_OR_RETURN(auto handed_fuse, take_fuse_sessions());
     handover_.close_untaken();
     CFN_ASSIGN_OR_RETURN(auto fe, choose_frontends(config_, std::move(handed_dev)));
     default_ = fe.default_frontend;
     fanotify_ = std::move(fe.fanotify);
     cachefiles_ = std::move(fe.cachefiles);
-    if (!cachefiles_ && handover_.has_holder()) {
-      spdlog::info("no cachefiles front end: the fd holder is not needed");
-      handover_.release({});
-    }
     CFN_ASSIGN_OR_RETURN(loop_, EventLoop::create());
     CFN_ASSIGN_OR_RETURN(control_,
                          ControlServer::listen(config_.socket_path,
@@ -114,9 +138,10 @@ class ServiceImpl final : public Service {
         restore_images();
       } else {
         handover_.keep(kCachefilesFdName, cachefiles_->dev_fd());
-        persist();  // a state file of an earlier daemon lists mounts that died with it
+        persist(Frontend::kCachefiles);  // an earlier daemon's mounts died with it
       }
     }
+    resume_fuse_sessions(std::move(handed_fuse));
     spdlog::info("listening on {}; cache {}; default front end {}", config_.socket_path,
                  config_.cache_dir, frontend_name(default_));
     return {};
@@ -238,7 +263,8 @@ class ServiceImpl final : public Service {
       }
     }
     if (!all.empty()) {
-      persist();
+      persist(Frontend::kCachefiles);
+      persist(Frontend::kFuse);
     }
     return all_gone;
   }
@@ -284,7 +310,7 @@ class ServiceImpl final : public Service {
       }
       ++rebound;
     }
-    persist();
+    persist(Frontend::kCachefiles);
     if (auto st = cachefiles_->restore(); !st) {
       spdlog::error("failover: {}", st.error().to_string());
       return;
@@ -297,6 +323,20 @@ class ServiceImpl final : public Service {
   // At start, before the control socket is served.
   base::Status rebind(const PersistedImage& im) {
     Bound b;
+    CFN_ASSIGN_OR_RETURN(b.image, open_recorded(im));
+    CFN_TRY(cachefiles_->rebind(b.image, im.fsid, im.domain_id, im.mountpoint));
+    b.frontend = Frontend::kCachefiles;
+    b.record = im;
+    spdlog::info("failover: re-bound {} on {} (fsid {})", b.image->bootstrap_path(), im.mountpoint,
+                 im.fsid);
+    std::lock_guard lk(mu_);
+    bound_.emplace(im.mountpoint, std::move(b));
+    return {};
+  }
+
+  // The image of a state file record, opened again (its bootstrap is in the cache: no
+  // registry round trip).
+  base::Result<std::shared_ptr<BoundImage>> open_recorded(const PersistedImage& im) {
     std::shared_ptr<Backend> backend;
     if (!im.reference.empty()) {
       auto ref = registry::Reference::parse(im.reference);
@@ -309,45 +349,180 @@ class ServiceImpl final : public Service {
       CFN_ASSIGN_OR_RETURN(auto local, make_localfs_backend(im.blob_dir));
       backend = std::move(local);
     }
-    CFN_ASSIGN_OR_RETURN(b.image, BoundImage::open(im.bootstrap, std::move(backend), *cache_,
-                                                   config_.file_readahead));
-    CFN_TRY(cachefiles_->rebind(b.image, im.fsid, im.domain_id, im.mountpoint));
-    b.frontend = Frontend::kCachefiles;
+    return BoundImage::open(im.bootstrap, std::move(backend), *cache_, config_.file_readahead);
+  }
+
+  // ---- FUSE failover ----
+
+  // At start: the FUSE sessions of the state file, each with its /dev/fuse from the fd
+  // store or the fd holder (taken before the service manager's other fds are closed).
+  base::Result<std::vector<HandedFuse>> take_fuse_sessions() {
+    std::vector<HandedFuse> out;
+    auto images = load_state(state_path(config_.cache_dir, Frontend::kFuse), Frontend::kFuse);
+    if (!images) {
+      spdlog::error("failover: {}: the dead daemon's FUSE mounts cannot be served",
+                    images.error().to_string());
+      return out;
+    }
+    for (auto& im : *images) {
+      CFN_ASSIGN_OR_RETURN(auto fd, handover_.take(im.fuse->fd_name, is_fuse_dev));
+      out.push_back(HandedFuse{std::move(im), std::move(fd)});
+    }
+    return out;
+  }
+
+  // At the end of start: serve again each dead daemon's FUSE session whose mount is
+  // still there (no new INIT; FUSE_NOTIFY_RESEND re-queues what it had read), forget the
+  // fds of mounts that are gone, and write the FUSE state anew.
+  void resume_fuse_sessions(std::vector<HandedFuse> handed) {
+    std::size_t resumed = 0;
+    for (auto& h : handed) {
+      const std::string& mp = h.record.mountpoint;
+      const std::string& name = h.record.fuse->fd_name;
+      const auto dev = mounted_dev(mp, kFuseFsType);
+      if (!h.dev) {
+        if (dev) {
+          spdlog::error(
+              "failover: FUSE mount {}: its /dev/fuse ('{}') is in neither the fd store nor the "
+              "fd holder: not resumed (its reads fail with ENOTCONN)",
+              mp, name);
+        }
+        continue;
+      }
+      if (!dev || (h.record.fuse->dev != 0 && *dev != h.record.fuse->dev)) {
+        spdlog::info("failover: FUSE mount {} is gone: its /dev/fuse ('{}') is closed", mp, name);
+        handover_.forget(name);
+        continue;
+      }
+      if (auto st = resume_fuse(h.record, std::move(h.dev), *dev); !st) {
+        spdlog::error("failover: resuming FUSE on {}: {} (its reads fail)", mp,
+                      st.error().to_string());
+        handover_.forget(name);
+        continue;
+      }
+      ++resumed;
+    }
+    persist(Frontend::kFuse);
+    if (!handed.empty()) {
+      spdlog::info("failover: resumed {} of {} FUSE session(s)", resumed, handed.size());
+      sd::status(fmt::format("resumed {} FUSE session(s)", resumed));
+    }
+  }
+
+  base::Status resume_fuse(const PersistedImage& im, base::UniqueFd dev, dev_t conn_dev) {
+    Bound b;
+    CFN_ASSIGN_OR_RETURN(b.image, open_recorded(im));
+    b.frontend = Frontend::kFuse;
     b.record = im;
-    spdlog::info("failover: re-bound {} on {} (fsid {})", b.image->bootstrap_path(), im.mountpoint,
-                 im.fsid);
+    b.record.fuse->dev = conn_dev;
+    const auto& init = im.fuse->init;
+    {
+      std::lock_guard lk(mu_);
+      mounting_.emplace(im.mountpoint, b.record);  // where on_fuse_init finds it
+    }
+    auto m = FuseMount::resume(b.image, im.mountpoint, std::move(dev), init, conn_dev,
+                               fuse_options(im.mountpoint));
+    {
+      std::lock_guard lk(mu_);
+      b.record.fuse = mounting_[im.mountpoint].fuse;
+      mounting_.erase(im.mountpoint);
+    }
+    if (!m) {
+      return base::Unexpected(m.error());
+    }
+    b.fuse = std::move(*m);
+    if (!init) {
+      spdlog::info("failover: resumed FUSE on {} before its INIT was answered", im.mountpoint);
+    } else if (b.fuse->resent()) {
+      spdlog::info(
+          "failover: resumed FUSE on {} (protocol 7.{}); FUSE_NOTIFY_RESEND sent: the requests "
+          "the dead daemon read are queued again",
+          im.mountpoint, init->kernel_minor);
+    } else {
+      spdlog::warn(
+          "failover: resumed FUSE on {}, but the kernel (protocol 7.{}) has no "
+          "FUSE_NOTIFY_RESEND (7.40): requests the dead daemon had read stay unanswered",
+          im.mountpoint, init->kernel_minor);
+    }
     std::lock_guard lk(mu_);
     bound_.emplace(im.mountpoint, std::move(b));
     return {};
   }
 
-  // Write the state file: the cachefiles images bound and those being mounted. The
-  // snapshot is taken under mu_, the (fsync'd) write runs under persist_mu_ only, and a
-  // snapshot older than the last one written is dropped, so the file never goes back.
-  void persist() {
-    if (!cachefiles_) {
+  FuseOptions fuse_options(const std::string& mp) {
+    FuseOptions fo;
+    fo.threads = config_.fuse_threads;
+    fo.poll_us = config_.fuse_poll_us;
+    fo.on_init = [this, mp](const fusewire::InitParams& p) { on_fuse_init(mp, p); };
+    return fo;
+  }
+
+  // A FUSE session answered its INIT (on its thread, before the answer is sent): record
+  // the parameters a successor resumes with; on a kernel without FUSE_NOTIFY_RESEND there
+  // is no failover (a successor could not get back the requests this daemon read), so
+  // the fd is not kept.
+  void on_fuse_init(const std::string& mp, const fusewire::InitParams& p) {
+    std::string forget;
+    {
+      std::lock_guard lk(mu_);
+      PersistedImage* rec = nullptr;
+      if (auto it = mounting_.find(mp); it != mounting_.end()) {
+        rec = &it->second;
+      } else if (auto jt = bound_.find(mp); jt != bound_.end()) {
+        rec = &jt->second.record;
+      }
+      if (rec == nullptr || !rec->fuse) {
+        return;  // not kept: no failover for it
+      }
+      if (fusewire::can_resend(p)) {
+        rec->fuse->init = p;
+      } else {
+        forget = rec->fuse->fd_name;
+        rec->fuse.reset();
+      }
+    }
+    if (!forget.empty()) {
+      spdlog::warn(
+          "fuse: the kernel speaks FUSE 7.{}, without FUSE_NOTIFY_RESEND (7.40, Linux 6.9): no "
+          "failover for {} (a daemon that dies takes it with it)",
+          p.kernel_minor, mp);
+      handover_.forget(forget);
+    }
+    persist(Frontend::kFuse);
+  }
+
+  // Write a front end's state file: its images bound and those being mounted
+  // (cachefiles: all of them; FUSE: those whose /dev/fuse is kept). The snapshot is
+  // taken under mu_, the (fsync'd) write runs under persist_mu_ only, and a snapshot
+  // older than the last one written is dropped, so the file never goes back.
+  void persist(Frontend fe) {
+    if (fe == Frontend::kCachefiles && !cachefiles_) {
       return;
     }
+    const bool fuse = fe == Frontend::kFuse;
     std::vector<PersistedImage> images;
     std::uint64_t gen = 0;
     {
       std::lock_guard lk(mu_);
       gen = ++state_gen_;
       for (const auto& [mp, b] : bound_) {
-        if (b.frontend == Frontend::kCachefiles) {
+        if (b.frontend == fe && (!fuse || b.record.fuse)) {
           images.push_back(b.record);
         }
       }
       for (const auto& [mp, im] : mounting_) {
-        images.push_back(im);
+        if (im.fuse.has_value() == fuse && (fuse || im.fsid.size() > 0)) {
+          images.push_back(im);
+        }
       }
     }
     std::lock_guard w(persist_mu_);
-    if (gen < state_written_) {
+    auto& written = state_written_[fe];
+    if (gen < written) {
       return;
     }
-    state_written_ = gen;
-    if (auto st = save_state(state_path(config_.cache_dir), images); !st) {
+    written = gen;
+    if (auto st = save_state(state_path(config_.cache_dir, fe), images); !st) {
       static base::RateLimit rl;
       if (rl.allow()) {
         spdlog::error("{}: a restarted daemon could not serve these mounts",
@@ -368,7 +543,13 @@ class ServiceImpl final : public Service {
 
   base::Status unmount_one(const std::string& dir, Bound& b, bool force) {
     if (b.frontend == Frontend::kFuse) {
-      return b.fuse->unmount(force);
+      CFN_TRY(b.fuse->unmount(force));
+      if (b.record.fuse) {
+        handover_.forget(b.record.fuse->fd_name);  // the session ended with the mount
+        std::lock_guard lk(mu_);
+        b.record.fuse.reset();
+      }
+      return {};
     }
     if (b.frontend == Frontend::kCachefiles) {
       return cachefiles_->umount(dir, force);
@@ -471,22 +652,18 @@ class ServiceImpl final : public Service {
         std::lock_guard lk(mu_);
         mounting_.emplace(mp, b.record);
       }
-      persist();
+      persist(Frontend::kCachefiles);
       auto st = cachefiles_->mount(image, fsid, domain_id, mp);
       if (!st) {
         {
           std::lock_guard lk(mu_);
           mounting_.erase(mp);
         }
-        persist();
+        persist(Frontend::kCachefiles);
         return base::Unexpected(st.error());
       }
     } else {
-      CFN_ASSIGN_OR_RETURN(auto dev, FuseMount::open_device());
-      FuseOptions fo;
-      fo.threads = config_.fuse_threads;
-      fo.poll_us = config_.fuse_poll_us;
-      CFN_ASSIGN_OR_RETURN(b.fuse, FuseMount::start(image, mp, std::move(dev), std::move(fo)));
+      CFN_TRY(mount_fuse(mp, image, b));
     }
     if (hooks_.after_mount) {
       hooks_.after_mount(mp);
@@ -504,10 +681,46 @@ class ServiceImpl final : public Service {
       mounting_.erase(mp);
       bound_.emplace(mp, std::move(b));
     }
-    if (fe == Frontend::kCachefiles) {
-      persist();
+    if (fe != Frontend::kFanotify) {
+      persist(fe);
     }
     return answer;
+  }
+
+  // A new FUSE session on mp. When an fd outlives us (fd store or fd holder), its
+  // /dev/fuse is kept there and the state file lists it before mount(2), so a daemon
+  // that dies from here on leaves a session the next one resumes.
+  base::Status mount_fuse(const std::string& mp, const std::shared_ptr<BoundImage>& image,
+                          Bound& b) {
+    CFN_ASSIGN_OR_RETURN(auto dev, FuseMount::open_device());
+    const bool keep = handover_.can_keep();
+    if (keep) {
+      b.record.fuse = PersistedFuse{new_fuse_fd_name(), 0, std::nullopt};
+      handover_.keep(b.record.fuse->fd_name, dev.get());
+      {
+        std::lock_guard lk(mu_);
+        mounting_.emplace(mp, b.record);
+      }
+      persist(Frontend::kFuse);
+    }
+    auto m = FuseMount::start(image, mp, std::move(dev), fuse_options(mp));
+    std::lock_guard lk(mu_);
+    if (keep) {
+      // INIT may have dropped the fd (no RESEND) or recorded its parameters.
+      b.record.fuse = mounting_[mp].fuse;
+    }
+    if (!m) {
+      mounting_.erase(mp);
+      if (b.record.fuse) {
+        handover_.forget(b.record.fuse->fd_name);
+      }
+      return base::Unexpected(m.error());
+    }
+    b.fuse = std::move(*m);
+    if (b.record.fuse) {
+      b.record.fuse->dev = b.fuse->conn_dev();
+    }
+    return {};
   }
 
   base::Status unbind(const control::UnbindRequest& req) {
@@ -544,14 +757,14 @@ class ServiceImpl final : public Service {
       end_op();
     });
     CFN_TRY(unmount_one(mp, *b, force));
-    const bool cachefiles = b->frontend == Frontend::kCachefiles;
+    const Frontend fe = b->frontend;
     std::map<std::string, Bound>::node_type gone;  // destroyed without the lock
     {
       std::lock_guard lk(mu_);
       gone = bound_.extract(mp);
     }
-    if (cachefiles) {
-      persist();
+    if (fe != Frontend::kFanotify) {
+      persist(fe);
     }
     spdlog::info("unbound {}", mp);
     return {};
@@ -675,7 +888,7 @@ class ServiceImpl final : public Service {
   std::condition_variable ops_done_;
   std::uint64_t state_gen_ = 0;  // persist() snapshots taken
   std::mutex persist_mu_;        // serializes state-file writes; guards state_written_
-  std::uint64_t state_written_ = 0;
+  std::map<Frontend, std::uint64_t> state_written_;  // per state file
   ClientPool clients_;
 };
 

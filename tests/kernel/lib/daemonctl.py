@@ -20,8 +20,10 @@ def daemon_bin():
 
 
 class Daemon:
-    def __init__(self, workdir, frontend="auto", cache_dir=None, tag="d", config=None):
-        """config: a dict written as the daemon's --config file (e.g. prefetch_bandwidth)."""
+    def __init__(self, workdir, frontend="auto", cache_dir=None, tag="d", config=None,
+                 extra_args=()):
+        """config: a dict written as the daemon's --config file (e.g. prefetch_bandwidth);
+        extra_args: more daemon options (e.g. ["--fd-holder"])."""
         self.workdir = workdir
         self.config = config
         self.tag = tag
@@ -29,13 +31,14 @@ class Daemon:
         self.socket = os.path.join(workdir, f"{tag}.sock")
         self.log_path = os.path.join(workdir, f"{tag}.log")
         self.frontend = frontend
+        self.extra_args = list(extra_args)
         self.proc = None
 
     def start(self):
         os.makedirs(self.cache_dir, exist_ok=True)
         log = open(self.log_path, "ab")
         cmd = [daemon_bin(), "--frontend", self.frontend, "--cache-dir", self.cache_dir,
-               "--socket", self.socket, "--log-level", "info"]
+               "--socket", self.socket, "--log-level", "info"] + self.extra_args
         if self.config is not None:
             path = os.path.join(self.workdir, f"{self.tag}.config.json")
             with open(path, "w") as fh:

@@ -84,6 +84,60 @@ TEST(FailoverState, RejectsCorruptInput) {
   }
 }
 
+// FUSE's state: no fsid, and each image carries its session (fd name, device, INIT).
+TEST(FailoverState, FuseSessions) {
+  auto images = sample();
+  for (auto& im : images) {
+    im.fsid.clear();
+    im.domain_id.clear();
+  }
+  images[0].fuse = PersistedFuse{"fuse-00112233aabbccdd", 0, std::nullopt};  // before INIT
+  fusewire::InitParams init;
+  init.kernel_minor = 45;
+  init.minor = fusewire::kOurMinor;
+  init.flags = (1ULL << 35) | 1;  // a flags2 bit survives JSON
+  init.max_readahead = 1U << 20;
+  init.max_write = 65536;
+  init.max_pages = 256;
+  init.time_gran = 1;
+  images[1].fuse = PersistedFuse{"fuse-1", 47, init};
+  const std::string text = serialize_state(images);
+  auto back = parse_state(text, Frontend::kFuse);
+  ASSERT_TRUE(back) << back.error().to_string();
+  EXPECT_EQ(*back, images);
+  EXPECT_EQ(state_path("/c", Frontend::kFuse), "/c/state/fuse.json");
+  EXPECT_EQ(state_path("/c"), "/c/state/cachefiles.json");
+  // A FUSE record in cachefiles' state, or a FUSE state without one: refused.
+  EXPECT_FALSE(parse_state(text, Frontend::kCachefiles));
+  EXPECT_FALSE(parse_state(serialize_state(sample()), Frontend::kFuse));
+  const std::string head =
+      R"({"version":1,"images":[{"mountpoint":"/m","bootstrap":"/b","blob_dir":"/d","fuse":)";
+  const char* bad[] = {
+      R"(5)",
+      R"({})",                                   // no fd name
+      R"({"fd_name":""})",                       // empty
+      R"({"fd_name":"a/b"})",                    // not a holder name
+      R"({"fd_name":"f","dev":-1})",             // negative
+      R"({"fd_name":"f","x":1})",                // unknown key
+      R"({"fd_name":"f","init":5})",             // init not an object
+      R"({"fd_name":"f","init":{"minor":38}})",  // init incomplete
+      R"({"fd_name":"f","init":{"kernel_minor":45,"minor":99,"flags":0,"max_readahead":0,)"
+      R"("max_write":0,"max_pages":0,"time_gran":1}})",  // minor above ours
+      R"({"fd_name":"f","init":{"kernel_minor":31,"minor":38,"flags":0,"max_readahead":0,)"
+      R"("max_write":0,"max_pages":0,"time_gran":1}})",  // minor above the kernel's
+  };
+  for (const char* b : bad) {
+    const std::string t = head + b + "}]}";
+    auto r = parse_state(t, Frontend::kFuse);
+    ASSERT_FALSE(r) << t;
+    EXPECT_EQ(r.error().code, EINVAL) << t;
+  }
+  auto ok = parse_state(head + R"({"fd_name":"fuse-2","dev":3}}]})", Frontend::kFuse);
+  ASSERT_TRUE(ok) << ok.error().to_string();
+  EXPECT_EQ((*ok)[0].fuse->dev, 3U);
+  EXPECT_FALSE((*ok)[0].fuse->init);
+}
+
 TEST(FailoverState, SaveAndLoad) {
   cfntest::TempDir tmp("failover-state");
   const std::string dir = tmp.path();

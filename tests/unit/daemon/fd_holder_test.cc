@@ -24,7 +24,8 @@ TEST(FdHolderProtocol, FormatAndParse) {
                                 {HolderVerb::kOk, ""},
                                 {HolderVerb::kFd, "cachefiles"},
                                 {HolderVerb::kNone, "x"},
-                                {HolderVerb::kErr, "too many fds held"}};
+                                {HolderVerb::kErr, "too many fds held"},
+                                {HolderVerb::kDrop, "fuse-1a2b"}};
   for (const auto& m : msgs) {
     auto text = format_holder_message(m);
     ASSERT_TRUE(text) << text.error().to_string();
@@ -200,6 +201,38 @@ TEST(FdHolder, KeepsAndHandsOverAFd) {
   EXPECT_FALSE(std::filesystem::exists(path));
   // Every writer is closed now (ours and the holder's): the reader sees end of file.
   EXPECT_EQ(::read(r.get(), &ch, 1), 0);
+}
+
+// DROP closes one name's fd (a FUSE mount that is gone) and keeps the others.
+TEST(FdHolder, DropsOneName) {
+  cfntest::TempDir tmp("fd-holder-drop");
+  const std::string path = tmp.sub("h.sock");
+  HolderThread holder(path, std::chrono::seconds(0));
+  auto c = FdHolderClient::connect(path);
+  ASSERT_TRUE(c) << c.error().to_string();
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  base::UniqueFd r(p[0]);
+  {
+    base::UniqueFd w(p[1]);
+    ASSERT_TRUE(c->put("fuse-1", w.get()));
+    ASSERT_TRUE(c->put("fuse-2", w.get()));
+  }
+  ASSERT_TRUE(c->drop("fuse-1"));
+  ASSERT_TRUE(c->drop("fuse-9"));  // not held: nothing to do, still OK
+  auto gone = c->get("fuse-1");
+  ASSERT_TRUE(gone);
+  EXPECT_FALSE(gone->valid());
+  auto kept = c->get("fuse-2");
+  ASSERT_TRUE(kept);
+  ASSERT_TRUE(kept->valid());
+  kept->reset();
+  ASSERT_TRUE(c->drop("fuse-2"));
+  // No writer is left anywhere: the reader sees end of file.
+  char ch = 0;
+  EXPECT_EQ(::read(r.get(), &ch, 1), 0);
+  ASSERT_TRUE(c->release());
+  EXPECT_EQ(holder.join(), 0);
 }
 
 // A daemon that dies and is never restarted: after `grace` without a connection the

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -26,6 +27,10 @@ TEST(MountTable, FindsAMountByTargetAndType) {
   ASSERT_EQ(::mount("none", dir.c_str(), "tmpfs", 0, "size=1m"), 0) << std::strerror(errno);
   EXPECT_TRUE(mounted_on(dir, "tmpfs"));
   EXPECT_FALSE(mounted_on(dir, "erofs"));
+  struct stat st {};
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(mounted_dev(dir, "tmpfs"), std::optional<dev_t>(st.st_dev));
+  EXPECT_EQ(mounted_dev(dir, "erofs"), std::nullopt);
   EXPECT_FALSE(mounted_on(tmp.path(), "tmpfs"));
   ASSERT_EQ(::umount2(dir.c_str(), 0), 0);
   EXPECT_FALSE(mounted_on(dir, "tmpfs"));
