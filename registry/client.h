@@ -131,6 +131,15 @@ struct RangeRead {
   std::uint64_t offset = 0;
   base::MutableBytes out;  // exactly out.size() bytes are read at offset
   base::Status result;     // filled by read_blob_ranges
+  // Past every cache on the way: the request says "Cache-Control: no-cache" (and
+  // "Pragma: no-cache"), for a range that came back with the wrong bytes before.
+  bool no_cache = false;
+  // A mirror's base URL to leave out for this read (the one that served bad bytes);
+  // the origin is never left out. read_blob_ranges takes it from the first read.
+  std::string avoid_endpoint{};
+  // Filled by read_blob_ranges on success: the base URL of the mirror or the origin
+  // that answered.
+  std::string endpoint{};
 };
 
 struct PushOptions {

@@ -58,11 +58,12 @@ class Endpoints {
   void mark_down(const Endpoint& ep, std::string_view why);
 
   // Run fn(endpoint) through each usable mirror, then the origin; the first
-  // success wins. A mirror's failure is judged by classify_mirror_failure.
+  // success wins. A mirror's failure is judged by classify_mirror_failure. A mirror
+  // whose base is avoid is left out (it served bad bytes); the origin never is.
   template <typename T, typename F>
-  base::Result<T> pull(const Reference& ref, F&& fn) {
+  base::Result<T> pull(const Reference& ref, F&& fn, std::string_view avoid = {}) {
     for (const Endpoint& ep : mirrors(ref)) {
-      if (!mirror_usable(ep)) {
+      if ((!avoid.empty() && ep.base == avoid) || !mirror_usable(ep)) {
         continue;
       }
       base::Result<T> r = fn(ep);

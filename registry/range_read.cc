@@ -100,6 +100,15 @@ class RangeBody {
   std::optional<std::uint64_t> total_;
 };
 
+// A refetch of bytes that were wrong: no cache on the way may answer it (RFC 9111
+// 5.2.1.4; Pragma for HTTP/1.0 caches).
+void add_no_cache(http::Request& req, bool no_cache) {
+  if (no_cache) {
+    req.headers.emplace_back("Cache-Control: no-cache");
+    req.headers.emplace_back("Pragma: no-cache");
+  }
+}
+
 std::string range_what(const Reference& repo, const std::string& digest, std::uint64_t offset,
                        std::size_t size) {
   return fmt::format("blob {} of {}, {} bytes at {}", digest, repo.repository, size, offset);
@@ -108,40 +117,44 @@ std::string range_what(const Reference& repo, const std::string& digest, std::ui
 }  // namespace
 
 // read_blob_range without the digest check; source as in read_range_from.
-base::Status RangeReader::read_one(const Reference& repo, const std::string& digest,
-                                   std::uint64_t offset, base::MutableBytes out,
+base::Status RangeReader::read_one(const Reference& repo, const std::string& digest, RangeRead& r,
                                    BlobSource* source) {
-  if (out.empty()) {
+  if (r.out.empty()) {
     return {};
   }
-  if (offset > UINT64_MAX - out.size()) {
-    return base::errorf(EINVAL, "range at {} of {} bytes overflows", offset, out.size());
+  if (r.offset > UINT64_MAX - r.out.size()) {
+    return base::errorf(EINVAL, "range at {} of {} bytes overflows", r.offset, r.out.size());
   }
-  return endpoints_
-      .pull<bool>(repo,
-                  [&](const Endpoint& ep) -> base::Result<bool> {
-                    return read_range_from(ep, repo, digest, offset, out, source);
-                  })
-      .map([](bool) {});
+  BlobSource found;
+  if (source == nullptr) {
+    source = &found;
+  }
+  CFN_TRY(endpoints_.pull<bool>(
+      repo,
+      [&](const Endpoint& ep) -> base::Result<bool> {
+        return read_range_from(ep, repo, digest, r, source);
+      },
+      r.avoid_endpoint));
+  r.endpoint = source->ep.base;
+  return {};
 }
 
-// One Range GET from ep. With source set, a success also says where the read went
-// in the end (the URL after redirects, the Authorization sent there).
+// One Range GET from ep. A success also says in source where the read went in the end
+// (the URL after redirects, the Authorization sent there).
 base::Result<bool> RangeReader::read_range_from(const Endpoint& ep, const Reference& repo,
-                                                const std::string& digest, std::uint64_t offset,
-                                                base::MutableBytes out, BlobSource* source) {
-  RangeBody body(digest, offset, out);
+                                                const std::string& digest, const RangeRead& r,
+                                                BlobSource* source) {
+  RangeBody body(digest, r.offset, r.out);
   http::Request req;
   req.url = repo_url(ep, repo.repository, "/blobs/" + digest);
   req.headers.push_back(body.range_header());
+  add_no_cache(req, r.no_cache);
   req.sink = &body.sink();
   CFN_ASSIGN_OR_RETURN(http::Response resp, auth_.call(ep, req, {scope_pull(repo.repository)}));
-  CFN_TRY(body.check(resp, range_what(repo, digest, offset, out.size())));
-  if (source != nullptr) {
-    // call() left in req what went with the last hop: a redirect to another host
-    // cleared the Authorization.
-    *source = BlobSource{ep, resp.url, req.authorization};
-  }
+  CFN_TRY(body.check(resp, range_what(repo, digest, r.offset, r.out.size())));
+  // call() left in req what went with the last hop: a redirect to another host
+  // cleared the Authorization.
+  *source = BlobSource{ep, resp.url, req.authorization};
   return true;
 }
 
@@ -150,7 +163,7 @@ void RangeReader::read_many(const Reference& repo, const std::string& digest,
   std::vector<RangeRead*> todo;  // the reads that need a request, in order
   for (RangeRead& r : reads) {
     if (r.out.empty() || r.offset > UINT64_MAX - r.out.size()) {
-      r.result = read_one(repo, digest, r.offset, r.out, nullptr);  // done or EINVAL
+      r.result = read_one(repo, digest, r, nullptr);  // done or EINVAL
     } else {
       todo.push_back(&r);
     }
@@ -164,7 +177,7 @@ void RangeReader::read_many(const Reference& repo, const std::string& digest,
   while (first < todo.size() && !source) {
     RangeRead& r = *todo[first++];
     BlobSource found;
-    r.result = read_one(repo, digest, r.offset, r.out, &found);
+    r.result = read_one(repo, digest, r, &found);
     if (r.result) {
       source = std::move(found);
     } else if (r.result.error().code != ERANGE) {
@@ -197,6 +210,7 @@ void RangeReader::read_many(const Reference& repo, const std::string& digest,
     q.url = source->url;
     q.authorization = source->authorization;
     q.headers.push_back(body.range_header());
+    add_no_cache(q, rest[i]->no_cache);
     q.sink = &body.sink();
     q.retry = !source->ep.mirror;  // as in call(): the next endpoint is a mirror's retry
     ptrs.push_back(&q);
@@ -217,6 +231,9 @@ void RangeReader::read_many(const Reference& repo, const std::string& digest,
     r.result = results[i]
                    ? bodies[i].check(*results[i], range_what(repo, digest, r.offset, r.out.size()))
                    : base::Status(base::Unexpected(results[i].error()));
+    if (r.result) {
+      r.endpoint = source->ep.base;
+    }
     if (source->ep.mirror && !r.result &&
         classify_mirror_failure(r.result.error()) == MirrorFailure::kDown) {
       // As Endpoints::pull does: the mirror is skipped for a while, the read goes
@@ -229,7 +246,7 @@ void RangeReader::read_many(const Reference& repo, const std::string& digest,
     endpoints_.mark_down(source->ep, "range reads");
   }
   for (RangeRead* r : redo) {
-    r->result = read_one(repo, digest, r->offset, r->out, nullptr);
+    r->result = read_one(repo, digest, *r, nullptr);
   }
 }
 

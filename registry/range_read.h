@@ -25,7 +25,10 @@ class RangeReader {
   // Client::read_blob_range, the digest already checked.
   [[nodiscard]] base::Status read(const Reference& repo, const std::string& digest,
                                   std::uint64_t offset, base::MutableBytes out) {
-    return read_one(repo, digest, offset, out, nullptr);
+    RangeRead r;
+    r.offset = offset;
+    r.out = out;
+    return read_one(repo, digest, r, nullptr);
   }
   // Client::read_blob_ranges, the digest already checked.
   void read_many(const Reference& repo, const std::string& digest, std::span<RangeRead> reads);
@@ -39,11 +42,12 @@ class RangeReader {
     std::string authorization;
   };
 
-  base::Status read_one(const Reference& repo, const std::string& digest, std::uint64_t offset,
-                        base::MutableBytes out, BlobSource* source);
+  // r's range (its no_cache and avoid_endpoint too); sets r.endpoint on success.
+  base::Status read_one(const Reference& repo, const std::string& digest, RangeRead& r,
+                        BlobSource* source);
   base::Result<bool> read_range_from(const Endpoint& ep, const Reference& repo,
-                                     const std::string& digest, std::uint64_t offset,
-                                     base::MutableBytes out, BlobSource* source);
+                                     const std::string& digest, const RangeRead& r,
+                                     BlobSource* source);
 
   const ClientConfig& config_;
   http::Transport& http_;

@@ -1188,6 +1188,64 @@ TEST_F(RegistryTest, MirrorCutByTheDeadlineStaysInUse) {
   EXPECT_GT(mp.requests("GET", "/blobs/" + layer_digest()).size(), before);
 }
 
+// The blob cache's refetch of bytes that failed their digest: the reads say which
+// endpoint served them; a refetch goes past the caches (no-cache on the wire) and not
+// to the mirror that served the bad bytes, but the origin is never left out.
+TEST_F(RegistryTest, RefetchGoesPastCachesAndAroundTheMirror) {
+  REQUIRE_ENV(origin, "CFN_FAULT_PLAIN");
+  REQUIRE_ENV(mp_host, "CFN_REG_MIRROR_PROXY");
+  FaultProxy op(origin);
+  FaultProxy mp(mp_host);
+  const std::string mirror = "http://" + mp_host;
+  auto cfg = config();
+  cfg.hosts[origin].mirrors = {mirror};
+  auto c = client(cfg);
+  const std::string blob_path = "/blobs/" + layer_digest();
+  std::vector<std::vector<std::byte>> bufs(3, std::vector<std::byte>(4096));
+  auto reads_of = [&](bool refetch, const std::string& avoid) {
+    std::vector<registry::RangeRead> reads(bufs.size());
+    for (std::size_t i = 0; i < reads.size(); ++i) {
+      reads[i].offset = 4096 * i;
+      reads[i].out = bufs[i];
+      reads[i].no_cache = refetch;
+      reads[i].avoid_endpoint = avoid;
+    }
+    c->read_blob_ranges(ref(origin, "oci"), layer_digest(), reads);
+    for (std::size_t i = 0; i < reads.size(); ++i) {
+      EXPECT_TRUE(reads[i].result) << i << ": " << reads[i].result.error().to_string();
+      EXPECT_TRUE(std::equal(bufs[i].begin(), bufs[i].end(),
+                             layer_.begin() + static_cast<long>(reads[i].offset)));
+    }
+    return reads;
+  };
+  auto no_cache = [](const std::vector<json>& reqs) {
+    std::size_t n = 0;
+    for (const auto& r : reqs) {
+      n += r["headers"].value("Cache-Control", "") == "no-cache" ? 1 : 0;
+    }
+    return n;
+  };
+  // A first read goes to the mirror, with no Cache-Control.
+  for (const auto& r : reads_of(false, "")) {
+    EXPECT_EQ(r.endpoint, mirror);
+  }
+  EXPECT_EQ(mp.requests("GET", blob_path).size(), bufs.size());
+  EXPECT_EQ(no_cache(mp.requests("GET", blob_path)), 0U);
+  EXPECT_TRUE(op.requests("GET", blob_path).empty());
+  // The refetch: around the mirror, to the origin, every request with no-cache.
+  for (const auto& r : reads_of(true, mirror)) {
+    EXPECT_EQ(r.endpoint, "http://" + origin);
+  }
+  EXPECT_EQ(mp.requests("GET", blob_path).size(), bufs.size());
+  EXPECT_EQ(op.requests("GET", blob_path).size(), bufs.size());
+  EXPECT_EQ(no_cache(op.requests("GET", blob_path)), bufs.size());
+  // Bad bytes from the origin: the refetch goes to the mirror first, past its cache.
+  for (const auto& r : reads_of(true, "http://" + origin)) {
+    EXPECT_EQ(r.endpoint, mirror);
+  }
+  EXPECT_EQ(no_cache(mp.requests("GET", blob_path)), bufs.size());
+}
+
 TEST_F(RegistryTest, MirrorWithErrorsFallsBackToOrigin) {
   REQUIRE_ENV(host, "CFN_REG_PLAIN");
   REQUIRE_ENV(mp_host, "CFN_REG_MIRROR_PROXY");
