@@ -259,6 +259,8 @@ json metrics_json(const Metrics& m) {
           {"hits", m.hits},
           {"misses", m.misses},
           {"verify_failures", m.verify_failures},
+          {"refetches", m.refetches},
+          {"refetch_successes", m.refetch_successes},
           {"prefetch_bytes", m.prefetch_bytes},
           {"prefetch_list_bytes", m.prefetch_list_bytes},
           {"readahead_bytes", m.readahead_bytes},
@@ -288,6 +290,8 @@ base::Result<Metrics> metrics_from(const json& j) {
       {"hits", &m.hits},
       {"misses", &m.misses},
       {"verify_failures", &m.verify_failures},
+      {"refetches", &m.refetches},
+      {"refetch_successes", &m.refetch_successes},
       {"prefetch_bytes", &m.prefetch_bytes},
       {"prefetch_list_bytes", &m.prefetch_list_bytes},
       {"readahead_bytes", &m.readahead_bytes},
@@ -345,6 +349,11 @@ std::string to_prometheus(const Metrics& m) {
   counter("hits_total", "Fills already fully present.", m.hits);
   counter("misses_total", "Fills that fetched something.", m.misses);
   counter("verify_failures_total", "Chunks whose digest did not match.", m.verify_failures);
+  counter("refetches_total",
+          "Chunks fetched once more (past the caches) after they failed their digest.",
+          m.refetches);
+  counter("refetch_successes_total", "Refetched chunks that came back right.",
+          m.refetch_successes);
   counter("prefetch_bytes_total", "Uncompressed bytes filled by prefetch.", m.prefetch_bytes);
   counter("prefetch_list_bytes_total",
           "Uncompressed bytes filled for images' prefetch lists (of prefetch_bytes).",

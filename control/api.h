@@ -149,6 +149,8 @@ struct Metrics {
   std::uint64_t hits = 0;                 // fills already fully present
   std::uint64_t misses = 0;               // fills that fetched something
   std::uint64_t verify_failures = 0;      // chunks whose digest did not match
+  std::uint64_t refetches = 0;            // of those, chunks fetched once more
+  std::uint64_t refetch_successes = 0;    // refetches that came back right
   std::uint64_t prefetch_bytes = 0;       // uncompressed bytes filled by prefetch
   std::uint64_t prefetch_list_bytes = 0;  // of prefetch_bytes: prefetch lists
   std::uint64_t readahead_bytes = 0;      // of prefetch_bytes: file readahead

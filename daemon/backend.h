@@ -19,6 +19,14 @@ struct BackendRead {
   std::uint64_t offset = 0;
   base::MutableBytes out;  // exactly out.size() bytes at offset
   base::Status result;
+  // A second read of bytes that failed their digest: go past every cache between us and
+  // the blob's home (the registry: Cache-Control: no-cache) and, where the backend has
+  // another source, not to `avoid` (the source of the bad bytes, as `source` said).
+  bool refetch = false;
+  std::string avoid{};
+  // Set by the backend: where the bytes came from (the registry: the mirror's or the
+  // origin's base URL; localfs: empty, it has one source).
+  std::string source{};
 };
 
 // When a read must be done by (a reader's read timeout); kNoDeadline: none.

@@ -54,7 +54,12 @@ struct CacheMetrics {
   std::atomic<std::uint64_t> fill_requests{0};     // fill() calls
   std::atomic<std::uint64_t> hits{0};              // fills already fully present
   std::atomic<std::uint64_t> misses{0};            // fills that fetched something
-  std::atomic<std::uint64_t> verify_failures{0};   // chunks whose digest did not match
+  // chunks whose digest did not match (or that would not decompress), refetches included
+  std::atomic<std::uint64_t> verify_failures{0};
+  // Of those, the chunks fetched once more (past the caches, another mirror if any)
+  // before the reader got EIO, and the refetches that came back right.
+  std::atomic<std::uint64_t> refetches{0};
+  std::atomic<std::uint64_t> refetch_successes{0};
   std::atomic<std::uint64_t> prefetch_bytes{0};    // uncompressed bytes filled by prefetch
   // Of prefetch_bytes, those filled for prefetch lists (prefetch_chunks).
   std::atomic<std::uint64_t> prefetch_list_bytes{0};
@@ -103,7 +108,8 @@ class CachedBlob {
   // read timeout (options.read_timeout from the call: the fill's own fetch is cut
   // there; a fetch of someone else's that it waits for, a prefetch's, goes on for
   // later fills), EBADMSG when a chunk fails verification or has no bootstrap
-  // digest (nothing of that chunk is written), ERANGE when off is at or past
+  // digest (nothing of that chunk is written; a chunk that fails its digest is
+  // fetched once more first, BackendRead::refetch), ERANGE when off is at or past
   // size(), or EIO when writing the cache file fails (ENOSPC ...: the message says;
   // the chunk's range is punched back to a hole, and its head block, written last,
   // never holds part of it, so no partial chunk is taken for data, now or after a

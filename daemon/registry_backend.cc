@@ -42,6 +42,8 @@ class RegistryBackend final : public Backend {
     for (std::size_t i = 0; i < reads.size(); ++i) {
       rr[i].offset = reads[i].offset;
       rr[i].out = reads[i].out;
+      rr[i].no_cache = reads[i].refetch;
+      rr[i].avoid_endpoint = reads[i].avoid;
     }
     std::optional<registry::DeadlineScope> scope;
     if (deadline != kNoDeadline) {
@@ -50,6 +52,7 @@ class RegistryBackend final : public Backend {
     client_->read_blob_ranges(repo_, "sha256:" + blob_id, rr);
     for (std::size_t i = 0; i < reads.size(); ++i) {
       reads[i].result = std::move(rr[i].result);
+      reads[i].source = std::move(rr[i].endpoint);
     }
   }
 

@@ -828,6 +828,8 @@ class ServiceImpl final : public Service {
     m.hits = c.hits.load();
     m.misses = c.misses.load();
     m.verify_failures = c.verify_failures.load();
+    m.refetches = c.refetches.load();
+    m.refetch_successes = c.refetch_successes.load();
     m.prefetch_bytes = c.prefetch_bytes.load();
     m.prefetch_list_bytes = c.prefetch_list_bytes.load();
     m.readahead_bytes = c.readahead_bytes.load();

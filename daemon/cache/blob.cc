@@ -305,12 +305,19 @@ base::Status Blob::write_chunk(int fd, const erofs::ChunkMeta& c, base::Bytes da
 }
 
 void Blob::fetch(const ReadPlan& plan, std::vector<std::byte>& buf, std::vector<BackendRead>& reads,
-                 Deadline deadline) {
+                 Deadline deadline, const std::map<std::uint32_t, std::string>* refetch_of) {
   buf.resize(plan.total);
   reads.resize(plan.reads.size());
   for (std::size_t r = 0; r < plan.reads.size(); ++r) {
     reads[r].offset = plan.reads[r].offset;
     reads[r].out = base::MutableBytes(buf.data() + plan.reads[r].buf_off, plan.reads[r].size);
+    if (refetch_of != nullptr) {
+      // Not from where the bad bytes came (the first chunk's source: the chunks of
+      // one round come from one source but for a mirror that failed part way).
+      reads[r].refetch = true;
+      auto it = refetch_of->find(plan.order[plan.reads[r].first]);
+      reads[r].avoid = it == refetch_of->end() ? std::string() : it->second;
+    }
   }
   backend_->read(info_.id, reads, deadline);
   shared_->metrics.backend_requests.fetch_add(reads.size(), std::memory_order_relaxed);
@@ -385,6 +392,7 @@ Blob::RoundOutcome Blob::decode_and_write(const ReadPlan& plan, const std::vecto
       if (!st) {
         m.verify_failures.fetch_add(1, std::memory_order_relaxed);
         fail(ci, std::move(st).error().wrap(fmt::format("blob {} chunk {}", info_.id, ci)));
+        out.corrupt.emplace(ci, reads[r].source);
         continue;
       }
       st = write_chunk(fd, c, plain);
@@ -433,6 +441,39 @@ void Blob::publish(const Round& round, RoundOutcome&& out) {
   }
 }
 
+void Blob::refetch(RoundOutcome& out, int fd, Deadline deadline) {
+  // Bytes that fail their digest were most likely damaged on the way (a flaky proxy,
+  // a cache that kept a bad copy), not at the blob's home: read them once more, past
+  // the caches and from another mirror if there is one, before the reader gets EIO.
+  // Once only: a chunk wrong twice is EBADMSG (the reader's EIO), as before.
+  CacheMetrics& m = shared_->metrics;
+  std::vector<std::uint32_t> cis;
+  cis.reserve(out.corrupt.size());
+  for (const auto& [ci, source] : out.corrupt) {
+    cis.push_back(ci);
+  }
+  m.refetches.fetch_add(cis.size(), std::memory_order_relaxed);
+  const ReadPlan plan = plan_reads(meta_.chunks(), cis, batch_);
+  std::vector<std::byte> buf;
+  std::vector<BackendRead> reads;
+  fetch(plan, buf, reads, deadline, &out.corrupt);
+  RoundOutcome again = decode_and_write(plan, buf, reads, fd);
+  m.refetch_successes.fetch_add(again.done.size(), std::memory_order_relaxed);
+  for (std::uint32_t ci : again.done) {
+    out.errors.erase(ci);
+    out.done.push_back(ci);
+  }
+  out.filled += again.filled;
+  for (auto& [ci, e] : again.errors) {
+    out.errors.insert_or_assign(ci, std::move(e).wrap("refetched once"));
+  }
+  out.timed_out.insert(out.timed_out.end(), again.timed_out.begin(), again.timed_out.end());
+  if (again.backend_error) {
+    out.backend_error = std::move(again.backend_error);
+  }
+  out.corrupt = std::move(again.corrupt);
+}
+
 std::uint64_t Blob::run_round(const Round& round, int write_fd, Deadline deadline) {
   const int fd = write_fd >= 0 ? write_fd : fd_.get();
   const ReadPlan plan = plan_reads(meta_.chunks(), round.cis, batch_);
@@ -440,6 +481,9 @@ std::uint64_t Blob::run_round(const Round& round, int write_fd, Deadline deadlin
   std::vector<BackendRead> reads;
   fetch(plan, buf, reads, deadline);
   RoundOutcome out = decode_and_write(plan, buf, reads, fd);
+  if (!out.corrupt.empty()) {
+    refetch(out, fd, deadline);
+  }
   const std::uint64_t filled = out.filled;
   publish(round, std::move(out));
   return filled;

@@ -112,6 +112,9 @@ class Blob final : public CachedBlob {
     std::vector<std::uint32_t> timed_out;         // of errors: the backend timed out
     std::optional<base::Error> backend_error;     // the timeout's error, if any
     std::uint64_t filled = 0;                     // uncompressed bytes of done
+    // Of errors: the chunks whose bytes failed their digest (or would not
+    // decompress), by ci: the source that served them (BackendRead::source).
+    std::map<std::uint32_t, std::string> corrupt;
   };
   // First demands found under mu_, told to the listeners after it is released.
   struct FirstDemands {
@@ -145,10 +148,14 @@ class Blob final : public CachedBlob {
                         Deadline deadline);
 
   // run_round's steps.
+  // refetch_of: the reads are refetches of these chunks (RoundOutcome::corrupt).
   void fetch(const ReadPlan& plan, std::vector<std::byte>& buf, std::vector<BackendRead>& reads,
-             Deadline deadline);
+             Deadline deadline, const std::map<std::uint32_t, std::string>* refetch_of = nullptr);
   RoundOutcome decode_and_write(const ReadPlan& plan, const std::vector<std::byte>& buf,
                                 const std::vector<BackendRead>& reads, int fd);
+  // Fetch out.corrupt's chunks once more (BackendRead::refetch), decode and write them;
+  // out then says what both tries did.
+  void refetch(RoundOutcome& out, int fd, Deadline deadline);
   void publish(const Round& round, RoundOutcome&& out);
   base::Status write_chunk(int fd, const erofs::ChunkMeta& c, base::Bytes data);
   // After write_chunk failed with e: punch the chunk's range back to a hole; the

@@ -153,6 +153,8 @@ TEST(ControlApi, AnswersRoundTrip) {
   Metrics m;
   m.backend_bytes = 5;
   m.chunk_count = 9;
+  m.refetches = 4;
+  m.refetch_successes = 3;
   m.cachefiles_read_local_us = {3, 1.5, 1.0, 2.0};
   m.fill_latency_us_buckets = {0, 1, 2};
   auto mm = metrics_from_json(to_json(m));
@@ -185,6 +187,8 @@ TEST(ControlApi, PrometheusPrintsTheSnapshot) {
   Metrics m;
   m.backend_bytes = 1234;
   m.ready_chunks = 7;
+  m.refetches = 5;
+  m.refetch_successes = 4;
   m.cachefiles_read_fetched_us = {2, 1500, 1000, 2000};
   m.fill_latency_us_buckets = {1, 0, 2};
   const std::string t = to_prometheus(m);
@@ -194,6 +198,8 @@ TEST(ControlApi, PrometheusPrintsTheSnapshot) {
   EXPECT_NE(
       t.find("# TYPE cachefilesd_nydus_ready_chunks gauge\ncachefilesd_nydus_ready_chunks 7\n"),
       std::string::npos);
+  EXPECT_NE(t.find("cachefilesd_nydus_refetches_total 5\n"), std::string::npos);
+  EXPECT_NE(t.find("cachefilesd_nydus_refetch_successes_total 4\n"), std::string::npos);
   EXPECT_NE(t.find("cachefilesd_nydus_cachefiles_read_seconds{data=\"fetched\",quantile=\"0.99\"} "
                    "0.002\n"),
             std::string::npos);

@@ -150,9 +150,14 @@ class CountingBackend final : public Backend {
     }
     inner_->read(id, reads, deadline);
     for (auto& r : reads) {
-      if (r.result && corrupt_at >= r.offset && corrupt_at < r.offset + r.out.size()) {
+      if (r.result && corrupt_at >= r.offset && corrupt_at < r.offset + r.out.size() &&
+          corrupt_left != 0) {
         r.out[corrupt_at - r.offset] ^= std::byte{0x5a};
+        if (corrupt_left > 0) {
+          --corrupt_left;
+        }
       }
+      r.source = source;
     }
   }
   [[nodiscard]] std::string describe() const override { return "counting:" + inner_->describe(); }
@@ -169,6 +174,8 @@ class CountingBackend final : public Backend {
   std::atomic<bool> fail{false};
   std::atomic<bool> stall{false};  // reads run to their deadline (clock), then ETIMEDOUT
   std::atomic<std::uint64_t> corrupt_at{UINT64_MAX};
+  std::atomic<int> corrupt_left{-1};  // responses to corrupt at corrupt_at; -1: every one
+  std::string source;                 // what reads say served them; set before use
   std::function<void(std::span<BackendRead>)> hook;  // set before use, not while reading
   std::atomic<Deadline> last_deadline{kNoDeadline};  // of the latest read
   std::shared_ptr<ManualClock> clock;                // the cache's, if manual; set before use
@@ -461,7 +468,11 @@ TEST_F(BlobCacheTest, CorruptChunkIsRejectedThenRetried) {
   auto st = (*blob)->fill(b.chunks[1].uncompressed_offset, 10);
   ASSERT_FALSE(st);
   EXPECT_EQ(st.error().code, EBADMSG);
-  EXPECT_GE(c->metrics().verify_failures.load(), 1U);
+  // Wrong twice: the read and its one refetch.
+  EXPECT_EQ(c->metrics().verify_failures.load(), 2U);
+  EXPECT_EQ(c->metrics().refetches.load(), 1U);
+  EXPECT_EQ(c->metrics().refetch_successes.load(), 0U);
+  EXPECT_NE(st.error().message.find("refetched once"), std::string::npos) << st.error().message;
   EXPECT_FALSE((*blob)->ready(b.chunks[1].uncompressed_offset, 1));
   // No byte of the bad chunk was written.
   EXPECT_TRUE(is_hole((*blob)->fd(), b.chunks[1].uncompressed_offset, 40000));
@@ -472,6 +483,54 @@ TEST_F(BlobCacheTest, CorruptChunkIsRejectedThenRetried) {
   st = (*blob)->fill(b.chunks[1].uncompressed_offset, 10);
   ASSERT_TRUE(st) << st.error().to_string();
   expect_chunk(**blob, b, 1);
+}
+
+TEST_F(BlobCacheTest, CorruptChunkIsRefetchedOncePastTheCaches) {
+  TestBlob b = make_blob(sizes(4, 40000));
+  put(b);
+  auto c = cache(128 * 1024);
+  auto be = backend();
+  auto blob = c->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  be->reset();
+  // A flaky hop: one response with a flipped byte in chunk 1, then good ones.
+  be->corrupt_at = b.chunks[1].compressed_offset + b.chunks[1].compressed_size / 2;
+  be->corrupt_left = 1;
+  be->source = "http://mirror-a";
+  struct Seen {
+    std::uint64_t offset, size;
+    bool refetch;
+    std::string avoid;
+  };
+  std::vector<Seen> seen;
+  be->hook = [&](std::span<BackendRead> reads) {
+    for (const auto& r : reads) {
+      seen.push_back(Seen{r.offset, r.out.size(), r.refetch, r.avoid});
+    }
+  };
+  auto st = (*blob)->fill(b.chunks[1].uncompressed_offset, 10);
+  ASSERT_TRUE(st) << st.error().to_string();
+  expect_chunk(**blob, b, 1);
+  EXPECT_TRUE((*blob)->ready(b.chunks[2].uncompressed_offset, 1));  // of the same read
+  EXPECT_EQ(c->metrics().verify_failures.load(), 1U);
+  EXPECT_EQ(c->metrics().refetches.load(), 1U);
+  EXPECT_EQ(c->metrics().refetch_successes.load(), 1U);
+  // The widened read (chunks 1-3 in one range), then chunk 1 alone: past the caches,
+  // not from where the bad bytes came.
+  ASSERT_EQ(seen.size(), 2U);
+  EXPECT_EQ(seen[0].offset, b.chunks[1].compressed_offset);
+  EXPECT_FALSE(seen[0].refetch);
+  EXPECT_EQ(seen[1].offset, b.chunks[1].compressed_offset);
+  EXPECT_EQ(seen[1].size, b.chunks[1].compressed_size);
+  EXPECT_TRUE(seen[1].refetch);
+  EXPECT_EQ(seen[1].avoid, "http://mirror-a");
+  // A fill of a chunk whose first read fails for another reason (EIO) is not refetched.
+  be->hook = nullptr;
+  be->fail = true;
+  st = (*blob)->fill(b.chunks[0].uncompressed_offset, 10);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, EIO);
+  EXPECT_EQ(c->metrics().refetches.load(), 1U);
 }
 
 TEST_F(BlobCacheTest, BackendFailingForGoodIsEio) {
