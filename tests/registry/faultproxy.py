@@ -18,7 +18,11 @@ Control (on the main listener; JSON bodies):
   GET  /__fault/log                   [{listener, method, path, headers, fault}, ...]
 
 A rule: {"path": REGEX, "method": "GET"|null, "kind": KIND, "times": N (default 1;
--1 = every time), ...}. The first matching rule with times left applies. Kinds:
+-1 = every time), ...}. The first matching rule with times left applies. With "every": N
+a rule applies to the 1st, N+1st, 2N+1st ... request it matches (the others pass through;
+"times" counts only those it applied to). With "cached": true it matches no request that
+says "Cache-Control: no-cache" (a cache in between that a no-cache request goes past).
+Kinds:
   status    reply `status` (default 503) without asking the upstream
   429       reply 429 with Retry-After: `retry_after` (default 1)
   reset     send `after` body bytes (default half), then a TCP reset
@@ -69,7 +73,8 @@ class State:
             return http.client.HTTPSConnection(self.netloc, timeout=60, context=self.ssl_ctx)
         return http.client.HTTPConnection(self.netloc, timeout=60)
 
-    def take_rule(self, method, path):
+    def take_rule(self, method, path, headers):
+        no_cache = "no-cache" in (headers.get("Cache-Control") or "").lower()
         with self.lock:
             for rule in self.rules:
                 if rule.get("times", 1) == 0:
@@ -77,6 +82,13 @@ class State:
                 if rule.get("method") and rule["method"] != method:
                     continue
                 if not re.search(rule.get("path", ""), path):
+                    continue
+                if rule.get("cached") and no_cache:
+                    continue
+                every = int(rule.get("every", 1))
+                seen = rule.get("_seen", 0)
+                rule["_seen"] = seen + 1
+                if every > 1 and seen % every != 0:
                     continue
                 if rule.get("times", 1) > 0:
                     rule["times"] = rule.get("times", 1) - 1
@@ -177,7 +189,7 @@ def make_handler(state, listener):
                 self.control()
                 return
             body = self.read_body()
-            rule = state.take_rule(self.command, self.path) if listener == "main" else None
+            rule = state.take_rule(self.command, self.path, self.headers) if listener == "main" else None
             kind = rule["kind"] if rule else None
             state.record(listener, self.command, self.path, self.headers, kind)
             if kind == "status":
