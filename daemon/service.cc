@@ -422,12 +422,9 @@ class ServiceImpl final : public Service {
     }
     auto m = FuseMount::resume(b.image, im.mountpoint, std::move(dev), init, conn_dev,
                                fuse_options(im.mountpoint));
-    {
-      std::lock_guard lk(mu_);
-      b.record.fuse = mounting_[im.mountpoint].fuse;
-      mounting_.erase(im.mountpoint);
-    }
     if (!m) {
+      std::lock_guard lk(mu_);
+      mounting_.erase(im.mountpoint);
       return base::Unexpected(m.error());
     }
     b.fuse = std::move(*m);
@@ -444,7 +441,10 @@ class ServiceImpl final : public Service {
           "FUSE_NOTIFY_RESEND (7.40): requests the dead daemon had read stay unanswered",
           im.mountpoint, init->kernel_minor);
     }
+    // One step from mounting_ to bound_: an INIT answered meanwhile is in the record.
     std::lock_guard lk(mu_);
+    b.record.fuse = mounting_[im.mountpoint].fuse;
+    mounting_.erase(im.mountpoint);
     bound_.emplace(im.mountpoint, std::move(b));
     return {};
   }
