@@ -15,7 +15,6 @@
 #include <filesystem>
 
 #include <CLI/CLI.hpp>
-#include <grpcpp/grpcpp.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -29,6 +28,7 @@
 #include "snapshotter/image_mounts.h"
 #include "snapshotter/mounts.h"
 #include "snapshotter/nydusd_config.h"
+#include "snapshotter/server.h"
 #include "snapshotter/service.h"
 #include "snapshotter/store.h"
 
@@ -259,16 +259,12 @@ int main(int argc, char** argv) {
   }
   bool index_off = snapshotter::overlay_has_index();
   snapshotter::Service service(**store, index_off, images->get());
-  grpc::ServerBuilder builder;
-  int bound = 0;
-  builder.AddListeningPort("unix:" + opts.address, grpc::InsecureServerCredentials(), &bound);
-  builder.RegisterService(&service);
-  // The socket is made by BuildAndStart: 0600 from birth.
+  // The socket is made by Server::start: 0600 from birth.
   mode_t old_mask = ::umask(0177);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  auto server = snapshotter::Server::start(service, "unix:" + opts.address);
   ::umask(old_mask);
-  if (server == nullptr || bound == 0) {
-    return fail("cannot listen on " + opts.address);
+  if (!server) {
+    return fail(server.error().message);
   }
   if (::chmod(opts.address.c_str(), 0600) != 0) {
     spdlog::warn("chmod {}: {}", opts.address, std::strerror(errno));
@@ -281,9 +277,8 @@ int main(int argc, char** argv) {
   }
   spdlog::info("signal {}: draining calls, up to {} s", sig, kDrain.count());
   ::sd_notify(0, "STOPPING=1\nSTATUS=draining");
-  server->Shutdown(std::chrono::system_clock::now() + kDrain);
-  server->Wait();
-  server.reset();
+  (*server)->shutdown(std::chrono::system_clock::now() + kDrain);
+  server->reset();
   images->reset();
   ::unlink(opts.address.c_str());
   spdlog::info("exited cleanly");

@@ -208,30 +208,28 @@ grpc::Status Service::create(std::string_view rpc, Kind kind, const std::string&
   return grpc::Status::OK;
 }
 
-grpc::Status Service::Prepare(grpc::ServerContext*, const api::PrepareSnapshotRequest* req,
+grpc::Status Service::Prepare(const api::PrepareSnapshotRequest& req,
                               api::PrepareSnapshotResponse* resp) {
-  return create("prepare", Kind::kActive, req->key(), req->parent(), labels_from(req->labels()),
+  return create("prepare", Kind::kActive, req.key(), req.parent(), labels_from(req.labels()),
                 resp);
 }
 
-grpc::Status Service::View(grpc::ServerContext*, const api::ViewSnapshotRequest* req,
-                           api::ViewSnapshotResponse* resp) {
-  return create("view", Kind::kView, req->key(), req->parent(), labels_from(req->labels()), resp);
+grpc::Status Service::View(const api::ViewSnapshotRequest& req, api::ViewSnapshotResponse* resp) {
+  return create("view", Kind::kView, req.key(), req.parent(), labels_from(req.labels()), resp);
 }
 
-grpc::Status Service::Mounts(grpc::ServerContext*, const api::MountsRequest* req,
-                             api::MountsResponse* resp) {
-  auto s = store_.get(req->key());
+grpc::Status Service::Mounts(const api::MountsRequest& req, api::MountsResponse* resp) {
+  auto s = store_.get(req.key());
   if (!s) {
     return fail("mounts", s.error());
   }
   if (images_ != nullptr) {
-    auto use = images_->use_of(req->key());
+    auto use = images_->use_of(req.key());
     if (!use) {
       return fail("mounts", use.error());
     }
     if (*use) {
-      auto info = store_.stat(req->key());
+      auto info = store_.stat(req.key());
       if (!info) {
         return fail("mounts", info.error());
       }
@@ -249,33 +247,30 @@ grpc::Status Service::Mounts(grpc::ServerContext*, const api::MountsRequest* req
   return grpc::Status::OK;
 }
 
-grpc::Status Service::Commit(grpc::ServerContext*, const api::CommitSnapshotRequest* req,
-                             google::protobuf::Empty*) {
-  auto st = store_.commit(req->name(), req->key(), labels_from(req->labels()));
+grpc::Status Service::Commit(const api::CommitSnapshotRequest& req, google::protobuf::Empty*) {
+  auto st = store_.commit(req.name(), req.key(), labels_from(req.labels()));
   if (!st) {
     return fail("commit", st.error());
   }
   if (images_ != nullptr) {
-    images_->release(req->key());
+    images_->release(req.key());
   }
   return grpc::Status::OK;
 }
 
-grpc::Status Service::Remove(grpc::ServerContext*, const api::RemoveSnapshotRequest* req,
-                             google::protobuf::Empty*) {
-  auto st = store_.remove(req->key());
+grpc::Status Service::Remove(const api::RemoveSnapshotRequest& req, google::protobuf::Empty*) {
+  auto st = store_.remove(req.key());
   if (!st) {
     return fail("remove", st.error());
   }
   if (images_ != nullptr) {
-    images_->release(req->key());
+    images_->release(req.key());
   }
   return grpc::Status::OK;
 }
 
-grpc::Status Service::Stat(grpc::ServerContext*, const api::StatSnapshotRequest* req,
-                           api::StatSnapshotResponse* resp) {
-  auto i = store_.stat(req->key());
+grpc::Status Service::Stat(const api::StatSnapshotRequest& req, api::StatSnapshotResponse* resp) {
+  auto i = store_.stat(req.key());
   if (!i) {
     return fail("stat", i.error());
   }
@@ -283,13 +278,13 @@ grpc::Status Service::Stat(grpc::ServerContext*, const api::StatSnapshotRequest*
   return grpc::Status::OK;
 }
 
-grpc::Status Service::Update(grpc::ServerContext*, const api::UpdateSnapshotRequest* req,
+grpc::Status Service::Update(const api::UpdateSnapshotRequest& req,
                              api::UpdateSnapshotResponse* resp) {
   Info in;
-  in.name = req->info().name();
-  in.labels = labels_from(req->info().labels());
-  std::vector<std::string> paths(req->update_mask().paths().begin(),
-                                 req->update_mask().paths().end());
+  in.name = req.info().name();
+  in.labels = labels_from(req.info().labels());
+  std::vector<std::string> paths(req.update_mask().paths().begin(),
+                                 req.update_mask().paths().end());
   auto i = store_.update(in, paths);
   if (!i) {
     return fail("update", i.error());
@@ -298,9 +293,9 @@ grpc::Status Service::Update(grpc::ServerContext*, const api::UpdateSnapshotRequ
   return grpc::Status::OK;
 }
 
-grpc::Status Service::List(grpc::ServerContext*, const api::ListSnapshotsRequest* req,
-                           grpc::ServerWriter<api::ListSnapshotsResponse>* writer) {
-  std::vector<std::string> filters(req->filters().begin(), req->filters().end());
+grpc::Status Service::List(const api::ListSnapshotsRequest& req,
+                           std::vector<api::ListSnapshotsResponse>* batches) {
+  std::vector<std::string> filters(req.filters().begin(), req.filters().end());
   auto f = Filter::parse_all(filters);
   if (!f) {
     return fail("list", f.error());
@@ -309,32 +304,22 @@ grpc::Status Service::List(grpc::ServerContext*, const api::ListSnapshotsRequest
   if (!infos) {
     return fail("list", infos.error());
   }
-  // Batches of at most 100 infos or about 1 MiB, well under gRPC's 4 MiB message limit.
-  constexpr size_t kBatch = 100;
-  constexpr size_t kBatchBytes = 1 << 20;
-  api::ListSnapshotsResponse batch;
-  size_t bytes = 0;
+  size_t bytes = 0;  // of the last batch
   for (const auto& i : *infos) {
-    auto* pi = batch.add_info();
-    to_proto(i, pi);
-    bytes += pi->ByteSizeLong();
-    if (batch.info_size() >= static_cast<int>(kBatch) || bytes >= kBatchBytes) {
-      if (!writer->Write(batch)) {
-        return grpc::Status(grpc::StatusCode::CANCELLED, "list: the client went away");
-      }
-      batch.Clear();
+    if (batches->empty() || bytes >= kListBatchBytes ||
+        batches->back().info_size() >= static_cast<int>(kListBatch)) {
+      batches->emplace_back();
       bytes = 0;
     }
-  }
-  if (batch.info_size() > 0 && !writer->Write(batch)) {
-    return grpc::Status(grpc::StatusCode::CANCELLED, "list: the client went away");
+    auto* pi = batches->back().add_info();
+    to_proto(i, pi);
+    bytes += pi->ByteSizeLong();
   }
   return grpc::Status::OK;
 }
 
-grpc::Status Service::Usage(grpc::ServerContext*, const api::UsageRequest* req,
-                            api::UsageResponse* resp) {
-  auto u = store_.usage(req->key());
+grpc::Status Service::Usage(const api::UsageRequest& req, api::UsageResponse* resp) {
+  auto u = store_.usage(req.key());
   if (!u) {
     return fail("usage", u.error());
   }
@@ -343,8 +328,7 @@ grpc::Status Service::Usage(grpc::ServerContext*, const api::UsageRequest* req,
   return grpc::Status::OK;
 }
 
-grpc::Status Service::Cleanup(grpc::ServerContext*, const api::CleanupRequest*,
-                              google::protobuf::Empty*) {
+grpc::Status Service::Cleanup(const api::CleanupRequest&, google::protobuf::Empty*) {
   auto removed = store_.cleanup();
   if (!removed) {
     return fail("cleanup", removed.error());

@@ -7,6 +7,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <vector>
+
 #include "base/result.h"
 #include "snapshots.grpc.pb.h"
 #include "snapshotter/image_mounts.h"
@@ -19,33 +21,32 @@ namespace api = ::containerd::services::snapshots::v1;
 
 [[nodiscard]] grpc::Status to_grpc(const base::Error& e);
 
-class Service final : public api::Snapshots::Service {
+// The handlers, one per RPC of snapshots.v1, without a transport: snapshotter/server.h
+// serves them on a socket; tests call them directly. Thread-safe (the store and the image
+// mounts are).
+class Service {
  public:
   // store (and images, when given) must outlive the service. index_off: pass index=off on
   // overlay mounts. images: nydus image mounts; null: nydus images are refused at Prepare.
   Service(Store& store, bool index_off, ImageMounts* images = nullptr)
       : store_(store), index_off_(index_off), images_(images) {}
 
-  grpc::Status Prepare(grpc::ServerContext* ctx, const api::PrepareSnapshotRequest* req,
-                       api::PrepareSnapshotResponse* resp) override;
-  grpc::Status View(grpc::ServerContext* ctx, const api::ViewSnapshotRequest* req,
-                    api::ViewSnapshotResponse* resp) override;
-  grpc::Status Mounts(grpc::ServerContext* ctx, const api::MountsRequest* req,
-                      api::MountsResponse* resp) override;
-  grpc::Status Commit(grpc::ServerContext* ctx, const api::CommitSnapshotRequest* req,
-                      google::protobuf::Empty* resp) override;
-  grpc::Status Remove(grpc::ServerContext* ctx, const api::RemoveSnapshotRequest* req,
-                      google::protobuf::Empty* resp) override;
-  grpc::Status Stat(grpc::ServerContext* ctx, const api::StatSnapshotRequest* req,
-                    api::StatSnapshotResponse* resp) override;
-  grpc::Status Update(grpc::ServerContext* ctx, const api::UpdateSnapshotRequest* req,
-                      api::UpdateSnapshotResponse* resp) override;
-  grpc::Status List(grpc::ServerContext* ctx, const api::ListSnapshotsRequest* req,
-                    grpc::ServerWriter<api::ListSnapshotsResponse>* writer) override;
-  grpc::Status Usage(grpc::ServerContext* ctx, const api::UsageRequest* req,
-                     api::UsageResponse* resp) override;
-  grpc::Status Cleanup(grpc::ServerContext* ctx, const api::CleanupRequest* req,
-                       google::protobuf::Empty* resp) override;
+  grpc::Status Prepare(const api::PrepareSnapshotRequest& req, api::PrepareSnapshotResponse* resp);
+  grpc::Status View(const api::ViewSnapshotRequest& req, api::ViewSnapshotResponse* resp);
+  grpc::Status Mounts(const api::MountsRequest& req, api::MountsResponse* resp);
+  grpc::Status Commit(const api::CommitSnapshotRequest& req, google::protobuf::Empty* resp);
+  grpc::Status Remove(const api::RemoveSnapshotRequest& req, google::protobuf::Empty* resp);
+  grpc::Status Stat(const api::StatSnapshotRequest& req, api::StatSnapshotResponse* resp);
+  grpc::Status Update(const api::UpdateSnapshotRequest& req, api::UpdateSnapshotResponse* resp);
+  // The matching infos in the batches the server streams: at most kListBatch infos or about
+  // kListBatchBytes each (gRPC's message limit is 4 MiB); none when nothing matches.
+  grpc::Status List(const api::ListSnapshotsRequest& req,
+                    std::vector<api::ListSnapshotsResponse>* batches);
+  grpc::Status Usage(const api::UsageRequest& req, api::UsageResponse* resp);
+  grpc::Status Cleanup(const api::CleanupRequest& req, google::protobuf::Empty* resp);
+
+  static constexpr size_t kListBatch = 100;
+  static constexpr size_t kListBatchBytes = 1 << 20;
 
  private:
   template <typename Resp>

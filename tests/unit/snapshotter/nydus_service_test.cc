@@ -63,7 +63,7 @@ class NydusService : public ::testing::Test {
     for (const auto& [k, v] : labels) {
       (*req.mutable_labels())[k] = v;
     }
-    return service_->Prepare(nullptr, &req, resp);
+    return service_->Prepare(req, resp);
   }
 
   // A data layer through the handshake: its committed name.
@@ -156,7 +156,7 @@ TEST_F(NydusService, AContainerGetsTheImageMountAndRemovingTheBootstrapUnbinds) 
   api::MountsRequest mreq;
   mreq.set_key("ns/1/ctr1");
   api::MountsResponse mresp;
-  ASSERT_TRUE(service_->Mounts(nullptr, &mreq, &mresp).ok());
+  ASSERT_TRUE(service_->Mounts(mreq, &mresp).ok());
   ASSERT_EQ(mresp.mounts_size(), 1);
   EXPECT_EQ(mresp.mounts(0).options(2), "lowerdir=" + mp);
 
@@ -167,7 +167,7 @@ TEST_F(NydusService, AContainerGetsTheImageMountAndRemovingTheBootstrapUnbinds) 
   vreq.set_key("ns/1/view");
   vreq.set_parent("sha256:c3");
   api::ViewSnapshotResponse vresp;
-  ASSERT_TRUE(service_->View(nullptr, &vreq, &vresp).ok());
+  ASSERT_TRUE(service_->View(vreq, &vresp).ok());
   ASSERT_EQ(vresp.mounts_size(), 1);
   EXPECT_EQ(vresp.mounts(0).type(), "bind");
   EXPECT_EQ(vresp.mounts(0).source(), mp);
@@ -181,7 +181,7 @@ TEST_F(NydusService, AContainerGetsTheImageMountAndRemovingTheBootstrapUnbinds) 
     api::RemoveSnapshotRequest rm;
     rm.set_key(key);
     google::protobuf::Empty e;
-    return service_->Remove(nullptr, &rm, &e);
+    return service_->Remove(rm, &e);
   };
   // The last container going leaves the image mounted for the next one.
   for (const char* key : {"ns/1/ctr1", "ns/1/view", "ns/1/ctr2"}) {
@@ -216,7 +216,7 @@ TEST_F(NydusService, TheBootstrapWithAContainerOnItStaysMounted) {
   api::RemoveSnapshotRequest rm;
   rm.set_key("sha256:c2");
   google::protobuf::Empty e;
-  EXPECT_EQ(service_->Remove(nullptr, &rm, &e).error_code(),
+  EXPECT_EQ(service_->Remove(rm, &e).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
   images_->drain();
   EXPECT_TRUE(daemon_->unbinds.empty());

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The gRPC service end to end in process: a real server on a unix socket and a real client
 // stub, so the codes, messages and streamed List batches are what containerd would see.
-#include "snapshotter/service.h"
+#include "snapshotter/server.h"
 
 #include <gtest/gtest.h>
 
@@ -19,19 +19,15 @@ class ServiceTest : public ::testing::Test {
     ASSERT_TRUE(s) << s.error().to_string();
     store_ = std::move(*s);
     service_ = std::make_unique<Service>(*store_, true);
-    grpc::ServerBuilder b;
     std::string addr = "unix:" + dir_.sub("s.sock");
-    int bound = 0;
-    b.AddListeningPort(addr, grpc::InsecureServerCredentials(), &bound);
-    b.RegisterService(service_.get());
-    server_ = b.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    ASSERT_NE(bound, 0);
+    auto server = Server::start(*service_, addr);
+    ASSERT_TRUE(server) << server.error().to_string();
+    server_ = std::move(*server);
     stub_ = api::Snapshots::NewStub(grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
   }
   void TearDown() override {
     if (server_) {
-      server_->Shutdown();
+      server_->shutdown(std::chrono::system_clock::now());
     }
   }
 
@@ -67,7 +63,7 @@ class ServiceTest : public ::testing::Test {
   cfntest::TempDir dir_{"snapsvc"};
   std::unique_ptr<Store> store_;
   std::unique_ptr<Service> service_;
-  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<Server> server_;
   std::unique_ptr<api::Snapshots::Stub> stub_;
 };
 
