@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
+#include "base/defer.h"
 #include "base/file.h"
 #include "registry/reference.h"
 #include "snapshotter/nydusd_config.h"
@@ -22,10 +23,6 @@ namespace {
 base::Unexpected sql_error(sqlite3* db, std::string_view what) {
   return base::errorf(EIO, "sqlite (nydus.db): {}: {}", what, ::sqlite3_errmsg(db));
 }
-
-struct StmtDel {
-  void operator()(sqlite3_stmt* s) const { ::sqlite3_finalize(s); }
-};
 
 std::string mountpoint_for(const std::string& root, int64_t id, int64_t generation) {
   if (generation == 0) {
@@ -48,11 +45,20 @@ base::Status ImageMounts::exec(const std::string& sql) {
 
 base::Result<std::vector<std::vector<std::string>>> ImageMounts::query(
     const char* sql, const std::vector<std::string>& args) {
-  sqlite3_stmt* raw = nullptr;
-  if (::sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr) != SQLITE_OK) {
-    return sql_error(db_, sql);
+  auto it = stmts_.find(std::string_view(sql));
+  if (it == stmts_.end()) {
+    sqlite3_stmt* prepared = nullptr;
+    if (::sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &prepared, nullptr) !=
+        SQLITE_OK) {
+      return sql_error(db_, sql);
+    }
+    it = stmts_.emplace(sql, prepared).first;
   }
-  std::unique_ptr<sqlite3_stmt, StmtDel> st(raw);
+  sqlite3_stmt* raw = it->second;
+  auto reset = base::defer([raw] {
+    ::sqlite3_reset(raw);
+    ::sqlite3_clear_bindings(raw);
+  });
   for (size_t i = 0; i < args.size(); ++i) {
     ::sqlite3_bind_text(raw, static_cast<int>(i + 1), args[i].data(),
                         static_cast<int>(args[i].size()), SQLITE_TRANSIENT);
@@ -175,6 +181,9 @@ ImageMounts::~ImageMounts() {
   }
   if (monitor_.joinable()) {
     monitor_.join();
+  }
+  for (auto& [sql, st] : stmts_) {
+    ::sqlite3_finalize(st);
   }
   ::sqlite3_close(db_);
 }
@@ -389,6 +398,12 @@ base::Result<std::string> ImageMounts::acquire(const std::string& key, const Nyd
 
 base::Result<std::optional<ImageUse>> ImageMounts::use_of(const std::string& key) {
   std::lock_guard lk(mu_);
+  // A use is a users row of an image in images_ (acquire adds the entry before the row;
+  // an entry goes only with the users rows naming it, or when none does): with no image,
+  // no query (Mounts of every plain snapshot asks).
+  if (images_.empty()) {
+    return std::optional<ImageUse>();
+  }
   CFN_ASSIGN_OR_RETURN(auto rows, query("SELECT u.bootstrap_id, i.mountpoint FROM users u JOIN "
                                         "images i ON i.bootstrap_id = u.bootstrap_id WHERE "
                                         "u.key = ?1",

@@ -46,6 +46,8 @@
 
 struct sqlite3;
 
+struct sqlite3_stmt;
+
 namespace snapshotter {
 
 // The daemon as the mounts see it (control/client.h behind it; tests give a fake).
@@ -133,6 +135,8 @@ class ImageMounts {
   };
   [[nodiscard]] base::Status exec(const std::string& sql);
   [[nodiscard]] base::Status run(const char* sql, const std::vector<std::string>& args);
+  // Runs sql (a prepared statement kept in stmts_) with the arguments bound as text; the
+  // rows as text.
   [[nodiscard]] base::Result<std::vector<std::vector<std::string>>> query(
       const char* sql, const std::vector<std::string>& args);
   [[nodiscard]] base::Result<bool> live(const std::string& mountpoint);
@@ -153,7 +157,9 @@ class ImageMounts {
   std::shared_ptr<Daemon> daemon_;  // shared with the service's shutdown path
   MountPolicy policy_;
 
-  std::mutex mu_;  // db_, images_, queue_
+  std::mutex mu_;  // db_, stmts_, images_, queue_
+  // query()'s statements, prepared once per SQL text (Mounts asks use_of on every call).
+  std::map<std::string, sqlite3_stmt*, std::less<>> stmts_;
   std::condition_variable cv_;
   std::map<int64_t, Image> images_;
   std::set<int64_t> removed_;  // bootstrap ids removed while we run (ids are never reused)

@@ -120,35 +120,6 @@ base::Status exec(sqlite3* db, const char* sql) {
 }
 
 // BEGIN IMMEDIATE ... COMMIT; rolls back when destroyed uncommitted.
-class Txn {
- public:
-  explicit Txn(sqlite3* db) : db_(db) {}
-  ~Txn() {
-    if (open_) {
-      (void)exec(db_, "ROLLBACK");
-    }
-  }
-  Txn(const Txn&) = delete;
-  Txn& operator=(const Txn&) = delete;
-  // BEGIN IMMEDIATE takes the write lock at once; a read transaction is a plain BEGIN.
-  base::Status begin(const char* sql = "BEGIN IMMEDIATE") {
-    CFN_TRY(exec(db_, sql));
-    open_ = true;
-    return {};
-  }
-  base::Status commit() {
-    auto st = exec(db_, "COMMIT");
-    if (st) {
-      open_ = false;
-    }
-    return st;
-  }
-
- private:
-  sqlite3* db_;
-  bool open_ = false;
-};
-
 base::Unexpected not_found(std::string_view key) {
   return base::errorf(ENOENT, "snapshot {} does not exist", key);
 }
@@ -196,6 +167,10 @@ Labels without_empty_values(Labels labels) {
 }  // namespace
 
 struct Store::Statements {
+  Stmt begin_read;
+  Stmt begin_write;
+  Stmt commit;
+  Stmt rollback;
   Stmt by_key;        // key -> id, kind, parent_id, parent key, created, updated, size, inodes
   Stmt labels_of;     // id -> name, value
   Stmt insert;        // key, parent_id, kind, created, updated
@@ -213,6 +188,10 @@ struct Store::Statements {
   Stmt labeled_rows;  // name, value -> the rows of all_rows carrying that label
 
   base::Status prepare(sqlite3* db) {
+    CFN_TRY(begin_read.prepare(db, "BEGIN"));
+    CFN_TRY(begin_write.prepare(db, "BEGIN IMMEDIATE"));
+    CFN_TRY(commit.prepare(db, "COMMIT"));
+    CFN_TRY(rollback.prepare(db, "ROLLBACK"));
     CFN_TRY(by_key.prepare(db,
                            "SELECT s.id, s.kind, s.parent_id, p.key, s.created_ns, s.updated_ns, "
                            "s.size, s.inodes FROM snapshots s LEFT JOIN snapshots p ON "
@@ -252,6 +231,41 @@ struct Store::Statements {
 };
 
 namespace {
+
+// One transaction on the connection of st, with st's prepared BEGIN / COMMIT / ROLLBACK
+// (no SQL parsed per call); rolled back unless committed.
+class Txn {
+ public:
+  explicit Txn(Store::Statements& st) : st_(st) {}
+  ~Txn() {
+    if (open_) {
+      (void)Stmt::Use(st_.rollback).run();
+    }
+  }
+  Txn(const Txn&) = delete;
+  Txn& operator=(const Txn&) = delete;
+  // BEGIN IMMEDIATE: takes the write lock at once.
+  base::Status begin() { return start(st_.begin_write); }
+  // A plain BEGIN: a read transaction.
+  base::Status begin_read() { return start(st_.begin_read); }
+  base::Status commit() {
+    auto st = Stmt::Use(st_.commit).run();
+    if (st) {
+      open_ = false;
+    }
+    return st;
+  }
+
+ private:
+  base::Status start(Stmt& begin) {
+    CFN_TRY(Stmt::Use(begin).run());
+    open_ = true;
+    return {};
+  }
+
+  Store::Statements& st_;
+  bool open_ = false;
+};
 
 struct Row {
   int64_t id = 0;
@@ -610,7 +624,7 @@ base::Result<Snapshot> Store::create(Kind kind, std::string_view key, std::strin
     }
   }
 
-  Txn txn(db_);
+  Txn txn(*st_);
   CFN_TRY(txn.begin());
   CFN_ASSIGN_OR_RETURN(auto existing, find(*st_, key));
   if (existing) {
@@ -645,7 +659,9 @@ base::Result<Snapshot> Store::create(Kind kind, std::string_view key, std::strin
   snap.volatile_ = labels.contains(kVolatileLabel);
   CFN_TRY(write_labels(*st_, snap.id, labels));
   if (parent_id != 0) {
-    CFN_ASSIGN_OR_RETURN(snap.parent_ids, chain_of(*st_, snap.id));
+    // From the parent (a committed row), not the new id: this transaction may roll back.
+    CFN_ASSIGN_OR_RETURN(snap.parent_ids, ancestors(*st_, parent_id));
+    snap.parent_ids.insert(snap.parent_ids.begin(), parent_id);
     // The new layer's root is owned like its parent's, as containerd's overlay does.
     struct stat pst {};
     std::string pfs = fs_path(root_, parent_id);
@@ -676,11 +692,33 @@ base::Result<Snapshot> Store::create(Kind kind, std::string_view key, std::strin
   return snap;
 }
 
+base::Result<std::vector<int64_t>> Store::ancestors(Statements& st, int64_t id) {
+  {
+    std::lock_guard lk(parents_mu_);
+    std::vector<int64_t> ids;
+    for (auto it = parents_.find(id); it != parents_.end(); it = parents_.find(it->second)) {
+      if (it->second == 0) {
+        return ids;
+      }
+      ids.push_back(it->second);
+    }
+  }
+  CFN_ASSIGN_OR_RETURN(auto ids, chain_of(st, id));
+  std::lock_guard lk(parents_mu_);
+  int64_t child = id;
+  for (int64_t p : ids) {
+    parents_[child] = p;
+    child = p;
+  }
+  parents_[child] = 0;
+  return ids;
+}
+
 base::Result<Snapshot> Store::get(std::string_view key) {
   CFN_TRY(validate_key("key", key));
   std::lock_guard lock(rmu_);
-  Txn rt(rdb_);
-  CFN_TRY(rt.begin("BEGIN"));
+  Txn rt(*rst_);
+  CFN_TRY(rt.begin_read());
   CFN_ASSIGN_OR_RETURN(auto r, find(*rst_, key));
   if (!r) {
     return not_found(key);
@@ -690,7 +728,8 @@ base::Result<Snapshot> Store::get(std::string_view key) {
   }
   Snapshot snap{r->id, r->kind, {}, false};
   if (r->parent_id != 0) {
-    CFN_ASSIGN_OR_RETURN(snap.parent_ids, chain_of(*rst_, r->id));
+    CFN_ASSIGN_OR_RETURN(snap.parent_ids, ancestors(*rst_, r->parent_id));
+    snap.parent_ids.insert(snap.parent_ids.begin(), r->parent_id);
   }
   CFN_ASSIGN_OR_RETURN(snap.volatile_, has_label(*rst_, r->id, kVolatileLabel));
   return snap;
@@ -725,7 +764,7 @@ base::Status Store::commit(std::string_view name, std::string_view key, Labels l
   CFN_ASSIGN_OR_RETURN(Usage usage, disk_usage(fs_path(root_, id)));
   std::lock_guard lock(mu_);
   crash_point("commit-before-sql");
-  Txn txn(db_);
+  Txn txn(*st_);
   CFN_TRY(txn.begin());
   CFN_ASSIGN_OR_RETURN(int64_t again, check());
   if (again != id) {
@@ -747,7 +786,7 @@ base::Status Store::remove(std::string_view key) {
   std::string gone;
   {
     std::lock_guard lock(mu_);
-    Txn txn(db_);
+    Txn txn(*st_);
     CFN_TRY(txn.begin());
     CFN_ASSIGN_OR_RETURN(auto r, find(*st_, key));
     if (!r) {
@@ -768,6 +807,10 @@ base::Status Store::remove(std::string_view key) {
       CFN_TRY(q.run());
     }
     CFN_TRY(txn.commit());
+    {
+      std::lock_guard lk(parents_mu_);
+      parents_.erase(r->id);
+    }
     crash_point("remove-after-sql");
     gone = move_aside(snapshots_dir_, std::to_string(r->id));
   }
@@ -786,8 +829,8 @@ base::Status Store::remove(std::string_view key) {
 base::Result<std::vector<ChainEntry>> Store::lineage(std::string_view name) {
   CFN_TRY(validate_key("name", name));
   std::lock_guard lock(rmu_);
-  Txn rt(rdb_);
-  CFN_TRY(rt.begin("BEGIN"));
+  Txn rt(*rst_);
+  CFN_TRY(rt.begin_read());
   std::vector<ChainEntry> out;
   std::string key(name);
   while (!key.empty()) {
@@ -805,8 +848,8 @@ base::Result<std::vector<ChainEntry>> Store::lineage(std::string_view name) {
 base::Result<Info> Store::stat(std::string_view key) {
   CFN_TRY(validate_key("key", key));
   std::lock_guard lock(rmu_);
-  Txn rt(rdb_);
-  CFN_TRY(rt.begin("BEGIN"));
+  Txn rt(*rst_);
+  CFN_TRY(rt.begin_read());
   CFN_ASSIGN_OR_RETURN(auto r, find(*rst_, key));
   if (!r) {
     return not_found(key);
@@ -818,7 +861,7 @@ base::Result<Info> Store::stat(std::string_view key) {
 base::Result<Info> Store::update(const Info& info, std::span<const std::string> fieldpaths) {
   CFN_TRY(validate_key("name", info.name));
   std::lock_guard lock(mu_);
-  Txn txn(db_);
+  Txn txn(*st_);
   CFN_TRY(txn.begin());
   CFN_ASSIGN_OR_RETURN(auto r, find(*st_, info.name));
   if (!r) {
@@ -912,8 +955,8 @@ base::Result<std::vector<Info>> Store::list(const Filter& filter) {
   std::unordered_map<int64_t, size_t> index;
   {
     std::lock_guard lock(rmu_);
-    Txn rt(rdb_);
-    CFN_TRY(rt.begin("BEGIN"));
+    Txn rt(*rst_);
+    CFN_TRY(rt.begin_read());
     if (const auto* sel = indexable_label(filter)) {
       {
         Stmt::Use q(rst_->labeled_rows);
@@ -958,8 +1001,8 @@ base::Result<Usage> Store::usage(std::string_view key) {
   int64_t id = 0;
   {
     std::lock_guard lock(rmu_);
-    Txn rt(rdb_);
-    CFN_TRY(rt.begin("BEGIN"));
+    Txn rt(*rst_);
+    CFN_TRY(rt.begin_read());
     CFN_ASSIGN_OR_RETURN(auto r, find(*rst_, key));
     if (!r) {
       return not_found(key);

@@ -44,6 +44,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -145,6 +146,9 @@ class Store {
  private:
   Store(std::string root, sqlite3* db);
   [[nodiscard]] base::Status init_schema();
+  // The ancestors of snapshot id (nearest first), from parents_ as far as it knows them,
+  // else from st's connection in the caller's transaction (which fills parents_ in).
+  [[nodiscard]] base::Result<std::vector<int64_t>> ancestors(Statements& st, int64_t id);
 
   std::string root_;
   std::string snapshots_dir_;
@@ -154,6 +158,15 @@ class Store {
   std::mutex rmu_;  // the readers' connection
   sqlite3* rdb_ = nullptr;
   std::unique_ptr<Statements> rst_;
+
+  // id -> parent id (0: none) of committed rows met by ancestors(), so that Mounts of a
+  // 50-deep chain is not a recursive query each time. A row's parent never changes, and
+  // ids of committed rows are never reused (AUTOINCREMENT; only an id whose INSERT rolled
+  // back comes again, and such a row is never read), so an entry is right for as long as
+  // its row lives; Remove drops it. (A reader that read a row just before its Remove
+  // committed may put it back: a stale entry for an id that never comes again.)
+  std::mutex parents_mu_;
+  std::unordered_map<int64_t, int64_t> parents_;
 
   // The background removal of directories Remove renamed to rm-ID-N.
   void remover_loop();
