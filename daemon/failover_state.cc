@@ -27,10 +27,10 @@ json fuse_json(const PersistedFuse& f) {
   json j{{"fd_name", f.fd_name}, {"dev", f.dev}};
   if (f.init) {
     const auto& i = *f.init;
-    j["init"] = json{{"kernel_minor", i.kernel_minor}, {"minor", i.minor},
-                     {"flags", i.flags},               {"max_readahead", i.max_readahead},
-                     {"max_write", i.max_write},       {"max_pages", i.max_pages},
-                     {"time_gran", i.time_gran}};
+    j["init"] = json{
+        {"kernel_minor", i.kernel_minor},   {"minor", i.minor},         {"flags", i.flags},
+        {"max_readahead", i.max_readahead}, {"max_write", i.max_write}, {"max_pages", i.max_pages},
+        {"time_gran", i.time_gran}};
   }
   return j;
 }
@@ -89,8 +89,7 @@ bool operator==(const PersistedImage& a, const PersistedImage& b) {
   return a.mountpoint == b.mountpoint && a.fsid == b.fsid && a.domain_id == b.domain_id &&
          a.bootstrap == b.bootstrap && a.blob_dir == b.blob_dir && a.reference == b.reference &&
          a.manifest_digest == b.manifest_digest &&
-         registry_options_json(a.registry) == registry_options_json(b.registry) &&
-         a.fuse == b.fuse;
+         registry_options_json(a.registry) == registry_options_json(b.registry) && a.fuse == b.fuse;
 }
 
 std::string serialize_state(const std::vector<PersistedImage>& images) {

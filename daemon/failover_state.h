@@ -36,8 +36,8 @@ inline constexpr int kStateVersion = 1;
 
 // A FUSE session a successor can take over.
 struct PersistedFuse {
-  std::string fd_name;    // its /dev/fuse in the fd store / fd holder
-  std::uint64_t dev = 0;  // the mount's device number; 0 before the mount
+  std::string fd_name;                       // its /dev/fuse in the fd store / fd holder
+  std::uint64_t dev = 0;                     // the mount's device number; 0 before the mount
   std::optional<fusewire::InitParams> init;  // absent until INIT was answered
 
   bool operator==(const PersistedFuse&) const = default;
@@ -51,7 +51,7 @@ struct PersistedImage {
   std::string blob_dir;   // a local image; empty for a registry image
   std::string reference;  // a registry image; empty for a local one
   std::string manifest_digest;
-  RegistryOptions registry;  // the options the bind used (registry images)
+  RegistryOptions registry;           // the options the bind used (registry images)
   std::optional<PersistedFuse> fuse;  // FUSE images only
 };
 

@@ -19,8 +19,8 @@ namespace cfnd {
 namespace {
 
 constexpr std::pair<HolderVerb, std::string_view> kVerbs[] = {
-    {HolderVerb::kPut, "PUT"}, {HolderVerb::kGet, "GET"}, {HolderVerb::kRelease, "RELEASE"},
-    {HolderVerb::kOk, "OK"},   {HolderVerb::kFd, "FD"},   {HolderVerb::kNone, "NONE"},
+    {HolderVerb::kPut, "PUT"}, {HolderVerb::kGet, "GET"},  {HolderVerb::kRelease, "RELEASE"},
+    {HolderVerb::kOk, "OK"},   {HolderVerb::kFd, "FD"},    {HolderVerb::kNone, "NONE"},
     {HolderVerb::kErr, "ERR"}, {HolderVerb::kDrop, "DROP"}};
 
 bool named(HolderVerb v) {

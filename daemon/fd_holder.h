@@ -35,7 +35,7 @@
 namespace cfnd {
 
 inline constexpr std::size_t kHolderMaxMessage = 256;
-inline constexpr std::size_t kHolderMaxFds = 16;     // fds in one message
+inline constexpr std::size_t kHolderMaxFds = 16;  // fds in one message
 // Distinct names held at once: a FUSE mount each, plus cachefiles and fanotify (under the
 // usual 1024 open files of a process).
 inline constexpr std::size_t kHolderMaxHeld = 512;

@@ -155,9 +155,9 @@ class FuseMountImpl final : public FuseMount {
   base::Status mount() {
     // The source is what /proc/mounts shows: the bootstrap (mount options need no
     // escaping there).
-    const std::string opts = fmt::format(
-        "fd={},rootmode=40000,user_id={},group_id={},default_permissions,allow_other", dev_.get(),
-        ::getuid(), ::getgid());
+    const std::string opts =
+        fmt::format("fd={},rootmode=40000,user_id={},group_id={},default_permissions,allow_other",
+                    dev_.get(), ::getuid(), ::getgid());
     if (::mount(image_->bootstrap_path().c_str(), dir_.c_str(), "fuse.nydus",
                 MS_RDONLY | MS_NOSUID | MS_NODEV, opts.c_str()) != 0) {
       return base::errno_error(errno, "fuse mount on " + dir_);
@@ -387,8 +387,8 @@ class FuseMountImpl final : public FuseMount {
     a.uid = in.uid;
     a.gid = in.gid;
     a.size = in.size;
-    a.rdev = static_cast<std::uint32_t>(
-        makedev(erofs::rdev_major(in.rdev), erofs::rdev_minor(in.rdev)));
+    a.rdev =
+        static_cast<std::uint32_t>(makedev(erofs::rdev_major(in.rdev), erofs::rdev_minor(in.rdev)));
     a.blksize = static_cast<std::uint32_t>(image_->image().block_size());
     a.blocks = (in.size + 511) / 512;
     a.mtime = in.mtime;
@@ -781,8 +781,8 @@ class FuseMountImpl final : public FuseMount {
   // into this thread's pipe, then the whole message spliced into /dev/fuse: no copy of
   // cache file bytes through our memory), or copied when a pipe cannot take it.
   void send_read(std::uint64_t unique, const std::vector<Piece>& pieces, std::size_t len) {
-    const bool has_fd = std::any_of(pieces.begin(), pieces.end(),
-                                    [](const Piece& p) { return p.mem == nullptr; });
+    const bool has_fd =
+        std::any_of(pieces.begin(), pieces.end(), [](const Piece& p) { return p.mem == nullptr; });
     if (has_fd) {
       const int r = send_spliced(unique, pieces, len);
       if (r == 0) {
@@ -864,7 +864,7 @@ class FuseMountImpl final : public FuseMount {
     reply_bytes(unique, buf.data(), len);
   }
 
-  std::mutex mu_;  // unmount
+  std::mutex mu_;                      // unmount
   std::shared_ptr<BoundImage> image_;  // shared with the service's bound list
   erofs::Nid root_ = 0;
   std::string dir_;
@@ -889,21 +889,18 @@ base::Result<base::UniqueFd> FuseMount::open_device() {
 
 base::Result<std::unique_ptr<FuseMount>> FuseMount::start(std::shared_ptr<BoundImage> image,
                                                           const std::string& dir,
-                                                          base::UniqueFd dev,
-                                                          FuseOptions options) {
-  auto m = std::make_unique<FuseMountImpl>(std::move(image), dir, std::move(dev),
-                                           std::move(options));
+                                                          base::UniqueFd dev, FuseOptions options) {
+  auto m =
+      std::make_unique<FuseMountImpl>(std::move(image), dir, std::move(dev), std::move(options));
   CFN_TRY(m->mount());
   return m;
 }
 
-base::Result<std::unique_ptr<FuseMount>> FuseMount::resume(std::shared_ptr<BoundImage> image,
-                                                           const std::string& dir,
-                                                           base::UniqueFd dev,
-                                                           const std::optional<fusewire::InitParams>& init,
-                                                           dev_t conn_dev, FuseOptions options) {
-  auto m = std::make_unique<FuseMountImpl>(std::move(image), dir, std::move(dev),
-                                           std::move(options));
+base::Result<std::unique_ptr<FuseMount>> FuseMount::resume(
+    std::shared_ptr<BoundImage> image, const std::string& dir, base::UniqueFd dev,
+    const std::optional<fusewire::InitParams>& init, dev_t conn_dev, FuseOptions options) {
+  auto m =
+      std::make_unique<FuseMountImpl>(std::move(image), dir, std::move(dev), std::move(options));
   CFN_TRY(m->resume(init, conn_dev));
   return m;
 }

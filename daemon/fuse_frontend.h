@@ -51,8 +51,9 @@ class FuseMount {
   // Failover: serve the live session on dev (mounted on dir by a dead daemon, its INIT
   // answered with init; nullopt: not answered yet, the session waits for it) without a
   // new INIT, then, when the kernel has it (or init is unknown), send FUSE_NOTIFY_RESEND
-  // so that the requests the dead daemon read and never answered are queued again. resent() says whether it was sent. conn_dev: the mount's device
-  // number (0 when unknown). Errors: the thread set-up's (the mount is then detached).
+  // so that the requests the dead daemon read and never answered are queued again. resent() says
+  // whether it was sent. conn_dev: the mount's device number (0 when unknown). Errors: the thread
+  // set-up's (the mount is then detached).
   [[nodiscard]] static base::Result<std::unique_ptr<FuseMount>> resume(
       std::shared_ptr<BoundImage> image, const std::string& dir, base::UniqueFd dev,
       const std::optional<fusewire::InitParams>& init, dev_t conn_dev, FuseOptions options);

@@ -8,8 +8,7 @@ namespace cfnd::fusewire {
 base::Result<Request> parse_request(std::span<const std::byte> bytes) {
   Request r;
   if (bytes.size() < sizeof r.header) {
-    return base::errorf(EBADMSG, "fuse request of {} bytes: shorter than its header",
-                        bytes.size());
+    return base::errorf(EBADMSG, "fuse request of {} bytes: shorter than its header", bytes.size());
   }
   std::memcpy(&r.header, bytes.data(), sizeof r.header);
   if (r.header.len != bytes.size()) {
@@ -50,8 +49,8 @@ base::Result<InitReply> negotiate_init(const Request& r, const InitWants& wants)
     offered |= static_cast<std::uint64_t>(in.flags2) << 32;
   }
   constexpr std::uint64_t kWanted = FUSE_ASYNC_READ | FUSE_PARALLEL_DIROPS | FUSE_DO_READDIRPLUS |
-                                    FUSE_READDIRPLUS_AUTO | FUSE_AUTO_INVAL_DATA |
-                                    FUSE_ASYNC_DIO | FUSE_POSIX_ACL | FUSE_MAX_PAGES;
+                                    FUSE_READDIRPLUS_AUTO | FUSE_AUTO_INVAL_DATA | FUSE_ASYNC_DIO |
+                                    FUSE_POSIX_ACL | FUSE_MAX_PAGES;
   InitReply rep;
   auto& p = rep.params;
   p.kernel_minor = in.minor;

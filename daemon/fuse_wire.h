@@ -103,9 +103,8 @@ struct InitReply {
 // Pure. Append one READDIR entry to out at `used`; returns the bytes added, 0 when it
 // does not fit (the kernel asks again from this entry's offset). off is the offset of
 // the entry after this one.
-[[nodiscard]] std::size_t add_dirent(std::span<std::byte> out, std::size_t used,
-                                     std::uint64_t ino, std::uint64_t off, std::uint32_t type,
-                                     std::string_view name);
+[[nodiscard]] std::size_t add_dirent(std::span<std::byte> out, std::size_t used, std::uint64_t ino,
+                                     std::uint64_t off, std::uint32_t type, std::string_view name);
 // Pure. The same for READDIRPLUS, with the entry's lookup answer.
 [[nodiscard]] std::size_t add_direntplus(std::span<std::byte> out, std::size_t used,
                                          const fuse_entry_out& entry, std::uint64_t off,
