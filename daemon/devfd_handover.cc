@@ -47,7 +47,9 @@ base::Result<base::UniqueFd> FdHandover::take(std::string_view name,
       spdlog::info("failover: '{}' handed over by the service manager's fd store", name);
       return fd;
     }
-    spdlog::warn("the fd store's '{}' is not what that name stands for: closed", name);
+    spdlog::warn("closing an fd named '{}' passed by the service manager: not the kind of fd "
+                 "that name stands for",
+                 name);
   }
   if (!holder_) {
     return base::UniqueFd();
