@@ -60,6 +60,10 @@ struct Config {
   // daemon/fd_holder.h) at fd_holder_socket(socket_path), started when none answers.
   bool fd_holder = false;
   unsigned fd_holder_grace_s = 300;  // the holder gives up this long after the daemon died
+  // The fanotify front end runs without an fd store or fd holder only when this says it
+  // may fail open: the group dies with the daemon, and the kernel then lets every read
+  // waiting for it through (holes read as zeros).
+  bool allow_fail_open = false;
   RegistryOptions registry;
 };
 
@@ -72,7 +76,7 @@ struct Config {
 
 // Parse a JSON object of Config keys ("frontend", "cache_dir", "socket", "log_level",
 // "batch_size", "prefetch_bandwidth", "file_readahead", "fill_threads", "fuse_threads",
-// "fuse_poll_us", "read_timeout_s" (0 = no bound), "fd_holder", "fd_holder_grace_s" (0 = for ever),
+// "fuse_poll_us", "read_timeout_s" (0 = no bound), "fd_holder", "fd_holder_grace_s" (0 = for ever), "allow_fail_open",
 // "registry") over `base`. Unknown keys and wrong types are EINVAL, naming the key.
 [[nodiscard]] base::Result<Config> parse_config(std::string_view json_text, Config base = {});
 // Parse a JSON object of RegistryOptions keys ("plain_http", "insecure", "ca_files",

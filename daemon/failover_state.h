@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// What a restarted daemon needs to answer the kernel's re-OPENs after a failover: the
-// images bound through the cachefiles front end (fsid, domain_id, bootstrap, where their
+// What a restarted daemon needs to serve the dead daemon's mounts after a failover, one
+// file per front end that fails over. cachefiles: the images bound through it (fsid, domain_id, bootstrap, where their
 // blobs come from, mount point). The daemon rewrites the state file atomically (a
 // temporary, fsync, rename) after every cachefiles bind and unbind; a daemon that is
 // handed a live /dev/cachefiles fd registers these images again (without mounting:
-// the mounts are still there) before it writes "restore".
+// the mounts are still there) before it writes "restore". fanotify: the same list (no
+// fsid) for the images mounted through the fanotify group, re-bound (marks and blob
+// map, no mount) when the group is handed over.
 //
 // FUSE (state/fuse.json): the images mounted through FUSE whose /dev/fuse is kept in the
 // fd store / fd holder, each with that fd's name, the mount's device number and the
@@ -70,7 +72,8 @@ struct PersistedImage {
 [[nodiscard]] base::Result<std::vector<PersistedImage>> parse_state(
     std::string_view text, Frontend frontend = Frontend::kCachefiles);
 
-// <cache_dir>/state/<front end name>.json: cachefiles.json, fuse.json.
+// <cache_dir>/state/<front end name>.json: cachefiles.json, fanotify.json,
+// fuse.json.
 [[nodiscard]] std::string state_path(const std::string& cache_dir,
                                      Frontend frontend = Frontend::kCachefiles);
 

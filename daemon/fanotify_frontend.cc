@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/fanotify.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@
 #include <utility>
 
 #include "base/bytes.h"
+#include "base/file.h"
 #include "base/log.h"
 #include "base/unique_fd.h"
 #include "base/worker_pool.h"
@@ -118,8 +120,11 @@ struct Marks {
 
 class FanotifyImpl final : public FanotifyFrontend {
  public:
-  explicit FanotifyImpl(base::UniqueFd group)
-      : group_(std::move(group)), marks_(std::make_shared<Marks>()) {
+  FanotifyImpl(base::UniqueFd group, std::unique_ptr<InflightLog> log)
+      : group_(std::move(group)),
+        log_(std::move(log)),
+        self_pid_(::getpid()),
+        marks_(std::make_shared<Marks>()) {
     marks_->group = group_.get();
   }
 
@@ -166,6 +171,62 @@ class FanotifyImpl final : public FanotifyFrontend {
   }
 
   base::Status mount(const std::shared_ptr<BoundImage>& image, const std::string& dir) override {
+    CFN_ASSIGN_OR_RETURN(const std::string data, mark_and_map(image, false));
+    if (::mount(image->bootstrap_path().c_str(), dir.c_str(), "erofs", MS_RDONLY, data.c_str()) !=
+        0) {
+      return base::errno_error(
+          fmt::format("mount erofs {} on {} ({})", image->bootstrap_path(), dir, data));
+    }
+    std::lock_guard lk(mounts_mu_);
+    mounts_[dir] = image;
+    return {};
+  }
+
+  base::Status rebind(const std::shared_ptr<BoundImage>& image, const std::string& dir) override {
+    if (auto d = mark_and_map(image, true); !d) {
+      return base::Unexpected(d.error());
+    }
+    std::lock_guard lk(mounts_mu_);
+    mounts_[dir] = image;
+    return {};
+  }
+
+  void settle(std::vector<InflightRecord> records, std::vector<base::UniqueFd> reserved) override {
+    for (std::size_t i = 0; i < records.size(); ++i) {
+      const auto& r = records[i];
+      base::UniqueFd hold = i < reserved.size() ? std::move(reserved[i]) : base::UniqueFd();
+      std::shared_ptr<CachedBlob> blob;
+      {
+        std::shared_lock lk(map_mu_);
+        auto it = blobs_.find(BlobKey{static_cast<dev_t>(r.dev), static_cast<ino_t>(r.ino)});
+        if (it != blobs_.end()) {
+          blob = it->second;
+        }
+      }
+      if (!blob) {
+        spdlog::warn(
+            "failover: event fd {} of the dead daemon is for a blob no re-bound image has "
+            "(dev {} ino {}): denied",
+            r.fd, r.dev, r.ino);
+        settle_answer(r.fd, std::move(hold), fan_deny_errno(EIO));
+        continue;
+      }
+      const std::uint64_t size = blob->size();
+      if (r.offset >= size || r.count == 0) {
+        settle_answer(r.fd, std::move(hold), kFanAllow);
+        continue;
+      }
+      jobs_.push(Job{std::move(hold), r.fd, std::move(blob), r.offset,
+                     std::min(r.count, size - r.offset), true});
+    }
+  }
+
+ private:
+  // Mark the image's incomplete blobs and map them (the event handler finds blobs by
+  // dev/ino). Returns the mount options: device=<blob> per blob.
+  // adopted: the group is a dead daemon's (its marks are on the blobs already).
+  base::Result<std::string> mark_and_map(const std::shared_ptr<BoundImage>& image,
+                                         bool adopted) {
     std::string data;
     std::vector<std::pair<BlobKey, std::shared_ptr<CachedBlob>>> keys;
     for (const auto& blob : image->blobs()) {
@@ -204,6 +265,9 @@ class FanotifyImpl final : public FanotifyFrontend {
             marks_->remove_locked(blob->fd(), key);
           }
         }
+      } else if (adopted) {
+        // A dead daemon's mark on a blob that completed as it died: reads need no event.
+        (void)::fanotify_mark(group_.get(), FAN_MARK_REMOVE, kFanPreAccess, blob->fd(), nullptr);
       }
       keys.emplace_back(key, blob);
       data += (data.empty() ? "" : ",") + std::string("device=") + path;
@@ -217,16 +281,10 @@ class FanotifyImpl final : public FanotifyFrontend {
         blobs_[k] = b;
       }
     }
-    if (::mount(image->bootstrap_path().c_str(), dir.c_str(), "erofs", MS_RDONLY, data.c_str()) !=
-        0) {
-      return base::errno_error(
-          fmt::format("mount erofs {} on {} ({})", image->bootstrap_path(), dir, data));
-    }
-    std::lock_guard lk(mounts_mu_);
-    mounts_[dir] = image;
-    return {};
+    return data;
   }
 
+ public:
   base::Status umount(const std::string& dir, bool force) override {
     if (::umount2(dir.c_str(), force ? MNT_DETACH : 0) != 0) {
       return base::errno_error("umount " + dir);
@@ -246,25 +304,55 @@ class FanotifyImpl final : public FanotifyFrontend {
 
  private:
   struct Job {
-    base::UniqueFd fd;  // the event's: answered (and closed) by respond()
+    // The event's fd (answered and closed by respond()), or for a dead daemon's event
+    // (settle) the placeholder that reserves its number (or none), closed after it.
+    base::UniqueFd fd;
+    int number;  // the fd number to answer
     std::shared_ptr<CachedBlob> blob;
     std::uint64_t off;
     std::uint64_t len;
+    bool settle = false;
   };
 
   // Answer a permission event and close its fd: every event fd is a new open file, and
-  // an event whose fd cannot be created (EMFILE) is denied by the kernel.
+  // an event whose fd cannot be created (EMFILE) is denied by the kernel. The record is
+  // cleared between the answer and the close: while the fd is open its number is ours.
   void respond(base::UniqueFd fd, std::uint32_t response) {
-    FanResponse r{fd.get(), response};
+    const int number = fd.get();
+    FanResponse r{number, response};
     if (::write(group_.get(), &r, sizeof r) != static_cast<ssize_t>(sizeof r)) {
       static base::RateLimit rl;
       if (rl.allow()) {
-        spdlog::error("fanotify: response {:#x} for fd {}: {}", response, fd.get(),
+        spdlog::error("fanotify: response {:#x} for fd {}: {}", response, number,
                       std::strerror(errno));
       }
     }
+    if (log_) {
+      log_->clear(number);
+    }
     fd.reset();
     (response == kFanAllow ? allowed_ : denied_).fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // Answer a dead daemon's event by its number, then clear its record and drop the
+  // reservation. ENOENT: it had been answered just before its daemon died.
+  void settle_answer(int number, base::UniqueFd hold, std::uint32_t response) {
+    FanResponse r{number, response};
+    if (::write(group_.get(), &r, sizeof r) == static_cast<ssize_t>(sizeof r)) {
+      settled_.fetch_add(1, std::memory_order_relaxed);
+      spdlog::info("failover: answered the dead daemon's event fd {} with {}", number,
+                   response == kFanAllow ? "ALLOW" : "DENY (EIO)");
+      (response == kFanAllow ? allowed_ : denied_).fetch_add(1, std::memory_order_relaxed);
+    } else if (errno == ENOENT) {
+      spdlog::info("failover: the dead daemon's event fd {} was answered already", number);
+    } else {
+      spdlog::error("failover: answering the dead daemon's event fd {}: {}", number,
+                    std::strerror(errno));
+    }
+    if (log_) {
+      log_->clear(number);
+    }
+    hold.reset();
   }
 
   void deny(base::UniqueFd fd) { respond(std::move(fd), fan_deny_errno(EIO)); }
@@ -280,6 +368,12 @@ class FanotifyImpl final : public FanotifyFrontend {
     // Ours from here: every path below answers it (a permission event) or closes it.
     base::UniqueFd fd(ev.fd);
     if ((ev.mask & kFanAllPermEvents) == 0) {
+      return;
+    }
+    if (ev.pid == self_pid_) {
+      // Our own read or write of a blob file opened while it was marked (after a
+      // failover): we never read a lazy mount, and touch only bytes we fill or have.
+      respond(std::move(fd), kFanAllow);
       return;
     }
     static base::RateLimit rl;
@@ -323,16 +417,31 @@ class FanotifyImpl final : public FanotifyFrontend {
       return;
     }
     const std::uint64_t len = std::min(ev.range_count, size - off);
+    // Recorded before anything can answer it: a successor settles it if we die now.
+    if (log_) {
+      log_->record({fd.get(), st.st_dev, st.st_ino, off, len});
+    }
     // Every access raises an event, filled or not: answer present ranges right here.
     if (blob->ready(off, len)) {
       respond(std::move(fd), kFanAllow);
       return;
     }
-    jobs_.push(Job{std::move(fd), std::move(blob), off, len});
+    const int number = fd.get();
+    jobs_.push(Job{std::move(fd), number, std::move(blob), off, len});
   }
 
   // One event on a worker: fill through the event's fd, then answer it.
   void run(Job& job) {
+    if (job.settle) {
+      // No event fd of ours: the blob's own fd (its events are our pid's, allowed).
+      auto st = job.blob->fill(job.off, job.len);
+      if (!st) {
+        spdlog::error("failover: fill {} [{}, +{}) for the dead daemon's event fd {}: {}",
+                      job.blob->info().id, job.off, job.len, job.number, st.error().to_string());
+      }
+      settle_answer(job.number, std::move(job.fd), st ? kFanAllow : fan_deny_errno(EIO));
+      return;
+    }
     // Write through the event's fd: it was opened FMODE_NONOTIFY, so the write raises
     // no event (a normal fd opened after the mark would block on our own group).
     auto st = job.blob->fill(job.off, job.len, job.fd.get());
@@ -349,6 +458,8 @@ class FanotifyImpl final : public FanotifyFrontend {
   }
 
   base::UniqueFd group_;
+  std::unique_ptr<InflightLog> log_;
+  const pid_t self_pid_;
   std::shared_ptr<Marks> marks_;
   std::vector<FanEvent> events_;  // loop thread only: on_readable's parse buffer
   std::shared_mutex map_mu_;
@@ -359,6 +470,7 @@ class FanotifyImpl final : public FanotifyFrontend {
   base::WorkerPool<Job> jobs_;
   std::atomic<std::uint64_t> allowed_{0};
   std::atomic<std::uint64_t> denied_{0};
+  std::atomic<std::uint64_t> settled_{0};
 };
 
 base::Result<base::UniqueFd> init_group(bool nonblock) {
@@ -390,9 +502,109 @@ base::Status FanotifyFrontend::probe(const std::string& cache_dir) {
   return {};
 }
 
-base::Result<std::unique_ptr<FanotifyFrontend>> FanotifyFrontend::create(unsigned workers) {
-  CFN_ASSIGN_OR_RETURN(auto group, init_group(true));
-  auto f = std::make_unique<FanotifyImpl>(std::move(group));
+base::Result<base::UniqueFd> FanotifyFrontend::new_group() { return init_group(true); }
+
+bool FanotifyFrontend::is_group(int fd) {
+  char link[64];
+  const std::string proc = fmt::format("/proc/self/fd/{}", fd);
+  const ssize_t n = ::readlink(proc.c_str(), link, sizeof link);
+  return n > 0 && std::string_view(link, static_cast<std::size_t>(n)) == "anon_inode:[fanotify]";
+}
+
+namespace {
+std::uint64_t nr_open() {
+  std::uint64_t n = 1U << 20;
+  if (auto b = base::read_file("/proc/sys/fs/nr_open")) {
+    try {
+      n = std::stoull(std::string(base::as_chars(*b)));
+    } catch (const std::exception&) {
+    }
+  }
+  return n;
+}
+}  // namespace
+
+std::uint64_t FanotifyFrontend::own_fd_bound() {
+  const std::uint64_t cap = nr_open();
+  struct rlimit rl {};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    return std::min<std::uint64_t>(rl.rlim_cur, cap);
+  }
+  return cap;
+}
+
+FanotifyFrontend::Takeover FanotifyFrontend::take_over(int group, const std::string& inflight_path) {
+  Takeover t;
+  // fs.nr_open bounds every fd number, so any bound we sweep.
+  const std::uint64_t cap = nr_open();
+  const std::uint64_t own_bound = own_fd_bound();
+  auto f = load_inflight(inflight_path);
+  if (!f) {
+    spdlog::error(
+        "failover: the dead daemon's in-flight record is lost or unreadable ({}): every "
+        "event it left unanswered is denied (EIO)",
+        f.error().to_string());
+    t.fd_bound = own_bound;
+  } else {
+    t.fd_bound = std::min(f->fd_bound, cap);
+    t.records = std::move(f->records);
+    if (f->torn > 0) {
+      spdlog::warn("failover: {} half-written in-flight record(s): their events are denied (EIO)",
+                   f->torn);
+    }
+  }
+  // 1. Deny what is not recorded, before this daemon reads any event (so no number
+  //    written here can be one of ours).
+  std::set<int> recorded;
+  for (const auto& r : t.records) {
+    recorded.insert(r.fd);
+  }
+  const auto sweep_start = std::chrono::steady_clock::now();
+  const FanResponse deny_template{0, fan_deny_errno(EIO)};
+  int other_errno = 0;
+  for (std::uint64_t n = 0; n < t.fd_bound; ++n) {
+    if (recorded.contains(static_cast<int>(n))) {
+      continue;
+    }
+    FanResponse r = deny_template;
+    r.fd = static_cast<std::int32_t>(n);
+    if (::write(group, &r, sizeof r) == static_cast<ssize_t>(sizeof r)) {
+      ++t.denied;
+    } else if (errno != ENOENT && other_errno == 0) {
+      other_errno = errno;
+    }
+  }
+  if (other_errno != 0) {
+    spdlog::error("failover: denying unrecorded events: {}", std::strerror(other_errno));
+  }
+  const auto sweep_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - sweep_start)
+                            .count();
+  // 2. Reserve the recorded numbers: no event this daemon reads may get one of them.
+  base::UniqueFd placeholder(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  for (const auto& r : t.records) {
+    base::UniqueFd hold;
+    if (placeholder && ::fcntl(r.fd, F_GETFD) < 0 && errno == EBADF) {
+      if (::dup3(placeholder.get(), r.fd, O_CLOEXEC) == r.fd) {
+        hold = base::UniqueFd(r.fd);
+      }
+    }
+    t.reserved.push_back(std::move(hold));
+  }
+  spdlog::info(
+      "failover: took over the fanotify group: {} recorded event(s) to settle, {} unrecorded "
+      "event(s) denied (fd numbers below {} swept in {} ms)",
+      t.records.size(), t.denied, t.fd_bound, sweep_ms);
+  return t;
+}
+
+base::Result<std::unique_ptr<FanotifyFrontend>> FanotifyFrontend::create(
+    base::UniqueFd group, unsigned workers, std::unique_ptr<InflightLog> log) {
+  const int fl = ::fcntl(group.get(), F_GETFL);
+  if (fl < 0 || ::fcntl(group.get(), F_SETFL, fl | O_NONBLOCK) != 0) {
+    return base::errno_error("fanotify group: O_NONBLOCK");
+  }
+  auto f = std::make_unique<FanotifyImpl>(std::move(group), std::move(log));
   f->start_workers(workers == 0 ? 1 : workers);
   return f;
 }

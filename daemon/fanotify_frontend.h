@@ -14,6 +14,25 @@
 //    loop thread (self-deadlock);
 //  - unmount BEFORE closing the group: closing it with a live mount fails open (zeros).
 //
+// Failover. The group fd is kept outside the daemon (fd store / fd holder: "fanotify"),
+// so a dead daemon does not close it: its readers wait. Every permission event read is
+// recorded (fd number, blob, range) in the in-flight file before it is handled and
+// cleared once answered (daemon/fanotify_inflight.h). A successor that is handed the
+// group (take_over, before it reads any event):
+//  1. loads the record and answers FAN_DENY_ERRNO(EIO) to every fd number below the
+//     dead daemon's bound that the record does not hold (an event it read and did not
+//     record; numbers with no pending event answer ENOENT), or to every number when
+//     the record is lost or unreadable: never ALLOW over a hole;
+//  2. reserves the recorded numbers in its own fd table (a placeholder fd), so that no
+//     event it reads itself gets a number a pending event of the dead daemon has: the
+//     kernel answers the first event on its list with the number written;
+//  3. re-binds the images (marks and blob map, no mount), serves new events, and on the
+//     workers fills each recorded range and answers FAN_ALLOW by its number (FAN_DENY
+//     EIO when the fill fails), then drops the number's reservation (settle).
+// Its blob files were opened while the dead daemon's marks were on them, so its own
+// writes and reads of them raise events too: events of the daemon's own pid are allowed
+// at once (it never reads the lazy mounts; it reads and writes only its blob files).
+//
 // Hot reads. The kernel raises an event for every read of a marked file, filled or not,
 // and the reader waits for our answer (a cross-CPU round trip). So a blob is marked only
 // while it still has absent chunks: a blob complete at bind time is not marked (EROFS
@@ -43,7 +62,9 @@
 #include <vector>
 
 #include "base/result.h"
+#include "base/unique_fd.h"
 #include "daemon/blob_cache.h"
+#include "daemon/fanotify_inflight.h"
 #include "daemon/image.h"
 
 namespace cfnd {
@@ -133,8 +154,30 @@ class FanotifyFrontend {
   // EOPNOTSUPP on tmpfs).
   [[nodiscard]] static base::Status probe(const std::string& cache_dir);
 
-  // A non-blocking group plus `workers` fill threads. Errors: fanotify_init's errno.
-  [[nodiscard]] static base::Result<std::unique_ptr<FanotifyFrontend>> create(unsigned workers);
+  // A new group (FAN_CLASS_PRE_CONTENT, unlimited queue, event fds O_RDWR). Errors:
+  // fanotify_init's errno.
+  [[nodiscard]] static base::Result<base::UniqueFd> new_group();
+  // Every event fd number of this process is below this: RLIMIT_NOFILE (at most
+  // fs.nr_open).
+  [[nodiscard]] static std::uint64_t own_fd_bound();
+  // True when fd is a fanotify group (a handed-over fd of the right kind).
+  [[nodiscard]] static bool is_group(int fd);
+
+  // What take_over found of a dead daemon's events (see Failover above).
+  struct Takeover {
+    std::vector<InflightRecord> records;  // to settle, each number reserved
+    std::vector<base::UniqueFd> reserved;
+    std::uint64_t fd_bound = 0;  // the bound swept (the next record keeps the larger)
+    std::size_t denied = 0;      // unrecorded pending events answered FAN_DENY
+  };
+  // Steps 1 and 2 of a failover on a handed-over group, before anything reads it.
+  // Failures are logged; the worst case denies every pending event.
+  [[nodiscard]] static Takeover take_over(int group, const std::string& inflight_path);
+
+  // Serve the group (made by new_group or handed over) with `workers` fill threads,
+  // recording events in log. Makes the group non-blocking.
+  [[nodiscard]] static base::Result<std::unique_ptr<FanotifyFrontend>> create(
+      base::UniqueFd group, unsigned workers, std::unique_ptr<InflightLog> log);
   virtual ~FanotifyFrontend() = default;
 
   // The group fd, to poll for readability; on_readable() drains it. Loop thread only.
@@ -145,6 +188,16 @@ class FanotifyFrontend {
   // per blob. Call from a thread other than the loop. Errors: the mark's or mount's errno.
   [[nodiscard]] virtual base::Status mount(const std::shared_ptr<BoundImage>& image,
                                            const std::string& dir) = 0;
+  // Failover: serve an image the dead daemon mounted on dir with this group: mark its
+  // incomplete blobs (the marks are there already; this keeps them until completion)
+  // and map them, without mounting. Errors: the mark's errno.
+  [[nodiscard]] virtual base::Status rebind(const std::shared_ptr<BoundImage>& image,
+                                            const std::string& dir) = 0;
+  // Failover step 3: fill and answer the dead daemon's recorded events on the workers
+  // (the loop must be serving the group: the fills raise events of our own). Each
+  // number's reservation is closed once it is answered.
+  virtual void settle(std::vector<InflightRecord> records,
+                      std::vector<base::UniqueFd> reserved) = 0;
   // umount2(dir) (MNT_DETACH when force), then drop the marks no other mount needs.
   [[nodiscard]] virtual base::Status umount(const std::string& dir, bool force) = 0;
   // Events answered so far, by outcome (for logs and tests).

@@ -1,20 +1,61 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "daemon/frontend_choice.h"
 
+#include <algorithm>
+
 #include "base/log.h"
+#include "daemon/fanotify_inflight.h"
 
 namespace cfnd {
+namespace {
 
-base::Result<Frontends> choose_frontends(const Config& config, base::UniqueFd handed) {
+constexpr char kFailOpen[] =
+    "fanotify without an fd holder fails open: when the daemon dies its group closes and "
+    "the kernel lets every read waiting for it through, so readers read holes as zeros. "
+    "Run the daemon with --fd-holder (\"fd_holder\": true) or under systemd (its fd store "
+    "keeps the group), or pass --allow-fail-open (\"allow_fail_open\": true) to accept that";
+
+// The in-flight record of a new fanotify front end; without one a successor denies the
+// events we leave (EIO), which is safe, so a failure is only logged.
+std::unique_ptr<InflightLog> open_log(const Config& config, std::uint64_t fd_bound,
+                                      std::span<const InflightRecord> keep) {
+  auto log = InflightLog::open(inflight_path(config.cache_dir), fd_bound, keep);
+  if (!log) {
+    spdlog::error("fanotify: {}: after a failover every event left unanswered is denied (EIO)",
+                  log.error().to_string());
+    return nullptr;
+  }
+  return std::move(*log);
+}
+
+}  // namespace
+
+base::Result<Frontends> choose_frontends(const Config& config, Handed handed) {
   Frontends f;
   auto probe = FanotifyFrontend::probe(config.cache_dir);
-  if (probe) {
-    CFN_ASSIGN_OR_RETURN(f.fanotify, FanotifyFrontend::create(config.fill_threads));
+  bool refused = false;  // fanotify works but may not fail open
+  if (handed.fanotify) {
+    // Failover: the dead daemon's group, whatever the configuration says.
+    f.fanotify_takeover = FanotifyFrontend::take_over(handed.fanotify.get(),
+                                                      inflight_path(config.cache_dir));
+    auto log = open_log(config,
+                        std::max(f.fanotify_takeover.fd_bound, FanotifyFrontend::own_fd_bound()),
+                        f.fanotify_takeover.records);
+    CFN_ASSIGN_OR_RETURN(f.fanotify, FanotifyFrontend::create(std::move(handed.fanotify),
+                                                              config.fill_threads, std::move(log)));
+    f.fanotify_adopted = true;
+  } else if (probe && !handed.can_keep && !config.allow_fail_open) {
+    refused = true;
+  } else if (probe) {
+    CFN_ASSIGN_OR_RETURN(auto group, FanotifyFrontend::new_group());
+    auto log = open_log(config, FanotifyFrontend::own_fd_bound(), {});
+    CFN_ASSIGN_OR_RETURN(f.fanotify, FanotifyFrontend::create(std::move(group), config.fill_threads,
+                                                              std::move(log)));
   }
-  if (handed) {
+  if (handed.cachefiles) {
     // Failover: the dead daemon's cache, whatever the configured default; its mounts
     // need this front end.
-    f.cachefiles = CachefilesFrontend::adopt(std::move(handed), config.fill_threads);
+    f.cachefiles = CachefilesFrontend::adopt(std::move(handed.cachefiles), config.fill_threads);
     f.adopted = true;
     if (config.frontend == Frontend::kAuto || config.frontend == Frontend::kCachefiles) {
       f.default_frontend = Frontend::kCachefiles;
@@ -32,12 +73,18 @@ base::Result<Frontends> choose_frontends(const Config& config, base::UniqueFd ha
       return f;
     }
     case Frontend::kFanotify:
-      if (!probe) {
+      if (!f.fanotify && !probe) {
         return base::Unexpected(probe.error().wrap("fanotify front end unavailable"));
+      }
+      if (!f.fanotify) {
+        return base::make_error(EINVAL, std::string("fanotify front end refused: ") + kFailOpen);
       }
       f.default_frontend = Frontend::kFanotify;
       return f;
     case Frontend::kFuse:
+      if (refused) {
+        spdlog::info("no fanotify front end for binds that ask for it: {}", kFailOpen);
+      }
       f.default_frontend = Frontend::kFuse;
       return f;
     case Frontend::kAuto:
@@ -51,10 +98,13 @@ base::Result<Frontends> choose_frontends(const Config& config, base::UniqueFd ha
     return f;
   }
   spdlog::info("front end auto: no cachefiles ({}); trying fanotify", cf.error().to_string());
-  if (probe) {
+  if (f.fanotify) {
     spdlog::info("front end auto: fanotify pre-content marks work in {}: fanotify",
                  config.cache_dir);
     f.default_frontend = Frontend::kFanotify;
+  } else if (refused) {
+    spdlog::warn("front end auto: fanotify refused ({}): fuse", kFailOpen);
+    f.default_frontend = Frontend::kFuse;
   } else {
     spdlog::info("front end auto: fanotify unusable ({}): fuse", probe.error().to_string());
     f.default_frontend = Frontend::kFuse;

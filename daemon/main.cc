@@ -49,6 +49,7 @@ struct Common {
   std::string socket;
   std::string log_level;
   bool fd_holder = false;
+  bool allow_fail_open = false;
   std::optional<unsigned> read_timeout;
   // Registry options given on the command line: the daemon's defaults, or one mount's
   // overrides.
@@ -119,6 +120,9 @@ int ensure_daemon(const cfnd::Config& config, const std::string& config_file) {
                                "--log-level", config.log_level});
   if (config.fd_holder) {
     o.argv.emplace_back("--fd-holder");
+  }
+  if (config.allow_fail_open) {
+    o.argv.emplace_back("--allow-fail-open");
   }
   o.argv.insert(o.argv.end(), {"--read-timeout", std::to_string(config.read_timeout_s)});
   o.log_path = config.cache_dir + "/daemon.log";
@@ -254,6 +258,9 @@ std::optional<cfnd::Config> make_config(const Common& c, bool apply_registry) {
   if (c.fd_holder) {
     config.fd_holder = true;
   }
+  if (c.allow_fail_open) {
+    config.allow_fail_open = true;
+  }
   if (c.read_timeout) {
     config.read_timeout_s = *c.read_timeout;
   }
@@ -326,7 +333,11 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error, off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.add_flag("--fd-holder", c.fd_holder,
-               "failover without systemd: keep /dev/cachefiles in an fd holder process");
+               "failover without systemd: keep /dev/cachefiles and the fanotify group in an fd "
+               "holder process");
+  app.add_flag("--allow-fail-open", c.allow_fail_open,
+               "let the fanotify front end run without an fd holder or systemd's fd store "
+               "(a dead daemon's readers then read holes as zeros)");
   app.add_option("--read-timeout", c.read_timeout,
                  "seconds a read waits for uncached bytes before EIO, retries included "
                  "(default 30; 0: the registry timeouts only)")

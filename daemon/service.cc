@@ -103,10 +103,14 @@ class ServiceImpl final : public Service {
     opts.read_timeout = std::chrono::seconds(config_.read_timeout_s);
     CFN_ASSIGN_OR_RETURN(cache_, BlobCache::create(opts));
     CFN_ASSIGN_OR_RETURN(handover_, FdHandover::open(config_));
-    CFN_ASSIGN_OR_RETURN(auto handed_dev, handover_.take(kCachefilesFdName, is_cachefiles_dev));
+    Handed handed;
+    CFN_ASSIGN_OR_RETURN(handed.cachefiles, handover_.take(kCachefilesFdName, is_cachefiles_dev));
+    CFN_ASSIGN_OR_RETURN(handed.fanotify,
+                         handover_.take(kFanotifyFdName, FanotifyFrontend::is_group));
     CFN_ASSIGN_OR_RETURN(auto handed_fuse, take_fuse_sessions());
     handover_.close_untaken();
-    CFN_ASSIGN_OR_RETURN(auto fe, choose_frontends(config_, std::move(handed_dev)));
+    handed.can_keep = handover_.can_keep();
+    CFN_ASSIGN_OR_RETURN(auto fe, choose_frontends(config_, std::move(handed)));
     default_ = fe.default_frontend;
     fanotify_ = std::move(fe.fanotify);
     cachefiles_ = std::move(fe.cachefiles);
@@ -131,14 +135,22 @@ class ServiceImpl final : public Service {
       return base::errno_error("signalfd");
     }
     CFN_TRY(loop_->add(signal_fd_.get(), [this] { on_signal(); }));
+    // Last: nothing after this may fail, or a failed start would unmount the images
+    // re-bound here (~ServiceImpl unmounts what is bound).
     if (cachefiles_) {
-      // Last: nothing after this may fail, or a failed start would unmount the images
-      // re-bound here (~ServiceImpl unmounts what is bound).
       if (fe.adopted) {
         restore_images();
       } else {
         handover_.keep(kCachefilesFdName, cachefiles_->dev_fd());
         persist(Frontend::kCachefiles);  // an earlier daemon's mounts died with it
+      }
+    }
+    if (fanotify_) {
+      if (fe.fanotify_adopted) {
+        restore_fanotify(std::move(fe.fanotify_takeover));
+      } else {
+        handover_.keep(kFanotifyFdName, fanotify_->group_fd());
+        persist(Frontend::kFanotify);  // an earlier daemon's mounts died with its group
       }
     }
     resume_fuse_sessions(std::move(handed_fuse));
@@ -219,7 +231,7 @@ class ServiceImpl final : public Service {
             handover_.release(stored_fd_names());
           } else {
             spdlog::warn(
-                "some cachefiles mounts could not be removed: /dev/cachefiles stays "
+                "some cachefiles or fanotify mounts could not be removed: their fds stay "
                 "in the fd store / fd holder for the next daemon");
           }
           loop_->stop();
@@ -234,11 +246,14 @@ class ServiceImpl final : public Service {
     if (cachefiles_) {
       names.push_back(kCachefilesFdName);
     }
+    if (fanotify_) {
+      names.push_back(kFanotifyFdName);
+    }
     return names;
   }
 
-  // Unmount every image. False when a cachefiles mount is left behind (its unmount
-  // failed even detached, and it is still mounted).
+  // Unmount every image. False when a cachefiles or fanotify mount is left behind (its
+  // unmount failed even detached, and it is still mounted).
   bool unmount_all() {
     std::map<std::string, Bound> all;
     {
@@ -257,13 +272,14 @@ class ServiceImpl final : public Service {
       }
       if (!st) {
         spdlog::error("{}", st.error().to_string());
-        if (b.frontend == Frontend::kCachefiles && mounted_on(dir, "erofs")) {
+        if (b.frontend != Frontend::kFuse && mounted_on(dir, "erofs")) {
           all_gone = false;
         }
       }
     }
     if (!all.empty()) {
       persist(Frontend::kCachefiles);
+      persist(Frontend::kFanotify);
       persist(Frontend::kFuse);
     }
     return all_gone;
@@ -303,7 +319,7 @@ class ServiceImpl final : public Service {
         spdlog::info("failover: {} is no longer mounted: not re-bound", im.mountpoint);
         continue;
       }
-      if (auto st = rebind(im); !st) {
+      if (auto st = rebind(im, Frontend::kCachefiles); !st) {
         spdlog::error("failover: re-binding {}: {} (its reads fail)", im.mountpoint,
                       st.error().to_string());
         continue;
@@ -320,15 +336,50 @@ class ServiceImpl final : public Service {
     sd::status(fmt::format("took over /dev/cachefiles; {} image(s) re-bound", rebound));
   }
 
-  // At start, before the control socket is served.
-  base::Status rebind(const PersistedImage& im) {
+  // Failover of the fanotify group: re-bind every image of its state file whose mount
+  // is still there, then fill and answer the events the dead daemon left.
+  void restore_fanotify(FanotifyFrontend::Takeover takeover) {
+    const std::string path = state_path(config_.cache_dir, Frontend::kFanotify);
+    auto images = load_state(path, Frontend::kFanotify);
+    if (!images) {
+      spdlog::error("failover: {}: the dead daemon's fanotify images cannot be served",
+                    images.error().to_string());
+      images = std::vector<PersistedImage>{};
+    }
+    std::size_t rebound = 0;
+    for (const auto& im : *images) {
+      if (!mounted_on(im.mountpoint, "erofs")) {
+        spdlog::info("failover: {} is no longer mounted: not re-bound", im.mountpoint);
+        continue;
+      }
+      if (auto st = rebind(im, Frontend::kFanotify); !st) {
+        spdlog::error("failover: re-binding {}: {} (its events are denied)", im.mountpoint,
+                      st.error().to_string());
+        continue;
+      }
+      ++rebound;
+    }
+    persist(Frontend::kFanotify);
+    // Settled on the workers once the loop serves the group (our fills raise events).
+    fanotify_->settle(std::move(takeover.records), std::move(takeover.reserved));
+    spdlog::info("failover: took over the fanotify group with {} of {} image(s) re-bound", rebound,
+                 images->size());
+    sd::status(fmt::format("took over the fanotify group; {} image(s) re-bound", rebound));
+  }
+
+  // At start, before the control socket is served: cachefiles or fanotify.
+  base::Status rebind(const PersistedImage& im, Frontend fe) {
     Bound b;
     CFN_ASSIGN_OR_RETURN(b.image, open_recorded(im));
-    CFN_TRY(cachefiles_->rebind(b.image, im.fsid, im.domain_id, im.mountpoint));
-    b.frontend = Frontend::kCachefiles;
+    if (fe == Frontend::kCachefiles) {
+      CFN_TRY(cachefiles_->rebind(b.image, im.fsid, im.domain_id, im.mountpoint));
+    } else {
+      CFN_TRY(fanotify_->rebind(b.image, im.mountpoint));
+    }
+    b.frontend = fe;
     b.record = im;
-    spdlog::info("failover: re-bound {} on {} (fsid {})", b.image->bootstrap_path(), im.mountpoint,
-                 im.fsid);
+    spdlog::info("failover: re-bound {} on {} ({})", b.image->bootstrap_path(), im.mountpoint,
+                 frontend_name(fe));
     std::lock_guard lk(mu_);
     bound_.emplace(im.mountpoint, std::move(b));
     return {};
@@ -496,7 +547,8 @@ class ServiceImpl final : public Service {
   // taken under mu_, the (fsync'd) write runs under persist_mu_ only, and a snapshot
   // older than the last one written is dropped, so the file never goes back.
   void persist(Frontend fe) {
-    if (fe == Frontend::kCachefiles && !cachefiles_) {
+    if ((fe == Frontend::kCachefiles && !cachefiles_) ||
+        (fe == Frontend::kFanotify && !fanotify_)) {
       return;
     }
     const bool fuse = fe == Frontend::kFuse;
@@ -511,7 +563,7 @@ class ServiceImpl final : public Service {
         }
       }
       for (const auto& [mp, im] : mounting_) {
-        if (im.fuse.has_value() == fuse && (fuse || im.fsid.size() > 0)) {
+        if (recorded_frontend(mp, im) == fe) {
           images.push_back(im);
         }
       }
@@ -529,6 +581,19 @@ class ServiceImpl final : public Service {
                       st.error().to_string());
       }
     }
+  }
+
+  // Under mu_. The front end of a mounting_ record whose state file lists it (kAuto:
+  // none): fanotify's are in fan_mounting_, FUSE's have a kept session, cachefiles' an
+  // fsid.
+  Frontend recorded_frontend(const std::string& mp, const PersistedImage& im) const {
+    if (fan_mounting_.contains(mp)) {
+      return Frontend::kFanotify;
+    }
+    if (im.fuse) {
+      return Frontend::kFuse;
+    }
+    return im.fsid.empty() ? Frontend::kAuto : Frontend::kCachefiles;
   }
 
   void end_op() {
@@ -638,7 +703,24 @@ class ServiceImpl final : public Service {
     b.record.bootstrap = image->bootstrap_path();
     b.record.blob_dir = blob_dir;
     if (fe == Frontend::kFanotify) {
-      CFN_TRY(fanotify_->mount(image, mp));
+      // In the state file before mount(2), like cachefiles: a successor handed the group
+      // serves a mount this daemon made just before it died.
+      {
+        std::lock_guard lk(mu_);
+        mounting_.emplace(mp, b.record);
+        fan_mounting_.insert(mp);
+      }
+      persist(fe);
+      auto st = fanotify_->mount(image, mp);
+      if (!st) {
+        {
+          std::lock_guard lk(mu_);
+          mounting_.erase(mp);
+          fan_mounting_.erase(mp);
+        }
+        persist(fe);
+        return base::Unexpected(st.error());
+      }
     } else if (fe == Frontend::kCachefiles) {
       if (fsid.empty()) {
         CFN_ASSIGN_OR_RETURN(auto boot, base::read_file(image->bootstrap_path()));
@@ -679,11 +761,10 @@ class ServiceImpl final : public Service {
     {
       std::lock_guard lk(mu_);
       mounting_.erase(mp);
+      fan_mounting_.erase(mp);
       bound_.emplace(mp, std::move(b));
     }
-    if (fe != Frontend::kFanotify) {
-      persist(fe);
-    }
+    persist(fe);
     return answer;
   }
 
@@ -763,9 +844,7 @@ class ServiceImpl final : public Service {
       std::lock_guard lk(mu_);
       gone = bound_.extract(mp);
     }
-    if (fe != Frontend::kFanotify) {
-      persist(fe);
-    }
+    persist(fe);
     spdlog::info("unbound {}", mp);
     return {};
   }
@@ -883,7 +962,8 @@ class ServiceImpl final : public Service {
   // mu_ guards the bookkeeping below and is never held across I/O.
   std::mutex mu_;
   std::map<std::string, Bound> bound_;
-  std::map<std::string, PersistedImage> mounting_;  // cachefiles binds inside mount(2)
+  std::map<std::string, PersistedImage> mounting_;  // binds inside mount(2)
+  std::set<std::string> fan_mounting_;              // of those, the fanotify ones
   std::set<std::string> busy_;  // mount points a bind or an unbind is working on
   int ops_ = 0;                 // binds in their mount step, unbinds: shutdown waits
   bool stopping_ = false;       // shutdown began: no bind or unbind starts

@@ -43,6 +43,18 @@ TEST(Config, LogLevel) {
   EXPECT_FALSE(parse_config(R"({"log_level":""})"));
 }
 
+TEST(Config, AllowFailOpen) {
+  auto d = parse_config("{}");
+  ASSERT_TRUE(d);
+  EXPECT_FALSE(d->allow_fail_open);
+  auto c = parse_config(R"({"allow_fail_open":true})");
+  ASSERT_TRUE(c) << c.error().to_string();
+  EXPECT_TRUE(c->allow_fail_open);
+  auto bad = parse_config(R"({"allow_fail_open":"yes"})");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, EINVAL);
+}
+
 TEST(Config, FdHolder) {
   auto d = parse_config("{}");
   ASSERT_TRUE(d);

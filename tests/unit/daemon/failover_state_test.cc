@@ -138,6 +138,24 @@ TEST(FailoverState, FuseSessions) {
   EXPECT_FALSE((*ok)[0].fuse->init);
 }
 
+TEST(FailoverState, FanotifyStateNeedsNoFsid) {
+  PersistedImage im;
+  im.mountpoint = "/mnt/f";
+  im.bootstrap = "/images/f/image.boot";
+  im.blob_dir = "/images/f/blobs";
+  const std::string text = serialize_state({im});
+  auto fan = parse_state(text, Frontend::kFanotify);
+  ASSERT_TRUE(fan) << fan.error().to_string();
+  ASSERT_EQ(fan->size(), 1U);
+  EXPECT_EQ((*fan)[0], im);
+  // The same text is no cachefiles state: an image there needs its fsid.
+  auto cf = parse_state(text);
+  ASSERT_FALSE(cf);
+  EXPECT_EQ(cf.error().code, EINVAL);
+  EXPECT_EQ(state_path("/c", Frontend::kFanotify), "/c/state/fanotify.json");
+  EXPECT_EQ(state_path("/c"), "/c/state/cachefiles.json");
+}
+
 TEST(FailoverState, SaveAndLoad) {
   cfntest::TempDir tmp("failover-state");
   const std::string dir = tmp.path();
