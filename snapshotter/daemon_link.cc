@@ -3,6 +3,7 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include <spdlog/spdlog.h>
@@ -51,6 +52,12 @@ base::Status DaemonLink::ensure() {
     o.argv.insert(o.argv.end(), {"--frontend", start_.frontend});
   }
   o.argv.insert(o.argv.end(), start_.args.begin(), start_.args.end());
+  // Failover: a daemon that dies keeps its /dev/cachefiles and fanotify group in the fd
+  // holder, and the one we start next takes them back (the fanotify front end refuses
+  // to run without a holder anyway).
+  if (std::find(start_.args.begin(), start_.args.end(), "--fd-holder") == start_.args.end()) {
+    o.argv.emplace_back("--fd-holder");
+  }
   o.log_path = start_.log_path;
   o.new_session = true;
   spdlog::info("no daemon answers on {}: starting {} (log {})", start_.socket, start_.program,

@@ -21,9 +21,11 @@ def daemon_bin():
 
 class Daemon:
     def __init__(self, workdir, frontend="auto", cache_dir=None, tag="d", config=None,
-                 extra_args=()):
+                 extra_args=(), fd_holder=False):
         """config: a dict written as the daemon's --config file (e.g. prefetch_bandwidth);
-        extra_args: more daemon options (e.g. ["--fd-holder"])."""
+        extra_args: more daemon options (e.g. ["--fd-holder"]). fd_holder: run with
+        --fd-holder (failover); without it (here or in extra_args) --allow-fail-open is
+        passed, since the fanotify front end refuses to run without a holder otherwise."""
         self.workdir = workdir
         self.config = config
         self.tag = tag
@@ -32,6 +34,10 @@ class Daemon:
         self.log_path = os.path.join(workdir, f"{tag}.log")
         self.frontend = frontend
         self.extra_args = list(extra_args)
+        if fd_holder and "--fd-holder" not in self.extra_args:
+            self.extra_args.append("--fd-holder")
+        if "--fd-holder" not in self.extra_args:
+            self.extra_args.append("--allow-fail-open")
         self.proc = None
 
     def start(self):
