@@ -138,6 +138,18 @@ TEST(FailoverState, FuseSessions) {
   EXPECT_FALSE((*ok)[0].fuse->init);
 }
 
+// A bind by reference that brought its own bootstrap (the snapshotter's) has no
+// manifest digest: its state must still load, or a restarted daemon serves none of it.
+TEST(FailoverState, ReferenceWithoutManifestDigest) {
+  auto images = sample();
+  images[1].manifest_digest.clear();
+  for (const Frontend fe : {Frontend::kCachefiles, Frontend::kFanotify}) {
+    auto back = parse_state(serialize_state(images), fe);
+    ASSERT_TRUE(back) << back.error().to_string();
+    EXPECT_EQ(*back, images);
+  }
+}
+
 TEST(FailoverState, FanotifyStateNeedsNoFsid) {
   PersistedImage im;
   im.mountpoint = "/mnt/f";
