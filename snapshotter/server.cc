@@ -12,8 +12,6 @@
 namespace snapshotter {
 namespace {
 
-using Where = Server::Where;
-
 // A call in progress. Its address is the completion-queue tag of each of its operations,
 // and it has at most one operation pending at a time.
 class Call {
@@ -42,15 +40,14 @@ template <typename Req, typename Resp>
 class UnaryCall final : public Call {
  public:
   using Request = void (api::Snapshots::AsyncService::*)(grpc::ServerContext*, Req*,
-                                                          grpc::ServerAsyncResponseWriter<Resp>*,
-                                                          grpc::CompletionQueue*,
-                                                          grpc::ServerCompletionQueue*, void*);
+                                                         grpc::ServerAsyncResponseWriter<Resp>*,
+                                                         grpc::CompletionQueue*,
+                                                         grpc::ServerCompletionQueue*, void*);
   using Handler = grpc::Status (Service::*)(const Req&, Resp*);
   struct Method {
     const char* name;
     Request request;
     Handler handler;
-    Where where;
   };
 
   // Waits for the next call of m.
@@ -70,11 +67,9 @@ class UnaryCall final : public Call {
       await(server_, m_);
     }
     answered_ = true;
-    server_.run(m_.where, [this] {
-      grpc::Status st =
-          guarded(m_.name, [this] { return (server_.service().*m_.handler)(req_, &resp_); });
-      writer_.Finish(resp_, st, this);
-    });
+    grpc::Status st =
+        guarded(m_.name, [this] { return (server_.service().*m_.handler)(req_, &resp_); });
+    writer_.Finish(resp_, st, this);
   }
 
  private:
@@ -109,11 +104,8 @@ class ListCall final : public Call {
           await(server_);
         }
         state_ = State::kWriting;
-        // Inline: read-only, one read transaction.
-        server_.run(Where::kInline, [this] {
-          status_ = guarded("list", [this] { return server_.service().List(req_, &batches_); });
-          write_next();
-        });
+        status_ = guarded("list", [this] { return server_.service().List(req_, &batches_); });
+        write_next();
         return;
       case State::kWriting:
         if (!ok) {
@@ -161,10 +153,9 @@ class ListCall final : public Call {
 };
 
 template <typename Req, typename Resp>
-void await(Server& server, const char* name,
-           typename UnaryCall<Req, Resp>::Request request,
-           typename UnaryCall<Req, Resp>::Handler handler, Where where) {
-  UnaryCall<Req, Resp>::await(server, {name, request, handler, where});
+void await(Server& server, const char* name, typename UnaryCall<Req, Resp>::Request request,
+           typename UnaryCall<Req, Resp>::Handler handler) {
+  UnaryCall<Req, Resp>::await(server, {name, request, handler});
 }
 
 using Async = api::Snapshots::AsyncService;
@@ -172,34 +163,27 @@ using Empty = google::protobuf::Empty;
 
 // One outstanding request per method; each call that comes asks for the next.
 void await_all(Server& s) {
-  // Read-only and quick: inline on the polling thread.
   await<api::StatSnapshotRequest, api::StatSnapshotResponse>(s, "stat", &Async::RequestStat,
-                                                             &Service::Stat, Where::kInline);
+                                                             &Service::Stat);
   await<api::MountsRequest, api::MountsResponse>(s, "mounts", &Async::RequestMounts,
-                                                 &Service::Mounts, Where::kInline);
+                                                 &Service::Mounts);
   ListCall::await(s);
-  // Writes (a transaction, directories made or renamed, the daemon asked to bind), or a
-  // walk of a directory tree (Usage, Cleanup): on a worker.
   await<api::PrepareSnapshotRequest, api::PrepareSnapshotResponse>(
-      s, "prepare", &Async::RequestPrepare, &Service::Prepare, Where::kWorker);
+      s, "prepare", &Async::RequestPrepare, &Service::Prepare);
   await<api::ViewSnapshotRequest, api::ViewSnapshotResponse>(s, "view", &Async::RequestView,
-                                                             &Service::View, Where::kWorker);
-  await<api::CommitSnapshotRequest, Empty>(s, "commit", &Async::RequestCommit, &Service::Commit,
-                                           Where::kWorker);
-  await<api::RemoveSnapshotRequest, Empty>(s, "remove", &Async::RequestRemove, &Service::Remove,
-                                           Where::kWorker);
-  await<api::UpdateSnapshotRequest, api::UpdateSnapshotResponse>(
-      s, "update", &Async::RequestUpdate, &Service::Update, Where::kWorker);
-  await<api::UsageRequest, api::UsageResponse>(s, "usage", &Async::RequestUsage, &Service::Usage,
-                                               Where::kWorker);
-  await<api::CleanupRequest, Empty>(s, "cleanup", &Async::RequestCleanup, &Service::Cleanup,
-                                    Where::kWorker);
+                                                             &Service::View);
+  await<api::CommitSnapshotRequest, Empty>(s, "commit", &Async::RequestCommit, &Service::Commit);
+  await<api::RemoveSnapshotRequest, Empty>(s, "remove", &Async::RequestRemove, &Service::Remove);
+  await<api::UpdateSnapshotRequest, api::UpdateSnapshotResponse>(s, "update", &Async::RequestUpdate,
+                                                                 &Service::Update);
+  await<api::UsageRequest, api::UsageResponse>(s, "usage", &Async::RequestUsage, &Service::Usage);
+  await<api::CleanupRequest, Empty>(s, "cleanup", &Async::RequestCleanup, &Service::Cleanup);
 }
 
 }  // namespace
 
 base::Result<std::unique_ptr<Server>> Server::start(Service& service, const std::string& address,
-                                                    unsigned workers) {
+                                                    unsigned pollers) {
   std::unique_ptr<Server> s(new Server(service));
   grpc::ServerBuilder builder;
   int bound = 0;
@@ -210,20 +194,15 @@ base::Result<std::unique_ptr<Server>> Server::start(Service& service, const std:
   if (s->server_ == nullptr || bound == 0) {
     return base::errorf(EADDRNOTAVAIL, "cannot listen on {}", address);
   }
-  s->workers_.start(workers, [] { return [](std::function<void()>& job) { job(); }; });
   await_all(*s);
-  s->poller_ = std::thread([p = s.get()] { p->poll(); });
+  for (unsigned i = 0; i < (pollers == 0 ? 1 : pollers); ++i) {
+    s->pollers_.emplace_back([p = s.get()] { p->poll(); });
+  }
   return s;
 }
 
-Server::~Server() { shutdown(std::chrono::system_clock::now()); }
-
-void Server::run(Where where, std::function<void()> job) {
-  if (where == Where::kInline) {
-    job();
-  } else {
-    workers_.push(std::move(job));
-  }
+Server::~Server() {
+  shutdown(std::chrono::system_clock::now());
 }
 
 void Server::poll() {
@@ -240,21 +219,21 @@ void Server::shutdown(std::chrono::system_clock::time_point deadline) {
   }
   stopped_ = true;
   stopping_.store(true, std::memory_order_release);
-  // The poller keeps running: calls in flight finish through it; the outstanding requests
-  // come back not ok and are freed.
+  // The pollers keep running: calls in flight finish on them; the outstanding requests
+  // come back not ok and are freed. A handler still running when the deadline passes
+  // answers its cancelled call before its thread polls again.
   if (server_ != nullptr) {
     server_->Shutdown(deadline);
   }
-  // A handler still running on a worker (the deadline passed) answers its cancelled call.
-  workers_.stop();
   if (cq_ == nullptr) {
     return;
   }
   cq_->Shutdown();
-  if (poller_.joinable()) {
-    poller_.join();
-  } else {
+  if (pollers_.empty()) {
     poll();
+  }
+  for (auto& t : pollers_) {
+    t.join();
   }
 }
 
