@@ -76,8 +76,9 @@ struct Config {
 
 // Parse a JSON object of Config keys ("frontend", "cache_dir", "socket", "log_level",
 // "batch_size", "prefetch_bandwidth", "file_readahead", "fill_threads", "fuse_threads",
-// "fuse_poll_us", "read_timeout_s" (0 = no bound), "fd_holder", "fd_holder_grace_s" (0 = for ever), "allow_fail_open",
-// "registry") over `base`. Unknown keys and wrong types are EINVAL, naming the key.
+// "fuse_poll_us", "read_timeout_s" (0 = no bound), "fd_holder", "fd_holder_grace_s" (0 = for ever),
+// "allow_fail_open", "registry") over `base`. Unknown keys and wrong types are EINVAL, naming the
+// key.
 [[nodiscard]] base::Result<Config> parse_config(std::string_view json_text, Config base = {});
 // Parse a JSON object of RegistryOptions keys ("plain_http", "insecure", "ca_files",
 // "docker_config", "mirrors": {host: [url...]}, "connect_timeout_ms",

@@ -47,9 +47,10 @@ base::Result<base::UniqueFd> FdHandover::take(std::string_view name,
       spdlog::info("failover: '{}' handed over by the service manager's fd store", name);
       return fd;
     }
-    spdlog::warn("closing an fd named '{}' passed by the service manager: not the kind of fd "
-                 "that name stands for",
-                 name);
+    spdlog::warn(
+        "closing an fd named '{}' passed by the service manager: not the kind of fd "
+        "that name stands for",
+        name);
   }
   if (!holder_) {
     return base::UniqueFd();
@@ -74,7 +75,9 @@ void FdHandover::close_untaken() {
   from_store_.clear();
 }
 
-bool FdHandover::can_keep() const { return holder_.has_value() || sd::enabled(); }
+bool FdHandover::can_keep() const {
+  return holder_.has_value() || sd::enabled();
+}
 
 void FdHandover::keep(std::string_view name, int fd) {
   if (sd::enabled() && !sd::store_fds(name, std::span<const int>(&fd, 1))) {

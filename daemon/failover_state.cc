@@ -169,8 +169,7 @@ base::Result<std::vector<PersistedImage>> parse_state(std::string_view text, Fro
       CFN_ASSIGN_OR_RETURN(im.reference, f.string("reference", kRequired));
       // Empty when the bind came with its own copy of the bootstrap (the snapshotter's):
       // the daemon then never fetched the manifest.
-      CFN_ASSIGN_OR_RETURN(im.manifest_digest,
-                           f.string("manifest_digest", kOptional));
+      CFN_ASSIGN_OR_RETURN(im.manifest_digest, f.string("manifest_digest", kOptional));
       if (!e.contains("registry")) {
         return base::errorf(EINVAL, "state: image {}: missing \"registry\"", index);
       }

@@ -225,8 +225,7 @@ class FanotifyImpl final : public FanotifyFrontend {
   // Mark the image's incomplete blobs and map them (the event handler finds blobs by
   // dev/ino). Returns the mount options: device=<blob> per blob.
   // adopted: the group is a dead daemon's (its marks are on the blobs already).
-  base::Result<std::string> mark_and_map(const std::shared_ptr<BoundImage>& image,
-                                         bool adopted) {
+  base::Result<std::string> mark_and_map(const std::shared_ptr<BoundImage>& image, bool adopted) {
     std::string data;
     std::vector<std::pair<BlobKey, std::shared_ptr<CachedBlob>>> keys;
     for (const auto& blob : image->blobs()) {
@@ -502,7 +501,9 @@ base::Status FanotifyFrontend::probe(const std::string& cache_dir) {
   return {};
 }
 
-base::Result<base::UniqueFd> FanotifyFrontend::new_group() { return init_group(true); }
+base::Result<base::UniqueFd> FanotifyFrontend::new_group() {
+  return init_group(true);
+}
 
 bool FanotifyFrontend::is_group(int fd) {
   char link[64];
@@ -533,7 +534,8 @@ std::uint64_t FanotifyFrontend::own_fd_bound() {
   return cap;
 }
 
-FanotifyFrontend::Takeover FanotifyFrontend::take_over(int group, const std::string& inflight_path) {
+FanotifyFrontend::Takeover FanotifyFrontend::take_over(int group,
+                                                       const std::string& inflight_path) {
   Takeover t;
   // fs.nr_open bounds every fd number, so any bound we sweep.
   const std::uint64_t cap = nr_open();

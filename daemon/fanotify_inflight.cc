@@ -98,8 +98,8 @@ base::Result<InflightFile> parse_inflight(std::span<const std::byte> bytes) {
     return base::make_error(EINVAL, "in-flight record: fd bound 0");
   }
   for (std::uint32_t i = 0; i < f.slots; ++i) {
-    const auto slot = bytes.subspan(kInflightHeaderSize + std::size_t{i} * kInflightSlotSize,
-                                    kInflightSlotSize);
+    const auto slot =
+        bytes.subspan(kInflightHeaderSize + std::size_t{i} * kInflightSlotSize, kInflightSlotSize);
     const auto state = get<std::uint32_t>(slot, kSlotState);
     if (state == 0) {
       continue;
@@ -152,8 +152,9 @@ base::Result<InflightFile> load_inflight(const std::string& path) {
   return f;
 }
 
-base::Result<std::unique_ptr<InflightLog>> InflightLog::open(
-    const std::string& path, std::uint64_t fd_bound, std::span<const InflightRecord> keep) {
+base::Result<std::unique_ptr<InflightLog>> InflightLog::open(const std::string& path,
+                                                             std::uint64_t fd_bound,
+                                                             std::span<const InflightRecord> keep) {
   const std::string dir = std::filesystem::path(path).parent_path();
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return base::errno_error("mkdir " + dir);
@@ -177,7 +178,9 @@ base::Result<std::unique_ptr<InflightLog>> InflightLog::open(
   return std::unique_ptr<InflightLog>(new InflightLog(static_cast<std::byte*>(m), bytes.size()));
 }
 
-InflightLog::~InflightLog() { ::munmap(map_, size_); }
+InflightLog::~InflightLog() {
+  ::munmap(map_, size_);
+}
 
 void InflightLog::record(const InflightRecord& r) noexcept {
   if (r.fd < 0 || static_cast<std::uint64_t>(r.fd) >= kInflightSlots) {

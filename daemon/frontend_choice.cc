@@ -36,11 +36,11 @@ base::Result<Frontends> choose_frontends(const Config& config, Handed handed) {
   bool refused = false;  // fanotify works but may not fail open
   if (handed.fanotify) {
     // Failover: the dead daemon's group, whatever the configuration says.
-    f.fanotify_takeover = FanotifyFrontend::take_over(handed.fanotify.get(),
-                                                      inflight_path(config.cache_dir));
-    auto log = open_log(config,
-                        std::max(f.fanotify_takeover.fd_bound, FanotifyFrontend::own_fd_bound()),
-                        f.fanotify_takeover.records);
+    f.fanotify_takeover =
+        FanotifyFrontend::take_over(handed.fanotify.get(), inflight_path(config.cache_dir));
+    auto log =
+        open_log(config, std::max(f.fanotify_takeover.fd_bound, FanotifyFrontend::own_fd_bound()),
+                 f.fanotify_takeover.records);
     CFN_ASSIGN_OR_RETURN(f.fanotify, FanotifyFrontend::create(std::move(handed.fanotify),
                                                               config.fill_threads, std::move(log)));
     f.fanotify_adopted = true;

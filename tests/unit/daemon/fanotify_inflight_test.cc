@@ -16,7 +16,9 @@ namespace {
 const InflightRecord kA{3, 2049, 131, 0, 4096};
 const InflightRecord kB{17, 2049, 132, 1U << 20, 128U << 10};
 
-std::size_t slot_at(int fd) { return kInflightHeaderSize + std::size_t(fd) * kInflightSlotSize; }
+std::size_t slot_at(int fd) {
+  return kInflightHeaderSize + std::size_t(fd) * kInflightSlotSize;
+}
 
 TEST(FanInflight, FormatParseRoundTrip) {
   const InflightRecord recs[] = {kA, kB};
@@ -95,7 +97,7 @@ TEST(FanInflight, LogWritesWhatASuccessorReads) {
     ASSERT_TRUE(log) << log.error().to_string();
     (*log)->record(kA);
     (*log)->record({kInflightSlots + 1, 1, 1, 0, 1});  // out of range: ignored
-    auto f = load_inflight(path);  // while mapped: the stores are the file's
+    auto f = load_inflight(path);                      // while mapped: the stores are the file's
     ASSERT_TRUE(f) << f.error().to_string();
     EXPECT_EQ(f->fd_bound, 4096U);
     EXPECT_EQ(f->slots, kInflightSlots);
