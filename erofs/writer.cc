@@ -677,8 +677,12 @@ class Writer {
         e.e_name_index = x.index;
         e.e_value_size = base::to_le16(static_cast<std::uint16_t>(x.value.size()));
         put(out, p, e);
-        std::memcpy(out.data() + p + sizeof(e), x.suffix.data(), x.suffix.size());
-        std::memcpy(out.data() + p + sizeof(e) + x.suffix.size(), x.value.data(), x.value.size());
+        // std::copy_n, not memcpy: an empty suffix or value may be a string_view with a
+        // null data(), and memcpy from null is undefined even for 0 bytes (UBSan).
+        std::copy_n(reinterpret_cast<const std::byte*>(x.suffix.data()), x.suffix.size(),
+                    out.data() + p + sizeof(e));
+        std::copy_n(reinterpret_cast<const std::byte*>(x.value.data()), x.value.size(),
+                    out.data() + p + sizeof(e) + x.suffix.size());
         p += xattr_entry_size(x);
       }
       off += s.xattr_isize;
