@@ -120,8 +120,11 @@ class UringLoop final : public EventLoop {
       if (ring_.poll_remove(e.get(), nullptr)) {
         (void)ring_.submit();
       }
-      dying_.push_back(std::move(e));
     }
+    // Freed by run(), never here: a handler may remove its own entry (or another one
+    // of the same batch of completions), which run() looks at after the handler
+    // returns (TSan: heap-use-after-free, EventLoop.RunsHandlersUntilStopped).
+    dying_.push_back(std::move(e));
   }
 
   base::Status run() override {
@@ -159,6 +162,9 @@ class UringLoop final : public EventLoop {
           std::erase_if(dying_, [e](const auto& d) { return d.get() == e; });
         }
       }
+      // Removed entries the kernel holds no poll of any more (removed while being
+      // handled, or never re-armed): nothing refers to them now.
+      std::erase_if(dying_, [](const auto& d) { return !d->armed; });
     }
     return {};
   }
