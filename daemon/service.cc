@@ -161,8 +161,15 @@ class ServiceImpl final : public Service {
 
   base::Status run() override {
     auto st = loop_->run();
-    if (shutdown_thread_.joinable()) {
-      shutdown_thread_.join();
+    // Under stop_mu_: the shutdown thread may stop the loop before stop(), on another
+    // thread, has finished storing it in shutdown_thread_ (TSan, ServiceTest).
+    std::thread shutdown;
+    {
+      std::lock_guard lk(stop_mu_);
+      shutdown = std::move(shutdown_thread_);
+    }
+    if (shutdown.joinable()) {
+      shutdown.join();
     }
     return st;
   }
