@@ -2,9 +2,12 @@
 // The daemon's side of the control API (control/api.h): a unix stream socket (mode
 // 0600), one request line in, one answer line out, then close.
 //
-// Hostile clients: the request size is bounded (control::kMaxRequest), each connection
-// has a deadline, at most kMaxClients are served at once (more are closed at once), and
-// requests run on their own threads, never on the event loop.
+// Hostile clients: one reader thread polls every connection until its request line is
+// complete, so slow, half-written or silent clients hold no worker. The request size is
+// bounded (control::kMaxRequest), each connection has a deadline for its line, at most
+// kMaxPending connections wait for their line (over that, the oldest is closed), and at
+// most kMaxClients handlers run at once on worker threads (never on the event loop; more
+// complete requests queue). Memory: at most kMaxPending * kMaxRequest of request bytes.
 #pragma once
 
 #include <chrono>
@@ -19,6 +22,7 @@
 namespace cfnd {
 
 inline constexpr int kMaxClients = 16;
+inline constexpr int kMaxPending = 256;
 inline constexpr std::chrono::seconds kRequestDeadline{5};
 
 class ControlServer {
@@ -30,7 +34,7 @@ class ControlServer {
   // replaced, a live one is EADDRINUSE).
   [[nodiscard]] static base::Result<std::unique_ptr<ControlServer>> listen(const std::string& path,
                                                                            Handler handler);
-  // Joins every client thread (each ends by its deadlines).
+  // Joins the reader and worker threads (each handler ends by its deadlines).
   virtual ~ControlServer() = default;
 
   // The listening fd (non-blocking), for the event loop; on_readable() accepts.

@@ -11,7 +11,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <thread>
+#include <vector>
 
+#include "base/unix_socket.h"
 #include "control/api.h"
 #include "control/wire.h"
 #include "tests/unit/temp_dir.h"
@@ -66,6 +68,31 @@ TEST_F(ControlTest, OversizedRequestIsRefused) {
   ASSERT_TRUE(r) << r.error().to_string();
   EXPECT_NE(r->find("\"ok\":false"), std::string::npos);
   EXPECT_NE(r->find("too large"), std::string::npos);
+}
+
+// Clients that send half a line and wait, more of them than there are workers and than
+// the pending cap, hold nothing a well-behaved client needs: it is answered at once.
+TEST_F(ControlTest, SilentClientsDoNotStarveOthers) {
+  std::vector<base::UniqueFd> silent;
+  for (int i = 0; i < kMaxPending + 40; ++i) {
+    auto c = base::connect_unix(path_, SOCK_STREAM);
+    ASSERT_TRUE(c) << c.error().to_string();
+    ASSERT_TRUE(control::send_all(c->get(), R"({"op":)", control::Clock::now() + std::chrono::seconds(5)));
+    silent.push_back(std::move(*c));
+  }
+  for (int i = 0; i < 20; ++i) {
+    auto r = control::call(path_, R"({"op":"ping"})", std::chrono::seconds(5));
+    ASSERT_TRUE(r) << i << ": " << r.error().to_string();
+    EXPECT_EQ(*r, R"(echo:{"op":"ping"})");
+  }
+  // A half line followed by close is taken as the last line.
+  auto c = base::connect_unix(path_, SOCK_STREAM);
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(control::send_all(c->get(), "half", control::Clock::now() + std::chrono::seconds(5)));
+  ::shutdown(c->get(), SHUT_WR);
+  auto a = control::read_line(c->get(), control::kMaxResponse, control::Clock::now() + std::chrono::seconds(5));
+  ASSERT_TRUE(a) << a.error().to_string();
+  EXPECT_EQ(*a, "echo:half");
 }
 
 TEST_F(ControlTest, SecondDaemonOnSameSocketIsRefused) {
