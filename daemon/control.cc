@@ -49,8 +49,7 @@ void answer_now(int fd, const base::Error& e) {
 class Server final : public ControlServer {
  public:
   Server(base::UniqueFd fd, base::UniqueFd wake, std::string path, Handler h)
-      : fd_(std::move(fd)), wake_(std::move(wake)), path_(std::move(path)),
-        handler_(std::move(h)) {
+      : fd_(std::move(fd)), wake_(std::move(wake)), path_(std::move(path)), handler_(std::move(h)) {
     reader_ = std::thread([this] { read_loop(); });
   }
 

@@ -77,7 +77,8 @@ TEST_F(ControlTest, SilentClientsDoNotStarveOthers) {
   for (int i = 0; i < kMaxPending + 40; ++i) {
     auto c = base::connect_unix(path_, SOCK_STREAM);
     ASSERT_TRUE(c) << c.error().to_string();
-    ASSERT_TRUE(control::send_all(c->get(), R"({"op":)", control::Clock::now() + std::chrono::seconds(5)));
+    ASSERT_TRUE(
+        control::send_all(c->get(), R"({"op":)", control::Clock::now() + std::chrono::seconds(5)));
     silent.push_back(std::move(*c));
   }
   for (int i = 0; i < 20; ++i) {
@@ -90,7 +91,8 @@ TEST_F(ControlTest, SilentClientsDoNotStarveOthers) {
   ASSERT_TRUE(c);
   ASSERT_TRUE(control::send_all(c->get(), "half", control::Clock::now() + std::chrono::seconds(5)));
   ::shutdown(c->get(), SHUT_WR);
-  auto a = control::read_line(c->get(), control::kMaxResponse, control::Clock::now() + std::chrono::seconds(5));
+  auto a = control::read_line(c->get(), control::kMaxResponse,
+                              control::Clock::now() + std::chrono::seconds(5));
   ASSERT_TRUE(a) << a.error().to_string();
   EXPECT_EQ(*a, "echo:half");
 }
