@@ -339,6 +339,32 @@ TEST_F(StoreTest, MountsInfoAndVolatile) {
   EXPECT_EQ(store_->get("v")->kind, Kind::kView);
 }
 
+// The parent ids Mounts gets come from what the store remembers of each row's parent once
+// it has walked a chain: the same keys removed and made again on another chain must not get
+// the old chain.
+TEST_F(StoreTest, ParentIdsAfterTheSameKeysAreRemadeOnAnotherChain) {
+  auto a = prepare("a");
+  commit("A", "a");
+  auto b = prepare("b", "A");
+  commit("B", "b");
+  prepare("top", "B");
+  ASSERT_EQ(store_->get("top")->parent_ids, (std::vector<int64_t>{b.id, a.id}));
+  ASSERT_EQ(store_->get("top")->parent_ids, (std::vector<int64_t>{b.id, a.id}));  // remembered
+  ASSERT_TRUE(store_->remove("top"));
+  ASSERT_TRUE(store_->remove("B"));
+  ASSERT_TRUE(store_->remove("A"));
+  auto x = prepare("x");
+  commit("X", "x");
+  auto b2 = prepare("b", "X");
+  commit("B", "b");
+  auto top = prepare("top", "B");
+  EXPECT_EQ(top.parent_ids, (std::vector<int64_t>{b2.id, x.id}));
+  EXPECT_EQ(store_->get("top")->parent_ids, (std::vector<int64_t>{b2.id, x.id}));
+  // A view on the chain's middle: its own chain, from what is remembered.
+  ASSERT_TRUE(store_->create(Kind::kView, "v", "X", {}));
+  EXPECT_EQ(store_->get("v")->parent_ids, (std::vector<int64_t>{x.id}));
+}
+
 TEST_F(StoreTest, RestartKeepsIdsAndNames) {
   auto a = prepare("a", "", {{"l", "1"}});
   commit("c", "a", {{"l", "2"}});
