@@ -11,6 +11,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,6 +20,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "base/file.h"
@@ -56,6 +58,8 @@ using cache::Blob;
 constexpr std::uint64_t kMinBatch = 128 * 1024;
 constexpr std::uint64_t kBlock = 4096;
 constexpr std::uint64_t kMaxMetaBytes = 1ULL << 30;
+// After ENOSPC, eviction frees at least this much (or 1% of the file system).
+constexpr std::uint64_t kNoSpaceHeadroom = 16ULL << 20;
 
 class BlobCacheImpl final : public BlobCache {
  public:
@@ -63,9 +67,33 @@ class BlobCacheImpl final : public BlobCache {
       : options_(std::move(options)), shared_(make_shared_state(options_)) {
     prefetcher_ = std::make_unique<cache::Prefetcher>(shared_, options_.prefetch_bandwidth,
                                                       std::max(options_.batch_size, kMinBatch));
+    {
+      std::lock_guard lk(shared_->hooks_mu);
+      shared_->wake_gc = [this] { wake_space(); };
+      shared_->no_space = [this] { (void)pass(Pass::kNoSpace, false); };
+    }
+    if (options_.space.background) {
+      space_thread_ = std::thread([this] { space_loop(); });
+    }
   }
-  // The prefetcher's threads stop before the blobs go.
-  ~BlobCacheImpl() override { prefetcher_.reset(); }
+  // The space thread and the hooks go first (a blob may outlive the cache), then the
+  // prefetcher's threads, then the blobs.
+  ~BlobCacheImpl() override {
+    {
+      std::lock_guard lk(wake_mu_);
+      space_stop_ = true;
+    }
+    wake_cv_.notify_all();
+    if (space_thread_.joinable()) {
+      space_thread_.join();
+    }
+    {
+      std::lock_guard lk(shared_->hooks_mu);
+      shared_->wake_gc = nullptr;
+      shared_->no_space = nullptr;
+    }
+    prefetcher_.reset();
+  }
 
   BlobCacheImpl(const BlobCacheImpl&) = delete;
   BlobCacheImpl& operator=(const BlobCacheImpl&) = delete;
@@ -95,12 +123,322 @@ class BlobCacheImpl final : public BlobCache {
 
   CacheMetrics& metrics() override { return shared_->metrics; }
 
+  std::vector<cache::SpaceEntry> entries() override {
+    std::lock_guard lk(gc_mu_);
+    const auto pins = current_pins();
+    refresh(pins);
+    std::vector<cache::SpaceEntry> out;
+    out.reserve(disk_.size());
+    for (const auto& [id, e] : disk_) {
+      out.push_back(e);
+    }
+    return out;
+  }
+
+  GcReport gc(bool dry_run) override { return pass(Pass::kManual, dry_run); }
+
+  base::Status remove(const std::string& id) override {
+    std::lock_guard lk(gc_mu_);
+    const auto pins = current_pins();
+    refresh(pins);
+    auto it = disk_.find(id);
+    if (it == disk_.end()) {
+      return base::errorf(ENOENT, "the cache has no blob or bootstrap '{}'", id);
+    }
+    if (it->second.in_use) {
+      return base::errorf(EBUSY, "{} is in use", id);
+    }
+    const std::uint64_t bytes = it->second.bytes;
+    CFN_TRY(evict(it->second, pins));
+    disk_.erase(it);
+    account_eviction(bytes);
+    spdlog::info("cache: removed {} ({} bytes)", id, bytes);
+    return {};
+  }
+
+  void set_pins(std::function<CachePins()> pins) override {
+    std::lock_guard lk(pins_mu_);
+    pins_ = std::move(pins);
+  }
+
  private:
+  enum class Pass : std::uint8_t { kTick, kManual, kNoSpace };
+
+  CachePins current_pins() {
+    std::function<CachePins()> f;
+    {
+      std::lock_guard lk(pins_mu_);
+      f = pins_;
+    }
+    return f ? f() : CachePins{};
+  }
+
+  void wake_space() {
+    {
+      std::lock_guard lk(wake_mu_);
+      wake_ = true;
+    }
+    wake_cv_.notify_all();
+  }
+
+  void space_loop() {
+    for (;;) {
+      (void)pass(Pass::kTick, false);
+      std::unique_lock lk(wake_mu_);
+      wake_cv_.wait_for(lk, options_.space.gc_interval, [this] { return wake_ || space_stop_; });
+      if (space_stop_) {
+        return;
+      }
+      wake_ = false;
+    }
+  }
+
+  [[nodiscard]] std::uint64_t fs_bytes(std::uint64_t* avail) const {
+    struct statvfs v {};
+    if (::statvfs(options_.cache_dir.c_str(), &v) != 0) {
+      *avail = UINT64_MAX;
+      return 0;
+    }
+    *avail = static_cast<std::uint64_t>(v.f_bavail) * v.f_frsize;
+    return static_cast<std::uint64_t>(v.f_blocks) * v.f_frsize;
+  }
+
+  // Under gc_mu_: bring disk_ up to date. The first call scans the cache directory
+  // (the accounting rebuilt after a restart); later ones restat the open blobs (the
+  // only entries that grow), take new ones, and rescan the bootstraps.
+  void refresh(const CachePins& pins) {
+    if (!scanned_) {
+      disk_ = cache::scan_cache_dir(options_.cache_dir);
+      scanned_ = true;
+    } else {
+      std::erase_if(disk_,
+                    [](const auto& kv) { return kv.second.kind == cache::EntryKind::kBootstrap; });
+      disk_.merge(cache::scan_bootstraps(options_.cache_dir));
+    }
+    struct Open {
+      std::int64_t last_use_ns;
+      bool in_use;
+    };
+    std::map<std::string, Open> open;
+    std::set<std::string> loading;
+    {
+      std::lock_guard lk(open_mu_);
+      for (const auto& [id, b] : blobs_) {
+        // The map's reference is the cache's own: any other holder (a bound image, a
+        // fill, the prefetcher) makes the blob in use.
+        open.emplace(id, Open{b->last_use_ns(), b.use_count() > 1});
+      }
+      loading = loading_;
+    }
+    for (const auto& [id, o] : open) {
+      cache::SpaceEntry& e = disk_[id];
+      e.id = id;
+      e.kind = cache::EntryKind::kBlob;
+      e.files = {options_.cache_dir + "/" + id + ".blob", options_.cache_dir + "/" + id + ".meta"};
+      e.bytes = 0;
+      for (const auto& f : e.files) {
+        e.bytes += cache::allocated_bytes(f);
+      }
+      e.last_use_ns = o.last_use_ns;  // an open blob's own: its open, reads and fills
+      e.incomplete = false;
+    }
+    std::uint64_t total = 0;
+    std::uint64_t in_use = 0;
+    for (auto& [id, e] : disk_) {
+      if (e.kind == cache::EntryKind::kBlob) {
+        auto it = open.find(id);
+        e.in_use = (it != open.end() && it->second.in_use) || loading.contains(id) ||
+                   pins.ids.contains(id);
+      } else {
+        e.in_use = pins.all_bootstraps || pins.ids.contains(id);
+      }
+      total += e.bytes;
+      in_use += e.in_use ? 1 : 0;
+    }
+    total_ = total;
+    shared_->metrics.cache_bytes.store(total, std::memory_order_relaxed);
+    shared_->metrics.blobs_in_use.store(in_use, std::memory_order_relaxed);
+  }
+
+  // Under gc_mu_: remove one entry's files. A blob is taken out of blobs_ first (only
+  // when no one else holds it) and its id kept in removing_ until its files are gone,
+  // so no open of the id makes a new file that this would unlink. EBUSY when in use.
+  base::Status evict(const cache::SpaceEntry& e, const CachePins& pins) {
+    if (pins.ids.contains(e.id) ||
+        (e.kind == cache::EntryKind::kBootstrap && pins.all_bootstraps)) {
+      return base::errorf(EBUSY, "{} is in use", e.id);
+    }
+    std::shared_ptr<Blob> held;
+    if (e.kind == cache::EntryKind::kBlob) {
+      std::lock_guard lk(open_mu_);
+      if (loading_.contains(e.id)) {
+        return base::errorf(EBUSY, "blob {} is being opened", e.id);
+      }
+      if (auto it = blobs_.find(e.id); it != blobs_.end()) {
+        if (it->second.use_count() > 1) {
+          return base::errorf(EBUSY, "blob {} is in use", e.id);
+        }
+        held = std::move(it->second);
+        blobs_.erase(it);
+      }
+      removing_.insert(e.id);
+    }
+    held.reset();  // the last reference: the cache file's fd closes
+    base::Status st;
+    for (const auto& f : e.files) {
+      if (::unlink(f.c_str()) != 0 && errno != ENOENT && st) {
+        st = base::errno_error("unlink " + f);
+      }
+    }
+    if (e.kind == cache::EntryKind::kBlob) {
+      std::lock_guard lk(open_mu_);
+      removing_.erase(e.id);
+      open_cv_.notify_all();
+    }
+    return st;
+  }
+
+  void account_eviction(std::uint64_t bytes) {
+    auto& m = shared_->metrics;
+    m.evictions.fetch_add(1, std::memory_order_relaxed);
+    m.evicted_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    total_ -= std::min(total_, bytes);
+    m.cache_bytes.store(total_, std::memory_order_relaxed);
+  }
+
+  // One accounting and eviction pass.
+  //  kTick: over the high watermark, down to the low one; and orphans past their grace.
+  //  kManual: down to the low watermark whatever the level (no limit: every unused entry).
+  //  kNoSpace: a cache write found the file system full: down to the low watermark, and
+  //    at least kNoSpaceHeadroom (or 1% of the file system) freed.
+  GcReport pass(Pass mode, bool dry_run) {
+    std::lock_guard lk(gc_mu_);
+    const auto pins = current_pins();
+    refresh(pins);
+    std::uint64_t avail = 0;
+    const std::uint64_t fs = fs_bytes(&avail);
+    GcReport r;
+    r.dry_run = dry_run;
+    r.watermarks = cache::watermarks(options_.space, fs);
+    r.bytes_before = total_;
+    shared_->metrics.cache_limit.store(r.watermarks.limit, std::memory_order_relaxed);
+    const bool limited = r.watermarks.limit != 0;
+    std::uint64_t target = total_;
+    if (mode == Pass::kManual) {
+      target = limited ? r.watermarks.low : 0;
+    } else if (mode == Pass::kTick) {
+      if (limited && total_ > r.watermarks.high) {
+        target = r.watermarks.low;
+      }
+    } else {
+      // ENOSPC, or EDQUOT with room on the file system: free a headroom's worth,
+      // and down to the low watermark.
+      (void)avail;
+      if (limited) {
+        target = std::min(target, r.watermarks.low);
+      }
+      const std::uint64_t headroom = std::max<std::uint64_t>(kNoSpaceHeadroom, fs / 100);
+      target = std::min(target, total_ - std::min(total_, headroom));
+    }
+    std::vector<cache::SpaceEntry> list;
+    list.reserve(disk_.size());
+    for (const auto& [id, e] : disk_) {
+      list.push_back(e);
+    }
+    std::vector<std::size_t> victims;
+    if (target < total_) {
+      victims = cache::pick_victims(list, total_, target);
+    }
+    if (mode == Pass::kTick) {
+      // Orphans: an entry missing a file, unused, unchanged for the grace period.
+      const std::int64_t cutoff =
+          shared_->wall() - std::chrono::nanoseconds(options_.space.orphan_grace).count();
+      std::set<std::size_t> chosen(victims.begin(), victims.end());
+      for (std::size_t i = 0; i < list.size(); ++i) {
+        if (list[i].incomplete && !list[i].in_use && list[i].changed_ns < cutoff &&
+            !chosen.contains(i)) {
+          victims.push_back(i);
+        }
+      }
+    }
+    std::uint64_t left = total_;
+    for (std::size_t i : victims) {
+      const cache::SpaceEntry& e = list[i];
+      if (dry_run) {
+        r.evicted.push_back(e.id);
+        r.evicted_bytes += e.bytes;
+        left -= std::min(left, e.bytes);
+        continue;
+      }
+      auto st = evict(e, pins);
+      if (!st) {
+        ++r.errors;
+        shared_->metrics.eviction_errors.fetch_add(1, std::memory_order_relaxed);
+        static base::RateLimit rl;
+        if (rl.allow()) {
+          spdlog::warn("cache: evicting {}: {} (tried again later)", e.id, st.error().to_string());
+        }
+        continue;
+      }
+      disk_.erase(e.id);
+      account_eviction(e.bytes);
+      r.evicted.push_back(e.id);
+      r.evicted_bytes += e.bytes;
+      left = total_;
+    }
+    r.bytes_after = dry_run ? left : total_;
+    if (!r.evicted.empty() && !dry_run) {
+      spdlog::info("cache: evicted {} entr{} ({} bytes): {} -> {} bytes (limit {}, low {})",
+                   r.evicted.size(), r.evicted.size() == 1 ? "y" : "ies", r.evicted_bytes,
+                   r.bytes_before, r.bytes_after, r.watermarks.limit, r.watermarks.low);
+    }
+    if (limited && mode != Pass::kManual && !dry_run) {
+      note_over(r);
+    } else if (limited && target < r.bytes_after) {
+      r.over = r.bytes_after - target;
+    }
+    rearm(r.watermarks);
+    return r;
+  }
+
+  // After a pass with a limit: log once when only entries in use remain above the
+  // low watermark (and by how much), and once when the cache is back under it.
+  void note_over(GcReport& r) {
+    const auto& w = r.watermarks;
+    const bool over = r.bytes_after > w.high || (r.bytes_before > w.high && r.bytes_after > w.low);
+    r.over = over ? r.bytes_after - w.low : 0;
+    shared_->metrics.over_limit_bytes.store(r.over, std::memory_order_relaxed);
+    if (over && !over_logged_) {
+      over_logged_ = true;
+      spdlog::warn(
+          "cache: the limit cannot be kept: {} bytes on disk, {} over the low watermark ({} of a "
+          "{} byte limit); every entry left is in use",
+          r.bytes_after, r.over, w.low, w.limit);
+    } else if (!over && over_logged_ && r.bytes_after <= w.high) {
+      over_logged_ = false;
+      spdlog::info("cache: back under the high watermark ({} bytes)", r.bytes_after);
+    }
+  }
+
+  // Wake the space thread when the bytes written since reach the high watermark.
+  void rearm(const cache::Watermarks& w) {
+    if (w.limit == 0 || !options_.space.background) {
+      shared_->wake_at.store(UINT64_MAX, std::memory_order_relaxed);
+      return;
+    }
+    // Over already (all in use): not at every write, but after a step.
+    const std::uint64_t room =
+        total_ < w.high ? w.high - total_ : std::max<std::uint64_t>(w.limit / 20, 1U << 20);
+    shared_->wake_at.store(shared_->written.load(std::memory_order_relaxed) + room,
+                           std::memory_order_relaxed);
+  }
+
   static std::shared_ptr<cache::Shared> make_shared_state(const CacheOptions& o) {
     auto s = std::make_shared<cache::Shared>();
     s->read_timeout = o.read_timeout;
     s->clock = o.clock ? o.clock : cache::steady_clock();
     s->file_io = o.file_io ? o.file_io : cache::system_cache_file_io();
+    s->wall = o.wall_clock ? o.wall_clock : std::function<std::int64_t()>(cache::wall_now_ns);
     return s;
   }
   // The blob this cache opened as b (null for a CachedBlob of another cache).
@@ -130,7 +468,25 @@ class BlobCacheImpl final : public BlobCache {
   // Blob ids whose first open is loading them (one load per id at a time; other opens
   // of the id wait for it).
   std::set<std::string> loading_;
+  // Blob ids whose files eviction is removing (opens of the id wait for it).
+  std::set<std::string> removing_;
   std::unique_ptr<cache::Prefetcher> prefetcher_;
+
+  // ---- space ----
+  // One accounting or eviction pass at a time; guards disk_, total_, scanned_,
+  // over_logged_. Taken before open_mu_, never the other way round.
+  std::mutex gc_mu_;
+  std::map<std::string, cache::SpaceEntry> disk_;  // every entry, by id
+  std::uint64_t total_ = 0;                        // their bytes, as of the last refresh
+  bool scanned_ = false;
+  bool over_logged_ = false;
+  std::mutex pins_mu_;
+  std::function<CachePins()> pins_;
+  std::mutex wake_mu_;
+  std::condition_variable wake_cv_;
+  bool wake_ = false;
+  bool space_stop_ = false;
+  std::thread space_thread_;
 };
 
 base::Result<std::vector<std::byte>> BlobCacheImpl::load_meta(const erofs::BlobInfo& info,
@@ -179,12 +535,13 @@ base::Result<std::shared_ptr<CachedBlob>> BlobCacheImpl::open(
     if (!backend) {
       return base::errorf(EINVAL, "blob {}: no backend", info.id);
     }
-    if (!loading_.contains(info.id)) {
+    if (!loading_.contains(info.id) && !removing_.contains(info.id)) {
       break;
     }
     // Another open loads this blob: wait for that one (it is bounded by the read
-    // timeout). If it failed, this open tries again with its own backend.
-    open_cv_.wait(lk, [&] { return !loading_.contains(info.id); });
+    // timeout). If it failed, this open tries again with its own backend. Or eviction
+    // is removing its files: wait until they are gone, then make new ones.
+    open_cv_.wait(lk, [&] { return !loading_.contains(info.id) && !removing_.contains(info.id); });
   }
   loading_.insert(info.id);
   lk.unlock();

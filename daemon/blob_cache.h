@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@
 #include "daemon/backend.h"
 #include "daemon/cache/cache_file_io.h"
 #include "daemon/cache/clock.h"
+#include "daemon/cache/space.h"
 #include "erofs/reader.h"
 
 namespace cfnd {
@@ -45,6 +47,11 @@ struct CacheOptions {
   // The writes and hole punches of the cache files; null: the system calls. Tests
   // pass one that fails (ENOSPC, a failed punch).
   std::shared_ptr<cache::CacheFileIo> file_io;
+  // The size limit, its watermarks and the background eviction (cache/space.h).
+  cache::SpaceOptions space;
+  // The wall clock of "last use" (ns since the epoch); null: CLOCK_REALTIME. Tests
+  // pass a counter, so LRU order does not hang on the clock's resolution.
+  std::function<std::int64_t()> wall_clock;
 };
 
 // Counters exported by the control API (JSON and Prometheus text).
@@ -72,6 +79,36 @@ struct CacheMetrics {
   // fill_latency's bucket of it, so never below its value, at most about 12% above.
   static constexpr int kBuckets = 24;
   [[nodiscard]] std::array<std::uint64_t, kBuckets> fill_latency_us_buckets() const;
+
+  // Space (cache/space.h). Gauges as of the last accounting pass.
+  std::atomic<std::uint64_t> cache_bytes{0};       // allocated bytes of every entry
+  std::atomic<std::uint64_t> cache_limit{0};       // bytes; 0 = no limit
+  std::atomic<std::uint64_t> blobs_in_use{0};      // entries in use (blobs and bootstraps)
+  std::atomic<std::uint64_t> over_limit_bytes{0};  // above the low watermark, all unused gone
+  std::atomic<std::uint64_t> evictions{0};         // entries removed (GC, rm, orphans)
+  std::atomic<std::uint64_t> evicted_bytes{0};
+  std::atomic<std::uint64_t> eviction_errors{0};  // removals that failed (retried later)
+  std::atomic<std::uint64_t> no_space_events{0};  // cache writes that failed ENOSPC/EDQUOT
+};
+
+// What the cache's owner says is in use besides the blobs held open (cache::SpaceEntry
+// ids: blob ids and "bootstraps/<file>"). all_bootstraps: a bind is resolving an image
+// (its bootstrap is not known yet): no bootstrap may go.
+struct CachePins {
+  std::set<std::string> ids;
+  bool all_bootstraps = false;
+};
+
+// One pass of eviction (BlobCache::gc), or what it would do (dry_run).
+struct GcReport {
+  bool dry_run = false;
+  cache::Watermarks watermarks;
+  std::uint64_t bytes_before = 0;
+  std::uint64_t bytes_after = 0;     // dry run: what it would be
+  std::vector<std::string> evicted;  // ids, in eviction (LRU) order
+  std::uint64_t evicted_bytes = 0;
+  std::uint64_t errors = 0;  // evictions that failed (busy, unlink ...)
+  std::uint64_t over = 0;    // still above the target, only used entries left
 };
 
 class BlobCache;
@@ -150,6 +187,12 @@ class CachedBlob {
   // (the caller acts at once itself: fn is never called from inside this call, so the
   // caller may hold its own locks here).
   [[nodiscard]] virtual bool on_complete(std::function<void()> fn) = 0;
+  // Keep fn to run once when this blob object goes (evicted by the cache's space
+  // keeper, or the last holder dropped it), while fd() is still open: a front end
+  // takes back what it put on the file (a fanotify mark pins the inode, so an evicted
+  // file's blocks would stay allocated). fn must be quick; it runs on the thread that
+  // drops the last reference.
+  virtual void on_close(std::function<void()> fn) = 0;
 };
 
 class BlobCache {
@@ -190,6 +233,21 @@ class BlobCache {
   virtual void prefetch_chunks(const std::shared_ptr<CachedBlob>& blob,
                                std::vector<std::uint32_t> cis, bool readahead = false) = 0;
   [[nodiscard]] virtual CacheMetrics& metrics() = 0;
+
+  // ---- space (cache/space.h) ----
+  // Every entry on disk with its allocated bytes, last use and whether it is in use
+  // (held open by someone besides the cache, being opened, or pinned), by id. Refreshes
+  // the accounting. Thread-safe.
+  [[nodiscard]] virtual std::vector<cache::SpaceEntry> entries() = 0;
+  // Evict now: unused entries, least recently used first, down to the low watermark
+  // (no limit: every unused entry). dry_run: only say what would go.
+  virtual GcReport gc(bool dry_run) = 0;
+  // Remove one entry (a blob id or "bootstraps/<file>"). EBUSY while it is in use,
+  // ENOENT when the cache has no such entry, the unlink's errno otherwise.
+  [[nodiscard]] virtual base::Status remove(const std::string& id) = 0;
+  // Who else uses entries (set once, before the background thread needs it; called
+  // with no lock of the cache held).
+  virtual void set_pins(std::function<CachePins()> pins) = 0;
 };
 
 }  // namespace cfnd

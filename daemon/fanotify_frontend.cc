@@ -200,7 +200,7 @@ class FanotifyImpl final : public FanotifyFrontend {
         std::shared_lock lk(map_mu_);
         auto it = blobs_.find(BlobKey{static_cast<dev_t>(r.dev), static_cast<ino_t>(r.ino)});
         if (it != blobs_.end()) {
-          blob = it->second;
+          blob = it->second.lock();
         }
       }
       if (!blob) {
@@ -260,6 +260,15 @@ class FanotifyImpl final : public FanotifyFrontend {
                 marks->remove_locked(fd, key);
               })) {
             marks_->watched.insert(key);
+            // An incomplete blob evicted by the cache: its mark goes before its fd
+            // closes (a mark pins the inode: the unlinked file's blocks would stay
+            // allocated, and its inode number, reused, would look watched).
+            blob->on_close([marks, fd, key] {
+              std::lock_guard lk(marks->mu);
+              if (marks->watched.contains(key)) {
+                marks->remove_locked(fd, key);
+              }
+            });
           } else {
             marks_->remove_locked(blob->fd(), key);
           }
@@ -276,6 +285,7 @@ class FanotifyImpl final : public FanotifyFrontend {
     }
     {
       std::unique_lock lk(map_mu_);
+      std::erase_if(blobs_, [](const auto& kv) { return kv.second.expired(); });
       for (auto& [k, b] : keys) {
         blobs_[k] = b;
       }
@@ -397,7 +407,7 @@ class FanotifyImpl final : public FanotifyFrontend {
       std::shared_lock lk(map_mu_);
       auto it = blobs_.find(BlobKey{st.st_dev, st.st_ino});
       if (it != blobs_.end()) {
-        blob = it->second;
+        blob = it->second.lock();
       }
     }
     if (!blob) {
@@ -462,7 +472,9 @@ class FanotifyImpl final : public FanotifyFrontend {
   std::shared_ptr<Marks> marks_;
   std::vector<FanEvent> events_;  // loop thread only: on_readable's parse buffer
   std::shared_mutex map_mu_;
-  std::map<BlobKey, std::shared_ptr<CachedBlob>> blobs_;
+  // Weak: the bound images hold their blobs; an unmounted image's blob stays served
+  // here until the cache evicts it (a lazily detached mount may still read it).
+  std::map<BlobKey, std::weak_ptr<CachedBlob>> blobs_;
   std::mutex mounts_mu_;
   std::map<std::string, std::shared_ptr<BoundImage>> mounts_;
 

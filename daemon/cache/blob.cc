@@ -75,7 +75,21 @@ Blob::Blob(std::shared_ptr<Shared> shared, erofs::BlobInfo info, erofs::BlobMeta
       state_(meta_.chunks().size(), ChunkState::kAbsent),
       flight_(meta_.chunks().size()),
       demanded_(meta_.chunks().size(), 0),
-      failed_until_(meta_.chunks().size()) {}
+      failed_until_(meta_.chunks().size()) {
+  touch();
+}
+
+Blob::~Blob() {
+  // fd_ is still open here (members go after the body).
+  for (auto& fn : on_close_) {
+    fn();
+  }
+}
+
+void Blob::on_close(std::function<void()> fn) {
+  std::lock_guard lk(mu_);
+  on_close_.push_back(std::move(fn));
+}
 
 std::uint64_t Blob::ready_chunks() const {
   std::lock_guard lk(mu_);
@@ -103,6 +117,7 @@ bool Blob::ready(std::uint64_t off, std::uint64_t len) const {
   if (off >= size()) {
     return false;
   }
+  touch();
   auto [first, last] = meta_.chunks_in_range(off, std::min(len, size() - off));
   FirstDemands fresh;
   auto tell = base::defer([&] { fresh.tell(); });  // after the unlock below
@@ -342,6 +357,12 @@ base::Error Blob::write_failed(int fd, std::uint32_t ci, const erofs::ChunkMeta&
           info_.id, ci, punched.error().to_string(), path_);
     }
   }
+  if (e.code == ENOSPC || e.code == EDQUOT) {
+    // The file system is full: make room now (unused entries, LRU first), so the
+    // reader's next try of this chunk finds it. This reader still gets EIO.
+    shared_->metrics.no_space_events.fetch_add(1, std::memory_order_relaxed);
+    shared_->out_of_space();
+  }
   // EIO to the reader, whatever the write's errno: read(2) has no ENOSPC.
   return base::Error{EIO, fmt::format("blob {} chunk {}: write: {}", info_.id, ci, e.to_string())};
 }
@@ -402,6 +423,7 @@ Blob::RoundOutcome Blob::decode_and_write(const ReadPlan& plan, const std::vecto
       }
       out.done.push_back(ci);
       out.filled += c.uncompressed_size;
+      shared_->note_written(c.uncompressed_size);
     }
   }
   return out;
@@ -536,6 +558,7 @@ base::Status Blob::fill(std::uint64_t off, std::uint64_t len, int write_fd) {
   if (off >= size()) {
     return base::errorf(ERANGE, "blob {}: fill at {} of a {} byte blob", info_.id, off, size());
   }
+  touch();
   const auto t0 = shared_->now();
   CacheMetrics& m = shared_->metrics;
   m.fill_requests.fetch_add(1, std::memory_order_relaxed);

@@ -51,6 +51,8 @@ class Blob final : public CachedBlob {
   [[nodiscard]] std::uint64_t ready_chunks() const override;
   [[nodiscard]] bool complete() const override;
   [[nodiscard]] bool on_complete(std::function<void()> fn) override;
+  void on_close(std::function<void()> fn) override;
+  ~Blob() override;
   [[nodiscard]] bool ready(std::uint64_t off, std::uint64_t len) const override;
   void add_demand_listener(std::weak_ptr<DemandListener> l) override;
   base::Status fill(std::uint64_t off, std::uint64_t len, int write_fd) override;
@@ -58,6 +60,13 @@ class Blob final : public CachedBlob {
 
   // Rebuild chunk readiness from the sparse file's data extents.
   base::Status scan();
+
+  // Wall-clock ns of the blob's last fill() or ready() (or its open): its place in
+  // the cache's LRU order.
+  [[nodiscard]] std::int64_t last_use_ns() const {
+    return last_use_ns_.load(std::memory_order_relaxed);
+  }
+  void touch() const { last_use_ns_.store(shared_->wall(), std::memory_order_relaxed); }
 
   // For the prefetcher.
   // A prefetch list's chunks in fetch order: known indexes with a bootstrap digest,
@@ -180,6 +189,7 @@ class Blob final : public CachedBlob {
   const std::uint64_t batch_;
   std::atomic<bool> prefetch_warned_{false};
   std::atomic<int> lists_pending_{0};
+  mutable std::atomic<std::int64_t> last_use_ns_{0};
 
   mutable std::mutex mu_;
   std::condition_variable cv_;  // some flight of this blob is done
@@ -195,6 +205,7 @@ class Blob final : public CachedBlob {
   std::chrono::steady_clock::time_point failing_until_{};
   std::optional<base::Error> last_backend_error_;
   std::vector<std::function<void()>> on_complete_;  // run once when present_ reaches all
+  std::vector<std::function<void()>> on_close_;     // run by the destructor
 };
 
 }  // namespace cfnd::cache

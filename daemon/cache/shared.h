@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 
 #include "daemon/backend.h"
@@ -28,6 +29,35 @@ struct Shared {
   std::chrono::milliseconds read_timeout{0};  // CacheOptions::read_timeout; set once
   std::shared_ptr<Clock> clock;               // CacheOptions::clock or steady; set once
   std::shared_ptr<CacheFileIo> file_io;       // CacheOptions::file_io or system; set once
+  std::function<std::int64_t()> wall;         // CacheOptions::wall_clock or realtime; set once
+  // Space: bytes written to cache files since the start; when it reaches wake_at the
+  // space thread is woken (wake_gc) to account and maybe evict before its interval.
+  std::atomic<std::uint64_t> written{0};
+  std::atomic<std::uint64_t> wake_at{UINT64_MAX};
+  // The space keeper's hooks, set by the BlobCache and cleared when it goes (a blob can
+  // outlive it); guarded by hooks_mu, both rare (a re-arm, a full disk).
+  std::mutex hooks_mu;
+  std::function<void()> wake_gc;
+  // A cache write failed with ENOSPC or EDQUOT: evict unused entries now, on the
+  // calling thread (no lock of any blob held), so the reader's next try finds room.
+  std::function<void()> no_space;
+
+  void note_written(std::uint64_t n) {
+    const std::uint64_t now = written.fetch_add(n, std::memory_order_relaxed) + n;
+    if (now >= wake_at.load(std::memory_order_relaxed)) {
+      wake_at.store(UINT64_MAX, std::memory_order_relaxed);  // once; the pass re-arms it
+      std::lock_guard lk(hooks_mu);
+      if (wake_gc) {
+        wake_gc();
+      }
+    }
+  }
+  void out_of_space() {
+    std::lock_guard lk(hooks_mu);
+    if (no_space) {
+      no_space();
+    }
+  }
 
   [[nodiscard]] Clock::time_point now() const { return clock->now(); }
   // The deadline of a read started at start: start + read timeout, or none.

@@ -1501,5 +1501,347 @@ TEST_F(BlobCacheTest, FailedWriteAndFailedPunchStayAbsent) {
   }
 }
 
+// ---- space: accounting, LRU, watermarks, in-use protection ----
+
+class SpaceTest : public BlobCacheTest {
+ protected:
+  // A cache with a limit and a wall clock that ticks once per call (LRU order without
+  // the clock's resolution); background: the space thread runs.
+  std::unique_ptr<BlobCache> space_cache(
+      std::uint64_t limit, bool background = false,
+      std::shared_ptr<cache::CacheFileIo> io = nullptr,
+      std::chrono::seconds orphan_grace = std::chrono::seconds(600), bool real_wall = false) {
+    CacheOptions o;
+    o.cache_dir = cache_dir_;
+    o.batch_size = 128 * 1024;
+    o.file_io = std::move(io);
+    o.space.limit = limit;
+    o.space.background = background;
+    o.space.gc_interval = std::chrono::seconds(3600);  // only the write trigger wakes it
+    o.space.orphan_grace = orphan_grace;
+    if (!real_wall) {
+      o.wall_clock = [t = wall_] { return t->fetch_add(1000) + 1000; };
+    }
+    auto c = BlobCache::create(o);
+    EXPECT_TRUE(c) << c.error().to_string();
+    return std::move(*c);
+  }
+  // Open b and fill all of it; returns the blob (the caller drops it to make it unused).
+  std::shared_ptr<CachedBlob> filled(BlobCache& c, const TestBlob& b) {
+    auto blob = c.open(b.info, b.records, backend());
+    EXPECT_TRUE(blob) << blob.error().to_string();
+    if (!blob) {
+      return nullptr;
+    }
+    auto st = (*blob)->fill(0, (*blob)->size());
+    EXPECT_TRUE(st) << st.error().to_string();
+    return *blob;
+  }
+  static std::map<std::string, cache::SpaceEntry> by_id(BlobCache& c) {
+    std::map<std::string, cache::SpaceEntry> out;
+    for (auto& e : c.entries()) {
+      out.emplace(e.id, e);
+    }
+    return out;
+  }
+  bool exists(const std::string& name) const {
+    return std::filesystem::exists(cache_dir_ + "/" + name);
+  }
+  std::shared_ptr<std::atomic<std::int64_t>> wall_ = std::make_shared<std::atomic<std::int64_t>>(0);
+};
+
+// Entries count allocated blocks of .blob and .meta; the sparse blob counts what was
+// filled, not its size.
+TEST_F(SpaceTest, AccountingCountsAllocatedBlocks) {
+  TestBlob b = make_blob(sizes(16, 65536), 1);
+  put(b);
+  auto c = space_cache(0);
+  auto blob = c->open(b.info, b.records, backend());
+  ASSERT_TRUE(blob);
+  auto e = by_id(*c).at("blob1");
+  const std::uint64_t empty = e.bytes;
+  EXPECT_EQ(empty, cache::allocated_bytes(cache_dir_ + "/blob1.meta"));  // the blob: holes
+  EXPECT_TRUE(e.in_use);                                                 // the test holds it
+  ASSERT_TRUE((*blob)->fill(0, 65536));                                  // one batch: 2 chunks
+  e = by_id(*c).at("blob1");
+  EXPECT_EQ(e.bytes, cache::allocated_bytes(cache_dir_ + "/blob1.blob") +
+                         cache::allocated_bytes(cache_dir_ + "/blob1.meta"));
+  EXPECT_GE(e.bytes - empty, 2U * 65536);
+  EXPECT_LT(e.bytes - empty, b.info.uncompressed_size);
+  EXPECT_EQ(c->metrics().cache_bytes.load(), e.bytes);
+  blob->reset();
+  EXPECT_FALSE(by_id(*c).at("blob1").in_use);
+}
+
+// gc evicts unused blobs least recently used first, down to the low watermark; the
+// blob in use stays whatever its age; files go, and a later open fetches again.
+TEST_F(SpaceTest, EvictsLeastRecentlyUsedFirstNeverInUse) {
+  std::vector<TestBlob> bs;
+  for (std::uint32_t i = 1; i <= 5; ++i) {
+    bs.push_back(make_blob(sizes(4, 65536), i));
+    put(bs.back());
+  }
+  auto c = space_cache(0);
+  std::vector<std::shared_ptr<CachedBlob>> held;
+  for (auto& b : bs) {
+    held.push_back(filled(*c, b));
+  }
+  // Use order: 3, 1, 5, 4 (2 is oldest but stays held: in use).
+  for (int i : {3, 1, 5, 4}) {
+    EXPECT_TRUE(held[i - 1]->ready(0, 1));
+  }
+  for (int i : {1, 3, 4, 5}) {
+    held[i - 1].reset();
+  }
+  const auto es = by_id(*c);
+  const std::uint64_t one = es.at("blob3").bytes;
+  std::uint64_t total = 0;
+  for (auto& [id, e] : es) {
+    total += e.bytes;
+  }
+  auto dry = c->gc(true);  // no limit: every unused one would go, in LRU order
+  EXPECT_TRUE(dry.dry_run);
+  EXPECT_EQ(dry.evicted, std::vector<std::string>({"blob3", "blob1", "blob5", "blob4"}));
+  EXPECT_TRUE(exists("blob3.blob"));  // a dry run removes nothing
+  c.reset();
+  held.clear();
+
+  // The same cache dir with a limit whose low watermark (70%) keeps all but a blob or
+  // two: the accounting is rebuilt from disk; real time now (last use after a restart
+  // is the files' mtime).
+  auto c2 = space_cache((total - one) * 100 / 70 - 1, false, nullptr, std::chrono::seconds(600),
+                        /*real_wall=*/true);
+  auto kept = c2->open(bs[1].info, bs[1].records, backend());  // blob2 in use again
+  ASSERT_TRUE(kept);
+  // After the restart last use is the files' mtime, so LRU is fill order (1, 3, 4, 5);
+  // touch 1 to make 3 the oldest.
+  {
+    auto b1 = c2->open(bs[0].info, bs[0].records, backend());
+    ASSERT_TRUE(b1);
+    EXPECT_TRUE((*b1)->ready(0, 1));
+  }
+  auto r = c2->gc(false);
+  EXPECT_FALSE(r.dry_run);
+  EXPECT_EQ(r.bytes_before, total);
+  ASSERT_GE(r.evicted.size(), 1U);
+  EXPECT_EQ(r.evicted[0], "blob3");
+  for (const auto& id : r.evicted) {
+    EXPECT_NE(id, "blob2");
+    EXPECT_FALSE(exists(id + ".blob")) << id;
+    EXPECT_FALSE(exists(id + ".meta")) << id;
+  }
+  EXPECT_LE(r.bytes_after, r.watermarks.low);
+  EXPECT_TRUE(exists("blob2.blob"));
+  EXPECT_EQ(c2->metrics().evictions.load(), r.evicted.size());
+  EXPECT_EQ(c2->metrics().evicted_bytes.load(), r.evicted_bytes);
+  // rm: refused while in use, unknown is ENOENT.
+  auto st = c2->remove("blob2");
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, EBUSY);
+  st = c2->remove("nope");
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, ENOENT);
+  kept->reset();
+  ASSERT_TRUE(c2->remove("blob2"));
+  EXPECT_FALSE(exists("blob2.blob"));
+  // An evicted blob opens again and reads right (fetched again).
+  auto again = filled(*c2, bs[2]);
+  ASSERT_TRUE(again);
+  for (std::uint32_t ci = 0; ci < 4; ++ci) {
+    expect_chunk(*again, bs[2], ci);
+  }
+}
+
+// Below the high watermark nothing is evicted by the space thread; writes crossing it
+// wake the thread, which evicts down to the low watermark.
+TEST_F(SpaceTest, CrossingTheHighWatermarkEvictsToTheLowOne) {
+  std::vector<TestBlob> bs;
+  for (std::uint32_t i = 1; i <= 6; ++i) {
+    bs.push_back(make_blob(sizes(4, 65536), i));
+    put(bs.back());
+  }
+  // Measure one filled blob's bytes in a throwaway cache.
+  std::uint64_t one = 0;
+  {
+    TempDir d;
+    CacheOptions o;
+    o.cache_dir = d.path();
+    o.space.background = false;
+    auto c = BlobCache::create(o);
+    ASSERT_TRUE(c);
+    auto b = filled(**c, bs[0]);
+    b.reset();
+    one = (*c)->entries().at(0).bytes;
+  }
+  ASSERT_GT(one, 0U);
+  // high = 90% of the limit = 3.5 blobs; low = 70% = 2.7 blobs.
+  const std::uint64_t limit = one * 35 / 9;
+  auto c = space_cache(limit, /*background=*/true);
+  for (int i = 0; i < 3; ++i) {
+    filled(*c, bs[i]).reset();
+  }
+  EXPECT_EQ(c->metrics().evictions.load(), 0U);
+  EXPECT_EQ(c->entries().size(), 3U);
+  filled(*c, bs[3]).reset();  // 4 blobs > high: the thread wakes
+  wait_until([&] { return c->metrics().evictions.load() >= 2; });
+  EXPECT_EQ(c->metrics().evictions.load(), 2U);
+  EXPECT_FALSE(exists("blob1.blob"));  // the two least recently used
+  EXPECT_FALSE(exists("blob2.blob"));
+  EXPECT_TRUE(exists("blob3.blob"));
+  EXPECT_TRUE(exists("blob4.blob"));
+  EXPECT_LE(c->metrics().cache_bytes.load(), limit * 70 / 100);
+  EXPECT_EQ(c->metrics().cache_limit.load(), limit);
+}
+
+// Only blobs in use above the limit: nothing is evicted, the metric says by how much.
+TEST_F(SpaceTest, OnlyUsedBlobsLeftIsReportedNotEvicted) {
+  std::vector<TestBlob> bs;
+  std::vector<std::shared_ptr<CachedBlob>> held;
+  auto c = space_cache(4096);
+  for (std::uint32_t i = 1; i <= 3; ++i) {
+    bs.push_back(make_blob(sizes(2, 65536), i));
+    put(bs.back());
+    held.push_back(filled(*c, bs.back()));
+  }
+  auto r = c->gc(false);
+  EXPECT_TRUE(r.evicted.empty());
+  EXPECT_EQ(r.errors, 0U);
+  EXPECT_GT(r.over, 0U);
+  EXPECT_EQ(r.bytes_after, r.bytes_before);
+  EXPECT_EQ(c->metrics().blobs_in_use.load(), 3U);
+  for (auto& b : held) {
+    EXPECT_TRUE(exists(b->info().id + ".blob"));
+  }
+}
+
+// Pins (the service's bound images) protect entries the cache holds no reference of.
+TEST_F(SpaceTest, PinnedEntriesStay) {
+  TestBlob b = make_blob(sizes(2, 65536), 1);
+  put(b);
+  auto c = space_cache(0);
+  filled(*c, b).reset();
+  std::filesystem::create_directories(cache_dir_ + "/bootstraps");
+  std::vector<std::byte> boot(5000, std::byte{7});
+  ASSERT_TRUE(base::write_file_atomic(cache_dir_ + "/bootstraps/m.boot", boot, 0600));
+  c->set_pins([] { return CachePins{{"blob1"}, /*all_bootstraps=*/true}; });
+  auto r = c->gc(false);
+  EXPECT_TRUE(r.evicted.empty());
+  EXPECT_EQ(c->remove("blob1").error().code, EBUSY);
+  EXPECT_EQ(c->remove("bootstraps/m.boot").error().code, EBUSY);
+  c->set_pins([] { return CachePins{}; });
+  r = c->gc(false);
+  EXPECT_EQ(r.evicted.size(), 2U);
+  EXPECT_FALSE(exists("bootstraps/m.boot"));
+  EXPECT_FALSE(exists("blob1.blob"));
+}
+
+// Orphans (a .meta whose .blob is gone, nothing opened) go after their grace period;
+// files not ours, and what a symlink points at, stay.
+TEST_F(SpaceTest, OrphansGoAfterTheGracePeriodNothingElse) {
+  std::filesystem::create_directories(cache_dir_);
+  std::vector<std::byte> bytes(3000, std::byte{1});
+  ASSERT_TRUE(base::write_file_atomic(cache_dir_ + "/lost.meta", bytes, 0600));
+  ASSERT_TRUE(base::write_file_atomic(cache_dir_ + "/notes.txt", bytes, 0600));
+  TempDir outside;
+  ASSERT_TRUE(base::write_file_atomic(outside.path() + "/x.meta", bytes, 0600));
+  ASSERT_EQ(::symlink((outside.path() + "/x.meta").c_str(), (cache_dir_ + "/x.meta").c_str()), 0);
+  {
+    auto c = space_cache(0, /*background=*/true);  // grace 600 s: the orphan stays
+    EXPECT_EQ(c->entries().size(), 1U);
+  }
+  EXPECT_TRUE(exists("lost.meta"));
+  {
+    auto c = space_cache(0, /*background=*/true, nullptr, std::chrono::seconds(0),
+                         /*real_wall=*/true);  // the grace is measured against mtimes
+    wait_until([&] { return c->metrics().evictions.load() >= 1; });
+    EXPECT_EQ(c->metrics().evictions.load(), 1U);
+  }
+  EXPECT_FALSE(exists("lost.meta"));
+  EXPECT_TRUE(exists("notes.txt"));
+  EXPECT_TRUE(std::filesystem::is_symlink(cache_dir_ + "/x.meta"));
+  EXPECT_TRUE(std::filesystem::exists(outside.path() + "/x.meta"));
+}
+
+// Fills of a held blob race gc passes, and opens/fills/drops of another blob race its
+// eviction: held blobs are never evicted, every byte read is right, an open during an
+// eviction waits for the files to go and starts afresh.
+TEST_F(SpaceTest, ConcurrentFillAndEviction) {
+  TestBlob a = make_blob(sizes(8, 65536), 1);
+  TestBlob b = make_blob(sizes(8, 65536), 2);
+  put(a);
+  put(b);
+  auto c = space_cache(0);
+  auto held = c->open(a.info, a.records, backend());
+  ASSERT_TRUE(held);
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0};
+  std::atomic<int> rounds{0};
+  std::thread gc([&] {
+    while (!stop) {
+      (void)c->gc(false);
+    }
+  });
+  std::thread churn([&] {
+    for (int i = 0; i < 200; ++i) {
+      auto blob = c->open(b.info, b.records, backend());
+      if (!blob) {
+        ++failures;
+        continue;
+      }
+      const std::uint32_t ci = static_cast<std::uint32_t>(i % 8);
+      if (!(*blob)->fill(b.chunks[ci].uncompressed_offset, 1)) {
+        ++failures;
+        continue;
+      }
+      std::vector<std::byte> got(b.chunks[ci].uncompressed_size);
+      if (!base::pread_full((*blob)->fd(), got, b.chunks[ci].uncompressed_offset) ||
+          got != b.plain[ci]) {
+        ++failures;
+      }
+      ++rounds;
+    }
+  });
+  for (int i = 0; i < 200; ++i) {
+    const std::uint32_t ci = static_cast<std::uint32_t>(i % 8);
+    ASSERT_TRUE((*held)->fill(a.chunks[ci].uncompressed_offset, 1));
+  }
+  churn.join();
+  stop = true;
+  gc.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(rounds.load(), 200);
+  EXPECT_TRUE(exists("blob1.blob"));
+  for (std::uint32_t ci = 0; ci < 8; ++ci) {
+    expect_chunk(**held, a, ci);
+  }
+  EXPECT_GT(c->metrics().evictions.load(), 0U);  // blob2 went (at least once)
+}
+
+// A full disk during a fill: the reader gets EIO (no partial chunk), the unused blobs
+// are evicted at once, and the next read succeeds.
+TEST_F(SpaceTest, NoSpaceEvictsUnusedAtOnce) {
+  TestBlob old = make_blob(sizes(4, 65536), 1);
+  TestBlob b = make_blob(sizes(4, 65536), 2);
+  put(old);
+  put(b);
+  auto io = std::make_shared<FaultyIo>();
+  auto c = space_cache(0, false, io);
+  filled(*c, old).reset();
+  auto blob = c->open(b.info, b.records, backend());
+  ASSERT_TRUE(blob);
+  io->fail_write = io->writes.load();  // the next write: ENOSPC
+  const std::uint64_t off0 = b.chunks[0].uncompressed_offset;
+  auto st = (*blob)->fill(off0, 1);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, EIO);
+  EXPECT_TRUE(is_hole((*blob)->fd(), off0, b.chunks[0].uncompressed_size));
+  EXPECT_EQ(c->metrics().no_space_events.load(), 1U);
+  EXPECT_EQ(c->metrics().evictions.load(), 1U);  // the unused blob, not the one filling
+  EXPECT_FALSE(exists("blob1.blob"));
+  EXPECT_TRUE(exists("blob2.blob"));
+  ASSERT_TRUE((*blob)->fill(off0, 1));
+  expect_chunk(**blob, b, 0);
+}
+
 }  // namespace
 }  // namespace cfnd

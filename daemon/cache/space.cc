@@ -1,0 +1,211 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "daemon/cache/space.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cctype>
+#include <numeric>
+
+#include "base/file.h"
+
+namespace cfnd::cache {
+namespace {
+
+std::int64_t ns_of(const timespec& t) {
+  return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
+}
+
+bool ends_with(std::string_view s, std::string_view suffix) {
+  return s.size() > suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+// Adds the regular file dir/name to e: its blocks and times.
+void add_file(SpaceEntry& e, const std::string& path, const struct stat& st) {
+  e.files.push_back(path);
+  e.bytes += static_cast<std::uint64_t>(st.st_blocks) * 512;
+  // Fills write the .blob (mtime); reads of cached data leave no trace on disk, so
+  // after a restart the last write is the best "last use" there is.
+  e.last_use_ns = std::max(e.last_use_ns, ns_of(st.st_mtim));
+  e.changed_ns = std::max(e.changed_ns, ns_of(st.st_mtim));
+}
+
+template <typename Fn>
+void for_each_regular(const std::string& dir, Fn fn) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    return;
+  }
+  while (dirent* de = ::readdir(d)) {
+    const std::string_view name = de->d_name;
+    if (name.empty() || name[0] == '.' || base::is_atomic_temporary(name)) {
+      continue;
+    }
+    struct stat st {};
+    if (::fstatat(::dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) {
+      continue;
+    }
+    fn(std::string(name), st);
+  }
+  ::closedir(d);
+}
+
+// p% of n (p clipped at 100), without overflow.
+std::uint64_t percent_of(std::uint64_t n, unsigned p) {
+  p = std::min(p, 100U);
+  return n / 100 * p + n % 100 * p / 100;
+}
+
+}  // namespace
+
+Watermarks watermarks(const SpaceOptions& o, std::uint64_t fs_bytes) {
+  Watermarks w;
+  if (o.limit != 0) {
+    w.limit = o.limit;
+  } else if (o.limit_percent != 0) {
+    w.limit = percent_of(fs_bytes, o.limit_percent);
+  }
+  const auto pct = [&](unsigned p) { return percent_of(w.limit, p); };
+  w.high = pct(o.high_watermark);
+  w.low = std::min(pct(o.low_watermark), w.high);
+  return w;
+}
+
+std::vector<std::size_t> pick_victims(const std::vector<SpaceEntry>& entries, std::uint64_t total,
+                                      std::uint64_t target) {
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    if (!entries[i].in_use) {
+      order.push_back(i);
+    }
+  }
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    const SpaceEntry& x = entries[a];
+    const SpaceEntry& y = entries[b];
+    return x.last_use_ns != y.last_use_ns ? x.last_use_ns < y.last_use_ns : x.id < y.id;
+  });
+  std::vector<std::size_t> out;
+  for (std::size_t i : order) {
+    if (total <= target) {
+      break;
+    }
+    out.push_back(i);
+    total -= std::min(total, entries[i].bytes);
+  }
+  return out;
+}
+
+std::uint64_t allocated_bytes(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return 0;
+  }
+  return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+
+std::map<std::string, SpaceEntry> scan_bootstraps(const std::string& dir) {
+  std::map<std::string, SpaceEntry> out;
+  const std::string boots = dir + "/bootstraps";
+  for_each_regular(boots, [&](const std::string& name, const struct stat& st) {
+    if (!ends_with(name, ".boot")) {
+      return;
+    }
+    SpaceEntry& e = out["bootstraps/" + name];
+    e.id = "bootstraps/" + name;
+    e.kind = EntryKind::kBootstrap;
+    add_file(e, boots + "/" + name, st);
+  });
+  return out;
+}
+
+std::map<std::string, SpaceEntry> scan_cache_dir(const std::string& dir) {
+  std::map<std::string, SpaceEntry> out;
+  std::map<std::string, int> parts;  // id -> 1 .blob, 2 .meta
+  for_each_regular(dir, [&](const std::string& name, const struct stat& st) {
+    int part = 0;
+    if (ends_with(name, ".blob")) {
+      part = 1;
+    } else if (ends_with(name, ".meta")) {
+      part = 2;
+    } else {
+      return;
+    }
+    const std::string id = name.substr(0, name.size() - 5);
+    SpaceEntry& e = out[id];
+    e.id = id;
+    add_file(e, dir + "/" + name, st);
+    parts[id] |= part;
+  });
+  for (auto& [id, e] : out) {
+    e.incomplete = parts[id] != 3;
+    std::sort(e.files.begin(), e.files.end());
+  }
+  out.merge(scan_bootstraps(dir));
+  return out;
+}
+
+base::Result<LimitSpec> parse_limit(std::string_view text) {
+  const std::string_view orig = text;
+  auto bad = [&] {
+    return base::errorf(EINVAL,
+                        "cache limit '{}': want bytes (e.g. 1073741824, 512M, 10G) or a "
+                        "percent of the file system (e.g. 20%)",
+                        orig);
+  };
+  while (!text.empty() && text.back() == ' ') {
+    text.remove_suffix(1);
+  }
+  std::size_t i = 0;
+  std::uint64_t n = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])) != 0) {
+    const std::uint64_t d = static_cast<std::uint64_t>(text[i] - '0');
+    if (n > (UINT64_MAX - d) / 10) {
+      return bad();
+    }
+    n = n * 10 + d;
+    ++i;
+  }
+  if (i == 0) {
+    return bad();
+  }
+  std::string unit;
+  for (char c : text.substr(i)) {
+    unit.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  }
+  LimitSpec s;
+  if (unit == "%") {
+    if (n < 1 || n > 100) {
+      return bad();
+    }
+    s.percent = static_cast<unsigned>(n);
+    return s;
+  }
+  int shift = 0;
+  if (unit.empty() || unit == "b") {
+    shift = 0;
+  } else {
+    static constexpr std::string_view kUnits = "kmgtp";
+    const auto k = kUnits.find(unit[0]);
+    const std::string_view rest = std::string_view(unit).substr(1);
+    if (k == std::string_view::npos || !(rest.empty() || rest == "b" || rest == "ib")) {
+      return bad();
+    }
+    shift = 10 * static_cast<int>(k + 1);
+  }
+  if (shift > 0 && n > (UINT64_MAX >> shift)) {
+    return bad();
+  }
+  s.bytes = n << shift;
+  return s;
+}
+
+std::int64_t wall_now_ns() {
+  timespec t{};
+  ::clock_gettime(CLOCK_REALTIME, &t);
+  return ns_of(t);
+}
+
+}  // namespace cfnd::cache

@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "daemon/cache/space.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "base/file.h"
+#include "base/unique_fd.h"
+#include "tests/unit/temp_dir.h"
+
+namespace cfnd::cache {
+namespace {
+
+using cfntest::TempDir;
+
+SpaceEntry entry(std::string id, std::uint64_t bytes, std::int64_t last_use, bool in_use = false) {
+  SpaceEntry e;
+  e.id = std::move(id);
+  e.bytes = bytes;
+  e.last_use_ns = last_use;
+  e.in_use = in_use;
+  return e;
+}
+
+std::vector<std::string> ids(const std::vector<SpaceEntry>& es,
+                             const std::vector<std::size_t>& is) {
+  std::vector<std::string> out;
+  for (std::size_t i : is) {
+    out.push_back(es[i].id);
+  }
+  return out;
+}
+
+TEST(SpaceWatermarks, BytesAndPercent) {
+  SpaceOptions o;
+  EXPECT_EQ(watermarks(o, 1000).limit, 0U);  // no limit
+  EXPECT_EQ(watermarks(o, 1000).high, 0U);
+  o.limit = 1000;
+  auto w = watermarks(o, 1ULL << 40);
+  EXPECT_EQ(w.limit, 1000U);
+  EXPECT_EQ(w.high, 900U);
+  EXPECT_EQ(w.low, 700U);
+  o.limit = 0;
+  o.limit_percent = 50;
+  o.high_watermark = 80;
+  o.low_watermark = 60;
+  w = watermarks(o, 10000);
+  EXPECT_EQ(w.limit, 5000U);
+  EXPECT_EQ(w.high, 4000U);
+  EXPECT_EQ(w.low, 3000U);
+  // A low watermark above the high one is clipped to it.
+  o.low_watermark = 95;
+  EXPECT_EQ(watermarks(o, 10000).low, 4000U);
+}
+
+TEST(SpaceParseLimit, Forms) {
+  EXPECT_EQ(parse_limit("1073741824")->bytes, 1073741824U);
+  EXPECT_EQ(parse_limit("512M")->bytes, 512ULL << 20);
+  EXPECT_EQ(parse_limit("10g")->bytes, 10ULL << 30);
+  EXPECT_EQ(parse_limit("2GiB")->bytes, 2ULL << 30);
+  EXPECT_EQ(parse_limit("3KB")->bytes, 3ULL << 10);
+  EXPECT_EQ(parse_limit("0")->bytes, 0U);
+  EXPECT_EQ(parse_limit("25%")->percent, 25U);
+  EXPECT_EQ(parse_limit("25%")->bytes, 0U);
+  for (const char* bad : {"", "%", "0%", "101%", "-1", "1.5G", "12X", "G", "1 G",
+                          "99999999999999999999", "20000000000000P", "1Gx"}) {
+    auto r = parse_limit(bad);
+    EXPECT_FALSE(r) << bad;
+    if (!r) {
+      EXPECT_EQ(r.error().code, EINVAL);
+    }
+  }
+}
+
+TEST(SpacePickVictims, LeastRecentlyUsedFirstUntilTheTarget) {
+  std::vector<SpaceEntry> es = {entry("c", 100, 30), entry("a", 100, 10), entry("d", 100, 40),
+                                entry("b", 100, 20)};
+  EXPECT_EQ(ids(es, pick_victims(es, 400, 400)), std::vector<std::string>{});
+  EXPECT_EQ(ids(es, pick_victims(es, 400, 399)), std::vector<std::string>({"a"}));
+  EXPECT_EQ(ids(es, pick_victims(es, 400, 200)), std::vector<std::string>({"a", "b"}));
+  EXPECT_EQ(ids(es, pick_victims(es, 400, 150)), std::vector<std::string>({"a", "b", "c"}));
+  EXPECT_EQ(ids(es, pick_victims(es, 400, 0)), std::vector<std::string>({"a", "b", "c", "d"}));
+}
+
+TEST(SpacePickVictims, InUseIsNeverPicked) {
+  std::vector<SpaceEntry> es = {entry("old", 500, 1, /*in_use=*/true), entry("mid", 100, 2),
+                                entry("new", 100, 3)};
+  // Only the unused are enough for nothing: both are picked, the old one never.
+  EXPECT_EQ(ids(es, pick_victims(es, 700, 100)), std::vector<std::string>({"mid", "new"}));
+  // Equal last use: by id, so the order is stable.
+  std::vector<SpaceEntry> tie = {entry("y", 10, 5), entry("x", 10, 5)};
+  EXPECT_EQ(ids(tie, pick_victims(tie, 20, 0)), std::vector<std::string>({"x", "y"}));
+}
+
+TEST(SpaceScan, CountsAllocatedBlocksNotApparentSize) {
+  TempDir d;
+  const std::string dir = d.path();
+  {
+    // 64 MiB apparent, 8 KiB written: a sparse blob.
+    auto fd = base::UniqueFd::open(dir + "/abc.blob", O_RDWR | O_CREAT, 0600);
+    ASSERT_TRUE(fd);
+    ASSERT_EQ(::ftruncate(fd->get(), 64 << 20), 0);
+    std::vector<std::byte> block(8192, std::byte{1});
+    ASSERT_TRUE(base::pwrite_full(fd->get(), block, 1 << 20));
+  }
+  std::vector<std::byte> meta(1000, std::byte{2});
+  ASSERT_TRUE(base::write_file_atomic(dir + "/abc.meta", meta, 0600));
+  ASSERT_TRUE(base::write_file_atomic(dir + "/lonely.meta", meta, 0600));
+  std::filesystem::create_directories(dir + "/bootstraps");
+  ASSERT_TRUE(base::write_file_atomic(dir + "/bootstraps/m1.boot", meta, 0600));
+  // Not ours: ignored, never counted (and so never removed).
+  ASSERT_TRUE(base::write_file_atomic(dir + "/daemon.log", meta, 0600));
+  ASSERT_TRUE(base::write_file_atomic(dir + "/x.blob.tmp.AbC123", meta, 0600));
+  TempDir outside;
+  ASSERT_TRUE(base::write_file_atomic(outside.path() + "/victim.blob", meta, 0600));
+  ASSERT_EQ(::symlink((outside.path() + "/victim.blob").c_str(), (dir + "/link.blob").c_str()), 0);
+  std::filesystem::create_directories(dir + "/sub.blob");
+
+  auto es = scan_cache_dir(dir);
+  ASSERT_EQ(es.size(), 3U);
+  const SpaceEntry& abc = es.at("abc");
+  EXPECT_EQ(abc.kind, EntryKind::kBlob);
+  EXPECT_FALSE(abc.incomplete);
+  EXPECT_EQ(abc.files, std::vector<std::string>({dir + "/abc.blob", dir + "/abc.meta"}));
+  EXPECT_EQ(abc.bytes, allocated_bytes(dir + "/abc.blob") + allocated_bytes(dir + "/abc.meta"));
+  // What du says: the written blocks (file systems may allocate a little more), far
+  // from the 64 MiB apparent size.
+  EXPECT_GE(allocated_bytes(dir + "/abc.blob"), 8192U);
+  EXPECT_LT(allocated_bytes(dir + "/abc.blob"), 1U << 20);
+  EXPECT_GT(abc.last_use_ns, 0);
+  EXPECT_TRUE(es.at("lonely").incomplete);
+  const SpaceEntry& boot = es.at("bootstraps/m1.boot");
+  EXPECT_EQ(boot.kind, EntryKind::kBootstrap);
+  EXPECT_EQ(boot.files, std::vector<std::string>({dir + "/bootstraps/m1.boot"}));
+  EXPECT_EQ(scan_bootstraps(dir).size(), 1U);
+  EXPECT_EQ(allocated_bytes(dir + "/link.blob"), 0U);  // a symlink is not followed
+  EXPECT_EQ(allocated_bytes(dir + "/missing"), 0U);
+  EXPECT_TRUE(scan_cache_dir(dir + "/none").empty());
+}
+
+}  // namespace
+}  // namespace cfnd::cache
