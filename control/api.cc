@@ -151,6 +151,12 @@ json request_json(const Request& r) {
           return {{"op", "list"}};
         } else if constexpr (std::is_same_v<T, AccessedRequest>) {
           return {{"op", "accessed"}, {"mountpoint", q.mountpoint}};
+        } else if constexpr (std::is_same_v<T, CacheLsRequest>) {
+          return {{"op", "cache_ls"}};
+        } else if constexpr (std::is_same_v<T, CacheGcRequest>) {
+          return {{"op", "cache_gc"}, {"dry_run", q.dry_run}};
+        } else if constexpr (std::is_same_v<T, CacheRmRequest>) {
+          return {{"op", "cache_rm"}, {"id", q.id}};
         } else {
           static_assert(std::is_same_v<T, MetricsRequest>);
           json j{{"op", "metrics"}};
@@ -274,7 +280,15 @@ json metrics_json(const Metrics& m) {
           {"cachefiles_read_failures", m.cachefiles_read_failures},
           {"cachefiles_read_local_us", latency_json(m.cachefiles_read_local_us)},
           {"cachefiles_read_fetched_us", latency_json(m.cachefiles_read_fetched_us)},
-          {"fill_latency_us_buckets", m.fill_latency_us_buckets}};
+          {"fill_latency_us_buckets", m.fill_latency_us_buckets},
+          {"cache_bytes", m.cache_bytes},
+          {"cache_limit", m.cache_limit},
+          {"cache_entries_in_use", m.cache_entries_in_use},
+          {"cache_over_limit_bytes", m.cache_over_limit_bytes},
+          {"cache_evictions", m.cache_evictions},
+          {"cache_evicted_bytes", m.cache_evicted_bytes},
+          {"cache_eviction_errors", m.cache_eviction_errors},
+          {"cache_no_space", m.cache_no_space}};
 }
 
 base::Result<Metrics> metrics_from(const json& j) {
@@ -302,7 +316,15 @@ base::Result<Metrics> metrics_from(const json& j) {
       {"fanotify_marked_blobs", &m.fanotify_marked_blobs},
       {"fanotify_marks_removed", &m.fanotify_marks_removed},
       {"cachefiles_reads", &m.cachefiles_reads},
-      {"cachefiles_read_failures", &m.cachefiles_read_failures}};
+      {"cachefiles_read_failures", &m.cachefiles_read_failures},
+      {"cache_bytes", &m.cache_bytes},
+      {"cache_limit", &m.cache_limit},
+      {"cache_entries_in_use", &m.cache_entries_in_use},
+      {"cache_over_limit_bytes", &m.cache_over_limit_bytes},
+      {"cache_evictions", &m.cache_evictions},
+      {"cache_evicted_bytes", &m.cache_evicted_bytes},
+      {"cache_eviction_errors", &m.cache_eviction_errors},
+      {"cache_no_space", &m.cache_no_space}};
   for (const auto& [key, out] : counters) {
     CFN_TRY(f.read(key, *out, 0, UINT64_MAX));
   }
@@ -325,6 +347,83 @@ base::Result<Metrics> metrics_from(const json& j) {
 std::string answer(json j) {
   j["ok"] = true;
   return j.dump();
+}
+
+json cache_listing_json(const CacheListing& l) {
+  json entries = json::array();
+  for (const auto& e : l.entries) {
+    entries.push_back({{"id", e.id},
+                       {"kind", e.kind},
+                       {"bytes", e.bytes},
+                       {"last_use_ms", e.last_use_ms},
+                       {"in_use", e.in_use},
+                       {"mounts", e.mounts}});
+  }
+  return {{"entries", entries},
+          {"bytes", l.bytes},
+          {"limit", l.limit},
+          {"high", l.high},
+          {"low", l.low}};
+}
+
+base::Result<CacheListing> cache_listing_from(const json& j) {
+  const base::JsonFields f(j, "cache listing");
+  CacheListing l;
+  CFN_TRY(f.read("bytes", l.bytes, 0, UINT64_MAX));
+  CFN_TRY(f.read("limit", l.limit, 0, UINT64_MAX));
+  CFN_TRY(f.read("high", l.high, 0, UINT64_MAX));
+  CFN_TRY(f.read("low", l.low, 0, UINT64_MAX));
+  const json* es = f.find("entries");
+  if (es == nullptr || !es->is_array()) {
+    return f.error("\"entries\" must be an array");
+  }
+  for (const auto& e : *es) {
+    if (!e.is_object()) {
+      return f.error("an entry must be an object");
+    }
+    const base::JsonFields ef(e, "cache entry");
+    CacheEntry c;
+    CFN_ASSIGN_OR_RETURN(c.id, ef.string("id"));
+    CFN_TRY(ef.read("kind", c.kind));
+    CFN_TRY(ef.read("bytes", c.bytes, 0, UINT64_MAX));
+    std::uint64_t ms = 0;
+    CFN_TRY(ef.read(std::string_view("last_use_ms"), ms, 0, INT64_MAX));
+    c.last_use_ms = static_cast<std::int64_t>(ms);
+    CFN_TRY(ef.read("in_use", c.in_use));
+    CFN_TRY(ef.read("mounts", c.mounts));
+    l.entries.push_back(std::move(c));
+  }
+  return l;
+}
+
+json gc_json(const GcAnswer& g) {
+  return {{"dry_run", g.dry_run},
+          {"evicted", g.evicted},
+          {"evicted_bytes", g.evicted_bytes},
+          {"bytes_before", g.bytes_before},
+          {"bytes_after", g.bytes_after},
+          {"limit", g.limit},
+          {"low", g.low},
+          {"errors", g.errors},
+          {"over", g.over}};
+}
+
+base::Result<GcAnswer> gc_from(const json& j) {
+  const base::JsonFields f(j, "gc report");
+  GcAnswer g;
+  CFN_TRY(f.read("dry_run", g.dry_run));
+  CFN_TRY(f.read("evicted", g.evicted));
+  const std::pair<const char*, std::uint64_t*> nums[] = {{"evicted_bytes", &g.evicted_bytes},
+                                                         {"bytes_before", &g.bytes_before},
+                                                         {"bytes_after", &g.bytes_after},
+                                                         {"limit", &g.limit},
+                                                         {"low", &g.low},
+                                                         {"errors", &g.errors},
+                                                         {"over", &g.over}};
+  for (const auto& [key, out] : nums) {
+    CFN_TRY(f.read(key, *out, 0, UINT64_MAX));
+  }
+  return g;
 }
 
 }  // namespace
@@ -362,6 +461,21 @@ std::string to_prometheus(const Metrics& m) {
           "Uncompressed bytes filled by file readahead (of prefetch_bytes).", m.readahead_bytes);
   gauge("ready_chunks", "Chunks present in the cache files of bound images.", m.ready_chunks);
   gauge("chunks", "Chunks of the blobs of bound images.", m.chunk_count);
+  gauge("cache_bytes", "Bytes the blob cache's files take on disk (allocated blocks).",
+        m.cache_bytes);
+  gauge("cache_limit_bytes", "The blob cache's size limit (0: none).", m.cache_limit);
+  gauge("cache_entries_in_use", "Cache entries (blobs, bootstraps) in use by bound images.",
+        m.cache_entries_in_use);
+  gauge("cache_over_limit_bytes",
+        "Bytes above the low watermark that cannot be evicted (every entry left is in use).",
+        m.cache_over_limit_bytes);
+  counter("cache_evictions_total", "Cache entries evicted or removed.", m.cache_evictions);
+  counter("cache_evicted_bytes_total", "Bytes of the cache entries evicted or removed.",
+          m.cache_evicted_bytes);
+  counter("cache_eviction_errors_total", "Evictions that failed (tried again later).",
+          m.cache_eviction_errors);
+  counter("cache_no_space_total", "Cache writes that failed with ENOSPC or EDQUOT.",
+          m.cache_no_space);
   out +=
       "# HELP cachefilesd_nydus_cachefiles_read_seconds cachefiles READ to READ_COMPLETE, "
       "by whether the data was local.\n# TYPE cachefilesd_nydus_cachefiles_read_seconds "
@@ -451,6 +565,22 @@ base::Result<Request> request_from_json(std::string_view text) {
     CFN_ASSIGN_OR_RETURN(a.mountpoint, f.string("mountpoint"));
     return a;
   }
+  if (op == "cache_ls") {
+    return CacheLsRequest{};
+  }
+  if (op == "cache_gc") {
+    CacheGcRequest g;
+    CFN_TRY(f.read("dry_run", g.dry_run));
+    return g;
+  }
+  if (op == "cache_rm") {
+    CacheRmRequest r;
+    CFN_ASSIGN_OR_RETURN(r.id, f.string("id"));
+    if (r.id.empty()) {
+      return base::make_error(EINVAL, "cache_rm: empty \"id\"");
+    }
+    return r;
+  }
   if (op == "metrics") {
     MetricsRequest m;
     m.prometheus = j.contains("format") && j["format"] == "prometheus";
@@ -485,6 +615,40 @@ std::string to_json(const Metrics& m) {
 
 std::string prometheus_to_json(const std::string& text) {
   return answer({{"text", text}});
+}
+
+std::string to_json(const CacheListing& l) {
+  return answer(cache_listing_json(l));
+}
+
+std::string to_json(const GcAnswer& g) {
+  return answer(gc_json(g));
+}
+
+base::Result<CacheListing> cache_listing_from_json(std::string_view text) {
+  CFN_ASSIGN_OR_RETURN(auto j, answer_object(text));
+  auto l = cache_listing_from(j);
+  if (!l) {
+    return base::Unexpected(as_proto(base::Unexpected(l.error())).error());
+  }
+  return l;
+}
+
+base::Result<GcAnswer> gc_from_json(std::string_view text) {
+  CFN_ASSIGN_OR_RETURN(auto j, answer_object(text));
+  auto g = gc_from(j);
+  if (!g) {
+    return base::Unexpected(as_proto(base::Unexpected(g.error())).error());
+  }
+  return g;
+}
+
+std::string pretty_cache_listing(const CacheListing& l) {
+  return cache_listing_json(l).dump(2);
+}
+
+std::string pretty_gc(const GcAnswer& g) {
+  return gc_json(g).dump(2);
 }
 
 std::string ok_to_json() {

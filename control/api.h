@@ -16,6 +16,9 @@
 //   {"op":"accessed","mountpoint":DIR}     -> {"ok":true,"files":[PATH...]}
 //   {"op":"metrics"}                       -> {"ok":true,"metrics":{...}}
 //   {"op":"metrics","format":"prometheus"} -> {"ok":true,"text":"..."}
+//   {"op":"cache_ls"}                      -> {"ok":true, CACHE LISTING}
+//   {"op":"cache_gc"[,"dry_run":true]}     -> {"ok":true, GC REPORT}
+//   {"op":"cache_rm","id":BLOB}            -> {"ok":true}   (errno EBUSY while in use)
 //
 // The daemon serves it (daemon/service.cc), its CLI and the snapshotter call it
 // (control/client.h). Decoding is strict about types and required fields and ignores
@@ -95,8 +98,21 @@ struct MetricsRequest {
   friend bool operator==(const MetricsRequest&, const MetricsRequest&) = default;
 };
 
+// The blob cache's space (docs/cache.md): list its entries, evict now, remove one.
+struct CacheLsRequest {
+  friend bool operator==(const CacheLsRequest&, const CacheLsRequest&) = default;
+};
+struct CacheGcRequest {
+  bool dry_run = false;
+  friend bool operator==(const CacheGcRequest&, const CacheGcRequest&) = default;
+};
+struct CacheRmRequest {
+  std::string id;  // a blob id, or "bootstraps/<file>"
+  friend bool operator==(const CacheRmRequest&, const CacheRmRequest&) = default;
+};
+
 using Request = std::variant<PingRequest, BindRequest, UnbindRequest, ListRequest, AccessedRequest,
-                             MetricsRequest>;
+                             MetricsRequest, CacheLsRequest, CacheGcRequest, CacheRmRequest>;
 
 // ---- answers ----
 
@@ -166,7 +182,49 @@ struct Metrics {
   LatencySummary cachefiles_read_fetched_us;  // ... data fetched
   // Fill latency: bucket k counts fills of at most 2^k us (k = 0..size-1), not cumulative.
   std::vector<std::uint64_t> fill_latency_us_buckets;
+  // The cache's space (gauges as of the last accounting pass, then counters).
+  std::uint64_t cache_bytes = 0;
+  std::uint64_t cache_limit = 0;
+  std::uint64_t cache_entries_in_use = 0;
+  std::uint64_t cache_over_limit_bytes = 0;
+  std::uint64_t cache_evictions = 0;
+  std::uint64_t cache_evicted_bytes = 0;
+  std::uint64_t cache_eviction_errors = 0;
+  std::uint64_t cache_no_space = 0;  // cache writes that failed ENOSPC / EDQUOT
   friend bool operator==(const Metrics&, const Metrics&) = default;
+};
+
+// One entry of the cache (a blob's files, or a bootstrap).
+struct CacheEntry {
+  std::string id;
+  std::string kind;              // "blob" or "bootstrap"
+  std::uint64_t bytes = 0;       // allocated on disk
+  std::int64_t last_use_ms = 0;  // unix time, ms
+  bool in_use = false;
+  std::vector<std::string> mounts;  // mount points of the bound images that use it
+  friend bool operator==(const CacheEntry&, const CacheEntry&) = default;
+};
+
+struct CacheListing {
+  std::vector<CacheEntry> entries;  // least recently used first
+  std::uint64_t bytes = 0;          // of every entry
+  std::uint64_t limit = 0;          // 0: no limit
+  std::uint64_t high = 0;           // watermarks, bytes
+  std::uint64_t low = 0;
+  friend bool operator==(const CacheListing&, const CacheListing&) = default;
+};
+
+struct GcAnswer {
+  bool dry_run = false;
+  std::vector<std::string> evicted;  // in eviction (LRU) order
+  std::uint64_t evicted_bytes = 0;
+  std::uint64_t bytes_before = 0;
+  std::uint64_t bytes_after = 0;
+  std::uint64_t limit = 0;
+  std::uint64_t low = 0;
+  std::uint64_t errors = 0;
+  std::uint64_t over = 0;  // above the target with only entries in use left
+  friend bool operator==(const GcAnswer&, const GcAnswer&) = default;
 };
 
 // The Prometheus text exposition of m.
@@ -190,7 +248,9 @@ struct Metrics {
 [[nodiscard]] std::string files_to_json(const std::vector<std::string>& files);  // accessed
 [[nodiscard]] std::string to_json(const Metrics& m);                             // metrics
 [[nodiscard]] std::string prometheus_to_json(const std::string& text);  // metrics, prometheus
-[[nodiscard]] std::string ok_to_json();                                 // unbind
+[[nodiscard]] std::string ok_to_json();                                 // unbind, cache_rm
+[[nodiscard]] std::string to_json(const CacheListing& l);               // cache_ls
+[[nodiscard]] std::string to_json(const GcAnswer& g);                   // cache_gc
 // "ok": false with the error's errno and text.
 [[nodiscard]] std::string error_to_json(const base::Error& e);
 
@@ -203,9 +263,13 @@ struct Metrics {
 [[nodiscard]] base::Result<Metrics> metrics_from_json(std::string_view text);
 [[nodiscard]] base::Result<std::string> prometheus_from_json(std::string_view text);
 [[nodiscard]] base::Status ok_from_json(std::string_view text);
+[[nodiscard]] base::Result<CacheListing> cache_listing_from_json(std::string_view text);
+[[nodiscard]] base::Result<GcAnswer> gc_from_json(std::string_view text);
 
 // Pretty JSON for people (the CLI): the answer's fields without "ok", indented by 2.
 [[nodiscard]] std::string pretty_images(const std::vector<ImageInfo>& images);
 [[nodiscard]] std::string pretty_metrics(const Metrics& m);
+[[nodiscard]] std::string pretty_cache_listing(const CacheListing& l);
+[[nodiscard]] std::string pretty_gc(const GcAnswer& g);
 
 }  // namespace control

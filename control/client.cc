@@ -44,4 +44,19 @@ base::Result<std::string> Client::metrics_prometheus() const {
   return prometheus_from_json(a);
 }
 
+base::Result<CacheListing> Client::cache_ls() const {
+  CFN_ASSIGN_OR_RETURN(auto a, call(CacheLsRequest{}));
+  return cache_listing_from_json(a);
+}
+
+base::Result<GcAnswer> Client::cache_gc(bool dry_run) const {
+  CFN_ASSIGN_OR_RETURN(auto a, call(CacheGcRequest{dry_run}));
+  return gc_from_json(a);
+}
+
+base::Status Client::cache_rm(const std::string& id) const {
+  CFN_ASSIGN_OR_RETURN(auto a, call(CacheRmRequest{id}));
+  return ok_from_json(a);
+}
+
 }  // namespace control

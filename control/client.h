@@ -29,6 +29,9 @@ class Client {
       const std::string& mountpoint) const;
   [[nodiscard]] base::Result<Metrics> metrics() const;
   [[nodiscard]] base::Result<std::string> metrics_prometheus() const;
+  [[nodiscard]] base::Result<CacheListing> cache_ls() const;
+  [[nodiscard]] base::Result<GcAnswer> cache_gc(bool dry_run) const;
+  [[nodiscard]] base::Status cache_rm(const std::string& id) const;
 
   [[nodiscard]] const std::string& path() const { return path_; }
 

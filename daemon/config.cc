@@ -5,6 +5,7 @@
 
 #include "base/file.h"
 #include "base/json_fields.h"
+#include "daemon/cache/space.h"
 
 namespace cfnd {
 
@@ -74,7 +75,46 @@ base::Status parse_registry(const nlohmann::json& j, RegistryOptions& o) {
   return {};
 }
 
+base::Status parse_cache(const nlohmann::json& j, Config& c) {
+  if (!j.is_object()) {
+    return base::make_error(EINVAL, "config: \"cache\" must be an object");
+  }
+  static constexpr std::string_view kKeys[] = {"limit", "high_watermark", "low_watermark",
+                                               "gc_interval_s", "orphan_grace_s"};
+  const base::JsonFields f(j, "config: cache");
+  CFN_TRY(f.only_keys(kKeys));
+  if (const nlohmann::json* l = f.find("limit")) {
+    if (l->is_number_unsigned()) {
+      c.cache_limit = l->get<std::uint64_t>();
+      c.cache_limit_percent = 0;
+    } else if (l->is_string()) {
+      auto st = set_cache_limit(c, l->get<std::string>());
+      if (!st) {
+        return base::Unexpected(st.error().wrap("config: cache"));
+      }
+    } else {
+      return f.error("\"limit\" must be a byte count or a text such as \"10G\" or \"20%\"");
+    }
+  }
+  CFN_TRY(f.read("high_watermark", c.cache_high_watermark, 1, 100));
+  CFN_TRY(f.read("low_watermark", c.cache_low_watermark, 1, 100));
+  if (c.cache_low_watermark > c.cache_high_watermark) {
+    return f.error(fmt::format("low_watermark {} is above high_watermark {}", c.cache_low_watermark,
+                               c.cache_high_watermark));
+  }
+  CFN_TRY(f.read("gc_interval_s", c.cache_gc_interval_s, 1, 24U * 3600));
+  CFN_TRY(f.read("orphan_grace_s", c.cache_orphan_grace_s, 0, 365U * 24 * 3600));
+  return {};
+}
+
 }  // namespace
+
+base::Status set_cache_limit(Config& config, std::string_view text) {
+  CFN_ASSIGN_OR_RETURN(const auto spec, cache::parse_limit(text));
+  config.cache_limit = spec.bytes;
+  config.cache_limit_percent = spec.percent;
+  return {};
+}
 
 base::Result<RegistryOptions> parse_registry_options(std::string_view json_text,
                                                      RegistryOptions base) {
@@ -106,7 +146,8 @@ base::Result<Config> parse_config(std::string_view json_text, Config c) {
   static constexpr std::string_view kKeys[] = {
       "frontend",           "cache_dir",    "socket",         "log_level",    "batch_size",
       "prefetch_bandwidth", "fill_threads", "fuse_threads",   "fd_holder",    "fd_holder_grace_s",
-      "allow_fail_open",    "registry",     "read_timeout_s", "fuse_poll_us", "file_readahead"};
+      "allow_fail_open",    "registry",     "read_timeout_s", "fuse_poll_us", "file_readahead",
+      "cache"};
   const base::JsonFields f(j, "config");
   CFN_TRY(f.only_keys(kKeys));
   CFN_ASSIGN_OR_RETURN(const auto frontend, f.opt_string("frontend", kNonEmpty));
@@ -131,6 +172,9 @@ base::Result<Config> parse_config(std::string_view json_text, Config c) {
   CFN_TRY(f.read("fd_holder_grace_s", c.fd_holder_grace_s, 0, 365U * 24 * 3600));
   if (const nlohmann::json* r = f.find("registry")) {
     CFN_TRY(parse_registry(*r, c.registry));
+  }
+  if (const nlohmann::json* k = f.find("cache")) {
+    CFN_TRY(parse_cache(*k, c));
   }
   return c;
 }

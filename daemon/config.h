@@ -65,11 +65,24 @@ struct Config {
   // waiting for it through (holes read as zeros).
   bool allow_fail_open = false;
   RegistryOptions registry;
+  // The blob cache's size (docs/cache.md), the "cache" object of the config file:
+  // "limit" (bytes as a number, or a text: "10G", "512M", "20%" of the cache's file
+  // system; 0: no limit), "high_watermark" / "low_watermark" (percent of the limit,
+  // 90 / 70), "gc_interval_s" (60), "orphan_grace_s" (600).
+  std::uint64_t cache_limit = 0;
+  unsigned cache_limit_percent = 0;
+  unsigned cache_high_watermark = 90;
+  unsigned cache_low_watermark = 70;
+  unsigned cache_gc_interval_s = 60;
+  unsigned cache_orphan_grace_s = 600;
 };
 
 // EINVAL unless level is one of trace, debug, info, warn, error, off (spdlog would turn
 // any other name into "off" without a word).
 [[nodiscard]] base::Status check_log_level(std::string_view level);
+
+// Set config's cache limit from a text (see Config::cache_limit). EINVAL naming it.
+[[nodiscard]] base::Status set_cache_limit(Config& config, std::string_view text);
 
 // The fd holder's socket: beside the control socket, "<socket_path>.fds".
 [[nodiscard]] std::string fd_holder_socket(const std::string& socket_path);
@@ -77,8 +90,8 @@ struct Config {
 // Parse a JSON object of Config keys ("frontend", "cache_dir", "socket", "log_level",
 // "batch_size", "prefetch_bandwidth", "file_readahead", "fill_threads", "fuse_threads",
 // "fuse_poll_us", "read_timeout_s" (0 = no bound), "fd_holder", "fd_holder_grace_s" (0 = for ever),
-// "allow_fail_open", "registry") over `base`. Unknown keys and wrong types are EINVAL, naming the
-// key.
+// "allow_fail_open", "registry", "cache") over `base`. Unknown keys and wrong types are EINVAL,
+// naming the key.
 [[nodiscard]] base::Result<Config> parse_config(std::string_view json_text, Config base = {});
 // Parse a JSON object of RegistryOptions keys ("plain_http", "insecure", "ca_files",
 // "docker_config", "mirrors": {host: [url...]}, "connect_timeout_ms",

@@ -8,6 +8,7 @@
 //                     [--fsid ID] [--domain-id D]     (cachefiles: EROFS fsid=, domain_id=)
 //   cachefilesd-nydus umount DIR [--force]                             unmount + unbind
 //   cachefilesd-nydus list | metrics [--prometheus]
+//   cachefilesd-nydus cache ls | cache gc [--dry-run] | cache rm ID    the blob cache's space
 //   cachefilesd-nydus fd-holder --socket P [--grace S]   keep /dev/cachefiles for failover
 //                     (started by a daemon run with --fd-holder; see daemon/fd_holder.h)
 //
@@ -22,6 +23,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <optional>
 
@@ -51,6 +53,7 @@ struct Common {
   bool fd_holder = false;
   bool allow_fail_open = false;
   std::optional<unsigned> read_timeout;
+  std::string cache_limit;
   // Registry options given on the command line: the daemon's defaults, or one mount's
   // overrides.
   control::RegistryOverrides registry;
@@ -125,6 +128,12 @@ int ensure_daemon(const cfnd::Config& config, const std::string& config_file) {
     o.argv.emplace_back("--allow-fail-open");
   }
   o.argv.insert(o.argv.end(), {"--read-timeout", std::to_string(config.read_timeout_s)});
+  if (config.cache_limit_percent != 0) {
+    o.argv.insert(o.argv.end(),
+                  {"--cache-limit", std::to_string(config.cache_limit_percent) + "%"});
+  } else if (config.cache_limit != 0) {
+    o.argv.insert(o.argv.end(), {"--cache-limit", std::to_string(config.cache_limit)});
+  }
   o.log_path = config.cache_dir + "/daemon.log";
   o.new_session = true;
   auto pid = base::spawn(o);
@@ -227,6 +236,58 @@ int cmd_metrics(const cfnd::Config& config, bool prometheus) {
   return 0;
 }
 
+std::string utc_time(std::int64_t ms) {
+  const std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// A table for people: id, bytes on disk, last use (UTC), in use by which mounts.
+int cmd_cache_ls(const cfnd::Config& config, bool json) {
+  auto l = control::Client(config.socket_path, kCallTimeout).cache_ls();
+  if (!l) {
+    return fail(l.error());
+  }
+  if (json) {
+    std::puts(control::pretty_cache_listing(*l).c_str());
+    return 0;
+  }
+  std::printf("%-72s %14s  %-20s  %s\n", "ENTRY", "BYTES", "LAST USE", "IN USE BY");
+  for (const auto& e : l->entries) {
+    std::string users;
+    for (const auto& m : e.mounts) {
+      users += (users.empty() ? "" : ",") + m;
+    }
+    if (users.empty() && e.in_use) {
+      users = "(open)";
+    }
+    std::printf("%-72s %14llu  %-20s  %s\n", e.id.c_str(), static_cast<unsigned long long>(e.bytes),
+                utc_time(e.last_use_ms).c_str(), users.empty() ? "-" : users.c_str());
+  }
+  std::printf("total %llu bytes in %zu entries; limit %llu (high %llu, low %llu)\n",
+              static_cast<unsigned long long>(l->bytes), l->entries.size(),
+              static_cast<unsigned long long>(l->limit), static_cast<unsigned long long>(l->high),
+              static_cast<unsigned long long>(l->low));
+  return 0;
+}
+
+int cmd_cache_gc(const cfnd::Config& config, bool dry_run) {
+  auto g = control::Client(config.socket_path, kCallTimeout).cache_gc(dry_run);
+  if (!g) {
+    return fail(g.error());
+  }
+  std::puts(control::pretty_gc(*g).c_str());
+  return 0;
+}
+
+int cmd_cache_rm(const cfnd::Config& config, const std::string& id) {
+  auto st = control::Client(config.socket_path, kCallTimeout).cache_rm(id);
+  return st ? 0 : fail(st.error());
+}
+
 // The config file, then the command line over it. Errors: exit status 2.
 std::optional<cfnd::Config> make_config(const Common& c, bool apply_registry) {
   cfnd::Config config;
@@ -263,6 +324,12 @@ std::optional<cfnd::Config> make_config(const Common& c, bool apply_registry) {
   }
   if (c.read_timeout) {
     config.read_timeout_s = *c.read_timeout;
+  }
+  if (!c.cache_limit.empty()) {
+    if (auto st = cfnd::set_cache_limit(config, c.cache_limit); !st) {
+      fail(st.error().to_string());
+      return std::nullopt;
+    }
   }
   if (apply_registry) {
     if (!c.mirrors.empty()) {
@@ -342,6 +409,9 @@ int main(int argc, char** argv) {
                  "seconds a read waits for uncached bytes before EIO, retries included "
                  "(default 30; 0: the registry timeouts only)")
       ->check(CLI::Range(0, 3600));
+  app.add_option("--cache-limit", c.cache_limit,
+                 "the blob cache's size limit: bytes (10G, 512M) or a percent of its file "
+                 "system (20%); 0: none (default; the config's cache.limit)");
   add_registry_options(app, c);
 
   auto* mount = app.add_subcommand("mount", "bind an image and mount it lazily on DIR");
@@ -372,6 +442,21 @@ int main(int argc, char** argv) {
   auto* metrics = app.add_subcommand("metrics", "print metrics (JSON)");
   bool prom = false;
   metrics->add_flag("--prometheus", prom, "Prometheus text format");
+  auto* cache = app.add_subcommand("cache", "the blob cache's space: ls, gc, rm");
+  cache->require_subcommand(1);
+  auto* cache_ls = cache->add_subcommand(
+      "ls", "list the cache's entries: size on disk, last use, the mounts using each");
+  bool ls_json = false;
+  cache_ls->add_flag("--json", ls_json, "JSON");
+  auto* cache_gc = cache->add_subcommand(
+      "gc",
+      "evict unused entries now, least recently used first, down to the low watermark "
+      "(no limit: every unused one)");
+  bool dry_run = false;
+  cache_gc->add_flag("--dry-run", dry_run, "only print what would go");
+  auto* cache_rm = cache->add_subcommand("rm", "remove one unused entry (refused while in use)");
+  std::string entry_id;
+  cache_rm->add_option("ID", entry_id, "a blob id (or bootstraps/<file>)")->required();
   auto* holder = app.add_subcommand(
       "fd-holder", "keep the daemon's /dev/cachefiles across its restarts (--socket: where)");
   unsigned grace = 300;
@@ -408,6 +493,15 @@ int main(int argc, char** argv) {
   }
   if (*metrics) {
     return cmd_metrics(*config, prom);
+  }
+  if (*cache_ls) {
+    return cmd_cache_ls(*config, ls_json);
+  }
+  if (*cache_gc) {
+    return cmd_cache_gc(*config, dry_run);
+  }
+  if (*cache_rm) {
+    return cmd_cache_rm(*config, entry_id);
   }
   return run_daemon(*config);
 }

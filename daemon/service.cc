@@ -4,8 +4,10 @@
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <filesystem>
 #include <map>
@@ -93,6 +95,7 @@ class ServiceImpl final : public Service {
     (void)unmount_all();
     fanotify_.reset();    // after every unmount: closing the group with a live mount fails open
     cachefiles_.reset();  // after every unmount: closing /dev/cachefiles fails reads with EIO
+    cache_.reset();       // its space thread asks pins() about bound_: before bound_ goes
   }
 
   base::Status init() {
@@ -101,7 +104,14 @@ class ServiceImpl final : public Service {
     opts.batch_size = config_.batch_size;
     opts.prefetch_bandwidth = config_.prefetch_bandwidth;
     opts.read_timeout = std::chrono::seconds(config_.read_timeout_s);
+    opts.space.limit = config_.cache_limit;
+    opts.space.limit_percent = config_.cache_limit_percent;
+    opts.space.high_watermark = config_.cache_high_watermark;
+    opts.space.low_watermark = config_.cache_low_watermark;
+    opts.space.gc_interval = std::chrono::seconds(config_.cache_gc_interval_s);
+    opts.space.orphan_grace = std::chrono::seconds(config_.cache_orphan_grace_s);
     CFN_ASSIGN_OR_RETURN(cache_, BlobCache::create(opts));
+    cache_->set_pins([this] { return pins(); });
     CFN_ASSIGN_OR_RETURN(handover_, FdHandover::open(config_));
     Handed handed;
     CFN_ASSIGN_OR_RETURN(handed.cachefiles, handover_.take(kCachefilesFdName, is_cachefiles_dev));
@@ -194,6 +204,13 @@ class ServiceImpl final : public Service {
             return control::images_to_json(list());
           } else if constexpr (std::is_same_v<T, control::AccessedRequest>) {
             return answer(accessed(q), [](const auto& a) { return control::files_to_json(a); });
+          } else if constexpr (std::is_same_v<T, control::CacheLsRequest>) {
+            return control::to_json(cache_listing());
+          } else if constexpr (std::is_same_v<T, control::CacheGcRequest>) {
+            return control::to_json(cache_gc(q.dry_run));
+          } else if constexpr (std::is_same_v<T, control::CacheRmRequest>) {
+            auto st = cache_->remove(q.id);
+            return st ? control::ok_to_json() : control::error_to_json(st.error());
           } else {
             static_assert(std::is_same_v<T, control::MetricsRequest>);
             const auto m = metrics();
@@ -653,10 +670,12 @@ class ServiceImpl final : public Service {
         return base::errorf(EBUSY, "an image is already bound on {}", mp);
       }
       busy_.insert(mp);
+      ++binding_;  // its bootstrap, not known yet, must not be evicted
     }
     auto unreserve = base::defer([&] {
       std::lock_guard lk(mu_);
       busy_.erase(mp);
+      --binding_;
     });
     Bound b;
     std::shared_ptr<Backend> backend;
@@ -904,6 +923,100 @@ class ServiceImpl final : public Service {
     return images;
   }
 
+  // ---- the cache's space ----
+
+  // The cache entry id of a bootstrap the cache keeps ("bootstraps/<file>"), or "".
+  [[nodiscard]] std::string bootstrap_entry(const std::string& path) const {
+    const std::filesystem::path p(path);
+    if (p.parent_path() != std::filesystem::path(bootstraps_dir(config_.cache_dir))) {
+      return {};
+    }
+    return "bootstraps/" + p.filename().string();
+  }
+
+  // What bound images use, for the cache's eviction (besides the blobs they hold open).
+  CachePins pins() {
+    CachePins p;
+    std::lock_guard lk(mu_);
+    for (const auto& [mp, b] : bound_) {
+      for (const auto& blob : b.image->blobs()) {
+        p.ids.insert(blob->info().id);
+      }
+      if (auto e = bootstrap_entry(b.image->bootstrap_path()); !e.empty()) {
+        p.ids.insert(e);
+      }
+    }
+    p.all_bootstraps = binding_ > 0;
+    return p;
+  }
+
+  control::CacheListing cache_listing() {
+    auto entries = cache_->entries();
+    std::map<std::string, std::vector<std::string>> mounts;
+    {
+      std::lock_guard lk(mu_);
+      for (const auto& [mp, b] : bound_) {
+        for (const auto& blob : b.image->blobs()) {
+          mounts[blob->info().id].push_back(mp);
+        }
+        if (auto e = bootstrap_entry(b.image->bootstrap_path()); !e.empty()) {
+          mounts[e].push_back(mp);
+        }
+      }
+    }
+    std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+      return a.last_use_ns != b.last_use_ns ? a.last_use_ns < b.last_use_ns : a.id < b.id;
+    });
+    control::CacheListing l;
+    for (const auto& e : entries) {
+      control::CacheEntry c;
+      c.id = e.id;
+      c.kind = e.kind == cache::EntryKind::kBlob ? "blob" : "bootstrap";
+      c.bytes = e.bytes;
+      c.last_use_ms = e.last_use_ns / 1000000;
+      c.in_use = e.in_use;
+      if (auto it = mounts.find(e.id); it != mounts.end()) {
+        c.mounts = it->second;
+      }
+      l.bytes += e.bytes;
+      l.entries.push_back(std::move(c));
+    }
+    const auto w = space_watermarks();
+    l.limit = w.limit;
+    l.high = w.high;
+    l.low = w.low;
+    return l;
+  }
+
+  [[nodiscard]] cache::Watermarks space_watermarks() const {
+    cache::SpaceOptions o;
+    o.limit = config_.cache_limit;
+    o.limit_percent = config_.cache_limit_percent;
+    o.high_watermark = config_.cache_high_watermark;
+    o.low_watermark = config_.cache_low_watermark;
+    struct statvfs v {};
+    std::uint64_t fs = 0;
+    if (::statvfs(config_.cache_dir.c_str(), &v) == 0) {
+      fs = static_cast<std::uint64_t>(v.f_blocks) * v.f_frsize;
+    }
+    return cache::watermarks(o, fs);
+  }
+
+  control::GcAnswer cache_gc(bool dry_run) {
+    const GcReport r = cache_->gc(dry_run);
+    control::GcAnswer a;
+    a.dry_run = r.dry_run;
+    a.evicted = r.evicted;
+    a.evicted_bytes = r.evicted_bytes;
+    a.bytes_before = r.bytes_before;
+    a.bytes_after = r.bytes_after;
+    a.limit = r.watermarks.limit;
+    a.low = r.watermarks.low;
+    a.errors = r.errors;
+    a.over = r.over;
+    return a;
+  }
+
   // One snapshot of every counter: the JSON answer and the Prometheus text print it.
   control::Metrics metrics() {
     const auto& c = cache_->metrics();
@@ -919,6 +1032,14 @@ class ServiceImpl final : public Service {
     m.prefetch_bytes = c.prefetch_bytes.load();
     m.prefetch_list_bytes = c.prefetch_list_bytes.load();
     m.readahead_bytes = c.readahead_bytes.load();
+    m.cache_bytes = c.cache_bytes.load();
+    m.cache_limit = c.cache_limit.load();
+    m.cache_entries_in_use = c.blobs_in_use.load();
+    m.cache_over_limit_bytes = c.over_limit_bytes.load();
+    m.cache_evictions = c.evictions.load();
+    m.cache_evicted_bytes = c.evicted_bytes.load();
+    m.cache_eviction_errors = c.eviction_errors.load();
+    m.cache_no_space = c.no_space_events.load();
     for (const std::uint64_t n : c.fill_latency_us_buckets()) {
       m.fill_latency_us_buckets.push_back(n);
     }
@@ -972,6 +1093,7 @@ class ServiceImpl final : public Service {
   std::map<std::string, PersistedImage> mounting_;  // binds inside mount(2)
   std::set<std::string> fan_mounting_;              // of those, the fanotify ones
   std::set<std::string> busy_;  // mount points a bind or an unbind is working on
+  int binding_ = 0;             // binds under way (CachePins::all_bootstraps)
   int ops_ = 0;                 // binds in their mount step, unbinds: shutdown waits
   bool stopping_ = false;       // shutdown began: no bind or unbind starts
   std::condition_variable ops_done_;

@@ -15,7 +15,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   const std::string_view text(reinterpret_cast<const char*>(data + 1), size - 1);
-  switch (data[0] % 8) {
+  switch (data[0] % 10) {
     case 0: {
       auto r = control::request_from_json(text);
       if (!r) {
@@ -54,6 +54,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       break;
     case 6:
       (void)control::prometheus_from_json(text);
+      break;
+    case 8:
+      if (auto a = control::cache_listing_from_json(text)) {
+        (void)control::to_json(*a);
+        (void)control::pretty_cache_listing(*a);
+      }
+      break;
+    case 9:
+      if (auto a = control::gc_from_json(text)) {
+        (void)control::to_json(*a);
+        (void)control::pretty_gc(*a);
+      }
       break;
     default:
       (void)control::ok_from_json(text);

@@ -50,7 +50,11 @@ TEST(ControlApi, RequestsRoundTrip) {
                          ListRequest{},
                          AccessedRequest{"/mnt/a"},
                          MetricsRequest{false},
-                         MetricsRequest{true}};
+                         MetricsRequest{true},
+                         CacheLsRequest{},
+                         CacheGcRequest{true},
+                         CacheGcRequest{false},
+                         CacheRmRequest{"abc"}};
   for (const auto& r : all) {
     EXPECT_EQ(round_trip(r), r) << to_json(r);
   }
@@ -66,6 +70,44 @@ TEST(ControlApi, TheWireKeepsItsNames) {
   b.reference = "h/r:t";
   b.registry = RegistryOverrides{};
   EXPECT_EQ(to_json(b), R"({"mountpoint":"/m","op":"bind","reference":"h/r:t","registry":{}})");
+}
+
+TEST(ControlApi, CacheAnswersRoundTrip) {
+  EXPECT_EQ(to_json(CacheRmRequest{"b1"}), R"({"id":"b1","op":"cache_rm"})");
+  EXPECT_EQ(to_json(CacheGcRequest{true}), R"({"dry_run":true,"op":"cache_gc"})");
+  EXPECT_FALSE(request_from_json(R"({"op":"cache_rm"})"));
+  EXPECT_FALSE(request_from_json(R"({"op":"cache_rm","id":""})"));
+  EXPECT_FALSE(request_from_json(R"({"op":"cache_gc","dry_run":"yes"})"));
+  CacheListing l;
+  l.bytes = 12288;
+  l.limit = 1 << 20;
+  l.high = 900;
+  l.low = 700;
+  l.entries.push_back({"b1", "blob", 8192, 1700000000123, true, {"/m1", "/m2"}});
+  l.entries.push_back({"bootstraps/x.boot", "bootstrap", 4096, 5, false, {}});
+  auto back = cache_listing_from_json(to_json(l));
+  ASSERT_TRUE(back) << back.error().to_string();
+  EXPECT_EQ(*back, l);
+  GcAnswer g{true, {"b2", "b3"}, 100, 300, 200, 1000, 700, 1, 5};
+  auto gb = gc_from_json(to_json(g));
+  ASSERT_TRUE(gb) << gb.error().to_string();
+  EXPECT_EQ(*gb, g);
+  EXPECT_EQ(gc_from_json(R"({"ok":false,"errno":16,"error":"busy"})").error().code, EBUSY);
+  Metrics m;
+  m.cache_bytes = 1;
+  m.cache_limit = 2;
+  m.cache_entries_in_use = 3;
+  m.cache_over_limit_bytes = 4;
+  m.cache_evictions = 5;
+  m.cache_evicted_bytes = 6;
+  m.cache_eviction_errors = 7;
+  m.cache_no_space = 8;
+  auto mb = metrics_from_json(to_json(m));
+  ASSERT_TRUE(mb);
+  EXPECT_EQ(*mb, m);
+  const std::string prom = to_prometheus(m);
+  EXPECT_NE(prom.find("cachefilesd_nydus_cache_limit_bytes 2\n"), std::string::npos) << prom;
+  EXPECT_NE(prom.find("cachefilesd_nydus_cache_evictions_total 5\n"), std::string::npos);
 }
 
 TEST(ControlApi, BadRequestsAreRefused) {

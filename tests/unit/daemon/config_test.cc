@@ -110,6 +110,46 @@ TEST(Config, FusePoll) {
                  {"-1", "10001", R"("50")"});
 }
 
+TEST(Config, CacheSpace) {
+  auto d = parse_config("{}");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->cache_limit, 0U);  // no limit
+  EXPECT_EQ(d->cache_limit_percent, 0U);
+  EXPECT_EQ(d->cache_high_watermark, 90U);
+  EXPECT_EQ(d->cache_low_watermark, 70U);
+  EXPECT_EQ(d->cache_gc_interval_s, 60U);
+  EXPECT_EQ(d->cache_orphan_grace_s, 600U);
+  auto c = parse_config(
+      R"({"cache":{"limit":"10G","high_watermark":80,"low_watermark":50,"gc_interval_s":5,"orphan_grace_s":0}})");
+  ASSERT_TRUE(c) << c.error().to_string();
+  EXPECT_EQ(c->cache_limit, 10ULL << 30);
+  EXPECT_EQ(c->cache_high_watermark, 80U);
+  EXPECT_EQ(c->cache_low_watermark, 50U);
+  EXPECT_EQ(c->cache_gc_interval_s, 5U);
+  EXPECT_EQ(c->cache_orphan_grace_s, 0U);
+  c = parse_config(R"({"cache":{"limit":"25%"}})");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->cache_limit_percent, 25U);
+  EXPECT_EQ(c->cache_limit, 0U);
+  c = parse_config(R"({"cache":{"limit":1048576}})");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->cache_limit, 1048576U);
+  Config cli;
+  ASSERT_TRUE(set_cache_limit(cli, "512M"));
+  EXPECT_EQ(cli.cache_limit, 512ULL << 20);
+  EXPECT_FALSE(set_cache_limit(cli, "lots"));
+  for (const char* bad :
+       {R"({"cache":1})", R"({"cache":{"limit":-1}})", R"({"cache":{"limit":"0%"}})",
+        R"({"cache":{"limit":true}})", R"({"cache":{"size":1}})",
+        R"({"cache":{"high_watermark":101}})", R"({"cache":{"low_watermark":0}})",
+        R"({"cache":{"high_watermark":60,"low_watermark":70}})",
+        R"({"cache":{"gc_interval_s":0}})"}) {
+    auto r = parse_config(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, EINVAL) << bad;
+  }
+}
+
 TEST(Config, RejectsBadInput) {
   for (const char* bad :
        {"", "[]", "{", R"({"nope":1})", R"({"frontend":"x"})", R"({"fill_threads":0})",
