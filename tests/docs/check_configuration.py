@@ -3,7 +3,8 @@
 """docs/configuration.md against the programs.
 
 Checks, each way round (nothing undocumented, nothing documented that is not there):
-  - every flag in each program's --help (the program's own options and each subcommand's)
+  - every flag in each program's --help (the program's own options, each subcommand's and
+    each sub-subcommand's, e.g. `cache ls`)
     against the flag tables of the program's section of the doc, per subcommand;
   - the daemon's config keys (the kKeys lists of daemon/config.cc, top level and
     "registry") against the doc's config key tables;
@@ -59,12 +60,19 @@ def help_flags(argv):
                 if name.startswith("--") and name != "--help":
                     out.setdefault(name, set()).add(scope)
 
+    def walk(text, path):
+        # Subcommands of subcommands (`cache ls`) too: scope "cache ls".
+        for line in help_sections(text).get("Subcommands", []):
+            m = re.match(r"^  (\S+)", line)
+            if m:
+                sub = path + [m.group(1)]
+                sub_help = run_help(argv + sub)
+                options_of(sub_help, " ".join(sub))
+                walk(sub_help, sub)
+
     top = run_help(argv)
     options_of(top, "")
-    for line in help_sections(top).get("Subcommands", []):
-        m = re.match(r"^  (\S+)", line)
-        if m:
-            options_of(run_help(argv + [m.group(1)]), m.group(1))
+    walk(top, [])
     return out
 
 
@@ -127,7 +135,7 @@ def doc_flags(lines):
                 continue
             scopes = {""}
             if of is not None:
-                subs = re.findall(r"`([a-z-]+)`", row[of])
+                subs = re.findall(r"`([a-z-]+(?: [a-z-]+)?)`", row[of])
                 scopes = set(subs) if subs else {""}
             out.setdefault(m.group(0), set()).update(scopes)
     return out
