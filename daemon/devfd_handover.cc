@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <span>
 
@@ -66,6 +67,44 @@ base::Result<base::UniqueFd> FdHandover::take(std::string_view name,
     spdlog::warn("the fd holder's '{}' is not what that name stands for: ignored", name);
   }
   return base::UniqueFd();
+}
+
+std::vector<std::string> FdHandover::drop_unlisted(std::string_view prefix,
+                                                   const std::vector<std::string>& keep) {
+  auto kept = [&](const std::string& n) {
+    return std::find(keep.begin(), keep.end(), n) != keep.end();
+  };
+  std::vector<std::string> dropped;
+  for (auto it = from_store_.begin(); it != from_store_.end();) {
+    if (it->first.starts_with(prefix) && !kept(it->first)) {
+      sd::remove_fds(it->first);
+      dropped.push_back(it->first);
+      it = from_store_.erase(it);  // closes our copy
+    } else {
+      ++it;
+    }
+  }
+  std::lock_guard lk(*holder_mu_);
+  if (holder_) {
+    auto names = holder_->names(prefix);
+    if (!names) {
+      spdlog::error("fd holder: listing '{}*': {}", prefix, names.error().to_string());
+      return dropped;
+    }
+    for (const auto& n : *names) {
+      if (kept(n)) {
+        continue;
+      }
+      if (auto st = holder_->drop(n); !st) {
+        spdlog::error("fd holder: dropping '{}': {}", n, st.error().to_string());
+        continue;
+      }
+      if (std::find(dropped.begin(), dropped.end(), n) == dropped.end()) {
+        dropped.push_back(n);
+      }
+    }
+  }
+  return dropped;
 }
 
 void FdHandover::close_untaken() {

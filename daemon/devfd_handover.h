@@ -39,6 +39,13 @@ class FdHandover {
   // closed. Invalid when there is none. Errors: talking to the fd holder failed.
   [[nodiscard]] base::Result<base::UniqueFd> take(std::string_view name,
                                                   const std::function<bool(int)>& is_right);
+  // Failover that cannot resume: every fd kept under a name starting with prefix and not
+  // in `keep` (the names a restarted daemon resumes) is taken out of the fd store
+  // (FDSTOREREMOVE) and dropped by the fd holder, and our copy closed, so that the kernel
+  // ends the session (a FUSE mount's readers fail with ENOTCONN at once instead of waiting
+  // for the holder's grace time). Returns the names dropped. Call before close_untaken().
+  std::vector<std::string> drop_unlisted(std::string_view prefix,
+                                         const std::vector<std::string>& keep);
   // Close the service manager's fds nobody took (logged).
   void close_untaken();
 

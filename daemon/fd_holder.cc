@@ -19,13 +19,15 @@ namespace cfnd {
 namespace {
 
 constexpr std::pair<HolderVerb, std::string_view> kVerbs[] = {
-    {HolderVerb::kPut, "PUT"}, {HolderVerb::kGet, "GET"},  {HolderVerb::kRelease, "RELEASE"},
-    {HolderVerb::kOk, "OK"},   {HolderVerb::kFd, "FD"},    {HolderVerb::kNone, "NONE"},
-    {HolderVerb::kErr, "ERR"}, {HolderVerb::kDrop, "DROP"}};
+    {HolderVerb::kPut, "PUT"},  {HolderVerb::kGet, "GET"},   {HolderVerb::kRelease, "RELEASE"},
+    {HolderVerb::kOk, "OK"},    {HolderVerb::kFd, "FD"},     {HolderVerb::kNone, "NONE"},
+    {HolderVerb::kErr, "ERR"},  {HolderVerb::kDrop, "DROP"}, {HolderVerb::kNext, "NEXT"},
+    {HolderVerb::kName, "NAME"}};
 
 bool named(HolderVerb v) {
   return v == HolderVerb::kPut || v == HolderVerb::kGet || v == HolderVerb::kFd ||
-         v == HolderVerb::kNone || v == HolderVerb::kDrop;
+         v == HolderVerb::kNone || v == HolderVerb::kDrop || v == HolderVerb::kNext ||
+         v == HolderVerb::kName;
 }
 
 bool good_name(std::string_view name) {
@@ -295,6 +297,28 @@ base::Status FdHolderClient::drop(std::string_view name) {
   return {};
 }
 
+base::Result<std::vector<std::string>> FdHolderClient::names(std::string_view prefix) {
+  std::vector<std::string> out;
+  std::string after(prefix);
+  // Bounded: the holder holds at most kHolderMaxHeld names, each answer is a greater one.
+  for (std::size_t i = 0; i <= kHolderMaxHeld; ++i) {
+    std::vector<base::UniqueFd> got;
+    CFN_ASSIGN_OR_RETURN(auto a, call({HolderVerb::kNext, after}, {}, got));
+    if (a.verb == HolderVerb::kNone) {
+      return out;
+    }
+    if (a.verb != HolderVerb::kName || a.arg <= after) {
+      return base::make_error(EPROTO, "fd holder: unexpected answer to NEXT");
+    }
+    if (!a.arg.starts_with(prefix)) {
+      return out;
+    }
+    out.push_back(a.arg);
+    after = a.arg;
+  }
+  return base::make_error(EPROTO, "fd holder: more names than it may hold");
+}
+
 base::Status FdHolderClient::release() {
   std::vector<base::UniqueFd> got;
   CFN_ASSIGN_OR_RETURN(auto a, call({HolderVerb::kRelease, ""}, {}, got));
@@ -420,6 +444,13 @@ int run_fd_holder(const std::string& path, std::chrono::seconds grace,
         case HolderVerb::kDrop:
           if (held.erase(m->arg) > 0) {
             spdlog::info("fd holder: dropped '{}'", m->arg);
+          }
+          break;
+        case HolderVerb::kNext:
+          if (auto it = held.upper_bound(m->arg); it != held.end()) {
+            answer = {HolderVerb::kName, it->first};
+          } else {
+            answer = {HolderVerb::kNone, m->arg};
           }
           break;
         case HolderVerb::kRelease:

@@ -11,6 +11,8 @@
 //   PUT <name>  + 1 fd   keep a dup of the fd under name (replacing an older one)  -> OK
 //   GET <name>           -> FD <name> + 1 fd (the holder keeps its own), or NONE <name>
 //   DROP <name>          close the fd of that name, if held (its mount is gone)   -> OK
+//   NEXT <name>          the first held name after <name> in byte order -> NAME <n>, or
+//                        NONE <name> (a restarted daemon lists what it cannot resume)
 //   RELEASE              close every fd and exit (the daemon shut down cleanly)   -> OK
 //   ERR <text>           the holder's answer to a malformed request
 //
@@ -40,11 +42,12 @@ inline constexpr std::size_t kHolderMaxFds = 16;  // fds in one message
 // usual 1024 open files of a process).
 inline constexpr std::size_t kHolderMaxHeld = 512;
 
-enum class HolderVerb { kPut, kGet, kRelease, kOk, kFd, kNone, kErr, kDrop };
+enum class HolderVerb { kPut, kGet, kRelease, kOk, kFd, kNone, kErr, kDrop, kNext, kName };
 
 struct HolderMessage {
   HolderVerb verb = HolderVerb::kOk;
-  std::string arg;  // the fd name (PUT, GET, DROP, FD, NONE), the text (ERR), else empty
+  // The fd name (PUT, GET, DROP, NEXT, NAME, FD, NONE), the text (ERR), else empty.
+  std::string arg;
 
   bool operator==(const HolderMessage&) const = default;
 };
@@ -87,6 +90,8 @@ class FdHolderClient {
   [[nodiscard]] base::Result<base::UniqueFd> get(std::string_view name);
   // Have the holder close the fd of that name (nothing when it holds none).
   [[nodiscard]] base::Status drop(std::string_view name);
+  // The names held that start with prefix (a good name itself), in byte order.
+  [[nodiscard]] base::Result<std::vector<std::string>> names(std::string_view prefix);
   // Ask the holder to close everything and exit.
   [[nodiscard]] base::Status release();
 

@@ -56,6 +56,9 @@ bool is_fuse_dev(int fd) {
          S_ISCHR(b.st_mode) && a.st_rdev == b.st_rdev;
 }
 
+// The names of FUSE sessions' fds in the fd store / fd holder start with this.
+constexpr std::string_view kFuseFdPrefix = "fuse-";
+
 // A name for a new FUSE session's fd in the fd store / fd holder ("fuse-<16 hex>"),
 // unlike any an earlier daemon left there.
 std::string new_fuse_fd_name() {
@@ -433,15 +436,27 @@ class ServiceImpl final : public Service {
   // store or the fd holder (taken before the service manager's other fds are closed).
   base::Result<std::vector<HandedFuse>> take_fuse_sessions() {
     std::vector<HandedFuse> out;
+    std::vector<std::string> listed;
+    std::string why = "the state file does not list it";
     auto images = load_state(state_path(config_.cache_dir, Frontend::kFuse), Frontend::kFuse);
     if (!images) {
+      why = images.error().to_string();
       spdlog::error("failover: {}: the dead daemon's FUSE mounts cannot be served",
                     images.error().to_string());
-      return out;
+    } else {
+      for (auto& im : *images) {
+        listed.push_back(im.fuse->fd_name);
+        CFN_ASSIGN_OR_RETURN(auto fd, handover_.take(im.fuse->fd_name, is_fuse_dev));
+        out.push_back(HandedFuse{std::move(im), std::move(fd)});
+      }
     }
-    for (auto& im : *images) {
-      CFN_ASSIGN_OR_RETURN(auto fd, handover_.take(im.fuse->fd_name, is_fuse_dev));
-      out.push_back(HandedFuse{std::move(im), std::move(fd)});
+    // A session nobody can resume must end now: the kernel fails its readers (ENOTCONN)
+    // once no process holds its /dev/fuse, instead of after the holder's grace time.
+    for (const auto& name : handover_.drop_unlisted(kFuseFdPrefix, listed)) {
+      spdlog::error(
+          "failover: FUSE session '{}' of the dead daemon cannot be resumed ({}): its /dev/fuse "
+          "is closed, the reads of its mount (unknown) fail with ENOTCONN",
+          name, why);
     }
     return out;
   }
@@ -470,9 +485,12 @@ class ServiceImpl final : public Service {
         continue;
       }
       if (auto st = resume_fuse(h.record, std::move(h.dev), *dev); !st) {
-        spdlog::error("failover: resuming FUSE on {}: {} (its reads fail)", mp,
-                      st.error().to_string());
+        spdlog::error(
+            "failover: resuming FUSE on {}: {}: its /dev/fuse ('{}') is closed, its reads fail "
+            "with ENOTCONN",
+            mp, st.error().to_string(), name);
         handover_.forget(name);
+        h.dev.reset();
         continue;
       }
       ++resumed;

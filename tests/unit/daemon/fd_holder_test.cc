@@ -25,7 +25,9 @@ TEST(FdHolderProtocol, FormatAndParse) {
                                 {HolderVerb::kFd, "cachefiles"},
                                 {HolderVerb::kNone, "x"},
                                 {HolderVerb::kErr, "too many fds held"},
-                                {HolderVerb::kDrop, "fuse-1a2b"}};
+                                {HolderVerb::kDrop, "fuse-1a2b"},
+                                {HolderVerb::kNext, "fuse-"},
+                                {HolderVerb::kName, "fuse-1a2b"}};
   for (const auto& m : msgs) {
     auto text = format_holder_message(m);
     ASSERT_TRUE(text) << text.error().to_string();
@@ -231,6 +233,37 @@ TEST(FdHolder, DropsOneName) {
   // No writer is left anywhere: the reader sees end of file.
   char ch = 0;
   EXPECT_EQ(::read(r.get(), &ch, 1), 0);
+  ASSERT_TRUE(c->release());
+  EXPECT_EQ(holder.join(), 0);
+}
+
+// NEXT lists the held names after a given one: a restarted daemon finds the FUSE
+// sessions it cannot resume (its state file unreadable) by their prefix.
+TEST(FdHolder, ListsNamesByPrefix) {
+  cfntest::TempDir tmp("fd-holder-names");
+  const std::string path = tmp.sub("h.sock");
+  HolderThread holder(path, std::chrono::seconds(0));
+  auto c = FdHolderClient::connect(path);
+  ASSERT_TRUE(c) << c.error().to_string();
+  auto empty = c->names("fuse-");
+  ASSERT_TRUE(empty) << empty.error().to_string();
+  EXPECT_TRUE(empty->empty());
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  base::UniqueFd r(p[0]);
+  base::UniqueFd w(p[1]);
+  for (const char* n : {"cachefiles", "fuse-b", "fanotify", "fuse-a", "fusex", "zzz"}) {
+    ASSERT_TRUE(c->put(n, w.get())) << n;
+  }
+  auto fuse = c->names("fuse-");
+  ASSERT_TRUE(fuse) << fuse.error().to_string();
+  EXPECT_EQ(*fuse, (std::vector<std::string>{"fuse-a", "fuse-b"}));
+  auto f = c->names("f");
+  ASSERT_TRUE(f);
+  EXPECT_EQ(*f, (std::vector<std::string>{"fanotify", "fuse-a", "fuse-b", "fusex"}));
+  auto none = c->names("y");
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->empty());
   ASSERT_TRUE(c->release());
   EXPECT_EQ(holder.join(), 0);
 }
