@@ -79,6 +79,7 @@ json overrides_json(const RegistryOverrides& o) {
   put("ca_files", o.ca_files);
   put("docker_config", o.docker_config);
   put("mirrors", o.mirrors);
+  put("mirror_headers", o.mirror_headers);
   put("connect_timeout_ms", o.connect_timeout_ms);
   put("request_timeout_ms", o.request_timeout_ms);
   put("stall_timeout_ms", o.stall_timeout_ms);
@@ -94,9 +95,9 @@ base::Result<RegistryOverrides> overrides_from(const json& j) {
   }
   const base::JsonFields f(j, "registry");
   static constexpr std::string_view kKeys[] = {
-      "plain_http", "insecure",           "ca_files",           "docker_config",
-      "mirrors",    "connect_timeout_ms", "request_timeout_ms", "stall_timeout_ms",
-      "retries",    "max_parallel",       "max_bootstrap_bytes"};
+      "plain_http",         "insecure",           "ca_files",         "docker_config",
+      "mirrors",            "mirror_headers",     "connect_timeout_ms", "request_timeout_ms",
+      "stall_timeout_ms",   "retries",            "max_parallel",     "max_bootstrap_bytes"};
   CFN_TRY(f.only_keys(kKeys));
   RegistryOverrides o;
   CFN_TRY(read_opt(f, "plain_http", o.plain_http));
@@ -112,6 +113,17 @@ base::Result<RegistryOverrides> overrides_from(const json& j) {
       CFN_ASSIGN_OR_RETURN(mirrors[host], base::json_strings(urls, "registry", "mirrors." + host));
     }
     o.mirrors = std::move(mirrors);
+  }
+  if (const json* m = f.find("mirror_headers")) {
+    if (!m->is_object()) {
+      return f.error("\"mirror_headers\" must be an object of mirror URL -> {name: value}");
+    }
+    const base::JsonFields fm(*m, "registry: mirror_headers");
+    std::map<std::string, std::map<std::string, std::string>> headers;
+    for (const auto& [url, h] : m->items()) {
+      CFN_ASSIGN_OR_RETURN(headers[url], fm.string_map(url));
+    }
+    o.mirror_headers = std::move(headers);
   }
   CFN_TRY(read_opt(f, "connect_timeout_ms", o.connect_timeout_ms));
   CFN_TRY(read_opt(f, "request_timeout_ms", o.request_timeout_ms));

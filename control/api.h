@@ -51,6 +51,8 @@ struct RegistryOverrides {
   std::optional<std::vector<std::string>> ca_files;
   std::optional<std::string> docker_config;
   std::optional<std::map<std::string, std::vector<std::string>>> mirrors;  // host -> URLs
+  // mirror URL -> header name -> value: sent on every request to that mirror
+  std::optional<std::map<std::string, std::map<std::string, std::string>>> mirror_headers;
   std::optional<std::uint64_t> connect_timeout_ms;
   std::optional<std::uint64_t> request_timeout_ms;
   std::optional<std::uint64_t> stall_timeout_ms;

@@ -48,9 +48,9 @@ base::Status parse_registry(const nlohmann::json& j, RegistryOptions& o) {
     return base::make_error(EINVAL, "config: \"registry\" must be an object");
   }
   static constexpr std::string_view kKeys[] = {
-      "plain_http", "insecure",           "ca_files",           "docker_config",
-      "mirrors",    "connect_timeout_ms", "request_timeout_ms", "stall_timeout_ms",
-      "retries",    "max_parallel",       "max_bootstrap_bytes"};
+      "plain_http",       "insecure",           "ca_files",           "docker_config",
+      "mirrors",          "mirror_headers",     "connect_timeout_ms", "request_timeout_ms",
+      "stall_timeout_ms", "retries",            "max_parallel",       "max_bootstrap_bytes"};
   const base::JsonFields f(j, "config: registry");
   CFN_TRY(f.only_keys(kKeys));
   CFN_TRY(f.read("plain_http", o.plain_http));
@@ -64,6 +64,15 @@ base::Status parse_registry(const nlohmann::json& j, RegistryOptions& o) {
     for (const auto& [host, urls] : m->items()) {
       CFN_ASSIGN_OR_RETURN(o.mirrors[host],
                            base::json_strings(urls, "config: registry", "\"mirrors\"", kNonEmpty));
+    }
+  }
+  if (const nlohmann::json* m = f.find("mirror_headers")) {
+    if (!m->is_object()) {
+      return f.error("\"mirror_headers\" must be an object of mirror URL -> {name: value}");
+    }
+    const base::JsonFields fm(*m, "config: registry: mirror_headers");
+    for (const auto& [url, h] : m->items()) {
+      CFN_ASSIGN_OR_RETURN(o.mirror_headers[url], fm.string_map(url));
     }
   }
   CFN_TRY(f.read("connect_timeout_ms", o.connect_timeout_ms, 1, 3600000));
@@ -132,6 +141,7 @@ std::string registry_options_json(const RegistryOptions& o) {
                       {"ca_files", o.ca_files},
                       {"docker_config", o.docker_config},
                       {"mirrors", o.mirrors},
+                      {"mirror_headers", o.mirror_headers},
                       {"connect_timeout_ms", o.connect_timeout_ms},
                       {"request_timeout_ms", o.request_timeout_ms},
                       {"stall_timeout_ms", o.stall_timeout_ms},

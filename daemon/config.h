@@ -29,6 +29,8 @@ struct RegistryOptions {
   std::vector<std::string> ca_files;  // extra trusted CAs (PEM) for the image's host
   std::string docker_config;          // config.json; empty: $DOCKER_CONFIG or ~/.docker
   std::map<std::string, std::vector<std::string>> mirrors;  // host -> mirror base URLs
+  // mirror URL -> header name -> value, sent on every request to that mirror (never logged)
+  std::map<std::string, std::map<std::string, std::string>> mirror_headers;
   std::uint64_t connect_timeout_ms = 5000;
   std::uint64_t request_timeout_ms = 60000;          // whole request, per try
   std::uint64_t stall_timeout_ms = 10000;            // no byte received for this long
@@ -94,7 +96,8 @@ struct Config {
 // naming the key.
 [[nodiscard]] base::Result<Config> parse_config(std::string_view json_text, Config base = {});
 // Parse a JSON object of RegistryOptions keys ("plain_http", "insecure", "ca_files",
-// "docker_config", "mirrors": {host: [url...]}, "connect_timeout_ms",
+// "docker_config", "mirrors": {host: [url...]}, "mirror_headers": {url: {name: value}},
+// "connect_timeout_ms",
 // "request_timeout_ms", "stall_timeout_ms", "retries", "max_parallel",
 // "max_bootstrap_bytes") over `base`; mirrors given replace those of their host.
 // Unknown keys and wrong types are EINVAL, naming the key.

@@ -89,6 +89,11 @@ registry::ClientConfig client_config(const RegistryOptions& o, const registry::R
   h.ca_files = o.ca_files;
   if (auto it = o.mirrors.find(ref.host); it != o.mirrors.end()) {
     h.mirrors = it->second;
+    for (const auto& m : h.mirrors) {
+      if (auto hd = o.mirror_headers.find(m); hd != o.mirror_headers.end()) {
+        h.mirror_headers[m] = hd->second;
+      }
+    }
   }
   c.hosts[ref.host] = std::move(h);
   return c;

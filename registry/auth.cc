@@ -262,6 +262,7 @@ base::Result<http::Response> Auth::call(const Endpoint& ep, http::Request& req, 
   if (ep.mirror) {
     req.retry = false;
   }
+  req.headers.insert(req.headers.end(), ep.headers.begin(), ep.headers.end());
   for (int round = 0;; ++round) {
     req.authorization.clear();
     CFN_ASSIGN_OR_RETURN(const Url u, parse_url(req.url));

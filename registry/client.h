@@ -46,6 +46,10 @@ struct HostConfig {
   // order before the origin for pulls (manifests by digest or tag, blobs). A mirror
   // that fails is skipped for mirror_recheck and then probed with GET /v2/ again.
   std::vector<std::string> mirrors;
+  // Extra request headers for a mirror of this host, keyed by its URL as in mirrors
+  // (nydusd's mirrors[].headers, e.g. X-Dragonfly-Registry): sent on every request to that
+  // mirror, never logged.
+  std::map<std::string, std::map<std::string, std::string>> mirror_headers;
   bool insecure_skip_verify = false;       // TLS without verification, this host only
   bool plain_http = false;                 // http:// for this host (loopback hosts: default)
   std::vector<std::string> ca_files;       // extra trusted CAs (PEM)

@@ -100,6 +100,11 @@ std::vector<Endpoint> Endpoints::mirrors(const Reference& ref) const {
     ep.authority = u->authority;
     ep.cred_host = u->authority;
     ep.mirror = true;
+    if (auto h = hc->mirror_headers.find(m); h != hc->mirror_headers.end()) {
+      for (const auto& [name, value] : h->second) {
+        ep.headers.push_back(name + ": " + value);
+      }
+    }
     const HostConfig* mc = find_host_config(config_, u->authority);
     ep.relaxed_tls = u->scheme == "http" || (mc != nullptr && mc->insecure_skip_verify) ||
                      hc->insecure_skip_verify;
@@ -122,6 +127,7 @@ bool Endpoints::mirror_usable(const Endpoint& ep) {
   }
   http::Request req;
   req.url = ep.base + "/v2/";
+  req.headers = ep.headers;
   req.retry = false;
   req.max_body = 64U << 10;
   auto r = http_.perform(req);

@@ -23,6 +23,7 @@ struct Endpoint {
   std::string cred_host;     // the key for credentials: the reference's host, or the mirror's
   bool relaxed_tls = false;  // plain HTTP or insecure configured: a plain-HTTP token realm is OK
   bool mirror = false;
+  std::vector<std::string> headers;  // "Name: value", sent on every request to this endpoint
 };
 
 // The configuration of host (as in references), nullptr when there is none.

@@ -209,6 +209,7 @@ void RangeReader::read_many(const Reference& repo, const std::string& digest,
     http::Request& q = reqs[i];
     q.url = source->url;
     q.authorization = source->authorization;
+    q.headers = source->ep.headers;
     q.headers.push_back(body.range_header());
     add_no_cache(q, rest[i]->no_cache);
     q.sink = &body.sink();

@@ -126,6 +126,8 @@ class Reader {
         for (std::size_t i = 0; i < v.size(); ++i) {
           const std::string mkey = key + "[" + std::to_string(i) + "]";
           CFN_TRY(object(v[i], mkey));
+          std::string url;
+          std::map<std::string, std::string> headers;
           for (const auto& [mk, mv] : v[i].items()) {
             const std::string mkk = mkey + "." + mk;
             if (mk == "host") {
@@ -134,10 +136,11 @@ class Reader {
                 host = (s_.registry.plain_http.value_or(false) ? "http://" : "https://") + host;
               }
               s_.mirror_urls.push_back(host);
+              url = host;
             } else if (mk == "headers") {
               CFN_TRY(object(mv, mkk));
-              if (!mv.empty()) {
-                unsupported(mkk, "extra request headers are not sent");
+              for (const auto& [hk, hv] : mv.items()) {
+                CFN_ASSIGN_OR_RETURN(headers[hk], string(hv, mkk + "." + hk));
               }
             } else if (mk == "auth_through") {
               CFN_ASSIGN_OR_RETURN(auto b, boolean(mv, mkk));
@@ -149,6 +152,13 @@ class Reader {
             } else {
               unknown(mkk);
             }
+          }
+          if (!headers.empty() && !url.empty()) {
+            // Sent on every request to this mirror (the registry client checks them).
+            if (!s_.registry.mirror_headers) {
+              s_.registry.mirror_headers.emplace();
+            }
+            (*s_.registry.mirror_headers)[url] = std::move(headers);
           }
         }
       } else if (k == "host" || k == "repo") {

@@ -1149,6 +1149,9 @@ TEST_F(RegistryTest, MirrorServes) {
   FaultProxy mp(mp_host);
   auto cfg = config();
   cfg.hosts[host].mirrors = {"http://" + mp_host};
+  // nydusd's mirrors[].headers: sent on every request to the mirror.
+  cfg.hosts[host].mirror_headers["http://" + mp_host] = {{"X-Dragonfly-Registry", "http://o"},
+                                                         {"X-Cfn-Test", "mirror 1"}};
   auto c = client(cfg);
   auto r = c->resolve(ref(host, "multi"));
   ASSERT_TRUE(r) << r.error().to_string();
@@ -1156,8 +1159,34 @@ TEST_F(RegistryTest, MirrorServes) {
   expect_layer(*c, host);
   std::vector<std::byte> buf(4096);
   ASSERT_TRUE(c->read_blob_range(ref(host, "oci"), layer_digest(), 8192, buf));
-  EXPECT_GE(mp.requests("GET", "/manifests/").size(), 2U);
-  EXPECT_GE(mp.requests("GET", "/blobs/" + layer_digest()).size(), 2U);
+  // Several ranges at once: the multi-handle path after the first read.
+  std::vector<std::byte> b1(4096), b2(4096), b3(4096);
+  std::vector<registry::RangeRead> reads = {{0, b1, {}}, {4096, b2, {}}, {8192, b3, {}}};
+  c->read_blob_ranges(ref(host, "oci"), layer_digest(), reads);
+  for (const auto& rr : reads) {
+    ASSERT_TRUE(rr.result) << rr.result.error().to_string();
+  }
+  const auto manifests = mp.requests("GET", "/manifests/");
+  const auto blobs = mp.requests("GET", "/blobs/" + layer_digest());
+  EXPECT_GE(manifests.size(), 2U);
+  EXPECT_GE(blobs.size(), 5U);
+  auto lower = [](std::string s) {
+    for (char& ch : s) {
+      ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    }
+    return s;
+  };
+  for (const auto* list : {&manifests, &blobs}) {
+    for (const json& e : *list) {
+      std::map<std::string, std::string> h;
+      const json hdrs = e.value("headers", json::object());
+      for (const auto& [k, v] : hdrs.items()) {
+        h[lower(k)] = v.is_string() ? v.get<std::string>() : v.dump();
+      }
+      EXPECT_EQ(h["x-dragonfly-registry"], "http://o") << e.dump();
+      EXPECT_EQ(h["x-cfn-test"], "mirror 1") << e.dump();
+    }
+  }
 }
 
 // A mirror read cut by the caller's deadline fails the read (no time is left for the

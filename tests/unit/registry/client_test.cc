@@ -37,6 +37,19 @@ TEST(Client, CreateValidatesConfig) {
   EXPECT_FALSE(Client::create(zero));
 }
 
+TEST(Client, MirrorHeadersWithBadNamesOrValuesAreRefused) {
+  ClientConfig cfg;
+  cfg.hosts["h.example"].mirrors = {"http://127.0.0.1:5001"};
+  cfg.hosts["h.example"].mirror_headers["http://127.0.0.1:5001"] = {{"X-Ok", "a\r\nX-Evil: 1"}};
+  auto r = Client::create(cfg);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, EINVAL);
+  cfg.hosts["h.example"].mirror_headers["http://127.0.0.1:5001"] = {{"Bad Name", "v"}};
+  EXPECT_FALSE(Client::create(cfg));
+  cfg.hosts["h.example"].mirror_headers["http://127.0.0.1:5001"] = {{"X-Good", "v w"}};
+  EXPECT_TRUE(Client::create(cfg));
+}
+
 TEST(Client, DeadlineScopesNestAndEnd) {
   using Clock = std::chrono::steady_clock;
   EXPECT_FALSE(DeadlineScope::current());

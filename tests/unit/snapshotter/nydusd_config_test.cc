@@ -50,7 +50,12 @@ TEST(NydusdConfig, V1EveryKey) {
   EXPECT_EQ(s->unknown_keys,
             (std::vector<std::string>{"device.backend.config.frobnicate", "something"}));
   EXPECT_TRUE(mentions(s->unsupported, "registry_token"));
-  EXPECT_TRUE(mentions(s->unsupported, "headers"));
+  // The mirror's headers go with its URL (the registry client sends them to it).
+  ASSERT_TRUE(s->registry.mirror_headers);
+  EXPECT_EQ(*s->registry.mirror_headers,
+            (std::map<std::string, std::map<std::string, std::string>>{
+                {"http://127.0.0.1:65002", {{"X-Dragonfly-Registry", "https://r"}}}}));
+  EXPECT_FALSE(mentions(s->unsupported, "headers"));
   EXPECT_TRUE(mentions(s->unsupported, "digest_validate"));
   // Credentials never in what is logged.
   for (const auto& l : {s->unknown_keys, s->unsupported}) {
