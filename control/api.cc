@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/json_fields.h"
+#include "base/prometheus.h"
 
 namespace control {
 namespace {
@@ -169,6 +170,10 @@ json request_json(const Request& r) {
           return {{"op", "cache_gc"}, {"dry_run", q.dry_run}};
         } else if constexpr (std::is_same_v<T, CacheRmRequest>) {
           return {{"op", "cache_rm"}, {"id", q.id}};
+        } else if constexpr (std::is_same_v<T, StatusRequest>) {
+          return {{"op", "status"}};
+        } else if constexpr (std::is_same_v<T, StopRequest>) {
+          return {{"op", "stop"}};
         } else {
           static_assert(std::is_same_v<T, MetricsRequest>);
           json j{{"op", "metrics"}};
@@ -300,7 +305,9 @@ json metrics_json(const Metrics& m) {
           {"cache_evictions", m.cache_evictions},
           {"cache_evicted_bytes", m.cache_evicted_bytes},
           {"cache_eviction_errors", m.cache_eviction_errors},
-          {"cache_no_space", m.cache_no_space}};
+          {"cache_no_space", m.cache_no_space},
+          {"fill_latency_count", m.fill_latency_count},
+          {"fill_latency_us_sum", m.fill_latency_us_sum}};
 }
 
 base::Result<Metrics> metrics_from(const json& j) {
@@ -336,7 +343,9 @@ base::Result<Metrics> metrics_from(const json& j) {
       {"cache_evictions", &m.cache_evictions},
       {"cache_evicted_bytes", &m.cache_evicted_bytes},
       {"cache_eviction_errors", &m.cache_eviction_errors},
-      {"cache_no_space", &m.cache_no_space}};
+      {"cache_no_space", &m.cache_no_space},
+      {"fill_latency_count", &m.fill_latency_count},
+      {"fill_latency_us_sum", &m.fill_latency_us_sum}};
   for (const auto& [key, out] : counters) {
     CFN_TRY(f.read(key, *out, 0, UINT64_MAX));
   }
@@ -440,19 +449,14 @@ base::Result<GcAnswer> gc_from(const json& j) {
 
 }  // namespace
 
-std::string to_prometheus(const Metrics& m) {
-  std::string out;
-  auto metric = [&](const char* type, const char* name, const char* help, std::uint64_t v) {
-    out += fmt::format(
-        "# HELP cachefilesd_nydus_{0} {1}\n# TYPE cachefilesd_nydus_{0} {2}\n"
-        "cachefilesd_nydus_{0} {3}\n",
-        name, help, type, v);
-  };
+std::string to_prometheus(const Metrics& m, const std::vector<ImageInfo>& images) {
+  base::prom::Text t;
+  const std::string p = "cachefilesd_nydus_";
   auto counter = [&](const char* name, const char* help, std::uint64_t v) {
-    metric("counter", name, help, v);
+    t.counter(p + name, help, v);
   };
   auto gauge = [&](const char* name, const char* help, std::uint64_t v) {
-    metric("gauge", name, help, v);
+    t.gauge(p + name, help, static_cast<double>(v));
   };
   counter("backend_bytes_total", "Compressed bytes fetched from backends.", m.backend_bytes);
   counter("backend_requests_total", "Backend range reads.", m.backend_requests);
@@ -471,6 +475,13 @@ std::string to_prometheus(const Metrics& m) {
           m.prefetch_list_bytes);
   counter("readahead_bytes_total",
           "Uncompressed bytes filled by file readahead (of prefetch_bytes).", m.readahead_bytes);
+  counter("fanotify_allowed_total", "fanotify pre-content events answered FAN_ALLOW.",
+          m.fanotify_allowed);
+  counter("fanotify_denied_total", "fanotify pre-content events answered with an error.",
+          m.fanotify_denied);
+  counter("cachefiles_reads_total", "cachefiles READ requests served.", m.cachefiles_reads);
+  counter("cachefiles_read_failures_total", "cachefiles READ requests failed.",
+          m.cachefiles_read_failures);
   gauge("ready_chunks", "Chunks present in the cache files of bound images.", m.ready_chunks);
   gauge("chunks", "Chunks of the blobs of bound images.", m.chunk_count);
   gauge("cache_bytes", "Bytes the blob cache's files take on disk (allocated blocks).",
@@ -488,33 +499,74 @@ std::string to_prometheus(const Metrics& m) {
           m.cache_eviction_errors);
   counter("cache_no_space_total", "Cache writes that failed with ENOSPC or EDQUOT.",
           m.cache_no_space);
-  out +=
-      "# HELP cachefilesd_nydus_cachefiles_read_seconds cachefiles READ to READ_COMPLETE, "
-      "by whether the data was local.\n# TYPE cachefilesd_nydus_cachefiles_read_seconds "
-      "summary\n";
+  gauge("fanotify_marked_blobs", "Blob files with a fanotify pre-content mark.",
+        m.fanotify_marked_blobs);
+  const std::string read_s = p + "cachefiles_read_seconds";
+  t.family(read_s, "summary",
+           "cachefiles READ to READ_COMPLETE, by whether the data was local.");
   for (const auto& [data, l] :
        {std::pair<const char*, const LatencySummary&>{"local", m.cachefiles_read_local_us},
         std::pair<const char*, const LatencySummary&>{"fetched", m.cachefiles_read_fetched_us}}) {
     for (const auto& [q, us] : {std::pair{"0.5", l.p50}, std::pair{"0.99", l.p99}}) {
-      out += fmt::format(
-          "cachefilesd_nydus_cachefiles_read_seconds{{data=\"{}\",quantile=\"{}\"}} {:g}\n", data,
-          q, us / 1e6);
+      t.sample(read_s, {{"data", data}, {"quantile", q}}, us / 1e6);
     }
-    out += fmt::format("cachefilesd_nydus_cachefiles_read_seconds_count{{data=\"{}\"}} {}\n", data,
-                       l.count);
+    t.sample(read_s + "_sum", {{"data", data}},
+             l.mean * static_cast<double>(l.count) / 1e6);
+    t.sample(read_s + "_count", {{"data", data}}, l.count);
   }
-  out +=
-      "# HELP cachefilesd_nydus_fill_latency_seconds Fill latency.\n"
-      "# TYPE cachefilesd_nydus_fill_latency_seconds histogram\n";
-  std::uint64_t cum = 0;
-  for (std::size_t k = 0; k < m.fill_latency_us_buckets.size() && k < 64; ++k) {
-    cum += m.fill_latency_us_buckets[k];
-    out += fmt::format("cachefilesd_nydus_fill_latency_seconds_bucket{{le=\"{:g}\"}} {}\n",
-                       static_cast<double>(1ULL << k) / 1e6, cum);
+  // Bucket k of the snapshot holds fills of at most 2^k us; the last one also every
+  // longer fill, so it is left to +Inf.
+  const std::string fill = p + "fill_latency_seconds";
+  t.family(fill, "histogram", "Fill latency (a front end's fill call to its return).");
+  std::vector<double> le;
+  std::vector<std::uint64_t> counts;
+  const auto& b = m.fill_latency_us_buckets;
+  for (std::size_t k = 0; k + 1 < b.size() && k < 63; ++k) {
+    le.push_back(static_cast<double>(1ULL << k) / 1e6);
+    counts.push_back(b[k]);
   }
-  out += fmt::format("cachefilesd_nydus_fill_latency_seconds_bucket{{le=\"+Inf\"}} {}\n", cum);
-  out += fmt::format("cachefilesd_nydus_fill_latency_seconds_count {}\n", cum);
-  return out;
+  std::uint64_t total = m.fill_latency_count;
+  if (total == 0) {  // an older daemon's snapshot: the buckets are all there is
+    for (const std::uint64_t n : b) {
+      total += n;
+    }
+  }
+  t.histogram(fill, {}, le, counts, static_cast<double>(m.fill_latency_us_sum) / 1e6, total);
+  if (!images.empty()) {
+    const std::string ready = p + "image_ready_chunks";
+    const std::string chunks = p + "image_chunks";
+    const std::string bytes = p + "image_cached_bytes";
+    auto labels = [](const ImageInfo& i) -> base::prom::Labels {
+      return {{"reference", i.reference.empty() ? i.bootstrap : i.reference},
+              {"mountpoint", i.mountpoint},
+              {"frontend", i.frontend}};
+    };
+    auto per_image = [&](const std::string& name, const char* help, auto value) {
+      t.family(name, "gauge", help);
+      for (const auto& i : images) {
+        std::uint64_t v = 0;
+        for (const auto& bl : i.blobs) {
+          v += value(bl);
+        }
+        t.sample(name, labels(i), v);
+      }
+    };
+    per_image(ready, "Chunks of the image's blobs present in the cache.",
+              [](const BlobInfo& bl) { return bl.ready_chunks; });
+    per_image(chunks, "Chunks of the image's blobs.",
+              [](const BlobInfo& bl) { return bl.chunk_count; });
+    per_image(bytes,
+              "Uncompressed bytes of the image's blobs present in the cache (whole chunks, "
+              "estimated from the ready-chunk share).",
+              [](const BlobInfo& bl) {
+                return bl.chunk_count == 0
+                           ? std::uint64_t{0}
+                           : static_cast<std::uint64_t>(static_cast<double>(bl.size) *
+                                                        static_cast<double>(bl.ready_chunks) /
+                                                        static_cast<double>(bl.chunk_count));
+              });
+  }
+  return t.take();
 }
 
 std::string to_json(const Request& r) {
@@ -592,6 +644,11 @@ base::Result<Request> request_from_json(std::string_view text) {
       return base::make_error(EINVAL, "cache_rm: empty \"id\"");
     }
     return r;
+  if (op == "status") {
+    return StatusRequest{};
+  }
+  if (op == "stop") {
+    return StopRequest{};
   }
   if (op == "metrics") {
     MetricsRequest m;
@@ -669,6 +726,46 @@ std::string ok_to_json() {
 
 std::string error_to_json(const base::Error& e) {
   return json{{"ok", false}, {"errno", e.code}, {"error", e.to_string()}}.dump();
+}
+
+json status_json(const StatusAnswer& a) {
+  return {{"pid", a.pid},
+          {"version", a.version},
+          {"frontend", a.frontend},
+          {"frontends", a.frontends},
+          {"uptime_s", a.uptime_s},
+          {"images", a.images},
+          {"cache_dir", a.cache_dir},
+          {"cache_bytes", a.cache_bytes},
+          {"socket", a.socket},
+          {"metrics_address", a.metrics_address}};
+}
+
+std::string to_json(const StatusAnswer& a) {
+  return answer(status_json(a));
+}
+
+base::Result<StatusAnswer> status_from_json(std::string_view text) {
+  CFN_ASSIGN_OR_RETURN(auto j, answer_object(text));
+  const base::JsonFields f(j, "");
+  StatusAnswer a;
+  std::uint64_t pid = 0;
+  CFN_TRY(as_proto(f.read(std::string_view("pid"), pid, 0, INT64_MAX)));
+  a.pid = static_cast<std::int64_t>(pid);
+  CFN_TRY(as_proto(f.read("version", a.version)));
+  CFN_TRY(as_proto(f.read("frontend", a.frontend)));
+  CFN_TRY(as_proto(f.read("frontends", a.frontends)));
+  CFN_TRY(as_proto(f.read(std::string_view("uptime_s"), a.uptime_s, 0, UINT64_MAX)));
+  CFN_TRY(as_proto(f.read(std::string_view("images"), a.images, 0, UINT64_MAX)));
+  CFN_TRY(as_proto(f.read("cache_dir", a.cache_dir)));
+  CFN_TRY(as_proto(f.read(std::string_view("cache_bytes"), a.cache_bytes, 0, UINT64_MAX)));
+  CFN_TRY(as_proto(f.read("socket", a.socket)));
+  CFN_TRY(as_proto(f.read("metrics_address", a.metrics_address)));
+  return a;
+}
+
+std::string pretty_status(const StatusAnswer& s) {
+  return status_json(s).dump(2);
 }
 
 base::Result<PingAnswer> ping_from_json(std::string_view text) {

@@ -19,6 +19,9 @@
 //   {"op":"cache_ls"}                      -> {"ok":true, CACHE LISTING}
 //   {"op":"cache_gc"[,"dry_run":true]}     -> {"ok":true, GC REPORT}
 //   {"op":"cache_rm","id":BLOB}            -> {"ok":true}   (errno EBUSY while in use)
+//   {"op":"status"}                        -> {"ok":true, STATUS}
+//   {"op":"stop"}                          -> {"ok":true,"pid":N,"frontend":NAME}, then the
+//                                             daemon unmounts every image and exits
 //
 // The daemon serves it (daemon/service.cc), its CLI and the snapshotter call it
 // (control/client.h). Decoding is strict about types and required fields and ignores
@@ -113,8 +116,18 @@ struct CacheRmRequest {
   friend bool operator==(const CacheRmRequest&, const CacheRmRequest&) = default;
 };
 
+struct StatusRequest {
+  friend bool operator==(const StatusRequest&, const StatusRequest&) = default;
+};
+
+// The graceful stop SIGTERM starts (unmount every image, give the kernel fds up, exit).
+struct StopRequest {
+  friend bool operator==(const StopRequest&, const StopRequest&) = default;
+};
+
 using Request = std::variant<PingRequest, BindRequest, UnbindRequest, ListRequest, AccessedRequest,
-                             MetricsRequest, CacheLsRequest, CacheGcRequest, CacheRmRequest>;
+                             MetricsRequest, CacheLsRequest, CacheGcRequest, CacheRmRequest, StatusRequest,
+                             StopRequest>;
 
 // ---- answers ----
 
@@ -132,6 +145,21 @@ struct BlobInfo {
   std::uint64_t ready_chunks = 0;
   std::uint64_t chunk_count = 0;
   friend bool operator==(const BlobInfo&, const BlobInfo&) = default;
+};
+
+// What `cachefilesd-nydus status` prints.
+struct StatusAnswer {
+  std::int64_t pid = 0;
+  std::string version;
+  std::string frontend;          // the default front end
+  std::vector<std::string> frontends;  // the front ends this daemon can mount with
+  std::uint64_t uptime_s = 0;
+  std::uint64_t images = 0;      // bound images
+  std::string cache_dir;
+  std::uint64_t cache_bytes = 0;  // disk space the cache directory takes (allocated blocks)
+  std::string socket;
+  std::string metrics_address;  // the bound HTTP endpoint; empty: off
+  friend bool operator==(const StatusAnswer&, const StatusAnswer&) = default;
 };
 
 // A bound image (bind's answer, list's entries).
@@ -193,6 +221,10 @@ struct Metrics {
   std::uint64_t cache_evicted_bytes = 0;
   std::uint64_t cache_eviction_errors = 0;
   std::uint64_t cache_no_space = 0;  // cache writes that failed ENOSPC / EDQUOT
+  // Every fill's latency: how many and their sum (the last bucket above holds fills of
+  // 2^(size-2) us and more, so the buckets' sum may miss none but their le is open).
+  std::uint64_t fill_latency_count = 0;
+  std::uint64_t fill_latency_us_sum = 0;
   friend bool operator==(const Metrics&, const Metrics&) = default;
 };
 
@@ -229,8 +261,10 @@ struct GcAnswer {
   friend bool operator==(const GcAnswer&, const GcAnswer&) = default;
 };
 
-// The Prometheus text exposition of m.
-[[nodiscard]] std::string to_prometheus(const Metrics& m);
+// The Prometheus text exposition (format 0.0.4) of m, plus per-image gauges labelled
+// with reference (or bootstrap), mountpoint and frontend for each of `images`.
+[[nodiscard]] std::string to_prometheus(const Metrics& m,
+                                        const std::vector<ImageInfo>& images = {});
 
 // ---- encoding ----
 
@@ -253,6 +287,7 @@ struct GcAnswer {
 [[nodiscard]] std::string ok_to_json();                                 // unbind, cache_rm
 [[nodiscard]] std::string to_json(const CacheListing& l);               // cache_ls
 [[nodiscard]] std::string to_json(const GcAnswer& g);                   // cache_gc
+[[nodiscard]] std::string to_json(const StatusAnswer& a);               // status
 // "ok": false with the error's errno and text.
 [[nodiscard]] std::string error_to_json(const base::Error& e);
 
@@ -267,11 +302,13 @@ struct GcAnswer {
 [[nodiscard]] base::Status ok_from_json(std::string_view text);
 [[nodiscard]] base::Result<CacheListing> cache_listing_from_json(std::string_view text);
 [[nodiscard]] base::Result<GcAnswer> gc_from_json(std::string_view text);
+[[nodiscard]] base::Result<StatusAnswer> status_from_json(std::string_view text);
 
 // Pretty JSON for people (the CLI): the answer's fields without "ok", indented by 2.
 [[nodiscard]] std::string pretty_images(const std::vector<ImageInfo>& images);
 [[nodiscard]] std::string pretty_metrics(const Metrics& m);
 [[nodiscard]] std::string pretty_cache_listing(const CacheListing& l);
 [[nodiscard]] std::string pretty_gc(const GcAnswer& g);
+[[nodiscard]] std::string pretty_status(const StatusAnswer& s);
 
 }  // namespace control

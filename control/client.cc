@@ -59,4 +59,14 @@ base::Status Client::cache_rm(const std::string& id) const {
   return ok_from_json(a);
 }
 
+base::Result<StatusAnswer> Client::status() const {
+  CFN_ASSIGN_OR_RETURN(auto a, call(StatusRequest{}));
+  return status_from_json(a);
+}
+
+base::Result<PingAnswer> Client::stop() const {
+  CFN_ASSIGN_OR_RETURN(auto a, call(StopRequest{}));
+  return ping_from_json(a);
+}
+
 }  // namespace control

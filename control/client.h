@@ -32,6 +32,9 @@ class Client {
   [[nodiscard]] base::Result<CacheListing> cache_ls() const;
   [[nodiscard]] base::Result<GcAnswer> cache_gc(bool dry_run) const;
   [[nodiscard]] base::Status cache_rm(const std::string& id) const;
+  [[nodiscard]] base::Result<StatusAnswer> status() const;
+  // The daemon's pid: it has begun to stop (see StopRequest).
+  [[nodiscard]] base::Result<PingAnswer> stop() const;
 
   [[nodiscard]] const std::string& path() const { return path_; }
 

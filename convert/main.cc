@@ -11,6 +11,7 @@
 
 #include "base/file.h"
 #include "base/log.h"
+#include "base/version.h"
 #include "convert/builder.h"
 #include "convert/image.h"
 #include "convert/tools.h"
@@ -26,6 +27,7 @@ int fail(const base::Error& e) {
 
 int main(int argc, char** argv) {
   CLI::App app{"nydus-convert: build and inspect RAFS v6 (nydus) images"};
+  app.set_version_flag("--version", std::string("nydus-convert ") + CFN_VERSION);
   app.require_subcommand(1);
   app.fallthrough();  // --log-level is accepted after the subcommand too
   std::string log_level = "info";

@@ -157,7 +157,7 @@ base::Result<Config> parse_config(std::string_view json_text, Config c) {
       "frontend",           "cache_dir",    "socket",         "log_level",    "batch_size",
       "prefetch_bandwidth", "fill_threads", "fuse_threads",   "fd_holder",    "fd_holder_grace_s",
       "allow_fail_open",    "registry",     "read_timeout_s", "fuse_poll_us", "file_readahead",
-      "cache"};
+      "cache", "metrics_address"};
   const base::JsonFields f(j, "config");
   CFN_TRY(f.only_keys(kKeys));
   CFN_ASSIGN_OR_RETURN(const auto frontend, f.opt_string("frontend", kNonEmpty));
@@ -180,6 +180,7 @@ base::Result<Config> parse_config(std::string_view json_text, Config c) {
   CFN_TRY(f.read("fd_holder", c.fd_holder));
   CFN_TRY(f.read("allow_fail_open", c.allow_fail_open));
   CFN_TRY(f.read("fd_holder_grace_s", c.fd_holder_grace_s, 0, 365U * 24 * 3600));
+  CFN_TRY(f.read("metrics_address", c.metrics_address));
   if (const nlohmann::json* r = f.find("registry")) {
     CFN_TRY(parse_registry(*r, c.registry));
   }

@@ -66,6 +66,9 @@ struct Config {
   // may fail open: the group dies with the daemon, and the kernel then lets every read
   // waiting for it through (holes read as zeros).
   bool allow_fail_open = false;
+  // HOST:PORT of the HTTP endpoint serving /metrics (Prometheus text) and /healthz, e.g.
+  // 127.0.0.1:9110 (base/metrics_http.h); empty: off.
+  std::string metrics_address;
   RegistryOptions registry;
   // The blob cache's size (docs/cache.md), the "cache" object of the config file:
   // "limit" (bytes as a number, or a text: "10G", "512M", "20%" of the cache's file
@@ -92,8 +95,8 @@ struct Config {
 // Parse a JSON object of Config keys ("frontend", "cache_dir", "socket", "log_level",
 // "batch_size", "prefetch_bandwidth", "file_readahead", "fill_threads", "fuse_threads",
 // "fuse_poll_us", "read_timeout_s" (0 = no bound), "fd_holder", "fd_holder_grace_s" (0 = for ever),
-// "allow_fail_open", "registry", "cache") over `base`. Unknown keys and wrong types are EINVAL,
-// naming the key.
+// "allow_fail_open", "metrics_address" ("" = off), "registry", "cache") over `base`. Unknown
+// keys and wrong types are EINVAL, naming the key.
 [[nodiscard]] base::Result<Config> parse_config(std::string_view json_text, Config base = {});
 // Parse a JSON object of RegistryOptions keys ("plain_http", "insecure", "ca_files",
 // "docker_config", "mirrors": {host: [url...]}, "mirror_headers": {url: {name: value}},

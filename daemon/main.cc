@@ -9,6 +9,8 @@
 //   cachefilesd-nydus umount DIR [--force]                             unmount + unbind
 //   cachefilesd-nydus list | metrics [--prometheus]
 //   cachefilesd-nydus cache ls | cache gc [--dry-run] | cache rm ID    the blob cache's space
+//   cachefilesd-nydus status
+//   cachefilesd-nydus stop [--timeout S]      unmount every image, exit; waits for the exit
 //   cachefilesd-nydus fd-holder --socket P [--grace S]   keep /dev/cachefiles for failover
 //                     (started by a daemon run with --fd-holder; see daemon/fd_holder.h)
 //
@@ -20,17 +22,21 @@
 // request to override them for that image. `mount` starts a daemon when none answers.
 #include <signal.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <optional>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 
 #include "base/log.h"
 #include "base/subprocess.h"
+#include "base/version.h"
 #include "control/api.h"
 #include "control/client.h"
 #include "daemon/config.h"
@@ -54,6 +60,7 @@ struct Common {
   bool allow_fail_open = false;
   std::optional<unsigned> read_timeout;
   std::string cache_limit;
+  std::optional<std::string> metrics_address;
   // Registry options given on the command line: the daemon's defaults, or one mount's
   // overrides.
   control::RegistryOverrides registry;
@@ -133,6 +140,9 @@ int ensure_daemon(const cfnd::Config& config, const std::string& config_file) {
                   {"--cache-limit", std::to_string(config.cache_limit_percent) + "%"});
   } else if (config.cache_limit != 0) {
     o.argv.insert(o.argv.end(), {"--cache-limit", std::to_string(config.cache_limit)});
+  }
+  if (!config.metrics_address.empty()) {
+    o.argv.insert(o.argv.end(), {"--metrics-address", config.metrics_address});
   }
   o.log_path = config.cache_dir + "/daemon.log";
   o.new_session = true;
@@ -288,6 +298,54 @@ int cmd_cache_rm(const cfnd::Config& config, const std::string& id) {
   return st ? 0 : fail(st.error());
 }
 
+int cmd_status(const cfnd::Config& config) {
+  auto s = control::Client(config.socket_path, kCallTimeout).status();
+  if (!s) {
+    return fail(s.error().message + " (is a daemon running on " + config.socket_path + "?)");
+  }
+  std::puts(control::pretty_status(*s).c_str());
+  return 0;
+}
+
+// True while pid names a process that has not exited (a zombie has exited).
+bool alive(std::int64_t pid) {
+  if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+    return false;
+  }
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) {
+    return false;
+  }
+  const auto close = line.rfind(')');
+  return close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'Z';
+}
+
+// Ask the daemon to stop (as SIGTERM does: unmount every image, give /dev/cachefiles and
+// the fanotify group up) and wait until its process is gone.
+int cmd_stop(const cfnd::Config& config, unsigned timeout_s) {
+  auto a = control::Client(config.socket_path, kCallTimeout).stop();
+  if (!a) {
+    if (a.error().code == ENOENT || a.error().code == ECONNREFUSED) {
+      std::printf("no daemon answers on %s: nothing to stop\n", config.socket_path.c_str());
+      return 0;
+    }
+    return fail(a.error());
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (alive(a->pid)) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return fail(fmt::format(
+          "the daemon (pid {}) is still unmounting after {} s; its log says why (a busy "
+          "mount is detached; `kill -9 {}` loses its lazy mounts' unread data)",
+          a->pid, timeout_s, a->pid));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::printf("stopped the daemon (pid %lld)\n", static_cast<long long>(a->pid));
+  return 0;
+}
+
 // The config file, then the command line over it. Errors: exit status 2.
 std::optional<cfnd::Config> make_config(const Common& c, bool apply_registry) {
   cfnd::Config config;
@@ -330,6 +388,9 @@ std::optional<cfnd::Config> make_config(const Common& c, bool apply_registry) {
       fail(st.error().to_string());
       return std::nullopt;
     }
+  }
+  if (c.metrics_address) {
+    config.metrics_address = *c.metrics_address;
   }
   if (apply_registry) {
     if (!c.mirrors.empty()) {
@@ -392,6 +453,7 @@ void add_registry_options(CLI::App& app, Common& c) {
 int main(int argc, char** argv) {
   CLI::App app{"cachefilesd-nydus: lazy RAFS v6 / EROFS image daemon"};
   app.fallthrough();
+  app.set_version_flag("--version", std::string("cachefilesd-nydus ") + CFN_VERSION);
   Common c;
   app.add_option("--config", c.config_file, "JSON config file");
   app.add_option("--frontend", c.frontend, "auto, cachefiles, fanotify or fuse");
@@ -412,6 +474,9 @@ int main(int argc, char** argv) {
   app.add_option("--cache-limit", c.cache_limit,
                  "the blob cache's size limit: bytes (10G, 512M) or a percent of its file "
                  "system (20%); 0: none (default; the config's cache.limit)");
+  app.add_option("--metrics-address", c.metrics_address,
+                 "HOST:PORT of an HTTP endpoint serving /metrics (Prometheus text) and /healthz, "
+                 "e.g. 127.0.0.1:9110 (default: off)");
   add_registry_options(app, c);
 
   auto* mount = app.add_subcommand("mount", "bind an image and mount it lazily on DIR");
@@ -457,6 +522,13 @@ int main(int argc, char** argv) {
   auto* cache_rm = cache->add_subcommand("rm", "remove one unused entry (refused while in use)");
   std::string entry_id;
   cache_rm->add_option("ID", entry_id, "a blob id (or bootstraps/<file>)")->required();
+  auto* status = app.add_subcommand(
+      "status", "print the daemon's pid, version, front ends, images, cache use, uptime (JSON)");
+  auto* stop = app.add_subcommand(
+      "stop", "stop the daemon gracefully (unmount every image, give the kernel fds up) and "
+              "wait until it has exited");
+  unsigned stop_timeout = 90;
+  stop->add_option("--timeout", stop_timeout, "seconds to wait for the exit (default 90)");
   auto* holder = app.add_subcommand(
       "fd-holder", "keep the daemon's /dev/cachefiles across its restarts (--socket: where)");
   unsigned grace = 300;
@@ -502,6 +574,12 @@ int main(int argc, char** argv) {
   }
   if (*cache_rm) {
     return cmd_cache_rm(*config, entry_id);
+  }
+  if (*status) {
+    return cmd_status(*config);
+  }
+  if (*stop) {
+    return cmd_stop(*config, stop_timeout);
   }
   return run_daemon(*config);
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <filesystem>
 #include <map>
@@ -20,7 +21,9 @@
 #include "base/defer.h"
 #include "base/file.h"
 #include "base/log.h"
+#include "base/metrics_http.h"
 #include "base/unique_fd.h"
+#include "base/version.h"
 #include "control/api.h"
 #include "daemon/bind_plan.h"
 #include "daemon/blob_cache.h"
@@ -91,7 +94,8 @@ class ServiceImpl final : public Service {
   ServiceImpl(Config c, ServiceHooks hooks) : config_(std::move(c)), hooks_(std::move(hooks)) {}
 
   ~ServiceImpl() override {
-    control_.reset();  // no request runs after this
+    metrics_http_.reset();  // no scrape runs after this
+    control_.reset();       // no request runs after this
     if (shutdown_thread_.joinable()) {
       shutdown_thread_.join();  // stop() without run()
     }
@@ -132,6 +136,17 @@ class ServiceImpl final : public Service {
                          ControlServer::listen(config_.socket_path,
                                                [this](const std::string& r) { return handle(r); }));
     remove_stale_temporaries();  // the socket is ours: no other daemon writes there
+    if (!config_.metrics_address.empty()) {
+      base::MetricsHttpOptions mo;
+      mo.address = config_.metrics_address;
+      mo.metrics = [this] { return control::to_prometheus(metrics(), list()); };
+      mo.healthy = [this] {
+        std::lock_guard lk(mu_);
+        return !stopping_;
+      };
+      CFN_ASSIGN_OR_RETURN(metrics_http_, base::MetricsHttpServer::start(std::move(mo)));
+      spdlog::info("metrics on http://{}/metrics", metrics_http_->address());
+    }
     CFN_TRY(loop_->add(control_->fd(), [this] { control_->on_readable(); }));
     if (fanotify_) {
       CFN_TRY(loop_->add(fanotify_->group_fd(), [this] { fanotify_->on_readable(); }));
@@ -214,10 +229,19 @@ class ServiceImpl final : public Service {
           } else if constexpr (std::is_same_v<T, control::CacheRmRequest>) {
             auto st = cache_->remove(q.id);
             return st ? control::ok_to_json() : control::error_to_json(st.error());
+          } else if constexpr (std::is_same_v<T, control::StatusRequest>) {
+            return control::to_json(status());
+          } else if constexpr (std::is_same_v<T, control::StopRequest>) {
+            spdlog::info("stop requested on the control socket: unmounting and exiting");
+            sd::stopping("stop requested: unmounting and exiting");
+            auto a = control::to_json(
+                control::PingAnswer{::getpid(), std::string(frontend_name(default_))});
+            stop();  // the answer is still sent: the control server joins this thread
+            return a;
           } else {
             static_assert(std::is_same_v<T, control::MetricsRequest>);
             const auto m = metrics();
-            return q.prometheus ? control::prometheus_to_json(control::to_prometheus(m))
+            return q.prometheus ? control::prometheus_to_json(control::to_prometheus(m, list()))
                                 : control::to_json(m);
           }
         },
@@ -1035,6 +1059,52 @@ class ServiceImpl final : public Service {
     return a;
   }
 
+  control::StatusAnswer status() {
+    control::StatusAnswer a;
+    a.pid = ::getpid();
+    a.version = CFN_VERSION;
+    a.frontend = frontend_name(default_);
+    if (cachefiles_) {
+      a.frontends.emplace_back("cachefiles");
+    }
+    if (fanotify_) {
+      a.frontends.emplace_back("fanotify");
+    }
+    a.frontends.emplace_back("fuse");
+    a.uptime_s = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                         started_)
+            .count());
+    {
+      std::lock_guard lk(mu_);
+      a.images = bound_.size();
+    }
+    a.cache_dir = config_.cache_dir;
+    a.cache_bytes = disk_usage(config_.cache_dir);
+    a.socket = config_.socket_path;
+    if (metrics_http_) {
+      a.metrics_address = metrics_http_->address();
+    }
+    return a;
+  }
+
+  // The blocks the files under dir take (sparse blob files count what is filled).
+  static std::uint64_t disk_usage(const std::string& dir) {
+    std::uint64_t bytes = 0;
+    std::error_code ec;
+    namespace fs = std::filesystem;
+    for (fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied,
+                                             ec),
+         end;
+         !ec && it != end; it.increment(ec)) {
+      struct stat st {};
+      if (::lstat(it->path().c_str(), &st) == 0) {
+        bytes += static_cast<std::uint64_t>(st.st_blocks) * 512;
+      }
+    }
+    return bytes;
+  }
+
   // One snapshot of every counter: the JSON answer and the Prometheus text print it.
   control::Metrics metrics() {
     const auto& c = cache_->metrics();
@@ -1060,6 +1130,11 @@ class ServiceImpl final : public Service {
     m.cache_no_space = c.no_space_events.load();
     for (const std::uint64_t n : c.fill_latency_us_buckets()) {
       m.fill_latency_us_buckets.push_back(n);
+    }
+    {
+      const auto s = c.fill_latency.snapshot();
+      m.fill_latency_count = s.count;
+      m.fill_latency_us_sum = s.sum_ns / 1000;
     }
     {
       std::lock_guard lk(mu_);
@@ -1094,6 +1169,8 @@ class ServiceImpl final : public Service {
 
   Config config_;
   ServiceHooks hooks_;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  std::unique_ptr<base::MetricsHttpServer> metrics_http_;
   Frontend default_ = Frontend::kFuse;
   std::unique_ptr<BlobCache> cache_;
   std::unique_ptr<FanotifyFrontend> fanotify_;

@@ -54,7 +54,7 @@ base::Status apply_toml(std::string_view text, std::string_view source, Options&
       CFN_TRY(wrap(get_string(v, key, o.address)));
     } else if (key == "version") {
       // nydus-snapshotter's config version; there is one.
-    } else if (key == "log" || key == "daemon") {
+    } else if (key == "log" || key == "daemon" || key == "metrics") {
       const auto* sub = v.as_table();
       if (sub == nullptr) {
         return base::errorf(EINVAL, "{}: [{}] must be a table", source, key);
@@ -77,6 +77,8 @@ base::Status apply_toml(std::string_view text, std::string_view source, Options&
           CFN_TRY(wrap(get_string(sv, path, o.fs_driver)));
         } else if (path == "daemon.domain_id") {
           CFN_TRY(wrap(get_string(sv, path, o.domain_id)));
+        } else if (path == "metrics.address") {
+          CFN_TRY(wrap(get_string(sv, path, o.metrics_address)));
         } else {
           o.unknown_keys.push_back(path);
         }
@@ -112,6 +114,7 @@ void apply_overrides(const Overrides& ov, Options& o) {
   set(ov.log_level, o.log_level);
   set(ov.daemon_address, o.daemon_address);
   set(ov.fs_driver, o.fs_driver);
+  set(ov.metrics_address, o.metrics_address);
   if (ov.log_to_stdout) {
     o.log_to_stdout = *ov.log_to_stdout;
   }

@@ -9,6 +9,8 @@
 //            nydusimage_path (stored), nydusd_config (the nydusd JSON config),
 //            address (the daemon's control socket), fs_driver (fscache, fanotify, fusedev,
 //            auto), domain_id (cachefiles: the fscache domain shared by all images; "" none)
+//   [metrics] address ("HOST:PORT" of /metrics and /healthz over HTTP, e.g. "127.0.0.1:9110";
+//            "" off, the default)
 // Other keys are reported (unknown_keys) and otherwise ignored.
 #pragma once
 
@@ -37,13 +39,14 @@ struct Options {
   std::string domain_id = kDefaultDomainId;
   std::string log_level = "info";
   bool log_to_stdout = false;
+  std::string metrics_address;  // "" = no metrics endpoint
   std::vector<std::string> unknown_keys;  // dotted paths of TOML keys not understood
 };
 
 // Values given on the command line; each set one overrides the file.
 struct Overrides {
   std::optional<std::string> address, root, nydusd_config, nydusd_path, nydusimg_path, log_level,
-      daemon_address, fs_driver;
+      daemon_address, fs_driver, metrics_address;
   std::optional<bool> log_to_stdout;
 };
 

@@ -21,11 +21,14 @@
 #include <systemd/sd-daemon.h>
 
 #include "base/file.h"
+#include "base/metrics_http.h"
 #include "base/subprocess.h"
+#include "base/version.h"
 #include "snapshotter/config.h"
 #include "snapshotter/crash_point.h"
 #include "snapshotter/daemon_link.h"
 #include "snapshotter/image_mounts.h"
+#include "snapshotter/metrics.h"
 #include "snapshotter/mounts.h"
 #include "snapshotter/nydusd_config.h"
 #include "snapshotter/server.h"
@@ -111,6 +114,7 @@ int main(int argc, char** argv) {
       "containerd-nydus-grpc: a containerd proxy snapshotter (snapshots.v1 gRPC API) with "
       "overlayfs snapshots and SQLite metadata. Configure containerd with\n"
       "  [proxy_plugins.nydus]\n    type = \"snapshot\"\n    address = \"<--address>\""};
+  app.set_version_flag("--version", std::string(kProgram) + " " + CFN_VERSION);
   std::string config_file;
   snapshotter::Overrides ov;
   app.add_option("--config", config_file,
@@ -141,6 +145,9 @@ int main(int argc, char** argv) {
   app.add_option("--nydusimg-path", ov.nydusimg_path, "path of the nydus-image program (stored)");
   app.add_option("--log-level", ov.log_level,
                  "trace, debug, info, warn, error or off (default info)");
+  app.add_option("--metrics-address", ov.metrics_address,
+                 "HOST:PORT of an HTTP endpoint serving /metrics (Prometheus text) and /healthz, "
+                 "e.g. 127.0.0.1:9110; TOML [metrics] address (default: off)");
   bool to_stdout = false;
   app.add_flag("--log-to-stdout", to_stdout,
                "log to stdout instead of ROOT/logs/containerd-nydus-grpc.log");
@@ -258,7 +265,20 @@ int main(int argc, char** argv) {
     return fail(images.error().message);
   }
   bool index_off = snapshotter::overlay_has_index();
-  snapshotter::Service service(**store, index_off, images->get());
+  snapshotter::OperationMetrics op_metrics;
+  std::unique_ptr<base::MetricsHttpServer> metrics_http;
+  if (!opts.metrics_address.empty()) {
+    base::MetricsHttpOptions mo;
+    mo.address = opts.metrics_address;
+    mo.metrics = [&op_metrics] { return op_metrics.prometheus(CFN_VERSION); };
+    auto m = base::MetricsHttpServer::start(std::move(mo));
+    if (!m) {
+      return fail(m.error().message);
+    }
+    metrics_http = std::move(*m);
+    spdlog::info("metrics on http://{}/metrics", metrics_http->address());
+  }
+  snapshotter::Service service(**store, index_off, images->get(), &op_metrics);
   // The socket is made by Server::start: 0600 from birth.
   mode_t old_mask = ::umask(0177);
   auto server = snapshotter::Server::start(service, "unix:" + opts.address);
@@ -279,6 +299,7 @@ int main(int argc, char** argv) {
   ::sd_notify(0, "STOPPING=1\nSTATUS=draining");
   (*server)->shutdown(std::chrono::system_clock::now() + kDrain);
   server->reset();
+  metrics_http.reset();
   images->reset();
   ::unlink(opts.address.c_str());
   spdlog::info("exited cleanly");

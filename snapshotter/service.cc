@@ -210,15 +210,18 @@ grpc::Status Service::create(std::string_view rpc, Kind kind, const std::string&
 
 grpc::Status Service::Prepare(const api::PrepareSnapshotRequest& req,
                               api::PrepareSnapshotResponse* resp) {
+  const OperationMetrics::Timer timer(metrics_, OperationMetrics::kPrepare);
   return create("prepare", Kind::kActive, req.key(), req.parent(), labels_from(req.labels()),
                 resp);
 }
 
 grpc::Status Service::View(const api::ViewSnapshotRequest& req, api::ViewSnapshotResponse* resp) {
+  const OperationMetrics::Timer timer(metrics_, OperationMetrics::kView);
   return create("view", Kind::kView, req.key(), req.parent(), labels_from(req.labels()), resp);
 }
 
 grpc::Status Service::Mounts(const api::MountsRequest& req, api::MountsResponse* resp) {
+  const OperationMetrics::Timer timer(metrics_, OperationMetrics::kMounts);
   auto s = store_.get(req.key());
   if (!s) {
     return fail("mounts", s.error());
@@ -248,6 +251,7 @@ grpc::Status Service::Mounts(const api::MountsRequest& req, api::MountsResponse*
 }
 
 grpc::Status Service::Commit(const api::CommitSnapshotRequest& req, google::protobuf::Empty*) {
+  const OperationMetrics::Timer timer(metrics_, OperationMetrics::kCommit);
   auto st = store_.commit(req.name(), req.key(), labels_from(req.labels()));
   if (!st) {
     return fail("commit", st.error());
@@ -259,6 +263,7 @@ grpc::Status Service::Commit(const api::CommitSnapshotRequest& req, google::prot
 }
 
 grpc::Status Service::Remove(const api::RemoveSnapshotRequest& req, google::protobuf::Empty*) {
+  const OperationMetrics::Timer timer(metrics_, OperationMetrics::kRemove);
   auto st = store_.remove(req.key());
   if (!st) {
     return fail("remove", st.error());
@@ -270,6 +275,7 @@ grpc::Status Service::Remove(const api::RemoveSnapshotRequest& req, google::prot
 }
 
 grpc::Status Service::Stat(const api::StatSnapshotRequest& req, api::StatSnapshotResponse* resp) {
+  const OperationMetrics::Timer timer(metrics_, OperationMetrics::kStat);
   auto i = store_.stat(req.key());
   if (!i) {
     return fail("stat", i.error());
@@ -280,6 +286,7 @@ grpc::Status Service::Stat(const api::StatSnapshotRequest& req, api::StatSnapsho
 
 grpc::Status Service::Update(const api::UpdateSnapshotRequest& req,
                              api::UpdateSnapshotResponse* resp) {
+  const OperationMetrics::Timer timer(metrics_, OperationMetrics::kUpdate);
   Info in;
   in.name = req.info().name();
   in.labels = labels_from(req.info().labels());
@@ -295,6 +302,7 @@ grpc::Status Service::Update(const api::UpdateSnapshotRequest& req,
 
 grpc::Status Service::List(const api::ListSnapshotsRequest& req,
                            std::vector<api::ListSnapshotsResponse>* batches) {
+  const OperationMetrics::Timer timer(metrics_, OperationMetrics::kList);
   std::vector<std::string> filters(req.filters().begin(), req.filters().end());
   auto f = Filter::parse_all(filters);
   if (!f) {
@@ -319,6 +327,7 @@ grpc::Status Service::List(const api::ListSnapshotsRequest& req,
 }
 
 grpc::Status Service::Usage(const api::UsageRequest& req, api::UsageResponse* resp) {
+  const OperationMetrics::Timer timer(metrics_, OperationMetrics::kUsage);
   auto u = store_.usage(req.key());
   if (!u) {
     return fail("usage", u.error());
@@ -329,6 +338,7 @@ grpc::Status Service::Usage(const api::UsageRequest& req, api::UsageResponse* re
 }
 
 grpc::Status Service::Cleanup(const api::CleanupRequest&, google::protobuf::Empty*) {
+  const OperationMetrics::Timer timer(metrics_, OperationMetrics::kCleanup);
   auto removed = store_.cleanup();
   if (!removed) {
     return fail("cleanup", removed.error());

@@ -12,6 +12,7 @@
 #include "base/result.h"
 #include "snapshots.grpc.pb.h"
 #include "snapshotter/image_mounts.h"
+#include "snapshotter/metrics.h"
 #include "snapshotter/nydus.h"
 #include "snapshotter/store.h"
 
@@ -28,8 +29,10 @@ class Service {
  public:
   // store (and images, when given) must outlive the service. index_off: pass index=off on
   // overlay mounts. images: nydus image mounts; null: nydus images are refused at Prepare.
-  Service(Store& store, bool index_off, ImageMounts* images = nullptr)
-      : store_(store), index_off_(index_off), images_(images) {}
+  // metrics (when given) must outlive the service: every call's time is recorded there.
+  Service(Store& store, bool index_off, ImageMounts* images = nullptr,
+          OperationMetrics* metrics = nullptr)
+      : store_(store), index_off_(index_off), images_(images), metrics_(metrics) {}
 
   grpc::Status Prepare(const api::PrepareSnapshotRequest& req, api::PrepareSnapshotResponse* resp);
   grpc::Status View(const api::ViewSnapshotRequest& req, api::ViewSnapshotResponse* resp);
@@ -66,6 +69,7 @@ class Service {
   Store& store_;
   bool index_off_;
   ImageMounts* images_;
+  OperationMetrics* metrics_;
 };
 
 }  // namespace snapshotter

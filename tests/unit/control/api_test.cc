@@ -54,7 +54,9 @@ TEST(ControlApi, RequestsRoundTrip) {
                          CacheLsRequest{},
                          CacheGcRequest{true},
                          CacheGcRequest{false},
-                         CacheRmRequest{"abc"}};
+                         CacheRmRequest{"abc"},
+                         StatusRequest{},
+                         StopRequest{}};
   for (const auto& r : all) {
     EXPECT_EQ(round_trip(r), r) << to_json(r);
   }
@@ -232,7 +234,10 @@ TEST(ControlApi, PrometheusPrintsTheSnapshot) {
   m.refetches = 5;
   m.refetch_successes = 4;
   m.cachefiles_read_fetched_us = {2, 1500, 1000, 2000};
-  m.fill_latency_us_buckets = {1, 0, 2};
+  // The last bucket holds every longer fill too: it goes to +Inf only.
+  m.fill_latency_us_buckets = {1, 0, 2, 5};
+  m.fill_latency_count = 8;
+  m.fill_latency_us_sum = 2500000;
   const std::string t = to_prometheus(m);
   EXPECT_NE(t.find("# TYPE cachefilesd_nydus_backend_bytes_total counter\n"
                    "cachefilesd_nydus_backend_bytes_total 1234\n"),
@@ -249,8 +254,50 @@ TEST(ControlApi, PrometheusPrintsTheSnapshot) {
             std::string::npos);
   EXPECT_NE(t.find("cachefilesd_nydus_fill_latency_seconds_bucket{le=\"4e-06\"} 3\n"),
             std::string::npos);
-  EXPECT_NE(t.find("cachefilesd_nydus_fill_latency_seconds_bucket{le=\"+Inf\"} 3\n"),
+  EXPECT_EQ(t.find("cachefilesd_nydus_fill_latency_seconds_bucket{le=\"8e-06\"}"),
             std::string::npos);
+  EXPECT_NE(t.find("cachefilesd_nydus_fill_latency_seconds_bucket{le=\"+Inf\"} 8\n"
+                   "cachefilesd_nydus_fill_latency_seconds_sum 2.5\n"
+                   "cachefilesd_nydus_fill_latency_seconds_count 8\n"),
+            std::string::npos)
+      << t;
+  EXPECT_EQ(t.find("image_ready_chunks"), std::string::npos);  // no images: no series
+}
+
+TEST(ControlApi, PrometheusLabelsEachImage) {
+  ImageInfo a;
+  a.mountpoint = "/mnt/a";
+  a.frontend = "fuse";
+  a.reference = "127.0.0.1:5000/x:1";
+  a.blobs = {{"b1", "/c/b1", 4096, 100, 1, 2}, {"b2", "/c/b2", 8192, 100, 2, 2}};
+  ImageInfo b;
+  b.mountpoint = "/mnt/\"b\"";
+  b.frontend = "fanotify";
+  b.bootstrap = "/img/image.boot";
+  const std::string t = to_prometheus(Metrics{}, {a, b});
+  EXPECT_NE(t.find("# TYPE cachefilesd_nydus_image_ready_chunks gauge\n"
+                   "cachefilesd_nydus_image_ready_chunks{reference=\"127.0.0.1:5000/x:1\","
+                   "mountpoint=\"/mnt/a\",frontend=\"fuse\"} 3\n"
+                   "cachefilesd_nydus_image_ready_chunks{reference=\"/img/image.boot\","
+                   "mountpoint=\"/mnt/\\\"b\\\"\",frontend=\"fanotify\"} 0\n"),
+            std::string::npos)
+      << t;
+  EXPECT_NE(t.find("cachefilesd_nydus_image_chunks{reference=\"127.0.0.1:5000/x:1\","
+                   "mountpoint=\"/mnt/a\",frontend=\"fuse\"} 4\n"),
+            std::string::npos);
+  EXPECT_NE(t.find("cachefilesd_nydus_image_cached_bytes{reference=\"127.0.0.1:5000/x:1\","
+                   "mountpoint=\"/mnt/a\",frontend=\"fuse\"} 10240\n"),
+            std::string::npos);
+}
+
+TEST(ControlApi, StatusRoundTrips) {
+  StatusAnswer s{42, "0.1.0", "fanotify", {"fanotify", "fuse"}, 7, 2, "/c", 4096, "/s", "127.0.0.1:9"};
+  auto back = status_from_json(to_json(s));
+  ASSERT_TRUE(back) << back.error().to_string();
+  EXPECT_EQ(*back, s);
+  auto err = status_from_json(error_to_json({ENOENT, "x"}));
+  ASSERT_FALSE(err);
+  EXPECT_EQ(err.error().code, ENOENT);
 }
 
 // A one-shot server on a real socket: reads one request line, answers `answer`

@@ -55,6 +55,18 @@ TEST(Config, AllowFailOpen) {
   EXPECT_EQ(bad.error().code, EINVAL);
 }
 
+TEST(Config, MetricsAddress) {
+  auto d = parse_config("{}");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->metrics_address, "");  // off
+  auto c = parse_config(R"({"metrics_address":"127.0.0.1:9110"})");
+  ASSERT_TRUE(c) << c.error().to_string();
+  EXPECT_EQ(c->metrics_address, "127.0.0.1:9110");
+  auto bad = parse_config(R"({"metrics_address":9110})");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("metrics_address"), std::string::npos);
+}
+
 TEST(Config, FdHolder) {
   auto d = parse_config("{}");
   ASSERT_TRUE(d);
