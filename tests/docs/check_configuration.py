@@ -192,9 +192,9 @@ def parse_default(cell):
 
 def code_toml_keys(root):
     src = (root / "snapshotter/config.cc").read_text()
-    keys = set(re.findall(r'key == "([a-z_]+)"', src)) - {"log", "daemon"}
-    keys |= set(re.findall(r'path == "([a-z_]+\.[a-z_]+)"', src))
-    return keys
+    dotted = set(re.findall(r'path == "([a-z_]+\.[a-z_]+)"', src))
+    tables = {k.split(".", 1)[0] for k in dotted}  # [log], [daemon], [metrics]: not keys
+    return (set(re.findall(r'key == "([a-z_]+)"', src)) - tables) | dotted
 
 
 def doc_toml_keys(lines):
