@@ -5,6 +5,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -403,17 +404,63 @@ class CachefilesImpl final : public CachefilesFrontend {
 
 }  // namespace
 
+namespace {
+
+std::string kernel_release() {
+  utsname u{};
+  return ::uname(&u) == 0 ? std::string(u.release) : std::string("unknown");
+}
+
+// "pid N (comm), ..." of the processes with /dev/cachefiles open (a scan of /proc/*/fd),
+// or what to look at when none can be seen (another mount namespace, no permission).
+std::string devcachefiles_holders() {
+  std::string out;
+  std::error_code ec;
+  for (const auto& proc : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string pid = proc.path().filename();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) {
+      continue;
+    }
+    std::error_code ec2;
+    for (const auto& fd : std::filesystem::directory_iterator(proc.path() / "fd", ec2)) {
+      std::error_code ec3;
+      if (std::filesystem::read_symlink(fd.path(), ec3) == "/dev/cachefiles") {
+        std::string comm;
+        if (auto c = base::read_file(proc.path() / "comm")) {
+          comm.assign(reinterpret_cast<const char*>(c->data()), c->size());
+          while (!comm.empty() && comm.back() == '\n') {
+            comm.pop_back();
+          }
+        }
+        out += fmt::format("{}pid {} ({})", out.empty() ? "" : ", ", pid, comm);
+        break;
+      }
+    }
+  }
+  return out.empty() ? std::string("another process (none visible here: `fuser /dev/cachefiles` "
+                                   "as root names it)")
+                     : out;
+}
+
+}  // namespace
+
 base::Result<std::unique_ptr<CachefilesFrontend>> CachefilesFrontend::create(
     const std::string& cache_dir, unsigned workers) {
   int fd = ::open("/dev/cachefiles", O_RDWR | O_CLOEXEC);
   if (fd < 0) {
-    if (errno == EBUSY) {
-      return base::make_error(EBUSY,
-                              "/dev/cachefiles is held by another process (the distro's "
-                              "cachefilesd, or another on-demand daemon such as nydusd): stop "
-                              "it first, only one process may open it");
+    const int err = errno;
+    if (err == EBUSY) {
+      return base::errorf(EBUSY,
+                          "/dev/cachefiles is held by {}: stop it first (only one process may "
+                          "open it; the distro's cachefilesd and nydusd both do)",
+                          devcachefiles_holders());
     }
-    return base::errno_error("open /dev/cachefiles (kernel without CONFIG_CACHEFILES_ONDEMAND?)");
+    return base::errno_error(
+        err, fmt::format("open /dev/cachefiles (the cachefiles front end needs Linux >= 5.19 "
+                         "with CONFIG_CACHEFILES=m/y, CONFIG_CACHEFILES_ONDEMAND=y and "
+                         "CONFIG_EROFS_FS_ONDEMAND=y, and the module loaded: modprobe "
+                         "cachefiles; this kernel is {})",
+                         kernel_release()));
   }
   base::UniqueFd dev(fd);
   const std::string dir = cache_dir + "/fscache";

@@ -74,7 +74,10 @@ base::Result<Frontends> choose_frontends(const Config& config, Handed handed) {
     }
     case Frontend::kFanotify:
       if (!f.fanotify && !probe) {
-        return base::Unexpected(probe.error().wrap("fanotify front end unavailable"));
+        return base::Unexpected(probe.error().wrap(
+            "fanotify front end unavailable (it needs Linux >= 6.14 with "
+            "CONFIG_FANOTIFY_ACCESS_PERMISSIONS=y, and file-backed EROFS: >= 6.12 with "
+            "CONFIG_EROFS_FS=m/y)"));
       }
       if (!f.fanotify) {
         return base::make_error(EINVAL, std::string("fanotify front end refused: ") + kFailOpen);

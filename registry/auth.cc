@@ -57,6 +57,28 @@ base::Result<std::optional<Credentials>> Auth::credentials_for(const std::string
   return c;
 }
 
+// Which credentials went to host, for an error: their source and user, never a secret.
+std::string Auth::credentials_tried(const std::string& host) {
+  const std::string docker =
+      config_.docker_config.empty() ? "$DOCKER_CONFIG/config.json or ~/.docker/config.json"
+                                    : "docker config " + config_.docker_config;
+  if (const HostConfig* hc = find_host_config(config_, host); hc != nullptr && hc->credentials) {
+    return fmt::format("the configured credentials for {} (user '{}')", host,
+                       hc->credentials->username);
+  }
+  auto c = credentials_for(host);
+  if (!c) {
+    return fmt::format("none ({}: {})", docker, c.error().message);
+  }
+  if (!*c) {
+    return fmt::format("none (no entry for {} in {})", host, docker);
+  }
+  if (!(*c)->identity_token.empty() && (*c)->username.empty()) {
+    return fmt::format("an identity token for {} from {}", host, docker);
+  }
+  return fmt::format("user '{}' for {} from {}", (*c)->username, host, docker);
+}
+
 // The Authorization value to send now ("" when the host asked for none yet).
 base::Result<std::string> Auth::authorization(const Endpoint& ep, const Scopes& scopes) {
   HostAuth ha;
@@ -277,8 +299,10 @@ base::Result<http::Response> Auth::call(const Endpoint& ep, http::Request& req, 
     }
     if (round > 0) {
       return base::errorf(
-          EACCES, "{} {}: access denied after authenticating (HTTP {}{})", req.method, req.url,
-          resp.status, registry_error_text(resp).empty() ? "" : ": " + registry_error_text(resp));
+          EACCES, "{} {}: access denied after authenticating (HTTP {}{}); credentials tried: {}",
+          req.method, req.url, resp.status,
+          registry_error_text(resp).empty() ? "" : ": " + registry_error_text(resp),
+          credentials_tried(ep.cred_host));
     }
     CFN_TRY(on_challenge(ep, resp, scopes));
   }

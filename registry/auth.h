@@ -47,6 +47,7 @@ class Auth {
   };
 
   base::Result<std::optional<Credentials>> credentials_for(const std::string& host);
+  std::string credentials_tried(const std::string& host);
   // The Authorization value to send now ("" when the host asked for none yet).
   base::Result<std::string> authorization(const Endpoint& ep, const Scopes& scopes);
   // Learn from a challenge: which scheme, and for bearer a token for the scopes
