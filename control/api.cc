@@ -644,6 +644,7 @@ base::Result<Request> request_from_json(std::string_view text) {
       return base::make_error(EINVAL, "cache_rm: empty \"id\"");
     }
     return r;
+  }
   if (op == "status") {
     return StatusRequest{};
   }
