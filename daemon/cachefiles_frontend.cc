@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -425,13 +426,10 @@ std::string devcachefiles_holders() {
     for (const auto& fd : std::filesystem::directory_iterator(proc.path() / "fd", ec2)) {
       std::error_code ec3;
       if (std::filesystem::read_symlink(fd.path(), ec3) == "/dev/cachefiles") {
+        // /proc files report size 0: read the line, not st_size bytes.
         std::string comm;
-        if (auto c = base::read_file(proc.path() / "comm")) {
-          comm.assign(reinterpret_cast<const char*>(c->data()), c->size());
-          while (!comm.empty() && comm.back() == '\n') {
-            comm.pop_back();
-          }
-        }
+        std::ifstream in(proc.path() / "comm");
+        std::getline(in, comm);
         out += fmt::format("{}pid {} ({})", out.empty() ? "" : ", ", pid, comm);
         break;
       }
