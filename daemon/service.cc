@@ -16,7 +16,9 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <string_view>
 #include <thread>
+#include <utility>
 
 #include "base/defer.h"
 #include "base/file.h"
@@ -354,14 +356,13 @@ class ServiceImpl final : public Service {
     }
   }
 
-  // Failover: register again every image of the state file whose mount is still there,
-  // then "restore": the kernel re-sends what the dead daemon left unanswered.
-  void restore_images() {
-    const std::string path = state_path(config_.cache_dir);
-    auto images = load_state(path);
+  // Failover: re-bind every image of fe's state file whose mount is still there. `lost`
+  // says what an image that cannot be re-bound loses. Returns {re-bound, recorded}.
+  std::pair<std::size_t, std::size_t> rebind_recorded(Frontend fe, std::string_view lost) {
+    auto images = load_state(state_path(config_.cache_dir, fe), fe);
     if (!images) {
-      spdlog::error("failover: {}: the dead daemon's images cannot be served (their reads fail)",
-                    images.error().to_string());
+      spdlog::error("failover: {}: the dead daemon's {} images cannot be served ({})",
+                    images.error().to_string(), frontend_name(fe), lost);
       images = std::vector<PersistedImage>{};
     }
     std::size_t rebound = 0;
@@ -370,51 +371,39 @@ class ServiceImpl final : public Service {
         spdlog::info("failover: {} is no longer mounted: not re-bound", im.mountpoint);
         continue;
       }
-      if (auto st = rebind(im, Frontend::kCachefiles); !st) {
-        spdlog::error("failover: re-binding {}: {} (its reads fail)", im.mountpoint,
-                      st.error().to_string());
+      if (auto st = rebind(im, fe); !st) {
+        spdlog::error("failover: re-binding {}: {} ({})", im.mountpoint, st.error().to_string(),
+                      lost);
         continue;
       }
       ++rebound;
     }
-    persist(Frontend::kCachefiles);
+    persist(fe);
+    return {rebound, images->size()};
+  }
+
+  // Failover of /dev/cachefiles: re-bind, then "restore": the kernel re-sends what the
+  // dead daemon left unanswered.
+  void restore_images() {
+    const auto [rebound, recorded] = rebind_recorded(Frontend::kCachefiles, "their reads fail");
     if (auto st = cachefiles_->restore(); !st) {
       spdlog::error("failover: {}", st.error().to_string());
       return;
     }
     spdlog::info("failover: restored /dev/cachefiles with {} of {} image(s) re-bound", rebound,
-                 images->size());
+                 recorded);
     sd::status(fmt::format("took over /dev/cachefiles; {} image(s) re-bound", rebound));
   }
 
-  // Failover of the fanotify group: re-bind every image of its state file whose mount
-  // is still there, then fill and answer the events the dead daemon left.
+  // Failover of the fanotify group: re-bind, then fill and answer the events the dead
+  // daemon left.
   void restore_fanotify(FanotifyFrontend::Takeover takeover) {
-    const std::string path = state_path(config_.cache_dir, Frontend::kFanotify);
-    auto images = load_state(path, Frontend::kFanotify);
-    if (!images) {
-      spdlog::error("failover: {}: the dead daemon's fanotify images cannot be served",
-                    images.error().to_string());
-      images = std::vector<PersistedImage>{};
-    }
-    std::size_t rebound = 0;
-    for (const auto& im : *images) {
-      if (!mounted_on(im.mountpoint, "erofs")) {
-        spdlog::info("failover: {} is no longer mounted: not re-bound", im.mountpoint);
-        continue;
-      }
-      if (auto st = rebind(im, Frontend::kFanotify); !st) {
-        spdlog::error("failover: re-binding {}: {} (its events are denied)", im.mountpoint,
-                      st.error().to_string());
-        continue;
-      }
-      ++rebound;
-    }
-    persist(Frontend::kFanotify);
+    const auto [rebound, recorded] =
+        rebind_recorded(Frontend::kFanotify, "their events are denied");
     // Settled on the workers once the loop serves the group (our fills raise events).
     fanotify_->settle(std::move(takeover.records), std::move(takeover.reserved));
     spdlog::info("failover: took over the fanotify group with {} of {} image(s) re-bound", rebound,
-                 images->size());
+                 recorded);
     sd::status(fmt::format("took over the fanotify group; {} image(s) re-bound", rebound));
   }
 
