@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "base/bytes.h"
 #include "base/file.h"
 #include "base/unique_fd.h"
 
@@ -34,12 +35,6 @@ constexpr std::size_t kSlotCount = 40;
 static_assert(kSlotCount + 8 == kInflightSlotSize);
 static_assert(kHdrFdBound + 8 <= kInflightHeaderSize);
 
-template <typename T>
-T get(std::span<const std::byte> b, std::size_t at) {
-  T v;
-  std::memcpy(&v, b.data() + at, sizeof v);
-  return v;
-}
 template <typename T>
 void put(std::byte* p, std::size_t at, T v) {
   std::memcpy(p + at, &v, sizeof v);
@@ -80,17 +75,17 @@ base::Result<InflightFile> parse_inflight(std::span<const std::byte> bytes) {
   if (std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) {
     return base::make_error(EINVAL, "in-flight record: bad magic");
   }
-  if (get<std::uint32_t>(bytes, kHdrVersion) != kInflightVersion) {
+  if (base::load<std::uint32_t>(bytes, kHdrVersion) != kInflightVersion) {
     return base::errorf(EINVAL, "in-flight record: version {} (this daemon reads {})",
-                        get<std::uint32_t>(bytes, kHdrVersion), kInflightVersion);
+                        base::load<std::uint32_t>(bytes, kHdrVersion), kInflightVersion);
   }
-  if (get<std::uint32_t>(bytes, kHdrSlotSize) != kInflightSlotSize) {
+  if (base::load<std::uint32_t>(bytes, kHdrSlotSize) != kInflightSlotSize) {
     return base::errorf(EINVAL, "in-flight record: slot size {}",
-                        get<std::uint32_t>(bytes, kHdrSlotSize));
+                        base::load<std::uint32_t>(bytes, kHdrSlotSize));
   }
   InflightFile f;
-  f.slots = get<std::uint32_t>(bytes, kHdrSlots);
-  f.fd_bound = get<std::uint64_t>(bytes, kHdrFdBound);
+  f.slots = base::load<std::uint32_t>(bytes, kHdrSlots);
+  f.fd_bound = base::load<std::uint64_t>(bytes, kHdrFdBound);
   if (bytes.size() != file_size(f.slots)) {
     return base::errorf(EINVAL, "in-flight record: {} bytes for {} slots", bytes.size(), f.slots);
   }
@@ -100,18 +95,19 @@ base::Result<InflightFile> parse_inflight(std::span<const std::byte> bytes) {
   for (std::uint32_t i = 0; i < f.slots; ++i) {
     const auto slot =
         bytes.subspan(kInflightHeaderSize + std::size_t{i} * kInflightSlotSize, kInflightSlotSize);
-    const auto state = get<std::uint32_t>(slot, kSlotState);
+    const auto state = base::load<std::uint32_t>(slot, kSlotState);
     if (state == 0) {
       continue;
     }
     InflightRecord r;
-    r.fd = get<std::int32_t>(slot, kSlotFd);
-    r.dev = get<std::uint64_t>(slot, kSlotDev);
-    r.ino = get<std::uint64_t>(slot, kSlotIno);
-    r.offset = get<std::uint64_t>(slot, kSlotOffset);
-    r.count = get<std::uint64_t>(slot, kSlotCount);
+    r.fd = base::load<std::int32_t>(slot, kSlotFd);
+    r.dev = base::load<std::uint64_t>(slot, kSlotDev);
+    r.ino = base::load<std::uint64_t>(slot, kSlotIno);
+    r.offset = base::load<std::uint64_t>(slot, kSlotOffset);
+    r.count = base::load<std::uint64_t>(slot, kSlotCount);
     if (state != kInFlight || r.fd != static_cast<std::int32_t>(i) ||
-        get<std::uint32_t>(slot, kSlotCheck) != slot_check(r) || r.count > UINT64_MAX - r.offset) {
+        base::load<std::uint32_t>(slot, kSlotCheck) != slot_check(r) ||
+        r.count > UINT64_MAX - r.offset) {
       ++f.torn;
       continue;
     }
