@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "base/metrics_http.h"
 
-#include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netdb.h>
-#include <netinet/in.h>
 
 #include <cstring>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include "base/prometheus.h"
 #include "base/unique_fd.h"
@@ -41,8 +42,8 @@ Result<ListenAddress> parse_listen_address(std::string_view address) {
       return bad("an IPv6 address goes in brackets");
     }
   }
-  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoul(port) > 65535) {
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535) {
     return bad("the port must be a number 0..65535");
   }
   addrinfo hints{};

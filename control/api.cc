@@ -96,9 +96,9 @@ base::Result<RegistryOverrides> overrides_from(const json& j) {
   }
   const base::JsonFields f(j, "registry");
   static constexpr std::string_view kKeys[] = {
-      "plain_http",         "insecure",           "ca_files",         "docker_config",
-      "mirrors",            "mirror_headers",     "connect_timeout_ms", "request_timeout_ms",
-      "stall_timeout_ms",   "retries",            "max_parallel",     "max_bootstrap_bytes"};
+      "plain_http",       "insecure",       "ca_files",           "docker_config",
+      "mirrors",          "mirror_headers", "connect_timeout_ms", "request_timeout_ms",
+      "stall_timeout_ms", "retries",        "max_parallel",       "max_bootstrap_bytes"};
   CFN_TRY(f.only_keys(kKeys));
   RegistryOverrides o;
   CFN_TRY(read_opt(f, "plain_http", o.plain_http));
@@ -467,8 +467,7 @@ std::string to_prometheus(const Metrics& m, const std::vector<ImageInfo>& images
   counter("refetches_total",
           "Chunks fetched once more (past the caches) after they failed their digest.",
           m.refetches);
-  counter("refetch_successes_total", "Refetched chunks that came back right.",
-          m.refetch_successes);
+  counter("refetch_successes_total", "Refetched chunks that came back right.", m.refetch_successes);
   counter("prefetch_bytes_total", "Uncompressed bytes filled by prefetch.", m.prefetch_bytes);
   counter("prefetch_list_bytes_total",
           "Uncompressed bytes filled for images' prefetch lists (of prefetch_bytes).",
@@ -502,16 +501,14 @@ std::string to_prometheus(const Metrics& m, const std::vector<ImageInfo>& images
   gauge("fanotify_marked_blobs", "Blob files with a fanotify pre-content mark.",
         m.fanotify_marked_blobs);
   const std::string read_s = p + "cachefiles_read_seconds";
-  t.family(read_s, "summary",
-           "cachefiles READ to READ_COMPLETE, by whether the data was local.");
+  t.family(read_s, "summary", "cachefiles READ to READ_COMPLETE, by whether the data was local.");
   for (const auto& [data, l] :
        {std::pair<const char*, const LatencySummary&>{"local", m.cachefiles_read_local_us},
         std::pair<const char*, const LatencySummary&>{"fetched", m.cachefiles_read_fetched_us}}) {
     for (const auto& [q, us] : {std::pair{"0.5", l.p50}, std::pair{"0.99", l.p99}}) {
       t.sample(read_s, {{"data", data}, {"quantile", q}}, us / 1e6);
     }
-    t.sample(read_s + "_sum", {{"data", data}},
-             l.mean * static_cast<double>(l.count) / 1e6);
+    t.sample(read_s + "_sum", {{"data", data}}, l.mean * static_cast<double>(l.count) / 1e6);
     t.sample(read_s + "_count", {{"data", data}}, l.count);
   }
   // Bucket k of the snapshot holds fills of at most 2^k us; the last one also every

@@ -126,8 +126,8 @@ struct StopRequest {
 };
 
 using Request = std::variant<PingRequest, BindRequest, UnbindRequest, ListRequest, AccessedRequest,
-                             MetricsRequest, CacheLsRequest, CacheGcRequest, CacheRmRequest, StatusRequest,
-                             StopRequest>;
+                             MetricsRequest, CacheLsRequest, CacheGcRequest, CacheRmRequest,
+                             StatusRequest, StopRequest>;
 
 // ---- answers ----
 
@@ -151,10 +151,10 @@ struct BlobInfo {
 struct StatusAnswer {
   std::int64_t pid = 0;
   std::string version;
-  std::string frontend;          // the default front end
+  std::string frontend;                // the default front end
   std::vector<std::string> frontends;  // the front ends this daemon can mount with
   std::uint64_t uptime_s = 0;
-  std::uint64_t images = 0;      // bound images
+  std::uint64_t images = 0;  // bound images
   std::string cache_dir;
   std::uint64_t cache_bytes = 0;  // disk space the cache directory takes (allocated blocks)
   std::string socket;

@@ -67,7 +67,7 @@ struct CacheMetrics {
   // before the reader got EIO, and the refetches that came back right.
   std::atomic<std::uint64_t> refetches{0};
   std::atomic<std::uint64_t> refetch_successes{0};
-  std::atomic<std::uint64_t> prefetch_bytes{0};    // uncompressed bytes filled by prefetch
+  std::atomic<std::uint64_t> prefetch_bytes{0};  // uncompressed bytes filled by prefetch
   // Of prefetch_bytes, those filled for prefetch lists (prefetch_chunks).
   std::atomic<std::uint64_t> prefetch_list_bytes{0};
   std::atomic<std::uint64_t> readahead_bytes{0};  // file readahead (prefetch_chunks)

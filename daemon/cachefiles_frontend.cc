@@ -435,8 +435,9 @@ std::string devcachefiles_holders() {
       }
     }
   }
-  return out.empty() ? std::string("another process (none visible here: `fuser /dev/cachefiles` "
-                                   "as root names it)")
+  return out.empty() ? std::string(
+                           "another process (none visible here: `fuser /dev/cachefiles` "
+                           "as root names it)")
                      : out;
 }
 

@@ -48,9 +48,9 @@ base::Status parse_registry(const nlohmann::json& j, RegistryOptions& o) {
     return base::make_error(EINVAL, "config: \"registry\" must be an object");
   }
   static constexpr std::string_view kKeys[] = {
-      "plain_http",       "insecure",           "ca_files",           "docker_config",
-      "mirrors",          "mirror_headers",     "connect_timeout_ms", "request_timeout_ms",
-      "stall_timeout_ms", "retries",            "max_parallel",       "max_bootstrap_bytes"};
+      "plain_http",       "insecure",       "ca_files",           "docker_config",
+      "mirrors",          "mirror_headers", "connect_timeout_ms", "request_timeout_ms",
+      "stall_timeout_ms", "retries",        "max_parallel",       "max_bootstrap_bytes"};
   const base::JsonFields f(j, "config: registry");
   CFN_TRY(f.only_keys(kKeys));
   CFN_TRY(f.read("plain_http", o.plain_http));
@@ -154,10 +154,11 @@ std::string registry_options_json(const RegistryOptions& o) {
 base::Result<Config> parse_config(std::string_view json_text, Config c) {
   CFN_ASSIGN_OR_RETURN(const auto j, base::parse_json_object(json_text, "config"));
   static constexpr std::string_view kKeys[] = {
-      "frontend",           "cache_dir",    "socket",         "log_level",    "batch_size",
-      "prefetch_bandwidth", "fill_threads", "fuse_threads",   "fd_holder",    "fd_holder_grace_s",
-      "allow_fail_open",    "registry",     "read_timeout_s", "fuse_poll_us", "file_readahead",
-      "cache", "metrics_address"};
+      "frontend",       "cache_dir",          "socket",          "log_level",
+      "batch_size",     "prefetch_bandwidth", "fill_threads",    "fuse_threads",
+      "fd_holder",      "fd_holder_grace_s",  "allow_fail_open", "registry",
+      "read_timeout_s", "fuse_poll_us",       "file_readahead",  "cache",
+      "metrics_address"};
   const base::JsonFields f(j, "config");
   CFN_TRY(f.only_keys(kKeys));
   CFN_ASSIGN_OR_RETURN(const auto frontend, f.opt_string("frontend", kNonEmpty));

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // What a restarted daemon needs to serve the dead daemon's mounts after a failover, one
-// file per front end that fails over. cachefiles: the images bound through it (fsid, domain_id, bootstrap, where their
-// blobs come from, mount point). The daemon rewrites the state file atomically (a
-// temporary, fsync, rename) after every cachefiles bind and unbind; a daemon that is
+// file per front end that fails over. cachefiles: the images bound through it (fsid, domain_id,
+// bootstrap, where their blobs come from, mount point). The daemon rewrites the state file
+// atomically (a temporary, fsync, rename) after every cachefiles bind and unbind; a daemon that is
 // handed a live /dev/cachefiles fd registers these images again (without mounting:
 // the mounts are still there) before it writes "restore". fanotify: the same list (no
 // fsid) for the images mounted through the fanotify group, re-bound (marks and blob

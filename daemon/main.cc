@@ -525,8 +525,9 @@ int main(int argc, char** argv) {
   auto* status = app.add_subcommand(
       "status", "print the daemon's pid, version, front ends, images, cache use, uptime (JSON)");
   auto* stop = app.add_subcommand(
-      "stop", "stop the daemon gracefully (unmount every image, give the kernel fds up) and "
-              "wait until it has exited");
+      "stop",
+      "stop the daemon gracefully (unmount every image, give the kernel fds up) and "
+      "wait until it has exited");
   unsigned stop_timeout = 90;
   stop->add_option("--timeout", stop_timeout, "seconds to wait for the exit (default 90)");
   auto* holder = app.add_subcommand(

@@ -1060,10 +1060,9 @@ class ServiceImpl final : public Service {
       a.frontends.emplace_back("fanotify");
     }
     a.frontends.emplace_back("fuse");
-    a.uptime_s = static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
-                                                         started_)
-            .count());
+    a.uptime_s = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                                std::chrono::steady_clock::now() - started_)
+                                                .count());
     {
       std::lock_guard lk(mu_);
       a.images = bound_.size();
@@ -1082,8 +1081,8 @@ class ServiceImpl final : public Service {
     std::uint64_t bytes = 0;
     std::error_code ec;
     namespace fs = std::filesystem;
-    for (fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied,
-                                             ec),
+    for (fs::recursive_directory_iterator
+             it(dir, fs::directory_options::skip_permission_denied, ec),
          end;
          !ec && it != end; it.increment(ec)) {
       struct stat st {};

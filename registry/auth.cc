@@ -59,9 +59,9 @@ base::Result<std::optional<Credentials>> Auth::credentials_for(const std::string
 
 // Which credentials went to host, for an error: their source and user, never a secret.
 std::string Auth::credentials_tried(const std::string& host) {
-  const std::string docker =
-      config_.docker_config.empty() ? "$DOCKER_CONFIG/config.json or ~/.docker/config.json"
-                                    : "docker config " + config_.docker_config;
+  const std::string docker = config_.docker_config.empty()
+                                 ? "$DOCKER_CONFIG/config.json or ~/.docker/config.json"
+                                 : "docker config " + config_.docker_config;
   if (const HostConfig* hc = find_host_config(config_, host); hc != nullptr && hc->credentials) {
     return fmt::format("the configured credentials for {} (user '{}')", host,
                        hc->credentials->username);

@@ -278,13 +278,12 @@ base::Result<std::unique_ptr<Client>> Client::create(ClientConfig config) {
     for (const auto& [m, headers] : hc.mirror_headers) {
       for (const auto& [name, value] : headers) {
         // RFC 9110: a name is a token; a value has no CR, LF or NUL (no header injection).
-        const bool name_ok =
-            !name.empty() && std::all_of(name.begin(), name.end(), [](char ch) {
-              return std::isalnum(static_cast<unsigned char>(ch)) != 0 ||
-                     std::string_view("!#$%&'*+-.^_`|~").find(ch) != std::string_view::npos;
-            });
-        const bool value_ok = value.find_first_of(std::string_view("\r\n\0", 3)) ==
-                              std::string::npos;
+        const bool name_ok = !name.empty() && std::all_of(name.begin(), name.end(), [](char ch) {
+          return std::isalnum(static_cast<unsigned char>(ch)) != 0 ||
+                 std::string_view("!#$%&'*+-.^_`|~").find(ch) != std::string_view::npos;
+        });
+        const bool value_ok =
+            value.find_first_of(std::string_view("\r\n\0", 3)) == std::string::npos;
         if (!name_ok || !value_ok) {
           return base::errorf(EINVAL, "mirror {} of {}: header '{}' is not a valid {}", m, host,
                               name, name_ok ? "value (CR, LF or NUL)" : "header name");

@@ -39,7 +39,7 @@ struct Options {
   std::string domain_id = kDefaultDomainId;
   std::string log_level = "info";
   bool log_to_stdout = false;
-  std::string metrics_address;  // "" = no metrics endpoint
+  std::string metrics_address;            // "" = no metrics endpoint
   std::vector<std::string> unknown_keys;  // dotted paths of TOML keys not understood
 };
 

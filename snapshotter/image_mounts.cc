@@ -92,9 +92,10 @@ ImageMounts::ImageMounts(std::string root, sqlite3* db, std::shared_ptr<Daemon> 
                          MountPolicy policy)
     : root_(std::move(root)), db_(db), daemon_(std::move(daemon)), policy_(std::move(policy)) {}
 
-base::Result<std::unique_ptr<ImageMounts>> ImageMounts::open(
-    const std::string& root, std::shared_ptr<Daemon> daemon, MountPolicy policy,
-    const SnapshotFacts& facts) {
+base::Result<std::unique_ptr<ImageMounts>> ImageMounts::open(const std::string& root,
+                                                             std::shared_ptr<Daemon> daemon,
+                                                             MountPolicy policy,
+                                                             const SnapshotFacts& facts) {
   std::error_code ec;
   std::filesystem::create_directories(root + "/mnt", ec);
   if (ec) {
@@ -121,11 +122,11 @@ base::Result<std::unique_ptr<ImageMounts>> ImageMounts::open(
   // A database of a snapshotter that kept mounts only while containers used them.
   for (const char* col : {"bootstrap_name", "image_ref", "bootstrap_path"}) {
     CFN_ASSIGN_OR_RETURN(
-        auto has, m->query("SELECT count(*) FROM pragma_table_info('images') WHERE name = ?1",
-                           {col}));
+        auto has,
+        m->query("SELECT count(*) FROM pragma_table_info('images') WHERE name = ?1", {col}));
     if (has[0][0] == "0") {
-      CFN_TRY(m->exec(fmt::format("ALTER TABLE images ADD COLUMN {} TEXT NOT NULL DEFAULT ''",
-                                  col)));
+      CFN_TRY(
+          m->exec(fmt::format("ALTER TABLE images ADD COLUMN {} TEXT NOT NULL DEFAULT ''", col)));
     }
   }
   // Uses of snapshots that are gone (a crash between Remove and release) are dropped.
@@ -135,11 +136,11 @@ base::Result<std::unique_ptr<ImageMounts>> ImageMounts::open(
       CFN_TRY(m->run("DELETE FROM users WHERE key = ?1", {u[0]}));
     }
   }
-  CFN_ASSIGN_OR_RETURN(
-      auto images, m->query("SELECT i.bootstrap_id, i.mountpoint, i.bootstrap_name, (SELECT"
-                            " count(*) FROM users u WHERE u.bootstrap_id = i.bootstrap_id),"
-                            " i.image_ref, i.bootstrap_path FROM images i",
-                            {}));
+  CFN_ASSIGN_OR_RETURN(auto images,
+                       m->query("SELECT i.bootstrap_id, i.mountpoint, i.bootstrap_name, (SELECT"
+                                " count(*) FROM users u WHERE u.bootstrap_id = i.bootstrap_id),"
+                                " i.image_ref, i.bootstrap_path FROM images i",
+                                {}));
   for (const auto& row : images) {
     int64_t id = std::stoll(row[0]);
     Image im{State::kBound, row[1], row[2], false, row[4], row[5]};
@@ -159,9 +160,10 @@ base::Result<std::unique_ptr<ImageMounts>> ImageMounts::open(
     m->images_.emplace(id, std::move(im));
   }
   if (!images.empty()) {
-    spdlog::info("nydus mounts: {} image(s) from {}, {} to unbind (their bootstrap snapshot is"
-                 " gone)",
-                 images.size(), path, m->queue_.size());
+    spdlog::info(
+        "nydus mounts: {} image(s) from {}, {} to unbind (their bootstrap snapshot is"
+        " gone)",
+        images.size(), path, m->queue_.size());
   }
   m->worker_ = std::thread([p = m.get()] { p->unbind_loop(); });
   if (m->policy_.check_interval.count() > 0) {
@@ -211,8 +213,8 @@ base::Result<std::string> ImageMounts::bind_new(int64_t id, const NydusImage& im
     CFN_TRY(
         run("INSERT OR REPLACE INTO images (bootstrap_id, mountpoint, generation, "
             "bootstrap_name, image_ref, bootstrap_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            {std::to_string(id), mp, std::to_string(gen), image.bootstrap_name,
-             image.image_ref, bootstrap_path}));
+            {std::to_string(id), mp, std::to_string(gen), image.bootstrap_name, image.image_ref,
+             bootstrap_path}));
   }
   if (::mkdir(mp.c_str(), 0700) != 0 && errno != EEXIST) {
     return base::errno_error("mkdir " + mp);
@@ -315,7 +317,6 @@ base::Result<std::string> ImageMounts::live_or_rebind(const NydusImage& image,
     mp = bind_new(id, image, bootstrap_path);
   }
   return mp;
-
 }
 
 base::Result<std::string> ImageMounts::acquire(const std::string& key, const NydusImage& image,
@@ -356,9 +357,10 @@ base::Result<std::string> ImageMounts::acquire(const std::string& key, const Nyd
       im.name = image.bootstrap_name;
       im.image_ref = image.image_ref;
       im.bootstrap_path = bootstrap_path;
-      st = run("UPDATE images SET bootstrap_name = ?2, image_ref = ?3, bootstrap_path = ?4 "
-               "WHERE bootstrap_id = ?1",
-               {std::to_string(id), im.name, im.image_ref, im.bootstrap_path});
+      st =
+          run("UPDATE images SET bootstrap_name = ?2, image_ref = ?3, bootstrap_path = ?4 "
+              "WHERE bootstrap_id = ?1",
+              {std::to_string(id), im.name, im.image_ref, im.bootstrap_path});
     }
     if (st) {
       st = run("INSERT OR REPLACE INTO users (key, bootstrap_id) VALUES (?1, ?2)",
@@ -376,8 +378,7 @@ base::Result<std::string> ImageMounts::acquire(const std::string& key, const Nyd
   }
   if (!mp) {
     // No mount: forget the image when nothing uses an older one of it.
-    auto count =
-        query("SELECT count(*) FROM users WHERE bootstrap_id = ?1", {std::to_string(id)});
+    auto count = query("SELECT count(*) FROM users WHERE bootstrap_id = ?1", {std::to_string(id)});
     im.state = State::kBound;
     if (count && (*count)[0][0] == "0") {
       (void)run("DELETE FROM images WHERE bootstrap_id = ?1", {std::to_string(id)});
@@ -569,9 +570,10 @@ void ImageMounts::recheck() {
     return;
   }
   if (!daemon_->answers()) {
-    spdlog::warn("nydus mounts: no daemon answers: the {} image(s) kept mounted are bound "
-                 "again at their next container",
-                 kept.size());
+    spdlog::warn(
+        "nydus mounts: no daemon answers: the {} image(s) kept mounted are bound "
+        "again at their next container",
+        kept.size());
     return;
   }
   auto listed = daemon_->list();
@@ -588,9 +590,10 @@ void ImageMounts::recheck() {
     if (found) {
       ++served;
     } else {
-      spdlog::warn("nydus mounts: the daemon does not serve {} (it restarted): bound again at "
-                   "the image's next container",
-                   mp);
+      spdlog::warn(
+          "nydus mounts: the daemon does not serve {} (it restarted): bound again at "
+          "the image's next container",
+          mp);
     }
   }
   spdlog::info("nydus mounts: the daemon serves {} of the {} image(s) kept mounted", served,

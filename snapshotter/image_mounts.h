@@ -128,9 +128,9 @@ class ImageMounts {
   struct Image {
     State state = State::kBound;
     std::string mountpoint;
-    std::string name;      // the bootstrap snapshot's name ("": not known, an old row)
-    bool removed = false;  // the bootstrap snapshot is gone: unbind, never bind again
-    std::string image_ref;       // what a rebind needs ("": an old row, until the next acquire)
+    std::string name;       // the bootstrap snapshot's name ("": not known, an old row)
+    bool removed = false;   // the bootstrap snapshot is gone: unbind, never bind again
+    std::string image_ref;  // what a rebind needs ("": an old row, until the next acquire)
     std::string bootstrap_path;
   };
   [[nodiscard]] base::Status exec(const std::string& sql);

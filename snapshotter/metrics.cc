@@ -7,8 +7,8 @@ namespace snapshotter {
 
 std::string_view OperationMetrics::name(Op op) {
   static constexpr std::array<std::string_view, kOpCount> kNames = {
-      "prepare", "view", "mounts", "commit", "remove", "stat", "update", "list", "usage",
-      "cleanup"};
+      "prepare", "view",   "mounts", "commit", "remove",
+      "stat",    "update", "list",   "usage",  "cleanup"};
   return kNames[op];
 }
 
@@ -38,8 +38,8 @@ std::string OperationMetrics::prometheus(std::string_view version) const {
     for (std::size_t b = 0; b < counts.size(); ++b) {
       counts[b] = o.buckets[b].load(std::memory_order_relaxed);
     }
-    t.histogram(h, {{"operation_type", std::string(name(static_cast<Op>(i)))}}, kBucketsMs,
-                counts, static_cast<double>(o.sum_ns.load(std::memory_order_relaxed)) / 1e6,
+    t.histogram(h, {{"operation_type", std::string(name(static_cast<Op>(i)))}}, kBucketsMs, counts,
+                static_cast<double>(o.sum_ns.load(std::memory_order_relaxed)) / 1e6,
                 o.count.load(std::memory_order_relaxed));
   }
   return t.take();

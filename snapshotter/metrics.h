@@ -18,10 +18,20 @@ namespace snapshotter {
 class OperationMetrics {
  public:
   enum Op : std::uint8_t {
-    kPrepare, kView, kMounts, kCommit, kRemove, kStat, kUpdate, kList, kUsage, kCleanup, kOpCount
+    kPrepare,
+    kView,
+    kMounts,
+    kCommit,
+    kRemove,
+    kStat,
+    kUpdate,
+    kList,
+    kUsage,
+    kCleanup,
+    kOpCount
   };
   // The bucket bounds, milliseconds (nydus-snapshotter's histogram spans the same range).
-  static constexpr std::array<double, 14> kBucketsMs = {0.5, 1,   2.5,  5,    10,   25,   50,
+  static constexpr std::array<double, 14> kBucketsMs = {0.5, 1,   2.5, 5,    10,   25,   50,
                                                         100, 250, 500, 1000, 2500, 5000, 10000};
 
   static std::string_view name(Op op);
@@ -30,8 +40,7 @@ class OperationMetrics {
   // Times one call: records on destruction.
   class Timer {
    public:
-    Timer(OperationMetrics* m, Op op)
-        : m_(m), op_(op), start_(std::chrono::steady_clock::now()) {}
+    Timer(OperationMetrics* m, Op op) : m_(m), op_(op), start_(std::chrono::steady_clock::now()) {}
     Timer(const Timer&) = delete;
     Timer& operator=(const Timer&) = delete;
     ~Timer() {

@@ -73,7 +73,7 @@ struct RemoteLayer {
 
 // The nydus image a new snapshot stands on.
 struct NydusImage {
-  int64_t bootstrap_id = 0;  // the snapshot whose fs holds image/image.boot
+  int64_t bootstrap_id = 0;    // the snapshot whose fs holds image/image.boot
   std::string bootstrap_name;  // that (committed) snapshot's name
   std::string image_ref;
   std::string manifest_digest;

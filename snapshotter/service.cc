@@ -211,8 +211,7 @@ grpc::Status Service::create(std::string_view rpc, Kind kind, const std::string&
 grpc::Status Service::Prepare(const api::PrepareSnapshotRequest& req,
                               api::PrepareSnapshotResponse* resp) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kPrepare);
-  return create("prepare", Kind::kActive, req.key(), req.parent(), labels_from(req.labels()),
-                resp);
+  return create("prepare", Kind::kActive, req.key(), req.parent(), labels_from(req.labels()), resp);
 }
 
 grpc::Status Service::View(const api::ViewSnapshotRequest& req, api::ViewSnapshotResponse* resp) {

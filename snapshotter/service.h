@@ -5,9 +5,9 @@
 // the error text as the message.
 #pragma once
 
-#include <grpcpp/grpcpp.h>
-
 #include <vector>
+
+#include <grpcpp/grpcpp.h>
 
 #include "base/result.h"
 #include "snapshots.grpc.pb.h"

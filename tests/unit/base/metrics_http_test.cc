@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "base/metrics_http.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -10,7 +9,8 @@
 #include <atomic>
 #include <string>
 
-#include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include "base/unique_fd.h"
 
@@ -148,8 +148,8 @@ TEST(MetricsHttpAddress, Parses) {
   a = parse_listen_address(":9110");
   ASSERT_TRUE(a);
   EXPECT_EQ(a->addr.ss_family, AF_INET);
-  for (const char* bad : {"", "9110", "127.0.0.1", "127.0.0.1:", "127.0.0.1:70000",
-                          "127.0.0.1:x", "::1:80", "[::1]80", "[::1"}) {
+  for (const char* bad : {"", "9110", "127.0.0.1", "127.0.0.1:", "127.0.0.1:70000", "127.0.0.1:x",
+                          "::1:80", "[::1]80", "[::1"}) {
     auto r = parse_listen_address(bad);
     ASSERT_FALSE(r) << bad;
     EXPECT_EQ(r.error().code, EINVAL);

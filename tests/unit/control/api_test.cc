@@ -291,7 +291,8 @@ TEST(ControlApi, PrometheusLabelsEachImage) {
 }
 
 TEST(ControlApi, StatusRoundTrips) {
-  StatusAnswer s{42, "0.1.0", "fanotify", {"fanotify", "fuse"}, 7, 2, "/c", 4096, "/s", "127.0.0.1:9"};
+  StatusAnswer s{42,   "0.1.0", "fanotify", {"fanotify", "fuse"}, 7, 2,
+                 "/c", 4096,    "/s",       "127.0.0.1:9"};
   auto back = status_from_json(to_json(s));
   ASSERT_TRUE(back) << back.error().to_string();
   EXPECT_EQ(*back, s);

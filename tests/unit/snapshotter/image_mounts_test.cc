@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // ImageMounts' sharing, its lifetime (the bootstrap snapshot's), its persistence and its
-// background unbind, against a daemon stand-in that records binds (the daemon itself is tested in tests/unit/daemon and
-// with containerd in tests/kernel).
+// background unbind, against a daemon stand-in that records binds (the daemon itself is tested in
+// tests/unit/daemon and with containerd in tests/kernel).
 #include "snapshotter/image_mounts.h"
 
 #include <gtest/gtest.h>
@@ -9,8 +9,8 @@
 
 #include <fstream>
 #include <future>
-#include <thread>
 #include <set>
+#include <thread>
 
 #include <sqlite3.h>
 
@@ -277,7 +277,9 @@ TEST(ImageMounts, RowsOfAnOlderSnapshotterGoWithTheirLastUser) {
         "CREATE TABLE images (bootstrap_id INTEGER PRIMARY KEY, mountpoint TEXT NOT NULL,"
         " generation INTEGER NOT NULL);"
         "CREATE TABLE users (key TEXT PRIMARY KEY, bootstrap_id INTEGER NOT NULL);"
-        "INSERT INTO images VALUES (3, '" + mp3 + "', 0), (4, '" + mp4 + "', 0);"
+        "INSERT INTO images VALUES (3, '" +
+        mp3 + "', 0), (4, '" + mp4 +
+        "', 0);"
         "INSERT INTO users VALUES ('a', 3);";
     ASSERT_EQ(::sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
     ::sqlite3_close(db);

@@ -12,9 +12,9 @@ using namespace std::chrono_literals;
 
 TEST(OperationMetrics, HistogramPerOperation) {
   OperationMetrics m;
-  m.record(OperationMetrics::kPrepare, 300us);   // <= 0.5 ms
-  m.record(OperationMetrics::kPrepare, 7ms);     // <= 10 ms
-  m.record(OperationMetrics::kPrepare, 20s);     // above every bound: +Inf only
+  m.record(OperationMetrics::kPrepare, 300us);  // <= 0.5 ms
+  m.record(OperationMetrics::kPrepare, 7ms);    // <= 10 ms
+  m.record(OperationMetrics::kPrepare, 20s);    // above every bound: +Inf only
   m.record(OperationMetrics::kRemove, 1ms);
   const std::string t = m.prometheus("9.9");
   const std::string h = "snapshotter_snapshot_operation_elapsed_milliseconds";

@@ -216,8 +216,7 @@ TEST_F(NydusService, TheBootstrapWithAContainerOnItStaysMounted) {
   api::RemoveSnapshotRequest rm;
   rm.set_key("sha256:c2");
   google::protobuf::Empty e;
-  EXPECT_EQ(service_->Remove(rm, &e).error_code(),
-            grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(service_->Remove(rm, &e).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   images_->drain();
   EXPECT_TRUE(daemon_->unbinds.empty());
 }

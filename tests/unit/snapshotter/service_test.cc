@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // The gRPC service end to end in process: a real server on a unix socket and a real client
 // stub, so the codes, messages and streamed List batches are what containerd would see.
-#include "snapshotter/server.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
 
+#include "snapshotter/server.h"
 #include "tests/unit/temp_dir.h"
 
 namespace snapshotter {
