@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -26,6 +27,7 @@
 #include "base/log.h"
 #include "base/unique_fd.h"
 #include "base/worker_pool.h"
+#include "daemon/kernel_config.h"
 #include "fscache/protocol.h"
 
 namespace cfnd {
@@ -412,6 +414,20 @@ std::string kernel_release() {
   return ::uname(&u) == 0 ? std::string(u.release) : std::string("unknown");
 }
 
+// What the cachefiles front end needs of the kernel, for the errors that say it is missing.
+constexpr std::array<std::string_view, 3> kCachefilesOptions = {
+    "CONFIG_CACHEFILES", "CONFIG_CACHEFILES_ONDEMAND", "CONFIG_EROFS_FS_ONDEMAND"};
+
+// "Linux >= 5.19 with ...; this kernel is R[, its /proc/config.gz leaves X unset]".
+std::string cachefiles_kernel_needs() {
+  const std::string note = kernel_config_note(kCachefilesOptions);
+  return fmt::format(
+      "the cachefiles front end needs Linux >= 5.19 built with CONFIG_CACHEFILES=m/y, "
+      "CONFIG_CACHEFILES_ONDEMAND=y and CONFIG_EROFS_FS_ONDEMAND=y, and the module loaded "
+      "(modprobe cachefiles); this kernel is {}{}",
+      kernel_release(), note.empty() ? "" : ", and " + note);
+}
+
 // "pid N (comm), ..." of the processes with /dev/cachefiles open (a scan of /proc/*/fd),
 // or what to look at when none can be seen (another mount namespace, no permission).
 std::string devcachefiles_holders() {
@@ -454,12 +470,8 @@ base::Result<std::unique_ptr<CachefilesFrontend>> CachefilesFrontend::create(
                           "open it; the distro's cachefilesd and nydusd both do)",
                           devcachefiles_holders());
     }
-    return base::errno_error(
-        err, fmt::format("open /dev/cachefiles (the cachefiles front end needs Linux >= 5.19 "
-                         "with CONFIG_CACHEFILES=m/y, CONFIG_CACHEFILES_ONDEMAND=y and "
-                         "CONFIG_EROFS_FS_ONDEMAND=y, and the module loaded: modprobe "
-                         "cachefiles; this kernel is {})",
-                         kernel_release()));
+    // The errno's text comes once, at the end (Error::to_string).
+    return base::errorf(err, "cannot open /dev/cachefiles: {}", cachefiles_kernel_needs());
   }
   base::UniqueFd dev(fd);
   const std::string dir = cache_dir + "/fscache";
@@ -473,10 +485,10 @@ base::Result<std::unique_ptr<CachefilesFrontend>> CachefilesFrontend::create(
   for (const auto& cmd : {dir_cmd, tag_cmd, fscache::format_bind_ondemand()}) {
     if (const int rc = command(dev.get(), cmd); rc != 0) {
       return base::errorf(-rc,
-                          "/dev/cachefiles '{}': {} (the cache dir needs xattrs, O_TMPFILE and "
-                          "sync_fs, e.g. ext4; a kernel without CONFIG_CACHEFILES_ONDEMAND "
-                          "refuses 'bind ondemand')",
-                          cmd, std::strerror(-rc));
+                          "/dev/cachefiles refused '{}': the cache dir needs xattrs, O_TMPFILE "
+                          "and sync_fs (e.g. ext4), and 'bind ondemand' needs what the front "
+                          "end needs: {}",
+                          cmd, cachefiles_kernel_needs());
     }
   }
   auto f = std::make_unique<CachefilesImpl>(std::move(dev));
