@@ -97,7 +97,8 @@ base::Result<std::string> Auth::authorization(const Endpoint& ep, const Scopes& 
   if (ha.scheme == HostAuth::Scheme::kBasic) {
     CFN_ASSIGN_OR_RETURN(const auto creds, credentials_for(ep.cred_host));
     if (!creds) {
-      return base::errorf(EACCES, "{} requires credentials and none are configured", ep.authority);
+      return base::errorf(EACCES, "{} requires credentials; credentials tried: {}", ep.authority,
+                          credentials_tried(ep.cred_host));
     }
     return "Basic " + base64_encode(creds->username + ":" + creds->password);
   }
@@ -164,8 +165,8 @@ base::Status Auth::on_challenge(const Endpoint& ep, const http::Response& resp, 
     ha.scheme = HostAuth::Scheme::kBasic;
     CFN_ASSIGN_OR_RETURN(const auto creds, credentials_for(ep.cred_host));
     if (!creds || (creds->username.empty() && creds->password.empty())) {
-      return base::errorf(EACCES, "{} requires basic auth and no credentials are configured",
-                          ep.authority);
+      return base::errorf(EACCES, "{} requires basic auth (HTTP {}); credentials tried: {}",
+                          ep.authority, resp.status, credentials_tried(ep.cred_host));
     }
   } else {
     return base::errorf(EACCES, "{}: HTTP {} without a usable challenge", ep.authority,
@@ -243,10 +244,9 @@ base::Result<std::string> Auth::fetch_token(const Endpoint& ep, const HostAuth& 
   }
   if (resp->status != 200) {
     auto e = status_error(*resp, what);
-    if (e.value().code != EACCES) {
-      e = base::errorf(EACCES, "{}", e.value().message);
-    }
-    return e;
+    // Name what was sent (source, user), never the secret itself.
+    return base::errorf(EACCES, "{}; credentials tried: {}", e.value().message,
+                        credentials_tried(ep.cred_host));
   }
   const auto j = nlohmann::json::parse(base::as_chars(resp->body), nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
