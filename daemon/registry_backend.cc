@@ -1,10 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "daemon/registry_backend.h"
 
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "base/log.h"
+#include "daemon/nydus_layers.h"
 
 namespace cfnd {
 namespace {
@@ -23,8 +28,9 @@ bool is_sha256_hex(const std::string& id) {
 
 class RegistryBackend final : public Backend {
  public:
-  RegistryBackend(std::shared_ptr<registry::Client> client, registry::Reference repo)
-      : client_(std::move(client)), repo_(std::move(repo)) {
+  RegistryBackend(std::shared_ptr<registry::Client> client, registry::Reference ref,
+                  std::map<std::string, std::string> renamed)
+      : client_(std::move(client)), ref_(ref), repo_(std::move(ref)), renamed_(std::move(renamed)) {
     repo_.tag.clear();
     repo_.digest.clear();
   }
@@ -49,7 +55,19 @@ class RegistryBackend final : public Backend {
     if (deadline != kNoDeadline) {
       scope.emplace(deadline);
     }
-    client_->read_blob_ranges(repo_, "sha256:" + blob_id, rr);
+    auto [digest, known] = digest_of(blob_id);
+    client_->read_blob_ranges(repo_, digest, rr);
+    if (!known && !rr.empty() && !rr[0].result && rr[0].result.error().code == ENOENT) {
+      // No layer sha256:<id>: the manifest may name the blob's layer by annotation (the
+      // snapshotter's binds hand over the bootstrap, so the manifest was not read).
+      if (auto renamed = look_up_renamed(blob_id)) {
+        for (auto& r : rr) {
+          r.result = {};
+          r.endpoint.clear();
+        }
+        client_->read_blob_ranges(repo_, *renamed, rr);
+      }
+    }
     for (std::size_t i = 0; i < reads.size(); ++i) {
       reads[i].result = std::move(rr[i].result);
       reads[i].source = std::move(rr[i].endpoint);
@@ -61,15 +79,66 @@ class RegistryBackend final : public Backend {
   }
 
  private:
+  // The layer digest of blob_id and whether it is settled (from the manifest).
+  std::pair<std::string, bool> digest_of(const std::string& blob_id) {
+    std::lock_guard lk(mu_);
+    if (auto it = renamed_.find(blob_id); it != renamed_.end()) {
+      return {it->second, true};
+    }
+    return {"sha256:" + blob_id, looked_up_};
+  }
+
+  // Resolve the image's manifest once (serialised; a failed resolve is tried again by a
+  // later read) and learn its renamed blob layers.
+  std::optional<std::string> look_up_renamed(const std::string& blob_id) {
+    std::lock_guard lk(resolve_mu_);
+    {
+      std::lock_guard g(mu_);
+      if (auto it = renamed_.find(blob_id); it != renamed_.end()) {
+        return it->second;
+      }
+      if (looked_up_) {
+        return std::nullopt;
+      }
+    }
+    auto resolved = client_->resolve(ref_);
+    if (!resolved) {
+      spdlog::warn("{}: blob {} not found and the manifest not read: {}", ref_.to_string(), blob_id,
+                   resolved.error().to_string());
+      return std::nullopt;
+    }
+    std::map<std::string, std::string> found;
+    if (auto layers = nydus_layers(resolved->get())) {
+      found = renamed_blob_layers(*layers);
+    }
+    std::lock_guard g(mu_);
+    looked_up_ = true;
+    for (auto& [id, digest] : found) {
+      spdlog::info("{}: blob {} is layer {} ({})", ref_.to_string(), id, digest,
+                   kAnnotationNydusBlobDigest);
+      renamed_.emplace(id, digest);
+    }
+    if (auto it = renamed_.find(blob_id); it != renamed_.end()) {
+      return it->second;
+    }
+    return std::nullopt;
+  }
+
   std::shared_ptr<registry::Client> client_;  // shared by all backends of the program
-  registry::Reference repo_;
+  const registry::Reference ref_;             // the image (tag or digest): its manifest
+  registry::Reference repo_;                  // the repository: its blobs
+  std::mutex resolve_mu_;                     // one manifest resolve at a time
+  std::mutex mu_;
+  std::map<std::string, std::string> renamed_;  // blob id -> layer digest
+  bool looked_up_ = false;                      // the manifest was read
 };
 
 }  // namespace
 
 std::unique_ptr<Backend> make_registry_backend(std::shared_ptr<registry::Client> client,
-                                               registry::Reference repo) {
-  return std::make_unique<RegistryBackend>(std::move(client), std::move(repo));
+                                               registry::Reference ref,
+                                               std::map<std::string, std::string> renamed) {
+  return std::make_unique<RegistryBackend>(std::move(client), std::move(ref), std::move(renamed));
 }
 
 }  // namespace cfnd

@@ -3,9 +3,7 @@
 
 #include <sys/stat.h>
 
-#include <algorithm>
 #include <filesystem>
-#include <set>
 
 #include "base/file.h"
 #include "base/log.h"
@@ -13,65 +11,6 @@
 #include "erofs/reader.h"
 
 namespace cfnd {
-namespace {
-
-bool annotated(const registry::Descriptor& d, const char* key) {
-  auto it = d.annotations.find(key);
-  return it != d.annotations.end() && it->second == "true";
-}
-
-bool is_blob_layer(const registry::Descriptor& d) {
-  return d.media_type == registry::kMediaNydusBlob || annotated(d, kAnnotationNydusBlob);
-}
-
-}  // namespace
-
-base::Result<NydusLayers> nydus_layers(const registry::Manifest& m) {
-  NydusLayers out;
-  const registry::Descriptor* boot = nullptr;
-  for (const auto& l : m.layers) {
-    if (annotated(l, kAnnotationNydusBootstrap)) {
-      if (boot != nullptr) {
-        return base::make_error(EINVAL, "two nydus bootstrap layers in the manifest");
-      }
-      boot = &l;
-    }
-  }
-  if (boot == nullptr && m.layers.size() >= 2 &&
-      std::all_of(m.layers.begin(), m.layers.end() - 1, is_blob_layer) &&
-      !is_blob_layer(m.layers.back())) {
-    boot = &m.layers.back();
-  }
-  if (boot == nullptr) {
-    return base::make_error(EINVAL,
-                            "not a RAFS v6 (nydus) image: no layer annotated "
-                            "containerd.io/snapshot/nydus-bootstrap");
-  }
-  out.bootstrap = *boot;
-  for (const auto& l : m.layers) {
-    if (&l != boot && is_blob_layer(l)) {
-      out.blobs.push_back(l);
-    }
-  }
-  return out;
-}
-
-base::Status check_blob_layers(const std::vector<std::string>& bootstrap_blob_ids,
-                               const NydusLayers& layers) {
-  std::set<std::string> have;
-  for (const auto& l : layers.blobs) {
-    have.insert(l.digest);
-  }
-  for (const auto& id : bootstrap_blob_ids) {
-    if (!have.contains("sha256:" + id)) {
-      return base::errorf(EINVAL,
-                          "the bootstrap names blob {} but the manifest has no data layer "
-                          "sha256:{}",
-                          id, id);
-    }
-  }
-  return {};
-}
 
 registry::ClientConfig client_config(const RegistryOptions& o, const registry::Reference& ref) {
   registry::ClientConfig c;
@@ -163,6 +102,7 @@ base::Result<PulledImage> pull_bootstrap(registry::Client& client, const registr
   for (const auto& bi : img->blobs()) {
     out.blob_ids.push_back(bi.id);
   }
+  out.blob_digests = renamed_blob_layers(*layers);
   CFN_TRY(check_blob_layers(out.blob_ids, *layers).map_error([&](base::Error e) {
     return std::move(e).wrap(ref.to_string());
   }));

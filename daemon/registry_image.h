@@ -5,37 +5,21 @@
 // through make_registry_backend.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
 #include "base/result.h"
 #include "daemon/config.h"
+#include "daemon/nydus_layers.h"
 #include "registry/client.h"
 #include "registry/manifest.h"
 #include "registry/reference.h"
 
 namespace cfnd {
 
-inline constexpr char kAnnotationNydusBootstrap[] = "containerd.io/snapshot/nydus-bootstrap";
-inline constexpr char kAnnotationNydusBlob[] = "containerd.io/snapshot/nydus-blob";
 inline constexpr char kBootstrapMember[] = "image/image.boot";
 inline constexpr std::uint64_t kMaxBootstrapLayerBytes = 256ULL << 20;  // compressed
-
-// The nydus layers of a manifest.
-struct NydusLayers {
-  registry::Descriptor bootstrap;  // tar+gzip holding image/image.boot
-  std::vector<registry::Descriptor> blobs;
-};
-
-// Pure. The bootstrap layer is the one annotated containerd.io/snapshot/nydus-bootstrap
-// "true" (or, without annotations, the last layer when every other layer is a nydus
-// blob by media type or annotation). EINVAL "not a RAFS v6 (nydus) image" otherwise.
-[[nodiscard]] base::Result<NydusLayers> nydus_layers(const registry::Manifest& m);
-
-// Pure: every blob of the bootstrap must be one of the data layers (blob id <id> is
-// layer sha256:<id>). EINVAL naming the first blob that is not.
-[[nodiscard]] base::Status check_blob_layers(const std::vector<std::string>& bootstrap_blob_ids,
-                                             const NydusLayers& layers);
 
 // Where pull_bootstrap keeps bootstraps: <cache_dir>/bootstraps.
 [[nodiscard]] std::string bootstraps_dir(const std::string& cache_dir);
@@ -44,7 +28,8 @@ struct PulledImage {
   std::string bootstrap_path;   // <cache_dir>/bootstraps/<manifest hex>.boot, complete
   std::string manifest_digest;  // "sha256:..."
   std::vector<std::string> blob_ids;
-  bool bootstrap_cached = false;  // found in the cache, nothing downloaded
+  std::map<std::string, std::string> blob_digests;  // renamed_blob_layers of the manifest
+  bool bootstrap_cached = false;                    // found in the cache, nothing downloaded
 };
 
 // Resolve ref, pick the nydus layers, and make the bootstrap file: downloaded (size

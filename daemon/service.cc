@@ -688,6 +688,8 @@ class ServiceImpl final : public Service {
     const auto& ref = plan.ref;
     const RegistryOptions& ropts = plan.registry;
     std::string bootstrap = plan.bootstrap;
+    spdlog::debug("bind {}: {} ({})", mp, ref ? ref->to_string() : plan.bootstrap,
+                  frontend_name(fe));
     const std::string& blob_dir = plan.blob_dir;
     std::string fsid = plan.fsid;
     const std::string& domain_id = plan.domain_id;
@@ -716,15 +718,17 @@ class ServiceImpl final : public Service {
       // file is renamed into place whole, so concurrent pulls of one image are
       // harmless).
       CFN_ASSIGN_OR_RETURN(auto client, clients_.get(ropts, *ref));
+      std::map<std::string, std::string> renamed;
       if (bootstrap.empty()) {
         CFN_ASSIGN_OR_RETURN(auto pulled, pull_bootstrap(*client, *ref, config_.cache_dir,
                                                          ropts.max_bootstrap_bytes));
         bootstrap = pulled.bootstrap_path;
         b.record.manifest_digest = pulled.manifest_digest;
+        renamed = std::move(pulled.blob_digests);
       }
       b.record.reference = ref->to_string();
       b.record.registry = ropts;
-      backend = make_registry_backend(std::move(client), *ref);
+      backend = make_registry_backend(std::move(client), *ref, std::move(renamed));
     }
     if (!ref) {
       CFN_ASSIGN_OR_RETURN(auto local, make_localfs_backend(blob_dir));
@@ -736,6 +740,7 @@ class ServiceImpl final : public Service {
                                                       config_.file_readahead));
     // The prefetch list (the bootstrap's prefetch table) starts before the mount, so
     // its reads are in flight while the kernel mounts and the workload starts.
+    spdlog::debug("bind {}: image opened", mp);
     CFN_ASSIGN_OR_RETURN(auto listed, image->prefetch_list_chunks());
     std::size_t listed_chunks = 0;
     for (std::size_t i = 0; i < listed.size(); ++i) {
@@ -804,6 +809,7 @@ class ServiceImpl final : public Service {
     } else {
       CFN_TRY(mount_fuse(mp, image, b));
     }
+    spdlog::debug("bind {}: mounted", mp);
     if (hooks_.after_mount) {
       hooks_.after_mount(mp);
     }

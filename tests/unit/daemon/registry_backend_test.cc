@@ -6,8 +6,11 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "daemon/nydus_layers.h"
 
 namespace cfnd {
 namespace {
@@ -17,8 +20,14 @@ class FakeClient final : public registry::Client {
   base::Result<registry::FetchedManifest> get_manifest(const registry::Reference&) override {
     return base::make_error(ENOSYS, "fake");
   }
-  base::Result<registry::ResolvedImage> resolve(const registry::Reference&) override {
-    return base::make_error(ENOSYS, "fake");
+  base::Result<registry::ResolvedImage> resolve(const registry::Reference& ref) override {
+    resolved.push_back(ref.to_string());
+    if (!manifest) {
+      return base::make_error(ENOSYS, "fake");
+    }
+    registry::ResolvedImage out;
+    out.manifest.parsed = *manifest;
+    return out;
   }
   base::Result<std::vector<std::byte>> get_blob(const registry::Reference&, const std::string&,
                                                 std::uint64_t) override {
@@ -38,6 +47,10 @@ class FakeClient final : public registry::Client {
     seen_digest = digest;
     calls++;
     for (auto& r : reads) {
+      if (digest == missing) {
+        r.result = base::make_error(ENOENT, "blob unknown");
+        continue;
+      }
       if (r.offset >= 1000) {
         r.result = base::make_error(ERANGE, "past the end");
         continue;
@@ -68,7 +81,24 @@ class FakeClient final : public registry::Client {
   std::string seen_repo;
   std::string seen_digest;
   int calls = 0;
+  std::string missing;                         // reads of this digest: ENOENT
+  std::optional<registry::Manifest> manifest;  // what resolve answers (else ENOSYS)
+  std::vector<std::string> resolved;           // the references resolved
 };
+
+registry::Manifest renamed_manifest(const std::string& id, const std::string& layer_digest) {
+  registry::Manifest m;
+  registry::Descriptor blob;
+  blob.media_type = registry::kMediaNydusBlob;
+  blob.digest = layer_digest;
+  blob.annotations = {{kAnnotationNydusBlob, "true"}, {kAnnotationNydusBlobDigest, "sha256:" + id}};
+  registry::Descriptor boot;
+  boot.media_type = registry::kMediaOciLayerGzip;
+  boot.digest = "sha256:" + std::string(64, 'c');
+  boot.annotations = {{kAnnotationNydusBootstrap, "true"}};
+  m.layers = {blob, boot};
+  return m;
+}
 
 TEST(RegistryBackend, MapsReadsOntoOneRangesCall) {
   auto client = std::make_shared<FakeClient>();
@@ -97,6 +127,86 @@ TEST(RegistryBackend, MapsReadsOntoOneRangesCall) {
   EXPECT_EQ(b[0], std::byte{7});
   ASSERT_FALSE(reads[2].result);
   EXPECT_EQ(reads[2].result.error().code, ERANGE);
+}
+
+TEST(RegistryBackend, KnownRenamedBlobReadsItsLayer) {
+  auto client = std::make_shared<FakeClient>();
+  auto ref = registry::Reference::parse("127.0.0.1:5000/team/app:v1");
+  ASSERT_TRUE(ref);
+  const std::string id(64, 'e');
+  const std::string layer = "sha256:" + std::string(64, '4');
+  auto be = make_registry_backend(client, *ref, {{id, layer}});
+  std::vector<std::byte> a(4);
+  BackendRead r;
+  r.offset = 3;
+  r.out = a;
+  be->read(id, std::span<BackendRead>(&r, 1));
+  ASSERT_TRUE(r.result) << r.result.error().to_string();
+  EXPECT_EQ(client->seen_digest, layer);
+  EXPECT_EQ(a[0], std::byte{3});
+  EXPECT_TRUE(client->resolved.empty());
+}
+
+TEST(RegistryBackend, MissingBlobIsLookedUpInTheManifestOnce) {
+  // A bind that was handed the bootstrap never read the manifest: the first read of a
+  // blob the registry does not have under sha256:<id> resolves it, once.
+  auto client = std::make_shared<FakeClient>();
+  auto ref = registry::Reference::parse("127.0.0.1:5000/team/app:v1");
+  ASSERT_TRUE(ref);
+  const std::string id(64, 'e');
+  const std::string layer = "sha256:" + std::string(64, '4');
+  client->missing = "sha256:" + id;
+  client->manifest = renamed_manifest(id, layer);
+  auto be = make_registry_backend(client, *ref);
+  std::vector<std::byte> a(4);
+  std::vector<BackendRead> reads(2);
+  reads[0].offset = 10;
+  reads[0].out = a;
+  reads[1].offset = 5000;  // past the end: its own error, not ENOENT
+  reads[1].out = a;
+  be->read(id, reads);
+  ASSERT_TRUE(reads[0].result) << reads[0].result.error().to_string();
+  EXPECT_EQ(a[0], std::byte{10});
+  ASSERT_FALSE(reads[1].result);
+  EXPECT_EQ(reads[1].result.error().code, ERANGE);
+  EXPECT_EQ(client->seen_digest, layer);
+  ASSERT_EQ(client->resolved.size(), 1U);
+  EXPECT_EQ(client->resolved[0], "127.0.0.1:5000/team/app:v1");  // the tag, not the repo
+  const int calls = client->calls;
+  BackendRead again;
+  again.offset = 20;
+  again.out = a;
+  be->read(id, std::span<BackendRead>(&again, 1));
+  ASSERT_TRUE(again.result);
+  EXPECT_EQ(client->calls, calls + 1);  // straight to the layer
+  EXPECT_EQ(client->resolved.size(), 1U);
+
+  // A blob neither under its id nor renamed: ENOENT, and the manifest is not read again.
+  const std::string other(64, 'd');
+  client->missing = "sha256:" + other;
+  BackendRead gone;
+  gone.out = a;
+  be->read(other, std::span<BackendRead>(&gone, 1));
+  ASSERT_FALSE(gone.result);
+  EXPECT_EQ(gone.result.error().code, ENOENT);
+  EXPECT_EQ(client->resolved.size(), 1U);
+}
+
+TEST(RegistryBackend, FailedManifestLookupKeepsTheError) {
+  auto client = std::make_shared<FakeClient>();
+  auto ref = registry::Reference::parse("127.0.0.1:5000/team/app:v1");
+  ASSERT_TRUE(ref);
+  const std::string id(64, 'e');
+  client->missing = "sha256:" + id;  // and resolve fails (no manifest)
+  auto be = make_registry_backend(client, *ref);
+  std::vector<std::byte> a(4);
+  BackendRead r;
+  r.out = a;
+  be->read(id, std::span<BackendRead>(&r, 1));
+  ASSERT_FALSE(r.result);
+  EXPECT_EQ(r.result.error().code, ENOENT);
+  be->read(id, std::span<BackendRead>(&r, 1));  // tried again: the failure may pass
+  EXPECT_EQ(client->resolved.size(), 2U);
 }
 
 TEST(RegistryBackend, RefusesIdsThatAreNotDigests) {

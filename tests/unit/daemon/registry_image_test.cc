@@ -35,6 +35,31 @@ TEST(RegistryImage, NydusManifestByAnnotation) {
   EXPECT_EQ(bad.error().code, EINVAL);
 }
 
+TEST(RegistryImage, BlobLayerRenamedByAnnotation) {
+  // Upstream's fixture: the bootstrap names the blob by an id that is not the layer's
+  // digest; the layer says which id it holds.
+  const std::string id(64, 'e');
+  registry::Manifest m;
+  m.layers = {layer(std::string(registry::kMediaNydusBlob), kA,
+                    {{kAnnotationNydusBlob, "true"}, {kAnnotationNydusBlobDigest, "sha256:" + id}}),
+              layer(std::string(registry::kMediaNydusBlob), kB,
+                    {{kAnnotationNydusBlob, "true"}, {kAnnotationNydusBlobDigest, kB}}),
+              layer(std::string(registry::kMediaNydusBlob), "sha256:" + std::string(64, 'f'),
+                    {{kAnnotationNydusBlob, "true"}, {kAnnotationNydusBlobDigest, "sha256:xyz"}}),
+              layer(std::string(registry::kMediaOciLayerGzip), kBoot,
+                    {{kAnnotationNydusBootstrap, "true"}})};
+  auto l = nydus_layers(m);
+  ASSERT_TRUE(l) << l.error().to_string();
+  auto renamed = renamed_blob_layers(*l);
+  ASSERT_EQ(renamed.size(), 1U);  // the same name and a malformed one are not renames
+  EXPECT_EQ(renamed.at(id), kA);
+  EXPECT_TRUE(check_blob_layers({id, std::string(64, 'b')}, *l));
+  EXPECT_TRUE(check_blob_layers({std::string(64, 'a')}, *l));
+  auto bad = check_blob_layers({std::string(64, 'd')}, *l);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().to_string().find(kAnnotationNydusBlobDigest), std::string::npos);
+}
+
 TEST(RegistryImage, NydusManifestByMediaTypes) {
   registry::Manifest m;
   m.layers = {layer(std::string(registry::kMediaNydusBlob), kA),
