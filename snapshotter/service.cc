@@ -3,6 +3,8 @@
 
 #include <sys/stat.h>
 
+#include <chrono>
+
 #include <spdlog/spdlog.h>
 
 #include "base/log.h"
@@ -61,6 +63,34 @@ grpc::Status fail(std::string_view rpc, const base::Error& e) {
   }
   return st;
 }
+
+// One debug line as a call starts and one as it ends, with its time (the cold-start
+// timeline of docs/benchmarks.md reads them).
+class CallLog {
+ public:
+  CallLog(std::string_view rpc, const std::string& key)
+      : on_(spdlog::should_log(spdlog::level::debug)), rpc_(rpc), key_(key) {
+    if (on_) {
+      start_ = std::chrono::steady_clock::now();
+      spdlog::debug("{} {}: start", rpc_, key_);
+    }
+  }
+  CallLog(const CallLog&) = delete;
+  CallLog& operator=(const CallLog&) = delete;
+  ~CallLog() {
+    if (on_) {
+      const std::chrono::duration<double, std::milli> ms =
+          std::chrono::steady_clock::now() - start_;
+      spdlog::debug("{} {}: done in {:.1f} ms", rpc_, key_, ms.count());
+    }
+  }
+
+ private:
+  bool on_;
+  std::string_view rpc_;
+  const std::string& key_;
+  std::chrono::steady_clock::time_point start_{};
+};
 
 }  // namespace
 
@@ -211,16 +241,19 @@ grpc::Status Service::create(std::string_view rpc, Kind kind, const std::string&
 grpc::Status Service::Prepare(const api::PrepareSnapshotRequest& req,
                               api::PrepareSnapshotResponse* resp) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kPrepare);
+  const CallLog call("prepare", req.key());
   return create("prepare", Kind::kActive, req.key(), req.parent(), labels_from(req.labels()), resp);
 }
 
 grpc::Status Service::View(const api::ViewSnapshotRequest& req, api::ViewSnapshotResponse* resp) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kView);
+  const CallLog call("view", req.key());
   return create("view", Kind::kView, req.key(), req.parent(), labels_from(req.labels()), resp);
 }
 
 grpc::Status Service::Mounts(const api::MountsRequest& req, api::MountsResponse* resp) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kMounts);
+  const CallLog call("mounts", req.key());
   auto s = store_.get(req.key());
   if (!s) {
     return fail("mounts", s.error());
@@ -251,6 +284,7 @@ grpc::Status Service::Mounts(const api::MountsRequest& req, api::MountsResponse*
 
 grpc::Status Service::Commit(const api::CommitSnapshotRequest& req, google::protobuf::Empty*) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kCommit);
+  const CallLog call("commit", req.key());
   auto st = store_.commit(req.name(), req.key(), labels_from(req.labels()));
   if (!st) {
     return fail("commit", st.error());
@@ -263,6 +297,7 @@ grpc::Status Service::Commit(const api::CommitSnapshotRequest& req, google::prot
 
 grpc::Status Service::Remove(const api::RemoveSnapshotRequest& req, google::protobuf::Empty*) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kRemove);
+  const CallLog call("remove", req.key());
   auto st = store_.remove(req.key());
   if (!st) {
     return fail("remove", st.error());
