@@ -72,6 +72,10 @@ class BlobCacheImpl final : public BlobCache {
       shared_->wake_gc = [this] { wake_space(); };
       shared_->no_space = [this] { (void)pass(Pass::kNoSpace, false); };
     }
+    {
+      std::lock_guard lk(shared_->released_mu);
+      shared_->released = [this](const std::string& id, const void* blob) { release(id, blob); };
+    }
     if (options_.space.background) {
       space_thread_ = std::thread([this] { space_loop(); });
     }
@@ -92,6 +96,10 @@ class BlobCacheImpl final : public BlobCache {
       shared_->wake_gc = nullptr;
       shared_->no_space = nullptr;
     }
+    {
+      std::lock_guard lk(shared_->released_mu);
+      shared_->released = nullptr;
+    }
     prefetcher_.reset();
   }
 
@@ -106,8 +114,11 @@ class BlobCacheImpl final : public BlobCache {
     if (options_.prefetch_bandwidth == 0 || !blob) {
       return;
     }
-    if (auto b = ours(*blob)) {
-      prefetcher_->prefetch(std::move(b));
+    if (is_ours(*blob)) {
+      // The caller's reference, weakly (an alias of it as the Blob it is): the prefetch
+      // stops when the caller lets go.
+      prefetcher_->prefetch(
+          std::weak_ptr<Blob>(std::shared_ptr<Blob>(blob, static_cast<Blob*>(blob.get()))));
     }
   }
 
@@ -225,9 +236,14 @@ class BlobCacheImpl final : public BlobCache {
       std::lock_guard lk(open_mu_);
       for (const auto& [id, b] : blobs_) {
         // The map's reference is the cache's own: any other holder (a bound image, a
-        // fill, the prefetcher) makes the blob in use.
+        // fill, the prefetcher) holds a handle (handle_locked), which makes it in use.
         open.emplace(id, Open{b->last_use_ns(), b.use_count() > 1});
       }
+      // Closed since the last refresh: their files' last size and use, not in use.
+      for (const auto& [id, last_use] : closed_) {
+        open.try_emplace(id, Open{last_use, false});
+      }
+      closed_.clear();
       loading = loading_;
     }
     for (const auto& [id, o] : open) {
@@ -441,6 +457,11 @@ class BlobCacheImpl final : public BlobCache {
     s->wall = o.wall_clock ? o.wall_clock : std::function<std::int64_t()>(cache::wall_now_ns);
     return s;
   }
+  [[nodiscard]] bool is_ours(const CachedBlob& b) {
+    std::lock_guard lk(open_mu_);
+    auto it = blobs_.find(b.info().id);
+    return it != blobs_.end() && it->second.get() == &b;
+  }
   // The blob this cache opened as b (null for a CachedBlob of another cache).
   [[nodiscard]] std::shared_ptr<Blob> ours(const CachedBlob& b) {
     std::lock_guard lk(open_mu_);
@@ -448,7 +469,53 @@ class BlobCacheImpl final : public BlobCache {
     if (it == blobs_.end() || it->second.get() != &b) {
       return nullptr;
     }
-    return it->second;
+    return handle_locked(it->second);
+  }
+
+  // Under open_mu_: a reference to b for a holder outside the map (a bound image, a
+  // front end, the prefetcher). The map keeps the blob itself; each handle keeps one
+  // more reference, so the blob is in use while any handle lives. When a handle goes,
+  // release() closes the blob if only the map is left: its fd closes (reopened by the
+  // next open(), chunk states rebuilt from the file) and it is unused for eviction.
+  std::shared_ptr<Blob> handle_locked(const std::shared_ptr<Blob>& b) {
+    return std::shared_ptr<Blob>(b.get(), [keep = b, shared = shared_](Blob*) mutable {
+      const std::string id = keep->info().id;
+      const void* const p = keep.get();
+      // The deleter lives on while weak references to the handle do (a front
+      // end's): drop the blob now, not with them.
+      keep.reset();
+      auto s = std::move(shared);
+      s->blob_released(id, p);
+    });
+  }
+
+  // A handle of the blob p with this id went (Shared::released, released_mu held): close
+  // the blob when no one else holds it. Its id stays in removing_ until the fd is
+  // closed (and the blob's on_close callbacks ran: a fanotify mark goes), so an open
+  // of the id in the meantime waits and then makes a new object of the same files.
+  void release(const std::string& id, const void* p) {
+    std::shared_ptr<Blob> gone;
+    {
+      std::lock_guard lk(open_mu_);
+      auto it = blobs_.find(id);
+      if (it == blobs_.end() || it->second.get() != p || it->second.use_count() != 1) {
+        return;
+      }
+      gone = std::move(it->second);
+      blobs_.erase(it);
+      removing_.insert(id);
+      closed_[id] = gone->last_use_ns();
+    }
+    // Its last use on disk too: after a restart the LRU order comes from the mtime.
+    const std::int64_t ns = gone->last_use_ns();
+    if (ns > 0) {
+      const timespec ts[2] = {{0, UTIME_OMIT}, {ns / 1000000000, ns % 1000000000}};
+      (void)::futimens(gone->fd(), ts);
+    }
+    gone.reset();
+    std::lock_guard lk(open_mu_);
+    removing_.erase(id);
+    open_cv_.notify_all();
   }
 
   base::Result<std::vector<std::byte>> load_meta(const erofs::BlobInfo& info, Backend& backend);
@@ -468,8 +535,11 @@ class BlobCacheImpl final : public BlobCache {
   // Blob ids whose first open is loading them (one load per id at a time; other opens
   // of the id wait for it).
   std::set<std::string> loading_;
-  // Blob ids whose files eviction is removing (opens of the id wait for it).
+  // Blob ids whose files eviction is removing, or that release() is closing (opens of
+  // the id wait for it).
   std::set<std::string> removing_;
+  // Blobs release() closed since the last refresh, with their last use.
+  std::map<std::string, std::int64_t> closed_;
   std::unique_ptr<cache::Prefetcher> prefetcher_;
 
   // ---- space ----
@@ -530,7 +600,7 @@ base::Result<std::shared_ptr<CachedBlob>> BlobCacheImpl::open(
           it->second->chunk_count() != info.chunk_count) {
         return base::errorf(EEXIST, "blob {} is open with another shape", info.id);
       }
-      return std::shared_ptr<CachedBlob>(it->second);
+      return std::shared_ptr<CachedBlob>(handle_locked(it->second));
     }
     if (!backend) {
       return base::errorf(EINVAL, "blob {}: no backend", info.id);
@@ -552,8 +622,9 @@ base::Result<std::shared_ptr<CachedBlob>> BlobCacheImpl::open(
   if (!loaded) {
     return base::Unexpected(std::move(loaded).error());
   }
-  blobs_.emplace(info.id, *loaded);
-  return std::shared_ptr<CachedBlob>(std::move(*loaded));
+  auto& b = blobs_[info.id];
+  b = std::move(*loaded);
+  return std::shared_ptr<CachedBlob>(handle_locked(b));
 }
 
 base::Result<std::shared_ptr<Blob>> BlobCacheImpl::load(

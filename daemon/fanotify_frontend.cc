@@ -299,7 +299,17 @@ class FanotifyImpl final : public FanotifyFrontend {
       return base::errno_error("umount " + dir);
     }
     std::lock_guard lk(mounts_mu_);
-    mounts_.erase(dir);
+    auto it = mounts_.find(dir);
+    if (it == mounts_.end()) {
+      return {};
+    }
+    if (force) {
+      // Detached, not gone: a file open on it reads on, and a read of a hole must still
+      // raise an event we answer (with the blob closed and its mark gone it would read
+      // zeros). Its blobs stay open and marked, in use, until the daemon exits.
+      detached_.push_back(std::move(it->second));
+    }
+    mounts_.erase(it);
     return {};
   }
 
@@ -472,11 +482,14 @@ class FanotifyImpl final : public FanotifyFrontend {
   std::shared_ptr<Marks> marks_;
   std::vector<FanEvent> events_;  // loop thread only: on_readable's parse buffer
   std::shared_mutex map_mu_;
-  // Weak: the bound images hold their blobs; an unmounted image's blob stays served
-  // here until the cache evicts it (a lazily detached mount may still read it).
+  // Weak: the bound images hold their blobs; the cache closes an unmounted image's blob
+  // (its mark goes with it) once nothing holds it. A lazily detached mount keeps its
+  // image (detached_), so its blobs stay served.
   std::map<BlobKey, std::weak_ptr<CachedBlob>> blobs_;
   std::mutex mounts_mu_;
   std::map<std::string, std::shared_ptr<BoundImage>> mounts_;
+  // Images whose mount was detached lazily (umount --force): kept, see umount().
+  std::vector<std::shared_ptr<BoundImage>> detached_;  // guarded by mounts_mu_
 
   base::WorkerPool<Job> jobs_;
   std::atomic<std::uint64_t> allowed_{0};

@@ -33,7 +33,7 @@ Prefetcher::~Prefetcher() {
   }
 }
 
-void Prefetcher::prefetch(std::shared_ptr<Blob> blob) {
+void Prefetcher::prefetch(std::weak_ptr<Blob> blob) {
   if (bandwidth_ == 0) {
     return;
   }
@@ -131,7 +131,7 @@ void Prefetcher::prefetch_loop() {
       shared_->cv.wait(lk);
       continue;
     }
-    std::shared_ptr<Blob> blob = queue_.front();
+    const std::weak_ptr<Blob> job = queue_.front();
     std::uint32_t cursor = 0;
     while (!shared_->stop) {
       // Always behind on-demand fills and prefetch lists: no new step while one is
@@ -141,15 +141,23 @@ void Prefetcher::prefetch_loop() {
         break;
       }
       lk.unlock();
+      // Held for one step at a time: between steps the blob may go (and close).
+      std::shared_ptr<Blob> blob = job.lock();
+      if (!blob) {
+        lk.lock();
+        break;
+      }
       std::uint64_t compressed = 0;
       auto cis = blob->next_absent(&cursor, &compressed);
       if (cis.empty()) {
+        blob.reset();
         lk.lock();
         break;
       }
       const auto wait = bucket.take(compressed, shared_->now());
-      lk.lock();
       if (wait.count() > 0) {
+        blob.reset();  // not held while it waits for tokens
+        lk.lock();
         shared_->clock->wait_until(lk, shared_->cv, shared_->now() + wait,
                                    [&] { return shared_->stop; });
         if (shared_->stop) {
@@ -160,8 +168,13 @@ void Prefetcher::prefetch_loop() {
         if (shared_->stop) {
           break;
         }
+        lk.unlock();
+        blob = job.lock();
+        if (!blob) {
+          lk.lock();
+          break;
+        }
       }
-      lk.unlock();
       auto filled = blob->prefetch_chunks(cis);
       if (filled) {
         shared_->metrics.prefetch_bytes.fetch_add(*filled, std::memory_order_relaxed);
@@ -169,9 +182,10 @@ void Prefetcher::prefetch_loop() {
         spdlog::warn("prefetch of blob {}: {} (failed chunks are left to on-demand fills)",
                      blob->info().id, filled.error().to_string());
       }
+      blob.reset();  // the last reference may close the blob: not under shared_->mu
       lk.lock();
     }
-    if (!queue_.empty() && queue_.front() == blob) {
+    if (!queue_.empty() && !queue_.front().owner_before(job) && !job.owner_before(queue_.front())) {
       queue_.pop_front();
     }
   }

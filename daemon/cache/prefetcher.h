@@ -26,7 +26,10 @@ class Prefetcher {
   Prefetcher(const Prefetcher&) = delete;
   Prefetcher& operator=(const Prefetcher&) = delete;
 
-  void prefetch(std::shared_ptr<Blob> blob);
+  // Whole-blob background prefetch, for as long as blob (a holder's reference) lives: a
+  // blob whose holders all let go (its image unmounted) is not prefetched further, so
+  // the prefetcher keeps no blob open for an image that is gone.
+  void prefetch(std::weak_ptr<Blob> blob);
   void prefetch_chunks(std::shared_ptr<Blob> blob, std::vector<std::uint32_t> cis, bool readahead);
 
  private:
@@ -46,9 +49,9 @@ class Prefetcher {
   std::shared_ptr<Shared> shared_;
   const std::uint64_t bandwidth_;
   const std::uint64_t batch_;
-  std::deque<std::shared_ptr<Blob>> queue_;  // guarded by shared_->mu
-  std::deque<ListJob> list_jobs_;            // guarded by shared_->mu
-  int list_running_ = 0;  // reads of list_jobs_ under way; guarded by shared_->mu
+  std::deque<std::weak_ptr<Blob>> queue_;  // guarded by shared_->mu
+  std::deque<ListJob> list_jobs_;          // guarded by shared_->mu
+  int list_running_ = 0;                   // reads of list_jobs_ under way; guarded by shared_->mu
   std::thread prefetcher_;
   std::vector<std::thread> list_workers_;
 };

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <string>
 
 #include "daemon/backend.h"
 #include "daemon/blob_cache.h"
@@ -41,6 +42,11 @@ struct Shared {
   // A cache write failed with ENOSPC or EDQUOT: evict unused entries now, on the
   // calling thread (no lock of any blob held), so the reader's next try finds room.
   std::function<void()> no_space;
+  // A holder let go of a blob (blob, the object it held): the cache closes the blob when
+  // no one else holds it. Guarded by released_mu, not hooks_mu: a handle may go on a
+  // thread inside a space pass (hooks_mu is taken before the pass's lock, this after).
+  std::mutex released_mu;
+  std::function<void(const std::string& id, const void* blob)> released;
 
   void note_written(std::uint64_t n) {
     const std::uint64_t now = written.fetch_add(n, std::memory_order_relaxed) + n;
@@ -50,6 +56,12 @@ struct Shared {
       if (wake_gc) {
         wake_gc();
       }
+    }
+  }
+  void blob_released(const std::string& id, const void* blob) {
+    std::lock_guard lk(released_mu);
+    if (released) {
+      released(id, blob);
     }
   }
   void out_of_space() {

@@ -1735,6 +1735,128 @@ TEST_F(SpaceTest, PinnedEntriesStay) {
   EXPECT_FALSE(exists("blob1.blob"));
 }
 
+// The open fds of this process.
+std::size_t open_fds() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    ++n;
+  }
+  return n;
+}
+
+// When its last holder lets go, a blob's file is closed (no fd per blob ever opened),
+// it is unused with its last use kept, and a new open reads what was cached without
+// fetching it again. A second holder, or the prefetcher, keeps it open.
+TEST_F(SpaceTest, ReleasedBlobIsClosedAndReopened) {
+  std::vector<TestBlob> bs;
+  for (std::uint32_t i = 1; i <= 8; ++i) {
+    bs.push_back(make_blob(sizes(4, 65536), i));
+    put(bs.back());
+  }
+  auto c = space_cache(0);
+  auto be = backend();
+  // Warm up (the first open makes the cache dir; the backend opens its files lazily).
+  filled(*c, bs[0]).reset();
+  const std::size_t base_fds = open_fds();
+  for (auto& b : bs) {
+    auto blob = c->open(b.info, b.records, be);
+    ASSERT_TRUE(blob);
+    ASSERT_TRUE((*blob)->fill(0, 65536));
+    EXPECT_TRUE((*blob)->ready(0, 1));
+    EXPECT_EQ(open_fds(), base_fds + 1);
+  }
+  EXPECT_EQ(open_fds(), base_fds);  // every blob closed as its handle went
+  auto es = by_id(*c);
+  ASSERT_EQ(es.size(), bs.size());
+  std::int64_t last = 0;
+  for (std::uint32_t i = 1; i <= 8; ++i) {
+    const auto& e = es.at("blob" + std::to_string(i));
+    EXPECT_FALSE(e.in_use) << e.id;
+    EXPECT_GT(e.last_use_ns, last) << e.id;  // the order they were used in, kept
+    last = e.last_use_ns;
+    EXPECT_GE(e.bytes, 65536U) << e.id;
+  }
+  // Reopened: what was filled is present, read without a fetch; the rest fetched.
+  const std::uint64_t before = be->bytes.load();
+  {
+    auto blob = c->open(bs[3].info, bs[3].records, be);
+    ASSERT_TRUE(blob);
+    EXPECT_TRUE((*blob)->ready(0, 65536));
+    EXPECT_EQ(be->bytes.load(), before);
+    ASSERT_TRUE((*blob)->fill(0, (*blob)->size()));
+    for (std::uint32_t ci = 0; ci < 4; ++ci) {
+      expect_chunk(**blob, bs[3], ci);
+    }
+    // Two holders: one going keeps the file open for the other.
+    auto second = c->open(bs[3].info, bs[3].records, be);
+    ASSERT_TRUE(second);
+    EXPECT_EQ(second->get(), blob->get());
+    blob->reset();
+    EXPECT_TRUE(by_id(*c).at("blob4").in_use);
+    EXPECT_EQ(open_fds(), base_fds + 1);
+    for (std::uint32_t ci = 0; ci < 4; ++ci) {
+      expect_chunk(**second, bs[3], ci);
+    }
+  }
+  EXPECT_EQ(open_fds(), base_fds);
+  EXPECT_FALSE(by_id(*c).at("blob4").in_use);
+  // Unused once closed: gc takes them all.
+  auto r = c->gc(false);
+  EXPECT_EQ(r.evicted.size(), bs.size());
+  EXPECT_FALSE(exists("blob4.blob"));
+  // A holder may outlive the cache.
+  auto c2 = space_cache(0);
+  auto kept = filled(*c2, bs[5]);
+  ASSERT_TRUE(kept);
+  c2.reset();
+  expect_chunk(*kept, bs[5], 2);
+  kept.reset();
+  EXPECT_EQ(open_fds(), base_fds);
+}
+
+// A whole-blob prefetch goes on only while someone else holds the blob: the last
+// holder letting go (its image unmounted) stops it, and the blob closes.
+TEST_F(BlobCacheTest, PrefetchOfAReleasedBlobStops) {
+  TestBlob b = make_blob(sizes(16, 65536), 1);
+  put(b);
+  // 64 KiB/s: the whole blob would take seconds, far more than the test needs.
+  auto c = cache(128 * 1024, 64U << 10);
+  std::weak_ptr<CachedBlob> weak;
+  {
+    auto blob = c->open(b.info, b.records, backend());
+    ASSERT_TRUE(blob);
+    c->prefetch(*blob);
+    wait_until([&] { return c->metrics().prefetch_bytes.load() > 0; });
+    ASSERT_GT(c->metrics().prefetch_bytes.load(), 0U);  // it started
+    weak = *blob;
+  }
+  // The prefetcher may be inside a step: it lets go when the step ends.
+  wait_until([&] { return weak.expired(); });
+  EXPECT_TRUE(weak.expired());
+  auto in_use = [&] {
+    for (const auto& e : c->entries()) {
+      if (e.in_use) {
+        return true;
+      }
+    }
+    return false;
+  };
+  wait_until([&] { return !in_use(); });
+  EXPECT_FALSE(in_use());
+  const std::uint64_t prefetched = c->metrics().prefetch_bytes.load();
+  EXPECT_LT(prefetched, 16U * 65536);
+  // Opened again: what the prefetch wrote is there and right; it did not go on.
+  auto blob = c->open(b.info, b.records, backend());
+  ASSERT_TRUE(blob);
+  EXPECT_LT((*blob)->ready_chunks(), 16U);
+  for (std::uint32_t ci = 0; ci < 16; ++ci) {
+    if ((*blob)->ready(b.chunks[ci].uncompressed_offset, 1)) {
+      expect_chunk(**blob, b, ci);
+    }
+  }
+  EXPECT_EQ(c->metrics().prefetch_bytes.load(), prefetched);
+}
+
 // Orphans (a .meta whose .blob is gone, nothing opened) go after their grace period;
 // files not ours, and what a symlink points at, stay.
 TEST_F(SpaceTest, OrphansGoAfterTheGracePeriodNothingElse) {
