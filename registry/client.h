@@ -125,6 +125,10 @@ class DeadlineScope {
   [[nodiscard]] static std::optional<std::chrono::steady_clock::time_point> current();
   // True when the calling thread is in a scope whose deadline has come: a request that
   // failed then was cut by the caller's deadline, which says nothing of the server.
+  // "Come" allows kTimerSlack: curl counts its timeouts in whole milliseconds from its
+  // own start of the transfer, so a try cut at the deadline can end a little before it by
+  // our clock (seen under load: a mirror cut by the deadline was taken for a dead one).
+  static constexpr std::chrono::milliseconds kTimerSlack{10};
   [[nodiscard]] static bool passed();
 
  private:

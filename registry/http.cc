@@ -843,7 +843,7 @@ std::optional<std::chrono::steady_clock::time_point> DeadlineScope::current() {
 }
 
 bool DeadlineScope::passed() {
-  return tl_deadline && std::chrono::steady_clock::now() >= *tl_deadline;
+  return tl_deadline && std::chrono::steady_clock::now() + kTimerSlack >= *tl_deadline;
 }
 
 }  // namespace registry
