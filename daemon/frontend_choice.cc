@@ -2,9 +2,14 @@
 #include "daemon/frontend_choice.h"
 
 #include <algorithm>
+#include <array>
+#include <string_view>
+
+#include <fmt/core.h>
 
 #include "base/log.h"
 #include "daemon/fanotify_inflight.h"
+#include "daemon/kernel_config.h"
 
 namespace cfnd {
 namespace {
@@ -26,6 +31,21 @@ std::unique_ptr<InflightLog> open_log(const Config& config, std::uint64_t fd_bou
     return nullptr;
   }
   return std::move(*log);
+}
+
+// Why EROFS cannot mount over fscache on this kernel, from its config ("" when the config
+// sets CONFIG_EROFS_FS_ONDEMAND or cannot be read: then binding /dev/cachefiles decides).
+// Linux 7.2 removed the option (EROFS over fscache) while keeping CACHEFILES_ONDEMAND.
+std::string erofs_over_fscache_missing() {
+  static constexpr std::array<std::string_view, 1> kOption = {"CONFIG_EROFS_FS_ONDEMAND"};
+  const auto config = read_kernel_config();
+  if (!config || unset_kernel_options(config->text, kOption).empty()) {
+    return {};
+  }
+  return fmt::format(
+      "its {} leaves CONFIG_EROFS_FS_ONDEMAND unset: EROFS cannot mount over "
+      "fscache (Linux 7.2 removed it)",
+      config->path);
 }
 
 }  // namespace
@@ -93,14 +113,18 @@ base::Result<Frontends> choose_frontends(const Config& config, Handed handed) {
     case Frontend::kAuto:
       break;
   }
-  auto cf = CachefilesFrontend::create(config.cache_dir, config.fill_threads);
-  if (cf) {
+  if (const std::string why = erofs_over_fscache_missing(); !why.empty()) {
+    // /dev/cachefiles may still bind (7.2 kept CACHEFILES_ONDEMAND), but no image could
+    // mount through it: do not take the device.
+    spdlog::info("front end auto: no cachefiles ({}); trying fanotify", why);
+  } else if (auto cf = CachefilesFrontend::create(config.cache_dir, config.fill_threads)) {
     spdlog::info("front end auto: cachefiles on-demand");
     f.cachefiles = std::move(*cf);
     f.default_frontend = Frontend::kCachefiles;
     return f;
+  } else {
+    spdlog::info("front end auto: no cachefiles ({}); trying fanotify", cf.error().to_string());
   }
-  spdlog::info("front end auto: no cachefiles ({}); trying fanotify", cf.error().to_string());
   if (f.fanotify) {
     spdlog::info("front end auto: fanotify pre-content marks work in {}: fanotify",
                  config.cache_dir);

@@ -93,17 +93,25 @@ std::vector<std::string> module_kernel_options(std::string_view config_text,
   return out;
 }
 
-std::string kernel_config_note(std::span<const std::string_view> options) {
+std::optional<KernelConfig> read_kernel_config() {
   utsname u{};
   std::vector<std::string> paths = {"/proc/config.gz"};
   if (::uname(&u) == 0) {
     paths.push_back(std::string("/boot/config-") + u.release);
   }
-  for (const std::string& path : paths) {
-    const std::string text = read_config(path);
-    if (text.find("CONFIG_") == std::string::npos) {
-      continue;
+  for (std::string& path : paths) {
+    std::string text = read_config(path);
+    if (text.find("CONFIG_") != std::string::npos) {
+      return KernelConfig{std::move(path), std::move(text)};
     }
+  }
+  return std::nullopt;
+}
+
+std::string kernel_config_note(std::span<const std::string_view> options) {
+  if (auto config = read_kernel_config()) {
+    const std::string& path = config->path;
+    const std::string& text = config->text;
     const auto unset = unset_kernel_options(text, options);
     const auto modules = module_kernel_options(text, options);
     std::string note;

@@ -3,6 +3,7 @@
 // /proc/config.gz (CONFIG_IKCONFIG_PROC) or /boot/config-RELEASE, whichever is there.
 #pragma once
 
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -18,6 +19,14 @@ namespace cfnd {
 // Of options, those set to m (modules), in the order given. Pure.
 [[nodiscard]] std::vector<std::string> module_kernel_options(
     std::string_view config_text, std::span<const std::string_view> options);
+
+// The running kernel's config: its text and the file it came from (/proc/config.gz, else
+// /boot/config-RELEASE). nullopt when neither can be read.
+struct KernelConfig {
+  std::string path;
+  std::string text;
+};
+[[nodiscard]] std::optional<KernelConfig> read_kernel_config();
 
 // A sentence naming, for the running kernel, which of options its config leaves unset and
 // which are modules, with the file it read: "its /proc/config.gz leaves CONFIG_A and
