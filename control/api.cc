@@ -15,6 +15,13 @@ namespace {
 
 using nlohmann::json;
 
+// An answer's text. Strings that are not UTF-8 (a file name from an image, an error quoting
+// bytes a registry sent) get U+FFFD where they break: nlohmann's default would throw, and
+// an exception out of an answer ends the daemon.
+std::string text_of(const json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, json::error_handler_t::replace);
+}
+
 // Members are read through base::JsonFields (the one helper set); only numbers that
 // may be fractional (latencies) are read here.
 base::Status read_number(const base::JsonFields& f, const char* key, double& out) {
@@ -367,7 +374,7 @@ base::Result<Metrics> metrics_from(const json& j) {
 
 std::string answer(json j) {
   j["ok"] = true;
-  return j.dump();
+  return text_of(j);
 }
 
 json cache_listing_json(const CacheListing& l) {
@@ -711,11 +718,11 @@ base::Result<GcAnswer> gc_from_json(std::string_view text) {
 }
 
 std::string pretty_cache_listing(const CacheListing& l) {
-  return cache_listing_json(l).dump(2);
+  return text_of(cache_listing_json(l), 2);
 }
 
 std::string pretty_gc(const GcAnswer& g) {
-  return gc_json(g).dump(2);
+  return text_of(gc_json(g), 2);
 }
 
 std::string ok_to_json() {
@@ -723,7 +730,7 @@ std::string ok_to_json() {
 }
 
 std::string error_to_json(const base::Error& e) {
-  return json{{"ok", false}, {"errno", e.code}, {"error", e.to_string()}}.dump();
+  return text_of(json{{"ok", false}, {"errno", e.code}, {"error", e.to_string()}});
 }
 
 json status_json(const StatusAnswer& a) {
@@ -763,7 +770,7 @@ base::Result<StatusAnswer> status_from_json(std::string_view text) {
 }
 
 std::string pretty_status(const StatusAnswer& s) {
-  return status_json(s).dump(2);
+  return text_of(status_json(s), 2);
 }
 
 base::Result<PingAnswer> ping_from_json(std::string_view text) {
@@ -843,11 +850,11 @@ std::string pretty_images(const std::vector<ImageInfo>& images) {
   for (const auto& i : images) {
     arr.push_back(image_json(i));
   }
-  return json{{"images", arr}}.dump(2);
+  return text_of(json{{"images", arr}}, 2);
 }
 
 std::string pretty_metrics(const Metrics& m) {
-  return json{{"metrics", metrics_json(m)}}.dump(2);
+  return text_of(json{{"metrics", metrics_json(m)}}, 2);
 }
 
 }  // namespace control

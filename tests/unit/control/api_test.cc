@@ -227,6 +227,21 @@ TEST(ControlApi, FailureAnswersAreTheirErrors) {
   EXPECT_EQ(wrong.error().code, EPROTO);
 }
 
+// An error quoting bytes that are not UTF-8 (a registry's Location, a digest cut at 80
+// bytes inside a character) and a file name of an image that is not UTF-8 are answered, with
+// U+FFFD in their place, instead of throwing out of the daemon's control thread.
+TEST(ControlApi, AnswersWithBytesThatAreNotUtf8) {
+  const std::string a = error_to_json({EINVAL, "bad Location 'https://r/\xff\xc3'"});
+  auto e = ok_from_json(a);
+  ASSERT_FALSE(e);
+  EXPECT_EQ(e.error().code, EINVAL);
+  EXPECT_NE(e.error().message.find("bad Location 'https://r/\xef\xbf\xbd"), std::string::npos)
+      << e.error().message;
+  auto f = files_from_json(files_to_json({"/ok", "/caf\xe9"}));
+  ASSERT_TRUE(f);
+  EXPECT_EQ(*f, (std::vector<std::string>{"/ok", "/caf\xef\xbf\xbd"}));
+}
+
 TEST(ControlApi, PrometheusPrintsTheSnapshot) {
   Metrics m;
   m.backend_bytes = 1234;
