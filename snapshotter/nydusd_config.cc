@@ -5,7 +5,10 @@
 #include <fstream>
 #include <sstream>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
+
+#include "registry/util.h"
 
 namespace snapshotter {
 namespace {
@@ -14,6 +17,16 @@ using json = nlohmann::json;
 
 // Nydus' "unlimited" prefetch bandwidth (0) as the daemon's bytes/s (its 0 means "off").
 constexpr std::uint64_t kUnlimitedBandwidth = 1ULL << 30;
+// The daemon's ranges (daemon/config.cc: parse_registry_options, parse_config). A value
+// nydusd takes beyond them is brought into them (and reported) rather than handed on:
+// the daemon would refuse its config or every bind. tests/fuzz/fuzz_nydusd_config.cc
+// checks that what is handed on is taken.
+constexpr std::uint64_t kMaxConnectTimeoutMs = 3600000;
+constexpr std::uint64_t kMaxRequestTimeoutMs = 24ULL * 3600000;
+constexpr std::uint64_t kMaxRetries = 100;
+constexpr std::uint64_t kMinBatch = 128 * 1024;
+constexpr std::uint64_t kMaxBatch = 64ULL << 20;
+constexpr std::uint64_t kMaxFillThreads = 1024;
 
 class Reader {
  public:
@@ -43,12 +56,25 @@ class Reader {
     }
     return base::Unexpected(type_error(key, "a non-negative integer").error());
   }
-  // Seconds (integer or fraction) as milliseconds.
+  // Seconds (integer or fraction) as milliseconds, at most 2^62 (a larger double would
+  // not convert).
   base::Result<std::uint64_t> seconds_ms(const json& v, const std::string& key) {
     if (!v.is_number() || v.get<double>() < 0 || !std::isfinite(v.get<double>())) {
       return base::Unexpected(type_error(key, "a non-negative number of seconds").error());
     }
-    return static_cast<std::uint64_t>(v.get<double>() * 1000.0 + 0.5);
+    const double ms = v.get<double>() * 1000.0 + 0.5;
+    constexpr double kCap = 4611686018427387904.0;  // 2^62
+    return ms >= kCap ? static_cast<std::uint64_t>(kCap) : static_cast<std::uint64_t>(ms);
+  }
+  // v brought into [lo, hi], reported when it was not there.
+  std::uint64_t within(const std::string& key, std::uint64_t v, std::uint64_t lo,
+                       std::uint64_t hi) {
+    const std::uint64_t r = v < lo ? lo : (v > hi ? hi : v);
+    if (r != v) {
+      unsupported(
+          key, fmt::format("{} is out of the daemon's range [{}, {}]; {} is used", v, lo, hi, r));
+    }
+    return r;
   }
   base::Status object(const json& v, const std::string& key) {
     if (!v.is_object()) {
@@ -84,18 +110,27 @@ class Reader {
       } else if (k == "timeout") {
         CFN_ASSIGN_OR_RETURN(auto ms, seconds_ms(v, key));
         if (ms > 0) {
-          s_.registry.request_timeout_ms = ms;
+          s_.registry.request_timeout_ms = within(key, ms, 1, kMaxRequestTimeoutMs);
         }
       } else if (k == "connect_timeout") {
         CFN_ASSIGN_OR_RETURN(auto ms, seconds_ms(v, key));
         if (ms > 0) {
-          s_.registry.connect_timeout_ms = ms;
+          s_.registry.connect_timeout_ms = within(key, ms, 1, kMaxConnectTimeoutMs);
         }
       } else if (k == "retry_limit") {
         CFN_ASSIGN_OR_RETURN(auto n, count(v, key));
-        s_.registry.retries = n;
+        s_.registry.retries = within(key, n, 0, kMaxRetries);
       } else if (k == "auth") {
         CFN_ASSIGN_OR_RETURN(s_.auth, string(v, key));
+        // Checked here, as the daemon's docker config reader will (its error would come at
+        // every bind, naming a file of ours); the value is never quoted.
+        if (!s_.auth.empty()) {
+          const auto decoded = registry::internal::base64_decode(s_.auth);
+          if (!decoded || decoded->find(':') == std::string::npos) {
+            return base::errorf(EINVAL, "nydusd config: {} must be base64 of \"user:password\"",
+                                key);
+          }
+        }
       } else if (k == "registry_token") {
         CFN_ASSIGN_OR_RETURN(auto t, string(v, key));
         if (!t.empty()) {
@@ -191,12 +226,12 @@ class Reader {
       } else if (k == "threads_count") {
         CFN_ASSIGN_OR_RETURN(auto n, count(v, key));
         if (n > 0) {
-          daemon_["fill_threads"] = n;
+          daemon_["fill_threads"] = within(key, n, 1, kMaxFillThreads);
         }
       } else if (k == "merging_size") {
         CFN_ASSIGN_OR_RETURN(auto n, count(v, key));
         if (n > 0) {
-          daemon_["batch_size"] = n;
+          daemon_["batch_size"] = within(key, n, kMinBatch, kMaxBatch);
         }
       } else if (k == "bandwidth_rate") {
         CFN_ASSIGN_OR_RETURN(rate, count(v, key));

@@ -15,8 +15,10 @@
 // Bind-time options (RegistryOverrides, mirror URLs for the image's host, credentials)
 // travel with each bind; daemon-wide ones (prefetch, cache dir) become the start flags of a
 // daemon we start (a running systemd daemon keeps its own). Keys we know but cannot honour
-// are listed in `unsupported` with the reason; keys we do not know in `unknown_keys`; the
-// caller logs each once. Values of credentials never appear in either list.
+// are listed in `unsupported` with the reason, and so are numbers beyond the daemon's ranges
+// (timeouts, retry_limit, threads_count, merging_size: brought into the range); keys we do
+// not know in `unknown_keys`; the caller logs each once. Values of credentials never appear
+// in either list.
 //
 // Pure: translate_nydusd_config does no I/O and never logs.
 #pragma once
@@ -49,7 +51,8 @@ struct NydusdSettings {
 };
 
 // Errors: EINVAL naming the key (not JSON, not an object, a key of the wrong type, a
-// backend type other than registry, a negative number).
+// backend type other than registry, a negative number, an auth that is not base64 of
+// "user:password").
 [[nodiscard]] base::Result<NydusdSettings> translate_nydusd_config(std::string_view json_text);
 // Read and translate; errors name the path.
 [[nodiscard]] base::Result<NydusdSettings> load_nydusd_config(const std::string& path);

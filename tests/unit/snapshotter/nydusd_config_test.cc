@@ -125,6 +125,41 @@ TEST(NydusdConfig, BadInputNamesTheKey) {
   }
 }
 
+// What fuzz_nydusd_config checks: values nydusd takes but the daemon refuses (every bind or
+// the daemon's start would fail) are brought into the daemon's ranges and reported; a
+// timeout too large for a 64-bit millisecond count does not overflow.
+TEST(NydusdConfig, NumbersBeyondTheDaemonsRanges) {
+  auto s = translate_nydusd_config(R"({
+    "device": {"backend": {"type": "registry", "config": {
+      "timeout": 1e300, "connect_timeout": 7200, "retry_limit": 1000}}},
+    "fs_prefetch": {"enable": true, "threads_count": 5000, "merging_size": 4096}})");
+  ASSERT_TRUE(s) << s.error().to_string();
+  EXPECT_EQ(s->registry.request_timeout_ms, 24U * 3600000U);
+  EXPECT_EQ(s->registry.connect_timeout_ms, 3600000U);
+  EXPECT_EQ(s->registry.retries, 100U);
+  auto d = nlohmann::json::parse(s->daemon_config_json);
+  EXPECT_EQ(d["fill_threads"], 1024);
+  EXPECT_EQ(d["batch_size"], 131072);
+  for (const char* key :
+       {"timeout", "connect_timeout", "retry_limit", "threads_count", "merging_size"}) {
+    EXPECT_TRUE(mentions(s->unsupported, key)) << key;
+  }
+}
+
+// What fuzz_nydusd_config checks: an auth the daemon's docker config reader refuses is refused
+// here, at start, naming the key and never quoting the value.
+TEST(NydusdConfig, AuthMustBeBase64UserPassword) {
+  for (const char* auth : {"not base64!", "bm9jb2xvbg=="}) {  // the second: "nocolon"
+    auto s = translate_nydusd_config(
+        std::string(R"({"device": {"backend": {"config": {"auth": ")") + auth + "\"}}}}");
+    ASSERT_FALSE(s) << auth;
+    EXPECT_EQ(s.error().code, EINVAL);
+    EXPECT_NE(s.error().message.find("device.backend.config.auth"), std::string::npos)
+        << s.error().message;
+    EXPECT_EQ(s.error().message.find(auth), std::string::npos) << s.error().message;
+  }
+}
+
 TEST(NydusdConfig, DockerConfigWithAuth) {
   auto j = nlohmann::json::parse(docker_config_with_auth("reg:5000", "YTpi"));
   EXPECT_EQ(j["auths"]["reg:5000"]["auth"], "YTpi");
