@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // Fuzz target: the manifest / index parser. The first byte picks the Content-Type
 // the body is served with; whatever parses must serialize and parse back to the
-// same text, and platform selection must not trip over it.
+// same text, and platform selection must not trip over it. An error must go into the
+// daemon's control API answer (a bind's error) without throwing.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
+#include "control/api.h"
 #include "registry/manifest.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -27,6 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const base::Bytes body(reinterpret_cast<const std::byte*>(data + 1), size - 1);
   auto parsed = registry::parse_manifest(body, ct);
   if (!parsed) {
+    (void)control::error_to_json(parsed.error());
     return 0;
   }
   std::string text;
