@@ -3,11 +3,13 @@
 
 #include <zstd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <memory>
 
 #include <lz4.h>
+#include <zlib.h>
 
 namespace base {
 namespace {
@@ -28,6 +30,52 @@ ZSTD_DCtx* zstd_dctx() {
   return ctx.get();
 }
 
+struct InflateEnd {
+  void operator()(z_stream* z) const { inflateEnd(z); }
+};
+
+// The first dst.size() bytes that the gzip members in src inflate to.
+Status gunzip_prefix(Bytes src, MutableBytes dst) {
+  z_stream zs{};
+  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) {
+    return errorf(ENOMEM, "gzip: inflateInit2 failed");
+  }
+  std::unique_ptr<z_stream, InflateEnd> guard(&zs);
+  std::size_t in_off = 0;
+  std::size_t out_off = 0;
+  while (out_off < dst.size()) {
+    const std::size_t in_avail = std::min<std::size_t>(src.size() - in_off, 1U << 30);
+    const std::size_t out_avail = std::min<std::size_t>(dst.size() - out_off, 1U << 30);
+    zs.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(src.data() + in_off));
+    zs.avail_in = static_cast<uInt>(in_avail);
+    zs.next_out = reinterpret_cast<Bytef*>(dst.data() + out_off);
+    zs.avail_out = static_cast<uInt>(out_avail);
+    const int r = inflate(&zs, Z_NO_FLUSH);
+    in_off += in_avail - zs.avail_in;
+    out_off += out_avail - zs.avail_out;
+    if (r == Z_STREAM_END) {
+      if (out_off == dst.size()) {
+        break;
+      }
+      if (in_off == src.size()) {
+        return errorf(EBADMSG, "gzip: stream ends after {} of {} bytes", out_off, dst.size());
+      }
+      // The next member of a multi-member stream.
+      if (inflateReset(&zs) != Z_OK) {
+        return errorf(EBADMSG, "gzip: reset failed");
+      }
+      continue;
+    }
+    if (r == Z_BUF_ERROR && in_off == src.size()) {
+      return errorf(EBADMSG, "gzip: truncated after {} of {} bytes", out_off, dst.size());
+    }
+    if (r != Z_OK && r != Z_BUF_ERROR) {
+      return errorf(EBADMSG, "gzip: corrupt stream ({})", zs.msg != nullptr ? zs.msg : "?");
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 std::string_view compressor_name(Compressor c) {
@@ -38,6 +86,8 @@ std::string_view compressor_name(Compressor c) {
       return "lz4_block";
     case Compressor::kZstd:
       return "zstd";
+    case Compressor::kGzip:
+      return "gzip";
   }
   return "unknown";
 }
@@ -89,6 +139,8 @@ Status compress(Compressor c, Bytes src, std::vector<std::byte>& dst, int level)
       dst.resize(out);
       return {};
     }
+    case Compressor::kGzip:
+      return errorf(EINVAL, "gzip chunks are read, never written");
   }
   return errorf(EINVAL, "unknown compressor");
 }
@@ -131,6 +183,8 @@ Status decompress(Compressor c, Bytes src, MutableBytes dst) {
       }
       return {};
     }
+    case Compressor::kGzip:
+      return gunzip_prefix(src, dst);
   }
   return errorf(EINVAL, "unknown compressor");
 }

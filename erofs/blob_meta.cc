@@ -161,6 +161,76 @@ base::Result<BlobMeta> BlobMeta::parse(const BlobInfo& blob, base::Bytes meta) {
   return bm;
 }
 
+bool is_bootstrap_indexed(const BlobInfo& blob) {
+  return blob.compressor == base::Compressor::kGzip && blob.ci_compressed_size == 0;
+}
+
+base::Result<BlobMeta> BlobMeta::from_records(const BlobInfo& blob,
+                                              const std::vector<ChunkRecord>& records) {
+  if (!is_bootstrap_indexed(blob)) {
+    return base::errorf(EINVAL, "blob {}: has a chunk-info table of its own", blob.id);
+  }
+  if (blob.chunk_count > (1U << 24)) {
+    return base::errorf(kECorrupted, "blob {}: {} chunks is over 2^24", blob.id, blob.chunk_count);
+  }
+  BlobMeta bm;
+  bm.chunks_.resize(blob.chunk_count);
+  std::vector<bool> seen(blob.chunk_count, false);
+  for (const ChunkRecord& r : records) {
+    if (r.blob_index != blob.index) {
+      continue;
+    }
+    if (r.index >= blob.chunk_count) {
+      return base::errorf(kECorrupted, "blob {}: chunk record ci {} beyond its {} chunks", blob.id,
+                          r.index, blob.chunk_count);
+    }
+    ChunkMeta c;
+    c.compressed_offset = r.compressed_offset;
+    c.compressed_size = r.compressed_size;
+    c.uncompressed_offset = r.uncompressed_offset;
+    c.uncompressed_size = r.uncompressed_size;
+    c.compressed = true;
+    if (seen[r.index]) {
+      const ChunkMeta& o = bm.chunks_[r.index];
+      if (o.compressed_offset != c.compressed_offset || o.compressed_size != c.compressed_size ||
+          o.uncompressed_offset != c.uncompressed_offset ||
+          o.uncompressed_size != c.uncompressed_size) {
+        return base::errorf(kECorrupted, "blob {}: chunk {}: two records disagree", blob.id,
+                            r.index);
+      }
+      continue;
+    }
+    seen[r.index] = true;
+    bm.chunks_[r.index] = c;
+  }
+  std::uint64_t prev_end = 0;
+  for (std::uint64_t i = 0; i < blob.chunk_count; ++i) {
+    const ChunkMeta& c = bm.chunks_[i];
+    if (!seen[i]) {
+      return base::errorf(kECorrupted, "blob {}: chunk {} has no record", blob.id, i);
+    }
+    if (c.compressed_size == 0 || c.compressed_size > kMaxGzipMember ||
+        c.uncompressed_size == 0 || c.uncompressed_size > kMaxChunkSize) {
+      return base::errorf(kECorrupted, "blob {}: chunk {} has invalid sizes {}/{}", blob.id, i,
+                          c.compressed_size, c.uncompressed_size);
+    }
+    if (!in_bounds(c.compressed_offset, c.compressed_size, blob.compressed_size)) {
+      return base::errorf(kECorrupted, "blob {}: chunk {} data [{}, +{}) past the blob ({})",
+                          blob.id, i, c.compressed_offset, c.compressed_size, blob.compressed_size);
+    }
+    if (c.uncompressed_offset % 4096 != 0 || c.uncompressed_offset < prev_end ||
+        !in_bounds(c.uncompressed_offset, c.uncompressed_size, blob.uncompressed_size)) {
+      return base::errorf(kECorrupted,
+                          "blob {}: chunk {} uncompressed [{}, +{}) unaligned, unsorted, "
+                          "overlapping or past {}",
+                          blob.id, i, c.uncompressed_offset, c.uncompressed_size,
+                          blob.uncompressed_size);
+    }
+    prev_end = c.uncompressed_offset + c.uncompressed_size;
+  }
+  return bm;
+}
+
 std::pair<std::uint32_t, std::uint32_t> BlobMeta::chunks_in_range(std::uint64_t off,
                                                                   std::uint64_t len) const {
   // Chunks are sorted and disjoint, so ends are sorted too.

@@ -36,6 +36,16 @@ class BlobMeta {
   // do not overlap. Unsupported kinds (zran, batch, encrypted, separate) are EOPNOTSUPP.
   [[nodiscard]] static base::Result<BlobMeta> parse(const BlobInfo& blob, base::Bytes meta);
 
+  // A blob whose chunk table is the bootstrap's (is_bootstrap_indexed): an eStargz
+  // layer, where each chunk is a gzip member of the original layer. Every ci index of
+  // blob must have a record (records of other blobs are skipped; repeats must agree),
+  // each lying inside the blob and, 4 KiB aligned, sorted and disjoint, inside its
+  // uncompressed space; the stored (gzip) range is 1..kMaxGzipMember bytes. Every chunk
+  // counts as compressed. kECorrupted naming the chunk otherwise; EINVAL when blob is
+  // not bootstrap-indexed.
+  [[nodiscard]] static base::Result<BlobMeta> from_records(const BlobInfo& blob,
+                                                           const std::vector<ChunkRecord>& records);
+
   [[nodiscard]] const std::vector<ChunkMeta>& chunks() const { return chunks_; }
   // ci indices [first, last) of the chunks overlapping uncompressed [off, off+len).
   [[nodiscard]] std::pair<std::uint32_t, std::uint32_t> chunks_in_range(std::uint64_t off,
@@ -44,6 +54,13 @@ class BlobMeta {
  private:
   std::vector<ChunkMeta> chunks_;  // sorted by uncompressed_offset
 };
+
+// gzip chunks with no chunk-info table in the blob (ci_compressed_size 0): the
+// chunk table of the bootstrap is the only one (BlobMeta::from_records).
+[[nodiscard]] bool is_bootstrap_indexed(const BlobInfo& blob);
+// The largest stored range of one such chunk: its gzip member, which after the chunk
+// carries the tar padding and the headers of the entries up to the next chunk.
+inline constexpr std::uint64_t kMaxGzipMember = 64ULL << 20;
 
 struct TocItem {
   std::string name;

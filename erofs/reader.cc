@@ -81,8 +81,11 @@ SuperBlock to_host(SuperBlock s) {
   return s;
 }
 
+// gzip_ok: gzip chunks decode (base::Compressor::kGzip, eStargz blobs); a gzip chunk-info
+// table does not.
 base::Result<base::Compressor> rafs_compressor(std::uint32_t v, bool* unsupported,
-                                               std::string_view what, std::uint32_t blob) {
+                                               std::string_view what, std::uint32_t blob,
+                                               bool gzip_ok) {
   *unsupported = false;
   switch (v) {
     case kRafsComprNone:
@@ -92,6 +95,9 @@ base::Result<base::Compressor> rafs_compressor(std::uint32_t v, bool* unsupporte
     case kRafsComprZstd:
       return base::Compressor::kZstd;
     case kRafsComprGzip:
+      if (gzip_ok) {
+        return base::Compressor::kGzip;
+      }
       // Representable on disk but not decodable here: keep parsing, fail on decode.
       *unsupported = true;
       return base::Compressor::kNone;
@@ -340,10 +346,10 @@ base::Result<Image> Image::parse(base::Bytes bootstrap) {
       }
       CFN_ASSIGN_OR_RETURN(b.compressor,
                            rafs_compressor(le32(raw.compression_algo), &b.unsupported_compressor,
-                                           "compression_algo", i));
+                                           "compression_algo", i, true));
       CFN_ASSIGN_OR_RETURN(b.ci_compressor,
                            rafs_compressor(le32(raw.ci_compressor), &b.unsupported_ci_compressor,
-                                           "ci_compressor", i));
+                                           "ci_compressor", i, false));
       const std::uint32_t dalgo = le32(raw.digest_algo);
       if (dalgo == kRafsDigestBlake3) {
         b.digester = base::DigestAlgo::kBlake3;

@@ -44,8 +44,9 @@ struct BlobInfo {
   std::uint64_t ci_uncompressed_size = 0;
   std::uint32_t device_blocks = 0;   // from the device slot
   std::uint32_t mapped_blkaddr = 0;  // device slot: start in the unified address space
-  // The on-disk compression_algo / ci_compressor names a codec base cannot decode
-  // (gzip). Parsing goes on; decode_chunk / BlobMeta::parse fail with EOPNOTSUPP.
+  // The on-disk ci_compressor names a codec base cannot decode (gzip: gzip chunks
+  // decode, as base::Compressor::kGzip, but a gzip chunk-info table does not).
+  // Parsing goes on; decode_chunk / BlobMeta::parse fail with EOPNOTSUPP.
   bool unsupported_compressor = false;
   bool unsupported_ci_compressor = false;
 };
@@ -174,6 +175,8 @@ constexpr std::uint32_t rafs_compressor_code(base::Compressor c) {
       return kRafsComprLz4Block;
     case base::Compressor::kZstd:
       return kRafsComprZstd;
+    case base::Compressor::kGzip:
+      return kRafsComprGzip;
     case base::Compressor::kNone:
       break;
   }

@@ -228,6 +228,8 @@ std::uint64_t compression_flag(base::Compressor c) {
       return kRafsFlagCompressionLz4;
     case base::Compressor::kZstd:
       return kRafsFlagCompressionZstd;
+    case base::Compressor::kGzip:
+      return kRafsFlagCompressionGzip;
   }
   return kRafsFlagCompressionNone;
 }

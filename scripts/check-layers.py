@@ -14,10 +14,11 @@ ALLOWED = {
     "erofs": {"base"},
     "fscache": {"base"},
     "registry": {"base"},
-    "daemon": {"base", "erofs", "fscache", "registry", "control"},
+    "estargz": {"base", "erofs"},
+    "daemon": {"base", "erofs", "estargz", "fscache", "registry", "control"},
     "control": {"base"},
-    "snapshotter": {"base", "erofs", "registry", "control", "proto"},
-    "convert": {"base", "erofs", "registry"},
+    "snapshotter": {"base", "erofs", "estargz", "registry", "control", "proto"},
+    "convert": {"base", "erofs", "estargz", "registry"},
     "proto": set(),
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"')

@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: Apache-2.0
+// A RAFS v6 bootstrap made from the TOCs of an eStargz image's layers, whose chunks
+// point into the original gzip layers: per chunk, the compressed range is its gzip
+// member ([offset, the next chunk's offset or the TOC)), the uncompressed size its
+// chunk size, the digest its chunkDigest (sha256). The blobs are gzip and carry no
+// chunk-info table: the bootstrap's chunk table is theirs (erofs::is_bootstrap_indexed).
+// Pure. Why this shape: docs/estargz.md.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "erofs/reader.h"
+#include "estargz/toc.h"
+
+namespace estargz {
+
+struct LayerToc {
+  std::string blob_id;  // the layer's sha256 hex (its registry digest without "sha256:")
+  std::uint64_t blob_size = 0;
+  std::uint64_t toc_offset = 0;  // from the footer
+  Toc toc;
+};
+
+struct Built {
+  std::vector<std::byte> bootstrap;
+  std::vector<erofs::BlobInfo> blobs;  // one per layer, in layer order
+  // The prioritized files (before a .prefetch.landmark), top layer's last, as paths;
+  // also the bootstrap's prefetch table.
+  std::vector<std::string> prefetch;
+  std::uint32_t chunk_size = 0;
+};
+
+// Merge the layers (lowest first) with OCI semantics, as a pull and unpack would: a
+// `.wh.NAME` entry hides NAME of lower layers, `.wh..wh..opq` hides everything lower in
+// its directory; whiteouts and the landmark files (.prefetch.landmark,
+// .no.prefetch.landmark at the top) are not in the tree. A later entry replaces an
+// earlier one of the same path (a directory meeting a directory keeps its children).
+// Hardlinks name an entry of the same layer. Errors, naming the layer and entry:
+// EINVAL for a bad name (clean_name), a parent that is not a directory, a hardlink to
+// nothing or to a directory, a chunk that does not follow its file, chunks that do
+// not tile their file, a chunk without offset or chunkDigest, a member not inside
+// [0, TOC offset); EOPNOTSUPP for what RAFS cannot express: a non-zero innerOffset
+// (layers made with --estargz-min-chunk-size), chunk sizes that are not one power of
+// two from 4 KiB to 16 MiB, a member over erofs::kMaxGzipMember; and the writer's
+// errors.
+[[nodiscard]] base::Result<Built> build_bootstrap(const std::vector<LayerToc>& layers);
+
+}  // namespace estargz

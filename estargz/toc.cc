@@ -1,0 +1,505 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "estargz/toc.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <ctime>
+#include <limits>
+#include <memory>
+
+#include "base/json_fields.h"
+#include "erofs/tar_header.h"
+
+namespace estargz {
+namespace {
+
+// Footer layout (estargz.md "Footer"): a 10-byte gzip header with FEXTRA, XLEN = 26,
+// subfield 'S' 'G' of LEN 22 holding "%016xSTARGZ", an empty final stored block, and
+// the gzip trailer (CRC32 and ISIZE of nothing: zero).
+constexpr std::size_t kXlenOff = 10;
+constexpr std::size_t kSubfieldOff = 12;
+constexpr std::size_t kSubLenOff = 14;
+constexpr std::size_t kPayloadOff = 16;
+constexpr std::size_t kPayloadLen = 22;  // 16 hex digits + "STARGZ"
+constexpr std::size_t kTrailerOff = kPayloadOff + kPayloadLen;
+constexpr std::string_view kMagic = "STARGZ";
+
+std::uint8_t u8(base::Bytes b, std::size_t i) {
+  return static_cast<std::uint8_t>(b[i]);
+}
+
+struct InflateEnd {
+  void operator()(z_stream* z) const { inflateEnd(z); }
+};
+
+// Every member of a gzip stream, at most max bytes out.
+base::Result<std::vector<std::byte>> gunzip_all(base::Bytes gz, std::uint64_t max) {
+  z_stream zs{};
+  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) {
+    return base::make_error(ENOMEM, "TOC: inflateInit2 failed");
+  }
+  std::unique_ptr<z_stream, InflateEnd> guard(&zs);
+  std::vector<std::byte> out;
+  std::array<std::byte, 64 * 1024> buf{};
+  std::size_t in_off = 0;
+  bool ended = false;
+  for (;;) {
+    const std::size_t avail = std::min<std::size_t>(gz.size() - in_off, 1U << 30);
+    zs.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(gz.data() + in_off));
+    zs.avail_in = static_cast<uInt>(avail);
+    zs.next_out = reinterpret_cast<Bytef*>(buf.data());
+    zs.avail_out = static_cast<uInt>(buf.size());
+    const int r = inflate(&zs, Z_NO_FLUSH);
+    in_off += avail - zs.avail_in;
+    const std::size_t produced = buf.size() - zs.avail_out;
+    if (out.size() + produced > max) {
+      return base::errorf(EMSGSIZE, "TOC: inflates to more than {} bytes", max);
+    }
+    out.insert(out.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(produced));
+    if (r == Z_STREAM_END) {
+      ended = true;
+      if (in_off == gz.size()) {
+        break;
+      }
+      if (inflateReset(&zs) != Z_OK) {
+        return base::make_error(EBADMSG, "TOC: gzip reset failed");
+      }
+      ended = false;
+      continue;
+    }
+    if (r == Z_BUF_ERROR && in_off == gz.size() && produced == 0) {
+      break;
+    }
+    if (r != Z_OK && r != Z_BUF_ERROR) {
+      return base::errorf(EBADMSG, "TOC: corrupt gzip ({})", zs.msg != nullptr ? zs.msg : "?");
+    }
+  }
+  if (!ended) {
+    return base::make_error(EBADMSG, "TOC: truncated gzip member");
+  }
+  return out;
+}
+
+base::Result<EntryType> parse_type(std::string_view s) {
+  static constexpr std::array<std::pair<std::string_view, EntryType>, 8> kTypes{{
+      {"dir", EntryType::kDir},
+      {"reg", EntryType::kReg},
+      {"symlink", EntryType::kSymlink},
+      {"hardlink", EntryType::kHardlink},
+      {"char", EntryType::kChar},
+      {"block", EntryType::kBlock},
+      {"fifo", EntryType::kFifo},
+      {"chunk", EntryType::kChunk},
+  }};
+  for (const auto& [name, t] : kTypes) {
+    if (s == name) {
+      return t;
+    }
+  }
+  return base::errorf(EINVAL, "unknown type \"{}\"", s);
+}
+
+int b64_value(char c) {
+  if (c >= 'A' && c <= 'Z') {
+    return c - 'A';
+  }
+  if (c >= 'a' && c <= 'z') {
+    return c - 'a' + 26;
+  }
+  if (c >= '0' && c <= '9') {
+    return c - '0' + 52;
+  }
+  if (c == '+') {
+    return 62;
+  }
+  if (c == '/') {
+    return 63;
+  }
+  return -1;
+}
+
+// Standard base64 with padding, as Go's encoding/json writes []byte.
+std::optional<std::string> b64_decode(std::string_view s) {
+  if (s.size() % 4 != 0) {
+    return std::nullopt;
+  }
+  std::string out;
+  out.reserve(s.size() / 4 * 3);
+  for (std::size_t i = 0; i < s.size(); i += 4) {
+    int v[4];
+    int pad = 0;
+    for (int k = 0; k < 4; ++k) {
+      const char c = s[i + static_cast<std::size_t>(k)];
+      if (c == '=' && i + 4 == s.size() && k >= 2) {
+        v[k] = 0;
+        ++pad;
+        continue;
+      }
+      if (pad != 0) {
+        return std::nullopt;  // data after '='
+      }
+      v[k] = b64_value(c);
+      if (v[k] < 0) {
+        return std::nullopt;
+      }
+    }
+    const std::uint32_t n = (static_cast<std::uint32_t>(v[0]) << 18) |
+                            (static_cast<std::uint32_t>(v[1]) << 12) |
+                            (static_cast<std::uint32_t>(v[2]) << 6) | static_cast<std::uint32_t>(v[3]);
+    out.push_back(static_cast<char>((n >> 16) & 0xFF));
+    if (pad < 2) {
+      out.push_back(static_cast<char>((n >> 8) & 0xFF));
+    }
+    if (pad < 1) {
+      out.push_back(static_cast<char>(n & 0xFF));
+    }
+  }
+  return out;
+}
+
+bool digits(std::string_view s, std::size_t off, std::size_t n, int* out) {
+  if (off + n > s.size()) {
+    return false;
+  }
+  int v = 0;
+  for (std::size_t i = off; i < off + n; ++i) {
+    if (s[i] < '0' || s[i] > '9') {
+      return false;
+    }
+    v = v * 10 + (s[i] - '0');
+  }
+  *out = v;
+  return true;
+}
+
+// RFC 3339: YYYY-MM-DDTHH:MM:SS[.fraction](Z|+hh:mm|-hh:mm).
+std::optional<std::pair<std::int64_t, std::uint32_t>> parse_rfc3339(std::string_view s) {
+  int y = 0;
+  int mo = 0;
+  int d = 0;
+  int h = 0;
+  int mi = 0;
+  int se = 0;
+  if (!digits(s, 0, 4, &y) || s.size() < 20 || s[4] != '-' || !digits(s, 5, 2, &mo) ||
+      s[7] != '-' || !digits(s, 8, 2, &d) || (s[10] != 'T' && s[10] != 't') ||
+      !digits(s, 11, 2, &h) || s[13] != ':' || !digits(s, 14, 2, &mi) || s[16] != ':' ||
+      !digits(s, 17, 2, &se)) {
+    return std::nullopt;
+  }
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60) {
+    return std::nullopt;
+  }
+  std::size_t i = 19;
+  std::uint32_t nsec = 0;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    std::size_t n = 0;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+      if (n < 9) {
+        nsec = nsec * 10 + static_cast<std::uint32_t>(s[i] - '0');
+      }
+      ++n;
+      ++i;
+    }
+    if (n == 0) {
+      return std::nullopt;
+    }
+    for (; n < 9; ++n) {
+      nsec *= 10;
+    }
+  }
+  std::int64_t offset = 0;
+  if (i < s.size() && (s[i] == 'Z' || s[i] == 'z')) {
+    ++i;
+  } else if (i < s.size() && (s[i] == '+' || s[i] == '-')) {
+    int oh = 0;
+    int om = 0;
+    if (!digits(s, i + 1, 2, &oh) || i + 3 >= s.size() || s[i + 3] != ':' ||
+        !digits(s, i + 4, 2, &om) || oh > 23 || om > 59) {
+      return std::nullopt;
+    }
+    offset = (oh * 3600 + om * 60) * (s[i] == '-' ? -1 : 1);
+    i += 6;
+  } else {
+    return std::nullopt;
+  }
+  if (i != s.size()) {
+    return std::nullopt;
+  }
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = se;
+  const std::int64_t t = timegm(&tm);
+  return std::make_pair(t - offset, nsec);
+}
+
+base::Status parse_entry(const nlohmann::json& j, std::size_t index, Entry& e) {
+  if (!j.is_object()) {
+    return base::errorf(EINVAL, "TOC entry {}: not an object", index);
+  }
+  // The name first: errors about the rest name it.
+  {
+    base::JsonFields f(j, fmt::format("TOC entry {}", index), true);
+    CFN_ASSIGN_OR_RETURN(e.name, f.string("name", {.non_empty = false, .no_nul = true}));
+  }
+  base::JsonFields f(j, fmt::format("TOC entry {} ({})", index, e.name), true);
+  CFN_ASSIGN_OR_RETURN(const std::string type, f.string("type"));
+  auto t = parse_type(type);
+  if (!t) {
+    return f.error(t.error().message);
+  }
+  e.type = *t;
+  constexpr std::uint64_t kI64 = std::numeric_limits<std::int64_t>::max();
+  // Go writes tar's int64 mode; some tars keep the type bits in it (040755).
+  std::uint64_t mode = 0;
+  CFN_TRY(f.read("mode", mode, 0, 0xFFFFFFFFULL));
+  e.mode = static_cast<std::uint32_t>(mode & 07777);
+  CFN_TRY(f.read("uid", e.uid, 0, 0xFFFFFFFFULL));
+  CFN_TRY(f.read("gid", e.gid, 0, 0xFFFFFFFFULL));
+  CFN_TRY(f.read("size", e.size, 0, kI64));
+  CFN_TRY(f.read("linkName", e.link_name, {.non_empty = false, .no_nul = true}));
+  CFN_TRY(f.read("devMajor", e.dev_major, 0, 0xFFFFFFFFULL));
+  CFN_TRY(f.read("devMinor", e.dev_minor, 0, 0xFFFFFFFFULL));
+  CFN_ASSIGN_OR_RETURN(e.offset, f.opt_uint("offset", 0, kI64));
+  CFN_TRY(f.read("innerOffset", e.inner_offset, 0, kI64));
+  CFN_TRY(f.read("chunkOffset", e.chunk_offset, 0, kI64));
+  CFN_TRY(f.read("chunkSize", e.chunk_size, 0, kI64));
+  CFN_ASSIGN_OR_RETURN(const auto cd, f.opt_string("chunkDigest"));
+  if (cd && !cd->empty()) {
+    e.chunk_digest = parse_sha256(*cd);
+    if (!e.chunk_digest) {
+      return f.error(fmt::format("chunkDigest \"{}\" is not sha256:<64 hex>", *cd));
+    }
+  }
+  CFN_ASSIGN_OR_RETURN(const auto mt, f.opt_string("modtime"));
+  if (mt && !mt->empty()) {
+    auto v = parse_rfc3339(*mt);
+    if (!v) {
+      return f.error(fmt::format("modtime \"{}\" is not RFC 3339", *mt));
+    }
+    e.mtime = v->first;
+    e.mtime_nsec = v->second;
+  }
+  CFN_ASSIGN_OR_RETURN(const auto xattrs, f.string_map("xattrs"));
+  for (const auto& [k, v] : xattrs) {
+    if (k.empty() || k.find('\0') != std::string::npos) {
+      return f.error("xattrs: an empty name or a name with NUL");
+    }
+    auto raw = b64_decode(v);
+    if (!raw) {
+      return f.error(fmt::format("xattrs: the value of {} is not base64", k));
+    }
+    e.xattrs.emplace_back(k, std::move(*raw));
+  }
+  if ((e.type == EntryType::kSymlink || e.type == EntryType::kHardlink) && e.link_name.empty()) {
+    return f.error(fmt::format("a {} without linkName", type));
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string_view entry_type_name(EntryType t) {
+  switch (t) {
+    case EntryType::kDir:
+      return "dir";
+    case EntryType::kReg:
+      return "reg";
+    case EntryType::kSymlink:
+      return "symlink";
+    case EntryType::kHardlink:
+      return "hardlink";
+    case EntryType::kChar:
+      return "char";
+    case EntryType::kBlock:
+      return "block";
+    case EntryType::kFifo:
+      return "fifo";
+    case EntryType::kChunk:
+      return "chunk";
+  }
+  return "?";
+}
+
+std::optional<base::Digest> parse_sha256(std::string_view s) {
+  constexpr std::string_view kPrefix = "sha256:";
+  if (s.size() != kPrefix.size() + 64 || s.substr(0, kPrefix.size()) != kPrefix) {
+    return std::nullopt;
+  }
+  base::Digest d{};
+  for (std::size_t i = 0; i < 32; ++i) {
+    int v = 0;
+    for (std::size_t k = 0; k < 2; ++k) {
+      const char c = s[kPrefix.size() + 2 * i + k];
+      int n = 0;
+      if (c >= '0' && c <= '9') {
+        n = c - '0';
+      } else if (c >= 'a' && c <= 'f') {
+        n = c - 'a' + 10;
+      } else {
+        return std::nullopt;
+      }
+      v = v * 16 + n;
+    }
+    d[i] = static_cast<std::byte>(v);
+  }
+  return d;
+}
+
+base::Result<std::uint64_t> parse_footer(base::Bytes tail, std::uint64_t blob_size) {
+  if (tail.size() < kFooterSize || blob_size < kFooterSize) {
+    return base::errorf(EINVAL, "not an eStargz layer: {} bytes cannot hold the {}-byte footer",
+                        blob_size, kFooterSize);
+  }
+  const base::Bytes f = tail.last(kFooterSize);
+  const bool gzip_fextra = u8(f, 0) == 0x1f && u8(f, 1) == 0x8b && u8(f, 2) == 8 &&
+                           (u8(f, 3) & 0x04) != 0;
+  if (!gzip_fextra || base::le16(base::load<std::uint16_t>(f, kXlenOff)) != 4 + kPayloadLen ||
+      u8(f, kSubfieldOff) != 'S' || u8(f, kSubfieldOff + 1) != 'G' ||
+      base::le16(base::load<std::uint16_t>(f, kSubLenOff)) != kPayloadLen ||
+      base::as_chars(f.subspan(kPayloadOff + 16, kMagic.size())) != kMagic) {
+    return base::make_error(EINVAL,
+                            "not an eStargz layer: no eStargz footer (a plain tar.gz, or a "
+                            "legacy stargz layer)");
+  }
+  // The empty final stored block and the trailer of an empty member: a footer that
+  // would inflate to anything else is not one.
+  static constexpr std::array<std::uint8_t, 13> kEnd{0x01, 0x00, 0x00, 0xff, 0xff, 0, 0,
+                                                     0,    0,    0,    0,    0,    0};
+  for (std::size_t i = 0; i < kEnd.size(); ++i) {
+    if (u8(f, kTrailerOff + i) != kEnd[i]) {
+      return base::make_error(EBADMSG, "eStargz footer: not an empty gzip member");
+    }
+  }
+  std::uint64_t off = 0;
+  for (std::size_t i = 0; i < 16; ++i) {
+    const char c = static_cast<char>(u8(f, kPayloadOff + i));
+    int n = 0;
+    if (c >= '0' && c <= '9') {
+      n = c - '0';
+    } else if (c >= 'a' && c <= 'f') {
+      n = c - 'a' + 10;
+    } else if (c >= 'A' && c <= 'F') {
+      n = c - 'A' + 10;
+    } else {
+      return base::make_error(EBADMSG, "eStargz footer: the TOC offset is not hex");
+    }
+    off = (off << 4) | static_cast<std::uint64_t>(n);
+  }
+  // A gzip member is at least 18 bytes.
+  if (off > blob_size - kFooterSize || blob_size - kFooterSize - off < 18) {
+    return base::errorf(EBADMSG, "eStargz footer: TOC offset {} leaves no TOC in a {}-byte layer",
+                        off, blob_size);
+  }
+  return off;
+}
+
+base::Result<std::string> toc_json_from_member(base::Bytes member) {
+  if (member.size() > kMaxTocMemberBytes) {
+    return base::errorf(EMSGSIZE, "TOC member of {} bytes is over the limit of {}", member.size(),
+                        kMaxTocMemberBytes);
+  }
+  CFN_ASSIGN_OR_RETURN(const auto tar, gunzip_all(member, kMaxTocJsonBytes + (1U << 20)));
+  const base::Bytes t = tar;
+  std::size_t off = 0;
+  for (;;) {
+    if (!base::in_bounds(off, erofs::kTarBlockSize, t.size())) {
+      return base::make_error(EBADMSG, "TOC: tar ends before stargz.index.json");
+    }
+    const base::Bytes block = t.subspan(off, erofs::kTarBlockSize);
+    if (erofs::is_zero_tar_block(block)) {
+      return base::make_error(ENOENT, "TOC: the tar has no stargz.index.json");
+    }
+    auto h = erofs::decode_tar_header(block);
+    if (!h) {
+      return base::Unexpected(std::move(h).error().wrap("TOC tar"));
+    }
+    off += erofs::kTarBlockSize;
+    if (h->size > t.size() - off) {
+      return base::errorf(EBADMSG, "TOC: tar entry {} of {} bytes is truncated", h->name, h->size);
+    }
+    if (h->type == 'x' || h->type == 'g') {
+      off += static_cast<std::size_t>(base::align_up(h->size, erofs::kTarBlockSize));
+      off = std::min(off, t.size());
+      continue;
+    }
+    if (h->name != kTocTarName || (h->type != '0' && h->type != '\0')) {
+      return base::errorf(ENOENT, "TOC: the tar's entry is {}, not stargz.index.json", h->name);
+    }
+    if (h->size > kMaxTocJsonBytes) {
+      return base::errorf(EMSGSIZE, "TOC: stargz.index.json of {} bytes is over the limit of {}",
+                          h->size, kMaxTocJsonBytes);
+    }
+    return std::string(base::as_chars(t.subspan(off, static_cast<std::size_t>(h->size))));
+  }
+}
+
+base::Result<Toc> parse_toc_json(std::string_view json) {
+  CFN_ASSIGN_OR_RETURN(const auto obj, base::parse_json_object(json, "TOC"));
+  base::JsonFields f(obj, "TOC", true);
+  std::uint64_t version = 0;
+  CFN_TRY(f.read("version", version, 0, UINT64_MAX));
+  if (version != 1) {
+    return base::errorf(EINVAL, "TOC: version {} (only 1 is known)", version);
+  }
+  const nlohmann::json* entries = f.find("entries");
+  Toc toc;
+  if (entries == nullptr) {
+    return toc;
+  }
+  if (!entries->is_array()) {
+    return base::make_error(EINVAL, "TOC: entries is not an array");
+  }
+  toc.entries.resize(entries->size());
+  for (std::size_t i = 0; i < entries->size(); ++i) {
+    CFN_TRY(parse_entry((*entries)[i], i, toc.entries[i]));
+  }
+  return toc;
+}
+
+base::Result<Toc> parse_toc(base::Bytes member, const base::Digest* expected) {
+  CFN_ASSIGN_OR_RETURN(const std::string json, toc_json_from_member(member));
+  if (expected != nullptr &&
+      base::digest(base::DigestAlgo::kSha256, base::as_bytes(json)) != *expected) {
+    return base::make_error(EBADMSG,
+                            "TOC digest mismatch: the TOC is not the one the layer's "
+                            "toc.digest annotation names");
+  }
+  return parse_toc_json(json);
+}
+
+base::Result<std::vector<std::string>> clean_name(std::string_view name) {
+  if (name.find('\0') != std::string_view::npos) {
+    return base::make_error(EINVAL, "a name with NUL");
+  }
+  std::vector<std::string> out;
+  std::size_t i = 0;
+  while (i <= name.size()) {
+    std::size_t j = name.find('/', i);
+    if (j == std::string_view::npos) {
+      j = name.size();
+    }
+    const std::string_view c = name.substr(i, j - i);
+    i = j + 1;
+    if (c.empty() || c == ".") {
+      continue;
+    }
+    if (c == "..") {
+      return base::errorf(EINVAL, "\"{}\": a .. component", name);
+    }
+    if (c.size() > 255) {
+      return base::errorf(EINVAL, "\"{}\": a component over 255 bytes", name);
+    }
+    out.emplace_back(c);
+  }
+  return out;
+}
+
+}  // namespace estargz
