@@ -630,8 +630,15 @@ base::Result<std::shared_ptr<CachedBlob>> BlobCacheImpl::open(
 base::Result<std::shared_ptr<Blob>> BlobCacheImpl::load(
     const erofs::BlobInfo& info, const std::vector<erofs::ChunkRecord>& records,
     std::shared_ptr<Backend> backend) {
-  CFN_ASSIGN_OR_RETURN(auto meta_bytes, load_meta(info, *backend));
-  auto meta = erofs::BlobMeta::parse(info, meta_bytes);
+  // An eStargz layer has no chunk-info table: the bootstrap's chunk table is the
+  // blob's (docs/estargz.md), so nothing is read from the backend or kept beside it.
+  const bool indexed = erofs::is_bootstrap_indexed(info);
+  std::vector<std::byte> meta_bytes;
+  if (!indexed) {
+    CFN_ASSIGN_OR_RETURN(meta_bytes, load_meta(info, *backend));
+  }
+  auto meta = indexed ? erofs::BlobMeta::from_records(info, records)
+                      : erofs::BlobMeta::parse(info, meta_bytes);
   if (!meta) {
     // A corrupt local copy is dropped so the next open reads the backend again.
     (void)::unlink((options_.cache_dir + "/" + info.id + ".meta").c_str());
@@ -682,7 +689,7 @@ base::Result<std::shared_ptr<Blob>> BlobCacheImpl::load(
     return base::errorf(ec.value(), "create {}: {}", options_.cache_dir, ec.message());
   }
   const std::string meta_path = options_.cache_dir + "/" + info.id + ".meta";
-  if (::access(meta_path.c_str(), F_OK) != 0) {
+  if (!indexed && ::access(meta_path.c_str(), F_OK) != 0) {
     CFN_TRY(base::write_file_atomic(meta_path, meta_bytes, 0600));
   }
 

@@ -5,12 +5,150 @@
 
 #include <filesystem>
 
+#include "base/digest.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "daemon/targz.h"
+#include "erofs/blob_meta.h"
 #include "erofs/reader.h"
+#include "estargz/bootstrap.h"
+#include "estargz/toc.h"
 
 namespace cfnd {
+
+bool is_estargz_image(const registry::Manifest& m) {
+  return std::any_of(m.layers.begin(), m.layers.end(), [](const registry::Descriptor& l) {
+    return l.annotations.contains(std::string(estargz::kTocDigestAnnotation));
+  });
+}
+
+namespace {
+
+// One layer's footer and TOC, by Range GETs.
+base::Result<estargz::LayerToc> read_layer_toc(registry::Client& client,
+                                               const registry::Reference& ref,
+                                               const registry::Descriptor& l) {
+  if (!registry::is_valid_digest(l.digest) || l.digest.substr(0, 7) != "sha256:") {
+    return base::errorf(EINVAL, "layer {}: unsupported digest", l.digest);
+  }
+  std::optional<base::Digest> toc_digest;
+  if (auto it = l.annotations.find(std::string(estargz::kTocDigestAnnotation));
+      it != l.annotations.end()) {
+    toc_digest = estargz::parse_sha256(it->second);
+    if (!toc_digest) {
+      return base::errorf(EINVAL, "layer {}: toc.digest annotation \"{}\" is not sha256", l.digest,
+                          it->second);
+    }
+  }
+  if (l.size < estargz::kFooterSize) {
+    return base::errorf(EINVAL, "layer {} of {} bytes is not eStargz", l.digest, l.size);
+  }
+  std::vector<std::byte> footer(estargz::kFooterSize);
+  CFN_TRY(client.read_blob_range(ref, l.digest, l.size - estargz::kFooterSize, footer)
+              .map_error([&](base::Error e) {
+                return std::move(e).wrap("layer " + l.digest + " footer");
+              }));
+  auto off = estargz::parse_footer(footer, l.size);
+  if (!off) {
+    const std::string what =
+        "layer " + l.digest + (off.error().code == EINVAL ? " (a plain gzip layer is refused)" : "");
+    return base::Unexpected(std::move(off).error().wrap(what));
+  }
+  const std::uint64_t len = l.size - estargz::kFooterSize - *off;
+  if (len > estargz::kMaxTocMemberBytes) {
+    return base::errorf(EMSGSIZE, "layer {}: TOC member of {} bytes is over the limit of {}",
+                        l.digest, len, estargz::kMaxTocMemberBytes);
+  }
+  std::vector<std::byte> member(len);
+  CFN_TRY(client.read_blob_range(ref, l.digest, *off, member).map_error([&](base::Error e) {
+    return std::move(e).wrap("layer " + l.digest + " TOC");
+  }));
+  auto toc = estargz::parse_toc(member, toc_digest ? &*toc_digest : nullptr);
+  if (!toc) {
+    return base::Unexpected(std::move(toc).error().wrap("layer " + l.digest));
+  }
+  estargz::LayerToc out;
+  out.blob_id = l.digest.substr(7);
+  out.blob_size = l.size;
+  out.toc_offset = *off;
+  out.toc = std::move(*toc);
+  return out;
+}
+
+}  // namespace
+
+base::Result<PulledImage> pull_estargz_bootstrap(registry::Client& client,
+                                                 const registry::Reference& ref,
+                                                 const registry::Manifest& m,
+                                                 const std::string& manifest_digest,
+                                                 const std::string& cache_dir,
+                                                 std::uint64_t max_bootstrap_bytes) {
+  PulledImage out;
+  out.manifest_digest = manifest_digest;
+  // The key: the layers (their digests fix every byte, the TOCs included) and the
+  // builder's version, so a builder that lays bootstraps out anew gets new files.
+  std::string key = "estargz-bootstrap-v1\n";
+  for (const auto& l : m.layers) {
+    key += l.digest + "\n";
+  }
+  const std::string dir = bootstraps_dir(cache_dir);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return base::errorf(ec.value(), "create {}: {}", dir, ec.message());
+  }
+  out.bootstrap_path =
+      dir + "/estargz-" + base::hex(base::sha256(base::as_bytes(key))) + ".boot";
+  std::vector<std::byte> boot;
+  struct stat st {};
+  if (::stat(out.bootstrap_path.c_str(), &st) == 0) {
+    CFN_ASSIGN_OR_RETURN(boot, base::read_file(out.bootstrap_path));
+    out.bootstrap_cached = true;
+  } else {
+    std::vector<estargz::LayerToc> tocs;
+    for (const auto& l : m.layers) {
+      auto t = read_layer_toc(client, ref, l);
+      if (!t) {
+        return base::Unexpected(std::move(t).error().wrap(ref.to_string()));
+      }
+      tocs.push_back(std::move(*t));
+    }
+    auto built = estargz::build_bootstrap(tocs);
+    if (!built) {
+      return base::Unexpected(std::move(built).error().wrap(ref.to_string() + ": eStargz"));
+    }
+    if (built->bootstrap.size() > max_bootstrap_bytes) {
+      return base::errorf(EMSGSIZE, "{}: the eStargz bootstrap of {} bytes is over the limit of {}",
+                          ref.to_string(), built->bootstrap.size(), max_bootstrap_bytes);
+    }
+    boot = std::move(built->bootstrap);
+  }
+  auto img = erofs::Image::parse(boot);
+  if (!img || !img->is_rafs()) {
+    (void)::unlink(out.bootstrap_path.c_str());
+    return base::errorf(EBADMSG, "{}: the eStargz bootstrap does not parse{}", ref.to_string(),
+                        img ? "" : ": " + img.error().to_string());
+  }
+  std::set<std::string> layer_ids;
+  for (const auto& l : m.layers) {
+    layer_ids.insert(l.digest);
+  }
+  for (const auto& bi : img->blobs()) {
+    if (!erofs::is_bootstrap_indexed(bi) || !layer_ids.contains("sha256:" + bi.id)) {
+      (void)::unlink(out.bootstrap_path.c_str());
+      return base::errorf(EBADMSG, "{}: the eStargz bootstrap names blob {}, not a layer",
+                          ref.to_string(), bi.id);
+    }
+    out.blob_ids.push_back(bi.id);
+  }
+  if (!out.bootstrap_cached) {
+    CFN_TRY(base::write_file_atomic(out.bootstrap_path, boot, 0644));
+    spdlog::info("{}: eStargz bootstrap from {} layer TOCs ({} bytes, {} blobs) -> {}",
+                 ref.to_string(), m.layers.size(), boot.size(), out.blob_ids.size(),
+                 out.bootstrap_path);
+  }
+  return out;
+}
 
 registry::ClientConfig client_config(const RegistryOptions& o, const registry::Reference& ref) {
   registry::ClientConfig c;
@@ -51,6 +189,13 @@ base::Result<PulledImage> pull_bootstrap(registry::Client& client, const registr
   }
   const registry::Manifest& m = resolved->get();
   auto layers = nydus_layers(m);
+  if (!layers && is_estargz_image(m)) {
+    if (!registry::is_valid_digest(resolved->manifest.digest)) {
+      return base::errorf(EINVAL, "{}: unsupported digest", ref.to_string());
+    }
+    return pull_estargz_bootstrap(client, ref, m, resolved->manifest.digest, cache_dir,
+                                  max_bootstrap_bytes);
+  }
   if (!layers) {
     return base::Unexpected(layers.error().wrap(ref.to_string()));
   }

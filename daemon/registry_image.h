@@ -32,7 +32,8 @@ struct PulledImage {
   bool bootstrap_cached = false;                    // found in the cache, nothing downloaded
 };
 
-// Resolve ref, pick the nydus layers, and make the bootstrap file: downloaded (size
+// Resolve ref, pick the nydus layers (an eStargz image: pull_estargz_bootstrap), and
+// make the bootstrap file: downloaded (size
 // capped, digest verified by the client), image/image.boot taken out of the tar.gz,
 // checked to parse as RAFS v6 with blob ids matching the data layers, written to a
 // temporary and renamed into place. A bootstrap already in place is reused.
@@ -43,6 +44,22 @@ struct PulledImage {
                                                        const registry::Reference& ref,
                                                        const std::string& cache_dir,
                                                        std::uint64_t max_bootstrap_bytes);
+
+// An eStargz image (docs/estargz.md): some layer carries the
+// containerd.io/snapshot/stargz/toc.digest annotation. Pure.
+[[nodiscard]] bool is_estargz_image(const registry::Manifest& m);
+
+// The bootstrap of an eStargz image, made here from its layers' TOCs: per layer, the
+// footer and the TOC member by Range GETs (the TOC JSON checked against the layer's
+// toc.digest annotation when it has one), then estargz::build_bootstrap, written to
+// <cache_dir>/bootstraps/estargz-<key>.boot, key = sha256 of the layer digests, and
+// reused from there (bootstrap_cached). Errors name the layer: EINVAL for a layer that
+// is not eStargz (plain gzip: refused, never downloaded whole), EBADMSG for a lying
+// footer or TOC, EMSGSIZE over the caps, the builder's EOPNOTSUPP, the client's.
+[[nodiscard]] base::Result<PulledImage> pull_estargz_bootstrap(
+    registry::Client& client, const registry::Reference& ref, const registry::Manifest& m,
+    const std::string& manifest_digest, const std::string& cache_dir,
+    std::uint64_t max_bootstrap_bytes);
 
 // The client settings for images of ref's host under options o (platform: this
 // machine's, linux/<GOARCH>).
