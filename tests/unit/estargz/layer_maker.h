@@ -3,7 +3,7 @@
 // (estargz.md): every tar header goes into the current gzip member; each chunk of a
 // regular file starts a member of its own (its padding and the next headers follow in
 // it); then the TOC member (a tar of stargz.index.json) and the 51-byte footer. The
-// real producer, ctr-remote, is checked against our reader by kernel test 93.
+// real producer, ctr-remote, is checked against our reader by kernel test 96.
 #pragma once
 
 #include <zlib.h>
