@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: Apache-2.0
+// pull_bootstrap of eStargz images against an in-memory registry: footer and TOC by
+// Range GETs only, the bootstrap cached by the layer digests, and the refusals (a plain
+// gzip layer, a TOC that does not match its annotation).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+
+#include "base/file.h"
+#include "daemon/registry_image.h"
+#include "erofs/reader.h"
+#include "estargz/toc.h"
+#include "tests/unit/estargz/layer_maker.h"
+#include "tests/unit/temp_dir.h"
+
+namespace cfnd {
+namespace {
+
+using estargz::testing::ByteVec;
+
+// Serves one manifest and its blobs from memory; counts what was read.
+class FakeClient final : public registry::Client {
+ public:
+  registry::Manifest manifest;
+  std::map<std::string, ByteVec> blobs;
+  int range_reads = 0;
+  std::uint64_t range_bytes = 0;
+
+  base::Result<registry::FetchedManifest> get_manifest(const registry::Reference&) override {
+    return base::make_error(ENOSYS, "fake");
+  }
+  base::Result<registry::ResolvedImage> resolve(const registry::Reference&) override {
+    registry::ResolvedImage r;
+    r.manifest.digest = "sha256:" + std::string(64, 'e');
+    r.manifest.parsed = manifest;
+    return r;
+  }
+  base::Result<std::vector<std::byte>> get_blob(const registry::Reference&, const std::string&,
+                                                std::uint64_t) override {
+    ADD_FAILURE() << "a whole blob was downloaded";
+    return base::make_error(ENOSYS, "fake");
+  }
+  base::Result<std::uint64_t> get_blob_to_fd(const registry::Reference&, const std::string&,
+                                             int) override {
+    ADD_FAILURE() << "a whole blob was downloaded";
+    return base::make_error(ENOSYS, "fake");
+  }
+  base::Status read_blob_range(const registry::Reference&, const std::string& digest,
+                               std::uint64_t offset, base::MutableBytes out) override {
+    auto it = blobs.find(digest);
+    if (it == blobs.end()) {
+      return base::make_error(ENOENT, "no such blob");
+    }
+    if (!base::in_bounds(offset, out.size(), it->second.size())) {
+      return base::make_error(ERANGE, "416");
+    }
+    ++range_reads;
+    range_bytes += out.size();
+    std::copy_n(it->second.begin() + static_cast<std::ptrdiff_t>(offset), out.size(), out.begin());
+    return {};
+  }
+  void read_blob_ranges(const registry::Reference&, const std::string&,
+                        std::span<registry::RangeRead>) override {
+    ADD_FAILURE() << "unexpected";
+  }
+  base::Result<std::optional<std::uint64_t>> head_blob(const registry::Reference&,
+                                                       const std::string&) override {
+    return base::make_error(ENOSYS, "fake");
+  }
+  base::Status push_blob(const registry::Reference&, const std::string&, int, std::uint64_t,
+                         const registry::PushOptions&) override {
+    return base::make_error(ENOSYS, "fake");
+  }
+  base::Status push_blob(const registry::Reference&, const std::string&, base::Bytes,
+                         const registry::PushOptions&) override {
+    return base::make_error(ENOSYS, "fake");
+  }
+  base::Result<std::string> push_manifest(const registry::Reference&, std::string_view,
+                                          base::Bytes) override {
+    return base::make_error(ENOSYS, "fake");
+  }
+
+  // Adds blob as a layer; annotated with the sha256 of toc_json when it is given.
+  std::string add_layer(ByteVec blob, const std::string* toc_json) {
+    registry::Descriptor d;
+    d.media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
+    d.digest = base::oci_digest(base::sha256(blob));
+    d.size = blob.size();
+    if (toc_json != nullptr) {
+      d.annotations[std::string(estargz::kTocDigestAnnotation)] =
+          base::oci_digest(base::sha256(base::as_bytes(*toc_json)));
+    }
+    manifest.layers.push_back(d);
+    blobs[d.digest] = std::move(blob);
+    return d.digest;
+  }
+};
+
+estargz::testing::MadeLayer small_layer(const std::string& content) {
+  estargz::testing::LayerMaker lm;
+  estargz::testing::FileSpec f;
+  f.name = "etc/hello.txt";
+  f.content = content;
+  lm.add(f);
+  return lm.make();
+}
+
+registry::Reference ref() {
+  auto r = registry::Reference::parse("127.0.0.1:5000/app:esgz");
+  EXPECT_TRUE(r);
+  return *r;
+}
+
+TEST(EstargzPull, ByRangeGetsThenFromTheCache) {
+  cfntest::TempDir dir;
+  FakeClient c;
+  auto m = small_layer(std::string(100000, 'h'));
+  const std::string digest = c.add_layer(m.blob, &m.toc_json);
+  ASSERT_TRUE(is_estargz_image(c.manifest));
+  auto pulled = pull_bootstrap(c, ref(), dir.path(), 64 << 20);
+  ASSERT_TRUE(pulled) << pulled.error().to_string();
+  EXPECT_FALSE(pulled->bootstrap_cached);
+  EXPECT_EQ(c.range_reads, 2);  // footer, TOC
+  EXPECT_EQ(c.range_bytes, m.blob.size() - m.toc_offset);
+  EXPECT_EQ(pulled->blob_ids, (std::vector<std::string>{digest.substr(7)}));
+  EXPECT_NE(pulled->bootstrap_path.find("/bootstraps/estargz-"), std::string::npos);
+  auto boot = base::read_file(pulled->bootstrap_path);
+  ASSERT_TRUE(boot);
+  auto img = erofs::Image::parse(*boot);
+  ASSERT_TRUE(img);
+  EXPECT_TRUE(img->lookup_path("/etc/hello.txt"));
+
+  // Again: the bootstrap is found by the layer digests, nothing is read.
+  auto again = pull_bootstrap(c, ref(), dir.path(), 64 << 20);
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(again->bootstrap_cached);
+  EXPECT_EQ(again->bootstrap_path, pulled->bootstrap_path);
+  EXPECT_EQ(c.range_reads, 2);
+}
+
+TEST(EstargzPull, PlainGzipLayerIsRefused) {
+  cfntest::TempDir dir;
+  FakeClient c;
+  auto m = small_layer("x");
+  c.add_layer(m.blob, &m.toc_json);
+  // Stored (level 0): a plain gzip member of over 5000 bytes.
+  c.add_layer(estargz::testing::gzip(base::as_bytes(std::string(5000, 'p')), 0), nullptr);
+  auto pulled = pull_bootstrap(c, ref(), dir.path(), 64 << 20);
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code, EINVAL);
+  EXPECT_NE(pulled.error().message.find("plain gzip layer is refused"), std::string::npos)
+      << pulled.error().to_string();
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/bootstraps") &&
+               !std::filesystem::is_empty(dir.path() + "/bootstraps"));
+}
+
+TEST(EstargzPull, TocThatDoesNotMatchItsAnnotationIsRefused) {
+  cfntest::TempDir dir;
+  FakeClient c;
+  auto m = small_layer("x");
+  const std::string other = "{\"version\":1}";
+  c.add_layer(m.blob, &other);
+  auto pulled = pull_bootstrap(c, ref(), dir.path(), 64 << 20);
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code, EBADMSG);
+  EXPECT_NE(pulled.error().message.find("TOC digest mismatch"), std::string::npos)
+      << pulled.error().to_string();
+}
+
+TEST(EstargzPull, ABootstrapOverTheCapIsRefused) {
+  cfntest::TempDir dir;
+  FakeClient c;
+  auto m = small_layer("x");
+  c.add_layer(m.blob, &m.toc_json);
+  auto pulled = pull_bootstrap(c, ref(), dir.path(), 100);
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code, EMSGSIZE);
+}
+
+}  // namespace
+}  // namespace cfnd
