@@ -783,47 +783,101 @@ base::Status Store::commit(std::string_view name, std::string_view key, Labels l
 
 base::Status Store::remove(std::string_view key) {
   CFN_TRY(validate_key("key", key));
-  std::string gone;
+  auto req = std::make_shared<RemoveReq>();
+  req->key = std::string(key);
+  std::unique_lock lk(batch_mu_);
+  batch_pending_.push_back(req);
+  while (!req->done) {
+    if (batch_running_) {
+      batch_cv_.wait(lk);
+      continue;
+    }
+    // No batch running: this caller runs one of everything queued (its own request
+    // among them).
+    batch_running_ = true;
+    std::vector<std::shared_ptr<RemoveReq>> batch;
+    batch.swap(batch_pending_);
+    lk.unlock();
+    remove_batch(batch);
+    lk.lock();
+    batch_running_ = false;
+    for (auto& r : batch) {
+      r->done = true;
+    }
+    batch_cv_.notify_all();
+  }
+  return req->status;
+}
+
+// The requests in arrival order, as if one after another: each is checked (exists, has no
+// child) against the rows the earlier ones left, in one transaction; a request that fails
+// its check gets its error and removes nothing. An error of SQLite itself fails every
+// request of the batch (the transaction rolls back: nothing removed).
+void Store::remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch) {
+  std::vector<std::pair<RemoveReq*, int64_t>> removed;
+  std::vector<std::string> gone;
   {
     std::lock_guard lock(mu_);
-    Txn txn(*st_);
-    CFN_TRY(txn.begin());
-    CFN_ASSIGN_OR_RETURN(auto r, find(*st_, key));
-    if (!r) {
-      return base::errorf(ENOENT, "failed to remove: snapshot {} does not exist", key);
-    }
-    {
-      Stmt::Use q(st_->has_child);
-      q.bind(1, r->id);
-      CFN_ASSIGN_OR_RETURN(bool child, q.step());
-      if (child) {
-        return base::errorf(kErrFailedPrecondition,
-                            "failed to remove: cannot remove snapshot {} with child", key);
+    auto run = [&]() -> base::Status {
+      Txn txn(*st_);
+      CFN_TRY(txn.begin());
+      for (auto& req : batch) {
+        CFN_ASSIGN_OR_RETURN(auto r, find(*st_, req->key));
+        if (!r) {
+          req->status =
+              base::errorf(ENOENT, "failed to remove: snapshot {} does not exist", req->key);
+          continue;
+        }
+        {
+          Stmt::Use q(st_->has_child);
+          q.bind(1, r->id);
+          CFN_ASSIGN_OR_RETURN(bool child, q.step());
+          if (child) {
+            req->status =
+                base::errorf(kErrFailedPrecondition,
+                             "failed to remove: cannot remove snapshot {} with child", req->key);
+            continue;
+          }
+        }
+        {
+          Stmt::Use q(st_->delete_row);
+          q.bind(1, r->id);
+          CFN_TRY(q.run());
+        }
+        removed.emplace_back(req.get(), r->id);
       }
+      return txn.commit();
+    };
+    if (auto st = run(); !st) {
+      for (auto& req : batch) {
+        req->status = st;
+      }
+      return;
     }
-    {
-      Stmt::Use q(st_->delete_row);
-      q.bind(1, r->id);
-      CFN_TRY(q.run());
-    }
-    CFN_TRY(txn.commit());
     {
       std::lock_guard lk(parents_mu_);
-      parents_.erase(r->id);
+      for (const auto& [req, id] : removed) {
+        parents_.erase(id);
+      }
     }
     crash_point("remove-after-sql");
-    gone = move_aside(snapshots_dir_, std::to_string(r->id));
+    for (const auto& [req, id] : removed) {
+      // A failed rename leaves a directory no row owns: Cleanup's to take.
+      if (auto g = move_aside(snapshots_dir_, std::to_string(id)); !g.empty()) {
+        gone.push_back(std::move(g));
+      }
+    }
   }
-  // A failed rename leaves a directory no row owns: Cleanup's to take.
   if (!gone.empty()) {
     {
       std::lock_guard lk(rm_mu_);
-      rm_busy_.insert(gone);
-      rm_queue_.push_back(std::move(gone));
+      for (auto& g : gone) {
+        rm_busy_.insert(g);
+        rm_queue_.push_back(std::move(g));
+      }
     }
     rm_cv_.notify_one();
   }
-  return {};
 }
 
 base::Result<std::vector<ChainEntry>> Store::lineage(std::string_view name) {

@@ -168,6 +168,22 @@ class Store {
   std::mutex parents_mu_;
   std::unordered_map<int64_t, int64_t> parents_;
 
+  // Group commit of Remove: concurrent Removes (containerd's GC, `ctr image rm` of many
+  // images at once) queue here and whichever caller finds no batch running deletes every
+  // queued row in one transaction, one fsync for all, then wakes the others. Without it
+  // each Remove held mu_ across its own fsync, and a Prepare or Commit waited behind all
+  // of them (bench/snapgc).
+  struct RemoveReq {
+    std::string key;
+    base::Status status;
+    bool done = false;
+  };
+  void remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch);
+  std::mutex batch_mu_;  // taken before mu_, never after
+  std::condition_variable batch_cv_;
+  std::vector<std::shared_ptr<RemoveReq>> batch_pending_;
+  bool batch_running_ = false;
+
   // The background removal of directories Remove renamed to rm-ID-N.
   void remover_loop();
   std::mutex rm_mu_;

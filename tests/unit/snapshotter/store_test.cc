@@ -489,6 +489,61 @@ TEST_F(StoreTest, ConcurrentWritersAndReaders) {
   EXPECT_EQ(dirs().size(), static_cast<size_t>(kWriters * 7 + 1));
 }
 
+// Removes from many threads at once (committed in batches, one transaction each): every
+// one answers as it would alone: removed, NotFound for a key removed twice, refused for a
+// parent whose child is still there; the rows and directories of the removed go.
+TEST_F(StoreTest, ConcurrentRemovesEachAnswerAsAlone) {
+  constexpr int kChains = 24;
+  std::vector<int64_t> ids;
+  for (int c = 0; c < kChains; ++c) {
+    const std::string n = std::to_string(c);
+    ids.push_back(prepare("p" + n).id);
+    commit("parent" + n, "p" + n);
+    ids.push_back(prepare("child" + n, "parent" + n).id);
+  }
+  std::atomic<int> removed{0};
+  std::atomic<int> not_found{0};
+  std::atomic<int> refused{0};
+  std::atomic<int> other{0};
+  auto tally = [&](const base::Status& st) {
+    if (st) {
+      ++removed;
+    } else if (st.error().code == ENOENT) {
+      ++not_found;
+    } else if (st.error().code == kErrFailedPrecondition) {
+      ++refused;
+    } else {
+      ++other;
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int c = t; c < kChains; c += 8) {
+        const std::string n = std::to_string(c);
+        if (c % 3 == 0) {
+          tally(store_->remove("parent" + n));  // its child is there: refused
+        }
+        tally(store_->remove("child" + n));
+        tally(store_->remove("child" + n));  // again: NotFound
+        tally(store_->remove("parent" + n));
+      }
+    });
+  }
+  for (auto& th : threads) {
+    th.join();
+  }
+  EXPECT_EQ(removed.load(), 2 * kChains);
+  EXPECT_EQ(not_found.load(), kChains);
+  EXPECT_EQ(refused.load(), kChains / 3);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_TRUE(names({}).empty());
+  store_->drain_removals();
+  EXPECT_TRUE(dirs().empty());
+  // Ids are never reused.
+  EXPECT_GT(prepare("after").id, *std::max_element(ids.begin(), ids.end()));
+}
+
 TEST(StoreOpen, RejectsBadRoots) {
   EXPECT_EQ(Store::open("relative/root").error().code, EINVAL);
   EXPECT_EQ(Store::open("/tmp/a:b").error().code, EINVAL);
