@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "base/compress.h"
 
+#include <zlib.h>
 #include <zstd.h>
 
 #include <algorithm>
@@ -9,7 +10,6 @@
 #include <memory>
 
 #include <lz4.h>
-#include <zlib.h>
 
 namespace base {
 namespace {

@@ -52,8 +52,8 @@ base::Result<estargz::LayerToc> read_layer_toc(registry::Client& client,
               }));
   auto off = estargz::parse_footer(footer, l.size);
   if (!off) {
-    const std::string what =
-        "layer " + l.digest + (off.error().code == EINVAL ? " (a plain gzip layer is refused)" : "");
+    const std::string what = "layer " + l.digest +
+                             (off.error().code == EINVAL ? " (a plain gzip layer is refused)" : "");
     return base::Unexpected(std::move(off).error().wrap(what));
   }
   const std::uint64_t len = l.size - estargz::kFooterSize - *off;
@@ -99,8 +99,7 @@ base::Result<PulledImage> pull_estargz_bootstrap(registry::Client& client,
   if (ec) {
     return base::errorf(ec.value(), "create {}: {}", dir, ec.message());
   }
-  out.bootstrap_path =
-      dir + "/estargz-" + base::hex(base::sha256(base::as_bytes(key))) + ".boot";
+  out.bootstrap_path = dir + "/estargz-" + base::hex(base::sha256(base::as_bytes(key))) + ".boot";
   std::vector<std::byte> boot;
   struct stat st {};
   if (::stat(out.bootstrap_path.c_str(), &st) == 0) {

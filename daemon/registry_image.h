@@ -56,10 +56,12 @@ struct PulledImage {
 // reused from there (bootstrap_cached). Errors name the layer: EINVAL for a layer that
 // is not eStargz (plain gzip: refused, never downloaded whole), EBADMSG for a lying
 // footer or TOC, EMSGSIZE over the caps, the builder's EOPNOTSUPP, the client's.
-[[nodiscard]] base::Result<PulledImage> pull_estargz_bootstrap(
-    registry::Client& client, const registry::Reference& ref, const registry::Manifest& m,
-    const std::string& manifest_digest, const std::string& cache_dir,
-    std::uint64_t max_bootstrap_bytes);
+[[nodiscard]] base::Result<PulledImage> pull_estargz_bootstrap(registry::Client& client,
+                                                               const registry::Reference& ref,
+                                                               const registry::Manifest& m,
+                                                               const std::string& manifest_digest,
+                                                               const std::string& cache_dir,
+                                                               std::uint64_t max_bootstrap_bytes);
 
 // The client settings for images of ref's host under options o (platform: this
 // machine's, linux/<GOARCH>).

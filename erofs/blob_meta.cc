@@ -209,8 +209,8 @@ base::Result<BlobMeta> BlobMeta::from_records(const BlobInfo& blob,
     if (!seen[i]) {
       return base::errorf(kECorrupted, "blob {}: chunk {} has no record", blob.id, i);
     }
-    if (c.compressed_size == 0 || c.compressed_size > kMaxGzipMember ||
-        c.uncompressed_size == 0 || c.uncompressed_size > kMaxChunkSize) {
+    if (c.compressed_size == 0 || c.compressed_size > kMaxGzipMember || c.uncompressed_size == 0 ||
+        c.uncompressed_size > kMaxChunkSize) {
       return base::errorf(kECorrupted, "blob {}: chunk {} has invalid sizes {}/{}", blob.id, i,
                           c.compressed_size, c.uncompressed_size);
     }

@@ -308,8 +308,8 @@ class Builder {
     }
     const std::uint64_t end = ends_[li].at(*e.offset);
     if (end - *e.offset > erofs::kMaxGzipMember) {
-      return base::errorf(EOPNOTSUPP, "{}: a gzip member of {} bytes is over the limit of {}",
-                          what, end - *e.offset, erofs::kMaxGzipMember);
+      return base::errorf(EOPNOTSUPP, "{}: a gzip member of {} bytes is over the limit of {}", what,
+                          end - *e.offset, erofs::kMaxGzipMember);
     }
     ChunkSrc c;
     c.layer = li;

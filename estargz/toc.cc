@@ -146,9 +146,9 @@ std::optional<std::string> b64_decode(std::string_view s) {
         return std::nullopt;
       }
     }
-    const std::uint32_t n = (static_cast<std::uint32_t>(v[0]) << 18) |
-                            (static_cast<std::uint32_t>(v[1]) << 12) |
-                            (static_cast<std::uint32_t>(v[2]) << 6) | static_cast<std::uint32_t>(v[3]);
+    const std::uint32_t n =
+        (static_cast<std::uint32_t>(v[0]) << 18) | (static_cast<std::uint32_t>(v[1]) << 12) |
+        (static_cast<std::uint32_t>(v[2]) << 6) | static_cast<std::uint32_t>(v[3]);
     out.push_back(static_cast<char>((n >> 16) & 0xFF));
     if (pad < 2) {
       out.push_back(static_cast<char>((n >> 8) & 0xFF));
@@ -359,8 +359,8 @@ base::Result<std::uint64_t> parse_footer(base::Bytes tail, std::uint64_t blob_si
                         blob_size, kFooterSize);
   }
   const base::Bytes f = tail.last(kFooterSize);
-  const bool gzip_fextra = u8(f, 0) == 0x1f && u8(f, 1) == 0x8b && u8(f, 2) == 8 &&
-                           (u8(f, 3) & 0x04) != 0;
+  const bool gzip_fextra =
+      u8(f, 0) == 0x1f && u8(f, 1) == 0x8b && u8(f, 2) == 8 && (u8(f, 3) & 0x04) != 0;
   if (!gzip_fextra || base::le16(base::load<std::uint16_t>(f, kXlenOff)) != 4 + kPayloadLen ||
       u8(f, kSubfieldOff) != 'S' || u8(f, kSubfieldOff + 1) != 'G' ||
       base::le16(base::load<std::uint16_t>(f, kSubLenOff)) != kPayloadLen ||

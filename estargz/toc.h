@@ -36,7 +36,16 @@ inline constexpr std::string_view kTocDigestAnnotation = "containerd.io/snapshot
 inline constexpr std::uint64_t kMaxTocJsonBytes = 256ULL << 20;
 inline constexpr std::uint64_t kMaxTocMemberBytes = 128ULL << 20;
 
-enum class EntryType : std::uint8_t { kDir, kReg, kSymlink, kHardlink, kChar, kBlock, kFifo, kChunk };
+enum class EntryType : std::uint8_t {
+  kDir,
+  kReg,
+  kSymlink,
+  kHardlink,
+  kChar,
+  kBlock,
+  kFifo,
+  kChunk
+};
 
 // "dir", "reg", ... as the TOC spells them.
 [[nodiscard]] std::string_view entry_type_name(EntryType t);

@@ -131,9 +131,11 @@ TEST(EstargzBootstrap, EveryEntryTypeAndItsBytes) {
   EXPECT_EQ(*xv, "val");
   EXPECT_EQ(seen.at("/big").mtime, 1714979289);
 
-  for (const auto& [path, want] : std::map<std::string, std::string>{
-           {"/etc/hello.txt", "hello\n"}, {"/hard", "hello\n"}, {"/big", big},
-           {"/implicit/deep/file", "deep"}}) {
+  for (const auto& [path, want] :
+       std::map<std::string, std::string>{{"/etc/hello.txt", "hello\n"},
+                                          {"/hard", "hello\n"},
+                                          {"/big", big},
+                                          {"/implicit/deep/file", "deep"}}) {
     auto got = read_file(*img, path, {&m});
     ASSERT_TRUE(got) << path << ": " << got.error().to_string();
     EXPECT_EQ(*got, want) << path;

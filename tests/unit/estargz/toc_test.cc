@@ -206,9 +206,9 @@ TEST(EstargzToc, BadJsonIsRefusedNamingTheEntry) {
 
 TEST(EstargzToc, TolerantWhereTheFormatIs) {
   // Unknown members, null members (Go's empty values), time zones and fractions.
-  auto r = parse_toc_json(
-      R"({"version":1,"entries":[{"name":"a","type":"reg","size":0,"userName":"u",)"
-      R"("xattrs":null,"NumLink":1,"modtime":"2024-05-06T09:08:09.5+02:00"}]})");
+  auto r =
+      parse_toc_json(R"({"version":1,"entries":[{"name":"a","type":"reg","size":0,"userName":"u",)"
+                     R"("xattrs":null,"NumLink":1,"modtime":"2024-05-06T09:08:09.5+02:00"}]})");
   ASSERT_TRUE(r) << r.error().to_string();
   EXPECT_EQ(r->entries[0].mtime, 1714979289);
   EXPECT_EQ(r->entries[0].mtime_nsec, 500000000U);
