@@ -6,7 +6,9 @@
 //
 // Per blob, two files in cache_dir:
 //   <id>.blob   sparse, uncompressed size; a hole = not fetched
-//   <id>.meta   the blob's chunk-info region as read from the backend (raw bytes)
+//   <id>.meta   the blob's chunk-info region as read from the backend (raw bytes); empty
+//               for a blob whose chunk table is the bootstrap's (eStargz): there it only
+//               completes the pair, so the cache's scan does not take the blob for an orphan
 #include "daemon/blob_cache.h"
 
 #include <fcntl.h>
@@ -689,8 +691,8 @@ base::Result<std::shared_ptr<Blob>> BlobCacheImpl::load(
     return base::errorf(ec.value(), "create {}: {}", options_.cache_dir, ec.message());
   }
   const std::string meta_path = options_.cache_dir + "/" + info.id + ".meta";
-  if (!indexed && ::access(meta_path.c_str(), F_OK) != 0) {
-    CFN_TRY(base::write_file_atomic(meta_path, meta_bytes, 0600));
+  if (::access(meta_path.c_str(), F_OK) != 0) {
+    CFN_TRY(base::write_file_atomic(meta_path, meta_bytes, 0600));  // empty when indexed
   }
 
   const std::string path = options_.cache_dir + "/" + info.id + ".blob";
