@@ -2,11 +2,12 @@
 #include "base/compress.h"
 
 #include <gtest/gtest.h>
-#include <zlib.h>
 
 #include <random>
 #include <string>
 #include <vector>
+
+#include "tests/unit/gzip.h"
 
 namespace base {
 namespace {
@@ -81,26 +82,12 @@ TEST(Compress, ParseNames) {
   EXPECT_FALSE(parse_compressor("gzip").has_value());
 }
 
-std::vector<std::byte> gzip_of(const std::string& s) {
-  z_stream zs{};
-  deflateInit2(&zs, 9, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
-  std::vector<std::byte> out(deflateBound(&zs, s.size()) + 32);
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(s.data()));
-  zs.avail_in = static_cast<uInt>(s.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  deflate(&zs, Z_FINISH);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
-
 // gzip (eStargz members): the first dst.size() bytes of the stream; the rest of the
 // member and what follows it are not looked at; a stream short of dst is EBADMSG.
 TEST(Compress, GzipIsAPrefixOfTheStream) {
   const std::string chunk(5000, 'c');
-  auto member = gzip_of(chunk + std::string(512, '\0') + "next header");
-  auto second = gzip_of("another member");
+  auto member = cfntest::gzip(chunk + std::string(512, '\0') + "next header");
+  auto second = cfntest::gzip("another member");
   std::vector<std::byte> stored = member;
   stored.insert(stored.end(), second.begin(), second.end());
   std::vector<std::byte> out(chunk.size());

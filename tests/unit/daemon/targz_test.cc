@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/gzip.h"
+
 namespace cfnd {
 namespace {
 
@@ -45,19 +47,7 @@ void finish(std::vector<std::byte>& tar) {
   tar.resize(tar.size() + 1024);
 }
 
-std::vector<std::byte> gzip(const std::vector<std::byte>& in) {
-  z_stream zs{};
-  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  std::vector<std::byte> out(deflateBound(&zs, in.size()) + 64);
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(in.data()));
-  zs.avail_in = static_cast<uInt>(in.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
+using cfntest::gzip;
 
 TEST(TarGz, FindsTheMember) {
   std::vector<std::byte> tar;

@@ -19,24 +19,13 @@
 #include "base/bytes.h"
 #include "base/digest.h"
 #include "erofs/tar_header.h"
+#include "tests/unit/gzip.h"
 
 namespace estargz::testing {
 
 using ByteVec = std::vector<std::byte>;
 
-inline ByteVec gzip(base::Bytes in, int level = Z_DEFAULT_COMPRESSION) {
-  z_stream zs{};
-  deflateInit2(&zs, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
-  ByteVec out(deflateBound(&zs, static_cast<uLong>(in.size())) + 64);
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(in.data()));
-  zs.avail_in = static_cast<uInt>(in.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  deflate(&zs, Z_FINISH);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
+using cfntest::gzip;
 
 inline ByteVec bytes_of(std::string_view s) {
   auto b = base::as_bytes(s);
