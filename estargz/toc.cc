@@ -457,9 +457,14 @@ base::Result<Toc> parse_toc_json(std::string_view json) {
   if (!entries->is_array()) {
     return base::make_error(EINVAL, "TOC: entries is not an array");
   }
-  toc.entries.resize(entries->size());
+  // Grown as entries parse, not sized up front: an array of 80 million "{}" fits in
+  // kMaxTocJsonBytes and would otherwise cost ~200 bytes of Entry each before the first
+  // one is found to lack a name.
+  toc.entries.reserve(std::min<std::size_t>(entries->size(), 1U << 16));
   for (std::size_t i = 0; i < entries->size(); ++i) {
-    CFN_TRY(parse_entry((*entries)[i], i, toc.entries[i]));
+    Entry e;
+    CFN_TRY(parse_entry((*entries)[i], i, e));
+    toc.entries.push_back(std::move(e));
   }
   return toc;
 }
