@@ -26,6 +26,25 @@ bool is_estargz_image(const registry::Manifest& m) {
 
 namespace {
 
+// Where the bootstrap file `name` is cached (its directory made) and, when an earlier pull
+// left it there, its bytes (only complete files are ever renamed into place).
+base::Status cached_bootstrap(const std::string& cache_dir, const std::string& name,
+                              PulledImage& out, std::vector<std::byte>& boot) {
+  const std::string dir = bootstraps_dir(cache_dir);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return base::errorf(ec.value(), "create {}: {}", dir, ec.message());
+  }
+  out.bootstrap_path = dir + "/" + name;
+  struct stat st {};
+  if (::stat(out.bootstrap_path.c_str(), &st) == 0) {
+    CFN_ASSIGN_OR_RETURN(boot, base::read_file(out.bootstrap_path));
+    out.bootstrap_cached = true;
+  }
+  return {};
+}
+
 // One layer's footer and TOC, by Range GETs.
 base::Result<estargz::LayerToc> read_layer_toc(registry::Client& client,
                                                const registry::Reference& ref,
@@ -93,19 +112,10 @@ base::Result<PulledImage> pull_estargz_bootstrap(registry::Client& client,
   for (const auto& l : m.layers) {
     key += l.digest + "\n";
   }
-  const std::string dir = bootstraps_dir(cache_dir);
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) {
-    return base::errorf(ec.value(), "create {}: {}", dir, ec.message());
-  }
-  out.bootstrap_path = dir + "/estargz-" + base::hex(base::sha256(base::as_bytes(key))) + ".boot";
   std::vector<std::byte> boot;
-  struct stat st {};
-  if (::stat(out.bootstrap_path.c_str(), &st) == 0) {
-    CFN_ASSIGN_OR_RETURN(boot, base::read_file(out.bootstrap_path));
-    out.bootstrap_cached = true;
-  } else {
+  CFN_TRY(cached_bootstrap(
+      cache_dir, "estargz-" + base::hex(base::sha256(base::as_bytes(key))) + ".boot", out, boot));
+  if (!out.bootstrap_cached) {
     std::vector<estargz::LayerToc> tocs;
     for (const auto& l : m.layers) {
       auto t = read_layer_toc(client, ref, l);
@@ -206,21 +216,9 @@ base::Result<PulledImage> pull_bootstrap(registry::Client& client, const registr
       !registry::is_valid_digest(layers->bootstrap.digest)) {
     return base::errorf(EINVAL, "{}: unsupported digest", ref.to_string());
   }
-  const std::string dir = bootstraps_dir(cache_dir);
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) {
-    return base::errorf(ec.value(), "create {}: {}", dir, ec.message());
-  }
-  out.bootstrap_path = dir + "/" + out.manifest_digest.substr(7) + ".boot";
-
   std::vector<std::byte> boot;
-  struct stat st {};
-  if (::stat(out.bootstrap_path.c_str(), &st) == 0) {
-    // Only complete files are ever renamed into place.
-    CFN_ASSIGN_OR_RETURN(boot, base::read_file(out.bootstrap_path));
-    out.bootstrap_cached = true;
-  } else {
+  CFN_TRY(cached_bootstrap(cache_dir, out.manifest_digest.substr(7) + ".boot", out, boot));
+  if (!out.bootstrap_cached) {
     if (layers->bootstrap.size > kMaxBootstrapLayerBytes) {
       return base::errorf(EMSGSIZE, "{}: bootstrap layer of {} bytes is over the limit of {}",
                           ref.to_string(), layers->bootstrap.size, kMaxBootstrapLayerBytes);
