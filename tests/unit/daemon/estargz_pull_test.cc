@@ -11,6 +11,7 @@
 #include "daemon/registry_image.h"
 #include "erofs/reader.h"
 #include "estargz/toc.h"
+#include "tests/unit/daemon/stub_registry_client.h"
 #include "tests/unit/estargz/layer_maker.h"
 #include "tests/unit/temp_dir.h"
 
@@ -20,7 +21,7 @@ namespace {
 using estargz::testing::ByteVec;
 
 // Serves one manifest and its blobs from memory; counts what was read.
-class FakeClient final : public registry::Client {
+class FakeClient final : public cfntest::StubRegistryClient {
  public:
   registry::Manifest manifest;
   std::map<std::string, ByteVec> blobs;
@@ -63,22 +64,6 @@ class FakeClient final : public registry::Client {
   void read_blob_ranges(const registry::Reference&, const std::string&,
                         std::span<registry::RangeRead>) override {
     ADD_FAILURE() << "unexpected";
-  }
-  base::Result<std::optional<std::uint64_t>> head_blob(const registry::Reference&,
-                                                       const std::string&) override {
-    return base::make_error(ENOSYS, "fake");
-  }
-  base::Status push_blob(const registry::Reference&, const std::string&, int, std::uint64_t,
-                         const registry::PushOptions&) override {
-    return base::make_error(ENOSYS, "fake");
-  }
-  base::Status push_blob(const registry::Reference&, const std::string&, base::Bytes,
-                         const registry::PushOptions&) override {
-    return base::make_error(ENOSYS, "fake");
-  }
-  base::Result<std::string> push_manifest(const registry::Reference&, std::string_view,
-                                          base::Bytes) override {
-    return base::make_error(ENOSYS, "fake");
   }
 
   // Adds blob as a layer; annotated with the sha256 of toc_json when it is given.

@@ -11,11 +11,12 @@
 #include <vector>
 
 #include "daemon/nydus_layers.h"
+#include "tests/unit/daemon/stub_registry_client.h"
 
 namespace cfnd {
 namespace {
 
-class FakeClient final : public registry::Client {
+class FakeClient final : public cfntest::StubRegistryClient {
  public:
   base::Result<registry::FetchedManifest> get_manifest(const registry::Reference&) override {
     return base::make_error(ENOSYS, "fake");
@@ -60,22 +61,6 @@ class FakeClient final : public registry::Client {
       }
       r.result = {};
     }
-  }
-  base::Result<std::optional<std::uint64_t>> head_blob(const registry::Reference&,
-                                                       const std::string&) override {
-    return base::make_error(ENOSYS, "fake");
-  }
-  base::Status push_blob(const registry::Reference&, const std::string&, int, std::uint64_t,
-                         const registry::PushOptions&) override {
-    return base::make_error(ENOSYS, "fake");
-  }
-  base::Status push_blob(const registry::Reference&, const std::string&, base::Bytes,
-                         const registry::PushOptions&) override {
-    return base::make_error(ENOSYS, "fake");
-  }
-  base::Result<std::string> push_manifest(const registry::Reference&, std::string_view,
-                                          base::Bytes) override {
-    return base::make_error(ENOSYS, "fake");
   }
 
   std::string seen_repo;
