@@ -313,6 +313,9 @@ json metrics_json(const Metrics& m) {
           {"cache_evicted_bytes", m.cache_evicted_bytes},
           {"cache_eviction_errors", m.cache_eviction_errors},
           {"cache_no_space", m.cache_no_space},
+          {"cache_fscache_bytes", m.cache_fscache_bytes},
+          {"cache_fscache_culled", m.cache_fscache_culled},
+          {"cache_fscache_busy", m.cache_fscache_busy},
           {"fill_latency_count", m.fill_latency_count},
           {"fill_latency_us_sum", m.fill_latency_us_sum}};
 }
@@ -351,6 +354,9 @@ base::Result<Metrics> metrics_from(const json& j) {
       {"cache_evicted_bytes", &m.cache_evicted_bytes},
       {"cache_eviction_errors", &m.cache_eviction_errors},
       {"cache_no_space", &m.cache_no_space},
+      {"cache_fscache_bytes", &m.cache_fscache_bytes},
+      {"cache_fscache_culled", &m.cache_fscache_culled},
+      {"cache_fscache_busy", &m.cache_fscache_busy},
       {"fill_latency_count", &m.fill_latency_count},
       {"fill_latency_us_sum", &m.fill_latency_us_sum}};
   for (const auto& [key, out] : counters) {
@@ -383,6 +389,7 @@ json cache_listing_json(const CacheListing& l) {
     entries.push_back({{"id", e.id},
                        {"kind", e.kind},
                        {"bytes", e.bytes},
+                       {"kernel_bytes", e.kernel_bytes},
                        {"last_use_ms", e.last_use_ms},
                        {"in_use", e.in_use},
                        {"mounts", e.mounts}});
@@ -414,6 +421,7 @@ base::Result<CacheListing> cache_listing_from(const json& j) {
     CFN_ASSIGN_OR_RETURN(c.id, ef.string("id"));
     CFN_TRY(ef.read("kind", c.kind));
     CFN_TRY(ef.read("bytes", c.bytes, 0, UINT64_MAX));
+    CFN_TRY(ef.read("kernel_bytes", c.kernel_bytes, 0, UINT64_MAX));
     std::uint64_t ms = 0;
     CFN_TRY(ef.read(std::string_view("last_use_ms"), ms, 0, INT64_MAX));
     c.last_use_ms = static_cast<std::int64_t>(ms);
@@ -433,6 +441,7 @@ json gc_json(const GcAnswer& g) {
           {"limit", g.limit},
           {"low", g.low},
           {"errors", g.errors},
+          {"busy", g.busy},
           {"over", g.over}};
 }
 
@@ -447,6 +456,7 @@ base::Result<GcAnswer> gc_from(const json& j) {
                                                          {"limit", &g.limit},
                                                          {"low", &g.low},
                                                          {"errors", &g.errors},
+                                                         {"busy", &g.busy},
                                                          {"over", &g.over}};
   for (const auto& [key, out] : nums) {
     CFN_TRY(f.read(key, *out, 0, UINT64_MAX));
@@ -505,6 +515,14 @@ std::string to_prometheus(const Metrics& m, const std::vector<ImageInfo>& images
           m.cache_eviction_errors);
   counter("cache_no_space_total", "Cache writes that failed with ENOSPC or EDQUOT.",
           m.cache_no_space);
+  gauge("cache_fscache_bytes",
+        "Bytes of cachefiles' own cache files (part of cache_bytes; allocated blocks).",
+        m.cache_fscache_bytes);
+  counter("cache_fscache_culled_total", "cachefiles cache files culled (inuse + cull).",
+          m.cache_fscache_culled);
+  counter("cache_fscache_busy_total",
+          "inuse / cull answered EBUSY (the kernel had the object open; tried again later).",
+          m.cache_fscache_busy);
   gauge("fanotify_marked_blobs", "Blob files with a fanotify pre-content mark.",
         m.fanotify_marked_blobs);
   const std::string read_s = p + "cachefiles_read_seconds";

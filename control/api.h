@@ -221,6 +221,10 @@ struct Metrics {
   std::uint64_t cache_evicted_bytes = 0;
   std::uint64_t cache_eviction_errors = 0;
   std::uint64_t cache_no_space = 0;  // cache writes that failed ENOSPC / EDQUOT
+  // cachefiles' own cache files (part of cache_bytes), objects culled, EBUSY answers.
+  std::uint64_t cache_fscache_bytes = 0;
+  std::uint64_t cache_fscache_culled = 0;
+  std::uint64_t cache_fscache_busy = 0;
   // Every fill's latency: how many and their sum (the last bucket above holds fills of
   // 2^(size-2) us and more, so the buckets' sum may miss none but their le is open).
   std::uint64_t fill_latency_count = 0;
@@ -231,8 +235,9 @@ struct Metrics {
 // One entry of the cache (a blob's files, or a bootstrap).
 struct CacheEntry {
   std::string id;
-  std::string kind;              // "blob" or "bootstrap"
+  std::string kind;              // "blob", "bootstrap" or "fscache" (a kernel-only object)
   std::uint64_t bytes = 0;       // allocated on disk
+  std::uint64_t kernel_bytes = 0;  // of bytes, in cachefiles' cache dir (the kernel's files)
   std::int64_t last_use_ms = 0;  // unix time, ms
   bool in_use = false;
   std::vector<std::string> mounts;  // mount points of the bound images that use it
@@ -257,6 +262,7 @@ struct GcAnswer {
   std::uint64_t limit = 0;
   std::uint64_t low = 0;
   std::uint64_t errors = 0;
+  std::uint64_t busy = 0;  // of errors, in use (the kernel's EBUSY): tried again later
   std::uint64_t over = 0;  // above the target with only entries in use left
   friend bool operator==(const GcAnswer&, const GcAnswer&) = default;
 };

@@ -174,6 +174,11 @@ class BlobCacheImpl final : public BlobCache {
     pins_ = std::move(pins);
   }
 
+  void set_kernel_culler(KernelCuller culler) override {
+    std::lock_guard lk(pins_mu_);
+    culler_ = std::move(culler);
+  }
+
  private:
   enum class Pass : std::uint8_t { kTick, kManual, kNoSpace };
 
@@ -228,6 +233,16 @@ class BlobCacheImpl final : public BlobCache {
                     [](const auto& kv) { return kv.second.kind == cache::EntryKind::kBootstrap; });
       disk_.merge(cache::scan_bootstraps(options_.cache_dir));
     }
+    // The kernel's objects come and go without us (a umount links its tmpfiles): they
+    // are taken off every entry and scanned again at each refresh.
+    for (auto& [id, e] : disk_) {
+      e.bytes -= std::min(e.bytes, e.kernel_bytes);
+      e.kernel.clear();
+      e.kernel_bytes = 0;
+    }
+    std::erase_if(disk_, [](const auto& kv) {
+      return kv.second.kind == cache::EntryKind::kFscache || kv.second.files.empty();
+    });
     struct Open {
       std::int64_t last_use_ns;
       bool in_use;
@@ -260,6 +275,26 @@ class BlobCacheImpl final : public BlobCache {
       e.last_use_ns = o.last_use_ns;  // an open blob's own: its open, reads and fills
       e.incomplete = false;
     }
+    std::uint64_t kernel_total = 0;
+    for (auto& [id, k] : cache::scan_fscache(fscache_dir())) {
+      kernel_total += k.kernel_bytes;
+      auto it = disk_.find(id);
+      if (it == disk_.end()) {
+        disk_.emplace(id, std::move(k));
+        continue;
+      }
+      cache::SpaceEntry& e = it->second;
+      e.bytes += k.kernel_bytes;
+      e.kernel_bytes = k.kernel_bytes;
+      e.kernel = std::move(k.kernel);
+      e.last_use_ns = std::max(e.last_use_ns, k.last_use_ns);
+    }
+    shared_->metrics.fscache_bytes.store(kernel_total, std::memory_order_relaxed);
+    bool can_cull = false;
+    {
+      std::lock_guard lk(pins_mu_);
+      can_cull = static_cast<bool>(culler_);
+    }
     std::uint64_t total = 0;
     std::uint64_t in_use = 0;
     for (auto& [id, e] : disk_) {
@@ -267,9 +302,13 @@ class BlobCacheImpl final : public BlobCache {
         auto it = open.find(id);
         e.in_use = (it != open.end() && it->second.in_use) || loading.contains(id) ||
                    pins.ids.contains(id);
-      } else {
+      } else if (e.kind == cache::EntryKind::kBootstrap) {
         e.in_use = pins.all_bootstraps || pins.ids.contains(id);
+      } else {
+        e.in_use = pins.ids.contains(id);
       }
+      // No cachefiles session to cull with: the kernel's files stay.
+      e.in_use = e.in_use || (!e.kernel.empty() && !can_cull);
       total += e.bytes;
       in_use += e.in_use ? 1 : 0;
     }
@@ -287,7 +326,7 @@ class BlobCacheImpl final : public BlobCache {
       return base::errorf(EBUSY, "{} is in use", e.id);
     }
     std::shared_ptr<Blob> held;
-    if (e.kind == cache::EntryKind::kBlob) {
+    if (e.kind == cache::EntryKind::kBlob && !e.files.empty()) {
       std::lock_guard lk(open_mu_);
       if (loading_.contains(e.id)) {
         return base::errorf(EBUSY, "blob {} is being opened", e.id);
@@ -302,18 +341,50 @@ class BlobCacheImpl final : public BlobCache {
       removing_.insert(e.id);
     }
     held.reset();  // the last reference: the cache file's fd closes
-    base::Status st;
-    for (const auto& f : e.files) {
+    // The kernel's objects first: it may still hold one open (EBUSY), and then the
+    // entry stays whole for a later pass.
+    base::Status st = cull_kernel(e);
+    for (const auto& f : st ? e.files : std::vector<std::string>{}) {
       if (::unlink(f.c_str()) != 0 && errno != ENOENT && st) {
         st = base::errno_error("unlink " + f);
       }
     }
-    if (e.kind == cache::EntryKind::kBlob) {
+    if (e.kind == cache::EntryKind::kBlob && !e.files.empty()) {
       std::lock_guard lk(open_mu_);
       removing_.erase(e.id);
       open_cv_.notify_all();
     }
     return st;
+  }
+
+  [[nodiscard]] std::string fscache_dir() const { return options_.cache_dir + "/fscache"; }
+
+  // Every kernel object of e through the culler (`inuse`, `cull`). EBUSY as soon as the
+  // kernel says one is in use (those culled before it are gone: the kernel fetches
+  // them again through us if asked).
+  base::Status cull_kernel(const cache::SpaceEntry& e) {
+    if (e.kernel.empty()) {
+      return {};
+    }
+    KernelCuller culler;
+    {
+      std::lock_guard lk(pins_mu_);
+      culler = culler_;
+    }
+    if (!culler) {
+      return base::errorf(EBUSY, "{}: cachefiles holds files of it and is not bound here", e.id);
+    }
+    auto& m = shared_->metrics;
+    for (const auto& o : e.kernel) {
+      if (auto st = culler(o); !st) {
+        if (st.error().code == EBUSY) {
+          m.fscache_busy.fetch_add(1, std::memory_order_relaxed);
+        }
+        return st;
+      }
+      m.fscache_culled.fetch_add(1, std::memory_order_relaxed);
+    }
+    return {};
   }
 
   void account_eviction(std::uint64_t bytes) {
@@ -363,46 +434,60 @@ class BlobCacheImpl final : public BlobCache {
     for (const auto& [id, e] : disk_) {
       list.push_back(e);
     }
-    std::vector<std::size_t> victims;
+    std::uint64_t left = total_;
+    const auto record = [&](const cache::SpaceEntry& e) {
+      r.evicted.push_back(e.id);
+      r.evicted_bytes += e.bytes;
+    };
+    const auto try_evict = [&](const cache::SpaceEntry& e) -> int {
+      auto st = evict(e, pins);
+      if (st) {
+        disk_.erase(e.id);
+        account_eviction(e.bytes);
+        record(e);
+        return 0;
+      }
+      ++r.errors;
+      r.busy += st.error().code == EBUSY ? 1 : 0;
+      shared_->metrics.eviction_errors.fetch_add(1, std::memory_order_relaxed);
+      static base::RateLimit rl;
+      if (rl.allow()) {
+        spdlog::warn("cache: evicting {}: {} (tried again later)", e.id, st.error().to_string());
+      }
+      return st.error().code;
+    };
+    std::set<std::size_t> chosen;
     if (target < total_) {
-      victims = cache::pick_victims(list, total_, target);
+      if (dry_run) {
+        for (std::size_t i : cache::pick_victims(list, total_, target)) {
+          chosen.insert(i);
+          record(list[i]);
+          left -= std::min(left, list[i].bytes);
+        }
+      } else {
+        // LRU first; an entry the kernel (or a racing open) holds is skipped and the
+        // next one tried, so one busy blob does not keep the cache over its target.
+        const auto lr = cache::evict_lru(list, total_, target, try_evict);
+        chosen.insert(lr.evicted.begin(), lr.evicted.end());
+        chosen.insert(lr.busy.begin(), lr.busy.end());
+        chosen.insert(lr.failed.begin(), lr.failed.end());
+      }
     }
     if (mode == Pass::kTick) {
       // Orphans: an entry missing a file, unused, unchanged for the grace period.
       const std::int64_t cutoff =
           shared_->wall() - std::chrono::nanoseconds(options_.space.orphan_grace).count();
-      std::set<std::size_t> chosen(victims.begin(), victims.end());
       for (std::size_t i = 0; i < list.size(); ++i) {
         if (list[i].incomplete && !list[i].in_use && list[i].changed_ns < cutoff &&
             !chosen.contains(i)) {
-          victims.push_back(i);
+          if (dry_run) {
+            record(list[i]);
+            left -= std::min(left, list[i].bytes);
+          } else {
+            (void)try_evict(list[i]);
+          }
         }
       }
-    }
-    std::uint64_t left = total_;
-    for (std::size_t i : victims) {
-      const cache::SpaceEntry& e = list[i];
-      if (dry_run) {
-        r.evicted.push_back(e.id);
-        r.evicted_bytes += e.bytes;
-        left -= std::min(left, e.bytes);
-        continue;
-      }
-      auto st = evict(e, pins);
-      if (!st) {
-        ++r.errors;
-        shared_->metrics.eviction_errors.fetch_add(1, std::memory_order_relaxed);
-        static base::RateLimit rl;
-        if (rl.allow()) {
-          spdlog::warn("cache: evicting {}: {} (tried again later)", e.id, st.error().to_string());
-        }
-        continue;
-      }
-      disk_.erase(e.id);
-      account_eviction(e.bytes);
-      r.evicted.push_back(e.id);
-      r.evicted_bytes += e.bytes;
-      left = total_;
     }
     r.bytes_after = dry_run ? left : total_;
     if (!r.evicted.empty() && !dry_run) {
@@ -552,8 +637,9 @@ class BlobCacheImpl final : public BlobCache {
   std::uint64_t total_ = 0;                        // their bytes, as of the last refresh
   bool scanned_ = false;
   bool over_logged_ = false;
-  std::mutex pins_mu_;
+  std::mutex pins_mu_;  // guards pins_, culler_
   std::function<CachePins()> pins_;
+  KernelCuller culler_;
   std::mutex wake_mu_;
   std::condition_variable wake_cv_;
   bool wake_ = false;

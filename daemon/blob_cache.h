@@ -89,6 +89,12 @@ struct CacheMetrics {
   std::atomic<std::uint64_t> evicted_bytes{0};
   std::atomic<std::uint64_t> eviction_errors{0};  // removals that failed (retried later)
   std::atomic<std::uint64_t> no_space_events{0};  // cache writes that failed ENOSPC/EDQUOT
+  // cachefiles' own cache files (<cache_dir>/fscache/cache/...): their allocated bytes
+  // (part of cache_bytes), the objects culled, and the kernel's EBUSY answers to
+  // `inuse` / `cull` (the entry is tried again at a later pass).
+  std::atomic<std::uint64_t> fscache_bytes{0};
+  std::atomic<std::uint64_t> fscache_culled{0};
+  std::atomic<std::uint64_t> fscache_busy{0};
 };
 
 // What the cache's owner says is in use besides the blobs held open (cache::SpaceEntry
@@ -108,6 +114,7 @@ struct GcReport {
   std::vector<std::string> evicted;  // ids, in eviction (LRU) order
   std::uint64_t evicted_bytes = 0;
   std::uint64_t errors = 0;  // evictions that failed (busy, unlink ...)
+  std::uint64_t busy = 0;    // of those, refused as in use (the kernel's EBUSY: cachefiles)
   std::uint64_t over = 0;    // still above the target, only used entries left
 };
 
@@ -248,6 +255,13 @@ class BlobCache {
   // Who else uses entries (set once, before the background thread needs it; called
   // with no lock of the cache held).
   virtual void set_pins(std::function<CachePins()> pins) = 0;
+  // How the kernel's cachefiles objects go (CachefilesFrontend::cull: `inuse` then
+  // `cull` in the object's directory; EBUSY while the kernel has it open). The cache
+  // counts the objects under <cache_dir>/fscache (cache/space.h) whether or not one is
+  // set, but without it they are in use: nothing here unlinks a file of the kernel's.
+  // Called under the cache's space lock.
+  using KernelCuller = std::function<base::Status(const cache::FscacheObject&)>;
+  virtual void set_kernel_culler(KernelCuller culler) = 0;
 };
 
 }  // namespace cfnd

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -199,6 +200,70 @@ class CachefilesImpl final : public CachefilesFrontend {
       mounts_.erase(it);
     }
     return {};
+  }
+
+  base::Status cull(const std::string& fscache_dir, const cache::FscacheObject& o) override {
+    if (cache::fscache_entry_id(o).empty() || o.volume_dir.find('/') != std::string::npos ||
+        o.name.find('/') != std::string::npos) {
+      return base::errorf(EINVAL, "cachefiles cull: '{}/{}/{}' is not a cache object's name",
+                          o.volume_dir, o.fan, o.name);
+    }
+    const std::string where = fmt::format("{}/cache/{}/{}", fscache_dir, o.volume_dir, o.fan);
+    base::Status out;
+    // The kernel takes the directory from the writer's working directory; a thread of
+    // its own fs_struct changes it without moving the daemon's.
+    std::thread t([&] {
+      if (::unshare(CLONE_FS) != 0) {
+        out = base::errno_error("cachefiles cull: unshare(CLONE_FS)");
+        return;
+      }
+      auto dir = base::UniqueFd::open(fscache_dir + "/cache",
+                                      O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      for (const std::string* step : {&o.volume_dir, &o.fan}) {
+        if (!dir) {
+          break;
+        }
+        dir = base::UniqueFd::openat(dir->get(), *step,
+                                     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      }
+      if (!dir) {
+        if (dir.error().code == ENOENT) {
+          return;  // the volume or fan went: so did the object
+        }
+        out = base::Unexpected(dir.error());
+        return;
+      }
+      if (::fchdir(dir->get()) != 0) {
+        out = base::errno_error("cachefiles cull: chdir " + where);
+        return;
+      }
+      for (const char* verb : {"inuse", "cull"}) {
+        auto cmd = std::string_view(verb) == "inuse" ? fscache::format_inuse(o.name)
+                                                      : fscache::format_cull(o.name);
+        if (!cmd) {
+          out = base::Unexpected(cmd.error());
+          return;
+        }
+        const int rc = command(dev_.get(), *cmd);
+        if (rc == -ESTALE || rc == -ENOENT) {
+          return;  // gone already (the kernel answers a missing name with ESTALE)
+        }
+        if (rc == -EBUSY) {
+          out = base::errorf(EBUSY, "cachefiles: {}/{} is in use by the kernel ('{}': EBUSY)",
+                             where, o.name, verb);
+          return;
+        }
+        if (rc != 0) {
+          out = base::errorf(-rc, "cachefiles: '{}' in {}: {}", *cmd, where, std::strerror(-rc));
+          return;
+        }
+      }
+    });
+    t.join();
+    if (out) {
+      spdlog::debug("cachefiles: culled {}/{}", where, o.name);
+    }
+    return out;
   }
 
   std::uint64_t reads_served() const override { return served_.load(); }

@@ -27,6 +27,7 @@
 #include "base/bytes.h"
 #include "base/latency_histogram.h"
 #include "base/result.h"
+#include "daemon/cache/space.h"
 #include "daemon/image.h"
 
 namespace cfnd {
@@ -91,6 +92,15 @@ class CachefilesFrontend {
   // umount2(dir) (MNT_DETACH when force), then forget the fsid. Objects still open keep
   // serving until the kernel CLOSEs them.
   [[nodiscard]] virtual base::Status umount(const std::string& dir, bool force) = 0;
+
+  // Take one of the kernel's cache files away, the protocol's way: in a thread of its
+  // own working directory (unshare(CLONE_FS): the daemon's cwd never moves), chdir into
+  // <fscache_dir>/cache/<volume_dir>/<fan> (each step opened O_NOFOLLOW), write
+  // "inuse <name>" and then "cull <name>". EBUSY when the kernel has the object open
+  // (the caller tries again later); a name already gone (ESTALE) is done. Names that are not
+  // the kernel's forms (cache::scan_fscache) are refused with EINVAL. Thread-safe.
+  [[nodiscard]] virtual base::Status cull(const std::string& fscache_dir,
+                                          const cache::FscacheObject& object) = 0;
 
   [[nodiscard]] virtual std::uint64_t reads_served() const = 0;
   [[nodiscard]] virtual std::uint64_t reads_failed() const = 0;

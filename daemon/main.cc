@@ -265,7 +265,8 @@ int cmd_cache_ls(const cfnd::Config& config, bool json) {
     std::puts(control::pretty_cache_listing(*l).c_str());
     return 0;
   }
-  std::printf("%-72s %14s  %-20s  %s\n", "ENTRY", "BYTES", "LAST USE", "IN USE BY");
+  std::printf("%-72s %14s %14s  %-20s  %s\n", "ENTRY", "BYTES", "KERNEL BYTES", "LAST USE",
+              "IN USE BY");
   for (const auto& e : l->entries) {
     std::string users;
     for (const auto& m : e.mounts) {
@@ -274,8 +275,10 @@ int cmd_cache_ls(const cfnd::Config& config, bool json) {
     if (users.empty() && e.in_use) {
       users = "(open)";
     }
-    std::printf("%-72s %14llu  %-20s  %s\n", e.id.c_str(), static_cast<unsigned long long>(e.bytes),
-                utc_time(e.last_use_ms).c_str(), users.empty() ? "-" : users.c_str());
+    std::printf("%-72s %14llu %14llu  %-20s  %s\n", e.id.c_str(),
+                static_cast<unsigned long long>(e.bytes),
+                static_cast<unsigned long long>(e.kernel_bytes), utc_time(e.last_use_ms).c_str(),
+                users.empty() ? "-" : users.c_str());
   }
   std::printf("total %llu bytes in %zu entries; limit %llu (high %llu, low %llu)\n",
               static_cast<unsigned long long>(l->bytes), l->entries.size(),

@@ -41,6 +41,7 @@
 #include "daemon/registry_backend.h"
 #include "daemon/registry_image.h"
 #include "daemon/sd_notify.h"
+#include "fscache/protocol.h"
 
 namespace cfnd {
 namespace {
@@ -103,6 +104,10 @@ class ServiceImpl final : public Service {
     }
     (void)unmount_all();
     fanotify_.reset();    // after every unmount: closing the group with a live mount fails open
+    if (cache_ && cachefiles_) {
+      cache_->set_kernel_culler(nullptr);
+      (void)cache_->entries();  // waits out a pass that may hold the culler
+    }
     cachefiles_.reset();  // after every unmount: closing /dev/cachefiles fails reads with EIO
     cache_.reset();       // its space thread asks pins() about bound_: before bound_ goes
   }
@@ -133,6 +138,15 @@ class ServiceImpl final : public Service {
     default_ = fe.default_frontend;
     fanotify_ = std::move(fe.fanotify);
     cachefiles_ = std::move(fe.cachefiles);
+    if (cachefiles_) {
+      // The kernel's cache files go through the protocol (inuse / cull), from the
+      // cache's space thread or a cache gc / rm; cachefiles_ outlives cache_'s users
+      // (cache_ is reset last, after its space thread stopped asking).
+      cache_->set_kernel_culler(
+          [this, dir = config_.cache_dir + "/fscache"](const cache::FscacheObject& o) {
+            return cachefiles_->cull(dir, o);
+          });
+    }
     CFN_ASSIGN_OR_RETURN(loop_, EventLoop::create());
     CFN_ASSIGN_OR_RETURN(control_,
                          ControlServer::listen(config_.socket_path,
@@ -971,6 +985,16 @@ class ServiceImpl final : public Service {
     return "bootstraps/" + p.filename().string();
   }
 
+  // The cache entry of the kernel's copy of a cachefiles image's bootstrap (its fsid
+  // cookie in the volume "erofs,<domain_id or fsid>"); empty for other front ends.
+  [[nodiscard]] static std::string fscache_bootstrap_entry(const Bound& b) {
+    if (b.frontend != Frontend::kCachefiles || b.record.fsid.empty()) {
+      return {};
+    }
+    const std::string& vol = b.record.domain_id.empty() ? b.record.fsid : b.record.domain_id;
+    return fmt::format("fscache/{}{}/{}", fscache::kErofsVolumePrefix, vol, b.record.fsid);
+  }
+
   // What bound images use, for the cache's eviction (besides the blobs they hold open).
   CachePins pins() {
     CachePins p;
@@ -980,6 +1004,9 @@ class ServiceImpl final : public Service {
         p.ids.insert(blob->info().id);
       }
       if (auto e = bootstrap_entry(b.image->bootstrap_path()); !e.empty()) {
+        p.ids.insert(e);
+      }
+      if (auto e = fscache_bootstrap_entry(b); !e.empty()) {
         p.ids.insert(e);
       }
     }
@@ -999,6 +1026,9 @@ class ServiceImpl final : public Service {
         if (auto e = bootstrap_entry(b.image->bootstrap_path()); !e.empty()) {
           mounts[e].push_back(mp);
         }
+        if (auto e = fscache_bootstrap_entry(b); !e.empty()) {
+          mounts[e].push_back(mp);
+        }
       }
     }
     std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
@@ -1008,8 +1038,11 @@ class ServiceImpl final : public Service {
     for (const auto& e : entries) {
       control::CacheEntry c;
       c.id = e.id;
-      c.kind = e.kind == cache::EntryKind::kBlob ? "blob" : "bootstrap";
+      c.kind = e.kind == cache::EntryKind::kBlob        ? "blob"
+               : e.kind == cache::EntryKind::kBootstrap ? "bootstrap"
+                                                        : "fscache";
       c.bytes = e.bytes;
+      c.kernel_bytes = e.kernel_bytes;
       c.last_use_ms = e.last_use_ns / 1000000;
       c.in_use = e.in_use;
       if (auto it = mounts.find(e.id); it != mounts.end()) {
@@ -1050,6 +1083,7 @@ class ServiceImpl final : public Service {
     a.limit = r.watermarks.limit;
     a.low = r.watermarks.low;
     a.errors = r.errors;
+    a.busy = r.busy;
     a.over = r.over;
     return a;
   }
@@ -1122,6 +1156,9 @@ class ServiceImpl final : public Service {
     m.cache_evicted_bytes = c.evicted_bytes.load();
     m.cache_eviction_errors = c.eviction_errors.load();
     m.cache_no_space = c.no_space_events.load();
+    m.cache_fscache_bytes = c.fscache_bytes.load();
+    m.cache_fscache_culled = c.fscache_culled.load();
+    m.cache_fscache_busy = c.fscache_busy.load();
     for (const std::uint64_t n : c.fill_latency_us_buckets()) {
       m.fill_latency_us_buckets.push_back(n);
     }

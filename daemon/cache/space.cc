@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cctype>
 #include <numeric>
+#include <tuple>
 
 #include "base/file.h"
 
@@ -74,8 +75,7 @@ Watermarks watermarks(const SpaceOptions& o, std::uint64_t fs_bytes) {
   return w;
 }
 
-std::vector<std::size_t> pick_victims(const std::vector<SpaceEntry>& entries, std::uint64_t total,
-                                      std::uint64_t target) {
+std::vector<std::size_t> lru_order(const std::vector<SpaceEntry>& entries) {
   std::vector<std::size_t> order;
   for (std::size_t i = 0; i < entries.size(); ++i) {
     if (!entries[i].in_use) {
@@ -87,6 +87,12 @@ std::vector<std::size_t> pick_victims(const std::vector<SpaceEntry>& entries, st
     const SpaceEntry& y = entries[b];
     return x.last_use_ns != y.last_use_ns ? x.last_use_ns < y.last_use_ns : x.id < y.id;
   });
+  return order;
+}
+
+std::vector<std::size_t> pick_victims(const std::vector<SpaceEntry>& entries, std::uint64_t total,
+                                      std::uint64_t target) {
+  const std::vector<std::size_t> order = lru_order(entries);
   std::vector<std::size_t> out;
   for (std::size_t i : order) {
     if (total <= target) {
@@ -144,6 +150,90 @@ std::map<std::string, SpaceEntry> scan_cache_dir(const std::string& dir) {
     std::sort(e.files.begin(), e.files.end());
   }
   out.merge(scan_bootstraps(dir));
+  return out;
+}
+
+std::string fscache_cookie(std::string_view file_name) {
+  if (file_name.size() < 2 || file_name[0] != 'D') {
+    return {};
+  }
+  return std::string(file_name.substr(1));
+}
+
+std::string fscache_volume(std::string_view dir_name) {
+  if (dir_name.size() < 2 || dir_name[0] != 'I') {
+    return {};
+  }
+  return std::string(dir_name.substr(1));
+}
+
+bool is_fscache_fan(std::string_view dir_name) {
+  const auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); };
+  return dir_name.size() == 3 && dir_name[0] == '@' && hex(dir_name[1]) && hex(dir_name[2]);
+}
+
+bool is_blob_id(std::string_view s) {
+  return s.size() == 64 && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+
+std::string fscache_entry_id(const FscacheObject& o) {
+  const std::string volume = fscache_volume(o.volume_dir);
+  const std::string cookie = fscache_cookie(o.name);
+  if (volume.empty() || cookie.empty() || !is_fscache_fan(o.fan)) {
+    return {};
+  }
+  if (is_blob_id(cookie)) {
+    return cookie;
+  }
+  return "fscache/" + volume + "/" + cookie;
+}
+
+std::map<std::string, SpaceEntry> scan_fscache(const std::string& fscache_dir) {
+  std::map<std::string, SpaceEntry> out;
+  const std::string root = fscache_dir + "/cache";
+  const auto subdirs = [](const std::string& dir, auto keep) {
+    std::vector<std::string> names;
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) {
+      return names;
+    }
+    while (dirent* de = ::readdir(d)) {
+      struct stat st {};
+      if (keep(std::string_view(de->d_name)) &&
+          ::fstatat(::dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+        names.emplace_back(de->d_name);
+      }
+    }
+    ::closedir(d);
+    return names;
+  };
+  for (const auto& vol : subdirs(root, [](std::string_view n) { return !fscache_volume(n).empty(); })) {
+    for (const auto& fan : subdirs(root + "/" + vol, is_fscache_fan)) {
+      const std::string dir = root + "/" + vol + "/" + fan;
+      for_each_regular(dir, [&](const std::string& name, const struct stat& st) {
+        FscacheObject o{vol, fan, name, static_cast<std::uint64_t>(st.st_blocks) * 512,
+                        ns_of(st.st_mtim)};
+        const std::string id = fscache_entry_id(o);
+        if (id.empty()) {
+          return;
+        }
+        SpaceEntry& e = out[id];
+        e.id = id;
+        e.kind = is_blob_id(id) ? EntryKind::kBlob : EntryKind::kFscache;
+        e.bytes += o.bytes;
+        e.kernel_bytes += o.bytes;
+        // cachefiles writes its file as it fills it: its mtime is the last fill.
+        e.last_use_ns = std::max(e.last_use_ns, o.mtime_ns);
+        e.changed_ns = std::max(e.changed_ns, o.mtime_ns);
+        e.kernel.push_back(std::move(o));
+      });
+    }
+  }
+  for (auto& [id, e] : out) {
+    std::sort(e.kernel.begin(), e.kernel.end(), [](const auto& a, const auto& b) {
+      return std::tie(a.volume_dir, a.fan, a.name) < std::tie(b.volume_dir, b.fan, b.name);
+    });
+  }
   return out;
 }
 

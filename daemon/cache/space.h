@@ -11,8 +11,19 @@
 // and beside them, per image pulled by reference,
 //   <cache_dir>/bootstraps/<manifest hex>.boot
 // Each of those is one entry; an entry goes as a whole.
+//
+// Under cachefiles the kernel keeps its own copy of every object it read through us in
+// ITS cache directory, <cache_dir>/fscache/cache/I<volume key>/@<fan>/D<cookie key>
+// (reference/cachefiles-ondemand.md 1.8): a blob's cookie is its id, an image's
+// bootstrap's its fsid. Those files are the kernel's: they are counted (scan_fscache)
+// and go only through the protocol's `inuse` / `cull` (CachefilesFrontend::cull), never
+// by our unlink. A kernel object whose cookie is a blob id belongs to that blob's entry;
+// any other (a bootstrap copy) is an entry of its own, "fscache/<volume key>/<cookie>".
+// Objects the kernel holds open since it made them are O_TMPFILEs with no name (linked
+// when the cookie is withdrawn, at umount): neither du nor this scan sees them.
 #pragma once
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -37,7 +48,17 @@ struct SpaceOptions {
   bool background = true;
 };
 
-enum class EntryKind : std::uint8_t { kBlob, kBootstrap };
+enum class EntryKind : std::uint8_t { kBlob, kBootstrap, kFscache };
+
+// One file of cachefiles' cache: <fscache>/cache/<volume_dir>/<fan>/<name>.
+struct FscacheObject {
+  std::string volume_dir;  // "I" + volume key, e.g. "Ierofs,mydomain"
+  std::string fan;         // "@3f"
+  std::string name;        // "D" + cookie key
+  std::uint64_t bytes = 0;
+  std::int64_t mtime_ns = 0;
+  bool operator==(const FscacheObject&) const = default;
+};
 
 struct SpaceEntry {
   std::string id;  // a blob id; a bootstrap: "bootstraps/<file name>"
@@ -48,6 +69,9 @@ struct SpaceEntry {
   std::int64_t changed_ns = 0;     // the newest mtime of its files (the orphan grace)
   bool in_use = false;
   bool incomplete = false;  // a blob with one of .blob/.meta missing
+  // The kernel's (cachefiles) objects of this entry, and their bytes (part of bytes).
+  std::vector<FscacheObject> kernel;
+  std::uint64_t kernel_bytes = 0;
 };
 
 // The limit and the two watermarks in bytes. limit 0: no limit (high and low 0 too).
@@ -68,6 +92,25 @@ struct Watermarks {
 [[nodiscard]] std::vector<std::size_t> pick_victims(const std::vector<SpaceEntry>& entries,
                                                     std::uint64_t total, std::uint64_t target);
 
+// Pure. Indexes of the entries not in use, least recently used first (ties by id).
+[[nodiscard]] std::vector<std::size_t> lru_order(const std::vector<SpaceEntry>& entries);
+
+// What evict_lru did: indexes into entries, in the order tried.
+struct LruResult {
+  std::vector<std::size_t> evicted;
+  std::vector<std::size_t> busy;    // try_evict said EBUSY: skipped, for a later pass
+  std::vector<std::size_t> failed;  // any other error (also for a later pass)
+  std::uint64_t total = 0;          // total after the evictions
+};
+// Walks the entries not in use, least recently used first (pick_victims' order), and
+// calls try_evict on each until total is at or under target. An entry that fails (the
+// kernel answers `inuse` / `cull` with EBUSY: cachefiles still has its object open)
+// is skipped, and the walk goes on to the next one, so one busy blob does not stop
+// the cache from reaching its target. Pure but for try_evict.
+template <typename TryEvict>
+[[nodiscard]] LruResult evict_lru(const std::vector<SpaceEntry>& entries, std::uint64_t total,
+                                  std::uint64_t target, TryEvict try_evict);
+
 // st_blocks * 512 of a regular file (not followed if a symlink); 0 when missing or
 // not a regular file.
 [[nodiscard]] std::uint64_t allocated_bytes(const std::string& path);
@@ -80,6 +123,26 @@ struct Watermarks {
 // Only the bootstraps (the blob entries are tracked as they are opened).
 [[nodiscard]] std::map<std::string, SpaceEntry> scan_bootstraps(const std::string& dir);
 
+// Pure. The cookie key of a cachefiles object file name: "D<key>" (the kernel's
+// printable form: every key we hand out, a blob id or an fsid, is printable). Empty
+// for any other name (a binary key's "S"/"T"/"E" forms, a temporary, ...).
+[[nodiscard]] std::string fscache_cookie(std::string_view file_name);
+// Pure. The volume key of a volume directory name ("I<key>"); empty otherwise.
+[[nodiscard]] std::string fscache_volume(std::string_view dir_name);
+// Pure. A fan directory name: "@" and two lowercase hex digits.
+[[nodiscard]] bool is_fscache_fan(std::string_view dir_name);
+// Pure. 64 lowercase hex digits (a RAFS blob id, as a cookie key).
+[[nodiscard]] bool is_blob_id(std::string_view s);
+// Pure. The id of the entry a kernel object belongs to: its cookie when that is a blob
+// id, else "fscache/<volume key>/<cookie>". Empty when the names are not cachefiles'.
+[[nodiscard]] std::string fscache_entry_id(const FscacheObject& o);
+
+// The kernel's objects in cachefiles' cache dir (fscache_dir is what we gave `dir`:
+// <cache_dir>/fscache; its cache/ subdirectory is walked, volume / fan / object, no
+// symlink followed, the graveyard and anything not named the kernel's way ignored),
+// as entries by id (fscache_entry_id): kind kBlob (only `kernel` set) or kFscache.
+[[nodiscard]] std::map<std::string, SpaceEntry> scan_fscache(const std::string& fscache_dir);
+
 // "1073741824", "512M", "10G", "1T" (binary units, case-insensitive, optional "B"/"iB"),
 // or "25%". EINVAL naming the text otherwise. Pure.
 struct LimitSpec {
@@ -90,5 +153,28 @@ struct LimitSpec {
 
 // Wall clock in ns since the epoch (CLOCK_REALTIME).
 [[nodiscard]] std::int64_t wall_now_ns();
+
+template <typename TryEvict>
+LruResult evict_lru(const std::vector<SpaceEntry>& entries, std::uint64_t total,
+                    std::uint64_t target, TryEvict try_evict) {
+  LruResult r;
+  r.total = total;
+  const std::vector<std::size_t> order = lru_order(entries);
+  for (std::size_t i : order) {
+    if (r.total <= target) {
+      break;
+    }
+    const int err = try_evict(entries[i]);  // 0 or an errno
+    if (err == 0) {
+      r.evicted.push_back(i);
+      r.total -= std::min(r.total, entries[i].bytes);
+    } else if (err == EBUSY) {
+      r.busy.push_back(i);
+    } else {
+      r.failed.push_back(i);
+    }
+  }
+  return r;
+}
 
 }  // namespace cfnd::cache

@@ -85,12 +85,13 @@ TEST(ControlApi, CacheAnswersRoundTrip) {
   l.limit = 1 << 20;
   l.high = 900;
   l.low = 700;
-  l.entries.push_back({"b1", "blob", 8192, 1700000000123, true, {"/m1", "/m2"}});
-  l.entries.push_back({"bootstraps/x.boot", "bootstrap", 4096, 5, false, {}});
+  l.entries.push_back({"b1", "blob", 8192, 4096, 1700000000123, true, {"/m1", "/m2"}});
+  l.entries.push_back({"bootstraps/x.boot", "bootstrap", 4096, 0, 5, false, {}});
+  l.entries.push_back({"fscache/erofs,d/f1", "fscache", 8192, 8192, 7, false, {}});
   auto back = cache_listing_from_json(to_json(l));
   ASSERT_TRUE(back) << back.error().to_string();
   EXPECT_EQ(*back, l);
-  GcAnswer g{true, {"b2", "b3"}, 100, 300, 200, 1000, 700, 1, 5};
+  GcAnswer g{true, {"b2", "b3"}, 100, 300, 200, 1000, 700, 2, 1, 5};
   auto gb = gc_from_json(to_json(g));
   ASSERT_TRUE(gb) << gb.error().to_string();
   EXPECT_EQ(*gb, g);
@@ -104,12 +105,18 @@ TEST(ControlApi, CacheAnswersRoundTrip) {
   m.cache_evicted_bytes = 6;
   m.cache_eviction_errors = 7;
   m.cache_no_space = 8;
+  m.cache_fscache_bytes = 9;
+  m.cache_fscache_culled = 10;
+  m.cache_fscache_busy = 11;
   auto mb = metrics_from_json(to_json(m));
   ASSERT_TRUE(mb);
   EXPECT_EQ(*mb, m);
   const std::string prom = to_prometheus(m);
   EXPECT_NE(prom.find("cachefilesd_nydus_cache_limit_bytes 2\n"), std::string::npos) << prom;
   EXPECT_NE(prom.find("cachefilesd_nydus_cache_evictions_total 5\n"), std::string::npos);
+  EXPECT_NE(prom.find("cachefilesd_nydus_cache_fscache_bytes 9\n"), std::string::npos);
+  EXPECT_NE(prom.find("cachefilesd_nydus_cache_fscache_culled_total 10\n"), std::string::npos);
+  EXPECT_NE(prom.find("cachefilesd_nydus_cache_fscache_busy_total 11\n"), std::string::npos);
 }
 
 TEST(ControlApi, BadRequestsAreRefused) {

@@ -1855,6 +1855,89 @@ TEST_F(BlobCacheTest, PrefetchOfAReleasedBlobStops) {
     }
   }
   EXPECT_EQ(c->metrics().prefetch_bytes.load(), prefetched);
+
+// cachefiles' own files under <cache_dir>/fscache count with their blob (the cookie is
+// the blob id) or as entries of their own (a bootstrap's fsid); without a culler they
+// stay (in use); with one, gc culls them LRU first, an EBUSY answer keeps that entry
+// whole and moves on, and a later rm takes it once the kernel lets go.
+TEST_F(SpaceTest, KernelObjectsAreCountedAndCulledThroughTheCuller) {
+  TestBlob a = make_blob(sizes(2, 65536), 1);
+  a.info.id = std::string(64, 'a');
+  put(a);
+  const std::string bid(64, 'b');
+  auto c = space_cache(0);
+  filled(*c, a).reset();
+  const std::string fs = cache_dir_ + "/fscache";
+  const std::vector<std::byte> data(12288, std::byte{3});
+  auto kfile = [&](const std::string& rel) {
+    const auto p = std::filesystem::path(fs) / "cache" / rel;
+    std::filesystem::create_directories(p.parent_path());
+    EXPECT_TRUE(base::write_file_atomic(p.string(), data, 0600));
+    return p.string();
+  };
+  const std::string ka1 = kfile("Ierofs,d1/@01/D" + a.info.id);
+  const std::string ka2 = kfile("Ierofs,f2/@7f/D" + a.info.id);
+  const std::string kboot = kfile("Ierofs,d1/@02/Dfsid1");
+  const std::string kb = kfile("Ierofs,d1/@03/D" + bid);
+  const std::uint64_t one = cache::allocated_bytes(kb);
+
+  auto es = by_id(*c);
+  ASSERT_EQ(es.size(), 3U);
+  EXPECT_EQ(es.at(a.info.id).kernel_bytes, 2 * one);
+  EXPECT_EQ(es.at(a.info.id).bytes, 2 * one + cache::allocated_bytes(cache_dir_ + "/" + a.info.id +
+                                                                     ".blob") +
+                                        cache::allocated_bytes(cache_dir_ + "/" + a.info.id +
+                                                               ".meta"));
+  EXPECT_EQ(es.at(bid).kernel_bytes, one);
+  EXPECT_EQ(es.at("fscache/erofs,d1/fsid1").kind, cache::EntryKind::kFscache);
+  EXPECT_EQ(c->metrics().fscache_bytes.load(), 4 * one);
+  // No culler (no cachefiles session): the kernel's files are not ours to remove.
+  for (const auto& [id, e] : es) {
+    EXPECT_TRUE(e.in_use) << id;
+  }
+  auto r = c->gc(false);
+  EXPECT_TRUE(r.evicted.empty());
+  EXPECT_TRUE(std::filesystem::exists(ka1));
+
+  std::set<std::string> busy = {"D" + bid};
+  std::vector<std::string> culled;
+  c->set_kernel_culler([&](const cache::FscacheObject& o) -> base::Status {
+    if (busy.contains(o.name)) {
+      return base::errorf(EBUSY, "{} in use", o.name);
+    }
+    culled.push_back(o.volume_dir + "/" + o.fan + "/" + o.name);
+    EXPECT_EQ(::unlink((fs + "/cache/" + culled.back()).c_str()), 0);
+    return {};
+  });
+  c->set_pins([] { return CachePins{{"fscache/erofs,d1/fsid1"}, false}; });
+  EXPECT_EQ(c->remove("fscache/erofs,d1/fsid1").error().code, EBUSY);  // a bound image's
+  c->set_pins([] { return CachePins{}; });
+  r = c->gc(false);
+  EXPECT_EQ(r.busy, 1U);
+  EXPECT_EQ(r.errors, 1U);
+  std::sort(r.evicted.begin(), r.evicted.end());
+  EXPECT_EQ(r.evicted, std::vector<std::string>({a.info.id, "fscache/erofs,d1/fsid1"}));
+  EXPECT_EQ(culled.size(), 3U);
+  EXPECT_FALSE(std::filesystem::exists(ka1));
+  EXPECT_FALSE(std::filesystem::exists(ka2));
+  EXPECT_FALSE(std::filesystem::exists(kboot));
+  EXPECT_FALSE(exists(a.info.id + ".blob"));
+  EXPECT_FALSE(exists(a.info.id + ".meta"));
+  EXPECT_TRUE(std::filesystem::exists(kb));  // the kernel still holds it
+  EXPECT_EQ(c->metrics().fscache_culled.load(), 3U);
+  EXPECT_EQ(c->metrics().fscache_busy.load(), 1U);
+  es = by_id(*c);
+  ASSERT_EQ(es.size(), 1U);
+  EXPECT_EQ(es.at(bid).bytes, one);
+  EXPECT_EQ(c->metrics().cache_bytes.load(), one);
+  EXPECT_EQ(c->remove(bid).error().code, EBUSY);
+  busy.clear();  // the kernel let go
+  ASSERT_TRUE(c->remove(bid));
+  EXPECT_FALSE(std::filesystem::exists(kb));
+  EXPECT_TRUE(by_id(*c).empty());
+  EXPECT_EQ(c->metrics().fscache_bytes.load(), 0U);
+  // The kernel's directories stay: only its object files go, through the culler.
+  EXPECT_TRUE(std::filesystem::is_directory(fs + "/cache/Ierofs,d1/@01"));
 }
 
 // Orphans (a .meta whose .blob is gone, nothing opened) go after their grace period;

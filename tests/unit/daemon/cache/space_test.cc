@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
 
 #include "base/file.h"
 #include "base/unique_fd.h"
@@ -140,6 +141,124 @@ TEST(SpaceScan, CountsAllocatedBlocksNotApparentSize) {
   EXPECT_EQ(allocated_bytes(dir + "/link.blob"), 0U);  // a symlink is not followed
   EXPECT_EQ(allocated_bytes(dir + "/missing"), 0U);
   EXPECT_TRUE(scan_cache_dir(dir + "/none").empty());
+}
+
+// cachefiles' names: I<volume key>/@<fan>/D<cookie key>; a blob id cookie joins its
+// blob's entry, any other cookie (an fsid: the bootstrap's copy) is its own entry.
+TEST(SpaceFscache, NameMapping) {
+  EXPECT_EQ(fscache_cookie("Dabc"), "abc");
+  EXPECT_EQ(fscache_cookie("D"), "");
+  EXPECT_EQ(fscache_cookie("Sabc"), "");  // a binary key's form: not one of ours
+  EXPECT_EQ(fscache_cookie(".Dabc"), "");
+  EXPECT_EQ(fscache_volume("Ierofs,dom"), "erofs,dom");
+  EXPECT_EQ(fscache_volume("I"), "");
+  EXPECT_EQ(fscache_volume("graveyard"), "");
+  EXPECT_TRUE(is_fscache_fan("@3f"));
+  EXPECT_TRUE(is_fscache_fan("@00"));
+  EXPECT_FALSE(is_fscache_fan("@3F"));
+  EXPECT_FALSE(is_fscache_fan("@3"));
+  EXPECT_FALSE(is_fscache_fan("@3fa"));
+  EXPECT_FALSE(is_fscache_fan("x3f"));
+  const std::string id(64, 'e');
+  EXPECT_TRUE(is_blob_id(id));
+  EXPECT_FALSE(is_blob_id(std::string(63, 'e')));
+  EXPECT_FALSE(is_blob_id(std::string(64, 'E')));
+  EXPECT_FALSE(is_blob_id(std::string(64, 'g')));
+  EXPECT_EQ(fscache_entry_id({"Ierofs,dom", "@01", "D" + id}), id);
+  EXPECT_EQ(fscache_entry_id({"Ierofs,f1", "@c4", "Df1"}), "fscache/erofs,f1/f1");
+  EXPECT_EQ(fscache_entry_id({"Ierofs,f1", "@c4", "Sf1"}), "");
+  EXPECT_EQ(fscache_entry_id({"Xerofs,f1", "@c4", "Df1"}), "");
+  EXPECT_EQ(fscache_entry_id({"Ierofs,f1", "c4", "Df1"}), "");
+}
+
+// The scan walks cache/volume/fan, counts allocated blocks, takes only the kernel's
+// names, and follows no symlink; the graveyard and loose files are not objects.
+TEST(SpaceFscache, ScanCountsTheKernelsObjects) {
+  TempDir t;
+  const std::string fs = t.path() + "/fscache";
+  const std::string id(64, 'a');
+  const std::vector<std::byte> data(8192, std::byte{1});
+  auto put = [&](const std::string& rel) {
+    const auto p = std::filesystem::path(fs) / rel;
+    std::filesystem::create_directories(p.parent_path());
+    ASSERT_TRUE(base::write_file_atomic(p.string(), data, 0600));
+  };
+  put("cache/Ierofs,d/@01/D" + id);
+  put("cache/Ierofs,f2/@9c/D" + id);
+  put("cache/Ierofs,d/@02/Dfsid1");
+  put("cache/Ierofs,d/@02/Sbinary");     // not a printable key: not ours
+  put("cache/Ierofs,d/loose");           // not in a fan
+  put("cache/Ierofs,d/@zz/Dfsid9");      // not a fan
+  put("cache/notavolume/@01/Dfsid8");    // not a volume
+  put("graveyard/Dfsid7");               // the graveyard is not the cache
+  TempDir outside;
+  ASSERT_TRUE(base::write_file_atomic(outside.path() + "/secret", data, 0600));
+  ASSERT_EQ(::symlink((outside.path() + "/secret").c_str(),
+                      (fs + "/cache/Ierofs,d/@02/Dlinked").c_str()),
+            0);
+  ASSERT_EQ(::symlink(outside.path().c_str(), (fs + "/cache/Ierofs,d/@03").c_str()), 0);
+
+  auto es = scan_fscache(fs);
+  ASSERT_EQ(es.size(), 2U);
+  const SpaceEntry& blob = es.at(id);
+  EXPECT_EQ(blob.kind, EntryKind::kBlob);
+  EXPECT_TRUE(blob.files.empty());  // the daemon's files are scan_cache_dir's
+  ASSERT_EQ(blob.kernel.size(), 2U);
+  EXPECT_EQ(blob.kernel[0].volume_dir, "Ierofs,d");
+  EXPECT_EQ(blob.kernel[0].fan, "@01");
+  EXPECT_EQ(blob.kernel[0].name, "D" + id);
+  EXPECT_EQ(blob.kernel[1].volume_dir, "Ierofs,f2");
+  const std::uint64_t one = allocated_bytes(fs + "/cache/Ierofs,d/@01/D" + id);
+  EXPECT_GE(one, 8192U);
+  EXPECT_EQ(blob.bytes, 2 * one);
+  EXPECT_EQ(blob.kernel_bytes, 2 * one);
+  EXPECT_GT(blob.last_use_ns, 0);
+  const SpaceEntry& boot = es.at("fscache/erofs,d/fsid1");
+  EXPECT_EQ(boot.kind, EntryKind::kFscache);
+  EXPECT_EQ(boot.kernel_bytes, one);
+  EXPECT_TRUE(scan_fscache(t.path() + "/none").empty());
+}
+
+// evict_lru: LRU first; an entry that answers EBUSY (the kernel holds its object) is
+// skipped and the next one tried until the target is met; a later pass takes it.
+TEST(SpaceEvictLru, BusyIsSkippedAndRetriedLater) {
+  std::vector<SpaceEntry> es = {entry("old", 100, 1), entry("mid", 100, 2), entry("new", 100, 3),
+                                entry("held", 100, 0, /*in_use=*/true)};
+  std::set<std::string> busy = {"old"};
+  std::vector<std::string> tried;
+  auto try_evict = [&](const SpaceEntry& e) {
+    tried.push_back(e.id);
+    return busy.contains(e.id) ? EBUSY : 0;
+  };
+  auto r = evict_lru(es, 400, 250, try_evict);
+  EXPECT_EQ(tried, std::vector<std::string>({"old", "mid", "new"}));  // never "held"
+  EXPECT_EQ(ids(es, r.evicted), std::vector<std::string>({"mid", "new"}));
+  EXPECT_EQ(ids(es, r.busy), std::vector<std::string>({"old"}));
+  EXPECT_TRUE(r.failed.empty());
+  EXPECT_EQ(r.total, 200U);  // over the target: every unused entry left was busy
+
+  // Later: no longer busy; the others went already.
+  busy.clear();
+  tried.clear();
+  std::vector<SpaceEntry> later = {entry("old", 100, 1), entry("held", 100, 0, true)};
+  r = evict_lru(later, 200, 150, try_evict);
+  EXPECT_EQ(ids(later, r.evicted), std::vector<std::string>({"old"}));
+  EXPECT_EQ(r.total, 100U);
+
+  // Stops as soon as the target is met; other errors are kept apart from busy.
+  tried.clear();
+  auto fail_first = [&](const SpaceEntry& e) {
+    tried.push_back(e.id);
+    return e.id == "old" ? EACCES : 0;
+  };
+  r = evict_lru(es, 400, 300, fail_first);
+  EXPECT_EQ(tried, std::vector<std::string>({"old", "mid"}));
+  EXPECT_EQ(ids(es, r.failed), std::vector<std::string>({"old"}));
+  EXPECT_EQ(ids(es, r.evicted), std::vector<std::string>({"mid"}));
+  // Nothing to do at or under the target.
+  tried.clear();
+  r = evict_lru(es, 250, 250, try_evict);
+  EXPECT_TRUE(tried.empty());
 }
 
 }  // namespace
