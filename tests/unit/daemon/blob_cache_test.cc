@@ -1855,6 +1855,7 @@ TEST_F(BlobCacheTest, PrefetchOfAReleasedBlobStops) {
     }
   }
   EXPECT_EQ(c->metrics().prefetch_bytes.load(), prefetched);
+}
 
 // cachefiles' own files under <cache_dir>/fscache count with their blob (the cookie is
 // the blob id) or as entries of their own (a bootstrap's fsid); without a culler they
