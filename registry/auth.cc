@@ -300,7 +300,7 @@ base::Result<http::Response> Auth::call(const Endpoint& ep, http::Request& req, 
     if (round > 0) {
       return base::errorf(
           EACCES, "{} {}: access denied after authenticating (HTTP {}{}); credentials tried: {}",
-          req.method, req.url, resp.status,
+          req.method, url_for_log(req.url), resp.status,
           registry_error_text(resp).empty() ? "" : ": " + registry_error_text(resp),
           credentials_tried(ep.cred_host));
     }

@@ -535,9 +535,10 @@ class CurlTransport final : public Transport {
         deadline && Clock::now() + delay >= *deadline) {
       return std::nullopt;  // no try would start before the caller's deadline
     }
-    const std::string why =
-        out.result ? fmt::format("{} {}: HTTP {}", req.method, req.url, out.result->status)
-                   : out.result.error().message;
+    const std::string why = out.result
+                                ? fmt::format("{} {}: HTTP {}", req.method,
+                                              internal::url_for_log(req.url), out.result->status)
+                                : out.result.error().message;
     warn_limited("{}; retry {}/{} in {} ms", why, attempt + 1, max_retries, delay.count());
     return delay;
   }
@@ -559,7 +560,8 @@ class CurlTransport final : public Transport {
     }
     auto next = internal::resolve_location(req.url, *header(resp.headers, "location"));
     if (!next) {
-      return base::errorf(EBADMSG, "bad redirect from {}: {}", req.url, next.error().message);
+      return base::errorf(EBADMSG, "bad redirect from {}: {}", internal::url_for_log(req.url),
+                          next.error().message);
     }
     CFN_ASSIGN_OR_RETURN(const internal::Url from, internal::parse_url(req.url));
     CFN_ASSIGN_OR_RETURN(const internal::Url to, internal::parse_url(*next));
@@ -576,7 +578,8 @@ class CurlTransport final : public Transport {
       req.method = "GET";
       req.body.reset();
     }
-    spdlog::debug("registry: {} redirected ({}) to {}", req.method, resp.status, *next);
+    spdlog::debug("registry: {} redirected ({}) to {}", req.method, resp.status,
+                  internal::url_for_log(*next));
     req.url = *next;
     return true;
   }
@@ -597,7 +600,8 @@ class CurlTransport final : public Transport {
     if (const auto deadline = DeadlineScope::current()) {
       const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - st.started);
       if (left.count() <= 0) {
-        return base::errorf(ETIMEDOUT, "{} {}: deadline passed", req.method, req.url);
+        return base::errorf(ETIMEDOUT, "{} {}: deadline passed", req.method,
+                            internal::url_for_log(req.url));
       }
       timeout = std::min(timeout, left);
     }
@@ -690,8 +694,9 @@ class CurlTransport final : public Transport {
     Request& req = *st.req;
     const auto ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - st.started).count();
-    spdlog::debug("registry: {} {} -> {} ({}; {} bytes, {} ms)", req.method, req.url,
-                  st.resp.status, curl_easy_strerror(rc), st.body_bytes, ms);
+    spdlog::debug("registry: {} {} -> {} ({}; {} bytes, {} ms)", req.method,
+                  internal::url_for_log(req.url), st.resp.status, curl_easy_strerror(rc),
+                  st.body_bytes, ms);
 
     TryOutcome out{Response{}, false, std::nullopt};
     if (st.sink_error) {
@@ -701,9 +706,9 @@ class CurlTransport final : public Transport {
     if (st.too_big) {
       out.result = st.header_bytes > kMaxHeaderBytes
                        ? base::errorf(EMSGSIZE, "{} {}: response headers over {} bytes", req.method,
-                                      req.url, kMaxHeaderBytes)
+                                      internal::url_for_log(req.url), kMaxHeaderBytes)
                        : base::errorf(EMSGSIZE, "{} {}: response over the {} byte limit",
-                                      req.method, req.url, req.max_body);
+                                      req.method, internal::url_for_log(req.url), req.max_body);
       return out;
     }
     if (st.stopped_early) {
@@ -720,13 +725,13 @@ class CurlTransport final : public Transport {
         return out;
       }
       if (rc == CURLE_ABORTED_BY_CALLBACK && st.stalled) {
-        out.result = base::errorf(ETIMEDOUT, "{} {}: no data for {} ms", req.method, req.url,
-                                  st.stall_timeout.count());
+        out.result = base::errorf(ETIMEDOUT, "{} {}: no data for {} ms", req.method,
+                                  internal::url_for_log(req.url), st.stall_timeout.count());
         out.retryable = true;
         return out;
       }
-      const std::string what =
-          fmt::format("{} {}: {}", req.method, req.url, curl_easy_strerror(rc));
+      const std::string what = fmt::format("{} {}: {}", req.method, internal::url_for_log(req.url),
+                                           curl_easy_strerror(rc));
       switch (rc) {
         case CURLE_OPERATION_TIMEDOUT:
           out.result = base::errorf(ETIMEDOUT, "{}", what);

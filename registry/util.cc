@@ -358,4 +358,25 @@ std::optional<std::string> base64_decode(std::string_view s) {
   return out;
 }
 
+std::string url_for_log(std::string_view url) {
+  std::string_view rest = url;
+  std::string out;
+  if (const auto scheme = rest.find("://"); scheme != std::string_view::npos) {
+    out.append(rest.substr(0, scheme + 3));
+    rest.remove_prefix(scheme + 3);
+    const auto auth_end = rest.find_first_of("/?#");
+    const auto at = rest.substr(0, auth_end).rfind('@');
+    if (at != std::string_view::npos) {
+      out.append("\u2026@");
+      rest.remove_prefix(at + 1);
+    }
+  }
+  const auto query = rest.find_first_of("?#");
+  out.append(rest.substr(0, query));
+  if (query != std::string_view::npos) {
+    out.append(rest[query] == '?' ? "?\u2026" : "#\u2026");
+  }
+  return out;
+}
+
 }  // namespace registry::internal

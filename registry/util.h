@@ -62,6 +62,9 @@ struct Url {
 [[nodiscard]] std::optional<std::uint64_t> parse_u64(std::string_view s);
 // url with "key=value" appended as a query parameter.
 [[nodiscard]] std::string with_query(const std::string& url, std::string_view kv);
+// A URL as logs and error messages show it: the query (a presigned blob URL carries its
+// signature there) and any user:password@ are replaced by "?…" and "…@".
+[[nodiscard]] std::string url_for_log(std::string_view url);
 
 struct ContentRange {
   std::uint64_t first = 0;

@@ -146,3 +146,17 @@ TEST(MirrorFailure, OneRule) {
 
 }  // namespace
 }  // namespace registry::internal
+
+TEST(Util, UrlForLogHidesQueryAndUserinfo) {
+  using registry::internal::url_for_log;
+  EXPECT_EQ(url_for_log("https://r.example/v2/a/blobs/sha256:ab"),
+            "https://r.example/v2/a/blobs/sha256:ab");
+  EXPECT_EQ(url_for_log("https://s3.example/b/x?X-Amz-Signature=secret&X-Amz-Credential=k"),
+            "https://s3.example/b/x?\u2026");
+  EXPECT_EQ(url_for_log("https://user:pw@h.example:5000/v2/?q=1#f"),
+            "https://\u2026@h.example:5000/v2/?\u2026");
+  EXPECT_EQ(url_for_log("http://h/p#frag"), "http://h/p#\u2026");
+  EXPECT_EQ(url_for_log("http://h?sig=1"), "http://h?\u2026");
+  EXPECT_EQ(url_for_log("not a url"), "not a url");
+  EXPECT_EQ(url_for_log(""), "");
+}
