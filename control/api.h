@@ -235,10 +235,10 @@ struct Metrics {
 // One entry of the cache (a blob's files, or a bootstrap).
 struct CacheEntry {
   std::string id;
-  std::string kind;              // "blob", "bootstrap" or "fscache" (a kernel-only object)
-  std::uint64_t bytes = 0;       // allocated on disk
+  std::string kind;                // "blob", "bootstrap" or "fscache" (a kernel-only object)
+  std::uint64_t bytes = 0;         // allocated on disk
   std::uint64_t kernel_bytes = 0;  // of bytes, in cachefiles' cache dir (the kernel's files)
-  std::int64_t last_use_ms = 0;  // unix time, ms
+  std::int64_t last_use_ms = 0;    // unix time, ms
   bool in_use = false;
   std::vector<std::string> mounts;  // mount points of the bound images that use it
   friend bool operator==(const CacheEntry&, const CacheEntry&) = default;

@@ -2,8 +2,8 @@
 #include "daemon/cachefiles_frontend.h"
 
 #include <fcntl.h>
-#include <sys/ioctl.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -239,7 +239,7 @@ class CachefilesImpl final : public CachefilesFrontend {
       }
       for (const char* verb : {"inuse", "cull"}) {
         auto cmd = std::string_view(verb) == "inuse" ? fscache::format_inuse(o.name)
-                                                      : fscache::format_cull(o.name);
+                                                     : fscache::format_cull(o.name);
         if (!cmd) {
           out = base::Unexpected(cmd.error());
           return;

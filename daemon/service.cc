@@ -103,7 +103,7 @@ class ServiceImpl final : public Service {
       shutdown_thread_.join();  // stop() without run()
     }
     (void)unmount_all();
-    fanotify_.reset();    // after every unmount: closing the group with a live mount fails open
+    fanotify_.reset();  // after every unmount: closing the group with a live mount fails open
     if (cache_ && cachefiles_) {
       cache_->set_kernel_culler(nullptr);
       (void)cache_->entries();  // waits out a pass that may hold the culler

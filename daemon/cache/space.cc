@@ -207,7 +207,8 @@ std::map<std::string, SpaceEntry> scan_fscache(const std::string& fscache_dir) {
     ::closedir(d);
     return names;
   };
-  for (const auto& vol : subdirs(root, [](std::string_view n) { return !fscache_volume(n).empty(); })) {
+  for (const auto& vol :
+       subdirs(root, [](std::string_view n) { return !fscache_volume(n).empty(); })) {
     for (const auto& fan : subdirs(root + "/" + vol, is_fscache_fan)) {
       const std::string dir = root + "/" + vol + "/" + fan;
       for_each_regular(dir, [&](const std::string& name, const struct stat& st) {

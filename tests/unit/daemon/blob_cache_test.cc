@@ -1885,10 +1885,9 @@ TEST_F(SpaceTest, KernelObjectsAreCountedAndCulledThroughTheCuller) {
   auto es = by_id(*c);
   ASSERT_EQ(es.size(), 3U);
   EXPECT_EQ(es.at(a.info.id).kernel_bytes, 2 * one);
-  EXPECT_EQ(es.at(a.info.id).bytes, 2 * one + cache::allocated_bytes(cache_dir_ + "/" + a.info.id +
-                                                                     ".blob") +
-                                        cache::allocated_bytes(cache_dir_ + "/" + a.info.id +
-                                                               ".meta"));
+  EXPECT_EQ(es.at(a.info.id).bytes,
+            2 * one + cache::allocated_bytes(cache_dir_ + "/" + a.info.id + ".blob") +
+                cache::allocated_bytes(cache_dir_ + "/" + a.info.id + ".meta"));
   EXPECT_EQ(es.at(bid).kernel_bytes, one);
   EXPECT_EQ(es.at("fscache/erofs,d1/fsid1").kind, cache::EntryKind::kFscache);
   EXPECT_EQ(c->metrics().fscache_bytes.load(), 4 * one);
