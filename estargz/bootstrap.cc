@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "estargz/bootstrap.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <bit>
 #include <map>
@@ -13,13 +15,6 @@
 namespace estargz {
 namespace {
 
-constexpr std::uint16_t kIfDir = 0040000;
-constexpr std::uint16_t kIfReg = 0100000;
-constexpr std::uint16_t kIfLnk = 0120000;
-constexpr std::uint16_t kIfChr = 0020000;
-constexpr std::uint16_t kIfBlk = 0060000;
-constexpr std::uint16_t kIfIfo = 0010000;
-constexpr std::uint16_t kIfMt = 0170000;
 constexpr std::uint64_t kBlock = 4096;
 constexpr std::uint64_t kMaxChunk = 16ULL << 20;
 constexpr std::string_view kWhiteout = ".wh.";
@@ -44,7 +39,7 @@ struct INode {
 };
 
 bool is_dir(const INode& n) {
-  return (n.meta.mode & kIfMt) == kIfDir;
+  return (n.meta.mode & S_IFMT) == S_IFDIR;
 }
 
 std::string what_of(std::size_t layer, std::size_t index, const std::string& name) {
@@ -55,7 +50,7 @@ class Builder {
  public:
   Builder() {
     INode root;
-    root.meta.mode = kIfDir | 0755;
+    root.meta.mode = S_IFDIR | 0755;
     root.what = "the root";
     nodes_.push_back(std::move(root));
   }
@@ -114,7 +109,7 @@ class Builder {
       auto it = nodes_[cur].meta.children.find(comps[i]);
       if (it == nodes_[cur].meta.children.end()) {
         INode d;
-        d.meta.mode = kIfDir | 0755;
+        d.meta.mode = S_IFDIR | 0755;
         d.what = what;
         const auto id = static_cast<NodeIdx>(nodes_.size());
         nodes_.push_back(std::move(d));
@@ -241,7 +236,7 @@ class Builder {
 
   NodeIdx hidden_node(const std::string& what) {
     INode n;
-    n.meta.mode = kIfReg | 0644;
+    n.meta.mode = S_IFREG | 0644;
     n.what = what;
     nodes_.push_back(std::move(n));
     return static_cast<NodeIdx>(nodes_.size() - 1);
@@ -256,27 +251,27 @@ class Builder {
   }
 
   static void set_meta(INode& n, const Entry& e) {
-    std::uint16_t type = kIfReg;
+    std::uint16_t type = S_IFREG;
     switch (e.type) {
       case EntryType::kDir:
-        type = kIfDir;
+        type = S_IFDIR;
         break;
       case EntryType::kSymlink:
-        type = kIfLnk;
+        type = S_IFLNK;
         break;
       case EntryType::kChar:
-        type = kIfChr;
+        type = S_IFCHR;
         break;
       case EntryType::kBlock:
-        type = kIfBlk;
+        type = S_IFBLK;
         break;
       case EntryType::kFifo:
-        type = kIfIfo;
+        type = S_IFIFO;
         break;
       case EntryType::kReg:
       case EntryType::kHardlink:
       case EntryType::kChunk:
-        type = kIfReg;
+        type = S_IFREG;
         break;
     }
     n.meta.mode = static_cast<std::uint16_t>(type | (e.mode & 07777));
@@ -378,7 +373,7 @@ base::Result<Built> Builder::finish(const std::vector<LayerToc>& layers) {
   std::uint64_t max_single = 0;
   for (NodeIdx i : order) {
     INode& n = nodes_[i];
-    if ((n.meta.mode & kIfMt) != kIfReg) {
+    if ((n.meta.mode & S_IFMT) != S_IFREG) {
       continue;
     }
     if (n.meta.size > 0 && n.chunks.empty()) {
@@ -478,7 +473,7 @@ base::Result<Built> Builder::finish(const std::vector<LayerToc>& layers) {
         continue;
       }
       auto id = lookup(*comps);
-      if (id && (nodes_[*id].meta.mode & kIfMt) == kIfReg && new_id.contains(*id)) {
+      if (id && (nodes_[*id].meta.mode & S_IFMT) == S_IFREG && new_id.contains(*id)) {
         tree.prefetch.push_back(new_id.at(*id));
         out.prefetch.push_back(p);
       }
