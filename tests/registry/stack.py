@@ -128,6 +128,27 @@ def seed(client, blobs, manifests):
                              media_type, body)
 
 
+def warm_mirror(client, blobs, deadline_s=60):
+    """Have the pull-through mirror store every seeded blob before a test runs.
+
+    docker-registry's proxy mode answers a blob it lacks by streaming it from the origin
+    while a goroutine stores it; a request that lands while that store is committing can
+    get an HTTP 500 (seen in CI: MirrorServes then fell back to the origin, rightly, and
+    saw too few mirror requests). A blob served from the mirror's own storage honours
+    Range (206); one streamed from the origin does not (200), so 206 says it is stored."""
+    end = time.monotonic() + deadline_s
+    for b in blobs:
+        path = f"/v2/{SEED_REPO}/blobs/sha256:" + hashlib.sha256(b).hexdigest()
+        client.request("GET", path)
+        while True:
+            r, _ = client.request("GET", path, headers={"Range": "bytes=0-0"})
+            if r.status == 206:
+                break
+            if time.monotonic() > end:
+                raise harness.HarnessError(f"mirror did not store {path}: HTTP {r.status}")
+            time.sleep(0.05)
+
+
 def write_cred_helper(tmpdir):
     """A fake docker-credential-cfntest: answers for any 127.0.0.1 host with the test user,
     logs each server it is asked about, refuses others the way docker's helpers do."""
@@ -161,6 +182,7 @@ def start_stack(h, only=None):
         tls = h.registry("tls", auth="htpasswd", tls=True)
         token = h.token_registry("token")
         mirror = h.registry("mirror", proxy_of=plain)
+        warm_mirror(harness.MiniClient(h, mirror), blobs)
         for ep in (basic, tls, token):
             seed(harness.MiniClient(h, ep, harness.USER, harness.PASSWORD), blobs, manifests)
         fault_plain = h.fault_proxy(plain)
