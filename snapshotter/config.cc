@@ -54,7 +54,7 @@ base::Status apply_toml(std::string_view text, std::string_view source, Options&
       CFN_TRY(wrap(get_string(v, key, o.address)));
     } else if (key == "version") {
       // nydus-snapshotter's config version; there is one.
-    } else if (key == "log" || key == "daemon" || key == "metrics") {
+    } else if (key == "log" || key == "daemon" || key == "metrics" || key == "experimental") {
       const auto* sub = v.as_table();
       if (sub == nullptr) {
         return base::errorf(EINVAL, "{}: [{}] must be a table", source, key);
@@ -79,6 +79,8 @@ base::Status apply_toml(std::string_view text, std::string_view source, Options&
           CFN_TRY(wrap(get_string(sv, path, o.domain_id)));
         } else if (path == "metrics.address") {
           CFN_TRY(wrap(get_string(sv, path, o.metrics_address)));
+        } else if (path == "experimental.enable_stargz") {
+          CFN_TRY(wrap(get_bool(sv, path, o.enable_stargz)));
         } else {
           o.unknown_keys.push_back(path);
         }
@@ -117,6 +119,9 @@ void apply_overrides(const Overrides& ov, Options& o) {
   set(ov.metrics_address, o.metrics_address);
   if (ov.log_to_stdout) {
     o.log_to_stdout = *ov.log_to_stdout;
+  }
+  if (ov.enable_stargz) {
+    o.enable_stargz = *ov.enable_stargz;
   }
 }
 

@@ -11,6 +11,7 @@
 //            auto), domain_id (cachefiles: the fscache domain shared by all images; "" none)
 //   [metrics] address ("HOST:PORT" of /metrics and /healthz over HTTP, e.g. "127.0.0.1:9110";
 //            "" off, the default)
+//   [experimental] enable_stargz (eStargz layers lazily through the handshake; false)
 // Other keys are reported (unknown_keys) and otherwise ignored.
 #pragma once
 
@@ -40,6 +41,7 @@ struct Options {
   std::string log_level = "info";
   bool log_to_stdout = false;
   std::string metrics_address;            // "" = no metrics endpoint
+  bool enable_stargz = false;             // --enable-stargz, [experimental] enable_stargz
   std::vector<std::string> unknown_keys;  // dotted paths of TOML keys not understood
 };
 
@@ -47,7 +49,7 @@ struct Options {
 struct Overrides {
   std::optional<std::string> address, root, nydusd_config, nydusd_path, nydusimg_path, log_level,
       daemon_address, fs_driver, metrics_address;
-  std::optional<bool> log_to_stdout;
+  std::optional<bool> log_to_stdout, enable_stargz;
 };
 
 // Read the TOML text of a config file into o. EINVAL with the file's line and column on a

@@ -120,7 +120,8 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_file,
                  "TOML config file (root, address, [log] level / log_to_stdout, [daemon] "
                  "nydusd_path / nydusimage_path / nydusd_config / address / fs_driver / "
-                 "domain_id); flags given on the command line win over it")
+                 "domain_id, [experimental] enable_stargz); flags given on the command line "
+                 "win over it")
       ->check(CLI::ExistingFile);
   app.add_option("--address", ov.address,
                  std::string("unix socket to serve on; its directory is made 0700 when missing, "
@@ -151,9 +152,17 @@ int main(int argc, char** argv) {
   bool to_stdout = false;
   app.add_flag("--log-to-stdout", to_stdout,
                "log to stdout instead of ROOT/logs/containerd-nydus-grpc.log");
+  bool enable_stargz = false;
+  app.add_flag("--enable-stargz", enable_stargz,
+               "serve eStargz layers (containerd.io/snapshot/stargz/toc.digest) lazily through "
+               "the daemon, as nydus images; TOML [experimental] enable_stargz (default: "
+               "containerd unpacks them)");
   CLI11_PARSE(app, argc, argv);
   if (to_stdout) {
     ov.log_to_stdout = true;
+  }
+  if (enable_stargz) {
+    ov.enable_stargz = true;
   }
 
   snapshotter::Options opts;
@@ -278,7 +287,7 @@ int main(int argc, char** argv) {
     metrics_http = std::move(*m);
     spdlog::info("metrics on http://{}/metrics", metrics_http->address());
   }
-  snapshotter::Service service(**store, index_off, images->get(), &op_metrics);
+  snapshotter::Service service(**store, index_off, images->get(), &op_metrics, opts.enable_stargz);
   // The socket is made by Server::start: 0600 from birth.
   mode_t old_mask = ::umask(0177);
   auto server = snapshotter::Server::start(service, "unix:" + opts.address);
@@ -289,7 +298,8 @@ int main(int argc, char** argv) {
   if (::chmod(opts.address.c_str(), 0600) != 0) {
     spdlog::warn("chmod {}: {}", opts.address, std::strerror(errno));
   }
-  spdlog::info("serving on {} (root {}, index=off: {})", opts.address, opts.root, index_off);
+  spdlog::info("serving on {} (root {}, index=off: {}, eStargz: {})", opts.address, opts.root,
+               index_off, opts.enable_stargz ? "lazy" : "unpacked");
   ::sd_notifyf(0, "READY=1\nSTATUS=serving on %s", opts.address.c_str());
 
   int sig = 0;

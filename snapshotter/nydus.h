@@ -10,6 +10,10 @@
 //   containerd.io/snapshot/cri.image-ref | remote/stargz.reference   the image reference
 //   containerd.io/snapshot/cri.layer-digest | remote/stargz.digest   the layer digest
 //   containerd.io/snapshot/cri.manifest-digest                       the manifest digest
+//   containerd.io/snapshot/stargz/toc.digest       an eStargz layer (with --enable-stargz:
+//                                                  the handshake too, never unpacked)
+//   containerd.io/snapshot/cri.image-layers | remote/stargz.layers   this layer's digest and
+//                                                  those of the layers above it, comma-joined
 #pragma once
 
 #include <cstdint>
@@ -32,10 +36,17 @@ inline constexpr const char* kCriLayerDigestLabel = "containerd.io/snapshot/cri.
 inline constexpr const char* kCriManifestDigestLabel = "containerd.io/snapshot/cri.manifest-digest";
 inline constexpr const char* kStargzRefLabel = "containerd.io/snapshot/remote/stargz.reference";
 inline constexpr const char* kStargzDigestLabel = "containerd.io/snapshot/remote/stargz.digest";
+inline constexpr const char* kStargzTocDigestLabel = "containerd.io/snapshot/stargz/toc.digest";
+inline constexpr const char* kStargzLayersLabel = "containerd.io/snapshot/remote/stargz.layers";
+inline constexpr const char* kCriImageLayersLabel = "containerd.io/snapshot/cri.image-layers";
 // What the handshake records on the snapshot it commits, whichever client sent it.
 inline constexpr const char* kImageRefLabel = "containerd-nydus/image-ref";
 inline constexpr const char* kLayerDigestLabel = "containerd-nydus/layer-digest";
 inline constexpr const char* kManifestDigestLabel = "containerd-nydus/manifest-digest";
+inline constexpr const char* kImageLayersLabel = "containerd-nydus/image-layers";
+// On the snapshot an eStargz layer's handshake commits ("true"): a layer served lazily, as
+// opposed to an eStargz layer containerd unpacked (its snapshot carries toc.digest too).
+inline constexpr const char* kEstargzLayerLabel = "containerd-nydus/estargz";
 
 // The bootstrap's path inside its layer.
 inline constexpr const char* kBootstrapInLayer = "image/image.boot";
@@ -51,6 +62,7 @@ inline constexpr const char* kNoReferenceHint =
 enum class LayerKind {
   kPlain,      // an ordinary Prepare
   kNydusBlob,  // a nydus data layer: the remote-snapshot handshake
+  kEstargz,    // an eStargz layer with --enable-stargz: the handshake, bound by reference
 };
 
 struct RemoteLayer {
@@ -58,18 +70,32 @@ struct RemoteLayer {
   std::string image_ref;
   std::string layer_digest;
   std::string manifest_digest;
+  // This layer's digest and those above it in the image (CRI's cri.image-layers or rpull's
+  // stargz.layers); empty when neither came.
+  std::vector<std::string> image_layers;
 };
 
 // kNydusBlob when the labels hold a non-empty containerd.io/snapshot.ref and
-// nydus-blob = "true"; kPlain otherwise (the bootstrap layer included).
-[[nodiscard]] LayerKind classify_prepare(const Labels& labels);
+// nydus-blob = "true"; kEstargz when they hold containerd.io/snapshot.ref and a non-empty
+// stargz/toc.digest and enable_stargz; kPlain otherwise (the bootstrap layer included).
+[[nodiscard]] LayerKind classify_prepare(const Labels& labels, bool enable_stargz = false);
+
+// Whether a snapshot's labels are those of an eStargz handshake (kEstargzLayerLabel).
+[[nodiscard]] bool is_estargz_handshake(const Labels& labels);
+
+// Whether the layer of these (handshake) labels is the top layer of the image they name:
+// its image_layers list is this one layer. True when no list came (nothing to say
+// otherwise).
+[[nodiscard]] bool is_top_layer(const Labels& labels);
 
 // The handshake's facts from the labels (CRI's names first, then rpull's).
 [[nodiscard]] RemoteLayer remote_layer(const Labels& labels);
 
 // The labels of the snapshot the handshake commits: the given ones (minus nothing) plus
-// kImageRefLabel / kLayerDigestLabel / kManifestDigestLabel where known.
-[[nodiscard]] Labels handshake_labels(const Labels& labels, const RemoteLayer& r);
+// kImageRefLabel / kLayerDigestLabel / kManifestDigestLabel / kImageLayersLabel where
+// known, and kEstargzLayerLabel for kEstargz.
+[[nodiscard]] Labels handshake_labels(const Labels& labels, const RemoteLayer& r,
+                                      LayerKind kind = LayerKind::kNydusBlob);
 
 // The nydus image a new snapshot stands on.
 struct NydusImage {
@@ -80,14 +106,21 @@ struct NydusImage {
   // Snapshots of the chain that are neither the bootstrap nor nydus data layers, between
   // the new snapshot and the bootstrap, nearest first: overlay lowers above the image.
   std::vector<int64_t> upper_lowers;
+  // An eStargz image: bootstrap_id is its top layer's handshake snapshot (holding no file);
+  // the daemon makes the bootstrap from the layers' TOCs (bound by reference only).
+  bool estargz = false;
 };
 
 // Walk chain (the new snapshot's parent first, then its parents). The image is the
 // nearest snapshot labelled nydus-bootstrap, or one whose fs holds the bootstrap
 // (has_bootstrap(id)) and whose parents are all nydus data layers (labelled nydus-blob).
+// An eStargz image is the nearest snapshot of an eStargz handshake (kEstargzLayerLabel; the
+// handshakes below it are its lower layers).
 // nullopt: no nydus image below (an ordinary overlay). Errors: EINVAL with
 // kNoReferenceHint when the image is found but no snapshot of it names the image
-// reference.
+// reference; EINVAL when the eStargz layer's recorded image has layers above it (the
+// layer was pulled for a taller image that shares it, and no pull of an image ending
+// there recorded that image's reference).
 [[nodiscard]] base::Result<std::optional<NydusImage>> find_image(
     const std::vector<ChainEntry>& chain, const std::function<bool(int64_t)>& has_bootstrap);
 

@@ -165,8 +165,16 @@ base::Result<std::optional<NydusImage>> Service::image_below(const std::string& 
   });
 }
 
+bool Service::is_estargz_layer(const std::string& name) {
+  if (name.empty()) {
+    return false;
+  }
+  auto info = store_.stat(name);
+  return info && info->kind == Kind::kCommitted && is_estargz_handshake(info->labels);
+}
+
 grpc::Status Service::handshake(const std::string& key, const std::string& parent,
-                                const Labels& labels) {
+                                const Labels& labels, LayerKind kind) {
   RemoteLayer r = remote_layer(labels);
   if (r.image_ref.empty()) {
     return fail("prepare", base::make_error(kErrFailedPrecondition, kNoReferenceHint).value());
@@ -175,14 +183,27 @@ grpc::Status Service::handshake(const std::string& key, const std::string& paren
     return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
                         "target snapshot \"" + r.target + "\" already exists");
   };
-  if (store_.stat(r.target)) {
+  if (auto have = store_.stat(r.target)) {
+    // An eStargz layer shared by two images records the reference of an image that ends
+    // with it when one is pulled (a container on that image binds that reference).
+    if (kind == LayerKind::kEstargz && have->kind == Kind::kCommitted &&
+        is_estargz_handshake(have->labels) && !is_top_layer(have->labels) && is_top_layer(labels)) {
+      Info in;
+      in.name = r.target;
+      in.labels = handshake_labels(labels, r, kind);
+      if (auto u = store_.update(in, {}); !u) {
+        return fail("prepare", u.error());
+      }
+      spdlog::info("eStargz layer {} ({}): now recorded for {}, the image it is the top of",
+                   r.layer_digest, r.target, r.image_ref);
+    }
     return exists();
   }
   auto s = store_.create(Kind::kActive, key, parent, {});
   if (!s) {
     return fail("prepare", s.error());
   }
-  auto st = store_.commit(r.target, key, handshake_labels(labels, r));
+  auto st = store_.commit(r.target, key, handshake_labels(labels, r, kind));
   if (!st) {
     (void)store_.remove(key);
     if (st.error().code == EEXIST) {
@@ -190,15 +211,44 @@ grpc::Status Service::handshake(const std::string& key, const std::string& paren
     }
     return fail("prepare", st.error());
   }
-  spdlog::debug("nydus data layer {} of {} skipped ({})", r.layer_digest, r.image_ref, r.target);
+  spdlog::debug("{} layer {} of {} skipped ({})",
+                kind == LayerKind::kEstargz ? "eStargz" : "nydus data", r.layer_digest, r.image_ref,
+                r.target);
   return exists();
 }
 
 template <typename Resp>
 grpc::Status Service::create(std::string_view rpc, Kind kind, const std::string& key,
                              const std::string& parent, Labels labels, Resp* resp) {
-  if (kind == Kind::kActive && classify_prepare(labels) == LayerKind::kNydusBlob) {
-    return handshake(key, parent, labels);
+  const LayerKind lk =
+      kind == Kind::kActive ? classify_prepare(labels, enable_stargz_) : LayerKind::kPlain;
+  if (lk == LayerKind::kNydusBlob) {
+    return handshake(key, parent, labels, lk);
+  }
+  const bool on_estargz = is_estargz_layer(parent);
+  if (lk == LayerKind::kEstargz) {
+    if (parent.empty() || on_estargz) {
+      return handshake(key, parent, labels, lk);
+    }
+    // A layer below was unpacked (plain gzip): containerd downloads every layer above it
+    // anyway, so this one is unpacked too.
+    spdlog::info("eStargz layer {} of {} is above an unpacked layer: unpacked as usual",
+                 remote_layer(labels).layer_digest, remote_layer(labels).image_ref);
+  } else if (kind == Kind::kActive && on_estargz && labels.contains(kTargetRefLabel)) {
+    // A layer to unpack (containerd's pull) on eStargz layers that were not downloaded:
+    // its tar would be applied over an empty tree, and the image cannot be bound lazily
+    // with a layer that is not eStargz (docs/estargz.md).
+    RemoteLayer r = remote_layer(labels);
+    return fail("prepare",
+                base::errorf(kErrFailedPrecondition,
+                             "layer {} of {} is not eStargz (no {} label) but the layers "
+                             "below it are, served lazily: an image that mixes plain gzip "
+                             "layers above eStargz ones is refused with --enable-stargz "
+                             "(convert it with `ctr-remote image optimize` or pull it without "
+                             "rpull)",
+                             r.layer_digest.empty() ? "?" : r.layer_digest,
+                             r.image_ref.empty() ? "the image" : r.image_ref, kStargzTocDigestLabel)
+                    .value());
   }
   auto image = image_below(parent);
   if (!image) {
@@ -218,7 +268,9 @@ grpc::Status Service::create(std::string_view rpc, Kind kind, const std::string&
   if (validate_key("key", key) && store_.stat(key)) {
     return fail(rpc, base::errorf(EEXIST, "snapshot {} already exists", key).value());
   }
-  auto mp = images_->acquire(key, **image, bootstrap_path((*image)->bootstrap_id));
+  // An eStargz image has no bootstrap here: the daemon makes it from the layers' TOCs.
+  auto mp = images_->acquire(
+      key, **image, (*image)->estargz ? std::string() : bootstrap_path((*image)->bootstrap_id));
   if (!mp) {
     // The daemon's ENOENT / EEXIST / EINVAL are not about the caller's key or parent:
     // containerd must not read them as NotFound / AlreadyExists / InvalidArgument.
@@ -227,7 +279,9 @@ grpc::Status Service::create(std::string_view rpc, Kind kind, const std::string&
         e.code == kErrFailedPrecondition) {
       e.code = EIO;
     }
-    return fail(rpc, e.wrap("mounting nydus image " + (*image)->image_ref));
+    return fail(rpc, e.wrap(std::string((*image)->estargz ? "mounting eStargz image "
+                                                          : "mounting nydus image ") +
+                            (*image)->image_ref));
   }
   auto s = store_.create(kind, key, parent, std::move(labels));
   if (!s) {

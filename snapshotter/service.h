@@ -30,9 +30,15 @@ class Service {
   // store (and images, when given) must outlive the service. index_off: pass index=off on
   // overlay mounts. images: nydus image mounts; null: nydus images are refused at Prepare.
   // metrics (when given) must outlive the service: every call's time is recorded there.
+  // enable_stargz (--enable-stargz): eStargz layers go through the handshake and their
+  // images are bound by reference; otherwise containerd unpacks them.
   Service(Store& store, bool index_off, ImageMounts* images = nullptr,
-          OperationMetrics* metrics = nullptr)
-      : store_(store), index_off_(index_off), images_(images), metrics_(metrics) {}
+          OperationMetrics* metrics = nullptr, bool enable_stargz = false)
+      : store_(store),
+        index_off_(index_off),
+        images_(images),
+        metrics_(metrics),
+        enable_stargz_(enable_stargz) {}
 
   grpc::Status Prepare(const api::PrepareSnapshotRequest& req, api::PrepareSnapshotResponse* resp);
   grpc::Status View(const api::ViewSnapshotRequest& req, api::ViewSnapshotResponse* resp);
@@ -61,7 +67,10 @@ class Service {
   template <typename Resp>
   grpc::Status create(std::string_view rpc, Kind kind, const std::string& key,
                       const std::string& parent, Labels labels, Resp* resp);
-  grpc::Status handshake(const std::string& key, const std::string& parent, const Labels& labels);
+  grpc::Status handshake(const std::string& key, const std::string& parent, const Labels& labels,
+                         LayerKind kind);
+  // Whether the committed snapshot `name` is an eStargz handshake.
+  [[nodiscard]] bool is_estargz_layer(const std::string& name);
   // The nydus image below a snapshot whose parent is `parent` (nullopt: none).
   [[nodiscard]] base::Result<std::optional<NydusImage>> image_below(const std::string& parent);
   [[nodiscard]] std::string bootstrap_path(int64_t id) const;
@@ -70,6 +79,7 @@ class Service {
   bool index_off_;
   ImageMounts* images_;
   OperationMetrics* metrics_;
+  bool enable_stargz_;
 };
 
 }  // namespace snapshotter

@@ -45,6 +45,21 @@ TEST(Config, FlagsWin) {
   EXPECT_EQ(o.address, kDefaultAddress);
 }
 
+TEST(Config, EnableStargz) {
+  Options o;
+  EXPECT_FALSE(o.enable_stargz);
+  ASSERT_TRUE(
+      apply_toml("[experimental]\nenable_stargz = true\nenable_referrer_detect = true\n", "c", o));
+  EXPECT_TRUE(o.enable_stargz);
+  EXPECT_EQ(o.unknown_keys, (std::vector<std::string>{"experimental.enable_referrer_detect"}));
+  EXPECT_FALSE(apply_toml("[experimental]\nenable_stargz = \"yes\"\n", "c", o));
+  Options f;
+  Overrides ov;
+  ov.enable_stargz = true;
+  apply_overrides(ov, f);
+  EXPECT_TRUE(f.enable_stargz);
+}
+
 TEST(Config, Errors) {
   Options o;
   auto syntax = apply_toml("root = \n", "bad.toml", o);

@@ -244,5 +244,143 @@ TEST_F(NydusService, OrdinaryImagesAreUntouched) {
   EXPECT_TRUE(daemon_->binds.empty());
 }
 
+// eStargz (--enable-stargz): every layer through the handshake, the image bound by reference.
+class EstargzService : public NydusService {
+ protected:
+  void SetUp() override {
+    NydusService::SetUp();
+    service_ = std::make_unique<Service>(*store_, false, images_.get(), nullptr, true);
+  }
+  // rpull's labels of layer `digest` of image `ref`, with the digests of this layer and
+  // those above it.
+  static Labels esgz(const std::string& chain, const std::string& ref, const std::string& digest,
+                     const std::string& layers) {
+    return {{kTargetRefLabel, chain},
+            {kStargzTocDigestLabel, "sha256:toc-" + digest},
+            {kStargzRefLabel, ref},
+            {kStargzDigestLabel, digest},
+            {kStargzLayersLabel, layers}};
+  }
+  grpc::Status remove(const std::string& key) {
+    api::RemoveSnapshotRequest rm;
+    rm.set_key(key);
+    google::protobuf::Empty e;
+    return service_->Remove(rm, &e);
+  }
+};
+
+TEST_F(NydusService, EstargzLayersAreUnpackedWithoutTheFlag) {
+  Labels l = {{kTargetRefLabel, "sha256:c1"},
+              {kStargzTocDigestLabel, "sha256:t"},
+              {kStargzRefLabel, "reg/x:esgz"}};
+  api::PrepareSnapshotResponse resp;
+  ASSERT_TRUE(prepare("ns/1/extract-1", "", l, &resp).ok());
+  EXPECT_EQ(resp.mounts_size(), 1);
+  EXPECT_FALSE(store_->stat("sha256:c1"));  // nothing committed by us
+  ASSERT_TRUE(store_->commit("sha256:c1", "ns/1/extract-1", l));
+  ASSERT_TRUE(prepare("ns/1/ctr", "sha256:c1", {}, &resp).ok());
+  EXPECT_TRUE(daemon_->binds.empty());
+}
+
+TEST_F(EstargzService, EveryLayerIsSkippedAndAContainerBindsTheImageByReference) {
+  const std::string ref = "127.0.0.1:5000/x:esgz";
+  auto l1 = esgz("sha256:c1", ref, "sha256:l1", "sha256:l1,sha256:l2");
+  auto l2 = esgz("sha256:c2", ref, "sha256:l2", "sha256:l2");
+  api::PrepareSnapshotResponse resp;
+  auto st = prepare("ns/1/extract-1", "", l1, &resp);
+  ASSERT_EQ(st.error_code(), grpc::StatusCode::ALREADY_EXISTS) << st.error_message();
+  st = prepare("ns/1/extract-2", "sha256:c1", l2, &resp);
+  ASSERT_EQ(st.error_code(), grpc::StatusCode::ALREADY_EXISTS) << st.error_message();
+  auto info = store_->stat("sha256:c2");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->kind, Kind::kCommitted);
+  EXPECT_EQ(info->parent, "sha256:c1");
+  EXPECT_EQ(info->labels.at(kEstargzLayerLabel), "true");
+  EXPECT_EQ(info->labels.at(kImageRefLabel), ref);
+  EXPECT_EQ(info->labels.at(kImageLayersLabel), "sha256:l2");
+  EXPECT_TRUE(daemon_->binds.empty());
+
+  api::PrepareSnapshotResponse r1;
+  ASSERT_TRUE(prepare("ns/1/ctr1", "sha256:c2", {}, &r1).ok());
+  ASSERT_EQ(daemon_->binds.size(), 1U);
+  EXPECT_EQ(daemon_->binds[0].reference, ref);
+  EXPECT_EQ(daemon_->binds[0].bootstrap, "");  // the daemon makes it from the TOCs
+  const std::string mp = daemon_->binds[0].mountpoint;
+  ASSERT_EQ(r1.mounts_size(), 1);
+  auto s1 = store_->get("ns/1/ctr1");
+  ASSERT_TRUE(s1);
+  std::vector<std::string> opts(r1.mounts(0).options().begin(), r1.mounts(0).options().end());
+  EXPECT_EQ(opts, (std::vector<std::string>{"workdir=" + work_path(store_->root(), s1->id),
+                                            "upperdir=" + fs_path(store_->root(), s1->id),
+                                            "lowerdir=" + mp}));
+  // The second layer's snapshot is the image's: a container leaving keeps it bound, the
+  // image's removal unbinds it.
+  ASSERT_TRUE(remove("ns/1/ctr1").ok());
+  images_->drain();
+  EXPECT_TRUE(daemon_->unbinds.empty());
+  ASSERT_TRUE(remove("sha256:c2").ok());
+  images_->drain();
+  EXPECT_EQ(daemon_->unbinds, std::vector<std::string>{mp});
+  ASSERT_TRUE(remove("sha256:c1").ok());
+}
+
+TEST_F(EstargzService, APlainLayerAboveLazyEstargzLayersIsRefusedClearly) {
+  const std::string ref = "127.0.0.1:5000/x:mixed";
+  api::PrepareSnapshotResponse resp;
+  ASSERT_EQ(prepare("ns/1/extract-1", "",
+                    esgz("sha256:c1", ref, "sha256:l1", "sha256:l1,sha256:l2"), &resp)
+                .error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+  Labels plain = {
+      {kTargetRefLabel, "sha256:c2"}, {kStargzRefLabel, ref}, {kStargzDigestLabel, "sha256:l2"}};
+  auto st = prepare("ns/1/extract-2", "sha256:c1", plain, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(st.error_message().find("layer sha256:l2 of " + ref + " is not eStargz"),
+            std::string::npos)
+      << st.error_message();
+  EXPECT_FALSE(store_->stat("ns/1/extract-2"));
+  EXPECT_FALSE(store_->stat("sha256:c2"));
+}
+
+TEST_F(EstargzService, AnEstargzLayerAboveAnUnpackedOneIsUnpackedToo) {
+  api::PrepareSnapshotResponse resp;
+  ASSERT_TRUE(prepare("k1", "", {{kTargetRefLabel, "sha256:c1"}}, &resp).ok());
+  ASSERT_TRUE(store_->commit("sha256:c1", "k1", {}));
+  auto l2 = esgz("sha256:c2", "reg/x:1", "sha256:l2", "sha256:l2");
+  ASSERT_TRUE(prepare("k2", "sha256:c1", l2, &resp).ok());
+  ASSERT_TRUE(store_->commit("sha256:c2", "k2", l2));
+  api::PrepareSnapshotResponse ctr;
+  ASSERT_TRUE(prepare("ctr", "sha256:c2", {}, &ctr).ok());
+  EXPECT_TRUE(daemon_->binds.empty());
+  ASSERT_EQ(ctr.mounts_size(), 1);
+  EXPECT_EQ(ctr.mounts(0).type(), "overlay");
+}
+
+TEST_F(EstargzService, ASharedLayerIsBoundForTheImageItIsTheTopOf) {
+  // Image A = [l1, l2] pulled first records l1 for A; a container on l1 alone would bind
+  // A's two layers: refused until an image ending with l1 is pulled.
+  api::PrepareSnapshotResponse resp;
+  ASSERT_EQ(
+      prepare("e1", "", esgz("sha256:c1", "reg/a:1", "sha256:l1", "sha256:l1,sha256:l2"), &resp)
+          .error_code(),
+      grpc::StatusCode::ALREADY_EXISTS);
+  auto st = prepare("ctr", "sha256:c1", {}, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("1 more layer(s) above it"), std::string::npos)
+      << st.error_message();
+  EXPECT_TRUE(daemon_->binds.empty());
+  // Image B = [l1]: its pull records B on the shared layer; A pulled again changes nothing.
+  ASSERT_EQ(
+      prepare("e2", "", esgz("sha256:c1", "reg/b:1", "sha256:l1", "sha256:l1"), &resp).error_code(),
+      grpc::StatusCode::ALREADY_EXISTS);
+  ASSERT_EQ(
+      prepare("e3", "", esgz("sha256:c1", "reg/a:1", "sha256:l1", "sha256:l1,sha256:l2"), &resp)
+          .error_code(),
+      grpc::StatusCode::ALREADY_EXISTS);
+  ASSERT_TRUE(prepare("ctr", "sha256:c1", {}, &resp).ok());
+  ASSERT_EQ(daemon_->binds.size(), 1U);
+  EXPECT_EQ(daemon_->binds[0].reference, "reg/b:1");
+}
+
 }  // namespace
 }  // namespace snapshotter

@@ -26,6 +26,71 @@ TEST(NydusClassify, BlobNeedsRefAndTrue) {
   EXPECT_EQ(classify_prepare({}), LayerKind::kPlain);
 }
 
+TEST(NydusClassify, EstargzNeedsTheFlagRefAndTocDigest) {
+  Labels l = {{kTargetRefLabel, "sha256:c"}, {kStargzTocDigestLabel, "sha256:t"}};
+  EXPECT_EQ(classify_prepare(l), LayerKind::kPlain);
+  EXPECT_EQ(classify_prepare(l, true), LayerKind::kEstargz);
+  Labels no_ref = l;
+  no_ref.erase(kTargetRefLabel);
+  EXPECT_EQ(classify_prepare(no_ref, true), LayerKind::kPlain);
+  Labels empty_toc = l;
+  empty_toc[kStargzTocDigestLabel] = "";
+  EXPECT_EQ(classify_prepare(empty_toc, true), LayerKind::kPlain);
+  // A nydus data layer stays one.
+  l[kNydusBlobLabel] = "true";
+  EXPECT_EQ(classify_prepare(l, true), LayerKind::kNydusBlob);
+}
+
+TEST(NydusRemoteLayer, EstargzHandshakeLabels) {
+  Labels rpull = {{kTargetRefLabel, "sha256:c"},
+                  {kStargzTocDigestLabel, "sha256:t"},
+                  {kStargzRefLabel, "reg/x:esgz"},
+                  {kStargzDigestLabel, "sha256:l1"},
+                  {kStargzLayersLabel, "sha256:l1,sha256:l2"}};
+  RemoteLayer r = remote_layer(rpull);
+  EXPECT_EQ(r.image_layers, (std::vector<std::string>{"sha256:l1", "sha256:l2"}));
+  Labels out = handshake_labels(rpull, r, LayerKind::kEstargz);
+  EXPECT_TRUE(is_estargz_handshake(out));
+  EXPECT_EQ(out.at(kImageLayersLabel), "sha256:l1,sha256:l2");
+  EXPECT_FALSE(is_top_layer(out));
+  EXPECT_FALSE(is_estargz_handshake(rpull));
+  EXPECT_FALSE(is_estargz_handshake(handshake_labels(rpull, r)));
+  Labels cri = {{kTargetRefLabel, "sha256:c"}, {kCriImageLayersLabel, "sha256:l2"}};
+  EXPECT_TRUE(is_top_layer(cri));
+  EXPECT_EQ(remote_layer(cri).image_layers, std::vector<std::string>{"sha256:l2"});
+  EXPECT_TRUE(is_top_layer({}));
+}
+
+TEST(NydusFindImage, EstargzTopLayerIsTheImage) {
+  auto esgz = [](int64_t id, const std::string& layers) {
+    return ChainEntry{id,
+                      "esgz" + std::to_string(id),
+                      {{kEstargzLayerLabel, "true"},
+                       {kImageRefLabel, "reg/x:esgz"},
+                       {kImageLayersLabel, layers},
+                       {kLayerDigestLabel, "sha256:l" + std::to_string(id)}}};
+  };
+  std::vector<ChainEntry> chain = {
+      {5, "upper", {}}, esgz(3, "sha256:l3"), esgz(2, "sha256:l2,sha256:l3")};
+  auto im = find_image(chain, [](int64_t) { return false; });
+  ASSERT_TRUE(im) << im.error().to_string();
+  ASSERT_TRUE(*im);
+  EXPECT_TRUE((*im)->estargz);
+  EXPECT_EQ((*im)->bootstrap_id, 3);
+  EXPECT_EQ((*im)->bootstrap_name, "esgz3");
+  EXPECT_EQ((*im)->image_ref, "reg/x:esgz");
+  EXPECT_EQ((*im)->upper_lowers, std::vector<int64_t>{5});
+  // On a layer recorded for a taller image: a clear error.
+  auto tall = find_image({esgz(2, "sha256:l2,sha256:l3")}, [](int64_t) { return false; });
+  ASSERT_FALSE(tall);
+  EXPECT_EQ(tall.error().code, EINVAL);
+  // Without a reference: the hint.
+  ChainEntry bare{4, "bare", {{kEstargzLayerLabel, "true"}}};
+  auto no_ref = find_image({bare}, [](int64_t) { return false; });
+  ASSERT_FALSE(no_ref);
+  EXPECT_NE(no_ref.error().message.find("rpull"), std::string::npos);
+}
+
 TEST(NydusRemoteLayer, RpullAndCriLabels) {
   RemoteLayer r = remote_layer(kBlobRpull);
   EXPECT_EQ(r.target, "sha256:chain1");
