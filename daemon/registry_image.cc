@@ -96,6 +96,32 @@ base::Result<estargz::LayerToc> read_layer_toc(registry::Client& client,
   return out;
 }
 
+// Whether the gzip layer l ends with an eStargz footer: one Range GET of its last
+// kFooterSize bytes. false (with why) for a layer that is not eStargz; the client's errors.
+base::Result<bool> has_estargz_footer(registry::Client& client, const registry::Reference& ref,
+                                      const registry::Descriptor& l, std::string& why) {
+  if (!registry::is_valid_digest(l.digest) || l.size < estargz::kFooterSize) {
+    why = "layer " + l.digest + " is too small for an eStargz footer";
+    return false;
+  }
+  std::vector<std::byte> footer(estargz::kFooterSize);
+  CFN_TRY(client.read_blob_range(ref, l.digest, l.size - estargz::kFooterSize, footer)
+              .map_error([&](base::Error e) {
+                return std::move(e).wrap("layer " + l.digest + " footer");
+              }));
+  auto off = estargz::parse_footer(footer, l.size);
+  if (!off) {
+    why = "layer " + l.digest + ": " + off.error().message;
+    return false;
+  }
+  return true;
+}
+
+bool is_gzip_layer(const registry::Descriptor& l) {
+  return l.media_type == "application/vnd.oci.image.layer.v1.tar+gzip" ||
+         l.media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip";
+}
+
 }  // namespace
 
 base::Result<PulledImage> pull_estargz_bootstrap(registry::Client& client,
@@ -204,6 +230,31 @@ base::Result<PulledImage> pull_bootstrap(registry::Client& client, const registr
     if (!registry::is_valid_digest(resolved->manifest.digest)) {
       return base::errorf(EINVAL, "{}: unsupported digest", ref.to_string());
     }
+    return pull_estargz_bootstrap(client, ref, m, resolved->manifest.digest, cache_dir,
+                                  max_bootstrap_bytes);
+  }
+  if (!layers && !m.layers.empty() &&
+      std::all_of(m.layers.begin(), m.layers.end(), is_gzip_layer)) {
+    // No layer says toc.digest (an image whose annotations were dropped): an eStargz layer
+    // is still known by its footer. Probed on the first layer; the others are read as
+    // eStargz and refused by name when they are not.
+    std::string why;
+    auto esgz = has_estargz_footer(client, ref, m.layers.front(), why);
+    if (!esgz) {
+      return base::Unexpected(esgz.error().wrap(ref.to_string()));
+    }
+    if (!*esgz) {
+      return base::errorf(EINVAL, "{}: {}; not eStargz either ({}: a plain gzip layer is refused)",
+                          ref.to_string(), layers.error().message, why);
+    }
+    if (!registry::is_valid_digest(resolved->manifest.digest)) {
+      return base::errorf(EINVAL, "{}: unsupported digest", ref.to_string());
+    }
+    spdlog::warn(
+        "{}: eStargz by its layers' footers, without toc.digest annotations: the TOCs are used "
+        "without a digest to verify them against (each chunk is still checked against the "
+        "TOC's chunkDigest)",
+        ref.to_string());
     return pull_estargz_bootstrap(client, ref, m, resolved->manifest.digest, cache_dir,
                                   max_bootstrap_bytes);
   }

@@ -153,6 +153,52 @@ TEST(EstargzPull, TocThatDoesNotMatchItsAnnotationIsRefused) {
       << pulled.error().to_string();
 }
 
+TEST(EstargzPull, WithoutTheAnnotationTheFooterIsProbed) {
+  cfntest::TempDir dir;
+  FakeClient c;
+  auto m = small_layer(std::string(100000, 'h'));
+  const std::string digest = c.add_layer(m.blob, nullptr);
+  ASSERT_FALSE(is_estargz_image(c.manifest));
+  auto pulled = pull_bootstrap(c, ref(), dir.path(), 64 << 20);
+  ASSERT_TRUE(pulled) << pulled.error().to_string();
+  // The probe (the footer), then the footer and the TOC: only Range GETs.
+  EXPECT_EQ(c.range_reads, 3);
+  EXPECT_EQ(c.range_bytes, estargz::kFooterSize + (m.blob.size() - m.toc_offset));
+  EXPECT_EQ(pulled->blob_ids, (std::vector<std::string>{digest.substr(7)}));
+  auto boot = base::read_file(pulled->bootstrap_path);
+  ASSERT_TRUE(boot);
+  auto img = erofs::Image::parse(*boot);
+  ASSERT_TRUE(img);
+  EXPECT_TRUE(img->lookup_path("/etc/hello.txt"));
+}
+
+TEST(EstargzPull, WithoutTheAnnotationAPlainGzipImageIsRefusedClearly) {
+  cfntest::TempDir dir;
+  FakeClient c;
+  c.add_layer(estargz::testing::gzip(base::as_bytes(std::string(5000, 'p')), 0), nullptr);
+  auto pulled = pull_bootstrap(c, ref(), dir.path(), 64 << 20);
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code, EINVAL);
+  EXPECT_NE(pulled.error().message.find("not a RAFS v6 (nydus) image"), std::string::npos)
+      << pulled.error().to_string();
+  EXPECT_NE(pulled.error().message.find("not eStargz either"), std::string::npos)
+      << pulled.error().to_string();
+  EXPECT_NE(pulled.error().message.find("plain gzip layer is refused"), std::string::npos)
+      << pulled.error().to_string();
+  EXPECT_EQ(c.range_reads, 1);  // the footer probe only
+  // An eStargz first layer with a plain one after it: the plain one is refused by name.
+  FakeClient mixed;
+  auto m = small_layer("x");
+  mixed.add_layer(m.blob, nullptr);
+  const std::string plain =
+      mixed.add_layer(estargz::testing::gzip(base::as_bytes(std::string(5000, 'p')), 0), nullptr);
+  pulled = pull_bootstrap(mixed, ref(), dir.path(), 64 << 20);
+  ASSERT_FALSE(pulled);
+  EXPECT_NE(pulled.error().message.find(plain), std::string::npos) << pulled.error().to_string();
+  EXPECT_NE(pulled.error().message.find("plain gzip layer is refused"), std::string::npos)
+      << pulled.error().to_string();
+}
+
 TEST(EstargzPull, ABootstrapOverTheCapIsRefused) {
   cfntest::TempDir dir;
   FakeClient c;
