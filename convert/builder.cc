@@ -53,8 +53,8 @@ base::Status move_into_place(int staging, int out, const std::vector<erofs::Blob
 }
 
 // The writer's node of an absolute path in tree; nullopt when absent.
-std::optional<NodeId> find_node(const erofs::Tree& tree, const std::string& path) {
-  NodeId cur = erofs::Tree::kRootNode;
+std::optional<erofs::NodeId> find_node(const erofs::Tree& tree, const std::string& path) {
+  erofs::NodeId cur = erofs::Tree::kRootNode;
   std::size_t pos = 1;
   while (pos < path.size()) {
     std::size_t slash = path.find('/', pos);
@@ -74,9 +74,9 @@ std::optional<NodeId> find_node(const erofs::Tree& tree, const std::string& path
 
 }  // namespace
 
-std::vector<NodeId> resolve_prefetch(const erofs::Tree& tree,
-                                     const std::vector<std::string>& paths) {
-  std::vector<NodeId> out;
+std::vector<erofs::NodeId> resolve_prefetch(const erofs::Tree& tree,
+                                            const std::vector<std::string>& paths) {
+  std::vector<erofs::NodeId> out;
   std::size_t missing = 0;
   for (const std::string& p : paths) {
     auto n = find_node(tree, p);
@@ -94,21 +94,22 @@ std::vector<NodeId> resolve_prefetch(const erofs::Tree& tree,
   return out;
 }
 
-std::vector<ChunkSlot> listed_slots(const FsTree& layer, const std::vector<std::string>& paths) {
-  std::vector<ChunkSlot> out;
+std::vector<erofs::ChunkSlot> listed_slots(const erofs::FsTree& layer,
+                                           const std::vector<std::string>& paths) {
+  std::vector<erofs::ChunkSlot> out;
   std::vector<bool> seen(layer.size(), false);
   // Depth-first from a listed node; an explicit stack, as the tree's depth is the
   // input's.
-  auto add = [&](NodeId top) {
-    std::vector<NodeId> stack{top};
+  auto add = [&](erofs::NodeId top) {
+    std::vector<erofs::NodeId> stack{top};
     while (!stack.empty()) {
-      const NodeId id = stack.back();
+      const erofs::NodeId id = stack.back();
       stack.pop_back();
       if (seen[id]) {
         continue;
       }
       seen[id] = true;
-      const BuildNode& n = layer.node(id);
+      const erofs::BuildNode& n = layer.node(id);
       if (is_dir(n)) {
         for (auto it = n.meta.children.rbegin(); it != n.meta.children.rend(); ++it) {
           stack.push_back(it->second);
@@ -120,7 +121,8 @@ std::vector<ChunkSlot> listed_slots(const FsTree& layer, const std::vector<std::
   };
   for (const std::string& p : paths) {
     // parse_prefetch_list gives "/a/b" ("/" for the root): relative components.
-    auto comps = split_entry_path(std::string_view(p).substr(std::min<std::size_t>(1, p.size())));
+    auto comps =
+        erofs::split_entry_path(std::string_view(p).substr(std::min<std::size_t>(1, p.size())));
     if (!comps) {
       continue;  // no such entry can be in the layer
     }
@@ -131,27 +133,27 @@ std::vector<ChunkSlot> listed_slots(const FsTree& layer, const std::vector<std::
   return out;
 }
 
-erofs::Tree finalize_tree(const FsTree& tree, const ChunkPipeline& pipeline) {
-  constexpr NodeId kNone = std::numeric_limits<NodeId>::max();
+erofs::Tree finalize_tree(const erofs::FsTree& tree, const ChunkPipeline& pipeline) {
+  constexpr erofs::NodeId kNone = std::numeric_limits<erofs::NodeId>::max();
   erofs::Tree out;
-  std::vector<NodeId> map(tree.size(), kNone);
-  std::deque<NodeId> queue;
+  std::vector<erofs::NodeId> map(tree.size(), kNone);
+  std::deque<erofs::NodeId> queue;
   map[erofs::Tree::kRootNode] = 0;
   out.nodes.emplace_back();
   queue.push_back(erofs::Tree::kRootNode);
   while (!queue.empty()) {
-    NodeId old = queue.front();
+    erofs::NodeId old = queue.front();
     queue.pop_front();
-    const BuildNode& src = tree.node(old);
+    const erofs::BuildNode& src = tree.node(old);
     erofs::Node n = src.meta;
     n.children.clear();
     n.chunks.reserve(src.chunk_slots.size());
-    for (ChunkSlot s : src.chunk_slots) {
+    for (erofs::ChunkSlot s : src.chunk_slots) {
       n.chunks.push_back(pipeline.resolve(s));
     }
     for (const auto& [name, child] : src.meta.children) {
       if (map[child] == kNone) {
-        map[child] = static_cast<NodeId>(out.nodes.size());
+        map[child] = static_cast<erofs::NodeId>(out.nodes.size());
         out.nodes.emplace_back();
         queue.push_back(child);
       }
@@ -200,8 +202,8 @@ base::Result<BuildReport> build_image(const std::string& source, const std::stri
 
   BuildReport report;
   ChunkPipeline pipeline(options, blobs_dir.get());
-  FsTree image;
-  auto apply = [&](FsTree& layer, const std::string& what) -> base::Status {
+  erofs::FsTree image;
+  auto apply = [&](erofs::FsTree& layer, const std::string& what) -> base::Status {
     if (auto r = image.merge_layer(layer); !r) {
       return base::Unexpected(std::move(r).error().wrap(what));
     }
@@ -218,13 +220,13 @@ base::Result<BuildReport> build_image(const std::string& source, const std::stri
   };
   switch (kind) {
     case SourceKind::kDirectory: {
-      FsTree layer;
+      erofs::FsTree layer;
       CFN_TRY(read_directory(source, layer, pipeline));
       CFN_TRY(apply(layer, source));
       break;
     }
     case SourceKind::kTar: {
-      FsTree layer;
+      erofs::FsTree layer;
       CFN_TRY(read_tar(source, source, layer, pipeline));
       CFN_TRY(apply(layer, source));
       break;
@@ -233,7 +235,7 @@ base::Result<BuildReport> build_image(const std::string& source, const std::stri
       for (std::size_t i = 0; i < oci_src.layers.size(); ++i) {
         const auto& l = oci_src.layers[i];
         std::string label = fmt::format("layer {} (sha256:{})", i, base::hex(l.digest));
-        FsTree layer;
+        erofs::FsTree layer;
         CFN_TRY(read_tar(l.path, label, layer, pipeline, &l.digest));
         CFN_TRY(apply(layer, label));
       }

@@ -35,7 +35,7 @@ struct BuildReport {
 
 // Turn the merged tree into the writer's tree: only nodes reachable from the root,
 // numbered in breadth-first order, chunk slots resolved through the pipeline.
-[[nodiscard]] erofs::Tree finalize_tree(const FsTree& tree, const ChunkPipeline& pipeline);
+[[nodiscard]] erofs::Tree finalize_tree(const erofs::FsTree& tree, const ChunkPipeline& pipeline);
 
 // The nodes of a finalized tree named by paths (as parse_prefetch_list gives them), in
 // order; paths not in the tree are skipped with a warning. Symlinks are not followed.
@@ -46,7 +46,7 @@ struct BuildReport {
 // parse_prefetch_list gives them) name, in list order, each file's in file order (a
 // directory: the files under it, in name order); for ChunkPipeline::end_layer, which
 // puts these chunks first in the layer's blob. Absent paths and symlinks add nothing.
-[[nodiscard]] std::vector<ChunkSlot> listed_slots(const FsTree& layer,
-                                                  const std::vector<std::string>& paths);
+[[nodiscard]] std::vector<erofs::ChunkSlot> listed_slots(const erofs::FsTree& layer,
+                                                         const std::vector<std::string>& paths);
 
 }  // namespace convert

@@ -23,7 +23,7 @@ constexpr std::size_t kInflightBytes = 64U << 20;
 
 struct ChunkPipeline::Job {
   ChunkBuffer buf;
-  ChunkSlot slot = 0;
+  erofs::ChunkSlot slot = 0;
   base::Digest digest{};
   std::vector<std::byte> out;  // compressed form, when compressed
   bool compressed = false;
@@ -124,7 +124,7 @@ void ChunkPipeline::release(ChunkBuffer buf) {
   free_buffers_.push_back(std::move(buf));
 }
 
-base::Result<ChunkSlot> ChunkPipeline::submit(ChunkBuffer buf) {
+base::Result<erofs::ChunkSlot> ChunkPipeline::submit(ChunkBuffer buf) {
   if (buf.size == 0 || buf.size > options_.chunk_size) {
     release(std::move(buf));
     return base::errorf(EINVAL, "chunk pipeline: bad chunk size");
@@ -299,7 +299,7 @@ base::Status ChunkPipeline::relayout(const std::vector<std::uint32_t>& order) {
 }
 
 base::Result<std::optional<BlobResult>> ChunkPipeline::end_layer(
-    const std::vector<ChunkSlot>& first) {
+    const std::vector<erofs::ChunkSlot>& first) {
   while (!inflight_.empty()) {
     CFN_TRY(commit_front());
   }
@@ -310,7 +310,7 @@ base::Result<std::optional<BlobResult>> ChunkPipeline::end_layer(
     const auto this_blob = static_cast<std::uint32_t>(blobs_.size());
     std::vector<bool> placed(cur_chunks_.size(), false);
     std::vector<std::uint32_t> order;
-    for (ChunkSlot s : first) {
+    for (erofs::ChunkSlot s : first) {
       const Location& loc = slots_[s];
       if (loc.blob == this_blob && !placed[loc.ci]) {
         placed[loc.ci] = true;
@@ -366,7 +366,7 @@ base::Result<std::optional<BlobResult>> ChunkPipeline::end_layer(
   return res;
 }
 
-erofs::ChunkRef ChunkPipeline::resolve(ChunkSlot slot) const {
+erofs::ChunkRef ChunkPipeline::resolve(erofs::ChunkSlot slot) const {
   const Location& loc = slots_[slot];
   const BlobResult& b = blobs_[loc.blob];
   const erofs::ChunkMeta& m = b.chunks[loc.ci];

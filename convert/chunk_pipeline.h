@@ -25,9 +25,9 @@
 #include "base/digest.h"
 #include "base/result.h"
 #include "base/unique_fd.h"
-#include "convert/fs_tree.h"
 #include "convert/options.h"
 #include "erofs/blob_meta.h"
+#include "erofs/fs_tree.h"
 #include "erofs/reader.h"
 #include "erofs/writer.h"
 
@@ -67,7 +67,7 @@ class ChunkPipeline {
   [[nodiscard]] base::Result<ChunkBuffer> acquire();
   // Queue a filled buffer (1..chunk_size bytes); returns the slot its location will
   // be resolved to.
-  [[nodiscard]] base::Result<ChunkSlot> submit(ChunkBuffer buf);
+  [[nodiscard]] base::Result<erofs::ChunkSlot> submit(ChunkBuffer buf);
   // Give back a buffer that was not submitted.
   void release(ChunkBuffer buf);
 
@@ -78,10 +78,10 @@ class ChunkPipeline {
   // order and the uncompressed layout stay), and nothing moves without compression
   // (the blob is then the device itself).
   [[nodiscard]] base::Result<std::optional<BlobResult>> end_layer(
-      const std::vector<ChunkSlot>& first = {});
+      const std::vector<erofs::ChunkSlot>& first = {});
 
   // After every layer: the ChunkRef of a slot (blob offsets filled in).
-  [[nodiscard]] erofs::ChunkRef resolve(ChunkSlot slot) const;
+  [[nodiscard]] erofs::ChunkRef resolve(erofs::ChunkSlot slot) const;
   [[nodiscard]] const std::vector<BlobResult>& blobs() const { return blobs_; }
   [[nodiscard]] const PipelineStats& stats() const { return stats_; }
   [[nodiscard]] std::size_t max_inflight() const { return max_inflight_; }

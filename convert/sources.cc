@@ -38,9 +38,9 @@ constexpr std::size_t kMaxDepth = 2048;
 using ReadFn = std::function<base::Result<std::size_t>(base::MutableBytes)>;
 
 // Feed exactly `size` bytes of one file to the pipeline.
-base::Result<std::vector<ChunkSlot>> feed_file(ChunkPipeline& pipeline, std::uint64_t size,
-                                               const ReadFn& read, std::string_view what) {
-  std::vector<ChunkSlot> slots;
+base::Result<std::vector<erofs::ChunkSlot>> feed_file(ChunkPipeline& pipeline, std::uint64_t size,
+                                                      const ReadFn& read, std::string_view what) {
+  std::vector<erofs::ChunkSlot> slots;
   slots.reserve((size + pipeline.chunk_size() - 1) / pipeline.chunk_size());
   std::uint64_t left = size;
   while (left > 0) {
@@ -60,7 +60,7 @@ base::Result<std::vector<ChunkSlot>> feed_file(ChunkPipeline& pipeline, std::uin
       buf.size += *n;
     }
     left -= buf.size;
-    CFN_ASSIGN_OR_RETURN(ChunkSlot slot, pipeline.submit(std::move(buf)));
+    CFN_ASSIGN_OR_RETURN(erofs::ChunkSlot slot, pipeline.submit(std::move(buf)));
     slots.push_back(slot);
   }
   return slots;
@@ -76,8 +76,8 @@ bool storable_xattr(std::string_view name) {
 
 struct DirWalker {
   ChunkPipeline& pipeline;
-  FsTree& layer;
-  std::map<std::pair<dev_t, ino_t>, NodeId> links;
+  erofs::FsTree& layer;
+  std::map<std::pair<dev_t, ino_t>, erofs::NodeId> links;
 
   base::Status read_xattrs(const std::string& path, erofs::Node& n) {
     std::vector<char> names(1024);
@@ -141,7 +141,7 @@ struct DirWalker {
     }
   }
 
-  base::Status walk(int dirfd, const std::string& path, NodeId dir, std::size_t depth) {
+  base::Status walk(int dirfd, const std::string& path, erofs::NodeId dir, std::size_t depth) {
     if (depth > kMaxDepth) {
       return base::errorf(ELOOP, "{}: directory tree deeper than {}", path, kMaxDepth);
     }
@@ -180,7 +180,7 @@ struct DirWalker {
           continue;
         }
       }
-      BuildNode n;
+      erofs::BuildNode n;
       fill_stat(n.meta, st);
       CFN_TRY(read_xattrs(child_path, n.meta));
       base::UniqueFd sub;
@@ -226,7 +226,7 @@ struct DirWalker {
         CFN_ASSIGN_OR_RETURN(
             sub, base::UniqueFd::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
       }
-      NodeId id = layer.add_node(std::move(n));
+      erofs::NodeId id = layer.add_node(std::move(n));
       CFN_TRY(layer.add_child(dir, name, id, child_path));
       if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
         links.emplace(std::make_pair(st.st_dev, st.st_ino), id);
@@ -276,7 +276,7 @@ std::string archive_err(struct archive* a) {
   return s != nullptr ? s : "unknown libarchive error";
 }
 
-base::Status read_tar_entries(struct archive* a, const std::string& label, FsTree& layer,
+base::Status read_tar_entries(struct archive* a, const std::string& label, erofs::FsTree& layer,
                               ChunkPipeline& pipeline) {
   std::uint64_t index = 0;
   for (;;) {
@@ -297,14 +297,14 @@ base::Status read_tar_entries(struct archive* a, const std::string& label, FsTre
     }
     std::string path(raw_path);
     std::string what = fmt::format("{}: entry '{}'", label, path);
-    auto comps_r = split_entry_path(path);
+    auto comps_r = erofs::split_entry_path(path);
     if (!comps_r) {
       return base::Unexpected(std::move(comps_r).error().wrap(label));
     }
     std::vector<std::string> comps = std::move(*comps_r);
 
     if (const char* hl = archive_entry_hardlink(e); hl != nullptr) {
-      auto tcomps = split_entry_path(hl);
+      auto tcomps = erofs::split_entry_path(hl);
       if (!tcomps) {
         return base::Unexpected(std::move(tcomps).error().wrap(what + ": hardlink target"));
       }
@@ -319,12 +319,12 @@ base::Status read_tar_entries(struct archive* a, const std::string& label, FsTre
       if (comps.empty()) {
         return base::errorf(EINVAL, "{}: a hardlink cannot be the root", what);
       }
-      CFN_ASSIGN_OR_RETURN(NodeId parent, layer.make_parents(comps, what));
+      CFN_ASSIGN_OR_RETURN(erofs::NodeId parent, layer.make_parents(comps, what));
       CFN_TRY(layer.add_child(parent, comps.back(), *target, what));
       continue;
     }
 
-    BuildNode n;
+    erofs::BuildNode n;
     auto type = archive_entry_filetype(e);
     n.meta.mode = static_cast<std::uint16_t>((type & 0170000) | (archive_entry_perm(e) & 07777));
     n.meta.uid = static_cast<std::uint32_t>(archive_entry_uid(e));
@@ -361,7 +361,7 @@ base::Status read_tar_entries(struct archive* a, const std::string& label, FsTre
       if (type != AE_IFDIR) {
         return base::errorf(EINVAL, "{}: the root must be a directory", what);
       }
-      BuildNode& root = layer.node(erofs::Tree::kRootNode);
+      erofs::BuildNode& root = layer.node(erofs::Tree::kRootNode);
       n.meta.children = std::move(root.meta.children);
       n.whiteouts = std::move(root.whiteouts);
       n.opaque = root.opaque;
@@ -369,9 +369,9 @@ base::Status read_tar_entries(struct archive* a, const std::string& label, FsTre
       continue;
     }
     // Parents first: an entry below a symlink or a file fails before its data is read.
-    CFN_ASSIGN_OR_RETURN(NodeId parent, layer.make_parents(comps, what));
+    CFN_ASSIGN_OR_RETURN(erofs::NodeId parent, layer.make_parents(comps, what));
     const std::string& name = comps.back();
-    bool whiteout = std::string_view(name).starts_with(kWhiteoutPrefix);
+    bool whiteout = std::string_view(name).starts_with(erofs::kWhiteoutPrefix);
 
     switch (type) {
       case AE_IFREG: {
@@ -416,7 +416,7 @@ base::Status read_tar_entries(struct archive* a, const std::string& label, FsTre
         return base::errorf(EINVAL, "{}: unsupported entry type {:#o}", what,
                             static_cast<unsigned>(type));
     }
-    NodeId id = layer.add_node(std::move(n));
+    erofs::NodeId id = layer.add_node(std::move(n));
     CFN_TRY(layer.add_child(parent, name, id, what));
   }
 }
@@ -521,21 +521,22 @@ base::Result<SourceKind> detect_source(const std::string& path) {
   return base::errorf(EINVAL, "source {}: neither a directory nor a file", path);
 }
 
-base::Status read_directory(const std::string& path, FsTree& layer, ChunkPipeline& pipeline) {
+base::Status read_directory(const std::string& path, erofs::FsTree& layer,
+                            ChunkPipeline& pipeline) {
   CFN_ASSIGN_OR_RETURN(base::UniqueFd root, base::UniqueFd::open(path, O_RDONLY | O_DIRECTORY));
   struct stat st {};
   if (::fstat(root.get(), &st) != 0) {
     return base::errno_error("stat " + path);
   }
   DirWalker w{pipeline, layer, {}};
-  BuildNode& r = layer.node(erofs::Tree::kRootNode);
+  erofs::BuildNode& r = layer.node(erofs::Tree::kRootNode);
   DirWalker::fill_stat(r.meta, st);
   r.implicit = false;
   CFN_TRY(w.read_xattrs(path, r.meta));
   return w.walk(root.get(), path, erofs::Tree::kRootNode, 0);
 }
 
-base::Status read_tar(const std::string& path, const std::string& label, FsTree& layer,
+base::Status read_tar(const std::string& path, const std::string& label, erofs::FsTree& layer,
                       ChunkPipeline& pipeline, const base::Digest* expected_sha256) {
   CFN_ASSIGN_OR_RETURN(base::UniqueFd fd, base::UniqueFd::open(path, O_RDONLY));
   ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);

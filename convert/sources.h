@@ -14,7 +14,7 @@
 #include "base/digest.h"
 #include "base/result.h"
 #include "convert/chunk_pipeline.h"
-#include "convert/fs_tree.h"
+#include "erofs/fs_tree.h"
 
 namespace convert {
 
@@ -26,15 +26,15 @@ enum class SourceKind : std::uint8_t { kDirectory, kTar, kOciLayout };
 
 // Read a directory tree into layer (whose root takes the directory's metadata).
 // Errors name the path that failed (unreadable file, file changed while read...).
-[[nodiscard]] base::Status read_directory(const std::string& path, FsTree& layer,
+[[nodiscard]] base::Status read_directory(const std::string& path, erofs::FsTree& layer,
                                           ChunkPipeline& pipeline);
 
 // Read a tar (plain, gzip, zstd, ... as libarchive detects) into layer. label names
 // the archive in errors. When expected_sha256 is set, the file's sha256 must match it.
-// Hostile entries (see split_entry_path, FsTree::make_parents, hardlinks to missing or
-// later entries, truncated data) fail with an error naming the entry.
+// Hostile entries (see erofs::split_entry_path, erofs::FsTree::make_parents, hardlinks to missing
+// or later entries, truncated data) fail with an error naming the entry.
 [[nodiscard]] base::Status read_tar(const std::string& path, const std::string& label,
-                                    FsTree& layer, ChunkPipeline& pipeline,
+                                    erofs::FsTree& layer, ChunkPipeline& pipeline,
                                     const base::Digest* expected_sha256 = nullptr);
 
 struct OciSourceLayer {

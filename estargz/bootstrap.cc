@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "erofs/blob_meta.h"
+#include "erofs/fs_tree.h"
 #include "erofs/writer.h"
 
 namespace estargz {
@@ -17,10 +18,11 @@ namespace {
 
 constexpr std::uint64_t kBlock = 4096;
 constexpr std::uint64_t kMaxChunk = 16ULL << 20;
-constexpr std::string_view kWhiteout = ".wh.";
-constexpr std::string_view kOpaque = ".wh..wh..opq";
 
-using NodeIdx = std::uint32_t;
+using erofs::BuildNode;
+using erofs::ChunkSlot;
+using erofs::FsTree;
+using erofs::NodeId;
 
 struct ChunkSrc {
   std::uint32_t layer = 0;
@@ -32,40 +34,49 @@ struct ChunkSrc {
   base::Digest digest{};
 };
 
-struct INode {
-  erofs::Node meta;
-  std::vector<ChunkSrc> chunks;  // regular files, in TOC order
-  std::string what;              // "layer N entry I (name)" for errors
-};
-
-bool is_dir(const INode& n) {
-  return (n.meta.mode & S_IFMT) == S_IFDIR;
-}
-
 std::string what_of(std::size_t layer, std::size_t index, const std::string& name) {
   return fmt::format("layer {} entry {} ({})", layer, index, name);
 }
 
+// The tree's errors (ENOTDIR for a parent that is not a directory, ...) are EINVAL here,
+// as for every other lie of a TOC.
+base::Unexpected as_einval(base::Error e, std::string_view what) {
+  e.code = EINVAL;
+  return base::Unexpected(std::move(e).wrap(what));
+}
+
 class Builder {
  public:
-  Builder() {
-    INode root;
-    root.meta.mode = S_IFDIR | 0755;
-    root.what = "the root";
-    nodes_.push_back(std::move(root));
+  explicit Builder(const std::vector<LayerToc>& layers) : layers_(layers) {}
+
+  // Read the layer's TOC into a layer tree and merge it (the one OCI merge:
+  // erofs::FsTree::merge_layer).
+  base::Status add_layer(std::uint32_t li) {
+    CFN_TRY(member_ends(li));
+    FsTree layer;
+    CFN_TRY(read_layer(li, layer));
+    if (auto st = image_.merge_layer(layer); !st) {
+      return as_einval(std::move(st).error(), fmt::format("layer {}", li));
+    }
+    return {};
   }
 
-  base::Status add_layer(std::uint32_t li, const LayerToc& layer) {
-    CFN_TRY(member_ends(li, layer));
-    CFN_TRY(apply_whiteouts(li, layer));
-    return add_entries(li, layer);
-  }
-
-  base::Result<Built> finish(const std::vector<LayerToc>& layers);
+  base::Result<Built> finish();
 
  private:
+  // A node's tag: its layer and TOC entry, for errors.
+  static std::uint64_t origin_of(std::uint32_t li, std::size_t i) {
+    return (std::uint64_t{li} << 32) | i;
+  }
+  std::string what(const BuildNode& n) const {
+    const auto li = static_cast<std::uint32_t>(n.origin >> 32);
+    const auto i = static_cast<std::size_t>(n.origin & 0xffffffffU);
+    return what_of(li, i, layers_[li].toc.entries[i].name);
+  }
+
   // Member starts of the layer, each with where it ends: the next start or the TOC.
-  base::Status member_ends(std::uint32_t li, const LayerToc& layer) {
+  base::Status member_ends(std::uint32_t li) {
+    const LayerToc& layer = layers_[li];
     std::set<std::uint64_t> starts;
     for (std::size_t i = 0; i < layer.toc.entries.size(); ++i) {
       const Entry& e = layer.toc.entries[i];
@@ -86,86 +97,19 @@ class Builder {
     return {};
   }
 
-  base::Result<NodeIdx> lookup(const std::vector<std::string>& comps) const {
-    NodeIdx cur = 0;
-    for (const auto& c : comps) {
-      const INode& n = nodes_[cur];
-      if (!is_dir(n)) {
-        return base::make_error(ENOTDIR, "not a directory");
-      }
-      auto it = n.meta.children.find(c);
-      if (it == n.meta.children.end()) {
-        return base::make_error(ENOENT, "no such entry");
-      }
-      cur = it->second;
-    }
-    return cur;
-  }
-
-  // The directory of comps[0..n-1], made (0755, root) where missing.
-  base::Result<NodeIdx> parent_of(const std::vector<std::string>& comps, const std::string& what) {
-    NodeIdx cur = 0;
-    for (std::size_t i = 0; i + 1 < comps.size(); ++i) {
-      auto it = nodes_[cur].meta.children.find(comps[i]);
-      if (it == nodes_[cur].meta.children.end()) {
-        INode d;
-        d.meta.mode = S_IFDIR | 0755;
-        d.what = what;
-        const auto id = static_cast<NodeIdx>(nodes_.size());
-        nodes_.push_back(std::move(d));
-        nodes_[cur].meta.children[comps[i]] = id;
-        cur = id;
-        continue;
-      }
-      if (!is_dir(nodes_[it->second])) {
-        return base::errorf(EINVAL, "{}: parent {} is not a directory", what, comps[i]);
-      }
-      cur = it->second;
-    }
-    return cur;
-  }
-
-  base::Status apply_whiteouts(std::uint32_t li, const LayerToc& layer) {
-    for (std::size_t i = 0; i < layer.toc.entries.size(); ++i) {
-      const Entry& e = layer.toc.entries[i];
-      if (e.type == EntryType::kChunk) {
-        continue;
-      }
-      auto comps = clean_name(e.name);
-      if (!comps) {
-        return base::Unexpected(std::move(comps).error().wrap(what_of(li, i, e.name)));
-      }
-      if (comps->empty() || !comps->back().starts_with(kWhiteout)) {
-        continue;
-      }
-      const std::string base = comps->back();
-      comps->pop_back();
-      auto dir = lookup(*comps);
-      if (!dir || !is_dir(nodes_[*dir])) {
-        continue;  // nothing lower to hide
-      }
-      auto& children = nodes_[*dir].meta.children;
-      if (base == kOpaque) {
-        children.clear();
-      } else if (!base.starts_with(".wh..wh.")) {
-        children.erase(base.substr(kWhiteout.size()));
-      }
-    }
-    return {};
-  }
-
-  base::Status add_entries(std::uint32_t li, const LayerToc& layer) {
-    std::optional<NodeIdx> file;  // the regular file chunk entries continue
+  base::Status read_layer(std::uint32_t li, FsTree& layer) {
+    const LayerToc& lt = layers_[li];
+    std::optional<NodeId> file;  // the regular file chunk entries continue
     std::string file_name;
     std::vector<std::string> regs;  // this layer's regular files so far, as paths
-    for (std::size_t i = 0; i < layer.toc.entries.size(); ++i) {
-      const Entry& e = layer.toc.entries[i];
+    for (std::size_t i = 0; i < lt.toc.entries.size(); ++i) {
+      const Entry& e = lt.toc.entries[i];
       const std::string what = what_of(li, i, e.name);
       if (e.type == EntryType::kChunk) {
         if (!file || e.name != file_name) {
           return base::errorf(EINVAL, "{}: a chunk that does not follow its file", what);
         }
-        CFN_TRY(add_chunk(li, e, what, nodes_[*file]));
+        CFN_TRY(add_chunk(li, e, what, layer.node(*file)));
         continue;
       }
       file.reset();
@@ -177,7 +121,10 @@ class Builder {
         if (e.type != EntryType::kDir) {
           return base::errorf(EINVAL, "{}: the root is not a directory", what);
         }
-        set_meta(nodes_[0], e);
+        BuildNode& root = layer.node(erofs::Tree::kRootNode);
+        set_meta(root.meta, e);
+        root.implicit = false;
+        root.origin = origin_of(li, i);
         continue;
       }
       const std::string& base = comps->back();
@@ -185,72 +132,70 @@ class Builder {
         if (base == kPrefetchLandmark) {
           prefetch_[li] = regs;
         }
-        // Its bytes are a member like a file's: a file that shares no path with it.
-        file = hidden_node(what);
+        // Its bytes are a member like a file's: a node in no directory.
+        BuildNode hidden;
+        hidden.meta.mode = S_IFREG | 0644;
+        hidden.origin = origin_of(li, i);
+        file = layer.add_node(std::move(hidden));
         file_name = e.name;
         if (e.type == EntryType::kReg && e.size > 0) {
-          CFN_TRY(add_chunk(li, e, what, nodes_[*file]));
+          CFN_TRY(add_chunk(li, e, what, layer.node(*file)));
         }
         continue;
       }
-      if (base.starts_with(kWhiteout)) {
-        continue;  // applied before this layer's entries
+      auto parent = layer.make_parents(*comps, what);
+      if (!parent) {
+        return as_einval(std::move(parent).error(), what);
       }
-      CFN_ASSIGN_OR_RETURN(const NodeIdx parent, parent_of(*comps, what));
+      NodeId child = erofs::Tree::kRootNode;  // whiteouts name no node
       if (e.type == EntryType::kHardlink) {
-        auto target_comps = clean_name(e.link_name);
-        if (!target_comps) {
-          return base::Unexpected(std::move(target_comps).error().wrap(what + " linkName"));
+        CFN_ASSIGN_OR_RETURN(child, hardlink_target(layer, e, what));
+      } else if (!base.starts_with(erofs::kWhiteoutPrefix)) {
+        BuildNode n;
+        set_meta(n.meta, e);
+        n.origin = origin_of(li, i);
+        child = layer.add_node(std::move(n));
+        if (e.type == EntryType::kReg) {
+          regs.push_back(erofs::join_path(*comps));
+          if (e.size > 0) {
+            CFN_TRY(add_chunk(li, e, what, layer.node(child)));
+          }
+          file = child;
+          file_name = e.name;
         }
-        auto target = lookup(*target_comps);
-        if (!target || target_comps->empty() || is_dir(nodes_[*target])) {
-          return base::errorf(EINVAL, "{}: hardlink to {}, which is {}", what, e.link_name,
-                              target ? "a directory" : "not an earlier entry");
-        }
-        nodes_[parent].meta.children[base] = *target;
-        continue;
       }
-      auto& children = nodes_[parent].meta.children;
-      if (auto it = children.find(base);
-          it != children.end() && e.type == EntryType::kDir && is_dir(nodes_[it->second])) {
-        set_meta(nodes_[it->second], e);  // a directory meeting a directory keeps its children
-        continue;
-      }
-      INode n;
-      n.what = what;
-      set_meta(n, e);
-      const auto id = static_cast<NodeIdx>(nodes_.size());
-      nodes_.push_back(std::move(n));
-      nodes_[parent].meta.children[base] = id;
-      if (e.type == EntryType::kReg) {
-        regs.push_back(join(*comps));
-        if (e.size > 0) {
-          CFN_TRY(add_chunk(li, e, what, nodes_[id]));
-        }
-        file = id;
-        file_name = e.name;
+      if (auto st = layer.add_child(*parent, base, child, what); !st) {
+        return as_einval(std::move(st).error(), "");
       }
     }
     return {};
   }
 
-  NodeIdx hidden_node(const std::string& what) {
-    INode n;
-    n.meta.mode = S_IFREG | 0644;
-    n.what = what;
-    nodes_.push_back(std::move(n));
-    return static_cast<NodeIdx>(nodes_.size() - 1);
-  }
-
-  static std::string join(const std::vector<std::string>& comps) {
-    std::string p;
-    for (const auto& c : comps) {
-      p += "/" + c;
+  // An earlier entry of this layer, or (merge_layer resolves it) a file of a lower one.
+  static base::Result<NodeId> hardlink_target(FsTree& layer, const Entry& e,
+                                              const std::string& what) {
+    auto comps = clean_name(e.link_name);
+    if (!comps) {
+      return base::Unexpected(std::move(comps).error().wrap(what + " linkName"));
     }
-    return p;
+    auto target =
+        comps->empty() ? base::Result<NodeId>(erofs::Tree::kRootNode) : layer.lookup(*comps);
+    if (target && is_dir(layer.node(*target))) {
+      return base::errorf(EINVAL, "{}: hardlink to {}, which is a directory", what, e.link_name);
+    }
+    if (target) {
+      return *target;
+    }
+    if (target.error().code != ENOENT) {
+      return base::errorf(EINVAL, "{}: hardlink to {}, which is not a file", what, e.link_name);
+    }
+    BuildNode n;
+    n.meta.mode = S_IFREG;
+    n.lower_link = std::move(*comps);
+    return layer.add_node(std::move(n));
   }
 
-  static void set_meta(INode& n, const Entry& e) {
+  static void set_meta(erofs::Node& n, const Entry& e) {
     std::uint16_t type = S_IFREG;
     switch (e.type) {
       case EntryType::kDir:
@@ -274,23 +219,24 @@ class Builder {
         type = S_IFREG;
         break;
     }
-    n.meta.mode = static_cast<std::uint16_t>(type | (e.mode & 07777));
-    n.meta.uid = e.uid;
-    n.meta.gid = e.gid;
-    n.meta.mtime = e.mtime;
-    n.meta.mtime_nsec = e.mtime_nsec;
-    n.meta.xattrs = e.xattrs;
+    n.mode = static_cast<std::uint16_t>(type | (e.mode & 07777));
+    n.uid = e.uid;
+    n.gid = e.gid;
+    n.mtime = e.mtime;
+    n.mtime_nsec = e.mtime_nsec;
+    n.xattrs = e.xattrs;
     if (e.type == EntryType::kReg) {
-      n.meta.size = e.size;
+      n.size = e.size;
     } else if (e.type == EntryType::kSymlink) {
-      n.meta.symlink = e.link_name;
-      n.meta.size = e.link_name.size();
+      n.symlink = e.link_name;
+      n.size = e.link_name.size();
     } else if (e.type == EntryType::kChar || e.type == EntryType::kBlock) {
-      n.meta.rdev = erofs::encode_rdev(e.dev_major, e.dev_minor);
+      n.rdev = erofs::encode_rdev(e.dev_major, e.dev_minor);
     }
   }
 
-  base::Status add_chunk(std::uint32_t li, const Entry& e, const std::string& what, INode& file) {
+  base::Status add_chunk(std::uint32_t li, const Entry& e, const std::string& what,
+                         BuildNode& file) {
     if (!e.offset || !e.chunk_digest) {
       return base::errorf(EINVAL, "{}: a chunk without {}", what,
                           e.offset ? "chunkDigest" : "offset");
@@ -313,52 +259,57 @@ class Builder {
     c.file_offset = e.type == EntryType::kReg ? 0 : e.chunk_offset;
     c.declared_size = e.chunk_size;
     c.digest = *e.chunk_digest;
-    file.chunks.push_back(c);
+    file.chunk_slots.push_back(chunks_.size());
+    chunks_.push_back(c);
     return {};
   }
 
-  std::vector<INode> nodes_;
+  base::Status resolve_chunks(const BuildNode& n);
+
+  const std::vector<LayerToc>& layers_;
+  FsTree image_;
+  std::vector<ChunkSrc> chunks_;                                          // by ChunkSlot
   std::map<std::uint32_t, std::map<std::uint64_t, std::uint64_t>> ends_;  // layer -> start -> end
   std::map<std::uint32_t, std::vector<std::string>> prefetch_;            // layer -> paths
 };
 
 // Each chunk's size (chunkSize, or the rest of the file), checked to tile the file.
-base::Status resolve_chunks(INode& n) {
+base::Status Builder::resolve_chunks(const BuildNode& n) {
   const std::uint64_t size = n.meta.size;
   std::uint64_t pos = 0;
-  for (std::size_t k = 0; k < n.chunks.size(); ++k) {
-    ChunkSrc& c = n.chunks[k];
+  for (std::size_t k = 0; k < n.chunk_slots.size(); ++k) {
+    ChunkSrc& c = chunks_[n.chunk_slots[k]];
     if (c.file_offset != pos) {
-      return base::errorf(EINVAL, "{}: chunk {} at file offset {}, expected {}", n.what, k,
+      return base::errorf(EINVAL, "{}: chunk {} at file offset {}, expected {}", what(n), k,
                           c.file_offset, pos);
     }
     c.size = c.declared_size != 0 ? c.declared_size : size - pos;
     if (c.size == 0 || c.size > size - pos) {
       return base::errorf(EINVAL, "{}: chunk {} of {} bytes at {} does not fit the {}-byte file",
-                          n.what, k, c.size, pos, size);
+                          what(n), k, c.size, pos, size);
     }
     pos += c.size;
   }
   if (pos != size) {
-    return base::errorf(EINVAL, "{}: chunks cover {} of its {} bytes", n.what, pos, size);
+    return base::errorf(EINVAL, "{}: chunks cover {} of its {} bytes", what(n), pos, size);
   }
   return {};
 }
 
-base::Result<Built> Builder::finish(const std::vector<LayerToc>& layers) {
+base::Result<Built> Builder::finish() {
   // Reachable nodes in tree order, each once (hardlinks name one node).
-  std::vector<NodeIdx> order;
-  std::map<NodeIdx, erofs::NodeId> new_id;
-  std::vector<NodeIdx> stack{0};
+  std::vector<NodeId> order;
+  std::map<NodeId, erofs::NodeId> new_id;
+  std::vector<NodeId> stack{0};
   new_id[0] = 0;
   while (!stack.empty()) {
-    const NodeIdx cur = stack.back();
+    const NodeId cur = stack.back();
     stack.pop_back();
     order.push_back(cur);
-    const auto& children = nodes_[cur].meta.children;
+    const auto& children = image_.node(cur).meta.children;
     for (auto it = children.rbegin(); it != children.rend(); ++it) {
       if (new_id.emplace(it->second, static_cast<erofs::NodeId>(new_id.size())).second) {
-        if (is_dir(nodes_[it->second])) {
+        if (is_dir(image_.node(it->second))) {
           stack.push_back(it->second);
         } else {
           order.push_back(it->second);
@@ -371,25 +322,26 @@ base::Result<Built> Builder::finish(const std::vector<LayerToc>& layers) {
   // must fit in it.
   std::uint64_t cs = 0;
   std::uint64_t max_single = 0;
-  for (NodeIdx i : order) {
-    INode& n = nodes_[i];
+  for (NodeId i : order) {
+    BuildNode& n = image_.node(i);
     if ((n.meta.mode & S_IFMT) != S_IFREG) {
       continue;
     }
-    if (n.meta.size > 0 && n.chunks.empty()) {
-      return base::errorf(EINVAL, "{}: a file of {} bytes without chunks", n.what, n.meta.size);
+    if (n.meta.size > 0 && n.chunk_slots.empty()) {
+      return base::errorf(EINVAL, "{}: a file of {} bytes without chunks", what(n), n.meta.size);
     }
     CFN_TRY(resolve_chunks(n));
-    if (!n.chunks.empty()) {
-      max_single = std::max(max_single, n.chunks.back().size);  // a last chunk
+    if (!n.chunk_slots.empty()) {
+      max_single = std::max(max_single, chunks_[n.chunk_slots.back()].size);  // a last chunk
     }
-    for (std::size_t k = 0; k + 1 < n.chunks.size(); ++k) {
+    for (std::size_t k = 0; k + 1 < n.chunk_slots.size(); ++k) {
+      const std::uint64_t size = chunks_[n.chunk_slots[k]].size;
       if (cs == 0) {
-        cs = n.chunks[k].size;
+        cs = size;
       }
-      if (n.chunks[k].size != cs) {
-        return base::errorf(EOPNOTSUPP, "{}: chunks of {} and {} bytes in one image", n.what,
-                            n.chunks[k].size, cs);
+      if (size != cs) {
+        return base::errorf(EOPNOTSUPP, "{}: chunks of {} and {} bytes in one image", what(n), size,
+                            cs);
       }
     }
   }
@@ -405,39 +357,41 @@ base::Result<Built> Builder::finish(const std::vector<LayerToc>& layers) {
 
   // Per layer, chunks in layer order get ci indexes and 4 KiB aligned places.
   struct Place {
-    NodeIdx node;
-    std::size_t k;
+    NodeId node;
+    std::size_t k;  // the node's k-th chunk
+    ChunkSlot slot;
   };
   std::map<std::uint32_t, std::vector<Place>> per_layer;
-  for (NodeIdx i : order) {
-    for (std::size_t k = 0; k < nodes_[i].chunks.size(); ++k) {
-      per_layer[nodes_[i].chunks[k].layer].push_back({i, k});
+  for (NodeId i : order) {
+    const auto& slots = image_.node(i).chunk_slots;
+    for (std::size_t k = 0; k < slots.size(); ++k) {
+      per_layer[chunks_[slots[k]].layer].push_back({i, k, slots[k]});
     }
   }
   Built out;
   out.chunk_size = static_cast<std::uint32_t>(cs);
   erofs::Tree tree;
   tree.nodes.resize(order.size());
-  std::vector<std::vector<erofs::ChunkRef>> refs(nodes_.size());
+  std::vector<std::vector<erofs::ChunkRef>> refs(image_.size());
   for (auto& [li, places] : per_layer) {
     std::stable_sort(places.begin(), places.end(), [&](const Place& a, const Place& b) {
-      return nodes_[a.node].chunks[a.k].offset < nodes_[b.node].chunks[b.k].offset;
+      return chunks_[a.slot].offset < chunks_[b.slot].offset;
     });
     if (places.size() > (1U << 24)) {
       return base::errorf(EOPNOTSUPP, "layer {}: {} chunks is over 2^24", li, places.size());
     }
     erofs::BlobInfo b;
-    b.id = layers[li].blob_id;
+    b.id = layers_[li].blob_id;
     b.index = static_cast<std::uint32_t>(out.blobs.size());
     b.chunk_size = out.chunk_size;
     b.chunk_count = static_cast<std::uint32_t>(places.size());
     b.compressor = base::Compressor::kGzip;
     b.digester = base::DigestAlgo::kSha256;
     b.features = erofs::kBlobFeatureAligned;
-    b.compressed_size = layers[li].blob_size;
+    b.compressed_size = layers_[li].blob_size;
     std::uint64_t uoff = 0;
     for (std::size_t ci = 0; ci < places.size(); ++ci) {
-      const ChunkSrc& c = nodes_[places[ci].node].chunks[places[ci].k];
+      const ChunkSrc& c = chunks_[places[ci].slot];
       erofs::ChunkRef r;
       r.blob_index = b.index;
       r.ci_index = static_cast<std::uint32_t>(ci);
@@ -449,7 +403,7 @@ base::Result<Built> Builder::finish(const std::vector<LayerToc>& layers) {
       r.digest = c.digest;
       auto& v = refs[places[ci].node];
       if (v.size() <= places[ci].k) {
-        v.resize(nodes_[places[ci].node].chunks.size());
+        v.resize(image_.node(places[ci].node).chunk_slots.size());
       }
       v[places[ci].k] = r;
       uoff += base::align_up(c.size, kBlock);
@@ -457,8 +411,8 @@ base::Result<Built> Builder::finish(const std::vector<LayerToc>& layers) {
     b.uncompressed_size = uoff;
     out.blobs.push_back(std::move(b));
   }
-  for (NodeIdx i : order) {
-    erofs::Node n = nodes_[i].meta;
+  for (NodeId i : order) {
+    erofs::Node n = image_.node(i).meta;
     for (auto& [name, child] : n.children) {
       child = new_id.at(child);
     }
@@ -472,8 +426,8 @@ base::Result<Built> Builder::finish(const std::vector<LayerToc>& layers) {
       if (!comps) {
         continue;
       }
-      auto id = lookup(*comps);
-      if (id && (nodes_[*id].meta.mode & S_IFMT) == S_IFREG && new_id.contains(*id)) {
+      auto id = image_.lookup(*comps);
+      if (id && (image_.node(*id).meta.mode & S_IFMT) == S_IFREG && new_id.contains(*id)) {
         tree.prefetch.push_back(new_id.at(*id));
         out.prefetch.push_back(p);
       }
@@ -493,11 +447,11 @@ base::Result<Built> build_bootstrap(const std::vector<LayerToc>& layers) {
   if (layers.empty() || layers.size() > 254) {
     return base::errorf(EINVAL, "{} layers: 1 to 254 can be merged", layers.size());
   }
-  Builder b;
+  Builder b(layers);
   for (std::size_t i = 0; i < layers.size(); ++i) {
-    CFN_TRY(b.add_layer(static_cast<std::uint32_t>(i), layers[i]));
+    CFN_TRY(b.add_layer(static_cast<std::uint32_t>(i)));
   }
-  return b.finish(layers);
+  return b.finish();
 }
 
 }  // namespace estargz

@@ -33,12 +33,14 @@ struct Built {
   std::uint32_t chunk_size = 0;
 };
 
-// Merge the layers (lowest first) with OCI semantics, as a pull and unpack would: a
-// `.wh.NAME` entry hides NAME of lower layers, `.wh..wh..opq` hides everything lower in
-// its directory; whiteouts and the landmark files (.prefetch.landmark,
-// .no.prefetch.landmark at the top) are not in the tree. A later entry replaces an
-// earlier one of the same path (a directory meeting a directory keeps its children).
-// Hardlinks name an entry of the same layer. Errors, naming the layer and entry:
+// Merge the layers (lowest first) with OCI semantics, as a pull and unpack would (each
+// TOC becomes a layer tree, merged by erofs::FsTree::merge_layer, the merge nydus-convert
+// uses too): a `.wh.NAME` entry hides NAME of lower layers, `.wh..wh..opq` hides
+// everything lower in its directory; whiteouts and the landmark files
+// (.prefetch.landmark, .no.prefetch.landmark at the top) are not in the tree. A later
+// entry replaces an earlier one of the same path (a directory meeting a directory keeps
+// its children). Hardlinks name an earlier entry of the same layer or a file of a lower
+// layer that this layer does not remove. Errors, naming the layer and entry:
 // EINVAL for a bad name (clean_name), a parent that is not a directory, a hardlink to
 // nothing or to a directory, a chunk that does not follow its file, chunks that do
 // not tile their file, a chunk without offset or chunkDigest, a member not inside

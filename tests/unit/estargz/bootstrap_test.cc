@@ -222,6 +222,48 @@ TEST(EstargzBootstrap, WhiteoutsAndOpaqueDirsAcrossLayers) {
   EXPECT_EQ(img->blobs()[1].chunk_count, 2U);
 }
 
+TEST(EstargzBootstrap, HardlinksWithinAndAcrossLayers) {
+  LayerMaker l0;
+  l0.add({.name = "lib/", .type = "dir"});
+  l0.add({.name = "lib/a", .content = "aaa"});
+  l0.add({.name = "lib/gone", .content = "g"});
+  auto m0 = l0.make();
+  LayerMaker l1;
+  l1.add({.name = "b", .content = "bbb"});
+  l1.add({.name = "b2", .type = "hardlink", .link_name = "b"});      // this layer
+  l1.add({.name = "a2", .type = "hardlink", .link_name = "lib/a"});  // the lower layer
+  auto m1 = l1.make();
+  auto built = build_bootstrap({layer_toc(m0, blob_id('a')), layer_toc(m1, blob_id('b'))});
+  ASSERT_TRUE(built) << built.error().to_string();
+  auto img = erofs::Image::parse(built->bootstrap);
+  ASSERT_TRUE(img);
+  EXPECT_EQ(*img->lookup_path("/b"), *img->lookup_path("/b2"));
+  EXPECT_EQ(*img->lookup_path("/a2"), *img->lookup_path("/lib/a"));
+  auto got = read_file(*img, "/a2", {&m0, &m1});
+  ASSERT_TRUE(got) << got.error().to_string();
+  EXPECT_EQ(*got, "aaa");
+  got = read_file(*img, "/b2", {&m0, &m1});
+  ASSERT_TRUE(got) << got.error().to_string();
+  EXPECT_EQ(*got, "bbb");
+
+  // A link to what the same layer whites out, or to nothing lower, is refused.
+  LayerMaker l2;
+  l2.add({.name = "lib/.wh.gone", .content = ""});
+  l2.add({.name = "g2", .type = "hardlink", .link_name = "lib/gone"});
+  auto m2 = l2.make();
+  built = build_bootstrap({layer_toc(m0, blob_id('a')), layer_toc(m2, blob_id('c'))});
+  ASSERT_FALSE(built);
+  EXPECT_EQ(built.error().code, EINVAL);
+  EXPECT_NE(built.error().message.find("removes"), std::string::npos) << built.error().to_string();
+  LayerMaker l3;
+  l3.add({.name = "x", .type = "hardlink", .link_name = "lib/none"});
+  auto m3 = l3.make();
+  built = build_bootstrap({layer_toc(m0, blob_id('a')), layer_toc(m3, blob_id('d'))});
+  ASSERT_FALSE(built);
+  EXPECT_EQ(built.error().code, EINVAL);
+  EXPECT_NE(built.error().message.find("in no lower layer"), std::string::npos);
+}
+
 TEST(EstargzBootstrap, RefusesWhatRafsCannotHoldOrWhatLies) {
   auto fails = [](LayerMaker& lm, int code, std::string_view text) {
     auto m = lm.make();

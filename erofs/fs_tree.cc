@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "convert/fs_tree.h"
+#include "erofs/fs_tree.h"
 
 #include <deque>
 #include <limits>
+#include <optional>
 
-namespace convert {
+namespace erofs {
 namespace {
 
 constexpr NodeId kUnmapped = std::numeric_limits<NodeId>::max();
@@ -66,6 +67,9 @@ base::Status FsTree::add_child(NodeId dir, std::string_view name, NodeId child,
     // A directory entry for a directory we already have: new metadata, same contents.
     take_metadata(nodes_[existing].meta, nodes_[child].meta);
     nodes_[existing].implicit = nodes_[existing].implicit && nodes_[child].implicit;
+    if (!nodes_[child].implicit) {
+      nodes_[existing].origin = nodes_[child].origin;
+    }
     return {};
   }
   // Tar semantics: the later entry replaces the earlier one (a directory's subtree
@@ -76,7 +80,7 @@ base::Status FsTree::add_child(NodeId dir, std::string_view name, NodeId child,
 
 base::Result<NodeId> FsTree::make_parents(const std::vector<std::string>& comps,
                                           std::string_view what) {
-  NodeId cur = erofs::Tree::kRootNode;
+  NodeId cur = Tree::kRootNode;
   std::string path;
   for (std::size_t i = 0; i + 1 < comps.size(); ++i) {
     path += '/';
@@ -104,7 +108,7 @@ base::Result<NodeId> FsTree::make_parents(const std::vector<std::string>& comps,
 }
 
 base::Result<NodeId> FsTree::lookup(const std::vector<std::string>& comps) const {
-  NodeId cur = erofs::Tree::kRootNode;
+  NodeId cur = Tree::kRootNode;
   for (const auto& c : comps) {
     if (!is_dir(nodes_[cur])) {
       return base::errorf(ENOTDIR, "{}: not a directory on the way", join_path(comps));
@@ -119,9 +123,42 @@ base::Result<NodeId> FsTree::lookup(const std::vector<std::string>& comps) const
   return cur;
 }
 
+base::Result<NodeId> FsTree::resolve_lower_link(const FsTree& layer, NodeId lid) const {
+  const std::vector<std::string>& comps = layer.node(lid).lower_link;
+  const std::string path = join_path(comps);
+  // The layer hides the target when a directory of its on the way is opaque or whites
+  // out the next name.
+  std::optional<NodeId> ldir = Tree::kRootNode;
+  for (const auto& c : comps) {
+    if (!ldir) {
+      break;
+    }
+    const BuildNode& d = layer.node(*ldir);
+    if (d.opaque || d.whiteouts.contains(c)) {
+      return base::errorf(EINVAL, "hardlink to {}, which this layer removes", path);
+    }
+    auto it = d.meta.children.find(c);
+    ldir.reset();
+    if (it != d.meta.children.end() && is_dir(layer.node(it->second))) {
+      ldir = it->second;
+    }
+  }
+  auto target = lookup(comps);
+  if (!target || comps.empty() || is_dir(nodes_[*target])) {
+    return base::errorf(EINVAL, "hardlink to {}, which is {}", path,
+                        target ? "a directory" : "in no lower layer");
+  }
+  return *target;
+}
+
 base::Status FsTree::merge_layer(const FsTree& layer) {
   std::vector<NodeId> mapped(layer.size(), kUnmapped);
-  return merge_dir(erofs::Tree::kRootNode, layer, erofs::Tree::kRootNode, "/", mapped);
+  for (NodeId lid = 0; lid < layer.size(); ++lid) {
+    if (!layer.node(lid).lower_link.empty()) {
+      CFN_ASSIGN_OR_RETURN(mapped[lid], resolve_lower_link(layer, lid));
+    }
+  }
+  return merge_dir(Tree::kRootNode, layer, Tree::kRootNode, "/", mapped);
 }
 
 base::Status FsTree::merge_dir(NodeId base_dir, const FsTree& layer, NodeId layer_dir,
@@ -130,6 +167,7 @@ base::Status FsTree::merge_dir(NodeId base_dir, const FsTree& layer, NodeId laye
   if (!ldir.implicit) {
     take_metadata(nodes_[base_dir].meta, ldir.meta);
     nodes_[base_dir].implicit = false;
+    nodes_[base_dir].origin = ldir.origin;
   }
   if (ldir.opaque) {
     nodes_[base_dir].meta.children.clear();
@@ -157,6 +195,7 @@ base::Status FsTree::merge_dir(NodeId base_dir, const FsTree& layer, NodeId laye
         d.meta = lnode.meta;
         d.meta.children.clear();
         d.implicit = lnode.implicit;
+        d.origin = lnode.origin;
         target = add_node(std::move(d));
         nodes_[base_dir].meta.children[name] = target;
       }
@@ -167,6 +206,7 @@ base::Status FsTree::merge_dir(NodeId base_dir, const FsTree& layer, NodeId laye
       BuildNode c;
       c.meta = lnode.meta;
       c.chunk_slots = lnode.chunk_slots;
+      c.origin = lnode.origin;
       mapped[lid] = add_node(std::move(c));
     }
     nodes_[base_dir].meta.children[name] = mapped[lid];
@@ -176,8 +216,8 @@ base::Status FsTree::merge_dir(NodeId base_dir, const FsTree& layer, NodeId laye
 
 std::size_t FsTree::reachable_count() const {
   std::vector<bool> seen(nodes_.size(), false);
-  std::deque<NodeId> q{erofs::Tree::kRootNode};
-  seen[erofs::Tree::kRootNode] = true;
+  std::deque<NodeId> q{Tree::kRootNode};
+  seen[Tree::kRootNode] = true;
   std::size_t n = 0;
   while (!q.empty()) {
     NodeId id = q.front();
@@ -219,7 +259,7 @@ base::Result<std::vector<std::string>> split_entry_path(std::string_view path) {
     if (c == "..") {
       return base::errorf(EINVAL, "entry '{}': '..' components are not allowed", path);
     }
-    if (c.size() > erofs::kNameLen) {
+    if (c.size() > kNameLen) {
       return base::errorf(ENAMETOOLONG, "entry '{}': a name is longer than 255 bytes", path);
     }
     comps.emplace_back(c);
@@ -239,4 +279,4 @@ std::string join_path(const std::vector<std::string>& comps) {
   return s;
 }
 
-}  // namespace convert
+}  // namespace erofs

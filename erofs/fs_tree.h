@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// The in-memory file tree the builder assembles before the bootstrap is written.
+// The in-memory file tree a bootstrap is assembled in, and the one OCI layer merge of
+// the project: nydus-convert (convert/) and the eStargz bootstrap (estargz/) both use it.
 //
-// Every source (a directory, a layer tar, each layer of an OCI image) is first read
-// into its own *layer tree*, which also records OCI whiteouts (`.wh.NAME`) and opaque
-// markers (`.wh..wh..opq`). Layer trees are then merged, lowest first, into the image
-// tree with overlay semantics (merge_layer). Whiteout entries never appear in the result.
+// Every layer (a directory, a layer tar, each layer of an OCI image, an eStargz TOC) is
+// first read into its own *layer tree*, which also records OCI whiteouts (`.wh.NAME`)
+// and opaque markers (`.wh..wh..opq`). Layer trees are then merged, lowest first, into
+// the image tree with overlay semantics (merge_layer). Whiteout entries never appear in
+// the result. Pure: no I/O.
 //
 // Paths are names in this tree only: nothing here touches the host filesystem, and a
 // symlink node is never traversed. An entry whose parent is not a directory is an error.
@@ -19,11 +21,10 @@
 #include "base/result.h"
 #include "erofs/writer.h"
 
-namespace convert {
+namespace erofs {
 
-using erofs::NodeId;
-
-// Index into the builder's chunk slot table (resolved to a ChunkRef when a blob is done).
+// Index into the caller's chunk table (nydus-convert: its pipeline's slots, resolved to
+// a ChunkRef when a blob is done; eStargz: the TOC's chunks). Merges copy them as they are.
 using ChunkSlot = std::uint64_t;
 
 struct BuildNode {
@@ -32,6 +33,10 @@ struct BuildNode {
   std::set<std::string> whiteouts;     // layer trees: names hidden in lower layers
   bool opaque = false;                 // layer trees: hide all lower children
   bool implicit = false;               // a directory made only as some entry's parent
+  std::uint64_t origin = 0;  // the caller's tag (where the entry came from); merges copy it
+  // Layer trees: a hard link to a file of a lower layer, by its path; merge_layer makes
+  // it the lower file's node (see there). Empty: not such a link.
+  std::vector<std::string> lower_link;
 };
 
 inline bool is_dir(const BuildNode& n) {
@@ -65,7 +70,10 @@ class FsTree {
   // Look up a full split path; ENOENT when absent, ENOTDIR through a non-directory.
   [[nodiscard]] base::Result<NodeId> lookup(const std::vector<std::string>& comps) const;
 
-  // Apply a layer tree on top of this tree (OCI layer semantics).
+  // Apply a layer tree on top of this tree (OCI layer semantics). Nodes the layer
+  // shares (hard links) stay one node. A lower_link node becomes the node its path names
+  // in this tree as it was before the merge; EINVAL when that is nothing, a directory,
+  // or hidden by the layer itself (a whiteout or an opaque directory on its path).
   [[nodiscard]] base::Status merge_layer(const FsTree& layer);
 
   // Number of nodes reachable from the root.
@@ -74,6 +82,7 @@ class FsTree {
  private:
   base::Status merge_dir(NodeId base_dir, const FsTree& layer, NodeId layer_dir,
                          const std::string& path, std::vector<NodeId>& mapped);
+  base::Result<NodeId> resolve_lower_link(const FsTree& layer, NodeId lid) const;
   std::vector<BuildNode> nodes_;
 };
 
@@ -85,4 +94,4 @@ class FsTree {
 
 std::string join_path(const std::vector<std::string>& comps);
 
-}  // namespace convert
+}  // namespace erofs
