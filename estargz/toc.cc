@@ -9,6 +9,9 @@
 #include <ctime>
 #include <limits>
 #include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "base/json_fields.h"
 #include "erofs/tar_header.h"
@@ -304,6 +307,149 @@ base::Status parse_entry(const nlohmann::json& j, std::size_t index, Entry& e) {
   return {};
 }
 
+// The TOC without its DOM: a SAX handler that builds the DOM of the TOC object except
+// the elements of its top-level "entries" array. Each of those is built alone, parsed
+// into an Entry (parse_entry, as for a whole DOM) and dropped, so a TOC of 100k entries
+// never exists as 100k JSON objects at once (docs/benchmarks.md, bench/estargz-toc-rss).
+// The checks and their order are a DOM walk's: malformed JSON, then the version, then
+// "entries", then the first bad entry; a key given twice counts with its last value.
+class TocSax {
+ public:
+  using json = nlohmann::json;
+
+  bool null() { return value(json(nullptr)); }
+  bool boolean(bool v) { return value(json(v)); }
+  bool number_integer(json::number_integer_t v) { return value(json(v)); }
+  bool number_unsigned(json::number_unsigned_t v) { return value(json(v)); }
+  bool number_float(json::number_float_t v, const json::string_t& /*text*/) {
+    return value(json(v));
+  }
+  bool string(json::string_t& v) { return value(json(std::move(v))); }
+  bool binary(json::binary_t& v) { return value(json(std::move(v))); }  // not in JSON text
+  bool key(json::string_t& k) {
+    key_ = std::move(k);
+    return true;
+  }
+  bool start_object(std::size_t /*elements*/) { return open(json::object()); }
+  bool start_array(std::size_t /*elements*/) { return open(json::array()); }
+  bool end_object() { return close(); }
+  bool end_array() { return close(); }
+  bool parse_error(std::size_t /*position*/, const std::string& /*token*/,
+                   const nlohmann::detail::exception& /*ex*/) {
+    return false;
+  }
+
+  // The TOC, once sax_parse returned ok.
+  base::Result<Toc> finish(bool ok) {
+    if (!ok || !root_.is_object()) {
+      return base::make_error(EINVAL, "TOC: not a JSON object");
+    }
+    base::JsonFields f(root_, "TOC", true);
+    std::uint64_t version = 0;
+    CFN_TRY(f.read("version", version, 0, UINT64_MAX));
+    if (version != 1) {
+      return base::errorf(EINVAL, "TOC: version {} (only 1 is known)", version);
+    }
+    const nlohmann::json* entries = f.find("entries");
+    if (entries == nullptr) {
+      return Toc{};
+    }
+    if (!entries->is_array()) {
+      return base::make_error(EINVAL, "TOC: entries is not an array");
+    }
+    if (entry_error_) {
+      return base::Unexpected(std::move(*entry_error_));
+    }
+    return std::move(toc_);
+  }
+
+ private:
+  // Where a new value goes: the root, the element being built, or its container.
+  json* place(json&& v) {
+    if (stack_.empty()) {
+      root_ = std::move(v);
+      return &root_;
+    }
+    if (entries_depth_ != 0 && stack_.size() == entries_depth_) {
+      entry_ = std::move(v);
+      return &entry_;
+    }
+    json& top = *stack_.back();
+    if (top.is_array()) {
+      top.push_back(std::move(v));
+      return &top.back();
+    }
+    if (stack_.size() == 1 && key_ == "entries") {
+      // "entries" again: its last value counts, as in a DOM.
+      toc_.entries.clear();
+      entry_error_.reset();
+      index_ = 0;
+    }
+    json& slot = top[key_];
+    slot = std::move(v);
+    return &slot;
+  }
+
+  bool value(json&& v) {
+    json* slot = place(std::move(v));
+    if (slot == &entry_) {
+      end_entry();
+    }
+    return true;
+  }
+
+  bool open(json&& v) {
+    const bool entries = stack_.size() == 1 && stack_.back()->is_object() && key_ == "entries" &&
+                         v.is_array() && entries_depth_ == 0;
+    stack_.push_back(place(std::move(v)));
+    if (entries) {
+      entries_depth_ = stack_.size();
+    }
+    return true;
+  }
+
+  bool close() {
+    if (stack_.empty()) {
+      return false;
+    }
+    if (stack_.size() == entries_depth_) {
+      entries_depth_ = 0;  // the end of "entries"
+      stack_.pop_back();
+      return true;
+    }
+    stack_.pop_back();
+    if (entries_depth_ != 0 && stack_.size() == entries_depth_) {
+      end_entry();
+    }
+    return true;
+  }
+
+  // An element of "entries" is complete: into the TOC (or the first error), then gone.
+  void end_entry() {
+    if (!entry_error_) {
+      Entry e;
+      if (auto st = parse_entry(entry_, index_, e); st) {
+        toc_.entries.push_back(std::move(e));
+      } else {
+        entry_error_ = std::move(st).error();
+        toc_.entries.clear();
+        toc_.entries.shrink_to_fit();
+      }
+    }
+    ++index_;
+    entry_ = json();
+  }
+
+  json root_;
+  json entry_;                     // the element of "entries" being built
+  std::vector<json*> stack_;       // open containers, innermost last
+  std::string key_;                // the last key seen
+  std::size_t entries_depth_ = 0;  // stack_.size() inside the top-level "entries"; 0: not in it
+  std::size_t index_ = 0;          // of the element being built
+  Toc toc_;
+  std::optional<base::Error> entry_error_;
+};
+
 }  // namespace
 
 std::string_view entry_type_name(EntryType t) {
@@ -442,30 +588,9 @@ base::Result<std::string> toc_json_from_member(base::Bytes member) {
 }
 
 base::Result<Toc> parse_toc_json(std::string_view json) {
-  CFN_ASSIGN_OR_RETURN(const auto obj, base::parse_json_object(json, "TOC"));
-  base::JsonFields f(obj, "TOC", true);
-  std::uint64_t version = 0;
-  CFN_TRY(f.read("version", version, 0, UINT64_MAX));
-  if (version != 1) {
-    return base::errorf(EINVAL, "TOC: version {} (only 1 is known)", version);
-  }
-  const nlohmann::json* entries = f.find("entries");
-  Toc toc;
-  if (entries == nullptr) {
-    return toc;
-  }
-  if (!entries->is_array()) {
-    return base::make_error(EINVAL, "TOC: entries is not an array");
-  }
-  // Grown as entries parse, not sized up front: an array of 80 million "{}" fits in
-  // kMaxTocJsonBytes and would otherwise cost ~200 bytes of Entry each before the first
-  // one is found to lack a name.
-  toc.entries.reserve(std::min<std::size_t>(entries->size(), 1U << 16));
-  for (std::size_t i = 0; i < entries->size(); ++i) {
-    Entry e;
-    CFN_TRY(parse_entry((*entries)[i], i, e));
-    toc.entries.push_back(std::move(e));
-  }
+  TocSax sax;
+  const bool ok = nlohmann::json::sax_parse(json, &sax);
+  CFN_ASSIGN_OR_RETURN(Toc toc, sax.finish(ok));
   return toc;
 }
 

@@ -218,6 +218,42 @@ TEST(EstargzToc, TolerantWhereTheFormatIs) {
   EXPECT_TRUE(r->entries.empty());
 }
 
+TEST(EstargzToc, StreamedLikeADom) {
+  // The TOC is parsed without a DOM of its entries (a SAX walk); what a DOM walk would
+  // decide it decides too.
+  // A key given twice counts with its last value, "entries" too.
+  auto r = parse_toc_json(R"({"entries":[{"name":"x","type":"sock"}],"version":1,)"
+                          R"("entries":[{"name":"a","type":"reg"},{"name":"b","type":"dir"}]})");
+  ASSERT_TRUE(r) << r.error().to_string();
+  ASSERT_EQ(r->entries.size(), 2U);
+  EXPECT_EQ(r->entries[1].name, "b");
+  r = parse_toc_json(R"({"version":1,"entries":[{"name":"a","type":"reg"}],"entries":null})");
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->entries.empty());
+  r = parse_toc_json(R"({"version":1,"entries":[{"name":"a","type":"reg"}],"entries":3})");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("not an array"), std::string::npos);
+  // The version is checked before the entries, wherever it stands.
+  r = parse_toc_json(R"({"entries":[{"type":"reg"}],"version":2})");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("version 2"), std::string::npos) << r.error().message;
+  // The first bad entry is the one named, with its index.
+  r = parse_toc_json(R"({"version":1,"entries":[{"name":"a","type":"reg"},)"
+                     R"({"name":"b","type":"sock"},{"name":"c","type":"sock"}]})");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("entry 1 (b)"), std::string::npos) << r.error().message;
+  // Members nested deep inside an entry or beside the entries are walked over.
+  r = parse_toc_json(R"({"version":1,"x":{"entries":[1,[2,{"y":[]}]]},"entries":[)"
+                     R"({"name":"a","type":"reg","z":[{"entries":[{}]},[[]]]}]})");
+  ASSERT_TRUE(r) << r.error().to_string();
+  ASSERT_EQ(r->entries.size(), 1U);
+  EXPECT_EQ(r->entries[0].name, "a");
+  // Malformed JSON anywhere, after good entries too.
+  EXPECT_FALSE(parse_toc_json(R"({"version":1,"entries":[{"name":"a","type":"reg"}])"));
+  EXPECT_FALSE(parse_toc_json(R"({"version":1,"entries":[{"name":"a","type":"reg"}]} x)"));
+  EXPECT_FALSE(parse_toc_json(R"({"version":1,"entries":[{"name":"a","type":"reg"},]})"));
+}
+
 TEST(EstargzName, Clean) {
   auto c = clean_name("./a/b/");
   ASSERT_TRUE(c);
