@@ -72,6 +72,17 @@ std::optional<erofs::NodeId> find_node(const erofs::Tree& tree, const std::strin
   return cur;
 }
 
+// A layer file: an eStargz layer by its TOC, any other tar by libarchive.
+base::Status read_layer(const std::string& path, const std::string& label, erofs::FsTree& layer,
+                        ChunkPipeline& pipeline, const base::Digest* expected_sha256) {
+  CFN_ASSIGN_OR_RETURN(const bool esgz, is_estargz(path));
+  if (esgz) {
+    spdlog::info("{}: an eStargz layer, read by its TOC", label);
+    return read_estargz(path, label, layer, pipeline, expected_sha256);
+  }
+  return read_tar(path, label, layer, pipeline, expected_sha256);
+}
+
 }  // namespace
 
 std::vector<erofs::NodeId> resolve_prefetch(const erofs::Tree& tree,
@@ -227,7 +238,7 @@ base::Result<BuildReport> build_image(const std::string& source, const std::stri
     }
     case SourceKind::kTar: {
       erofs::FsTree layer;
-      CFN_TRY(read_tar(source, source, layer, pipeline));
+      CFN_TRY(read_layer(source, source, layer, pipeline, nullptr));
       CFN_TRY(apply(layer, source));
       break;
     }
@@ -236,7 +247,7 @@ base::Result<BuildReport> build_image(const std::string& source, const std::stri
         const auto& l = oci_src.layers[i];
         std::string label = fmt::format("layer {} (sha256:{})", i, base::hex(l.digest));
         erofs::FsTree layer;
-        CFN_TRY(read_tar(l.path, label, layer, pipeline, &l.digest));
+        CFN_TRY(read_layer(l.path, label, layer, pipeline, &l.digest));
         CFN_TRY(apply(layer, label));
       }
       break;

@@ -5,6 +5,7 @@
 #include <archive_entry.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -24,6 +25,8 @@
 #include "base/json_fields.h"
 #include "base/log.h"
 #include "base/unique_fd.h"
+#include "estargz/bootstrap.h"
+#include "estargz/toc.h"
 #include "registry/manifest.h"
 #include "registry/manifest_json.h"
 
@@ -502,7 +505,199 @@ bool supported_layer_type(std::string_view mt) {
          mt == "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 }
 
+// ---- eStargz layer source ----------------------------------------------------------
+
+// A read-only mapping of a whole file.
+class Mapping {
+ public:
+  static base::Result<Mapping> open(const std::string& path) {
+    CFN_ASSIGN_OR_RETURN(base::UniqueFd fd, base::UniqueFd::open(path, O_RDONLY));
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) {
+      return base::errno_error("stat " + path);
+    }
+    Mapping m;
+    m.size_ = static_cast<std::size_t>(st.st_size);
+    if (m.size_ > 0) {
+      void* p = ::mmap(nullptr, m.size_, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+      if (p == MAP_FAILED) {
+        return base::errno_error("mmap " + path);
+      }
+      m.data_ = static_cast<const std::byte*>(p);
+      ::madvise(p, m.size_, MADV_SEQUENTIAL);
+    }
+    return m;
+  }
+  Mapping() = default;
+  Mapping(Mapping&& o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(o.size_) {}
+  Mapping& operator=(Mapping&&) = delete;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() {
+    if (data_ != nullptr) {
+      ::munmap(const_cast<std::byte*>(data_), size_);
+    }
+  }
+  [[nodiscard]] base::Bytes bytes() const { return {data_, size_}; }
+
+ private:
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+// The regular files of a layer tree that the root reaches, each once, in node order
+// (for an eStargz layer: TOC order, so the members are read front to back).
+std::vector<erofs::NodeId> reachable_files(const erofs::FsTree& tree) {
+  std::vector<bool> seen(tree.size(), false);
+  std::vector<erofs::NodeId> stack{erofs::Tree::kRootNode};
+  seen[erofs::Tree::kRootNode] = true;
+  std::vector<erofs::NodeId> files;
+  while (!stack.empty()) {
+    const erofs::NodeId id = stack.back();
+    stack.pop_back();
+    const erofs::BuildNode& n = tree.node(id);
+    if ((n.meta.mode & S_IFMT) == S_IFREG && !n.chunk_slots.empty()) {
+      files.push_back(id);
+    }
+    for (const auto& [name, c] : n.meta.children) {
+      if (!seen[c]) {
+        seen[c] = true;
+        stack.push_back(c);
+      }
+    }
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// Each gzip member the files' chunks are in, inflated once: as far as the furthest chunk
+// in it ends (a member of several chunks, --estargz-min-chunk-size, is inflated once for
+// all of them as long as they are read in order).
+class MemberInflater {
+ public:
+  MemberInflater(base::Bytes layer, const std::vector<estargz::TocChunk>& chunks) : layer_(layer) {
+    for (const auto& c : chunks) {
+      auto& need = need_[c.offset];
+      need = std::max(need, c.inner_offset + c.size);
+    }
+  }
+
+  // The chunk's bytes, checked against its chunkDigest.
+  base::Result<base::Bytes> chunk(const estargz::TocChunk& c, std::string_view what) {
+    if (c.offset != member_ || !have_) {
+      const std::uint64_t need = need_.at(c.offset);
+      if (need > kMaxInflate) {
+        return base::errorf(EFBIG, "{}: a gzip member of more than {} bytes", what, kMaxInflate);
+      }
+      plain_.resize(need);
+      const base::Bytes src = layer_.subspan(c.offset, c.compressed_size);
+      if (auto st = base::decompress(base::Compressor::kGzip, src, plain_); !st) {
+        have_ = false;
+        return base::Unexpected(
+            std::move(st).error().wrap(fmt::format("{}: the gzip member at {}", what, c.offset)));
+      }
+      member_ = c.offset;
+      have_ = true;
+    }
+    const base::Bytes b = base::Bytes(plain_).subspan(c.inner_offset, c.size);
+    if (base::sha256(b) != c.digest) {
+      return base::errorf(EBADMSG,
+                          "{}: the chunk at file offset {} ({} bytes, gzip member at {}) does "
+                          "not match its chunkDigest",
+                          what, c.file_offset, c.size, c.offset);
+    }
+    return b;
+  }
+
+ private:
+  static constexpr std::uint64_t kMaxInflate = 1ULL << 30;
+  base::Bytes layer_;
+  std::map<std::uint64_t, std::uint64_t> need_;  // member offset -> bytes to inflate
+  std::vector<std::byte> plain_;
+  std::uint64_t member_ = 0;
+  bool have_ = false;
+};
+
 }  // namespace
+
+base::Result<bool> is_estargz(const std::string& path) {
+  CFN_ASSIGN_OR_RETURN(base::UniqueFd fd, base::UniqueFd::open(path, O_RDONLY));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) {
+    return base::errno_error("stat " + path);
+  }
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (size < estargz::kFooterSize) {
+    return false;
+  }
+  std::vector<std::byte> tail(estargz::kFooterSize);
+  CFN_TRY(base::pread_full(fd.get(), tail, size - estargz::kFooterSize));
+  return estargz::parse_footer(tail, size).has_value();
+}
+
+base::Status read_estargz(const std::string& path, const std::string& label, erofs::FsTree& layer,
+                          ChunkPipeline& pipeline, const base::Digest* expected_sha256) {
+  CFN_ASSIGN_OR_RETURN(const Mapping map, Mapping::open(path));
+  const base::Bytes blob = map.bytes();
+  if (expected_sha256 != nullptr && base::sha256(blob) != *expected_sha256) {
+    return base::errorf(EBADMSG, "{}: content does not match its digest", label);
+  }
+  const std::uint64_t size = blob.size();
+  if (size < estargz::kFooterSize) {
+    return base::errorf(EINVAL, "{}: not an eStargz layer ({} bytes)", label, size);
+  }
+  auto toc_offset = estargz::parse_footer(blob.subspan(size - estargz::kFooterSize), size);
+  if (!toc_offset) {
+    return base::Unexpected(std::move(toc_offset).error().wrap(label + ": footer"));
+  }
+  estargz::LayerToc lt;
+  lt.blob_size = size;
+  lt.toc_offset = *toc_offset;
+  auto toc = estargz::parse_toc(
+      blob.subspan(*toc_offset, size - estargz::kFooterSize - *toc_offset), nullptr);
+  if (!toc) {
+    return base::Unexpected(std::move(toc).error().wrap(label));
+  }
+  lt.toc = std::move(*toc);
+  auto tree = estargz::layer_tree(lt);
+  if (!tree) {
+    return base::Unexpected(std::move(tree).error().wrap(label));
+  }
+  MemberInflater inflater(blob, tree->chunks);
+  const std::vector<erofs::NodeId> files = reachable_files(tree->tree);
+  // What the root does not reach (a file the layer replaced itself, the landmarks) is
+  // never merged: its chunk slots (the TOC's, not the pipeline's) go.
+  for (erofs::NodeId id = 0; id < tree->tree.size(); ++id) {
+    if (!std::binary_search(files.begin(), files.end(), id)) {
+      tree->tree.node(id).chunk_slots.clear();
+    }
+  }
+  for (const erofs::NodeId id : files) {
+    erofs::BuildNode& n = tree->tree.node(id);
+    const std::vector<erofs::ChunkSlot> toc_chunks = std::move(n.chunk_slots);
+    const std::string what = fmt::format(
+        "{}: entry '{}'", label, lt.toc.entries.at(tree->chunks.at(toc_chunks.front()).entry).name);
+    // The file's bytes, chunk after chunk, into the pipeline's own chunks.
+    std::size_t k = 0;
+    base::Bytes cur;
+    ReadFn read = [&](base::MutableBytes out) -> base::Result<std::size_t> {
+      while (cur.empty()) {
+        if (k == toc_chunks.size()) {
+          return 0;
+        }
+        CFN_ASSIGN_OR_RETURN(cur, inflater.chunk(tree->chunks[toc_chunks[k]], what));
+        ++k;
+      }
+      const std::size_t n_out = std::min(out.size(), cur.size());
+      std::memcpy(out.data(), cur.data(), n_out);
+      cur = cur.subspan(n_out);
+      return n_out;
+    };
+    CFN_ASSIGN_OR_RETURN(n.chunk_slots, feed_file(pipeline, n.meta.size, read, what));
+  }
+  layer = std::move(tree->tree);
+  return {};
+}
 
 base::Result<SourceKind> detect_source(const std::string& path) {
   struct stat st {};

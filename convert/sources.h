@@ -37,6 +37,20 @@ enum class SourceKind : std::uint8_t { kDirectory, kTar, kOciLayout };
                                     erofs::FsTree& layer, ChunkPipeline& pipeline,
                                     const base::Digest* expected_sha256 = nullptr);
 
+// Whether the file ends in an eStargz footer (a layer read_estargz takes).
+[[nodiscard]] base::Result<bool> is_estargz(const std::string& path);
+
+// Read an eStargz layer (docs/estargz.md) into layer, driven by its TOC: the footer gives
+// the TOC, the TOC the entries (as for a lazy eStargz mount: estargz::layer_tree) and each
+// chunk's gzip member, which is inflated once (not the tar stream) and checked against the
+// chunk's chunkDigest before the pipeline gets its bytes. The TOC and landmark entries are
+// not in the tree. Errors name label and the entry: EBADMSG for a chunk that does not
+// match its chunkDigest, a corrupt member or TOC, or a file that does not match
+// expected_sha256; the TOC's errors (EINVAL) otherwise.
+[[nodiscard]] base::Status read_estargz(const std::string& path, const std::string& label,
+                                        erofs::FsTree& layer, ChunkPipeline& pipeline,
+                                        const base::Digest* expected_sha256 = nullptr);
+
 struct OciSourceLayer {
   std::string path;       // blob file
   base::Digest digest{};  // sha256 from the manifest

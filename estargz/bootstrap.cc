@@ -7,6 +7,7 @@
 #include <bit>
 #include <map>
 #include <set>
+#include <span>
 #include <utility>
 
 #include "erofs/blob_meta.h"
@@ -24,16 +25,6 @@ using erofs::ChunkSlot;
 using erofs::FsTree;
 using erofs::NodeId;
 
-struct ChunkSrc {
-  std::uint32_t layer = 0;
-  std::uint64_t offset = 0;  // the member, in the layer
-  std::uint64_t compressed_size = 0;
-  std::uint64_t file_offset = 0;
-  std::uint64_t size = 0;  // 0 until resolved: chunkSize, or the rest of the file
-  std::uint64_t declared_size = 0;
-  base::Digest digest{};
-};
-
 std::string what_of(std::size_t layer, std::size_t index, const std::string& name) {
   return fmt::format("layer {} entry {} ({})", layer, index, name);
 }
@@ -47,7 +38,9 @@ base::Unexpected as_einval(base::Error e, std::string_view what) {
 
 class Builder {
  public:
-  explicit Builder(const std::vector<LayerToc>& layers) : layers_(layers) {}
+  // lazy: for a bootstrap whose chunks are the layers' gzip members (build_bootstrap),
+  // which RAFS must be able to express; otherwise the chunks are inflated (layer_tree).
+  Builder(std::span<const LayerToc> layers, bool lazy) : layers_(layers), lazy_(lazy) {}
 
   // Read the layer's TOC into a layer tree and merge it (the one OCI merge:
   // erofs::FsTree::merge_layer).
@@ -63,14 +56,36 @@ class Builder {
 
   base::Result<Built> finish();
 
+  // One layer alone, for layer_tree.
+  base::Result<LayerTree> single_layer() {
+    CFN_TRY(member_ends(0));
+    LayerTree out;
+    CFN_TRY(read_layer(0, out.tree));
+    // The files' chunk sizes, checked to tile each file (every file of the layer, reachable
+    // or not: the converter inflates them all).
+    for (NodeId i = 0; i < out.tree.size(); ++i) {
+      const BuildNode& n = out.tree.node(i);
+      if ((n.meta.mode & S_IFMT) != S_IFREG || !n.lower_link.empty() || n.origin == 0) {
+        continue;
+      }
+      if (n.meta.size > 0 && n.chunk_slots.empty()) {
+        return base::errorf(EINVAL, "{}: a file of {} bytes without chunks", what(n), n.meta.size);
+      }
+      CFN_TRY(resolve_chunks(n));
+    }
+    out.chunks = std::move(chunks_);
+    out.prefetch = std::move(prefetch_[0]);
+    return out;
+  }
+
  private:
   // A node's tag: its layer and TOC entry, for errors.
   static std::uint64_t origin_of(std::uint32_t li, std::size_t i) {
-    return (std::uint64_t{li} << 32) | i;
+    return (std::uint64_t{li} << 32) | (i + 1);  // 0: no entry (an implicit directory)
   }
   std::string what(const BuildNode& n) const {
     const auto li = static_cast<std::uint32_t>(n.origin >> 32);
-    const auto i = static_cast<std::size_t>(n.origin & 0xffffffffU);
+    const auto i = static_cast<std::size_t>(n.origin & 0xffffffffU) - 1;
     return what_of(li, i, layers_[li].toc.entries[i].name);
   }
 
@@ -135,6 +150,7 @@ class Builder {
         // Its bytes are a member like a file's: a node in no directory.
         BuildNode hidden;
         hidden.meta.mode = S_IFREG | 0644;
+        hidden.meta.size = e.type == EntryType::kReg ? e.size : 0;
         hidden.origin = origin_of(li, i);
         file = layer.add_node(std::move(hidden));
         file_name = e.name;
@@ -241,23 +257,25 @@ class Builder {
       return base::errorf(EINVAL, "{}: a chunk without {}", what,
                           e.offset ? "chunkDigest" : "offset");
     }
-    if (e.inner_offset != 0) {
+    if (lazy_ && e.inner_offset != 0) {
       return base::errorf(EOPNOTSUPP,
                           "{}: innerOffset {} (several chunks in one gzip member, as "
                           "--estargz-min-chunk-size makes) is not supported",
                           what, e.inner_offset);
     }
     const std::uint64_t end = ends_[li].at(*e.offset);
-    if (end - *e.offset > erofs::kMaxGzipMember) {
+    if (lazy_ && end - *e.offset > erofs::kMaxGzipMember) {
       return base::errorf(EOPNOTSUPP, "{}: a gzip member of {} bytes is over the limit of {}", what,
                           end - *e.offset, erofs::kMaxGzipMember);
     }
-    ChunkSrc c;
+    TocChunk c;
     c.layer = li;
     c.offset = *e.offset;
     c.compressed_size = end - *e.offset;
     c.file_offset = e.type == EntryType::kReg ? 0 : e.chunk_offset;
     c.declared_size = e.chunk_size;
+    c.inner_offset = e.inner_offset;
+    c.entry = static_cast<std::uint32_t>(file.origin & 0xffffffffU) - 1;
     c.digest = *e.chunk_digest;
     file.chunk_slots.push_back(chunks_.size());
     chunks_.push_back(c);
@@ -266,9 +284,10 @@ class Builder {
 
   base::Status resolve_chunks(const BuildNode& n);
 
-  const std::vector<LayerToc>& layers_;
+  std::span<const LayerToc> layers_;
+  bool lazy_ = true;
   FsTree image_;
-  std::vector<ChunkSrc> chunks_;                                          // by ChunkSlot
+  std::vector<TocChunk> chunks_;                                          // by ChunkSlot
   std::map<std::uint32_t, std::map<std::uint64_t, std::uint64_t>> ends_;  // layer -> start -> end
   std::map<std::uint32_t, std::vector<std::string>> prefetch_;            // layer -> paths
 };
@@ -278,7 +297,7 @@ base::Status Builder::resolve_chunks(const BuildNode& n) {
   const std::uint64_t size = n.meta.size;
   std::uint64_t pos = 0;
   for (std::size_t k = 0; k < n.chunk_slots.size(); ++k) {
-    ChunkSrc& c = chunks_[n.chunk_slots[k]];
+    TocChunk& c = chunks_[n.chunk_slots[k]];
     if (c.file_offset != pos) {
       return base::errorf(EINVAL, "{}: chunk {} at file offset {}, expected {}", what(n), k,
                           c.file_offset, pos);
@@ -391,7 +410,7 @@ base::Result<Built> Builder::finish() {
     b.compressed_size = layers_[li].blob_size;
     std::uint64_t uoff = 0;
     for (std::size_t ci = 0; ci < places.size(); ++ci) {
-      const ChunkSrc& c = chunks_[places[ci].slot];
+      const TocChunk& c = chunks_[places[ci].slot];
       erofs::ChunkRef r;
       r.blob_index = b.index;
       r.ci_index = static_cast<std::uint32_t>(ci);
@@ -447,11 +466,16 @@ base::Result<Built> build_bootstrap(const std::vector<LayerToc>& layers) {
   if (layers.empty() || layers.size() > 254) {
     return base::errorf(EINVAL, "{} layers: 1 to 254 can be merged", layers.size());
   }
-  Builder b(layers);
+  Builder b(layers, /*lazy=*/true);
   for (std::size_t i = 0; i < layers.size(); ++i) {
     CFN_TRY(b.add_layer(static_cast<std::uint32_t>(i)));
   }
   return b.finish();
+}
+
+base::Result<LayerTree> layer_tree(const LayerToc& layer) {
+  Builder b(std::span<const LayerToc>(&layer, 1), /*lazy=*/false);
+  return b.single_layer();
 }
 
 }  // namespace estargz

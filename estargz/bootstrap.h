@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "erofs/fs_tree.h"
 #include "erofs/reader.h"
 #include "estargz/toc.h"
 
@@ -49,5 +50,31 @@ struct Built {
 // two from 4 KiB to 16 MiB, a member over erofs::kMaxGzipMember; and the writer's
 // errors.
 [[nodiscard]] base::Result<Built> build_bootstrap(const std::vector<LayerToc>& layers);
+
+// One chunk of a regular file as the TOC gives it.
+struct TocChunk {
+  std::uint32_t layer = 0;
+  std::uint32_t entry = 0;            // the file's TOC entry, for errors
+  std::uint64_t offset = 0;           // its gzip member, in the layer
+  std::uint64_t compressed_size = 0;  // to the next member or the TOC
+  std::uint64_t inner_offset = 0;     // where it starts in the member's inflated bytes
+  std::uint64_t file_offset = 0;
+  std::uint64_t size = 0;  // chunkSize, or the rest of the file
+  std::uint64_t declared_size = 0;
+  base::Digest digest{};  // chunkDigest: sha256 of its bytes
+};
+
+// One layer's TOC as a layer tree (whiteouts and opaque markers recorded, landmarks left
+// out; merge with erofs::FsTree::merge_layer), for a converter that inflates the chunks:
+// a regular file node's chunk_slots index chunks, in file order, each checked to tile its
+// file; a node's origin is its TOC entry index + 1. prefetch: the files before a
+// .prefetch.landmark. The errors of build_bootstrap, but for the EOPNOTSUPP ones (any
+// innerOffset and member size are fine when the bytes are inflated).
+struct LayerTree {
+  erofs::FsTree tree;
+  std::vector<TocChunk> chunks;
+  std::vector<std::string> prefetch;
+};
+[[nodiscard]] base::Result<LayerTree> layer_tree(const LayerToc& layer);
 
 }  // namespace estargz
