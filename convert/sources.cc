@@ -582,19 +582,19 @@ class MemberInflater {
     }
   }
 
-  // The chunk's bytes, checked against its chunkDigest.
-  base::Result<base::Bytes> chunk(const estargz::TocChunk& c, std::string_view what) {
+  // The chunk's bytes, checked against its chunkDigest (errors: the caller adds the file).
+  base::Result<base::Bytes> chunk(const estargz::TocChunk& c) {
     if (c.offset != member_ || !have_) {
       const std::uint64_t need = need_.at(c.offset);
       if (need > kMaxInflate) {
-        return base::errorf(EFBIG, "{}: a gzip member of more than {} bytes", what, kMaxInflate);
+        return base::errorf(EFBIG, "a gzip member of more than {} bytes", kMaxInflate);
       }
       plain_.resize(need);
       const base::Bytes src = layer_.subspan(c.offset, c.compressed_size);
       if (auto st = base::decompress(base::Compressor::kGzip, src, plain_); !st) {
         have_ = false;
         return base::Unexpected(
-            std::move(st).error().wrap(fmt::format("{}: the gzip member at {}", what, c.offset)));
+            std::move(st).error().wrap(fmt::format("the gzip member at {}", c.offset)));
       }
       member_ = c.offset;
       have_ = true;
@@ -602,9 +602,9 @@ class MemberInflater {
     const base::Bytes b = base::Bytes(plain_).subspan(c.inner_offset, c.size);
     if (base::sha256(b) != c.digest) {
       return base::errorf(EBADMSG,
-                          "{}: the chunk at file offset {} ({} bytes, gzip member at {}) does "
+                          "the chunk at file offset {} ({} bytes, gzip member at {}) does "
                           "not match its chunkDigest",
-                          what, c.file_offset, c.size, c.offset);
+                          c.file_offset, c.size, c.offset);
     }
     return b;
   }
@@ -685,7 +685,7 @@ base::Status read_estargz(const std::string& path, const std::string& label, ero
         if (k == toc_chunks.size()) {
           return 0;
         }
-        CFN_ASSIGN_OR_RETURN(cur, inflater.chunk(tree->chunks[toc_chunks[k]], what));
+        CFN_ASSIGN_OR_RETURN(cur, inflater.chunk(tree->chunks[toc_chunks[k]]));
         ++k;
       }
       const std::size_t n_out = std::min(out.size(), cur.size());
