@@ -225,7 +225,10 @@ grpc::Status Service::create(std::string_view rpc, Kind kind, const std::string&
   if (lk == LayerKind::kNydusBlob) {
     return handshake(key, parent, labels, lk);
   }
-  const bool on_estargz = is_estargz_layer(parent);
+  // Only a layer's Prepare (containerd's pull) asks the store about its parent here: a
+  // container's Prepare or a View costs no extra lookup.
+  const bool layer_prepare = kind == Kind::kActive && labels.contains(kTargetRefLabel);
+  const bool on_estargz = layer_prepare && is_estargz_layer(parent);
   if (lk == LayerKind::kEstargz) {
     if (parent.empty() || on_estargz) {
       return handshake(key, parent, labels, lk);
@@ -234,7 +237,7 @@ grpc::Status Service::create(std::string_view rpc, Kind kind, const std::string&
     // anyway, so this one is unpacked too.
     spdlog::info("eStargz layer {} of {} is above an unpacked layer: unpacked as usual",
                  remote_layer(labels).layer_digest, remote_layer(labels).image_ref);
-  } else if (kind == Kind::kActive && on_estargz && labels.contains(kTargetRefLabel)) {
+  } else if (on_estargz) {
     // A layer to unpack (containerd's pull) on eStargz layers that were not downloaded:
     // its tar would be applied over an empty tree, and the image cannot be bound lazily
     // with a layer that is not eStargz (docs/estargz.md).
@@ -244,8 +247,8 @@ grpc::Status Service::create(std::string_view rpc, Kind kind, const std::string&
                              "layer {} of {} is not eStargz (no {} label) but the layers "
                              "below it are, served lazily: an image that mixes plain gzip "
                              "layers above eStargz ones is refused with --enable-stargz "
-                             "(convert it with `ctr-remote image optimize` or pull it without "
-                             "rpull)",
+                             "(make every layer eStargz, e.g. with `ctr-remote image "
+                             "optimize`, or serve it without --enable-stargz)",
                              r.layer_digest.empty() ? "?" : r.layer_digest,
                              r.image_ref.empty() ? "the image" : r.image_ref, kStargzTocDigestLabel)
                     .value());
