@@ -605,7 +605,10 @@ class BlobCacheImpl final : public BlobCache {
     open_cv_.notify_all();
   }
 
-  base::Result<std::vector<std::byte>> load_meta(const erofs::BlobInfo& info, Backend& backend);
+  // The blob's chunk-info region: the local copy when local is set and it has the
+  // right size (*from_local then true), else through the backend.
+  base::Result<std::vector<std::byte>> load_meta(const erofs::BlobInfo& info, Backend& backend,
+                                                 bool local, bool* from_local);
   // The slow part of a first open, with no lock held: the chunk-info table (local copy
   // or backend), its check against the bootstrap, the cache file and its scan.
   base::Result<std::shared_ptr<Blob>> load(const erofs::BlobInfo& info,
@@ -648,7 +651,9 @@ class BlobCacheImpl final : public BlobCache {
 };
 
 base::Result<std::vector<std::byte>> BlobCacheImpl::load_meta(const erofs::BlobInfo& info,
-                                                              Backend& backend) {
+                                                              Backend& backend, bool local,
+                                                              bool* from_local) {
+  *from_local = false;
   const std::uint64_t len = info.ci_compressed_size + erofs::kBlobMetaHeaderSize;
   if (info.ci_compressed_size > kMaxMetaBytes ||
       (info.compressed_size != 0 && !base::in_bounds(info.ci_offset, len, info.compressed_size))) {
@@ -656,9 +661,12 @@ base::Result<std::vector<std::byte>> BlobCacheImpl::load_meta(const erofs::BlobI
                         info.ci_offset, len);
   }
   const std::string path = options_.cache_dir + "/" + info.id + ".meta";
-  auto local = base::read_file(path);
-  if (local && local->size() == len) {
-    return std::move(*local);
+  if (local) {
+    auto copy = base::read_file(path);
+    if (copy && copy->size() == len) {
+      *from_local = true;
+      return std::move(*copy);
+    }
   }
   std::vector<std::byte> bytes(len);
   BackendRead r;
@@ -721,54 +729,77 @@ base::Result<std::shared_ptr<Blob>> BlobCacheImpl::load(
   // An eStargz layer has no chunk-info table: the bootstrap's chunk table is the
   // blob's (docs/estargz.md), so nothing is read from the backend or kept beside it.
   const bool indexed = erofs::is_bootstrap_indexed(info);
-  std::vector<std::byte> meta_bytes;
-  if (!indexed) {
-    CFN_ASSIGN_OR_RETURN(meta_bytes, load_meta(info, *backend));
-  }
-  auto meta = indexed ? erofs::BlobMeta::from_records(info, records)
-                      : erofs::BlobMeta::parse(info, meta_bytes);
-  if (!meta) {
-    // A corrupt local copy is dropped so the next open reads the backend again.
-    (void)::unlink((options_.cache_dir + "/" + info.id + ".meta").c_str());
-    return base::Unexpected(std::move(meta).error().wrap("blob " + info.id + " meta"));
-  }
-
+  const std::string meta_path = options_.cache_dir + "/" + info.id + ".meta";
   // The bootstrap is the trust root: the blob meta must agree with every chunk
   // record of this blob, place and size, or the blob is refused.
-  const auto& cm = meta->chunks();
-  std::vector<base::Digest> digests(cm.size());
-  std::vector<bool> has_digest(cm.size(), false);
-  auto refuse = [&](std::string why) {
-    (void)::unlink((options_.cache_dir + "/" + info.id + ".meta").c_str());
-    return base::make_error(EBADMSG, fmt::format("blob {}: {}", info.id, why));
+  struct Checked {
+    erofs::BlobMeta meta;
+    std::vector<base::Digest> digests;
+    std::vector<bool> has_digest;
   };
-  for (const erofs::ChunkRecord& r : records) {
-    if (r.blob_index != info.index) {
-      continue;
+  auto check = [&](base::Result<erofs::BlobMeta> meta) -> base::Result<Checked> {
+    if (!meta) {
+      return base::Unexpected(std::move(meta).error().wrap("blob " + info.id + " meta"));
     }
-    if (r.index >= cm.size()) {
-      return refuse(fmt::format("chunk record ci {} beyond the {} chunks of the blob meta", r.index,
-                                cm.size()));
+    const auto& cm = meta->chunks();
+    std::vector<base::Digest> digests(cm.size());
+    std::vector<bool> has_digest(cm.size(), false);
+    auto refuse = [&](std::string why) {
+      return base::make_error(EBADMSG, fmt::format("blob {}: {}", info.id, why));
+    };
+    for (const erofs::ChunkRecord& r : records) {
+      if (r.blob_index != info.index) {
+        continue;
+      }
+      if (r.index >= cm.size()) {
+        return refuse(fmt::format("chunk record ci {} beyond the {} chunks of the blob meta",
+                                  r.index, cm.size()));
+      }
+      const erofs::ChunkMeta& c = cm[r.index];
+      if (r.compressed_offset != c.compressed_offset || r.compressed_size != c.compressed_size ||
+          r.uncompressed_offset != c.uncompressed_offset ||
+          r.uncompressed_size != c.uncompressed_size) {
+        return refuse(
+            fmt::format("chunk {}: blob meta and bootstrap disagree on its place", r.index));
+      }
+      if (has_digest[r.index] && digests[r.index] != r.digest) {
+        return refuse(fmt::format("chunk {}: two bootstrap digests", r.index));
+      }
+      digests[r.index] = r.digest;
+      has_digest[r.index] = true;
     }
-    const erofs::ChunkMeta& c = cm[r.index];
-    if (r.compressed_offset != c.compressed_offset || r.compressed_size != c.compressed_size ||
-        r.uncompressed_offset != c.uncompressed_offset ||
-        r.uncompressed_size != c.uncompressed_size) {
-      return refuse(
-          fmt::format("chunk {}: blob meta and bootstrap disagree on its place", r.index));
+    for (std::size_t ci = 0; ci < cm.size(); ++ci) {
+      // Crash safety relies on no two chunks sharing a block (the head block is
+      // written last); EROFS requires 4 KiB aligned chunks anyway.
+      if (cm[ci].uncompressed_offset % kBlock != 0) {
+        return refuse(fmt::format("chunk {} is not 4 KiB aligned", ci));
+      }
     }
-    if (has_digest[r.index] && digests[r.index] != r.digest) {
-      return refuse(fmt::format("chunk {}: two bootstrap digests", r.index));
+    return Checked{std::move(*meta), std::move(digests), std::move(has_digest)};
+  };
+  std::vector<std::byte> meta_bytes;
+  bool from_local = false;
+  base::Result<Checked> checked = base::make_error(EINVAL, "unchecked");
+  if (indexed) {
+    checked = check(erofs::BlobMeta::from_records(info, records));
+  } else {
+    // The local copy first; one that does not parse or agree with the bootstrap (a
+    // disk's damage, or a copy of another blob's) is dropped and the region read
+    // through the backend again, so the open does not fail for it.
+    CFN_ASSIGN_OR_RETURN(meta_bytes, load_meta(info, *backend, true, &from_local));
+    checked = check(erofs::BlobMeta::parse(info, meta_bytes));
+    if (!checked && from_local) {
+      spdlog::warn("blob {}: the local copy of its chunk-info table: {} (read again)", info.id,
+                   checked.error().to_string());
+      (void)::unlink(meta_path.c_str());
+      CFN_ASSIGN_OR_RETURN(meta_bytes, load_meta(info, *backend, false, &from_local));
+      checked = check(erofs::BlobMeta::parse(info, meta_bytes));
     }
-    digests[r.index] = r.digest;
-    has_digest[r.index] = true;
   }
-  for (std::size_t ci = 0; ci < cm.size(); ++ci) {
-    // Crash safety relies on no two chunks sharing a block (the head block is
-    // written last); EROFS requires 4 KiB aligned chunks anyway.
-    if (cm[ci].uncompressed_offset % kBlock != 0) {
-      return refuse(fmt::format("chunk {} is not 4 KiB aligned", ci));
-    }
+  if (!checked) {
+    // A corrupt local copy is dropped so the next open reads the backend again.
+    (void)::unlink(meta_path.c_str());
+    return base::Unexpected(std::move(checked).error());
   }
 
   std::error_code ec;
@@ -776,9 +807,9 @@ base::Result<std::shared_ptr<Blob>> BlobCacheImpl::load(
   if (ec) {
     return base::errorf(ec.value(), "create {}: {}", options_.cache_dir, ec.message());
   }
-  const std::string meta_path = options_.cache_dir + "/" + info.id + ".meta";
-  if (::access(meta_path.c_str(), F_OK) != 0) {
-    CFN_TRY(base::write_file_atomic(meta_path, meta_bytes, 0600));  // empty when indexed
+  if (indexed ? ::access(meta_path.c_str(), F_OK) != 0 : !from_local) {
+    // A copy of the backend's bytes (empty when indexed), checked at every open (above).
+    CFN_TRY(base::write_file_atomic(meta_path, meta_bytes, 0600));
   }
 
   const std::string path = options_.cache_dir + "/" + info.id + ".blob";
@@ -794,10 +825,11 @@ base::Result<std::shared_ptr<Blob>> BlobCacheImpl::load(
       return base::errno_error("truncate " + path);
     }
   }
-  std::uint64_t batch = std::max(options_.batch_size, kMinBatch);
-  auto blob =
-      std::make_shared<Blob>(shared_, info, std::move(*meta), std::move(digests),
-                             std::move(has_digest), std::move(backend), path, std::move(fd), batch);
+  const std::uint64_t batch = std::max(options_.batch_size, kMinBatch);
+  auto blob = std::make_shared<Blob>(
+      shared_, info, std::move(checked->meta), std::move(checked->digests),
+      std::move(checked->has_digest), std::move(backend), path, std::move(fd), batch,
+      std::max(batch, options_.amplify_io));
   CFN_TRY(blob->scan());
   return blob;
 }

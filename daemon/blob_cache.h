@@ -37,6 +37,10 @@ struct CacheOptions {
   // Widen on-demand fills to this (>= 128 KiB). The same default as the daemon's
   // config (Config::batch_size, README): one default, not two.
   std::uint64_t batch_size = 128U << 10;
+  // Read amplification (nydus's amplify_io): an on-demand fill fetches the absent
+  // chunks from the one missed on, up to this many uncompressed bytes, in one merged
+  // range read where they continue each other. Below batch_size (0 too): batch_size.
+  std::uint64_t amplify_io = 0;
   std::uint64_t prefetch_bandwidth = 0;  // bytes/s for background prefetch; 0 = off
   // How long a fill may wait for its bytes, retries included; 0 = no bound but the
   // backend's own timeouts. See CachedBlob::fill.

@@ -158,7 +158,7 @@ base::Result<Config> parse_config(std::string_view json_text, Config c) {
       "batch_size",     "prefetch_bandwidth", "fill_threads",    "fuse_threads",
       "fd_holder",      "fd_holder_grace_s",  "allow_fail_open", "registry",
       "read_timeout_s", "fuse_poll_us",       "file_readahead",  "cache",
-      "metrics_address"};
+      "metrics_address", "amplify_io"};
   const base::JsonFields f(j, "config");
   CFN_TRY(f.only_keys(kKeys));
   CFN_ASSIGN_OR_RETURN(const auto frontend, f.opt_string("frontend", kNonEmpty));
@@ -172,6 +172,7 @@ base::Result<Config> parse_config(std::string_view json_text, Config c) {
     return base::Unexpected(st.error().wrap("config: \"log_level\""));
   }
   CFN_TRY(f.read("batch_size", c.batch_size, 128 * 1024, 64ULL << 20));
+  CFN_TRY(f.read("amplify_io", c.amplify_io, 0, 64ULL << 20));
   CFN_TRY(f.read("prefetch_bandwidth", c.prefetch_bandwidth, 0, UINT64_MAX));
   CFN_TRY(f.read("file_readahead", c.file_readahead, 0, 1ULL << 30));
   CFN_TRY(f.read("fill_threads", c.fill_threads, 1, 1024));

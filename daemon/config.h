@@ -46,6 +46,11 @@ struct Config {
   std::string log_level = "info";
   // On-demand fills widen to this. Small: the rest of a file comes by file readahead.
   std::uint64_t batch_size = 128U << 10;
+  // Read amplification: a miss fetches the absent chunks after it in the same blob up to
+  // this many uncompressed bytes, one merged range read (below batch_size: batch_size).
+  // 128 KiB by measurement (docs/benchmarks.md, bench/containerd): wider windows fetched
+  // more bytes and saved about one round trip per doubling on python's start.
+  std::uint64_t amplify_io = 128U << 10;
   std::uint64_t prefetch_bandwidth = 0;  // bytes/s, 0 = no background prefetch
   // The first read of a file queues the rest of it, up to this many uncompressed
   // bytes, as a prefetch (0 = off): BoundImage::open.
@@ -93,7 +98,7 @@ struct Config {
 [[nodiscard]] std::string fd_holder_socket(const std::string& socket_path);
 
 // Parse a JSON object of Config keys ("frontend", "cache_dir", "socket", "log_level",
-// "batch_size", "prefetch_bandwidth", "file_readahead", "fill_threads", "fuse_threads",
+// "batch_size", "amplify_io", "prefetch_bandwidth", "file_readahead", "fill_threads", "fuse_threads",
 // "fuse_poll_us", "read_timeout_s" (0 = no bound), "fd_holder", "fd_holder_grace_s" (0 = for ever),
 // "allow_fail_open", "metrics_address" ("" = off), "registry", "cache") over `base`. Unknown
 // keys and wrong types are EINVAL, naming the key.

@@ -116,6 +116,7 @@ class ServiceImpl final : public Service {
     CacheOptions opts;
     opts.cache_dir = config_.cache_dir;
     opts.batch_size = config_.batch_size;
+    opts.amplify_io = config_.amplify_io;
     opts.prefetch_bandwidth = config_.prefetch_bandwidth;
     opts.read_timeout = std::chrono::seconds(config_.read_timeout_s);
     opts.space.limit = config_.cache_limit;

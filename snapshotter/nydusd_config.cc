@@ -330,7 +330,11 @@ class Reader {
         }
       } else if (k == "fs_prefetch") {
         CFN_TRY(prefetch(v, k));
-      } else if (k == "iostats_files" || k == "enable_xattr" || k == "amplify_io" ||
+      } else if (k == "amplify_io") {
+        // nydusd's read amplification: the daemon's window of an on-demand fill.
+        CFN_ASSIGN_OR_RETURN(auto n, count(v, k));
+        daemon_["amplify_io"] = within(k, n, 0, kMaxBatch);
+      } else if (k == "iostats_files" || k == "enable_xattr" ||
                  k == "latest_read_files" || k == "access_pattern") {
         // FUSE-era RAFS knobs: the kernel serves the file system.
         unsupported(k, "served by the kernel");

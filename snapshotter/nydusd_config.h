@@ -3,7 +3,7 @@
 // onto the cachefilesd-nydus daemon's options. Two forms are read:
 //   v1:        {"device": {"backend": {"type": "registry", "config": {...}},
 //                          "cache": {"type", "config": {"work_dir"}}},
-//               "mode", "digest_validate", "fs_prefetch": {...}}
+//               "mode", "digest_validate", "amplify_io", "fs_prefetch": {...}}
 //   template:  {"type": "bootstrap", "id", "domain_id", "config": {"backend_type",
 //               "backend_config": {...}, "cache_type", "cache_config": {"work_dir"},
 //               "prefetch_config": {...}}}                 (the fscache form)
@@ -36,8 +36,8 @@ struct NydusdSettings {
   control::RegistryOverrides registry;   // without mirrors and docker_config
   std::vector<std::string> mirror_urls;  // mirrors (and a proxy) for the image's own host
   std::string auth;  // base64 "user:password" for the image's registry; never logged
-  // The daemon's config JSON (daemon/config.h keys: batch_size, prefetch_bandwidth,
-  // fill_threads); "{}" when nothing is set.
+  // The daemon's config JSON (daemon/config.h keys: batch_size, amplify_io,
+  // prefetch_bandwidth, fill_threads); "{}" when nothing is set.
   std::string daemon_config_json = "{}";
   std::string cache_dir;  // device.cache.config.work_dir
   std::string fs_driver;  // "fscache" when the cache type says so, else ""

@@ -62,7 +62,7 @@ void Blob::FirstDemands::tell() const {
 Blob::Blob(std::shared_ptr<Shared> shared, erofs::BlobInfo info, erofs::BlobMeta meta,
            std::vector<base::Digest> digests, std::vector<bool> has_digest,
            std::shared_ptr<Backend> backend, std::string path, base::UniqueFd fd,
-           std::uint64_t batch)
+           std::uint64_t batch, std::uint64_t window)
     : shared_(std::move(shared)),
       info_(std::move(info)),
       meta_(std::move(meta)),
@@ -72,6 +72,7 @@ Blob::Blob(std::shared_ptr<Shared> shared, erofs::BlobInfo info, erofs::BlobMeta
       path_(std::move(path)),
       fd_(std::move(fd)),
       batch_(batch),
+      window_(std::max(batch, window)),
       state_(meta_.chunks().size(), ChunkState::kAbsent),
       flight_(meta_.chunks().size()),
       demanded_(meta_.chunks().size(), 0),
@@ -255,20 +256,18 @@ Blob::Check Blob::check(std::uint32_t first, std::uint32_t last,
 
 std::vector<std::uint32_t> Blob::widen(std::uint32_t first, std::uint32_t last,
                                        bool any_absent) const {
-  // Widen forward to a batch of uncompressed bytes, never beyond the blob. Chunks of
-  // the widening that someone else is fetching are not waited for. A fill that only
-  // waits for others' fetches (a prefetch list's, say) does not widen: that would
-  // fetch bytes nobody asked for before it even looks at its own chunks. Nor does a
-  // fill while a prefetch list of the blob is pending: the list names what the
-  // workload reads next, and the widening's neighbours would take its bandwidth.
-  const auto& chunks = meta_.chunks();
-  std::uint32_t wlast = last;
-  const std::uint64_t base_off = chunks[first].uncompressed_offset;
+  // Read amplification: widen forward to the window (CacheOptions::amplify_io) of
+  // uncompressed bytes, never beyond the blob. The builder lays files out in directory
+  // order, so the chunks after a missed one are likely what the workload reads next
+  // (the next module of a package); fetched in the same merged range read, they cost
+  // no round trip of their own. Chunks of the widening that someone else is fetching
+  // are not waited for. A fill that only waits for others' fetches (a prefetch list's,
+  // say) does not widen: that would fetch bytes nobody asked for before it even looks
+  // at its own chunks. Nor does a fill while a prefetch list of the blob is pending:
+  // the list names what the workload reads next, and the widening's neighbours would
+  // take its bandwidth.
   const bool wide = any_absent && lists_pending_.load(std::memory_order_relaxed) == 0;
-  while (wide && wlast < chunks.size() &&
-         chunks[wlast].uncompressed_offset + chunks[wlast].uncompressed_size - base_off <= batch_) {
-    ++wlast;
-  }
+  const std::uint32_t wlast = wide ? widen_forward(meta_.chunks(), first, last, window_) : last;
   std::vector<std::uint32_t> cis(wlast - first);
   for (std::uint32_t i = 0; i < cis.size(); ++i) {
     cis[i] = first + i;
@@ -279,7 +278,7 @@ std::vector<std::uint32_t> Blob::widen(std::uint32_t first, std::uint32_t last,
 std::vector<Blob::Round> Blob::claim(const std::vector<std::uint32_t>& cis,
                                      std::vector<std::shared_ptr<Flight>>* req_flight) {
   const auto& chunks = meta_.chunks();
-  const std::uint64_t round_limit = batch_ * kBatchesPerRound;
+  const std::uint64_t round_limit = std::max(batch_ * kBatchesPerRound, window_);
   std::vector<Round> rounds;
   std::uint64_t round_bytes = 0;
   for (std::size_t i = 0; i < cis.size(); ++i) {
@@ -498,7 +497,8 @@ void Blob::refetch(RoundOutcome& out, int fd, Deadline deadline) {
 
 std::uint64_t Blob::run_round(const Round& round, int write_fd, Deadline deadline) {
   const int fd = write_fd >= 0 ? write_fd : fd_.get();
-  const ReadPlan plan = plan_reads(meta_.chunks(), round.cis, batch_);
+  // A fill's window is one range read where its absent chunks continue each other.
+  const ReadPlan plan = plan_reads(meta_.chunks(), round.cis, window_);
   std::vector<std::byte> buf;
   std::vector<BackendRead> reads;
   fetch(plan, buf, reads, deadline);

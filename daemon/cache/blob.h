@@ -40,7 +40,8 @@ class Blob final : public CachedBlob {
  public:
   Blob(std::shared_ptr<Shared> shared, erofs::BlobInfo info, erofs::BlobMeta meta,
        std::vector<base::Digest> digests, std::vector<bool> has_digest,
-       std::shared_ptr<Backend> backend, std::string path, base::UniqueFd fd, std::uint64_t batch);
+       std::shared_ptr<Backend> backend, std::string path, base::UniqueFd fd, std::uint64_t batch,
+       std::uint64_t window = 0);
 
   // CachedBlob
   [[nodiscard]] const erofs::BlobInfo& info() const override { return info_; }
@@ -82,11 +83,14 @@ class Blob final : public CachedBlob {
   [[nodiscard]] std::uint64_t compressed_end(std::uint32_t ci) const {
     return compressed_offset(ci) + compressed_size(ci);
   }
-  // Prefetch-list jobs of this blob with chunks not yet handed to a worker. While
-  // there are any, fills do not widen: the list says what the workload reads next,
-  // widening would spend the bandwidth on neighbours nobody asked for.
+  // Prefetch-list jobs of this blob with chunks not yet handed to a worker (not file
+  // readahead: that is a guess like the widening). While there are any, fills do not
+  // widen: the list says what the workload reads next, widening would spend the
+  // bandwidth on neighbours nobody asked for.
   void list_pending(int delta) { lists_pending_.fetch_add(delta, std::memory_order_relaxed); }
   [[nodiscard]] std::uint64_t batch() const { return batch_; }
+  // An on-demand fill's window (CacheOptions::amplify_io, at least batch()).
+  [[nodiscard]] std::uint64_t window() const { return window_; }
   // A read of this blob timed out less than kFailHold ago: the backend is stalling.
   [[nodiscard]] bool failing() const;
   [[nodiscard]] bool absent(std::uint32_t ci) const;
@@ -141,7 +145,7 @@ class Blob final : public CachedBlob {
   // fill, step by step.
   // 1. Under mu_: stamp first demands; all present, held, or what is absent.
   Check check(std::uint32_t first, std::uint32_t last, std::chrono::steady_clock::time_point t0);
-  // 2. The chunks to claim: [first, last), widened forward to a batch when allowed.
+  // 2. The chunks to claim: [first, last), widened forward to the window when allowed.
   [[nodiscard]] std::vector<std::uint32_t> widen(std::uint32_t first, std::uint32_t last,
                                                  bool any_absent) const;
   // 3. Under mu_: claim the absent chunks of cis into rounds. When req_flight is
@@ -187,6 +191,7 @@ class Blob final : public CachedBlob {
   const std::string path_;
   const base::UniqueFd fd_;
   const std::uint64_t batch_;
+  const std::uint64_t window_;  // >= batch_
   std::atomic<bool> prefetch_warned_{false};
   std::atomic<int> lists_pending_{0};
   mutable std::atomic<std::int64_t> last_use_ns_{0};

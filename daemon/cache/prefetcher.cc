@@ -49,7 +49,9 @@ void Prefetcher::prefetch_chunks(std::shared_ptr<Blob> blob, std::vector<std::ui
     return;
   }
   std::lock_guard lk(shared_->mu);
-  blob->list_pending(1);
+  if (!readahead) {
+    blob->list_pending(1);
+  }
   list_jobs_.push_back(ListJob{std::move(blob), std::move(cis), 0, readahead});
   shared_->cv.notify_all();
 }
@@ -86,7 +88,9 @@ void Prefetcher::list_loop() {
       job.next = job.cis.size();
     }
     if (job.next == job.cis.size()) {
-      blob->list_pending(-1);
+      if (!readahead) {
+        blob->list_pending(-1);
+      }
       list_jobs_.pop_front();
       continue;
     }
@@ -102,7 +106,9 @@ void Prefetcher::list_loop() {
       bytes += blob->compressed_size(slice.back());
     }
     if (job.next == job.cis.size()) {
-      blob->list_pending(-1);
+      if (!readahead) {
+        blob->list_pending(-1);
+      }
       list_jobs_.pop_front();
     }
     ++list_running_;

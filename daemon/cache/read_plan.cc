@@ -29,4 +29,19 @@ ReadPlan plan_reads(std::span<const erofs::ChunkMeta> chunks, std::vector<std::u
   return p;
 }
 
+std::uint32_t widen_forward(std::span<const erofs::ChunkMeta> chunks, std::uint32_t first,
+                            std::uint32_t last, std::uint64_t window) {
+  if (first >= chunks.size() || last <= first) {
+    return last;
+  }
+  const std::uint64_t base_off = chunks[first].uncompressed_offset;
+  std::uint32_t end = last;
+  while (end < chunks.size() &&
+         chunks[end].uncompressed_offset >= base_off &&
+         chunks[end].uncompressed_offset + chunks[end].uncompressed_size - base_off <= window) {
+    ++end;
+  }
+  return end;
+}
+
 }  // namespace cfnd::cache

@@ -30,4 +30,12 @@ struct ReadPlan {
 [[nodiscard]] ReadPlan plan_reads(std::span<const erofs::ChunkMeta> chunks,
                                   std::vector<std::uint32_t> cis, std::uint64_t max_read);
 
+// An on-demand fill's window (read amplification, nydus's amplify_io): the chunks
+// [first, last) the reader asked for, widened forward over the chunks after them while
+// each ends within `window` uncompressed bytes of chunks[first]'s start (and never
+// beyond the blob). Returns the widened end (>= last). Pure.
+[[nodiscard]] std::uint32_t widen_forward(std::span<const erofs::ChunkMeta> chunks,
+                                          std::uint32_t first, std::uint32_t last,
+                                          std::uint64_t window);
+
 }  // namespace cfnd::cache

@@ -117,6 +117,11 @@ TEST(Config, FileReadahead) {
                  {"-1", "1073741825", R"("8M")"});
 }
 
+TEST(Config, AmplifyIo) {
+  check_uint_key("amplify_io", &Config::amplify_io, 128ULL << 10, {0, 131072, 64ULL << 20},
+                 {"-1", "67108865", R"("1M")", "1.5"});
+}
+
 TEST(Config, FusePoll) {
   check_uint_key("fuse_poll_us", &Config::fuse_poll_us, 50, {0, 200, 10000},
                  {"-1", "10001", R"("50")"});

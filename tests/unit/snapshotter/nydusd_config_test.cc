@@ -28,7 +28,7 @@ TEST(NydusdConfig, V1EveryKey) {
                      "auth_through": false}],
         "frobnicate": 1}},
       "cache": {"type": "blobcache", "config": {"work_dir": "/var/cache/n"}}},
-    "mode": "direct", "digest_validate": false, "iostats_files": false,
+    "mode": "direct", "digest_validate": false, "iostats_files": false, "amplify_io": 2097152,
     "fs_prefetch": {"enable": true, "threads_count": 4, "merging_size": 131072,
                     "bandwidth_rate": 1048576},
     "something": {}})");
@@ -46,6 +46,7 @@ TEST(NydusdConfig, V1EveryKey) {
   auto d = nlohmann::json::parse(s->daemon_config_json);
   EXPECT_EQ(d["fill_threads"], 4);
   EXPECT_EQ(d["batch_size"], 131072);
+  EXPECT_EQ(d["amplify_io"], 2097152);
   EXPECT_EQ(d["prefetch_bandwidth"], 1048576);
   EXPECT_EQ(s->unknown_keys,
             (std::vector<std::string>{"device.backend.config.frobnicate", "something"}));
@@ -114,6 +115,7 @@ TEST(NydusdConfig, BadInputNamesTheKey) {
       {R"({"device": {"cache": {"config": {"work_dir": 1}}}})", "work_dir"},
       {R"({"mode": "fast"})", "mode"},
       {R"({"fs_prefetch": {"threads_count": "8"}})", "threads_count"},
+      {R"({"amplify_io": "1M"})", "amplify_io"},
       {R"({"type": "blob", "config": {}})", "type"},
       {R"({"type": "bootstrap", "config": {"backend_type": "localfs"}})", "backend_type"},
   };
@@ -132,6 +134,7 @@ TEST(NydusdConfig, NumbersBeyondTheDaemonsRanges) {
   auto s = translate_nydusd_config(R"({
     "device": {"backend": {"type": "registry", "config": {
       "timeout": 1e300, "connect_timeout": 7200, "retry_limit": 1000}}},
+    "amplify_io": 1099511627776,
     "fs_prefetch": {"enable": true, "threads_count": 5000, "merging_size": 4096}})");
   ASSERT_TRUE(s) << s.error().to_string();
   EXPECT_EQ(s->registry.request_timeout_ms, 24U * 3600000U);
@@ -140,8 +143,9 @@ TEST(NydusdConfig, NumbersBeyondTheDaemonsRanges) {
   auto d = nlohmann::json::parse(s->daemon_config_json);
   EXPECT_EQ(d["fill_threads"], 1024);
   EXPECT_EQ(d["batch_size"], 131072);
-  for (const char* key :
-       {"timeout", "connect_timeout", "retry_limit", "threads_count", "merging_size"}) {
+  EXPECT_EQ(d["amplify_io"], 64U << 20);
+  for (const char* key : {"timeout", "connect_timeout", "retry_limit", "threads_count",
+                          "merging_size", "amplify_io"}) {
     EXPECT_TRUE(mentions(s->unsupported, key)) << key;
   }
 }

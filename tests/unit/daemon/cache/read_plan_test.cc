@@ -73,5 +73,41 @@ TEST(ReadPlan, NoReadBeyondTheLimitButABigChunkAlone) {
   EXPECT_EQ(p.total, pos);
 }
 
+// Chunks at the given uncompressed (offset, size).
+std::vector<erofs::ChunkMeta> uchunks(
+    const std::vector<std::pair<std::uint64_t, std::uint32_t>>& at) {
+  std::vector<erofs::ChunkMeta> out;
+  for (const auto& [off, size] : at) {
+    erofs::ChunkMeta c;
+    c.uncompressed_offset = off;
+    c.uncompressed_size = size;
+    out.push_back(c);
+  }
+  return out;
+}
+
+TEST(WidenForward, UpToTheWindowFromTheFirstChunk) {
+  // Four 16 KiB chunks, 4 KiB aligned (one has a 4 KiB tail gap).
+  const auto c = uchunks({{0, 16384}, {16384, 12288}, {32768, 16384}, {49152, 16384}});
+  EXPECT_EQ(widen_forward(c, 0, 1, 16384), 1U);   // the window holds only the chunk asked for
+  EXPECT_EQ(widen_forward(c, 0, 1, 32767), 2U);   // chunk 1 ends at 28672: in
+  EXPECT_EQ(widen_forward(c, 0, 1, 49151), 2U);   // chunk 2 ends at 49152: one byte short
+  EXPECT_EQ(widen_forward(c, 0, 1, 49152), 3U);   // ... and in
+  EXPECT_EQ(widen_forward(c, 1, 2, 1U << 20), 4U);  // never beyond the blob
+  EXPECT_EQ(widen_forward(c, 2, 3, 32768), 4U);     // measured from chunk 2's start
+}
+
+TEST(WidenForward, NeverNarrowsTheRequest) {
+  const auto c = uchunks({{0, 65536}, {65536, 65536}, {131072, 65536}});
+  // The range asked for is wider than the window: it is fetched whole, not widened.
+  EXPECT_EQ(widen_forward(c, 0, 3, 4096), 3U);
+  EXPECT_EQ(widen_forward(c, 0, 2, 4096), 2U);
+  // A chunk larger than the window alone.
+  EXPECT_EQ(widen_forward(c, 1, 2, 0), 2U);
+  // Degenerate input: returned as is.
+  EXPECT_EQ(widen_forward(c, 3, 3, 1U << 20), 3U);
+  EXPECT_EQ(widen_forward({}, 0, 0, 1U << 20), 0U);
+}
+
 }  // namespace
 }  // namespace cfnd::cache
