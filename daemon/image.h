@@ -49,8 +49,6 @@ class BoundImage {
 
  private:
   BoundImage() = default;
-  base::Status start_readahead(BlobCache& cache, const std::vector<erofs::ChunkRecord>& table,
-                               std::uint64_t limit);
   std::string bootstrap_path_;
   std::vector<std::byte> bytes_;  // the Image views these; never resized after parse
   std::unique_ptr<erofs::Image> image_;
