@@ -396,12 +396,10 @@ Blob::RoundOutcome Blob::decode_and_write(const ReadPlan& plan, const std::vecto
       continue;
     }
     m.backend_bytes.fetch_add(pr.size, std::memory_order_relaxed);
-    std::uint64_t off = pr.buf_off;
     for (std::size_t i = pr.first; i < pr.last; ++i) {
       const std::uint32_t ci = plan.order[i];
       const erofs::ChunkMeta& c = chunks[ci];
-      const base::Bytes stored(buf.data() + off, c.compressed_size);
-      off += c.compressed_size;
+      const base::Bytes stored(buf.data() + plan.chunk_buf_off(pr, c), c.compressed_size);
       if (!has_digest_[ci]) {
         fail(ci, base::Error{EBADMSG, fmt::format("blob {}: chunk {} has no bootstrap digest",
                                                   info_.id, ci)});
@@ -474,7 +472,7 @@ void Blob::refetch(RoundOutcome& out, int fd, Deadline deadline) {
     cis.push_back(ci);
   }
   m.refetches.fetch_add(cis.size(), std::memory_order_relaxed);
-  const ReadPlan plan = plan_reads(meta_.chunks(), cis, batch_);
+  const ReadPlan plan = plan_reads(meta_.chunks(), cis, batch_, kMaxReadGap);
   std::vector<std::byte> buf;
   std::vector<BackendRead> reads;
   fetch(plan, buf, reads, deadline, &out.corrupt);
@@ -498,7 +496,7 @@ void Blob::refetch(RoundOutcome& out, int fd, Deadline deadline) {
 std::uint64_t Blob::run_round(const Round& round, int write_fd, Deadline deadline) {
   const int fd = write_fd >= 0 ? write_fd : fd_.get();
   // A fill's window is one range read where its absent chunks continue each other.
-  const ReadPlan plan = plan_reads(meta_.chunks(), round.cis, window_);
+  const ReadPlan plan = plan_reads(meta_.chunks(), round.cis, window_, kMaxReadGap);
   std::vector<std::byte> buf;
   std::vector<BackendRead> reads;
   fetch(plan, buf, reads, deadline);

@@ -6,7 +6,7 @@
 namespace cfnd::cache {
 
 ReadPlan plan_reads(std::span<const erofs::ChunkMeta> chunks, std::vector<std::uint32_t> cis,
-                    std::uint64_t max_read) {
+                    std::uint64_t max_read, std::uint64_t max_gap) {
   ReadPlan p;
   p.order = std::move(cis);
   std::sort(p.order.begin(), p.order.end(), [&](std::uint32_t a, std::uint32_t b) {
@@ -16,10 +16,13 @@ ReadPlan plan_reads(std::span<const erofs::ChunkMeta> chunks, std::vector<std::u
     const erofs::ChunkMeta& c = chunks[p.order[i]];
     if (!p.reads.empty()) {
       ReadPlan::Read& r = p.reads.back();
-      if (r.offset + r.size == c.compressed_offset && r.size + c.compressed_size <= max_read) {
-        r.size += c.compressed_size;
+      const std::uint64_t end = r.offset + r.size;
+      if (c.compressed_offset >= end && c.compressed_offset - end <= max_gap &&
+          c.compressed_offset + c.compressed_size - r.offset <= max_read) {
+        const std::uint64_t grow = c.compressed_offset + c.compressed_size - end;
+        r.size += grow;
         r.last = i + 1;
-        p.total += c.compressed_size;
+        p.total += grow;
         continue;
       }
     }

@@ -1137,7 +1137,7 @@ TEST_F(BlobCacheTest, FillDoesNotWidenWhileAListIsPending) {
 // Read amplification: a miss fetches the chunks after it up to amplify_io uncompressed
 // bytes, in one merged range read, and each of them lands in the cache verified.
 TEST_F(BlobCacheTest, AmplifiedFillIsOneMergedRead) {
-  TestBlob b = make_blob(sizes(60, 50000));  // 48 KiB + 4 KiB alignment: 52 KiB a chunk
+  TestBlob b = make_blob(sizes(60, 50000));  // 4 KiB aligned: one every 52 KiB
   put(b);
   auto c = amplified(1U << 20);
   auto be = backend();
@@ -1147,7 +1147,8 @@ TEST_F(BlobCacheTest, AmplifiedFillIsOneMergedRead) {
   ASSERT_TRUE((*blob)->fill(b.chunks[5].uncompressed_offset + 100, 1));
   EXPECT_EQ(be->calls.load(), 1U);
   EXPECT_EQ(be->ranges.load(), 1U);  // one Range request, not one per batch
-  // Chunks 5.. whose end is within 1 MiB of chunk 5's start: 1 MiB / 52 KiB = 20.
+  // Chunks 5.. whose end is within 1 MiB of chunk 5's start: k * 53248 + 50000 <= 1 MiB
+  // for k = 0 .. 18, so 19 chunks.
   const std::uint64_t base_off = b.chunks[5].uncompressed_offset;
   std::uint32_t end = 5;
   while (end < b.chunks.size() &&
@@ -1155,7 +1156,7 @@ TEST_F(BlobCacheTest, AmplifiedFillIsOneMergedRead) {
              (1U << 20)) {
     ++end;
   }
-  EXPECT_EQ(end, 25U);
+  EXPECT_EQ(end, 24U);
   EXPECT_EQ((*blob)->ready_chunks(), end - 5);
   std::uint64_t want_bytes = 0;
   for (std::uint32_t ci = 5; ci < end; ++ci) {
@@ -1182,10 +1183,10 @@ TEST_F(BlobCacheTest, AmplifiedFillFetchesOnlyWhatIsAbsent) {
   auto be = backend();
   auto blob = c->open(b.info, b.records, be);
   ASSERT_TRUE(blob);
-  // Chunk 8 first (its own window: 8..27), then 2: its window 2..21 has 8..21 present,
-  // so only 2..7 are fetched, one read.
+  // Chunk 8 first (its own window of 19 chunks: 8..26), then 2: its window 2..20 has
+  // 8..20 present, so only 2..7 are fetched, one read.
   ASSERT_TRUE((*blob)->fill(b.chunks[8].uncompressed_offset, 1));
-  EXPECT_EQ((*blob)->ready_chunks(), 20U);
+  EXPECT_EQ((*blob)->ready_chunks(), 19U);
   be->reset();
   ASSERT_TRUE((*blob)->fill(b.chunks[2].uncompressed_offset, 1));
   EXPECT_EQ(be->ranges.load(), 1U);
@@ -1194,11 +1195,11 @@ TEST_F(BlobCacheTest, AmplifiedFillFetchesOnlyWhatIsAbsent) {
     want += b.chunks[ci].compressed_size;
   }
   EXPECT_EQ(be->bytes.load(), want);
-  for (std::uint32_t ci = 2; ci < 28; ++ci) {
+  for (std::uint32_t ci = 2; ci < 27; ++ci) {
     expect_chunk(**blob, b, ci);
   }
-  // 0 and 1 were never asked for, nor 28 and 29 reached by a window.
-  EXPECT_EQ((*blob)->ready_chunks(), 26U);
+  // 0 and 1 were never asked for, nor 27..29 reached by a window.
+  EXPECT_EQ((*blob)->ready_chunks(), 25U);
 }
 
 // A chunk inside the amplified range that fails its digest: the reader of another chunk
@@ -1218,7 +1219,7 @@ TEST_F(BlobCacheTest, CorruptChunkInsideAnAmplifiedRange) {
   EXPECT_FALSE((*blob)->ready(b.chunks[9].uncompressed_offset, 1));
   EXPECT_TRUE(is_hole((*blob)->fd(), b.chunks[9].uncompressed_offset,
                       b.chunks[9].uncompressed_size));
-  for (std::uint32_t ci = 5; ci < 24; ++ci) {
+  for (std::uint32_t ci = 5; ci < 23; ++ci) {  // the window: 4..22
     if (ci != 9) {
       expect_chunk(**blob, b, ci);
     }
@@ -1249,7 +1250,7 @@ TEST_F(BlobCacheTest, CorruptChunkInsideAnAmplifiedRangeRefetchedRight) {
   ASSERT_TRUE((*blob)->fill(b.chunks[4].uncompressed_offset, 1));
   EXPECT_EQ(be->ranges.load(), 2U);  // the window, then chunk 12 alone
   EXPECT_EQ(c->metrics().refetch_successes.load(), 1U);
-  for (std::uint32_t ci = 4; ci < 24; ++ci) {
+  for (std::uint32_t ci = 4; ci < 23; ++ci) {
     expect_chunk(**blob, b, ci);
   }
 }
@@ -1281,14 +1282,14 @@ TEST_F(BlobCacheTest, FillWidensWhileAReadaheadIsPending) {
   c->prefetch_chunks(*blob, ahead, /*readahead=*/true);
   wait_until([&] { return be->calls.load() >= 1; });
   ASSERT_TRUE((*blob)->fill(b.chunks[15].uncompressed_offset, 1));
-  EXPECT_GT((*blob)->ready_chunks(), 10U);  // 15.. up to the window
+  EXPECT_GT((*blob)->ready_chunks(), 10U);  // 15..33, the window
   {
     std::lock_guard lk(mu);
     release = true;
   }
   cv.notify_all();
   wait_until([&] { return (*blob)->ready(0, b.chunks[8].uncompressed_offset); });
-  for (std::uint32_t ci = 0; ci < 35; ++ci) {
+  for (std::uint32_t ci = 0; ci < 34; ++ci) {
     if (ci < 8 || ci >= 15) {
       expect_chunk(**blob, b, ci);
     }

@@ -73,6 +73,35 @@ TEST(ReadPlan, NoReadBeyondTheLimitButABigChunkAlone) {
   EXPECT_EQ(p.total, pos);
 }
 
+TEST(ReadPlan, AGapUpToMaxGapIsReadThrough) {
+  // An uncompressed blob: 4 KiB-aligned chunks of 40000 bytes, 960 bytes of padding
+  // between them; chunk 3 is not asked for (present), so 2 and 4 are 40960 + 960 apart.
+  const auto c = chunks({{0, 40000}, {40960, 40000}, {81920, 40000}, {122880, 40000},
+                         {163840, 40000}});
+  const ReadPlan p = plan_reads(c, {0, 1, 2, 4}, 1U << 20, 4096);
+  ASSERT_EQ(p.reads.size(), 2U);
+  EXPECT_EQ(p.reads[0].offset, 0U);
+  EXPECT_EQ(p.reads[0].size, 121920U);  // 0..2 with the two paddings
+  EXPECT_EQ(p.reads[0].last, 3U);
+  EXPECT_EQ(p.reads[1].offset, 163840U);  // 40960 bytes after chunk 2's end: not a gap
+  EXPECT_EQ(p.reads[1].buf_off, 121920U);
+  EXPECT_EQ(p.total, 161920U);
+  // Each chunk's bytes in the buffer: at its offset from its read's start.
+  EXPECT_EQ(p.chunk_buf_off(p.reads[0], c[1]), 40960U);
+  EXPECT_EQ(p.chunk_buf_off(p.reads[0], c[2]), 81920U);
+  EXPECT_EQ(p.chunk_buf_off(p.reads[1], c[4]), 121920U);
+  // Without a gap allowance, every chunk is a read of its own; the limit counts the gaps.
+  EXPECT_EQ(plan_reads(c, {0, 1, 2}, 1U << 20).reads.size(), 3U);
+  EXPECT_EQ(plan_reads(c, {0, 1, 2}, 121919, 4096).reads.size(), 2U);
+}
+
+TEST(ReadPlan, OverlappingChunksAreNotMerged) {
+  const auto c = chunks({{0, 100}, {50, 100}});
+  const ReadPlan p = plan_reads(c, {0, 1}, 1U << 20, 4096);
+  ASSERT_EQ(p.reads.size(), 2U);
+  EXPECT_EQ(p.total, 200U);
+}
+
 // Chunks at the given uncompressed (offset, size).
 std::vector<erofs::ChunkMeta> uchunks(
     const std::vector<std::pair<std::uint64_t, std::uint32_t>>& at) {
