@@ -1,29 +1,40 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "snapshotter/server.h"
 
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <exception>
+#include <functional>
+#include <mutex>
+#include <optional>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include <spdlog/spdlog.h>
 
 #include "base/log.h"
+#include "base/unique_fd.h"
+#include "base/unix_socket.h"
+#include "base/worker_pool.h"
+#include "snapshotter/grpc_h2.h"
 
 namespace snapshotter {
 namespace {
 
-// A call in progress. Its address is the completion-queue tag of each of its operations,
-// and it has at most one operation pending at a time.
-class Call {
- public:
-  virtual ~Call() = default;
-  // Its pending operation completed (ok: it succeeded). May delete this.
-  virtual void proceed(bool ok) = 0;
-};
+constexpr std::string_view kService = "/containerd.services.snapshots.v1.Snapshots/";
+constexpr size_t kMaxConnections = 1024;
+constexpr uint64_t kListenTag = 0;
+constexpr uint64_t kWakeTag = 1;
 
 // A handler's status; an exception it throws becomes UNKNOWN with the exception's text.
 template <typename F>
-grpc::Status guarded(std::string_view rpc, F&& handle) {
+RpcStatus guarded(std::string_view rpc, F&& handle) {
   try {
     return handle();
   } catch (const std::exception& e) {
@@ -31,173 +42,435 @@ grpc::Status guarded(std::string_view rpc, F&& handle) {
     if (rl.allow()) {
       spdlog::error("{}: {}", rpc, e.what());
     }
-    return grpc::Status(grpc::StatusCode::UNKNOWN, std::string(rpc) + ": " + e.what());
+    return RpcStatus(RpcCode::UNKNOWN, std::string(rpc) + ": " + e.what());
   }
 }
 
-// A unary RPC: waiting for a call (a request is outstanding), then answered (Finish pending).
-template <typename Req, typename Resp>
-class UnaryCall final : public Call {
- public:
-  using Request = void (api::Snapshots::AsyncService::*)(grpc::ServerContext*, Req*,
-                                                         grpc::ServerAsyncResponseWriter<Resp>*,
-                                                         grpc::CompletionQueue*,
-                                                         grpc::ServerCompletionQueue*, void*);
-  using Handler = grpc::Status (Service::*)(const Req&, Resp*);
-  struct Method {
-    const char* name;
-    Request request;
-    Handler handler;
-  };
-
-  // Waits for the next call of m.
-  static void await(Server& server, const Method& m) {
-    auto* c = new UnaryCall(server, m);
-    (server.async().*m.request)(&c->ctx_, &c->req_, &c->writer_, server.cq(), server.cq(), c);
-  }
-
-  void proceed(bool ok) override {
-    // !ok while waiting: the server shuts down. Answered: Finish is done (sent or not).
-    if (!ok || answered_) {
-      delete this;
-      return;
-    }
-    // A call came: the next one may come while this one is handled.
-    if (!server_.stopping()) {
-      await(server_, m_);
-    }
-    answered_ = true;
-    grpc::Status st =
-        guarded(m_.name, [this] { return (server_.service().*m_.handler)(req_, &resp_); });
-    writer_.Finish(resp_, st, this);
-  }
-
- private:
-  UnaryCall(Server& server, const Method& m) : server_(server), m_(m), writer_(&ctx_) {}
-
-  Server& server_;
-  const Method m_;
-  grpc::ServerContext ctx_;
-  Req req_;
-  Resp resp_;
-  grpc::ServerAsyncResponseWriter<Resp> writer_;
-  bool answered_ = false;
+// One method: its name after kService, whether it runs on the loop, and the call from
+// request bytes to reply.
+struct Method {
+  std::string_view name;
+  bool on_loop = false;
+  std::function<GrpcReply(std::string_view request)> run;
 };
 
-// List (Walk): waiting for a call, writing the batches one at a time (the last one with
-// the status), finished.
-class ListCall final : public Call {
- public:
-  static void await(Server& server) {
-    auto* c = new ListCall(server);
-    server.async().RequestList(&c->ctx_, &c->req_, &c->writer_, server.cq(), server.cq(), c);
+template <typename Req>
+std::optional<GrpcReply> parse(std::string_view bytes, Req* req) {
+  if (!req->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return GrpcReply{RpcStatus(RpcCode::INTERNAL, "cannot parse the request message"), {}};
   }
-
-  void proceed(bool ok) override {
-    switch (state_) {
-      case State::kWaiting:
-        if (!ok) {
-          delete this;
-          return;
-        }
-        if (!server_.stopping()) {
-          await(server_);
-        }
-        state_ = State::kWriting;
-        status_ = guarded("list", [this] { return server_.service().List(req_, &batches_); });
-        write_next();
-        return;
-      case State::kWriting:
-        if (!ok) {
-          state_ = State::kFinished;
-          writer_.Finish(grpc::Status(grpc::StatusCode::CANCELLED, "list: the client went away"),
-                         this);
-          return;
-        }
-        write_next();
-        return;
-      case State::kFinished:
-        delete this;
-        return;
-    }
-  }
-
- private:
-  enum class State { kWaiting, kWriting, kFinished };
-
-  explicit ListCall(Server& server) : server_(server), writer_(&ctx_) {}
-
-  void write_next() {
-    if (!status_.ok() || next_ == batches_.size()) {
-      state_ = State::kFinished;
-      writer_.Finish(status_, this);
-      return;
-    }
-    const auto& batch = batches_[next_++];
-    if (next_ == batches_.size()) {
-      state_ = State::kFinished;
-      writer_.WriteAndFinish(batch, grpc::WriteOptions(), status_, this);
-      return;
-    }
-    writer_.Write(batch, this);
-  }
-
-  Server& server_;
-  grpc::ServerContext ctx_;
-  api::ListSnapshotsRequest req_;
-  grpc::ServerAsyncWriter<api::ListSnapshotsResponse> writer_;
-  State state_ = State::kWaiting;
-  grpc::Status status_;
-  std::vector<api::ListSnapshotsResponse> batches_;
-  size_t next_ = 0;
-};
-
-template <typename Req, typename Resp>
-void await(Server& server, const char* name, typename UnaryCall<Req, Resp>::Request request,
-           typename UnaryCall<Req, Resp>::Handler handler) {
-  UnaryCall<Req, Resp>::await(server, {name, request, handler});
+  return std::nullopt;
 }
 
-using Async = api::Snapshots::AsyncService;
+template <typename Req, typename Resp>
+Method unary(Service& service, std::string_view name, bool on_loop,
+             RpcStatus (Service::*handler)(const Req&, Resp*)) {
+  return {name, on_loop, [&service, name, handler](std::string_view bytes) {
+            Req req;
+            if (auto bad = parse(bytes, &req)) {
+              return std::move(*bad);
+            }
+            Resp resp;
+            GrpcReply r;
+            r.status = guarded(name, [&] { return (service.*handler)(req, &resp); });
+            if (r.status.ok()) {
+              r.messages.push_back(resp.SerializeAsString());
+            }
+            return r;
+          }};
+}
+
+Method list(Service& service) {
+  return {"List", false, [&service](std::string_view bytes) {
+            api::ListSnapshotsRequest req;
+            if (auto bad = parse(bytes, &req)) {
+              return std::move(*bad);
+            }
+            std::vector<api::ListSnapshotsResponse> batches;
+            GrpcReply r;
+            r.status = guarded("list", [&] { return service.List(req, &batches); });
+            if (r.status.ok()) {
+              for (const auto& b : batches) {
+                r.messages.push_back(b.SerializeAsString());
+              }
+            }
+            return r;
+          }};
+}
+
 using Empty = google::protobuf::Empty;
 
-// One outstanding request per method; each call that comes asks for the next.
-void await_all(Server& s) {
-  await<api::StatSnapshotRequest, api::StatSnapshotResponse>(s, "stat", &Async::RequestStat,
-                                                             &Service::Stat);
-  await<api::MountsRequest, api::MountsResponse>(s, "mounts", &Async::RequestMounts,
-                                                 &Service::Mounts);
-  ListCall::await(s);
-  await<api::PrepareSnapshotRequest, api::PrepareSnapshotResponse>(
-      s, "prepare", &Async::RequestPrepare, &Service::Prepare);
-  await<api::ViewSnapshotRequest, api::ViewSnapshotResponse>(s, "view", &Async::RequestView,
-                                                             &Service::View);
-  await<api::CommitSnapshotRequest, Empty>(s, "commit", &Async::RequestCommit, &Service::Commit);
-  await<api::RemoveSnapshotRequest, Empty>(s, "remove", &Async::RequestRemove, &Service::Remove);
-  await<api::UpdateSnapshotRequest, api::UpdateSnapshotResponse>(s, "update", &Async::RequestUpdate,
-                                                                 &Service::Update);
-  await<api::UsageRequest, api::UsageResponse>(s, "usage", &Async::RequestUsage, &Service::Usage);
-  await<api::CleanupRequest, Empty>(s, "cleanup", &Async::RequestCleanup, &Service::Cleanup);
+// Stat and Mounts read the store's read connection (WAL: no writer's fsync to wait for)
+// and answer in tens of microseconds: on the loop. The rest write, mount, bind or walk.
+std::vector<Method> methods_of(Service& s) {
+  std::vector<Method> m;
+  m.push_back(unary<api::StatSnapshotRequest, api::StatSnapshotResponse>(s, "Stat", true,
+                                                                         &Service::Stat));
+  m.push_back(
+      unary<api::MountsRequest, api::MountsResponse>(s, "Mounts", true, &Service::Mounts));
+  m.push_back(unary<api::PrepareSnapshotRequest, api::PrepareSnapshotResponse>(
+      s, "Prepare", false, &Service::Prepare));
+  m.push_back(unary<api::ViewSnapshotRequest, api::ViewSnapshotResponse>(s, "View", false,
+                                                                         &Service::View));
+  m.push_back(unary<api::CommitSnapshotRequest, Empty>(s, "Commit", false, &Service::Commit));
+  m.push_back(unary<api::RemoveSnapshotRequest, Empty>(s, "Remove", false, &Service::Remove));
+  m.push_back(unary<api::UpdateSnapshotRequest, api::UpdateSnapshotResponse>(s, "Update", false,
+                                                                             &Service::Update));
+  m.push_back(list(s));
+  m.push_back(unary<api::UsageRequest, api::UsageResponse>(s, "Usage", false, &Service::Usage));
+  m.push_back(unary<api::CleanupRequest, Empty>(s, "Cleanup", false, &Service::Cleanup));
+  return m;
 }
+
+struct Job {
+  uint64_t conn = 0;
+  int32_t stream = 0;
+  const Method* method = nullptr;
+  std::string request;
+  std::optional<Clock::time_point> deadline;
+};
+
+struct Done {
+  uint64_t conn = 0;
+  int32_t stream = 0;
+  GrpcReply reply;
+};
+
+struct Conn {
+  base::UniqueFd fd;
+  std::unique_ptr<H2Connection> h2;
+  uint32_t events = 0;  // what epoll watches for
+  bool dead = false;
+};
 
 }  // namespace
 
+struct Server::Loop {
+  std::vector<Method> methods;
+  base::UniqueFd listen;
+  base::UniqueFd epoll;
+  base::UniqueFd wake;  // eventfd: workers' replies and shutdown
+  std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns;
+  uint64_t next_id = 2;  // 0 and 1 are kListenTag and kWakeTag
+  size_t jobs_out = 0;   // jobs pushed whose Done has not come back (loop thread only)
+  base::WorkerPool<Job> pool;
+  std::mutex mu;
+  std::vector<Done> done;  // under mu
+  std::atomic<bool> stop{false};
+  std::atomic<std::chrono::system_clock::rep> stop_deadline{0};
+  char buf[64 << 10];
+
+  const Method* find(std::string_view path) const {
+    if (path.substr(0, kService.size()) != kService) {
+      return nullptr;
+    }
+    path.remove_prefix(kService.size());
+    for (const auto& m : methods) {
+      if (m.name == path) {
+        return &m;
+      }
+    }
+    return nullptr;
+  }
+
+  void notify() {
+    uint64_t one = 1;
+    while (::write(wake.get(), &one, sizeof one) < 0 && errno == EINTR) {
+    }
+  }
+
+  void work(Job& j) {
+    Done d{j.conn, j.stream, {}};
+    if (j.deadline && *j.deadline <= Clock::now()) {
+      d.reply.status = RpcStatus(RpcCode::DEADLINE_EXCEEDED, "deadline exceeded before the call ran");
+    } else {
+      d.reply = j.method->run(j.request);
+    }
+    {
+      std::lock_guard lk(mu);
+      done.push_back(std::move(d));
+    }
+    notify();
+  }
+
+  std::optional<GrpcReply> dispatch(uint64_t id, H2Connection::Call&& call) {
+    const Method* m = find(call.path);
+    if (m == nullptr) {
+      return GrpcReply{RpcStatus(RpcCode::UNIMPLEMENTED, "unknown method " + call.path), {}};
+    }
+    if (m->on_loop) {
+      return m->run(call.request);
+    }
+    ++jobs_out;
+    pool.push(Job{id, call.stream_id, m, std::move(call.request), call.deadline});
+    return std::nullopt;
+  }
+
+  void close(Conn& c) {
+    if (!c.dead) {
+      c.dead = true;
+      ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, c.fd.get(), nullptr);
+      c.fd.reset();
+    }
+  }
+
+  // Writes what the connection has to send, then watches for what it needs next.
+  void pump(uint64_t id, Conn& c) {
+    if (c.dead) {
+      return;
+    }
+    for (;;) {
+      c.h2->produce();
+      auto o = c.h2->out();
+      if (o.empty()) {
+        break;
+      }
+      ssize_t n = ::send(c.fd.get(), o.data(), o.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EINTR) {
+          continue;
+        }
+        if (errno == EAGAIN) {
+          break;
+        }
+        close(c);
+        return;
+      }
+      c.h2->consume(static_cast<size_t>(n));
+      if (static_cast<size_t>(n) < o.size()) {
+        break;
+      }
+    }
+    if (c.h2->done()) {
+      close(c);
+      return;
+    }
+    uint32_t want = (c.h2->wants_read() ? uint32_t{EPOLLIN} : 0u) |
+                    (c.h2->out().empty() ? 0u : uint32_t{EPOLLOUT});
+    if (want != c.events) {
+      epoll_event ev{};
+      ev.events = want;
+      ev.data.u64 = id;
+      if (::epoll_ctl(epoll.get(), EPOLL_CTL_MOD, c.fd.get(), &ev) != 0) {
+        close(c);
+        return;
+      }
+      c.events = want;
+    }
+  }
+
+  void read_from(uint64_t id, Conn& c) {
+    // A few reads at most, so one busy peer does not starve the others.
+    for (int i = 0; i < 4 && !c.dead && c.h2->wants_read(); ++i) {
+      ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+      if (n == 0) {
+        close(c);
+        return;
+      }
+      if (n < 0) {
+        if (errno == EINTR) {
+          continue;
+        }
+        if (errno != EAGAIN) {
+          close(c);
+        }
+        break;
+      }
+      if (!c.h2->recv(std::string_view(buf, static_cast<size_t>(n)))) {
+        close(c);
+        return;
+      }
+      pump(id, c);
+    }
+    pump(id, c);
+  }
+
+  void accept_all() {
+    for (;;) {
+      int fd = ::accept4(listen.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) {
+          continue;
+        }
+        if (errno != EAGAIN) {
+          static base::RateLimit rl;
+          if (rl.allow()) {
+            spdlog::warn("accept: {}", std::strerror(errno));
+          }
+        }
+        return;
+      }
+      base::UniqueFd cfd(fd);
+      if (conns.size() >= kMaxConnections) {
+        static base::RateLimit rl;
+        if (rl.allow()) {
+          spdlog::warn("{} connections open: refusing another", conns.size());
+        }
+        continue;
+      }
+      uint64_t id = next_id++;
+      auto h2 = H2Connection::create(
+          [this, id](H2Connection::Call&& call) { return dispatch(id, std::move(call)); });
+      if (!h2) {
+        spdlog::warn("connection: {}", h2.error().to_string());
+        continue;
+      }
+      auto c = std::make_unique<Conn>();
+      c->fd = std::move(cfd);
+      c->h2 = std::move(*h2);
+      c->events = EPOLLIN;
+      epoll_event ev{};
+      ev.events = c->events;
+      ev.data.u64 = id;
+      if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, c->fd.get(), &ev) != 0) {
+        continue;
+      }
+      auto& ref = *c;
+      conns.emplace(id, std::move(c));
+      pump(id, ref);  // our SETTINGS
+    }
+  }
+
+  void take_done() {
+    uint64_t n = 0;
+    while (::read(wake.get(), &n, sizeof n) < 0 && errno == EINTR) {
+    }
+    std::vector<Done> ds;
+    {
+      std::lock_guard lk(mu);
+      ds.swap(done);
+    }
+    for (auto& d : ds) {
+      --jobs_out;
+      auto it = conns.find(d.conn);
+      if (it == conns.end() || it->second->dead) {
+        continue;  // the client went away while the call ran
+      }
+      it->second->h2->complete(d.stream, std::move(d.reply));
+      pump(d.conn, *it->second);
+    }
+  }
+
+  void run() {
+    bool draining = false;
+    std::vector<epoll_event> evs(64);
+    for (;;) {
+      auto now = Clock::now();
+      if (stop.load(std::memory_order_acquire) && !draining) {
+        draining = true;
+        ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, listen.get(), nullptr);
+        listen.reset();
+        for (auto& [id, c] : conns) {
+          c->h2->goaway();
+          pump(id, *c);
+        }
+      }
+      std::optional<Clock::time_point> next;
+      for (auto& [id, c] : conns) {
+        if (c->dead) {
+          continue;
+        }
+        if (auto d = c->h2->next_deadline(); d && (!next || *d < *next)) {
+          next = d;
+        }
+      }
+      int timeout = -1;
+      if (draining) {
+        bool busy = jobs_out > 0;
+        for (auto& [id, c] : conns) {
+          busy = busy || (!c->dead && (c->h2->open_streams() > 0 || !c->h2->out().empty()));
+        }
+        auto left = std::chrono::system_clock::duration(stop_deadline.load()) -
+                    std::chrono::system_clock::now().time_since_epoch();
+        if (!busy || left <= left.zero()) {
+          break;
+        }
+        timeout = static_cast<int>(
+            std::chrono::ceil<std::chrono::milliseconds>(left).count());
+      }
+      if (next) {
+        auto ms = std::chrono::ceil<std::chrono::milliseconds>(*next - now).count();
+        ms = std::max<int64_t>(ms, 0);
+        timeout = timeout < 0 ? static_cast<int>(std::min<int64_t>(ms, 1 << 30))
+                              : std::min(timeout, static_cast<int>(ms));
+      }
+      int n = ::epoll_wait(epoll.get(), evs.data(), static_cast<int>(evs.size()), timeout);
+      if (n < 0 && errno != EINTR) {
+        spdlog::error("epoll_wait: {}", std::strerror(errno));
+        break;
+      }
+      for (int i = 0; i < n; ++i) {
+        uint64_t tag = evs[i].data.u64;
+        if (tag == kListenTag) {
+          if (listen) {
+            accept_all();
+          }
+          continue;
+        }
+        if (tag == kWakeTag) {
+          take_done();
+          continue;
+        }
+        auto it = conns.find(tag);
+        if (it == conns.end() || it->second->dead) {
+          continue;
+        }
+        Conn& c = *it->second;
+        if ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0 && c.h2->wants_read()) {
+          read_from(tag, c);
+        } else {
+          pump(tag, c);  // writable, or hung up with reading off: send fails and closes
+        }
+      }
+      if (next && *next <= Clock::now()) {
+        now = Clock::now();
+        for (auto& [id, c] : conns) {
+          if (!c->dead) {
+            c->h2->expire(now);
+            pump(id, *c);
+          }
+        }
+      }
+      std::erase_if(conns, [](const auto& kv) { return kv.second->dead; });
+    }
+    for (auto& [id, c] : conns) {
+      close(*c);
+    }
+    conns.clear();
+  }
+};
+
 base::Result<std::unique_ptr<Server>> Server::start(Service& service, const std::string& address,
-                                                    unsigned pollers) {
-  std::unique_ptr<Server> s(new Server(service));
-  grpc::ServerBuilder builder;
-  int bound = 0;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &bound);
-  builder.RegisterService(&s->async_);
-  s->cq_ = builder.AddCompletionQueue();
-  s->server_ = builder.BuildAndStart();
-  if (s->server_ == nullptr || bound == 0) {
-    return base::errorf(EADDRNOTAVAIL, "cannot listen on {}", address);
+                                                    unsigned workers) {
+  std::string path = address;
+  for (std::string_view prefix : {"unix://", "unix:"}) {
+    if (path.starts_with(prefix)) {
+      path.erase(0, prefix.size());
+      break;
+    }
   }
-  await_all(*s);
-  for (unsigned i = 0; i < (pollers == 0 ? 1 : pollers); ++i) {
-    s->pollers_.emplace_back([p = s.get()] { p->poll(); });
+  std::unique_ptr<Server> s(new Server());
+  s->loop_ = std::make_unique<Loop>();
+  Loop& l = *s->loop_;
+  l.methods = methods_of(service);
+  CFN_ASSIGN_OR_RETURN(l.listen, base::listen_private(path, SOCK_STREAM, 128));
+  l.epoll.reset(::epoll_create1(EPOLL_CLOEXEC));
+  l.wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!l.epoll || !l.wake) {
+    return base::errorf(errno, "epoll/eventfd: {}", std::strerror(errno));
   }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kListenTag;
+  if (::epoll_ctl(l.epoll.get(), EPOLL_CTL_ADD, l.listen.get(), &ev) != 0) {
+    return base::errorf(errno, "epoll_ctl: {}", std::strerror(errno));
+  }
+  ev.data.u64 = kWakeTag;
+  if (::epoll_ctl(l.epoll.get(), EPOLL_CTL_ADD, l.wake.get(), &ev) != 0) {
+    return base::errorf(errno, "epoll_ctl: {}", std::strerror(errno));
+  }
+  l.pool.start(workers, [&l] { return [&l](Job& j) { l.work(j); }; });
+  s->thread_ = std::thread([&l] { l.run(); });
   return s;
 }
 
@@ -205,36 +478,17 @@ Server::~Server() {
   shutdown(std::chrono::system_clock::now());
 }
 
-void Server::poll() {
-  void* tag = nullptr;
-  bool ok = false;
-  while (cq_->Next(&tag, &ok)) {
-    static_cast<Call*>(tag)->proceed(ok);
-  }
-}
-
 void Server::shutdown(std::chrono::system_clock::time_point deadline) {
-  if (stopped_) {
+  if (stopped_ || !thread_.joinable()) {
     return;
   }
   stopped_ = true;
-  stopping_.store(true, std::memory_order_release);
-  // The pollers keep running: calls in flight finish on them; the outstanding requests
-  // come back not ok and are freed. A handler still running when the deadline passes
-  // answers its cancelled call before its thread polls again.
-  if (server_ != nullptr) {
-    server_->Shutdown(deadline);
-  }
-  if (cq_ == nullptr) {
-    return;
-  }
-  cq_->Shutdown();
-  if (pollers_.empty()) {
-    poll();
-  }
-  for (auto& t : pollers_) {
-    t.join();
-  }
+  loop_->stop_deadline.store(deadline.time_since_epoch().count());
+  loop_->stop.store(true, std::memory_order_release);
+  loop_->notify();
+  thread_.join();
+  // The loop has stopped: a handler still running finishes, and its reply is dropped.
+  loop_->pool.stop();
 }
 
 }  // namespace snapshotter

@@ -51,9 +51,9 @@ void to_proto(const Info& i, api::Info* out) {
 
 // Errors that are the caller's (not found, exists, bad argument) are logged at debug; the
 // rest once per second at error.
-grpc::Status fail(std::string_view rpc, const base::Error& e) {
-  grpc::Status st = to_grpc(e);
-  if (st.error_code() == grpc::StatusCode::UNKNOWN) {
+RpcStatus fail(std::string_view rpc, const base::Error& e) {
+  RpcStatus st = to_grpc(e);
+  if (st.error_code() == RpcCode::UNKNOWN) {
     static base::RateLimit rl;
     if (rl.allow()) {
       spdlog::error("{}: {}", rpc, e.to_string());
@@ -94,25 +94,25 @@ class CallLog {
 
 }  // namespace
 
-grpc::Status to_grpc(const base::Error& e) {
-  grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
+RpcStatus to_grpc(const base::Error& e) {
+  RpcCode code = RpcCode::UNKNOWN;
   switch (e.code) {
     case ENOENT:
-      code = grpc::StatusCode::NOT_FOUND;
+      code = RpcCode::NOT_FOUND;
       break;
     case EEXIST:
-      code = grpc::StatusCode::ALREADY_EXISTS;
+      code = RpcCode::ALREADY_EXISTS;
       break;
     case EINVAL:
-      code = grpc::StatusCode::INVALID_ARGUMENT;
+      code = RpcCode::INVALID_ARGUMENT;
       break;
     case kErrFailedPrecondition:
-      code = grpc::StatusCode::FAILED_PRECONDITION;
+      code = RpcCode::FAILED_PRECONDITION;
       break;
     default:
       break;
   }
-  return grpc::Status(code, e.message);
+  return RpcStatus(code, e.message);
 }
 
 template <typename Resp>
@@ -173,14 +173,14 @@ bool Service::is_estargz_layer(const std::string& name) {
   return info && info->kind == Kind::kCommitted && is_estargz_handshake(info->labels);
 }
 
-grpc::Status Service::handshake(const std::string& key, const std::string& parent,
+RpcStatus Service::handshake(const std::string& key, const std::string& parent,
                                 const Labels& labels, LayerKind kind) {
   RemoteLayer r = remote_layer(labels);
   if (r.image_ref.empty()) {
     return fail("prepare", base::make_error(kErrFailedPrecondition, kNoReferenceHint).value());
   }
   auto exists = [&] {
-    return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
+    return RpcStatus(RpcCode::ALREADY_EXISTS,
                         "target snapshot \"" + r.target + "\" already exists");
   };
   if (auto have = store_.stat(r.target)) {
@@ -218,7 +218,7 @@ grpc::Status Service::handshake(const std::string& key, const std::string& paren
 }
 
 template <typename Resp>
-grpc::Status Service::create(std::string_view rpc, Kind kind, const std::string& key,
+RpcStatus Service::create(std::string_view rpc, Kind kind, const std::string& key,
                              const std::string& parent, Labels labels, Resp* resp) {
   const LayerKind lk =
       kind == Kind::kActive ? classify_prepare(labels, enable_stargz_) : LayerKind::kPlain;
@@ -263,7 +263,7 @@ grpc::Status Service::create(std::string_view rpc, Kind kind, const std::string&
       return fail(rpc, s.error());
     }
     add_mounts(*s, resp);
-    return grpc::Status::OK;
+    return RpcStatus::OK;
   }
   if (images_ == nullptr) {
     return fail(rpc, base::make_error(EOPNOTSUPP, "nydus images are not enabled").value());
@@ -292,23 +292,23 @@ grpc::Status Service::create(std::string_view rpc, Kind kind, const std::string&
     return fail(rpc, s.error());
   }
   add_image_mounts(*s, **image, *mp, resp);
-  return grpc::Status::OK;
+  return RpcStatus::OK;
 }
 
-grpc::Status Service::Prepare(const api::PrepareSnapshotRequest& req,
+RpcStatus Service::Prepare(const api::PrepareSnapshotRequest& req,
                               api::PrepareSnapshotResponse* resp) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kPrepare);
   const CallLog call("prepare", req.key());
   return create("prepare", Kind::kActive, req.key(), req.parent(), labels_from(req.labels()), resp);
 }
 
-grpc::Status Service::View(const api::ViewSnapshotRequest& req, api::ViewSnapshotResponse* resp) {
+RpcStatus Service::View(const api::ViewSnapshotRequest& req, api::ViewSnapshotResponse* resp) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kView);
   const CallLog call("view", req.key());
   return create("view", Kind::kView, req.key(), req.parent(), labels_from(req.labels()), resp);
 }
 
-grpc::Status Service::Mounts(const api::MountsRequest& req, api::MountsResponse* resp) {
+RpcStatus Service::Mounts(const api::MountsRequest& req, api::MountsResponse* resp) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kMounts);
   const CallLog call("mounts", req.key());
   auto s = store_.get(req.key());
@@ -331,15 +331,15 @@ grpc::Status Service::Mounts(const api::MountsRequest& req, api::MountsResponse*
       }
       if (*image) {
         add_image_mounts(*s, **image, (*use)->mountpoint, resp);
-        return grpc::Status::OK;
+        return RpcStatus::OK;
       }
     }
   }
   add_mounts(*s, resp);
-  return grpc::Status::OK;
+  return RpcStatus::OK;
 }
 
-grpc::Status Service::Commit(const api::CommitSnapshotRequest& req, google::protobuf::Empty*) {
+RpcStatus Service::Commit(const api::CommitSnapshotRequest& req, google::protobuf::Empty*) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kCommit);
   const CallLog call("commit", req.key());
   auto st = store_.commit(req.name(), req.key(), labels_from(req.labels()));
@@ -349,10 +349,10 @@ grpc::Status Service::Commit(const api::CommitSnapshotRequest& req, google::prot
   if (images_ != nullptr) {
     images_->release(req.key());
   }
-  return grpc::Status::OK;
+  return RpcStatus::OK;
 }
 
-grpc::Status Service::Remove(const api::RemoveSnapshotRequest& req, google::protobuf::Empty*) {
+RpcStatus Service::Remove(const api::RemoveSnapshotRequest& req, google::protobuf::Empty*) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kRemove);
   const CallLog call("remove", req.key());
   auto st = store_.remove(req.key());
@@ -362,20 +362,20 @@ grpc::Status Service::Remove(const api::RemoveSnapshotRequest& req, google::prot
   if (images_ != nullptr) {
     images_->release(req.key());
   }
-  return grpc::Status::OK;
+  return RpcStatus::OK;
 }
 
-grpc::Status Service::Stat(const api::StatSnapshotRequest& req, api::StatSnapshotResponse* resp) {
+RpcStatus Service::Stat(const api::StatSnapshotRequest& req, api::StatSnapshotResponse* resp) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kStat);
   auto i = store_.stat(req.key());
   if (!i) {
     return fail("stat", i.error());
   }
   to_proto(*i, resp->mutable_info());
-  return grpc::Status::OK;
+  return RpcStatus::OK;
 }
 
-grpc::Status Service::Update(const api::UpdateSnapshotRequest& req,
+RpcStatus Service::Update(const api::UpdateSnapshotRequest& req,
                              api::UpdateSnapshotResponse* resp) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kUpdate);
   Info in;
@@ -388,10 +388,10 @@ grpc::Status Service::Update(const api::UpdateSnapshotRequest& req,
     return fail("update", i.error());
   }
   to_proto(*i, resp->mutable_info());
-  return grpc::Status::OK;
+  return RpcStatus::OK;
 }
 
-grpc::Status Service::List(const api::ListSnapshotsRequest& req,
+RpcStatus Service::List(const api::ListSnapshotsRequest& req,
                            std::vector<api::ListSnapshotsResponse>* batches) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kList);
   std::vector<std::string> filters(req.filters().begin(), req.filters().end());
@@ -414,10 +414,10 @@ grpc::Status Service::List(const api::ListSnapshotsRequest& req,
     to_proto(i, pi);
     bytes += pi->ByteSizeLong();
   }
-  return grpc::Status::OK;
+  return RpcStatus::OK;
 }
 
-grpc::Status Service::Usage(const api::UsageRequest& req, api::UsageResponse* resp) {
+RpcStatus Service::Usage(const api::UsageRequest& req, api::UsageResponse* resp) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kUsage);
   auto u = store_.usage(req.key());
   if (!u) {
@@ -425,10 +425,10 @@ grpc::Status Service::Usage(const api::UsageRequest& req, api::UsageResponse* re
   }
   resp->set_size(u->size);
   resp->set_inodes(u->inodes);
-  return grpc::Status::OK;
+  return RpcStatus::OK;
 }
 
-grpc::Status Service::Cleanup(const api::CleanupRequest&, google::protobuf::Empty*) {
+RpcStatus Service::Cleanup(const api::CleanupRequest&, google::protobuf::Empty*) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kCleanup);
   auto removed = store_.cleanup();
   if (!removed) {
@@ -437,7 +437,7 @@ grpc::Status Service::Cleanup(const api::CleanupRequest&, google::protobuf::Empt
   if (!removed->empty()) {
     spdlog::info("cleanup removed {} directories no snapshot owned", removed->size());
   }
-  return grpc::Status::OK;
+  return RpcStatus::OK;
 }
 
 }  // namespace snapshotter

@@ -7,20 +7,19 @@
 
 #include <vector>
 
-#include <grpcpp/grpcpp.h>
-
 #include "base/result.h"
-#include "snapshots.grpc.pb.h"
+#include "snapshots.pb.h"
 #include "snapshotter/image_mounts.h"
 #include "snapshotter/metrics.h"
 #include "snapshotter/nydus.h"
+#include "snapshotter/rpc_status.h"
 #include "snapshotter/store.h"
 
 namespace snapshotter {
 
 namespace api = ::containerd::services::snapshots::v1;
 
-[[nodiscard]] grpc::Status to_grpc(const base::Error& e);
+[[nodiscard]] RpcStatus to_grpc(const base::Error& e);
 
 // The handlers, one per RPC of snapshots.v1, without a transport: snapshotter/server.h
 // serves them on a socket; tests call them directly. Thread-safe (the store and the image
@@ -40,19 +39,19 @@ class Service {
         metrics_(metrics),
         enable_stargz_(enable_stargz) {}
 
-  grpc::Status Prepare(const api::PrepareSnapshotRequest& req, api::PrepareSnapshotResponse* resp);
-  grpc::Status View(const api::ViewSnapshotRequest& req, api::ViewSnapshotResponse* resp);
-  grpc::Status Mounts(const api::MountsRequest& req, api::MountsResponse* resp);
-  grpc::Status Commit(const api::CommitSnapshotRequest& req, google::protobuf::Empty* resp);
-  grpc::Status Remove(const api::RemoveSnapshotRequest& req, google::protobuf::Empty* resp);
-  grpc::Status Stat(const api::StatSnapshotRequest& req, api::StatSnapshotResponse* resp);
-  grpc::Status Update(const api::UpdateSnapshotRequest& req, api::UpdateSnapshotResponse* resp);
+  RpcStatus Prepare(const api::PrepareSnapshotRequest& req, api::PrepareSnapshotResponse* resp);
+  RpcStatus View(const api::ViewSnapshotRequest& req, api::ViewSnapshotResponse* resp);
+  RpcStatus Mounts(const api::MountsRequest& req, api::MountsResponse* resp);
+  RpcStatus Commit(const api::CommitSnapshotRequest& req, google::protobuf::Empty* resp);
+  RpcStatus Remove(const api::RemoveSnapshotRequest& req, google::protobuf::Empty* resp);
+  RpcStatus Stat(const api::StatSnapshotRequest& req, api::StatSnapshotResponse* resp);
+  RpcStatus Update(const api::UpdateSnapshotRequest& req, api::UpdateSnapshotResponse* resp);
   // The matching infos in the batches the server streams: at most kListBatch infos or about
   // kListBatchBytes each (gRPC's message limit is 4 MiB); none when nothing matches.
-  grpc::Status List(const api::ListSnapshotsRequest& req,
+  RpcStatus List(const api::ListSnapshotsRequest& req,
                     std::vector<api::ListSnapshotsResponse>* batches);
-  grpc::Status Usage(const api::UsageRequest& req, api::UsageResponse* resp);
-  grpc::Status Cleanup(const api::CleanupRequest& req, google::protobuf::Empty* resp);
+  RpcStatus Usage(const api::UsageRequest& req, api::UsageResponse* resp);
+  RpcStatus Cleanup(const api::CleanupRequest& req, google::protobuf::Empty* resp);
 
   static constexpr size_t kListBatch = 100;
   static constexpr size_t kListBatchBytes = 1 << 20;
@@ -65,9 +64,9 @@ class Service {
                         Resp* resp) const;
   // Prepare and View: the handshake, a snapshot on a nydus image, or an ordinary one.
   template <typename Resp>
-  grpc::Status create(std::string_view rpc, Kind kind, const std::string& key,
+  RpcStatus create(std::string_view rpc, Kind kind, const std::string& key,
                       const std::string& parent, Labels labels, Resp* resp);
-  grpc::Status handshake(const std::string& key, const std::string& parent, const Labels& labels,
+  RpcStatus handshake(const std::string& key, const std::string& parent, const Labels& labels,
                          LayerKind kind);
   // Whether the committed snapshot `name` is an eStargz handshake.
   [[nodiscard]] bool is_estargz_layer(const std::string& name);

@@ -55,7 +55,7 @@ class NydusService : public ::testing::Test {
     service_ = std::make_unique<Service>(*store_, false, images_.get());
   }
 
-  grpc::Status prepare(const std::string& key, const std::string& parent, const Labels& labels,
+  RpcStatus prepare(const std::string& key, const std::string& parent, const Labels& labels,
                        api::PrepareSnapshotResponse* resp) {
     api::PrepareSnapshotRequest req;
     req.set_key(key);
@@ -72,7 +72,7 @@ class NydusService : public ::testing::Test {
     l.insert(more.begin(), more.end());
     api::PrepareSnapshotResponse resp;
     auto st = prepare("ns/1/extract-" + chain, parent, l, &resp);
-    ASSERT_EQ(st.error_code(), grpc::StatusCode::ALREADY_EXISTS) << st.error_message();
+    ASSERT_EQ(st.error_code(), RpcCode::ALREADY_EXISTS) << st.error_message();
   }
 
   // The bootstrap layer, unpacked as usual with image/image.boot in it.
@@ -121,7 +121,7 @@ TEST_F(NydusService, HandshakeWithoutAnImageReferenceIsAClearError) {
   api::PrepareSnapshotResponse resp;
   auto st = prepare("ns/1/extract-1", "",
                     {{kTargetRefLabel, "sha256:c1"}, {kNydusBlobLabel, "true"}}, &resp);
-  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(st.error_code(), RpcCode::FAILED_PRECONDITION);
   EXPECT_NE(st.error_message().find("disable_snapshot_annotations = false"), std::string::npos);
   EXPECT_FALSE(store_->stat("sha256:c1"));
 }
@@ -175,7 +175,7 @@ TEST_F(NydusService, AContainerGetsTheImageMountAndRemovingTheBootstrapUnbinds) 
   // The same key again: AlreadyExists, and the count is unchanged.
   api::PrepareSnapshotResponse r3;
   EXPECT_EQ(prepare("ns/1/ctr2", "sha256:c3", {}, &r3).error_code(),
-            grpc::StatusCode::ALREADY_EXISTS);
+            RpcCode::ALREADY_EXISTS);
 
   auto remove = [&](const std::string& key) {
     api::RemoveSnapshotRequest rm;
@@ -216,7 +216,7 @@ TEST_F(NydusService, TheBootstrapWithAContainerOnItStaysMounted) {
   api::RemoveSnapshotRequest rm;
   rm.set_key("sha256:c2");
   google::protobuf::Empty e;
-  EXPECT_EQ(service_->Remove(rm, &e).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(service_->Remove(rm, &e).error_code(), RpcCode::FAILED_PRECONDITION);
   images_->drain();
   EXPECT_TRUE(daemon_->unbinds.empty());
 }
@@ -230,7 +230,7 @@ TEST_F(NydusService, CriDefaultLabelsFailAtTheContainersPrepareToo) {
   unpack_bootstrap("sha256:c2", "sha256:c1", {{kNydusBootstrapLabel, "true"}});
   api::PrepareSnapshotResponse r;
   auto st = prepare("ns/1/ctr", "sha256:c2", {}, &r);
-  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(st.error_code(), RpcCode::INVALID_ARGUMENT);
   EXPECT_NE(st.error_message().find("rpull"), std::string::npos);
   EXPECT_FALSE(store_->stat("ns/1/ctr"));
   EXPECT_TRUE(daemon_->binds.empty());

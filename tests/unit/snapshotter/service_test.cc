@@ -5,6 +5,9 @@
 
 #include <algorithm>
 
+#include <grpcpp/grpcpp.h>
+
+#include "snapshots.grpc.pb.h"
 #include "snapshotter/server.h"
 #include "tests/unit/temp_dir.h"
 
@@ -171,13 +174,13 @@ TEST_F(ServiceTest, ListStreamsEverythingInBatches) {
 }
 
 TEST(ToGrpc, Codes) {
-  EXPECT_EQ(to_grpc(base::Error{ENOENT, "x"}).error_code(), grpc::StatusCode::NOT_FOUND);
-  EXPECT_EQ(to_grpc(base::Error{EEXIST, "x"}).error_code(), grpc::StatusCode::ALREADY_EXISTS);
-  EXPECT_EQ(to_grpc(base::Error{EINVAL, "x"}).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(to_grpc(base::Error{ENOENT, "x"}).error_code(), RpcCode::NOT_FOUND);
+  EXPECT_EQ(to_grpc(base::Error{EEXIST, "x"}).error_code(), RpcCode::ALREADY_EXISTS);
+  EXPECT_EQ(to_grpc(base::Error{EINVAL, "x"}).error_code(), RpcCode::INVALID_ARGUMENT);
   EXPECT_EQ(to_grpc(base::Error{kErrFailedPrecondition, "x"}).error_code(),
-            grpc::StatusCode::FAILED_PRECONDITION);
+            RpcCode::FAILED_PRECONDITION);
   auto other = to_grpc(base::Error{EIO, "disk on fire"});
-  EXPECT_EQ(other.error_code(), grpc::StatusCode::UNKNOWN);
+  EXPECT_EQ(other.error_code(), RpcCode::UNKNOWN);
   EXPECT_EQ(other.error_message(), "disk on fire");
 }
 
