@@ -204,7 +204,17 @@ base::Result<std::unique_ptr<H2Connection>> H2Connection::create(Dispatch dispat
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, H2Callbacks::on_frame_recv);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, H2Callbacks::on_stream_close);
   nghttp2_session_callbacks_set_on_frame_send_callback(cbs, H2Callbacks::on_frame_send);
-  int rv = nghttp2_session_server_new(&c->session_, cbs, c.get());
+  // No HTTP messaging checks: grpc-go sends the unix socket's path as :authority, which
+  // nghttp2's RFC 3986 check refuses (PROTOCOL_ERROR). What a call needs (POST, :path,
+  // content-type, the body's framing) is checked in end_of_request.
+  nghttp2_option* opt = nullptr;
+  if (nghttp2_option_new(&opt) != 0) {
+    nghttp2_session_callbacks_del(cbs);
+    return base::errorf(ENOMEM, "nghttp2: no memory for options");
+  }
+  nghttp2_option_set_no_http_messaging(opt, 1);
+  int rv = nghttp2_session_server_new2(&c->session_, cbs, c.get(), opt);
+  nghttp2_option_del(opt);
   nghttp2_session_callbacks_del(cbs);
   if (rv != 0) {
     c->session_ = nullptr;

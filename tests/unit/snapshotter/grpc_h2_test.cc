@@ -98,7 +98,8 @@ class Client {
     std::vector<std::pair<std::string, std::string>> h = {{":method", "POST"},
                                                           {":scheme", "http"},
                                                           {":path", path},
-                                                          {":authority", "x"},
+                                                          // what grpc-go sends on a unix socket
+                                                          {":authority", "/run/x/s.sock"},
                                                           {"content-type", "application/grpc"},
                                                           {"te", "trailers"}};
     h.insert(h.end(), extra.begin(), extra.end());
