@@ -100,8 +100,11 @@ Method list(Service& service) {
 
 using Empty = google::protobuf::Empty;
 
-// Stat and Mounts read the store's read connection (WAL: no writer's fsync to wait for)
-// and answer in tens of microseconds: on the loop. The rest write, mount, bind or walk.
+// Stat and Mounts read one row and its parent chain from the store's read connection (WAL:
+// no writer's fsync to wait for) and take tens of microseconds: on the loop. List is not
+// bounded: by label over 10,000 snapshots it takes under a millisecond, unfiltered (what
+// containerd's garbage collection sends) 69 ms, which would hold every other call. It and
+// the rest (write, fsync, mount, bind, walk directories) run on the workers.
 std::vector<Method> methods_of(Service& s) {
   std::vector<Method> m;
   m.push_back(unary<api::StatSnapshotRequest, api::StatSnapshotResponse>(s, "Stat", true,

@@ -3,11 +3,21 @@
 // stub, so the codes, messages and streamed List batches are what containerd would see.
 #include <gtest/gtest.h>
 
-#include <algorithm>
+#include <fcntl.h>
+#include <sys/socket.h>
 
+#include <algorithm>
+#include <cstring>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include "snapshots.grpc.pb.h"
+#include "base/unix_socket.h"
 #include "snapshotter/server.h"
 #include "tests/unit/temp_dir.h"
 
@@ -21,7 +31,7 @@ class ServiceTest : public ::testing::Test {
     ASSERT_TRUE(s) << s.error().to_string();
     store_ = std::move(*s);
     service_ = std::make_unique<Service>(*store_, true);
-    std::string addr = "unix:" + dir_.sub("s.sock");
+    std::string addr = "unix:" + sock_;
     auto server = Server::start(*service_, addr);
     ASSERT_TRUE(server) << server.error().to_string();
     server_ = std::move(*server);
@@ -63,6 +73,7 @@ class ServiceTest : public ::testing::Test {
   }
 
   cfntest::TempDir dir_{"snapsvc"};
+  std::string sock_ = dir_.sub("s.sock");
   std::unique_ptr<Store> store_;
   std::unique_ptr<Service> service_;
   std::unique_ptr<Server> server_;
@@ -171,6 +182,166 @@ TEST_F(ServiceTest, ListStreamsEverythingInBatches) {
   EXPECT_EQ(list({"name==k/7"}, &messages), std::vector<std::string>{"k/7"});
   EXPECT_TRUE(list({"name==none"}, &messages).empty());
   EXPECT_EQ(messages, 0);
+}
+
+// An HTTP/2 frame: 3-byte length, type, flags, stream id.
+std::string frame(uint8_t type, uint8_t flags, uint32_t stream, std::string_view payload) {
+  std::string f;
+  auto n = static_cast<uint32_t>(payload.size());
+  f += {static_cast<char>(n >> 16), static_cast<char>(n >> 8), static_cast<char>(n),
+        static_cast<char>(type), static_cast<char>(flags), static_cast<char>(stream >> 24),
+        static_cast<char>(stream >> 16), static_cast<char>(stream >> 8),
+        static_cast<char>(stream)};
+  f += payload;
+  return f;
+}
+
+// HPACK: a literal header field without indexing, new name, no Huffman (short strings).
+std::string literal(std::string_view name, std::string_view value) {
+  std::string h(1, '\0');
+  h += static_cast<char>(name.size());
+  h += name;
+  h += static_cast<char>(value.size());
+  h += value;
+  return h;
+}
+
+std::string be32(uint32_t v) {
+  return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+          static_cast<char>(v)};
+}
+
+// A client that opens its flow-control windows wide, asks for many large List answers and
+// never reads: the server stops reading it once that connection's output is full, and
+// answers everyone else meanwhile.
+TEST_F(ServiceTest, PeerThatNeverReadsDoesNotBlockOthers) {
+  for (int i = 0; i < 40; ++i) {
+    Labels labels{{"big", std::string(3000, 'x')}};
+    api::PrepareSnapshotResponse r;
+    ASSERT_TRUE(prepare("s" + std::to_string(i), "", &r, labels).ok());
+  }
+  auto fd = base::connect_unix(sock_, SOCK_STREAM);
+  ASSERT_TRUE(fd) << fd.error().to_string();
+  ASSERT_EQ(::fcntl(fd->get(), F_SETFL, O_NONBLOCK), 0);
+  std::string bytes("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+  bytes += frame(0x4, 0, 0, std::string("\0\x04", 2) + be32(0x7fffffff));  // INITIAL_WINDOW_SIZE
+  bytes += frame(0x8, 0, 0, be32(0x7fffffff - 65535));                       // WINDOW_UPDATE
+  std::string headers = literal(":method", "POST") + literal(":scheme", "http") +
+                        literal(":path", "/containerd.services.snapshots.v1.Snapshots/List") +
+                        literal(":authority", "x") + literal("content-type", "application/grpc");
+  for (uint32_t id = 1; id < 200; id += 2) {  // 100 Lists of ~120 KiB each
+    bytes += frame(0x1, 0x4, id, headers);
+    bytes += frame(0x0, 0x1, id, std::string(5, '\0'));
+  }
+  size_t sent = 0;
+  for (int round = 0; round < 2000 && sent < bytes.size(); ++round) {
+    ssize_t n = ::send(fd->get(), bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EAGAIN) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    } else {
+      FAIL() << "the server closed the connection: " << std::strerror(errno);
+    }
+  }
+  // 12 MiB of answers wait for this client; Stat and Prepare on another connection go on.
+  for (int i = 0; i < 5; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    api::StatSnapshotRequest req;
+    req.set_key("s1");
+    api::StatSnapshotResponse resp;
+    EXPECT_TRUE(stub_->Stat(&ctx, req, &resp).ok());
+    EXPECT_TRUE(prepare("after" + std::to_string(i), "").ok());
+  }
+  char c;
+  EXPECT_GT(::recv(fd->get(), &c, 1, MSG_PEEK), 0);  // answers are waiting, unread
+}
+
+TEST_F(ServiceTest, ManyConcurrentCallsOnManyConnections) {
+  ASSERT_TRUE(prepare("base", "").ok());
+  ASSERT_TRUE(commit("c", "base").ok());
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      // Each thread its own channel: its own connection.
+      grpc::ChannelArguments args;
+      args.SetInt("grpc.channel_id", t);  // no sharing of subchannels between threads
+      auto stub = api::Snapshots::NewStub(grpc::CreateCustomChannel(
+          "unix:" + sock_, grpc::InsecureChannelCredentials(), args));
+      for (int i = 0; i < 20; ++i) {
+        grpc::ClientContext ctx;
+        api::PrepareSnapshotRequest req;
+        req.set_key("k" + std::to_string(t) + "-" + std::to_string(i));
+        req.set_parent("c");
+        api::PrepareSnapshotResponse resp;
+        grpc::ClientContext sctx;
+        api::StatSnapshotRequest sreq;
+        sreq.set_key("c");
+        api::StatSnapshotResponse sresp;
+        if (stub->Prepare(&ctx, req, &resp).ok() && stub->Stat(&sctx, sreq, &sresp).ok()) {
+          ++ok;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) {
+    th.join();
+  }
+  EXPECT_EQ(ok.load(), 160);
+}
+
+TEST_F(ServiceTest, UnknownMethodIsUnimplemented) {
+  auto channel = grpc::CreateChannel("unix:" + sock_, grpc::InsecureChannelCredentials());
+  grpc::GenericStub generic(channel);
+  grpc::ClientContext ctx;
+  grpc::Slice empty("");
+  grpc::ByteBuffer req(&empty, 1);
+  grpc::ByteBuffer resp;
+  grpc::Status st;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  generic.UnaryCall(&ctx, "/containerd.services.snapshots.v1.Snapshots/Nope",
+                    grpc::StubOptions(), &req, &resp, [&](grpc::Status s) {
+                      std::lock_guard lk(mu);
+                      st = std::move(s);
+                      done = true;
+                      cv.notify_one();
+                    });
+  std::unique_lock lk(mu);
+  cv.wait(lk, [&] { return done; });
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_NE(st.error_message().find("Nope"), std::string::npos);
+}
+
+// SIGTERM's path: shutdown lets a call in flight finish before the server goes.
+TEST_F(ServiceTest, ShutdownDrainsCallsInFlight) {
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  std::atomic<int> started{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      ++started;
+      if (prepare("drain-" + std::to_string(t), "").ok()) {
+        ++ok;
+      }
+    });
+  }
+  while (started.load() < 4) {
+    std::this_thread::yield();
+  }
+  server_->shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  for (auto& th : threads) {
+    th.join();
+  }
+  // Each call either finished (and its snapshot exists) or never reached the server.
+  int exists = 0;
+  for (int t = 0; t < 4; ++t) {
+    exists += store_->stat("drain-" + std::to_string(t)).has_value() ? 1 : 0;
+  }
+  EXPECT_EQ(ok.load(), exists);
 }
 
 TEST(ToGrpc, Codes) {
