@@ -79,6 +79,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (c.wants_read()) {
       ok = c.recv(in.substr(pos, n));
       pos += n;
+    } else if (c.out().empty()) {
+      break;  // nghttp2 wants no more (GOAWAY, a connection error): the server closes
     }
     for (auto id : later) {
       c.complete(id, snapshotter::GrpcReply{{}, {std::string(100, 'x')}});
