@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "snapshotter/grpc_h2.h"
 
-#include <nghttp2/nghttp2.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+
+#include <nghttp2/nghttp2.h>
 
 #include "snapshotter/grpc_wire.h"
 
@@ -111,9 +111,9 @@ struct H2Callbacks {
     c.buffered_ += len;
     auto b = parse_body(s->body, c.limits_.max_message);
     if (b.state == BodyState::kTooLarge) {
-      c.answer_error(*s, RpcCode::RESOURCE_EXHAUSTED,
-                     "request message larger than " + std::to_string(c.limits_.max_message) +
-                         " bytes");
+      c.answer_error(
+          *s, RpcCode::RESOURCE_EXHAUSTED,
+          "request message larger than " + std::to_string(c.limits_.max_message) + " bytes");
     } else if (b.state == BodyState::kCompressed) {
       c.answer_error(*s, RpcCode::UNIMPLEMENTED, "compressed messages are not supported");
     } else if (b.state == BodyState::kBadFlag) {
@@ -137,8 +137,7 @@ struct H2Callbacks {
     return 0;
   }
 
-  static int on_frame_send(nghttp2_session* session, const nghttp2_frame* frame,
-                           void* user_data) {
+  static int on_frame_send(nghttp2_session* session, const nghttp2_frame* frame, void* user_data) {
     if (frame->hd.type != NGHTTP2_HEADERS || (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0) {
       return 0;
     }

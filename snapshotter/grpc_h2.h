@@ -78,9 +78,7 @@ class H2Connection {
   // Moves the frames nghttp2 has ready into out() until it holds out_high bytes.
   void produce();
   // The bytes to write, and how many of them were written.
-  [[nodiscard]] std::string_view out() const {
-    return std::string_view(out_).substr(out_off_);
-  }
+  [[nodiscard]] std::string_view out() const { return std::string_view(out_).substr(out_off_); }
   void consume(size_t n);
 
   // The answer to a call that dispatch left pending; ignored when the stream is gone (the

@@ -107,14 +107,13 @@ using Empty = google::protobuf::Empty;
 // the rest (write, fsync, mount, bind, walk directories) run on the workers.
 std::vector<Method> methods_of(Service& s) {
   std::vector<Method> m;
-  m.push_back(unary<api::StatSnapshotRequest, api::StatSnapshotResponse>(s, "Stat", true,
-                                                                         &Service::Stat));
   m.push_back(
-      unary<api::MountsRequest, api::MountsResponse>(s, "Mounts", true, &Service::Mounts));
-  m.push_back(unary<api::PrepareSnapshotRequest, api::PrepareSnapshotResponse>(
-      s, "Prepare", false, &Service::Prepare));
-  m.push_back(unary<api::ViewSnapshotRequest, api::ViewSnapshotResponse>(s, "View", false,
-                                                                         &Service::View));
+      unary<api::StatSnapshotRequest, api::StatSnapshotResponse>(s, "Stat", true, &Service::Stat));
+  m.push_back(unary<api::MountsRequest, api::MountsResponse>(s, "Mounts", true, &Service::Mounts));
+  m.push_back(unary<api::PrepareSnapshotRequest, api::PrepareSnapshotResponse>(s, "Prepare", false,
+                                                                               &Service::Prepare));
+  m.push_back(
+      unary<api::ViewSnapshotRequest, api::ViewSnapshotResponse>(s, "View", false, &Service::View));
   m.push_back(unary<api::CommitSnapshotRequest, Empty>(s, "Commit", false, &Service::Commit));
   m.push_back(unary<api::RemoveSnapshotRequest, Empty>(s, "Remove", false, &Service::Remove));
   m.push_back(unary<api::UpdateSnapshotRequest, api::UpdateSnapshotResponse>(s, "Update", false,
@@ -185,7 +184,8 @@ struct Server::Loop {
   void work(Job& j) {
     Done d{j.conn, j.stream, {}};
     if (j.deadline && *j.deadline <= Clock::now()) {
-      d.reply.status = RpcStatus(RpcCode::DEADLINE_EXCEEDED, "deadline exceeded before the call ran");
+      d.reply.status =
+          RpcStatus(RpcCode::DEADLINE_EXCEEDED, "deadline exceeded before the call ran");
     } else {
       d.reply = j.method->run(j.request);
     }
@@ -388,8 +388,7 @@ struct Server::Loop {
         if (!busy || left <= left.zero()) {
           break;
         }
-        timeout = static_cast<int>(
-            std::chrono::ceil<std::chrono::milliseconds>(left).count());
+        timeout = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
       }
       if (next) {
         auto ms = std::chrono::ceil<std::chrono::milliseconds>(*next - now).count();

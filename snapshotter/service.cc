@@ -174,14 +174,14 @@ bool Service::is_estargz_layer(const std::string& name) {
 }
 
 RpcStatus Service::handshake(const std::string& key, const std::string& parent,
-                                const Labels& labels, LayerKind kind) {
+                             const Labels& labels, LayerKind kind) {
   RemoteLayer r = remote_layer(labels);
   if (r.image_ref.empty()) {
     return fail("prepare", base::make_error(kErrFailedPrecondition, kNoReferenceHint).value());
   }
   auto exists = [&] {
     return RpcStatus(RpcCode::ALREADY_EXISTS,
-                        "target snapshot \"" + r.target + "\" already exists");
+                     "target snapshot \"" + r.target + "\" already exists");
   };
   if (auto have = store_.stat(r.target)) {
     // An eStargz layer shared by two images records the reference of an image that ends
@@ -219,7 +219,7 @@ RpcStatus Service::handshake(const std::string& key, const std::string& parent,
 
 template <typename Resp>
 RpcStatus Service::create(std::string_view rpc, Kind kind, const std::string& key,
-                             const std::string& parent, Labels labels, Resp* resp) {
+                          const std::string& parent, Labels labels, Resp* resp) {
   const LayerKind lk =
       kind == Kind::kActive ? classify_prepare(labels, enable_stargz_) : LayerKind::kPlain;
   if (lk == LayerKind::kNydusBlob) {
@@ -296,7 +296,7 @@ RpcStatus Service::create(std::string_view rpc, Kind kind, const std::string& ke
 }
 
 RpcStatus Service::Prepare(const api::PrepareSnapshotRequest& req,
-                              api::PrepareSnapshotResponse* resp) {
+                           api::PrepareSnapshotResponse* resp) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kPrepare);
   const CallLog call("prepare", req.key());
   return create("prepare", Kind::kActive, req.key(), req.parent(), labels_from(req.labels()), resp);
@@ -376,7 +376,7 @@ RpcStatus Service::Stat(const api::StatSnapshotRequest& req, api::StatSnapshotRe
 }
 
 RpcStatus Service::Update(const api::UpdateSnapshotRequest& req,
-                             api::UpdateSnapshotResponse* resp) {
+                          api::UpdateSnapshotResponse* resp) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kUpdate);
   Info in;
   in.name = req.info().name();
@@ -392,7 +392,7 @@ RpcStatus Service::Update(const api::UpdateSnapshotRequest& req,
 }
 
 RpcStatus Service::List(const api::ListSnapshotsRequest& req,
-                           std::vector<api::ListSnapshotsResponse>* batches) {
+                        std::vector<api::ListSnapshotsResponse>* batches) {
   const OperationMetrics::Timer timer(metrics_, OperationMetrics::kList);
   std::vector<std::string> filters(req.filters().begin(), req.filters().end());
   auto f = Filter::parse_all(filters);

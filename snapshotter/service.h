@@ -49,7 +49,7 @@ class Service {
   // The matching infos in the batches the server streams: at most kListBatch infos or about
   // kListBatchBytes each (gRPC's message limit is 4 MiB); none when nothing matches.
   RpcStatus List(const api::ListSnapshotsRequest& req,
-                    std::vector<api::ListSnapshotsResponse>* batches);
+                 std::vector<api::ListSnapshotsResponse>* batches);
   RpcStatus Usage(const api::UsageRequest& req, api::UsageResponse* resp);
   RpcStatus Cleanup(const api::CleanupRequest& req, google::protobuf::Empty* resp);
 
@@ -65,9 +65,9 @@ class Service {
   // Prepare and View: the handshake, a snapshot on a nydus image, or an ordinary one.
   template <typename Resp>
   RpcStatus create(std::string_view rpc, Kind kind, const std::string& key,
-                      const std::string& parent, Labels labels, Resp* resp);
+                   const std::string& parent, Labels labels, Resp* resp);
   RpcStatus handshake(const std::string& key, const std::string& parent, const Labels& labels,
-                         LayerKind kind);
+                      LayerKind kind);
   // Whether the committed snapshot `name` is an eStargz handshake.
   [[nodiscard]] bool is_estargz_layer(const std::string& name);
   // The nydus image below a snapshot whose parent is `parent` (nullopt: none).

@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 // snapshotter/grpc_h2.h and grpc_wire.h without a socket: an nghttp2 client session talks
 // to an H2Connection through memory, so every frame both sides send is real HTTP/2.
+#include "snapshotter/grpc_h2.h"
+
 #include <gtest/gtest.h>
-#include <nghttp2/nghttp2.h>
 
 #include <map>
 #include <string>
 #include <vector>
 
-#include "snapshotter/grpc_h2.h"
+#include <nghttp2/nghttp2.h>
+
 #include "snapshotter/grpc_wire.h"
 
 namespace snapshotter {
@@ -85,8 +87,8 @@ class Client {
     nghttp2_session_client_new2(&s_, cbs, this, opt);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
-    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE,
-                                    static_cast<uint32_t>(window)}};
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, static_cast<uint32_t>(window)}};
     nghttp2_submit_settings(s_, NGHTTP2_FLAG_NONE, iv, 1);
   }
   ~Client() { nghttp2_session_del(s_); }
@@ -120,9 +122,7 @@ class Client {
   }
   void rst(int32_t id) { nghttp2_submit_rst_stream(s_, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL); }
   void ping() { nghttp2_submit_ping(s_, NGHTTP2_FLAG_NONE, nullptr); }
-  void consumed(int32_t id, size_t n) {
-    nghttp2_session_consume(s_, id, n);
-  }
+  void consumed(int32_t id, size_t n) { nghttp2_session_consume(s_, id, n); }
 
   std::string send() {
     std::string out;

@@ -56,7 +56,7 @@ class NydusService : public ::testing::Test {
   }
 
   RpcStatus prepare(const std::string& key, const std::string& parent, const Labels& labels,
-                       api::PrepareSnapshotResponse* resp) {
+                    api::PrepareSnapshotResponse* resp) {
     api::PrepareSnapshotRequest req;
     req.set_key(key);
     req.set_parent(parent);
@@ -174,8 +174,7 @@ TEST_F(NydusService, AContainerGetsTheImageMountAndRemovingTheBootstrapUnbinds) 
   EXPECT_EQ(daemon_->binds.size(), 1U);
   // The same key again: AlreadyExists, and the count is unchanged.
   api::PrepareSnapshotResponse r3;
-  EXPECT_EQ(prepare("ns/1/ctr2", "sha256:c3", {}, &r3).error_code(),
-            RpcCode::ALREADY_EXISTS);
+  EXPECT_EQ(prepare("ns/1/ctr2", "sha256:c3", {}, &r3).error_code(), RpcCode::ALREADY_EXISTS);
 
   auto remove = [&](const std::string& key) {
     api::RemoveSnapshotRequest rm;
@@ -261,7 +260,7 @@ class EstargzService : public NydusService {
             {kStargzDigestLabel, digest},
             {kStargzLayersLabel, layers}};
   }
-  grpc::Status remove(const std::string& key) {
+  RpcStatus remove(const std::string& key) {
     api::RemoveSnapshotRequest rm;
     rm.set_key(key);
     google::protobuf::Empty e;
@@ -288,9 +287,9 @@ TEST_F(EstargzService, EveryLayerIsSkippedAndAContainerBindsTheImageByReference)
   auto l2 = esgz("sha256:c2", ref, "sha256:l2", "sha256:l2");
   api::PrepareSnapshotResponse resp;
   auto st = prepare("ns/1/extract-1", "", l1, &resp);
-  ASSERT_EQ(st.error_code(), grpc::StatusCode::ALREADY_EXISTS) << st.error_message();
+  ASSERT_EQ(st.error_code(), RpcCode::ALREADY_EXISTS) << st.error_message();
   st = prepare("ns/1/extract-2", "sha256:c1", l2, &resp);
-  ASSERT_EQ(st.error_code(), grpc::StatusCode::ALREADY_EXISTS) << st.error_message();
+  ASSERT_EQ(st.error_code(), RpcCode::ALREADY_EXISTS) << st.error_message();
   auto info = store_->stat("sha256:c2");
   ASSERT_TRUE(info);
   EXPECT_EQ(info->kind, Kind::kCommitted);
@@ -330,11 +329,11 @@ TEST_F(EstargzService, APlainLayerAboveLazyEstargzLayersIsRefusedClearly) {
   ASSERT_EQ(prepare("ns/1/extract-1", "",
                     esgz("sha256:c1", ref, "sha256:l1", "sha256:l1,sha256:l2"), &resp)
                 .error_code(),
-            grpc::StatusCode::ALREADY_EXISTS);
+            RpcCode::ALREADY_EXISTS);
   Labels plain = {
       {kTargetRefLabel, "sha256:c2"}, {kStargzRefLabel, ref}, {kStargzDigestLabel, "sha256:l2"}};
   auto st = prepare("ns/1/extract-2", "sha256:c1", plain, &resp);
-  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(st.error_code(), RpcCode::FAILED_PRECONDITION);
   EXPECT_NE(st.error_message().find("layer sha256:l2 of " + ref + " is not eStargz"),
             std::string::npos)
       << st.error_message();
@@ -363,20 +362,20 @@ TEST_F(EstargzService, ASharedLayerIsBoundForTheImageItIsTheTopOf) {
   ASSERT_EQ(
       prepare("e1", "", esgz("sha256:c1", "reg/a:1", "sha256:l1", "sha256:l1,sha256:l2"), &resp)
           .error_code(),
-      grpc::StatusCode::ALREADY_EXISTS);
+      RpcCode::ALREADY_EXISTS);
   auto st = prepare("ctr", "sha256:c1", {}, &resp);
-  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(st.error_code(), RpcCode::INVALID_ARGUMENT);
   EXPECT_NE(st.error_message().find("1 more layer(s) above it"), std::string::npos)
       << st.error_message();
   EXPECT_TRUE(daemon_->binds.empty());
   // Image B = [l1]: its pull records B on the shared layer; A pulled again changes nothing.
   ASSERT_EQ(
       prepare("e2", "", esgz("sha256:c1", "reg/b:1", "sha256:l1", "sha256:l1"), &resp).error_code(),
-      grpc::StatusCode::ALREADY_EXISTS);
+      RpcCode::ALREADY_EXISTS);
   ASSERT_EQ(
       prepare("e3", "", esgz("sha256:c1", "reg/a:1", "sha256:l1", "sha256:l1,sha256:l2"), &resp)
           .error_code(),
-      grpc::StatusCode::ALREADY_EXISTS);
+      RpcCode::ALREADY_EXISTS);
   ASSERT_TRUE(prepare("ctr", "sha256:c1", {}, &resp).ok());
   ASSERT_EQ(daemon_->binds.size(), 1U);
   EXPECT_EQ(daemon_->binds[0].reference, "reg/b:1");

@@ -1,23 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
 // The gRPC service end to end in process: a real server on a unix socket and a real client
 // stub, so the codes, messages and streamed List batches are what containerd would see.
-#include <gtest/gtest.h>
-
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <cstring>
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
 #include <thread>
 
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
-#include "snapshots.grpc.pb.h"
 #include "base/unix_socket.h"
+#include "snapshots.grpc.pb.h"
 #include "snapshotter/server.h"
 #include "tests/unit/temp_dir.h"
 
@@ -188,9 +187,14 @@ TEST_F(ServiceTest, ListStreamsEverythingInBatches) {
 std::string frame(uint8_t type, uint8_t flags, uint32_t stream, std::string_view payload) {
   std::string f;
   auto n = static_cast<uint32_t>(payload.size());
-  f += {static_cast<char>(n >> 16), static_cast<char>(n >> 8), static_cast<char>(n),
-        static_cast<char>(type), static_cast<char>(flags), static_cast<char>(stream >> 24),
-        static_cast<char>(stream >> 16), static_cast<char>(stream >> 8),
+  f += {static_cast<char>(n >> 16),
+        static_cast<char>(n >> 8),
+        static_cast<char>(n),
+        static_cast<char>(type),
+        static_cast<char>(flags),
+        static_cast<char>(stream >> 24),
+        static_cast<char>(stream >> 16),
+        static_cast<char>(stream >> 8),
         static_cast<char>(stream)};
   f += payload;
   return f;
@@ -225,7 +229,7 @@ TEST_F(ServiceTest, PeerThatNeverReadsDoesNotBlockOthers) {
   ASSERT_EQ(::fcntl(fd->get(), F_SETFL, O_NONBLOCK), 0);
   std::string bytes("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
   bytes += frame(0x4, 0, 0, std::string("\0\x04", 2) + be32(0x7fffffff));  // INITIAL_WINDOW_SIZE
-  bytes += frame(0x8, 0, 0, be32(0x7fffffff - 65535));                       // WINDOW_UPDATE
+  bytes += frame(0x8, 0, 0, be32(0x7fffffff - 65535));                     // WINDOW_UPDATE
   std::string headers = literal(":method", "POST") + literal(":scheme", "http") +
                         literal(":path", "/containerd.services.snapshots.v1.Snapshots/List") +
                         literal(":authority", "x") + literal("content-type", "application/grpc");
@@ -268,8 +272,8 @@ TEST_F(ServiceTest, ManyConcurrentCallsOnManyConnections) {
       // Each thread its own channel: its own connection.
       grpc::ChannelArguments args;
       args.SetInt("grpc.channel_id", t);  // no sharing of subchannels between threads
-      auto stub = api::Snapshots::NewStub(grpc::CreateCustomChannel(
-          "unix:" + sock_, grpc::InsecureChannelCredentials(), args));
+      auto stub = api::Snapshots::NewStub(
+          grpc::CreateCustomChannel("unix:" + sock_, grpc::InsecureChannelCredentials(), args));
       for (int i = 0; i < 20; ++i) {
         grpc::ClientContext ctx;
         api::PrepareSnapshotRequest req;
@@ -303,8 +307,8 @@ TEST_F(ServiceTest, UnknownMethodIsUnimplemented) {
   std::mutex mu;
   std::condition_variable cv;
   bool done = false;
-  generic.UnaryCall(&ctx, "/containerd.services.snapshots.v1.Snapshots/Nope",
-                    grpc::StubOptions(), &req, &resp, [&](grpc::Status s) {
+  generic.UnaryCall(&ctx, "/containerd.services.snapshots.v1.Snapshots/Nope", grpc::StubOptions(),
+                    &req, &resp, [&](grpc::Status s) {
                       std::lock_guard lk(mu);
                       st = std::move(s);
                       done = true;
