@@ -4,8 +4,10 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <set>
+#include <thread>
 
 #include "base/digest.h"
 #include "base/file.h"
@@ -44,6 +46,8 @@ base::Status cached_bootstrap(const std::string& cache_dir, const std::string& n
   }
   return {};
 }
+
+constexpr std::size_t kParallelTocs = 4;
 
 // One layer's footer and TOC, by Range GETs.
 base::Result<estargz::LayerToc> read_layer_toc(registry::Client& client,
@@ -142,10 +146,33 @@ base::Result<PulledImage> pull_estargz_bootstrap(registry::Client& client,
   CFN_TRY(cached_bootstrap(
       cache_dir, "estargz-" + base::hex(base::sha256(base::as_bytes(key))) + ".boot", out, boot));
   if (!out.bootstrap_cached) {
+    // The layers' footers and TOCs are read (and parsed) kParallelTocs at a time: each
+    // layer costs two round trips, which one after the other add up for many layers.
+    const std::size_t n = m.layers.size();
+    std::vector<base::Result<estargz::LayerToc>> got(n, base::make_error(ECANCELED, "not read"));
+    std::atomic<std::size_t> next{0};
+    const auto deadline = registry::DeadlineScope::current();
+    auto work = [&] {
+      std::optional<registry::DeadlineScope> scope;
+      if (deadline) {
+        scope.emplace(*deadline);
+      }
+      for (std::size_t i = next++; i < n; i = next++) {
+        got[i] = read_layer_toc(client, ref, m.layers[i]);
+      }
+    };
+    std::vector<std::thread> helpers;
+    for (std::size_t k = 1; k < std::min(n, kParallelTocs); ++k) {
+      helpers.emplace_back(work);
+    }
+    work();
+    for (auto& t : helpers) {
+      t.join();
+    }
     std::vector<estargz::LayerToc> tocs;
-    for (const auto& l : m.layers) {
-      auto t = read_layer_toc(client, ref, l);
+    for (auto& t : got) {
       if (!t) {
+        // The lowest failing layer's error.
         return base::Unexpected(std::move(t).error().wrap(ref.to_string()));
       }
       tocs.push_back(std::move(*t));

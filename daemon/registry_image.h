@@ -49,8 +49,9 @@ struct PulledImage {
 // containerd.io/snapshot/stargz/toc.digest annotation. Pure.
 [[nodiscard]] bool is_estargz_image(const registry::Manifest& m);
 
-// The bootstrap of an eStargz image, made here from its layers' TOCs: per layer, the
-// footer and the TOC member by Range GETs (the TOC JSON checked against the layer's
+// The bootstrap of an eStargz image, made here from its layers' TOCs: per layer (four
+// layers at a time, each on a thread of its own), the footer and the TOC member by Range
+// GETs (the TOC JSON checked against the layer's
 // toc.digest annotation when it has one), then estargz::build_bootstrap, written to
 // <cache_dir>/bootstraps/estargz-<key>.boot, key = sha256 of the layer digests, and
 // reused from there (bootstrap_cached). Errors name the layer: EINVAL for a layer that

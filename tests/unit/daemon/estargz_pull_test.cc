@@ -4,8 +4,12 @@
 // gzip layer, a TOC that does not match its annotation).
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <map>
+#include <mutex>
 
 #include "base/file.h"
 #include "daemon/registry_image.h"
@@ -25,8 +29,16 @@ class FakeClient final : public cfntest::StubRegistryClient {
  public:
   registry::Manifest manifest;
   std::map<std::string, ByteVec> blobs;
-  int range_reads = 0;
-  std::uint64_t range_bytes = 0;
+  // Layers are read on several threads.
+  std::atomic<int> range_reads{0};
+  std::atomic<std::uint64_t> range_bytes{0};
+  // When > 0: reads wait until this many are in flight together (together_seen).
+  int want_together = 0;
+  std::mutex mu;
+  std::condition_variable cv;
+  int in_flight = 0;
+  bool together_seen = false;
+  bool gave_up = false;
 
   base::Result<registry::FetchedManifest> get_manifest(const registry::Reference&) override {
     return base::make_error(ENOSYS, "fake");
@@ -55,6 +67,20 @@ class FakeClient final : public cfntest::StubRegistryClient {
     }
     if (!base::in_bounds(offset, out.size(), it->second.size())) {
       return base::make_error(ERANGE, "416");
+    }
+    if (want_together > 0) {
+      // Held until want_together reads are in flight at once (or 10 s pass: then
+      // together_seen stays false and the test fails).
+      std::unique_lock lk(mu);
+      ++in_flight;
+      if (in_flight >= want_together) {
+        together_seen = true;
+      }
+      cv.notify_all();
+      if (!cv.wait_for(lk, std::chrono::seconds(10), [&] { return together_seen || gave_up; })) {
+        gave_up = true;  // the later reads do not wait again
+      }
+      --in_flight;
     }
     ++range_reads;
     range_bytes += out.size();
@@ -106,8 +132,8 @@ TEST(EstargzPull, ByRangeGetsThenFromTheCache) {
   auto pulled = pull_bootstrap(c, ref(), dir.path(), 64 << 20);
   ASSERT_TRUE(pulled) << pulled.error().to_string();
   EXPECT_FALSE(pulled->bootstrap_cached);
-  EXPECT_EQ(c.range_reads, 2);  // footer, TOC
-  EXPECT_EQ(c.range_bytes, m.blob.size() - m.toc_offset);
+  EXPECT_EQ(c.range_reads.load(), 2);  // footer, TOC
+  EXPECT_EQ(c.range_bytes.load(), m.blob.size() - m.toc_offset);
   EXPECT_EQ(pulled->blob_ids, (std::vector<std::string>{digest.substr(7)}));
   EXPECT_NE(pulled->bootstrap_path.find("/bootstraps/estargz-"), std::string::npos);
   auto boot = base::read_file(pulled->bootstrap_path);
@@ -121,7 +147,7 @@ TEST(EstargzPull, ByRangeGetsThenFromTheCache) {
   ASSERT_TRUE(again);
   EXPECT_TRUE(again->bootstrap_cached);
   EXPECT_EQ(again->bootstrap_path, pulled->bootstrap_path);
-  EXPECT_EQ(c.range_reads, 2);
+  EXPECT_EQ(c.range_reads.load(), 2);
 }
 
 TEST(EstargzPull, PlainGzipLayerIsRefused) {
@@ -162,8 +188,8 @@ TEST(EstargzPull, WithoutTheAnnotationTheFooterIsProbed) {
   auto pulled = pull_bootstrap(c, ref(), dir.path(), 64 << 20);
   ASSERT_TRUE(pulled) << pulled.error().to_string();
   // The probe (the footer), then the footer and the TOC: only Range GETs.
-  EXPECT_EQ(c.range_reads, 3);
-  EXPECT_EQ(c.range_bytes, estargz::kFooterSize + (m.blob.size() - m.toc_offset));
+  EXPECT_EQ(c.range_reads.load(), 3);
+  EXPECT_EQ(c.range_bytes.load(), estargz::kFooterSize + (m.blob.size() - m.toc_offset));
   EXPECT_EQ(pulled->blob_ids, (std::vector<std::string>{digest.substr(7)}));
   auto boot = base::read_file(pulled->bootstrap_path);
   ASSERT_TRUE(boot);
@@ -185,7 +211,7 @@ TEST(EstargzPull, WithoutTheAnnotationAPlainGzipImageIsRefusedClearly) {
       << pulled.error().to_string();
   EXPECT_NE(pulled.error().message.find("plain gzip layer is refused"), std::string::npos)
       << pulled.error().to_string();
-  EXPECT_EQ(c.range_reads, 1);  // the footer probe only
+  EXPECT_EQ(c.range_reads.load(), 1);  // the footer probe only
   // An eStargz first layer with a plain one after it: the plain one is refused by name.
   FakeClient mixed;
   auto m = small_layer("x");
@@ -197,6 +223,58 @@ TEST(EstargzPull, WithoutTheAnnotationAPlainGzipImageIsRefusedClearly) {
   EXPECT_NE(pulled.error().message.find(plain), std::string::npos) << pulled.error().to_string();
   EXPECT_NE(pulled.error().message.find("plain gzip layer is refused"), std::string::npos)
       << pulled.error().to_string();
+}
+
+TEST(EstargzPull, ManyLayersAreReadTogetherAndMergedInOrder) {
+  cfntest::TempDir dir;
+  FakeClient c;
+  // Nine layers, each replacing /etc/hello.txt: the top one's content wins.
+  std::vector<std::string> digests;
+  for (int i = 0; i < 9; ++i) {
+    estargz::testing::LayerMaker lm;
+    estargz::testing::FileSpec f;
+    f.name = "etc/hello.txt";
+    f.content = std::string(1000 + i, static_cast<char>('a' + i));
+    lm.add(f);
+    f.name = "layer" + std::to_string(i);
+    f.content = "x";
+    lm.add(f);
+    auto m = lm.make();
+    digests.push_back(c.add_layer(m.blob, &m.toc_json).substr(7));
+  }
+  c.want_together = 3;  // layers are read together, not one after the other
+  auto pulled = pull_bootstrap(c, ref(), dir.path(), 64 << 20);
+  ASSERT_TRUE(pulled) << pulled.error().to_string();
+  EXPECT_TRUE(c.together_seen);
+  EXPECT_EQ(c.range_reads.load(), 18);  // a footer and a TOC per layer
+  EXPECT_EQ(pulled->blob_ids, digests);
+  auto boot = base::read_file(pulled->bootstrap_path);
+  ASSERT_TRUE(boot);
+  auto img = erofs::Image::parse(*boot);
+  ASSERT_TRUE(img);
+  for (int i = 0; i < 9; ++i) {
+    EXPECT_TRUE(img->lookup_path("/layer" + std::to_string(i))) << i;
+  }
+  auto hello = img->lookup_path("/etc/hello.txt");
+  ASSERT_TRUE(hello);
+  auto hs = img->stat(*hello);
+  ASSERT_TRUE(hs);
+  EXPECT_EQ(hs->size, 1008U);
+  // A broken layer among them (its TOC member lies): the error names that layer.
+  FakeClient bad;
+  std::string broken;
+  for (int i = 0; i < 6; ++i) {
+    auto m = small_layer(std::string(100 + i, 'q'));
+    const std::string other = "{}";
+    auto d = bad.add_layer(m.blob, i == 4 ? &other : &m.toc_json);
+    if (i == 4) {
+      broken = d;
+    }
+  }
+  cfntest::TempDir dir2;
+  pulled = pull_bootstrap(bad, ref(), dir2.path(), 64 << 20);
+  ASSERT_FALSE(pulled);
+  EXPECT_NE(pulled.error().message.find(broken), std::string::npos) << pulled.error().to_string();
 }
 
 TEST(EstargzPull, ABootstrapOverTheCapIsRefused) {
