@@ -24,6 +24,7 @@
 namespace registry {
 namespace {
 
+using internal::add_no_cache;
 using internal::check_digest_arg;
 using internal::Endpoint;
 using internal::repo_url;
@@ -112,27 +113,40 @@ class RegistryClient final : public Client {
     return out;
   }
 
+  // A whole blob whose body fails its digest (a flipped byte on the way) is fetched once
+  // more, past every cache (Cache-Control: no-cache), before the caller gets EBADMSG: a
+  // corrupting proxy costs a retry, not a failed mount (the chunks' refetch does the same).
   base::Result<std::vector<std::byte>> get_blob(const Reference& repo, const std::string& digest,
                                                 std::uint64_t max_bytes) override {
     CFN_TRY(check_digest_arg(digest));
-    return endpoints_->pull<std::vector<std::byte>>(
-        repo, [&](const Endpoint& ep) -> base::Result<std::vector<std::byte>> {
-          http::Request req;
-          req.url = repo_url(ep, repo.repository, "/blobs/" + digest);
-          req.max_body = max_bytes;
-          CFN_ASSIGN_OR_RETURN(http::Response resp,
-                               auth_->call(ep, req, {scope_pull(repo.repository)}));
-          const std::string what = fmt::format("blob {} of {}", digest, repo.repository);
-          if (resp.status != 200) {
-            return status_error(resp, what);
-          }
-          const std::string got = base::oci_digest(base::sha256(resp.body));
-          if (got != digest) {
-            return base::errorf(EBADMSG, "{}: digest mismatch (got {} from {})", what, got,
-                                ep.authority);
-          }
-          return std::move(resp.body);
-        });
+    bool mismatch = false;
+    auto fetch = [&](bool no_cache) {
+      return endpoints_->pull<std::vector<std::byte>>(
+          repo, [&](const Endpoint& ep) -> base::Result<std::vector<std::byte>> {
+            http::Request req;
+            req.url = repo_url(ep, repo.repository, "/blobs/" + digest);
+            req.max_body = max_bytes;
+            add_no_cache(req, no_cache);
+            CFN_ASSIGN_OR_RETURN(http::Response resp,
+                                 auth_->call(ep, req, {scope_pull(repo.repository)}));
+            const std::string what = fmt::format("blob {} of {}", digest, repo.repository);
+            if (resp.status != 200) {
+              return status_error(resp, what);
+            }
+            const std::string got = base::oci_digest(base::sha256(resp.body));
+            if (got != digest) {
+              mismatch = true;
+              return base::errorf(EBADMSG, "{}: digest mismatch (got {} from {})", what, got,
+                                  ep.authority);
+            }
+            return std::move(resp.body);
+          });
+    };
+    auto r = fetch(false);
+    if (!r && mismatch) {
+      r = fetch(true);
+    }
+    return r;
   }
 
   base::Result<std::uint64_t> get_blob_to_fd(const Reference& repo, const std::string& digest,
@@ -142,48 +156,59 @@ class RegistryClient final : public Client {
     // Set once any byte went to fd, by any endpoint: a later try (a retry, the next
     // mirror, the origin) must rewind and truncate first.
     bool dirty = false;
-    return endpoints_->pull<std::uint64_t>(
-        repo, [&](const Endpoint& ep) -> base::Result<std::uint64_t> {
-          base::Hasher hasher(base::DigestAlgo::kSha256);
-          std::uint64_t written = 0;
-          http::Sink sink;
-          sink.on_headers = [&](long, const http::Headers&) -> base::Status {
-            if (dirty) {
-              if (start < 0 || ::lseek(fd, start, SEEK_SET) < 0) {
-                return base::errorf(EIO, "blob {}: cannot restart the download on this fd", digest);
+    bool mismatch = false;
+    auto fetch = [&](bool no_cache) {
+      return endpoints_->pull<std::uint64_t>(
+          repo, [&](const Endpoint& ep) -> base::Result<std::uint64_t> {
+            base::Hasher hasher(base::DigestAlgo::kSha256);
+            std::uint64_t written = 0;
+            http::Sink sink;
+            sink.on_headers = [&](long, const http::Headers&) -> base::Status {
+              if (dirty) {
+                if (start < 0 || ::lseek(fd, start, SEEK_SET) < 0) {
+                  return base::errorf(EIO, "blob {}: cannot restart the download on this fd",
+                                      digest);
+                }
+                struct stat st;
+                if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ::ftruncate(fd, start) != 0) {
+                  return base::errno_error("truncating the blob file for a retry");
+                }
               }
-              struct stat st;
-              if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ::ftruncate(fd, start) != 0) {
-                return base::errno_error("truncating the blob file for a retry");
-              }
+              hasher.reset();
+              written = 0;
+              return {};
+            };
+            sink.on_data = [&](base::Bytes data) -> base::Result<bool> {
+              dirty = true;
+              CFN_TRY(base::write_full(fd, data));
+              hasher.update(data);
+              written += data.size();
+              return true;
+            };
+            http::Request req;
+            req.url = repo_url(ep, repo.repository, "/blobs/" + digest);
+            req.sink = &sink;
+            add_no_cache(req, no_cache);
+            CFN_ASSIGN_OR_RETURN(http::Response resp,
+                                 auth_->call(ep, req, {scope_pull(repo.repository)}));
+            const std::string what = fmt::format("blob {} of {}", digest, repo.repository);
+            if (resp.status != 200) {
+              return status_error(resp, what);
             }
-            hasher.reset();
-            written = 0;
-            return {};
-          };
-          sink.on_data = [&](base::Bytes data) -> base::Result<bool> {
-            dirty = true;
-            CFN_TRY(base::write_full(fd, data));
-            hasher.update(data);
-            written += data.size();
-            return true;
-          };
-          http::Request req;
-          req.url = repo_url(ep, repo.repository, "/blobs/" + digest);
-          req.sink = &sink;
-          CFN_ASSIGN_OR_RETURN(http::Response resp,
-                               auth_->call(ep, req, {scope_pull(repo.repository)}));
-          const std::string what = fmt::format("blob {} of {}", digest, repo.repository);
-          if (resp.status != 200) {
-            return status_error(resp, what);
-          }
-          const std::string got = base::oci_digest(hasher.finish());
-          if (got != digest) {
-            return base::errorf(EBADMSG, "{}: digest mismatch (got {} from {})", what, got,
-                                ep.authority);
-          }
-          return written;
-        });
+            const std::string got = base::oci_digest(hasher.finish());
+            if (got != digest) {
+              mismatch = true;
+              return base::errorf(EBADMSG, "{}: digest mismatch (got {} from {})", what, got,
+                                  ep.authority);
+            }
+            return written;
+          });
+    };
+    auto r = fetch(false);
+    if (!r && mismatch) {
+      r = fetch(true);  // rewinds and truncates fd first (dirty)
+    }
+    return r;
   }
 
   base::Status read_blob_range(const Reference& repo, const std::string& digest,

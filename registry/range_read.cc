@@ -100,15 +100,6 @@ class RangeBody {
   std::optional<std::uint64_t> total_;
 };
 
-// A refetch of bytes that were wrong: no cache on the way may answer it (RFC 9111
-// 5.2.1.4; Pragma for HTTP/1.0 caches).
-void add_no_cache(http::Request& req, bool no_cache) {
-  if (no_cache) {
-    req.headers.emplace_back("Cache-Control: no-cache");
-    req.headers.emplace_back("Pragma: no-cache");
-  }
-}
-
 std::string range_what(const Reference& repo, const std::string& digest, std::uint64_t offset,
                        std::size_t size) {
   return fmt::format("blob {} of {}, {} bytes at {}", digest, repo.repository, size, offset);

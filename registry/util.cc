@@ -379,4 +379,11 @@ std::string url_for_log(std::string_view url) {
   return out;
 }
 
+void add_no_cache(http::Request& req, bool no_cache) {
+  if (no_cache) {
+    req.headers.emplace_back("Cache-Control: no-cache");
+    req.headers.emplace_back("Pragma: no-cache");
+  }
+}
+
 }  // namespace registry::internal

@@ -65,6 +65,9 @@ struct Url {
 // A URL as logs and error messages show it: the query (a presigned blob URL carries its
 // signature there) and any user:password@ are replaced by "?…" and "…@".
 [[nodiscard]] std::string url_for_log(std::string_view url);
+// A refetch of bytes that were wrong: no cache on the way may answer it (RFC 9111
+// 5.2.1.4; Pragma for HTTP/1.0 caches). Nothing is added when no_cache is false.
+void add_no_cache(http::Request& req, bool no_cache);
 
 struct ContentRange {
   std::uint64_t first = 0;
