@@ -154,6 +154,23 @@ def compare(expected, actual, *, content=True, mtime=True, mtime_ns=True, dir_mt
     return diffs
 
 
+def rounded_mtime_diffs(expected, actual, ignore_paths=()):
+    """Differences where actual's mtime is not expected's rounded to the whole second (an
+    eStargz TOC keeps RFC 3339 seconds: ctr-remote rounds with Go's Time.Round), root
+    excluded."""
+    diffs = []
+    ign = set(ignore_paths)
+    for root, dirs, files in os.walk(expected):
+        for rel in [os.path.relpath(os.path.join(root, n), expected) for n in dirs + files]:
+            if rel in ign:
+                continue
+            ns = os.lstat(os.path.join(expected, rel)).st_mtime_ns
+            got = os.lstat(os.path.join(actual, rel)).st_mtime_ns
+            if got != (ns + 500_000_000) // 1_000_000_000 * 1_000_000_000:
+                diffs.append(f"/{rel}: mtime {got} ns, want {ns} ns rounded to the second")
+    return diffs
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("expected")

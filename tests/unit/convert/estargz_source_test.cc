@@ -35,19 +35,9 @@ void write_layer(const std::string& path, const MadeLayer& m) {
   write_string(path, std::string(base::as_chars(base::Bytes(m.blob))));
 }
 
+// The layer the bootstrap tests use, and two entries of one path (the later one counts).
 LayerMaker every_entry_type(const std::string& big) {
-  LayerMaker lm(4096);
-  lm.add({.name = "./", .type = "dir", .mode = 0711});
-  lm.add({.name = "./etc/", .type = "dir", .mode = 0700, .uid = 5});
-  lm.add({.name = "./etc/hello.txt", .content = "hello\n", .mode = 0640, .gid = 9});
-  lm.add({.name = ".prefetch.landmark", .content = "\x0f"});
-  lm.add({.name = "./big", .content = big, .xattrs_b64 = {{"user.k", "dmFs"}}});
-  lm.add({.name = "./empty", .content = ""});
-  lm.add({.name = "./link", .type = "symlink", .link_name = "etc/hello.txt"});
-  lm.add({.name = "./hard", .type = "hardlink", .link_name = "./etc/hello.txt"});
-  lm.add({.name = "./null", .type = "char", .mode = 0666, .dev_major = 1, .dev_minor = 3});
-  lm.add({.name = "./fifo", .type = "fifo"});
-  lm.add({.name = "./implicit/deep/file", .content = "deep"});
+  LayerMaker lm = estargz::testing::every_entry_type(big);
   lm.add({.name = "./gone", .content = "replaced"});
   lm.add({.name = "./gone", .content = "the later one"});
   return lm;
@@ -107,7 +97,7 @@ TEST(BuildEstargz, EveryEntryTypeRoundTrips) {
   auto st = build(layer, out, opts);
   ASSERT_TRUE(st) << st.error().to_string();
   auto img = read_image(out);
-  EXPECT_EQ(img["/"].mode, S_IFDIR | 0711);
+  EXPECT_EQ(img["/"].mode, S_IFDIR | 0755);
   EXPECT_EQ(img["/etc"].mode, S_IFDIR | 0700);
   EXPECT_EQ(img["/etc"].uid, 5U);
   EXPECT_EQ(img["/etc/hello.txt"].data, "hello\n");

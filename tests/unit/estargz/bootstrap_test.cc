@@ -69,21 +69,10 @@ base::Result<std::string> read_file(const erofs::Image& img, const std::string& 
 }
 
 TEST(EstargzBootstrap, EveryEntryTypeAndItsBytes) {
-  LayerMaker lm(4096);
   std::string big(10000, 'b');
   big[4095] = 'X';
   big[9999] = 'Z';
-  lm.add({.name = "./", .type = "dir", .mode = 0755});
-  lm.add({.name = "./etc/", .type = "dir", .mode = 0700, .uid = 5});
-  lm.add({.name = "./etc/hello.txt", .content = "hello\n", .mode = 0640, .gid = 9});
-  lm.add({.name = ".prefetch.landmark", .content = "\x0f"});
-  lm.add({.name = "./big", .content = big, .xattrs_b64 = {{"user.k", "dmFs"}}});
-  lm.add({.name = "./empty", .content = ""});
-  lm.add({.name = "./link", .type = "symlink", .link_name = "etc/hello.txt"});
-  lm.add({.name = "./hard", .type = "hardlink", .link_name = "./etc/hello.txt"});
-  lm.add({.name = "./null", .type = "char", .mode = 0666, .dev_major = 1, .dev_minor = 3});
-  lm.add({.name = "./fifo", .type = "fifo"});
-  lm.add({.name = "./implicit/deep/file", .content = "deep"});
+  LayerMaker lm = testing::every_entry_type(big);
   auto m = lm.make();
   auto built = build_bootstrap({layer_toc(m, blob_id('a'))});
   ASSERT_TRUE(built) << built.error().to_string();

@@ -155,4 +155,26 @@ class LayerMaker {
   nlohmann::json toc_ = {{"version", 1}, {"entries", nlohmann::json::array()}};
 };
 
+// A layer of every entry type (the root, dirs with owners and modes, a landmark, a file
+// of several chunks with an xattr, an empty file, a symlink, a hardlink, a char device, a
+// fifo, a file below implicit dirs), in 4 KiB eStargz chunks; big is the large file.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"  // FileSpec's defaults
+inline LayerMaker every_entry_type(const std::string& big) {
+  LayerMaker lm(4096);
+  lm.add({.name = "./", .type = "dir", .mode = 0755});
+  lm.add({.name = "./etc/", .type = "dir", .mode = 0700, .uid = 5});
+  lm.add({.name = "./etc/hello.txt", .content = "hello\n", .mode = 0640, .gid = 9});
+  lm.add({.name = ".prefetch.landmark", .content = "\x0f"});
+  lm.add({.name = "./big", .content = big, .xattrs_b64 = {{"user.k", "dmFs"}}});
+  lm.add({.name = "./empty", .content = ""});
+  lm.add({.name = "./link", .type = "symlink", .link_name = "etc/hello.txt"});
+  lm.add({.name = "./hard", .type = "hardlink", .link_name = "./etc/hello.txt"});
+  lm.add({.name = "./null", .type = "char", .mode = 0666, .dev_major = 1, .dev_minor = 3});
+  lm.add({.name = "./fifo", .type = "fifo"});
+  lm.add({.name = "./implicit/deep/file", .content = "deep"});
+  return lm;
+}
+#pragma GCC diagnostic pop
+
 }  // namespace estargz::testing
