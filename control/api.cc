@@ -300,6 +300,7 @@ json metrics_json(const Metrics& m) {
           {"fanotify_denied", m.fanotify_denied},
           {"fanotify_marked_blobs", m.fanotify_marked_blobs},
           {"fanotify_marks_removed", m.fanotify_marks_removed},
+          {"fanotify_lingering_images", m.fanotify_lingering_images},
           {"cachefiles_reads", m.cachefiles_reads},
           {"cachefiles_read_failures", m.cachefiles_read_failures},
           {"cachefiles_read_local_us", latency_json(m.cachefiles_read_local_us)},
@@ -344,6 +345,7 @@ base::Result<Metrics> metrics_from(const json& j) {
       {"fanotify_denied", &m.fanotify_denied},
       {"fanotify_marked_blobs", &m.fanotify_marked_blobs},
       {"fanotify_marks_removed", &m.fanotify_marks_removed},
+      {"fanotify_lingering_images", &m.fanotify_lingering_images},
       {"cachefiles_reads", &m.cachefiles_reads},
       {"cachefiles_read_failures", &m.cachefiles_read_failures},
       {"cache_bytes", &m.cache_bytes},
@@ -525,6 +527,10 @@ std::string to_prometheus(const Metrics& m, const std::vector<ImageInfo>& images
           m.cache_fscache_busy);
   gauge("fanotify_marked_blobs", "Blob files with a fanotify pre-content mark.",
         m.fanotify_marked_blobs);
+  gauge("fanotify_lingering_images",
+        "Images unmounted by the daemon whose file system lives on (a bind mount, another "
+        "mount namespace, an open file): still served.",
+        m.fanotify_lingering_images);
   const std::string read_s = p + "cachefiles_read_seconds";
   t.family(read_s, "summary", "cachefiles READ to READ_COMPLETE, by whether the data was local.");
   for (const auto& [data, l] :

@@ -206,6 +206,7 @@ struct Metrics {
   std::uint64_t fanotify_denied = 0;
   std::uint64_t fanotify_marked_blobs = 0;
   std::uint64_t fanotify_marks_removed = 0;
+  std::uint64_t fanotify_lingering_images = 0;  // gauge: unmounted, file system alive
   std::uint64_t cachefiles_reads = 0;
   std::uint64_t cachefiles_read_failures = 0;
   LatencySummary cachefiles_read_local_us;    // READ to READ_COMPLETE, data local

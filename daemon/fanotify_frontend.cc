@@ -3,9 +3,11 @@
 
 #include <fcntl.h>
 #include <sys/fanotify.h>
+#include <sys/inotify.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -26,7 +28,12 @@
 
 namespace cfnd {
 
-namespace {}  // namespace
+namespace {
+
+// EROFS_SUPER_MAGIC_V1 (include/uapi/linux/magic.h).
+constexpr std::int64_t kErofsMagic = 0xE0F5E1E2;
+
+}  // namespace
 
 std::vector<FanEvent> parse_fan_events(std::span<const std::byte> buf) {
   std::vector<FanEvent> out;
@@ -124,8 +131,15 @@ class FanotifyImpl final : public FanotifyFrontend {
       : group_(std::move(group)),
         log_(std::move(log)),
         self_pid_(::getpid()),
-        marks_(std::make_shared<Marks>()) {
+        marks_(std::make_shared<Marks>()),
+        sb_watch_(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) {
     marks_->group = group_.get();
+    if (!sb_watch_) {
+      spdlog::warn(
+          "fanotify: inotify_init1: {}: images unmounted here stay served until the daemon "
+          "exits (their file systems may outlive the mount)",
+          std::strerror(errno));
+    }
   }
 
   ~FanotifyImpl() override {
@@ -177,8 +191,7 @@ class FanotifyImpl final : public FanotifyFrontend {
       return base::errno_error(
           fmt::format("mount erofs {} on {} ({})", image->bootstrap_path(), dir, data));
     }
-    std::lock_guard lk(mounts_mu_);
-    mounts_[dir] = image;
+    add_mount(image, dir);
     return {};
   }
 
@@ -186,9 +199,73 @@ class FanotifyImpl final : public FanotifyFrontend {
     if (auto d = mark_and_map(image, true); !d) {
       return base::Unexpected(d.error());
     }
-    std::lock_guard lk(mounts_mu_);
-    mounts_[dir] = image;
+    add_mount(image, dir);
     return {};
+  }
+
+  int sb_watch_fd() const override { return sb_watch_.get(); }
+
+  void on_sb_readable() override { drain_sb_events(); }
+
+  // Read every queued IN_UNMOUNT / IN_IGNORED and release the images of those
+  // superblocks. From the loop, and from lingering() on any thread: umount2(2) of a
+  // superblock's last mount returns after its events are queued, so a count right after
+  // an unmount is exact. (Each event is read by one reader only.)
+  void drain_sb_events() {
+    if (!sb_watch_) {
+      return;
+    }
+    alignas(inotify_event) char buf[4096];
+    std::vector<std::shared_ptr<BoundImage>> released;  // destroyed without the lock
+    for (;;) {
+      const ssize_t n = ::read(sb_watch_.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      if (n <= 0) {
+        break;
+      }
+      std::lock_guard lk(mounts_mu_);
+      for (std::size_t pos = 0; pos + sizeof(inotify_event) <= static_cast<std::size_t>(n);) {
+        inotify_event ev{};
+        std::memcpy(&ev, buf + pos, sizeof ev);
+        pos += sizeof ev + ev.len;
+        if ((ev.mask & IN_Q_OVERFLOW) != 0) {
+          // Which superblocks died is lost: their images stay served (safe, not freed).
+          spdlog::error("fanotify: the unmount watch overflowed: some unmounted images stay "
+                        "open until the daemon exits");
+          continue;
+        }
+        if ((ev.mask & (IN_UNMOUNT | IN_IGNORED)) == 0) {
+          continue;
+        }
+        auto it = sbs_.find(ev.wd);
+        if (it == sbs_.end()) {
+          continue;  // IN_IGNORED after the IN_UNMOUNT handled it
+        }
+        spdlog::info("fanotify: the file system mounted on {} is gone: its image is released",
+                     it->second.dir);
+        if (auto m = mounts_.find(it->second.dir); m != mounts_.end() && m->second.wd == ev.wd) {
+          m->second.wd = kSbGone;  // unmounted behind our back: umount() drops it
+        }
+        released.push_back(std::move(it->second.image));
+        sbs_.erase(it);
+      }
+    }
+  }
+
+  std::size_t lingering() override {
+    drain_sb_events();
+    std::lock_guard lk(mounts_mu_);
+    std::set<int> mounted;
+    for (const auto& [dir, m] : mounts_) {
+      mounted.insert(m.wd);
+    }
+    std::size_t n = kept_.size();
+    for (const auto& [wd, sb] : sbs_) {
+      n += mounted.contains(wd) ? 0 : 1;
+    }
+    return n;
   }
 
   void settle(std::vector<InflightRecord> records, std::vector<base::UniqueFd> reserved) override {
@@ -303,11 +380,12 @@ class FanotifyImpl final : public FanotifyFrontend {
     if (it == mounts_.end()) {
       return {};
     }
-    if (force) {
-      // Detached, not gone: a file open on it reads on, and a read of a hole must still
-      // raise an event we answer (with the blob closed and its mark gone it would read
-      // zeros). Its blobs stay open and marked, in use, until the daemon exits.
-      detached_.push_back(std::move(it->second));
+    // The superblock may live on (a bind mount, another mount namespace, an open file of
+    // a detached mount): a read of a hole through it must still raise an event we
+    // answer. Its watch (sbs_) keeps the image until the superblock dies; without one
+    // it is kept until the daemon exits.
+    if (it->second.wd == kNoWatch) {
+      kept_.push_back(std::move(it->second.image));
     }
     mounts_.erase(it);
     return {};
@@ -476,20 +554,72 @@ class FanotifyImpl final : public FanotifyFrontend {
     }
   }
 
+  // Record a mount (made or re-bound) and watch its superblock's end: an inotify watch
+  // on the root directory of the EROFS mount on dir, named through an fd of it (so it
+  // is that file system's root, not what dir resolves to a moment later).
+  void add_mount(const std::shared_ptr<BoundImage>& image, const std::string& dir) {
+    int wd = kNoWatch;
+    if (sb_watch_) {
+      base::UniqueFd root(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      struct statfs fs {};
+      if (!root || ::fstatfs(root.get(), &fs) != 0) {
+        spdlog::warn("fanotify: {}: {}: its image stays open until the daemon exits", dir,
+                     std::strerror(errno));
+      } else if (static_cast<std::int64_t>(fs.f_type) != kErofsMagic) {
+        spdlog::warn("fanotify: {} is no EROFS mount (unmounted already?): its image stays "
+                     "open until the daemon exits",
+                     dir);
+      } else {
+        const std::string path = fmt::format("/proc/self/fd/{}", root.get());
+        wd = ::inotify_add_watch(sb_watch_.get(), path.c_str(), IN_UNMOUNT);
+        if (wd < 0) {
+          spdlog::warn("fanotify: watching {} for its unmount: {}: its image stays open until "
+                       "the daemon exits",
+                       dir, std::strerror(errno));
+          wd = kNoWatch;
+        }
+      }
+    }
+    std::lock_guard lk(mounts_mu_);
+    if (wd != kNoWatch) {
+      auto [it, fresh] = sbs_.try_emplace(wd);
+      if (!fresh) {
+        // The same root inode: the superblock of an image kept already. Keep both.
+        kept_.push_back(std::move(it->second.image));
+      }
+      it->second = Superblock{dir, image};
+    }
+    mounts_[dir] = Mounted{image, wd};
+  }
+
   base::UniqueFd group_;
   std::unique_ptr<InflightLog> log_;
   const pid_t self_pid_;
   std::shared_ptr<Marks> marks_;
+  base::UniqueFd sb_watch_;  // inotify: IN_UNMOUNT of every mount's root (or invalid)
   std::vector<FanEvent> events_;  // loop thread only: on_readable's parse buffer
   std::shared_mutex map_mu_;
   // Weak: the bound images hold their blobs; the cache closes an unmounted image's blob
-  // (its mark goes with it) once nothing holds it. A lazily detached mount keeps its
-  // image (detached_), so its blobs stay served.
+  // (its mark goes with it) once nothing holds it. An unmounted image whose superblock
+  // lives on is held by sbs_ (or kept_), so its blobs stay served.
   std::map<BlobKey, std::weak_ptr<CachedBlob>> blobs_;
+  static constexpr int kNoWatch = -1;  // no inotify watch: kept until the daemon exits
+  static constexpr int kSbGone = -2;   // its superblock died while still listed
+  struct Mounted {
+    std::shared_ptr<BoundImage> image;
+    int wd = kNoWatch;
+  };
+  struct Superblock {
+    std::string dir;  // where we mounted it (for logs)
+    std::shared_ptr<BoundImage> image;
+  };
   std::mutex mounts_mu_;
-  std::map<std::string, std::shared_ptr<BoundImage>> mounts_;
-  // Images whose mount was detached lazily (umount --force): kept, see umount().
-  std::vector<std::shared_ptr<BoundImage>> detached_;  // guarded by mounts_mu_
+  std::map<std::string, Mounted> mounts_;
+  // By inotify wd: the images whose superblock lives (mounted here or not), released at
+  // its IN_UNMOUNT. Guarded by mounts_mu_.
+  std::map<int, Superblock> sbs_;
+  // Unmounted images we could not watch: kept until the daemon exits (see umount()).
+  std::vector<std::shared_ptr<BoundImage>> kept_;  // guarded by mounts_mu_
 
   base::WorkerPool<Job> jobs_;
   std::atomic<std::uint64_t> allowed_{0};

@@ -33,6 +33,20 @@
 // writes and reads of them raise events too: events of the daemon's own pid are allowed
 // at once (it never reads the lazy mounts; it reads and writes only its blob files).
 //
+// Unmount. A file-backed EROFS superblock can outlive the mount the daemon made and
+// unmounts: a bind mount of it made before, a copy in another mount namespace (unshare
+// -m, a container's), an overlay using it as a lower layer, a file open on a lazily
+// detached mount. EROFS keeps its device= files open for as long as the superblock
+// lives, and their reads keep raising events; a blob closed with its mark removed would
+// read holes as zeros, silently. So umount() only unmounts: the image (its blobs open and
+// marked, its events served) is released when its superblock dies. We learn that from an
+// inotify watch on the mount's root directory, added right after mount(2) (and at
+// rebind): when the last mount of a superblock goes, generic_shutdown_super ->
+// fsnotify_sb_delete sends IN_UNMOUNT and then IN_IGNORED to every watch on its inodes,
+// in every mount namespace, before umount2(2) of that last mount returns. A watch only
+// pins the root inode, never the mount or the superblock, so it blocks no unmount. When
+// the watch cannot be added, the image is kept until the daemon exits (safe, not freed).
+//
 // Hot reads. The kernel raises an event for every read of a marked file, filled or not,
 // and the reader waits for our answer (a cross-CPU round trip). So a blob is marked only
 // while it still has absent chunks: a blob complete at bind time is not marked (EROFS
@@ -198,8 +212,17 @@ class FanotifyFrontend {
   // number's reservation is closed once it is answered.
   virtual void settle(std::vector<InflightRecord> records,
                       std::vector<base::UniqueFd> reserved) = 0;
-  // umount2(dir) (MNT_DETACH when force), then drop the marks no other mount needs.
+  // umount2(dir) (MNT_DETACH when force). The image stays served (blobs open, marks on)
+  // until its superblock dies (see "Unmount" above): lingering() counts those.
   [[nodiscard]] virtual base::Status umount(const std::string& dir, bool force) = 0;
+  // The inotify fd that reports superblocks gone (IN_UNMOUNT / IN_IGNORED), to poll for
+  // readability; on_sb_readable() drains it and releases their images. Loop thread only.
+  [[nodiscard]] virtual int sb_watch_fd() const = 0;
+  virtual void on_sb_readable() = 0;
+  // Images unmounted here whose file system still lives (a bind mount, a copy in another
+  // mount namespace, an overlay's lower layer, an open file of a detached mount). Reads
+  // the pending unmount events first (thread-safe).
+  [[nodiscard]] virtual std::size_t lingering() = 0;
   // Events answered so far, by outcome (for logs and tests).
   [[nodiscard]] virtual std::uint64_t events_allowed() const = 0;
   [[nodiscard]] virtual std::uint64_t events_denied() const = 0;

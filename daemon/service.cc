@@ -167,6 +167,9 @@ class ServiceImpl final : public Service {
     CFN_TRY(loop_->add(control_->fd(), [this] { control_->on_readable(); }));
     if (fanotify_) {
       CFN_TRY(loop_->add(fanotify_->group_fd(), [this] { fanotify_->on_readable(); }));
+      if (fanotify_->sb_watch_fd() >= 0) {
+        CFN_TRY(loop_->add(fanotify_->sb_watch_fd(), [this] { fanotify_->on_sb_readable(); }));
+      }
     }
     if (cachefiles_) {
       CFN_TRY(loop_->add(cachefiles_->dev_fd(), [this] { cachefiles_->on_readable(); }));
@@ -343,6 +346,20 @@ class ServiceImpl final : public Service {
         if (b.frontend != Frontend::kFuse && mounted_on(dir, "erofs")) {
           all_gone = false;
         }
+      }
+    }
+    if (fanotify_) {
+      if (const std::size_t n = fanotify_->lingering(); n > 0) {
+        // Unmounted here, alive elsewhere (a bind mount, another mount namespace): once
+        // the group closes their reads of holes would return zeros. Kept in the fd
+        // store / fd holder, the group makes them wait for the next daemon, which
+        // denies their events (EIO).
+        spdlog::warn(
+            "{} unmounted fanotify image(s) still in use through a bind mount, another mount "
+            "namespace or an open file: without an fd store or fd holder their reads of "
+            "data not fetched yet return zeros once this daemon exits",
+            n);
+        all_gone = false;
       }
     }
     if (!all.empty()) {
@@ -1182,6 +1199,7 @@ class ServiceImpl final : public Service {
       m.fanotify_denied = fanotify_->events_denied();
       m.fanotify_marked_blobs = fanotify_->marked_blobs();
       m.fanotify_marks_removed = fanotify_->marks_removed();
+      m.fanotify_lingering_images = fanotify_->lingering();
     }
     if (cachefiles_) {
       m.cachefiles_reads = cachefiles_->reads_served();
