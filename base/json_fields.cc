@@ -30,7 +30,89 @@ std::string quoted(std::string_view key) {
   return fmt::format("\"{}\"", key);
 }
 
+// The path of the first string in j (a key or a value) that is not UTF-8, if any.
+std::optional<std::string> non_utf8_member(const nlohmann::json& j, const std::string& path) {
+  if (j.is_string()) {
+    if (!valid_utf8(j.get_ref<const std::string&>())) {
+      return path.empty() ? std::string("a string") : path;
+    }
+    return std::nullopt;
+  }
+  if (j.is_object()) {
+    for (const auto& [k, v] : j.items()) {
+      // A key that is not UTF-8 is named by its valid prefix only.
+      if (!valid_utf8(k)) {
+        std::size_t n = 0;
+        while (n < k.size() && valid_utf8(std::string_view(k).substr(0, n + 1))) {
+          ++n;
+        }
+        return fmt::format("the key \"{}...\"{}", k.substr(0, n),
+                           path.empty() ? "" : " in " + path);
+      }
+      auto sub = non_utf8_member(v, path.empty() ? k : path + "." + k);
+      if (sub) {
+        return sub;
+      }
+    }
+    return std::nullopt;
+  }
+  if (j.is_array()) {
+    for (std::size_t i = 0; i < j.size(); ++i) {
+      auto sub = non_utf8_member(j[i], fmt::format("{}[{}]", path, i));
+      if (sub) {
+        return sub;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace
+
+bool valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t n = 0;
+    std::uint32_t cp = 0;
+    std::uint32_t min = 0;
+    if ((c & 0xE0) == 0xC0) {
+      n = 1, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2, cp = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3, cp = c & 0x07, min = 0x10000;
+    } else {
+      return false;  // a continuation byte first, or 0xF8..0xFF
+    }
+    if (s.size() - i <= n) {
+      return false;
+    }
+    for (std::size_t k = 1; k <= n; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) {
+        return false;
+      }
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+      return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
+Result<std::string> json_text(const nlohmann::json& j, std::string_view where, int indent) {
+  if (auto bad = non_utf8_member(j, "")) {
+    return make_error(EINVAL, prefixed(where, fmt::format("{} is not valid UTF-8", *bad)));
+  }
+  return j.dump(indent);
+}
 
 Result<nlohmann::json> parse_json_object(std::string_view text, std::string_view where) {
   auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);

@@ -38,6 +38,17 @@ struct StringRule {
                                                             std::string_view what,
                                                             StringRule rule = {});
 
+// True when s is well-formed UTF-8: what nlohmann's parser accepts in a string (no
+// overlong forms, no surrogates, nothing above U+10FFFF) and its dump() can write.
+[[nodiscard]] bool valid_utf8(std::string_view s);
+
+// The text of j (compact, or indented by indent), or EINVAL "<where>: <member> is not
+// valid UTF-8" naming the first string, key or value, that is not (e.g.
+// `"registry.ca_files[1]"`). JSON carries only UTF-8, and nlohmann's dump() throws on
+// anything else: strings from outside (paths, references, labels) go through this.
+[[nodiscard]] Result<std::string> json_text(const nlohmann::json& j, std::string_view where,
+                                            int indent = -1);
+
 class JsonFields {
  public:
   // obj must outlive the reader; a non-object obj has no members. where: the error

@@ -597,16 +597,21 @@ std::string to_prometheus(const Metrics& m, const std::vector<ImageInfo>& images
   return t.take();
 }
 
-std::string to_json(const Request& r) {
-  return request_json(r).dump();
+base::Result<std::string> to_json(const Request& r) {
+  return base::json_text(request_json(r), "request");
 }
 
-std::string to_json(const RegistryOverrides& o) {
-  return overrides_json(o).dump();
+base::Result<std::string> to_json(const RegistryOverrides& o) {
+  return base::json_text(overrides_json(o), "registry options");
 }
 
 base::Result<Request> request_from_json(std::string_view text) {
   auto j = json::parse(text, nullptr, false);
+  if (j.is_discarded() && !base::valid_utf8(text)) {
+    return base::make_error(EINVAL,
+                            "request is not valid UTF-8 (JSON carries only UTF-8: a path that "
+                            "is not cannot be named in a request)");
+  }
   if (j.is_discarded() || !j.is_object() || !j.contains("op") || !j["op"].is_string()) {
     return base::make_error(EINVAL, "request must be a JSON object with a string \"op\"");
   }

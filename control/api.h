@@ -275,14 +275,17 @@ struct GcAnswer {
 
 // ---- encoding ----
 
-// Pure. One request as its JSON text (no newline).
-[[nodiscard]] std::string to_json(const Request& r);
+// Pure. One request as its JSON text (no newline). Errors: EINVAL naming the first
+// field that is not valid UTF-8 (a path or reference from a command line or a label:
+// JSON carries only UTF-8).
+[[nodiscard]] base::Result<std::string> to_json(const Request& r);
 // Pure. Errors: EINVAL naming the field (not a JSON object, no string "op", an unknown
 // op, a missing required field, a field of the wrong type).
 [[nodiscard]] base::Result<Request> request_from_json(std::string_view text);
 
-// The overrides as a JSON object text ("{}" when none is set).
-[[nodiscard]] std::string to_json(const RegistryOverrides& o);
+// The overrides as a JSON object text ("{}" when none is set). Errors: EINVAL naming
+// the first field that is not valid UTF-8.
+[[nodiscard]] base::Result<std::string> to_json(const RegistryOverrides& o);
 
 // Answers: "ok": true plus the answer's fields.
 [[nodiscard]] std::string to_json(const PingAnswer& a);

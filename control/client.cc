@@ -6,7 +6,8 @@
 namespace control {
 
 base::Result<std::string> Client::call(const Request& r) const {
-  return control::call(path_, to_json(r), timeout_);
+  CFN_ASSIGN_OR_RETURN(const std::string text, to_json(r));
+  return control::call(path_, text, timeout_);
 }
 
 base::Result<PingAnswer> Client::ping() const {

@@ -5,6 +5,8 @@
 
 #include <cstdlib>
 
+#include "base/json_fields.h"
+
 namespace cfnd {
 
 base::Result<std::string> real_dir(const std::string& p, const char* what) {
@@ -14,6 +16,10 @@ base::Result<std::string> real_dir(const std::string& p, const char* what) {
   }
   std::string r = real;
   std::free(real);  // NOLINT(cppcoreguidelines-no-malloc): realpath(3) mallocs
+  if (!base::valid_utf8(r)) {
+    // It would be listed, answered and recorded in the state file, all JSON (UTF-8).
+    return base::errorf(EINVAL, "{} {} is not valid UTF-8 (resolved: {})", what, p, r);
+  }
   struct stat st {};
   if (::stat(r.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return base::errorf(ENOTDIR, "{} {} is not a directory", what, p);
@@ -51,8 +57,8 @@ base::Result<BindPlan> plan_bind(const control::BindRequest& req, const BindOffe
     }
     p.ref = std::move(*r);
     if (req.registry) {
-      CFN_ASSIGN_OR_RETURN(p.registry,
-                           parse_registry_options(control::to_json(*req.registry), p.registry));
+      CFN_ASSIGN_OR_RETURN(const std::string text, control::to_json(*req.registry));
+      CFN_ASSIGN_OR_RETURN(p.registry, parse_registry_options(text, p.registry));
     }
   }
   CFN_ASSIGN_OR_RETURN(p.mountpoint, real_dir(req.mountpoint, "mountpoint"));

@@ -148,7 +148,9 @@ std::string registry_options_json(const RegistryOptions& o) {
                       {"retries", o.retries},
                       {"max_parallel", o.max_parallel},
                       {"max_bootstrap_bytes", o.max_bootstrap_bytes}};
-  return j.dump();  // nlohmann orders object keys: canonical
+  // nlohmann orders object keys: canonical. Its strings came from JSON, TOML or checked
+  // command-line options (UTF-8); should one not be, it gets U+FFFD instead of throwing.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 base::Result<Config> parse_config(std::string_view json_text, Config c) {

@@ -214,6 +214,23 @@ class Server final : public ControlServer {
     }
   }
 
+  // The handler's answer. A handler must not throw (bad input is an error answer); if
+  // one does all the same (a library throwing on input we failed to check), the client
+  // gets an EIO answer and the daemon goes on, instead of std::terminate taking every
+  // mount's reads down with it.
+  std::string answer_of(const std::string& line) {
+    try {
+      return handler_(line);
+    } catch (const std::exception& e) {
+      static base::RateLimit rl;
+      if (rl.allow()) {
+        spdlog::error("control: a request handler threw ({}): answered EIO", e.what());
+      }
+      return control::error_to_json(
+          {EIO, fmt::format("internal error handling the request: {}", e.what())});
+    }
+  }
+
   void work_loop() {
     std::unique_lock lk(mu_);
     for (;;) {
@@ -226,7 +243,7 @@ class Server final : public ControlServer {
       Ready r = std::move(ready_.front());
       ready_.pop_front();
       lk.unlock();
-      std::string answer = handler_(r.line);
+      std::string answer = answer_of(r.line);
       answer.push_back('\n');
       // The answer may take long to compute (a bind); the send has its own deadline, so
       // a client that never reads holds this worker for at most that long.
@@ -269,7 +286,7 @@ base::Result<std::unique_ptr<ControlServer>> ControlServer::listen(const std::st
     }
   }
   // A socket file nobody answers on is stale (a crashed daemon): replace it.
-  auto probe = control::call(path, control::to_json(control::PingRequest{}),
+  auto probe = control::call(path, R"({"op":"ping"})",
                              std::chrono::milliseconds(1000));
   if (probe) {
     return base::errorf(EADDRINUSE, "a daemon already listens on {}", path);

@@ -92,7 +92,7 @@ bool operator==(const PersistedImage& a, const PersistedImage& b) {
          registry_options_json(a.registry) == registry_options_json(b.registry) && a.fuse == b.fuse;
 }
 
-std::string serialize_state(const std::vector<PersistedImage>& images) {
+base::Result<std::string> serialize_state(const std::vector<PersistedImage>& images) {
   json list = json::array();
   for (const auto& im : images) {
     json j{{"mountpoint", im.mountpoint},
@@ -111,7 +111,9 @@ std::string serialize_state(const std::vector<PersistedImage>& images) {
     }
     list.push_back(std::move(j));
   }
-  return json{{"version", kStateVersion}, {"images", list}}.dump() + "\n";
+  CFN_ASSIGN_OR_RETURN(std::string text,
+                       base::json_text(json{{"version", kStateVersion}, {"images", list}}, "state"));
+  return text + "\n";
 }
 
 base::Result<std::vector<PersistedImage>> parse_state(std::string_view text, Frontend frontend) {
@@ -198,7 +200,7 @@ base::Status save_state(const std::string& path, const std::vector<PersistedImag
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return base::errno_error("mkdir " + dir);
   }
-  const std::string text = serialize_state(images);
+  CFN_ASSIGN_OR_RETURN(const std::string text, serialize_state(images));
   auto st = base::write_file_atomic(path, base::as_bytes(text), 0600);
   if (!st) {
     return base::Unexpected(st.error().wrap("state file " + path));

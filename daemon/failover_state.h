@@ -60,8 +60,10 @@ struct PersistedImage {
 // Equal fields; registry options compared by their canonical JSON.
 [[nodiscard]] bool operator==(const PersistedImage& a, const PersistedImage& b);
 
-// Pure. The state as JSON text (canonical: equal inputs give equal texts).
-[[nodiscard]] std::string serialize_state(const std::vector<PersistedImage>& images);
+// Pure. The state as JSON text (canonical: equal inputs give equal texts). Errors:
+// EINVAL naming the first string that is not valid UTF-8 (binds refuse such paths;
+// this keeps an exception out of the daemon should one get here anyway).
+[[nodiscard]] base::Result<std::string> serialize_state(const std::vector<PersistedImage>& images);
 
 // Pure. Parse a state text. Errors (EINVAL, naming the image index and the key): not a
 // JSON object, a version other than kStateVersion, a missing or mistyped key, an empty

@@ -402,7 +402,12 @@ std::optional<cfnd::Config> make_config(const Common& c, bool apply_registry) {
           "registry.mirrors)");
       return std::nullopt;
     }
-    auto r = cfnd::parse_registry_options(control::to_json(c.registry), config.registry);
+    auto text = control::to_json(c.registry);
+    if (!text) {
+      fail(text.error().to_string());
+      return std::nullopt;
+    }
+    auto r = cfnd::parse_registry_options(*text, config.registry);
     if (!r) {
       fail(r.error().to_string());
       return std::nullopt;

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // Fuzz target: the control API's JSON lines. The first byte picks the decoder: a
 // request (the daemon's side) or one of the answer decoders (the client's side). A
-// request that parses must encode to a text that decodes to the same request.
+// request that parses must encode to a text that decodes to the same request; any
+// bytes as a request's path encode (UTF-8) or are refused with EINVAL, never thrown.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <string_view>
 
+#include "base/json_fields.h"
 #include "control/api.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -21,9 +23,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (!r) {
         return 0;
       }
-      const std::string canon = control::to_json(*r);
-      auto again = control::request_from_json(canon);
-      if (!again || control::to_json(*again) != canon) {
+      // Whatever the decoder accepts is UTF-8, so it encodes.
+      const auto canon = control::to_json(*r);
+      if (!canon) {
+        std::abort();
+      }
+      auto again = control::request_from_json(*canon);
+      if (!again || control::to_json(*again) != *canon) {
         std::abort();
       }
       break;
@@ -67,9 +73,28 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         (void)control::pretty_gc(*a);
       }
       break;
-    default:
+    default: {
       (void)control::ok_from_json(text);
+      // The client's side: any bytes as a path (a command line's, a label's). It encodes
+      // and decodes back the same, or, not being UTF-8, is refused with EINVAL; it never
+      // throws.
+      const control::UnbindRequest u{std::string(text), true};
+      const auto t = control::to_json(control::Request{u});
+      if (!t) {
+        if (t.error().code != EINVAL || base::valid_utf8(text)) {
+          std::abort();
+        }
+        break;
+      }
+      if (!base::valid_utf8(text)) {
+        std::abort();
+      }
+      auto back = control::request_from_json(*t);
+      if (back && !(std::get<control::UnbindRequest>(*back) == u)) {
+        std::abort();
+      }
       break;
+    }
   }
   return 0;
 }

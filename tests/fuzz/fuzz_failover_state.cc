@@ -16,9 +16,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (!images) {
       continue;
     }
-    const std::string canon = cfnd::serialize_state(*images);
+    const std::string canon = cfnd::serialize_state(*images).value();
     auto again = cfnd::parse_state(canon, fe);
-    if (!again || *again != *images || cfnd::serialize_state(*again) != canon) {
+    if (!again || *again != *images || cfnd::serialize_state(*again).value() != canon) {
       std::abort();
     }
   }

@@ -55,12 +55,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       std::abort();
     }
   }
-  const std::string line = control::to_json(control::Request(req));
-  auto back = control::request_from_json(line);
-  if (!back || control::to_json(*back) != line) {
+  // Every string came out of JSON (UTF-8), so it encodes.
+  const auto line = control::to_json(control::Request(req));
+  if (!line) {
     std::abort();
   }
-  if (!cfnd::parse_registry_options(control::to_json(*req.registry))) {
+  auto back = control::request_from_json(*line);
+  if (!back || control::to_json(*back) != *line) {
+    std::abort();
+  }
+  const auto opts = control::to_json(*req.registry);
+  if (!opts || !cfnd::parse_registry_options(*opts)) {
     std::abort();
   }
   return 0;

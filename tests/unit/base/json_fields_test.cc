@@ -110,5 +110,39 @@ TEST(JsonFields, NotAnObjectHasNoMembers) {
   EXPECT_TRUE(f.only_keys({}));
 }
 
+TEST(JsonFields, ValidUtf8) {
+  for (const char* ok : {"", "/mnt/a", "caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+                         "\xf4\x8f\xbf\xbf"}) {
+    EXPECT_TRUE(valid_utf8(ok)) << ok;
+  }
+  for (const char* bad : {"caf\xe9", "\xff", "\x80", "\xc3", "\xe2\x82", "\xc0\xaf" /* overlong */,
+                          "\xe0\x80\xaf" /* overlong */, "\xed\xa0\x80" /* surrogate */,
+                          "\xf4\x90\x80\x80" /* > U+10FFFF */, "\xf8\x88\x80\x80\x80"}) {
+    EXPECT_FALSE(valid_utf8(bad)) << bad;
+  }
+  // What we accept is what the parser accepts, both ways.
+  for (const char* s : {"caf\xc3\xa9", "caf\xe9", "\xed\xa0\x80", "\xf0\x9f\x98\x80", "\xc0\xaf"}) {
+    const std::string text = std::string("\"") + s + "\"";
+    EXPECT_EQ(valid_utf8(s), !json::parse(text, nullptr, false).is_discarded()) << s;
+  }
+}
+
+TEST(JsonFields, JsonTextNamesTheMemberThatIsNotUtf8) {
+  json j = {{"a", "ok"}, {"list", {"x", "caf\xe9"}}};
+  auto t = json_text(j, "state");
+  ASSERT_FALSE(t);
+  EXPECT_EQ(t.error().code, EINVAL);
+  EXPECT_EQ(t.error().message, "state: list[1] is not valid UTF-8");
+  json k = {{"o", {{"k\xff", 1}}}};
+  t = json_text(k, "");
+  ASSERT_FALSE(t);
+  EXPECT_EQ(t.error().message, "the key \"k...\" in o is not valid UTF-8");
+  json good = {{"a", "caf\xc3\xa9"}, {"n", 1}};
+  auto g = json_text(good, "w");
+  ASSERT_TRUE(g);
+  EXPECT_EQ(*g, good.dump());
+  EXPECT_EQ(*json_text(good, "w", 2), good.dump(2));
+}
+
 }  // namespace
 }  // namespace base

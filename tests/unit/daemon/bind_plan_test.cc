@@ -87,6 +87,28 @@ TEST_F(BindPlanTest, RegistryImageWithALocalBootstrap) {
   EXPECT_EQ(error_of(r), EINVAL);
 }
 
+// A mount point or blob dir whose real path is not UTF-8 (reached through a symlink
+// with a UTF-8 name) is refused: the daemon answers, lists and records its mount points
+// in JSON, which carries only UTF-8 (nlohmann's dump() threw on it and ended the daemon).
+TEST_F(BindPlanTest, RealPathThatIsNotUtf8IsRefused) {
+  const std::string bad = tmp_.sub("caf\xe9");
+  std::filesystem::create_directories(bad);
+  std::filesystem::create_directory_symlink(bad, tmp_.sub("to-cafe"));
+  auto r = local();
+  r.mountpoint = tmp_.sub("to-cafe");
+  auto p = plan_bind(r, offer_);
+  ASSERT_FALSE(p);
+  EXPECT_EQ(p.error().code, EINVAL);
+  EXPECT_NE(p.error().message.find("mountpoint"), std::string::npos) << p.error().message;
+  EXPECT_NE(p.error().message.find("not valid UTF-8"), std::string::npos) << p.error().message;
+  r = local();
+  r.blob_dir = tmp_.sub("to-cafe");
+  EXPECT_EQ(error_of(r), EINVAL);
+  auto d = real_dir(bad, "mountpoint");
+  ASSERT_FALSE(d);
+  EXPECT_EQ(d.error().code, EINVAL);
+}
+
 TEST_F(BindPlanTest, Refusals) {
   auto r = local();
   r.frontend = "nfs";

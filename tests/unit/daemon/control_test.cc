@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -25,7 +26,13 @@ class ControlTest : public ::testing::Test {
  protected:
   void SetUp() override {
     path_ = dir_ + "/s/control.sock";
-    auto s = ControlServer::listen(path_, [](const std::string& r) { return "echo:" + r; });
+    auto s = ControlServer::listen(path_, [](const std::string& r) -> std::string {
+      if (r.starts_with("throw")) {
+        // What nlohmann's dump() throws on a string that is not UTF-8.
+        throw std::runtime_error("[json.exception.type_error.316] invalid UTF-8 byte");
+      }
+      return "echo:" + r;
+    });
     ASSERT_TRUE(s) << s.error().to_string();
     server_ = std::move(*s);
     pump_ = std::thread([this] {
@@ -60,6 +67,20 @@ TEST_F(ControlTest, OneRequestOneAnswer) {
   auto r = control::call(path_, R"({"op":"ping"})", std::chrono::seconds(5));
   ASSERT_TRUE(r) << r.error().to_string();
   EXPECT_EQ(*r, R"(echo:{"op":"ping"})");
+}
+
+// A handler that throws (it must not; a library may) costs its client an EIO answer,
+// not the daemon: the next client is answered as usual.
+TEST_F(ControlTest, HandlerThatThrowsIsAnErrorAnswer) {
+  auto r = control::call(path_, "throw", std::chrono::seconds(5));
+  ASSERT_TRUE(r) << r.error().to_string();
+  auto e = control::ok_from_json(*r);
+  ASSERT_FALSE(e) << *r;
+  EXPECT_EQ(e.error().code, EIO);
+  EXPECT_NE(e.error().message.find("invalid UTF-8"), std::string::npos) << e.error().message;
+  auto ok = control::call(path_, R"({"op":"ping"})", std::chrono::seconds(5));
+  ASSERT_TRUE(ok) << ok.error().to_string();
+  EXPECT_EQ(*ok, R"(echo:{"op":"ping"})");
 }
 
 TEST_F(ControlTest, OversizedRequestIsRefused) {

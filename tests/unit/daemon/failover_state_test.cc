@@ -33,18 +33,18 @@ std::vector<PersistedImage> sample() {
 
 TEST(FailoverState, RoundTrip) {
   const auto images = sample();
-  const std::string text = serialize_state(images);
+  const std::string text = serialize_state(images).value();
   auto back = parse_state(text);
   ASSERT_TRUE(back) << back.error().to_string();
   EXPECT_EQ(*back, images);
-  EXPECT_EQ(serialize_state(*back), text);  // canonical
-  auto empty = parse_state(serialize_state({}));
+  EXPECT_EQ(serialize_state(*back).value(), text);  // canonical
+  auto empty = parse_state(serialize_state({}).value());
   ASSERT_TRUE(empty) << empty.error().to_string();
   EXPECT_TRUE(empty->empty());
 }
 
 TEST(FailoverState, RejectsCorruptInput) {
-  const std::string good = serialize_state(sample());
+  const std::string good = serialize_state(sample()).value();
   const char* bad[] = {
       "",
       "{",
@@ -101,7 +101,7 @@ TEST(FailoverState, FuseSessions) {
   init.max_pages = 256;
   init.time_gran = 1;
   images[1].fuse = PersistedFuse{"fuse-1", 47, init};
-  const std::string text = serialize_state(images);
+  const std::string text = serialize_state(images).value();
   auto back = parse_state(text, Frontend::kFuse);
   ASSERT_TRUE(back) << back.error().to_string();
   EXPECT_EQ(*back, images);
@@ -109,7 +109,7 @@ TEST(FailoverState, FuseSessions) {
   EXPECT_EQ(state_path("/c"), "/c/state/cachefiles.json");
   // A FUSE record in cachefiles' state, or a FUSE state without one: refused.
   EXPECT_FALSE(parse_state(text, Frontend::kCachefiles));
-  EXPECT_FALSE(parse_state(serialize_state(sample()), Frontend::kFuse));
+  EXPECT_FALSE(parse_state(serialize_state(sample()).value(), Frontend::kFuse));
   const std::string head =
       R"({"version":1,"images":[{"mountpoint":"/m","bootstrap":"/b","blob_dir":"/d","fuse":)";
   const char* bad[] = {
@@ -144,7 +144,7 @@ TEST(FailoverState, ReferenceWithoutManifestDigest) {
   auto images = sample();
   images[1].manifest_digest.clear();
   for (const Frontend fe : {Frontend::kCachefiles, Frontend::kFanotify}) {
-    auto back = parse_state(serialize_state(images), fe);
+    auto back = parse_state(serialize_state(images).value(), fe);
     ASSERT_TRUE(back) << back.error().to_string();
     EXPECT_EQ(*back, images);
   }
@@ -155,7 +155,7 @@ TEST(FailoverState, FanotifyStateNeedsNoFsid) {
   im.mountpoint = "/mnt/f";
   im.bootstrap = "/images/f/image.boot";
   im.blob_dir = "/images/f/blobs";
-  const std::string text = serialize_state({im});
+  const std::string text = serialize_state({im}).value();
   auto fan = parse_state(text, Frontend::kFanotify);
   ASSERT_TRUE(fan) << fan.error().to_string();
   ASSERT_EQ(fan->size(), 1U);
@@ -166,6 +166,23 @@ TEST(FailoverState, FanotifyStateNeedsNoFsid) {
   EXPECT_EQ(cf.error().code, EINVAL);
   EXPECT_EQ(state_path("/c", Frontend::kFanotify), "/c/state/fanotify.json");
   EXPECT_EQ(state_path("/c"), "/c/state/cachefiles.json");
+}
+
+TEST(FailoverState, NonUtf8PathIsAnErrorNotAnException) {
+  PersistedImage im;
+  im.mountpoint = "/mnt/caf\xe9";  // Latin-1, not UTF-8
+  im.bootstrap = "/images/f/image.boot";
+  im.blob_dir = "/images/f/blobs";
+  auto text = serialize_state({im});
+  ASSERT_FALSE(text);
+  EXPECT_EQ(text.error().code, EINVAL);
+  EXPECT_NE(text.error().message.find("images[0].mountpoint is not valid UTF-8"),
+            std::string::npos)
+      << text.error().to_string();
+  cfntest::TempDir tmp("failover-state-utf8");
+  auto st = save_state(state_path(tmp.path()), {im});
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, EINVAL);
 }
 
 TEST(FailoverState, SaveAndLoad) {

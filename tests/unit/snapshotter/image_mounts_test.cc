@@ -203,7 +203,7 @@ TEST(ImageMounts, MirrorsAndAuthGoWithTheImagesHost) {
   ASSERT_EQ(::stat(r.docker_config->c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600U);
   // The credentials are in the file, not in the request.
-  EXPECT_EQ(control::to_json(control::Request(d->binds[0])).find("dXNlcjpwYXNz"),
+  EXPECT_EQ(control::to_json(control::Request(d->binds[0])).value().find("dXNlcjpwYXNz"),
             std::string::npos);
 }
 
