@@ -48,9 +48,9 @@ struct Config {
   std::uint64_t batch_size = 128U << 10;
   // Read amplification: a miss fetches the absent chunks after it in the same blob up to
   // this many uncompressed bytes, one merged range read (below batch_size: batch_size).
-  // 128 KiB by measurement (docs/benchmarks.md, bench/containerd): wider windows fetched
-  // more bytes and saved about one round trip per doubling on python's start.
-  std::uint64_t amplify_io = 128U << 10;
+  // 512 KiB by measurement (docs/benchmarks.md): importing stdlib packages from an image
+  // took 0.62x the time of 128 KiB (as 1 MiB did), python's start fetched 13% more bytes.
+  std::uint64_t amplify_io = 512U << 10;
   std::uint64_t prefetch_bandwidth = 0;  // bytes/s, 0 = no background prefetch
   // The first read of a file queues the rest of it, up to this many uncompressed
   // bytes, as a prefetch (0 = off): BoundImage::open.

@@ -118,7 +118,7 @@ TEST(Config, FileReadahead) {
 }
 
 TEST(Config, AmplifyIo) {
-  check_uint_key("amplify_io", &Config::amplify_io, 128ULL << 10, {0, 131072, 64ULL << 20},
+  check_uint_key("amplify_io", &Config::amplify_io, 512ULL << 10, {0, 131072, 64ULL << 20},
                  {"-1", "67108865", R"("1M")", "1.5"});
 }
 
