@@ -52,6 +52,8 @@ struct Method {
   std::string_view name;
   bool on_loop = false;
   std::function<GrpcReply(std::string_view request)> run;
+  // Run on the removal workers (Remove, Cleanup), not the others.
+  bool removal = false;
 };
 
 template <typename Req>
@@ -65,7 +67,8 @@ std::optional<GrpcReply> parse(std::string_view bytes, Req* req) {
 template <typename Req, typename Resp>
 Method unary(Service& service, std::string_view name, bool on_loop,
              RpcStatus (Service::*handler)(const Req&, Resp*)) {
-  return {name, on_loop, [&service, name, handler](std::string_view bytes) {
+  return {name, on_loop,
+          [&service, name, handler](std::string_view bytes) {
             Req req;
             if (auto bad = parse(bytes, &req)) {
               return std::move(*bad);
@@ -77,11 +80,13 @@ Method unary(Service& service, std::string_view name, bool on_loop,
               r.messages.push_back(resp.SerializeAsString());
             }
             return r;
-          }};
+          },
+          false};
 }
 
 Method list(Service& service) {
-  return {"List", false, [&service](std::string_view bytes) {
+  return {"List", false,
+          [&service](std::string_view bytes) {
             api::ListSnapshotsRequest req;
             if (auto bad = parse(bytes, &req)) {
               return std::move(*bad);
@@ -95,7 +100,8 @@ Method list(Service& service) {
               }
             }
             return r;
-          }};
+          },
+          false};
 }
 
 using Empty = google::protobuf::Empty;
@@ -116,11 +122,13 @@ std::vector<Method> methods_of(Service& s) {
       unary<api::ViewSnapshotRequest, api::ViewSnapshotResponse>(s, "View", false, &Service::View));
   m.push_back(unary<api::CommitSnapshotRequest, Empty>(s, "Commit", false, &Service::Commit));
   m.push_back(unary<api::RemoveSnapshotRequest, Empty>(s, "Remove", false, &Service::Remove));
+  m.back().removal = true;
   m.push_back(unary<api::UpdateSnapshotRequest, api::UpdateSnapshotResponse>(s, "Update", false,
                                                                              &Service::Update));
   m.push_back(list(s));
   m.push_back(unary<api::UsageRequest, api::UsageResponse>(s, "Usage", false, &Service::Usage));
   m.push_back(unary<api::CleanupRequest, Empty>(s, "Cleanup", false, &Service::Cleanup));
+  m.back().removal = true;
   return m;
 }
 
@@ -156,6 +164,11 @@ struct Server::Loop {
   uint64_t next_id = 2;  // 0 and 1 are kListenTag and kWakeTag
   size_t jobs_out = 0;   // jobs pushed whose Done has not come back (loop thread only)
   base::WorkerPool<Job> pool;
+  // Remove and Cleanup: a Remove waits for its batch's commit (store.h), a Cleanup for the
+  // background removals, and many at once (containerd's GC, `ctr image rm` of many
+  // images) took every worker while a Prepare waited in the queue for one (bench/snapgc:
+  // that wait was most of what removal added to Prepare + Commit).
+  base::WorkerPool<Job> rm_pool;
   std::mutex mu;
   std::vector<Done> done;  // under mu
   std::atomic<bool> stop{false};
@@ -205,7 +218,8 @@ struct Server::Loop {
       return m->run(call.request);
     }
     ++jobs_out;
-    pool.push(Job{id, call.stream_id, m, std::move(call.request), call.deadline});
+    (m->removal ? rm_pool : pool)
+        .push(Job{id, call.stream_id, m, std::move(call.request), call.deadline});
     return std::nullopt;
   }
 
@@ -472,6 +486,7 @@ base::Result<std::unique_ptr<Server>> Server::start(Service& service, const std:
     return base::errorf(errno, "epoll_ctl: {}", std::strerror(errno));
   }
   l.pool.start(workers, [&l] { return [&l](Job& j) { l.work(j); }; });
+  l.rm_pool.start(workers, [&l] { return [&l](Job& j) { l.work(j); }; });
   s->thread_ = std::thread([&l] { l.run(); });
   return s;
 }
@@ -491,6 +506,7 @@ void Server::shutdown(std::chrono::system_clock::time_point deadline) {
   thread_.join();
   // The loop has stopped: a handler still running finishes, and its reply is dropped.
   loop_->pool.stop();
+  loop_->rm_pool.stop();
 }
 
 }  // namespace snapshotter

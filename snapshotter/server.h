@@ -4,7 +4,9 @@
 // writes, so a call is answered on the thread that read it, with no hand-off. The slow calls
 // (Prepare, View, Commit, Remove, Update, List, Usage, Cleanup: fsync, mounts, daemon binds,
 // directory walks) go to a pool of kWorkers threads, which post their replies back to the
-// loop through an eventfd; the loop never waits for them.
+// loop through an eventfd; the loop never waits for them. Remove and Cleanup have kWorkers
+// threads of their own: Removes waiting for their batch's commit never leave a Prepare
+// queued for a worker.
 //
 // A handler that throws is answered UNKNOWN with the exception's text. A method the service
 // does not have is answered UNIMPLEMENTED.
