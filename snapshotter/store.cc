@@ -6,7 +6,9 @@
 #include <fts.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -133,6 +135,22 @@ void remove_tree(const std::string& path) {
   }
 }
 
+// The calling thread to nice 19 and the idle I/O class (ioprio_set(2), for this thread:
+// both are per thread on Linux). Failures are harmless: the work runs, only sooner.
+void lower_priority() {
+  const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  if (::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 19) != 0) {
+    spdlog::debug("setpriority for the removal thread: {}", std::strerror(errno));
+  }
+  constexpr int kIoprioWhoProcess = 1;  // IOPRIO_WHO_PROCESS
+  constexpr int kIoprioClassIdle = 3;   // IOPRIO_CLASS_IDLE
+  constexpr int kIoprioClassShift = 13;
+  if (::syscall(SYS_ioprio_set, kIoprioWhoProcess, tid, kIoprioClassIdle << kIoprioClassShift) !=
+      0) {
+    spdlog::debug("ioprio_set for the removal thread: {}", std::strerror(errno));
+  }
+}
+
 // Rename dir/name to a fresh dir/rm-NAME-N (never replacing anything). Returns the new
 // name, or "" when the rename failed (logged).
 std::string move_aside(const std::string& dir, const std::string& name) {
@@ -142,6 +160,9 @@ std::string move_aside(const std::string& dir, const std::string& name) {
     if (::renameat2(AT_FDCWD, (dir + "/" + name).c_str(), AT_FDCWD, (dir + "/" + to).c_str(),
                     RENAME_NOREPLACE) == 0) {
       return to;
+    }
+    if (errno == ENOENT) {
+      return "";  // gone already (Cleanup moved it aside first)
     }
     if (errno != EEXIST) {
       spdlog::warn("renaming {}/{} to {}: {}", dir, name, to, std::strerror(errno));
@@ -490,6 +511,10 @@ Store::~Store() {
 }
 
 void Store::remover_loop() {
+  // Removing a directory tree is no caller's business (the row is gone): it runs at the
+  // lowest CPU priority and the idle I/O class, so that its unlinks and their journal
+  // writes yield to the calls that wait (a Prepare's mkdir and fsync).
+  lower_priority();
   std::unique_lock lk(rm_mu_);
   for (;;) {
     rm_cv_.wait(lk, [this] { return rm_stop_ || !rm_queue_.empty(); });
@@ -605,7 +630,7 @@ base::Result<Snapshot> Store::create(Kind kind, std::string_view key, std::strin
   CFN_TRY(validate_labels(labels));
   labels = without_empty_values(std::move(labels));
 
-  std::lock_guard lock(mu_);
+  auto lock = writer_lock();
   // The directory first, under a name no row can own.
   std::string tmp = snapshots_dir_ + "/new-XXXXXX";
   if (::mkdtemp(tmp.data()) == nullptr) {
@@ -757,12 +782,12 @@ base::Status Store::commit(std::string_view name, std::string_view key, Labels l
   };
   int64_t id = 0;
   {
-    std::lock_guard lock(mu_);
+    auto lock = writer_lock();
     CFN_ASSIGN_OR_RETURN(id, check());
   }
   // The walk runs unlocked; a concurrent Commit or Remove of the same key is caught below.
   CFN_ASSIGN_OR_RETURN(Usage usage, disk_usage(fs_path(root_, id)));
-  std::lock_guard lock(mu_);
+  auto lock = writer_lock();
   crash_point("commit-before-sql");
   Txn txn(*st_);
   CFN_TRY(txn.begin());
@@ -815,7 +840,13 @@ base::Status Store::remove(std::string_view key) {
 // request of the batch (the transaction rolls back: nothing removed).
 void Store::remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch) {
   std::vector<std::pair<RemoveReq*, int64_t>> removed;
-  std::vector<std::string> gone;
+  {
+    // A Prepare or Commit waiting for mu_ goes first (writer_lock): it waits for the batch
+    // in flight, not for every one queued behind it. Bounded, so a steady stream of calls
+    // cannot hold removals off for long.
+    std::unique_lock turn(turn_mu_);
+    turn_cv_.wait_for(turn, kYieldToWriters, [this] { return waiting_writers_.load() == 0; });
+  }
   {
     std::lock_guard lock(mu_);
     auto run = [&]() -> base::Status {
@@ -854,30 +885,43 @@ void Store::remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch) {
       }
       return;
     }
-    {
-      std::lock_guard lk(parents_mu_);
-      for (const auto& [req, id] : removed) {
-        parents_.erase(id);
-      }
+  }
+  {
+    std::lock_guard lk(parents_mu_);
+    for (const auto& [req, id] : removed) {
+      parents_.erase(id);
     }
-    crash_point("remove-after-sql");
+  }
+  crash_point("remove-after-sql");
+  if (removed.empty()) {
+    return;
+  }
+  // The renames run outside mu_ (the rows are gone and their ids never come again, so no
+  // Prepare meets these directories), under rm_mu_ with the hand-over to the background
+  // thread: Cleanup, which reads rm_busy_ after listing the directory, sees each one either
+  // as "ID" (and moves it aside itself; the rename here then finds nothing) or as a name
+  // the background thread holds.
+  {
+    std::lock_guard lk(rm_mu_);
     for (const auto& [req, id] : removed) {
       // A failed rename leaves a directory no row owns: Cleanup's to take.
       if (auto g = move_aside(snapshots_dir_, std::to_string(id)); !g.empty()) {
-        gone.push_back(std::move(g));
-      }
-    }
-  }
-  if (!gone.empty()) {
-    {
-      std::lock_guard lk(rm_mu_);
-      for (auto& g : gone) {
         rm_busy_.insert(g);
         rm_queue_.push_back(std::move(g));
       }
     }
-    rm_cv_.notify_one();
   }
+  rm_cv_.notify_one();
+}
+
+std::unique_lock<std::mutex> Store::writer_lock() {
+  waiting_writers_.fetch_add(1);
+  std::unique_lock lock(mu_);
+  if (waiting_writers_.fetch_sub(1) == 1) {
+    std::lock_guard turn(turn_mu_);
+    turn_cv_.notify_all();
+  }
+  return lock;
 }
 
 base::Result<std::vector<ChainEntry>> Store::lineage(std::string_view name) {

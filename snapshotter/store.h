@@ -28,12 +28,15 @@
 // (Stat, Mounts, List, Usage) use a second, read-only connection under its own mutex, in a
 // read transaction each, so they never wait for a writer's COMMIT. File system walks
 // (usage of an active snapshot, the usage stored at Commit) run outside the mutex; whole
-// directories are removed by a background thread (Remove returns once the row is gone and
-// the directory renamed to rm-ID-N, as containerd's overlayfs removes asynchronously);
+// directories are removed by a background thread at nice 19 and the idle I/O class (Remove
+// returns once the row is gone and the directory renamed to rm-ID-N, as containerd's
+// overlayfs removes asynchronously);
 // what that thread has not removed at exit, Cleanup removes.
 #pragma once
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -179,6 +182,13 @@ class Store {
     bool done = false;
   };
   void remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch);
+  // mu_ for Prepare/View and Commit: counted in waiting_writers_ while waiting, so that a
+  // Remove batch about to start lets them go first (for at most kYieldToWriters).
+  std::unique_lock<std::mutex> writer_lock();
+  static constexpr std::chrono::milliseconds kYieldToWriters{20};
+  std::atomic<int> waiting_writers_{0};
+  std::mutex turn_mu_;
+  std::condition_variable turn_cv_;
   std::mutex batch_mu_;  // taken before mu_, never after
   std::condition_variable batch_cv_;
   std::vector<std::shared_ptr<RemoveReq>> batch_pending_;
