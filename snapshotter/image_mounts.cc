@@ -88,6 +88,14 @@ base::Status ImageMounts::run(const char* sql, const std::vector<std::string>& a
   return {};
 }
 
+ImageMounts::NoSync::NoSync(ImageMounts& m) : m_(m) {
+  (void)m_.run("PRAGMA synchronous=NORMAL");
+}
+
+ImageMounts::NoSync::~NoSync() {
+  (void)m_.run("PRAGMA synchronous=FULL");
+}
+
 ImageMounts::ImageMounts(std::string root, sqlite3* db, std::shared_ptr<Daemon> daemon,
                          MountPolicy policy)
     : root_(std::move(root)), db_(db), daemon_(std::move(daemon)), policy_(std::move(policy)) {}
@@ -435,9 +443,12 @@ bool ImageMounts::mounted(int64_t bootstrap_id) {
 void ImageMounts::release(const std::string& key) {
   std::lock_guard lk(mu_);
   auto rows = query("SELECT bootstrap_id FROM users WHERE key = ?1", {key});
-  if (auto st = run("DELETE FROM users WHERE key = ?1", {key}); !st) {
-    spdlog::error("nydus mounts: {}", st.error().to_string());
-    return;
+  if (rows && !rows->empty()) {
+    const NoSync no_sync(*this);
+    if (auto st = run("DELETE FROM users WHERE key = ?1", {key}); !st) {
+      spdlog::error("nydus mounts: {}", st.error().to_string());
+      return;
+    }
   }
   if (rows && !rows->empty()) {
     // An image of an older snapshotter's row (its bootstrap's name unknown) goes with its
@@ -630,8 +641,15 @@ void ImageMounts::unbind_loop() {
     auto count = query("SELECT count(*) FROM users WHERE bootstrap_id = ?1", {std::to_string(id)});
     bool unused = count && (*count)[0][0] == "0";
     if (gone && (unused || images_[id].removed)) {
+      // One transaction, not synced (NoSync): mu_ is held, and every Commit and Remove
+      // waits for it (release).
+      const NoSync no_sync(*this);
+      const bool txn = static_cast<bool>(run("BEGIN IMMEDIATE"));
       (void)run("DELETE FROM users WHERE bootstrap_id = ?1", {std::to_string(id)});
       (void)run("DELETE FROM images WHERE bootstrap_id = ?1", {std::to_string(id)});
+      if (txn && !run("COMMIT")) {
+        (void)run("ROLLBACK");
+      }
       images_.erase(id);
     } else {
       // Still bound (the unbind failed): the next acquire checks it against the daemon.

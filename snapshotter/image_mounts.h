@@ -134,7 +134,21 @@ class ImageMounts {
     std::string bootstrap_path;
   };
   [[nodiscard]] base::Status exec(const std::string& sql);
-  [[nodiscard]] base::Status run(const char* sql, const std::vector<std::string>& args);
+  [[nodiscard]] base::Status run(const char* sql, const std::vector<std::string>& args = {});
+  // Under mu_: the transactions in its scope are not synced (PRAGMA synchronous=NORMAL; WAL:
+  // the next synced commit or checkpoint makes them durable). Only for deletes that open()
+  // redoes after an OS crash: uses of snapshots that are gone are dropped there, images
+  // whose bootstrap snapshot is gone unbound. Inserts stay synced (FULL).
+  class NoSync {
+   public:
+    explicit NoSync(ImageMounts& m);
+    ~NoSync();
+    NoSync(const NoSync&) = delete;
+    NoSync& operator=(const NoSync&) = delete;
+
+   private:
+    ImageMounts& m_;
+  };
   // Runs sql (a prepared statement kept in stmts_) with the arguments bound as text; the
   // rows as text.
   [[nodiscard]] base::Result<std::vector<std::vector<std::string>>> query(
