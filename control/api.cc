@@ -317,6 +317,8 @@ json metrics_json(const Metrics& m) {
           {"cache_fscache_bytes", m.cache_fscache_bytes},
           {"cache_fscache_culled", m.cache_fscache_culled},
           {"cache_fscache_busy", m.cache_fscache_busy},
+          {"cache_fscache_unnamed_bytes", m.cache_fscache_unnamed_bytes},
+          {"cache_fscache_dirs_removed", m.cache_fscache_dirs_removed},
           {"fill_latency_count", m.fill_latency_count},
           {"fill_latency_us_sum", m.fill_latency_us_sum}};
 }
@@ -359,6 +361,8 @@ base::Result<Metrics> metrics_from(const json& j) {
       {"cache_fscache_bytes", &m.cache_fscache_bytes},
       {"cache_fscache_culled", &m.cache_fscache_culled},
       {"cache_fscache_busy", &m.cache_fscache_busy},
+      {"cache_fscache_unnamed_bytes", &m.cache_fscache_unnamed_bytes},
+      {"cache_fscache_dirs_removed", &m.cache_fscache_dirs_removed},
       {"fill_latency_count", &m.fill_latency_count},
       {"fill_latency_us_sum", &m.fill_latency_us_sum}};
   for (const auto& [key, out] : counters) {
@@ -525,6 +529,13 @@ std::string to_prometheus(const Metrics& m, const std::vector<ImageInfo>& images
   counter("cache_fscache_busy_total",
           "inuse / cull answered EBUSY (the kernel had the object open; tried again later).",
           m.cache_fscache_busy);
+  gauge("cache_fscache_unnamed_bytes",
+        "Of cache_fscache_bytes: objects cachefiles made in this mount (unnamed tmpfiles), "
+        "counted at what the daemon wrote into them.",
+        m.cache_fscache_unnamed_bytes);
+  counter("cache_fscache_dirs_removed_total",
+          "Empty cachefiles volume and fan directories removed after culls.",
+          m.cache_fscache_dirs_removed);
   gauge("fanotify_marked_blobs", "Blob files with a fanotify pre-content mark.",
         m.fanotify_marked_blobs);
   gauge("fanotify_lingering_images",

@@ -226,6 +226,10 @@ struct Metrics {
   std::uint64_t cache_fscache_bytes = 0;
   std::uint64_t cache_fscache_culled = 0;
   std::uint64_t cache_fscache_busy = 0;
+  // Of cache_fscache_bytes: the kernel's unnamed tmpfiles (objects made in this mount),
+  // at what the daemon wrote into them; empty cachefiles directories removed.
+  std::uint64_t cache_fscache_unnamed_bytes = 0;
+  std::uint64_t cache_fscache_dirs_removed = 0;
   // Every fill's latency: how many and their sum (the last bucket above holds fills of
   // 2^(size-2) us and more, so the buckets' sum may miss none but their le is open).
   std::uint64_t fill_latency_count = 0;

@@ -162,8 +162,12 @@ class BlobCacheImpl final : public BlobCache {
       return base::errorf(EBUSY, "{} is in use", id);
     }
     const std::uint64_t bytes = it->second.bytes;
+    const bool kernel = !it->second.kernel.empty();
     CFN_TRY(evict(it->second, pins));
     disk_.erase(it);
+    if (kernel) {
+      prune_fscache_dirs();
+    }
     account_eviction(bytes);
     spdlog::info("cache: removed {} ({} bytes)", id, bytes);
     return {};
@@ -177,6 +181,11 @@ class BlobCacheImpl final : public BlobCache {
   void set_kernel_culler(KernelCuller culler) override {
     std::lock_guard lk(pins_mu_);
     culler_ = std::move(culler);
+  }
+
+  void set_kernel_objects(KernelObjects objects) override {
+    std::lock_guard lk(pins_mu_);
+    kernel_objects_ = std::move(objects);
   }
 
  private:
@@ -239,6 +248,7 @@ class BlobCacheImpl final : public BlobCache {
       e.bytes -= std::min(e.bytes, e.kernel_bytes);
       e.kernel.clear();
       e.kernel_bytes = 0;
+      e.unnamed_bytes = 0;
     }
     std::erase_if(disk_, [](const auto& kv) {
       return kv.second.kind == cache::EntryKind::kFscache || kv.second.files.empty();
@@ -276,7 +286,19 @@ class BlobCacheImpl final : public BlobCache {
       e.incomplete = false;
     }
     std::uint64_t kernel_total = 0;
-    for (auto& [id, k] : cache::scan_fscache(fscache_dir())) {
+    auto scanned = cache::scan_fscache(fscache_dir());
+    {
+      KernelObjects objects;
+      {
+        std::lock_guard lk(pins_mu_);
+        objects = kernel_objects_;
+      }
+      if (objects) {
+        const std::uint64_t unnamed = cache::add_unnamed_objects(scanned, objects());
+        shared_->metrics.fscache_unnamed_bytes.store(unnamed, std::memory_order_relaxed);
+      }
+    }
+    for (auto& [id, k] : scanned) {
       kernel_total += k.kernel_bytes;
       auto it = disk_.find(id);
       if (it == disk_.end()) {
@@ -286,6 +308,7 @@ class BlobCacheImpl final : public BlobCache {
       cache::SpaceEntry& e = it->second;
       e.bytes += k.kernel_bytes;
       e.kernel_bytes = k.kernel_bytes;
+      e.unnamed_bytes = k.unnamed_bytes;
       e.kernel = std::move(k.kernel);
       e.last_use_ns = std::max(e.last_use_ns, k.last_use_ns);
     }
@@ -307,8 +330,9 @@ class BlobCacheImpl final : public BlobCache {
       } else {
         e.in_use = pins.ids.contains(id);
       }
-      // No cachefiles session to cull with: the kernel's files stay.
-      e.in_use = e.in_use || (!e.kernel.empty() && !can_cull);
+      // No cachefiles session to cull with: the kernel's files stay. An unnamed object
+      // is one the kernel has open.
+      e.in_use = e.in_use || (!e.kernel.empty() && !can_cull) || e.unnamed_bytes > 0;
       total += e.bytes;
       in_use += e.in_use ? 1 : 0;
     }
@@ -358,6 +382,18 @@ class BlobCacheImpl final : public BlobCache {
   }
 
   [[nodiscard]] std::string fscache_dir() const { return options_.cache_dir + "/fscache"; }
+
+  // Under gc_mu_, after culls: the volume and fan directories left empty go (the kernel
+  // refuses, EBUSY, those of a volume it has acquired; it makes them again when it
+  // acquires the volume later).
+  void prune_fscache_dirs() {
+    const auto p = cache::prune_fscache_dirs(fscache_dir());
+    shared_->metrics.fscache_dirs_removed.fetch_add(p.removed, std::memory_order_relaxed);
+    if (p.removed > 0) {
+      spdlog::info("cache: removed {} empty cachefiles director{} ({} of live volumes kept)",
+                   p.removed, p.removed == 1 ? "y" : "ies", p.busy);
+    }
+  }
 
   // Every kernel object of e through the culler (`inuse`, `cull`). EBUSY as soon as the
   // kernel says one is in use (those culled before it are gone: the kernel fetches
@@ -429,6 +465,8 @@ class BlobCacheImpl final : public BlobCache {
       const std::uint64_t headroom = std::max<std::uint64_t>(kNoSpaceHeadroom, fs / 100);
       target = std::min(target, total_ - std::min(total_, headroom));
     }
+    const std::uint64_t culled_before =
+        shared_->metrics.fscache_culled.load(std::memory_order_relaxed);
     std::vector<cache::SpaceEntry> list;
     list.reserve(disk_.size());
     for (const auto& [id, e] : disk_) {
@@ -488,6 +526,10 @@ class BlobCacheImpl final : public BlobCache {
           }
         }
       }
+    }
+    if (!dry_run &&
+        shared_->metrics.fscache_culled.load(std::memory_order_relaxed) != culled_before) {
+      prune_fscache_dirs();
     }
     r.bytes_after = dry_run ? left : total_;
     if (!r.evicted.empty() && !dry_run) {
@@ -643,6 +685,7 @@ class BlobCacheImpl final : public BlobCache {
   std::mutex pins_mu_;  // guards pins_, culler_
   std::function<CachePins()> pins_;
   KernelCuller culler_;
+  KernelObjects kernel_objects_;
   std::mutex wake_mu_;
   std::condition_variable wake_cv_;
   bool wake_ = false;

@@ -99,6 +99,11 @@ struct CacheMetrics {
   std::atomic<std::uint64_t> fscache_bytes{0};
   std::atomic<std::uint64_t> fscache_culled{0};
   std::atomic<std::uint64_t> fscache_busy{0};
+  // Of fscache_bytes: the objects the kernel made in this mount and holds as unnamed
+  // tmpfiles, counted at what we wrote into them (cache::add_unnamed_objects).
+  std::atomic<std::uint64_t> fscache_unnamed_bytes{0};
+  // Empty volume and fan directories of cachefiles' removed after culls.
+  std::atomic<std::uint64_t> fscache_dirs_removed{0};
 };
 
 // What the cache's owner says is in use besides the blobs held open (cache::SpaceEntry
@@ -266,6 +271,12 @@ class BlobCache {
   // Called under the cache's space lock.
   using KernelCuller = std::function<base::Status(const cache::FscacheObject&)>;
   virtual void set_kernel_culler(KernelCuller culler) = 0;
+  // The objects the kernel has open through us and what we wrote into each
+  // (CachefilesFrontend::open_objects): those it made in this mount are unnamed tmpfiles
+  // no scan sees, counted at those bytes (cache::add_unnamed_objects). Called under the
+  // cache's space lock.
+  using KernelObjects = std::function<std::vector<cache::OpenKernelObject>()>;
+  virtual void set_kernel_objects(KernelObjects objects) = 0;
 };
 
 }  // namespace cfnd

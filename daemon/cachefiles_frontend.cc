@@ -90,6 +90,11 @@ struct Object {
   std::shared_ptr<CachedBlob> blob;   // a data blob; null for a bootstrap
   base::UniqueFd bootstrap;           // the bootstrap file, read-only; for the fsid cookie
   std::shared_ptr<BoundImage> image;  // keeps the blob's image alive while the object lives
+  std::string volume_key;             // the OPEN's, e.g. "erofs,<domain>"
+  // What we wrote into it (cache::RangeSet): the allocated bytes of an object the kernel
+  // made in this mount, an unnamed tmpfile that no scan sees (open_objects()).
+  mutable std::mutex written_mu;
+  cache::RangeSet written;
 };
 
 struct Registered {
@@ -362,6 +367,7 @@ class CachefilesImpl final : public CachefilesFrontend {
       return;
     }
     object->anon = std::move(anon);
+    object->volume_key = req.volume_key;
     const std::uint64_t size = object->size;
     {
       // Before the copen: a READ may follow at once (it is read on this thread, but keep
@@ -396,6 +402,24 @@ class CachefilesImpl final : public CachefilesFrontend {
       return;
     }
     jobs_.push(Job{m.msg_id, std::move(object), r.off, r.len, std::chrono::steady_clock::now()});
+  }
+
+  std::vector<cache::OpenKernelObject> open_objects() const override {
+    std::vector<std::shared_ptr<Object>> objects;
+    {
+      std::lock_guard lk(objects_mu_);
+      objects.reserve(objects_.size());
+      for (const auto& [id, o] : objects_) {
+        objects.push_back(o);
+      }
+    }
+    std::vector<cache::OpenKernelObject> out;
+    out.reserve(objects.size());
+    for (const auto& o : objects) {
+      std::lock_guard lk(o->written_mu);
+      out.push_back(cache::OpenKernelObject{o->volume_key, o->cookie, o->written.bytes()});
+    }
+    return out;
   }
 
   // One READ on a worker: fill, copy into the anon fd, complete, record the latency.
@@ -450,6 +474,8 @@ class CachefilesImpl final : public CachefilesFrontend {
       }
       std::memset(buf.data() + data, 0, piece - data);
       CFN_TRY(base::pwrite_full(o.anon.get(), base::Bytes(buf.data(), piece), w.off + pos));
+      std::lock_guard lk(o.written_mu);
+      job.object->written.add(w.off + pos, piece);
     }
     return {};
   }
@@ -460,7 +486,7 @@ class CachefilesImpl final : public CachefilesFrontend {
   std::map<std::string, Registered> images_;   // fsid -> image
   std::map<std::string, std::string> mounts_;  // mount point -> fsid
 
-  std::mutex objects_mu_;
+  mutable std::mutex objects_mu_;
   std::map<std::uint32_t, std::shared_ptr<Object>> objects_;  // object_id -> object
 
   base::WorkerPool<Job> jobs_;

@@ -23,6 +23,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/bytes.h"
 #include "base/latency_histogram.h"
@@ -101,6 +102,11 @@ class CachefilesFrontend {
   // the kernel's forms (cache::scan_fscache) are refused with EINVAL. Thread-safe.
   [[nodiscard]] virtual base::Status cull(const std::string& fscache_dir,
                                           const cache::FscacheObject& object) = 0;
+
+  // The objects the kernel has open through us (OPEN answered, no CLOSE yet), each with
+  // its volume key, cookie and the bytes we wrote into it (overlaps counted once).
+  // Thread-safe.
+  [[nodiscard]] virtual std::vector<cache::OpenKernelObject> open_objects() const = 0;
 
   [[nodiscard]] virtual std::uint64_t reads_served() const = 0;
   [[nodiscard]] virtual std::uint64_t reads_failed() const = 0;

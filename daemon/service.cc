@@ -106,6 +106,7 @@ class ServiceImpl final : public Service {
     fanotify_.reset();  // after every unmount: closing the group with a live mount fails open
     if (cache_ && cachefiles_) {
       cache_->set_kernel_culler(nullptr);
+      cache_->set_kernel_objects(nullptr);
       (void)cache_->entries();  // waits out a pass that may hold the culler
     }
     cachefiles_.reset();  // after every unmount: closing /dev/cachefiles fails reads with EIO
@@ -147,6 +148,7 @@ class ServiceImpl final : public Service {
           [this, dir = config_.cache_dir + "/fscache"](const cache::FscacheObject& o) {
             return cachefiles_->cull(dir, o);
           });
+      cache_->set_kernel_objects([this] { return cachefiles_->open_objects(); });
     }
     CFN_ASSIGN_OR_RETURN(loop_, EventLoop::create());
     CFN_ASSIGN_OR_RETURN(control_,
@@ -1177,6 +1179,8 @@ class ServiceImpl final : public Service {
     m.cache_fscache_bytes = c.fscache_bytes.load();
     m.cache_fscache_culled = c.fscache_culled.load();
     m.cache_fscache_busy = c.fscache_busy.load();
+    m.cache_fscache_unnamed_bytes = c.fscache_unnamed_bytes.load();
+    m.cache_fscache_dirs_removed = c.fscache_dirs_removed.load();
     for (const std::uint64_t n : c.fill_latency_us_buckets()) {
       m.fill_latency_us_buckets.push_back(n);
     }

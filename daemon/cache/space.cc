@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -12,6 +13,7 @@
 #include <tuple>
 
 #include "base/file.h"
+#include "base/unique_fd.h"
 
 namespace cfnd::cache {
 namespace {
@@ -236,6 +238,123 @@ std::map<std::string, SpaceEntry> scan_fscache(const std::string& fscache_dir) {
     });
   }
   return out;
+}
+
+void RangeSet::add(std::uint64_t off, std::uint64_t len) {
+  if (len == 0) {
+    return;
+  }
+  std::uint64_t start = off;
+  std::uint64_t end = len > UINT64_MAX - off ? UINT64_MAX : off + len;
+  // The first range that may touch [start, end): the last one starting at or before it.
+  auto it = r_.upper_bound(start);
+  if (it != r_.begin()) {
+    auto prev = std::prev(it);
+    if (prev->second >= start) {
+      it = prev;
+    }
+  }
+  while (it != r_.end() && it->first <= end) {
+    start = std::min(start, it->first);
+    end = std::max(end, it->second);
+    bytes_ -= it->second - it->first;
+    it = r_.erase(it);
+  }
+  r_.emplace(start, end);
+  bytes_ += end - start;
+}
+
+std::uint64_t add_unnamed_objects(std::map<std::string, SpaceEntry>& scanned,
+                                  const std::vector<OpenKernelObject>& open) {
+  std::uint64_t added = 0;
+  for (const auto& o : open) {
+    const FscacheObject probe{"I" + o.volume_key, "@00", "D" + o.cookie, 0, 0};
+    const std::string id = fscache_entry_id(probe);
+    if (id.empty() || o.written == 0 || o.cookie.find('/') != std::string::npos ||
+        o.volume_key.find('/') != std::string::npos) {
+      continue;
+    }
+    auto it = scanned.find(id);
+    if (it != scanned.end()) {
+      const bool named = std::any_of(
+          it->second.kernel.begin(), it->second.kernel.end(), [&](const FscacheObject& k) {
+            return k.volume_dir == probe.volume_dir && k.name == probe.name;
+          });
+      if (named) {
+        continue;
+      }
+    }
+    SpaceEntry& e = scanned[id];
+    e.id = id;
+    e.kind = is_blob_id(id) ? EntryKind::kBlob : EntryKind::kFscache;
+    e.bytes += o.written;
+    e.kernel_bytes += o.written;
+    e.unnamed_bytes += o.written;
+    added += o.written;
+  }
+  return added;
+}
+
+PruneResult prune_fscache_dirs(const std::string& fscache_dir) {
+  PruneResult r;
+  const std::string root = fscache_dir + "/cache";
+  const int rfd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (rfd < 0) {
+    return r;
+  }
+  base::UniqueFd root_fd(rfd);
+  // Names of the subdirectories of dfd that keep() accepts (not following symlinks).
+  const auto subdirs = [](int dfd, auto keep) {
+    std::vector<std::string> names;
+    const int fd = ::openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+      return names;
+    }
+    DIR* d = ::fdopendir(fd);
+    if (d == nullptr) {
+      ::close(fd);
+      return names;
+    }
+    while (dirent* de = ::readdir(d)) {
+      struct stat st {};
+      if (keep(std::string_view(de->d_name)) &&
+          ::fstatat(::dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+        names.emplace_back(de->d_name);
+      }
+    }
+    ::closedir(d);
+    return names;
+  };
+  const auto rmdir_at = [&](int dfd, const std::string& name) {
+    if (::unlinkat(dfd, name.c_str(), AT_REMOVEDIR) == 0) {
+      ++r.removed;
+      return true;
+    }
+    if (errno == EBUSY) {
+      ++r.busy;
+    }
+    return false;  // ENOTEMPTY (an object in it), EBUSY (the kernel's), gone meanwhile
+  };
+  for (const auto& vol :
+       subdirs(root_fd.get(), [](std::string_view n) { return !fscache_volume(n).empty(); })) {
+    const int vfd =
+        ::openat(root_fd.get(), vol.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (vfd < 0) {
+      continue;
+    }
+    base::UniqueFd vol_fd(vfd);
+    bool busy = false;
+    for (const auto& fan : subdirs(vol_fd.get(), is_fscache_fan)) {
+      if (!rmdir_at(vol_fd.get(), fan) && errno == EBUSY) {
+        busy = true;
+        break;  // the volume is live: every fan of it is the kernel's
+      }
+    }
+    if (!busy) {
+      (void)rmdir_at(root_fd.get(), vol);
+    }
+  }
+  return r;
 }
 
 base::Result<LimitSpec> parse_limit(std::string_view text) {

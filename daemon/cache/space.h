@@ -20,7 +20,8 @@
 // by our unlink. A kernel object whose cookie is a blob id belongs to that blob's entry;
 // any other (a bootstrap copy) is an entry of its own, "fscache/<volume key>/<cookie>".
 // Objects the kernel holds open since it made them are O_TMPFILEs with no name (linked
-// when the cookie is withdrawn, at umount): neither du nor this scan sees them.
+// when the cookie is withdrawn, at umount): neither du nor this scan sees them; they are
+// counted from what the daemon wrote into them (add_unnamed_objects).
 #pragma once
 
 #include <cerrno>
@@ -72,6 +73,9 @@ struct SpaceEntry {
   // The kernel's (cachefiles) objects of this entry, and their bytes (part of bytes).
   std::vector<FscacheObject> kernel;
   std::uint64_t kernel_bytes = 0;
+  // Of kernel_bytes: objects the kernel made in this mount and holds unnamed
+  // (add_unnamed_objects); not in `kernel` (no name to cull; open, so in use anyway).
+  std::uint64_t unnamed_bytes = 0;
 };
 
 // The limit and the two watermarks in bytes. limit 0: no limit (high and low 0 too).
@@ -142,6 +146,50 @@ template <typename TryEvict>
 // symlink followed, the graveyard and anything not named the kernel's way ignored),
 // as entries by id (fscache_entry_id): kind kBlob (only `kernel` set) or kFscache.
 [[nodiscard]] std::map<std::string, SpaceEntry> scan_fscache(const std::string& fscache_dir);
+
+// Byte ranges [off, off + len), merged: what the daemon wrote into one of the kernel's
+// objects through its anon fd. cachefiles writes those pages into its cache file with
+// direct I/O, so for an object it made in this mount (an unnamed tmpfile until the cookie
+// is withdrawn: no scan sees it) the union is the file's allocated bytes. Pure.
+class RangeSet {
+ public:
+  void add(std::uint64_t off, std::uint64_t len);
+  [[nodiscard]] std::uint64_t bytes() const { return bytes_; }
+  [[nodiscard]] std::size_t ranges() const { return r_.size(); }
+
+ private:
+  std::map<std::uint64_t, std::uint64_t> r_;  // start -> end, disjoint, not adjacent
+  std::uint64_t bytes_ = 0;
+};
+
+// An object the kernel has open through us (OPEN answered, no CLOSE yet).
+struct OpenKernelObject {
+  std::string volume_key;     // "erofs,<domain_id or fsid>"
+  std::string cookie;         // a blob id, or the fsid (the bootstrap)
+  std::uint64_t written = 0;  // RangeSet::bytes() of what we wrote into it
+};
+
+// Pure. Counts the open objects that `scanned` (scan_fscache) has no file of, the kernel's
+// unnamed tmpfiles, at the bytes we wrote into them: added to the blob entry of their
+// cookie, or to an entry "fscache/<volume key>/<cookie>" (made when missing), as
+// kernel_bytes and unnamed_bytes. An object the scan found by name (opened from disk)
+// is counted by its st_blocks there, not again. Objects whose names are not the kernel's
+// forms are ignored. Returns the bytes added.
+std::uint64_t add_unnamed_objects(std::map<std::string, SpaceEntry>& scanned,
+                                  const std::vector<OpenKernelObject>& open);
+
+// What prune_fscache_dirs did.
+struct PruneResult {
+  std::size_t removed = 0;  // directories removed (fans and volumes)
+  std::size_t busy = 0;     // EBUSY: the kernel holds them (a volume in use)
+};
+// Removes the empty fan directories (@xx) of cachefiles' volumes under
+// <fscache_dir>/cache, then each volume directory (I<key>) left empty, with rmdir: no
+// symlink followed, nothing but empty directories named the kernel's way, never the
+// cache root or the graveyard. The kernel keeps the directories of a volume in use
+// (S_KERNEL_FILE) while the volume is acquired, and rmdir of one fails with EBUSY:
+// those stay, counted in busy. A volume acquired again later makes its directories anew.
+PruneResult prune_fscache_dirs(const std::string& fscache_dir);
 
 // "1073741824", "512M", "10G", "1T" (binary units, case-insensitive, optional "B"/"iB"),
 // or "25%". EINVAL naming the text otherwise. Pure.

@@ -2141,8 +2141,58 @@ TEST_F(SpaceTest, KernelObjectsAreCountedAndCulledThroughTheCuller) {
   EXPECT_FALSE(std::filesystem::exists(kb));
   EXPECT_TRUE(by_id(*c).empty());
   EXPECT_EQ(c->metrics().fscache_bytes.load(), 0U);
-  // The kernel's directories stay: only its object files go, through the culler.
-  EXPECT_TRUE(std::filesystem::is_directory(fs + "/cache/Ierofs,d1/@01"));
+  // The object files go through the culler; the volume and fan directories left empty
+  // go after (the kernel refuses, EBUSY, those of a volume it uses: VM test 37).
+  EXPECT_FALSE(std::filesystem::exists(fs + "/cache/Ierofs,d1"));
+  EXPECT_FALSE(std::filesystem::exists(fs + "/cache/Ierofs,f2"));
+  EXPECT_GE(c->metrics().fscache_dirs_removed.load(), 4U);
+  EXPECT_TRUE(std::filesystem::is_directory(fs + "/cache"));
+}
+
+// The kernel's unnamed objects (made in this mount: tmpfiles no scan sees) are counted at
+// what the front end wrote into them, are in use while open, and are not counted twice
+// once the kernel links them under their names.
+TEST_F(SpaceTest, UnnamedKernelObjectsAreCountedWhileOpen) {
+  auto c = space_cache(0);
+  const std::string fs = cache_dir_ + "/fscache";
+  const std::string bid(64, 'e');
+  std::vector<cache::OpenKernelObject> open = {{"erofs,d1", bid, 65536},
+                                               {"erofs,d1", "fsid1", 8192}};
+  c->set_kernel_objects([&] { return open; });
+  auto es = by_id(*c);
+  ASSERT_EQ(es.size(), 2U);
+  EXPECT_EQ(es.at(bid).bytes, 65536U);
+  EXPECT_EQ(es.at(bid).unnamed_bytes, 65536U);
+  EXPECT_TRUE(es.at(bid).in_use);
+  EXPECT_TRUE(es.at("fscache/erofs,d1/fsid1").in_use);
+  EXPECT_EQ(c->metrics().cache_bytes.load(), 65536U + 8192U);
+  EXPECT_EQ(c->metrics().fscache_unnamed_bytes.load(), 65536U + 8192U);
+  std::vector<std::string> culled;
+  c->set_kernel_culler([&](const cache::FscacheObject& o) -> base::Status {
+    culled.push_back(o.name);
+    return {};
+  });
+  auto r = c->gc(false);
+  EXPECT_TRUE(r.evicted.empty());  // open: in use
+  EXPECT_TRUE(culled.empty());
+  // The umount: the kernel links the bootstrap's object under its name and CLOSEs it.
+  const std::vector<std::byte> data(8192, std::byte{1});
+  const std::string kboot = fs + "/cache/Ierofs,d1/@02/Dfsid1";
+  std::filesystem::create_directories(std::filesystem::path(kboot).parent_path());
+  ASSERT_TRUE(base::write_file_atomic(kboot, data, 0600));
+  open.pop_back();
+  es = by_id(*c);
+  EXPECT_EQ(es.at("fscache/erofs,d1/fsid1").unnamed_bytes, 0U);
+  EXPECT_EQ(es.at("fscache/erofs,d1/fsid1").bytes, cache::allocated_bytes(kboot));
+  EXPECT_FALSE(es.at("fscache/erofs,d1/fsid1").in_use);
+  // Open again from its name (a second mount): counted once, by the file.
+  open.push_back({"erofs,d1", "fsid1", 8192});
+  es = by_id(*c);
+  EXPECT_EQ(es.at("fscache/erofs,d1/fsid1").bytes, cache::allocated_bytes(kboot));
+  EXPECT_EQ(c->metrics().fscache_unnamed_bytes.load(), 65536U);
+  open.clear();
+  es = by_id(*c);
+  EXPECT_FALSE(es.contains(bid));  // closed without a name: nothing of it is left to count
 }
 
 // Orphans (a .meta whose .blob is gone, nothing opened) go after their grace period;

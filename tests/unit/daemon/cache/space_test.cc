@@ -186,16 +186,16 @@ TEST(SpaceFscache, ScanCountsTheKernelsObjects) {
   put("cache/Ierofs,d/@01/D" + id);
   put("cache/Ierofs,f2/@9c/D" + id);
   put("cache/Ierofs,d/@02/Dfsid1");
-  put("cache/Ierofs,d/@02/Sbinary");     // not a printable key: not ours
-  put("cache/Ierofs,d/loose");           // not in a fan
-  put("cache/Ierofs,d/@zz/Dfsid9");      // not a fan
-  put("cache/notavolume/@01/Dfsid8");    // not a volume
-  put("graveyard/Dfsid7");               // the graveyard is not the cache
+  put("cache/Ierofs,d/@02/Sbinary");   // not a printable key: not ours
+  put("cache/Ierofs,d/loose");         // not in a fan
+  put("cache/Ierofs,d/@zz/Dfsid9");    // not a fan
+  put("cache/notavolume/@01/Dfsid8");  // not a volume
+  put("graveyard/Dfsid7");             // the graveyard is not the cache
   TempDir outside;
   ASSERT_TRUE(base::write_file_atomic(outside.path() + "/secret", data, 0600));
-  ASSERT_EQ(::symlink((outside.path() + "/secret").c_str(),
-                      (fs + "/cache/Ierofs,d/@02/Dlinked").c_str()),
-            0);
+  ASSERT_EQ(
+      ::symlink((outside.path() + "/secret").c_str(), (fs + "/cache/Ierofs,d/@02/Dlinked").c_str()),
+      0);
   ASSERT_EQ(::symlink(outside.path().c_str(), (fs + "/cache/Ierofs,d/@03").c_str()), 0);
 
   auto es = scan_fscache(fs);
@@ -217,6 +217,109 @@ TEST(SpaceFscache, ScanCountsTheKernelsObjects) {
   EXPECT_EQ(boot.kind, EntryKind::kFscache);
   EXPECT_EQ(boot.kernel_bytes, one);
   EXPECT_TRUE(scan_fscache(t.path() + "/none").empty());
+}
+
+// RangeSet: overlapping, adjacent and nested writes are counted once.
+TEST(SpaceRangeSet, MergesAndCountsEachByteOnce) {
+  RangeSet r;
+  EXPECT_EQ(r.bytes(), 0U);
+  r.add(0, 0);
+  EXPECT_EQ(r.ranges(), 0U);
+  r.add(4096, 4096);
+  r.add(4096, 4096);  // the same again
+  EXPECT_EQ(r.bytes(), 4096U);
+  r.add(12288, 4096);  // a gap between
+  EXPECT_EQ(r.bytes(), 8192U);
+  EXPECT_EQ(r.ranges(), 2U);
+  r.add(8192, 4096);  // fills the gap: adjacent to both
+  EXPECT_EQ(r.bytes(), 12288U);
+  EXPECT_EQ(r.ranges(), 1U);
+  r.add(5000, 100);  // nested
+  EXPECT_EQ(r.bytes(), 12288U);
+  r.add(0, 20480);  // covers all and more on both sides
+  EXPECT_EQ(r.bytes(), 20480U);
+  EXPECT_EQ(r.ranges(), 1U);
+  r.add(65536, 4096);
+  r.add(61440, 8192);  // overlaps the start of the last one
+  EXPECT_EQ(r.bytes(), 20480U + 8192U);
+  EXPECT_EQ(r.ranges(), 2U);
+  r.add(UINT64_MAX - 10, 100);  // clipped at the end of the offset space
+  EXPECT_EQ(r.bytes(), 20480U + 8192U + 10U);
+}
+
+// Unnamed objects (the kernel's tmpfiles) are counted at what was written into them;
+// an object the scan saw by name is not counted twice.
+TEST(SpaceFscache, UnnamedObjectsAreCountedOnce) {
+  const std::string id(64, 'b');
+  const std::string other(64, 'c');
+  std::map<std::string, SpaceEntry> scanned;
+  SpaceEntry& named = scanned[id];
+  named.id = id;
+  named.kind = EntryKind::kBlob;
+  named.bytes = named.kernel_bytes = 8192;
+  named.kernel.push_back({"Ierofs,d", "@01", "D" + id, 8192, 1});
+  std::vector<OpenKernelObject> open = {
+      {"erofs,d", id, 4096},            // named in this volume: counted by the scan
+      {"erofs,f2", id, 12288},          // the same blob in another volume, unnamed
+      {"erofs,d", other, 4096},         // a blob with no entry yet
+      {"erofs,fsid1", "fsid1", 20480},  // a bootstrap's object
+      {"erofs,d", "x/y", 4096},         // no file name has a '/': ignored
+      {"erofs,d", "", 4096},            // no cookie: ignored
+      {"erofs,d", "fsid2", 0},          // nothing written: nothing to count
+  };
+  const std::uint64_t added = add_unnamed_objects(scanned, open);
+  EXPECT_EQ(scanned.at(id).kernel_bytes, 8192U + 12288U);
+  EXPECT_EQ(scanned.at(id).unnamed_bytes, 12288U);
+  EXPECT_EQ(scanned.at(id).bytes, 8192U + 12288U);
+  EXPECT_EQ(scanned.at(id).kernel.size(), 1U);  // nothing to cull by name
+  EXPECT_EQ(scanned.at(other).kind, EntryKind::kBlob);
+  EXPECT_EQ(scanned.at(other).unnamed_bytes, 4096U);
+  EXPECT_EQ(scanned.at("fscache/erofs,fsid1/fsid1").kind, EntryKind::kFscache);
+  EXPECT_EQ(scanned.at("fscache/erofs,fsid1/fsid1").bytes, 20480U);
+  EXPECT_FALSE(scanned.contains("fscache/erofs,d/fsid2"));
+  EXPECT_FALSE(scanned.contains("fscache/erofs,d/x/y"));
+  EXPECT_EQ(scanned.size(), 3U);
+  EXPECT_EQ(added, 12288U + 4096U + 20480U);
+}
+
+// prune_fscache_dirs: empty fans go, then empty volumes; a fan with an object, the
+// graveyard, names not the kernel's and a symlinked volume stay.
+TEST(SpaceFscache, PruneRemovesOnlyEmptyKernelDirectories) {
+  TempDir t;
+  const std::string fs = t.path() + "/fscache";
+  const auto mk = [&](const std::string& rel) {
+    std::filesystem::create_directories(std::filesystem::path(fs) / rel);
+  };
+  for (const char* fan : {"@00", "@01", "@ff"}) {
+    mk(std::string("cache/Ierofs,empty/") + fan);
+    mk(std::string("cache/Ierofs,held/") + fan);
+  }
+  const std::vector<std::byte> data(10, std::byte{1});
+  ASSERT_TRUE(base::write_file_atomic(fs + "/cache/Ierofs,held/@01/Dfsid1", data, 0600));
+  mk("cache/Ierofs,held/notafan");  // not the kernel's: stays, so does its volume
+  mk("cache/Ierofs,odd/@02");
+  mk("cache/Ierofs,odd/@02/sub");  // a fan with a directory in it: not empty
+  mk("cache/notavolume/@00");
+  mk("graveyard/Ierofs,x/@00");
+  TempDir outside;
+  std::filesystem::create_directories(outside.path() + "/@00");
+  ASSERT_EQ(::symlink(outside.path().c_str(), (fs + "/cache/Ierofs,link").c_str()), 0);
+
+  const PruneResult r = prune_fscache_dirs(fs);
+  namespace sfs = std::filesystem;
+  EXPECT_FALSE(sfs::exists(fs + "/cache/Ierofs,empty"));
+  EXPECT_TRUE(sfs::exists(fs + "/cache/Ierofs,held/@01/Dfsid1"));
+  EXPECT_FALSE(sfs::exists(fs + "/cache/Ierofs,held/@00"));
+  EXPECT_FALSE(sfs::exists(fs + "/cache/Ierofs,held/@ff"));
+  EXPECT_TRUE(sfs::exists(fs + "/cache/Ierofs,held/notafan"));
+  EXPECT_TRUE(sfs::exists(fs + "/cache/Ierofs,odd/@02/sub"));
+  EXPECT_TRUE(sfs::exists(fs + "/cache/notavolume/@00"));
+  EXPECT_TRUE(sfs::exists(fs + "/graveyard/Ierofs,x/@00"));
+  EXPECT_TRUE(sfs::exists(outside.path() + "/@00"));  // through the symlink: untouched
+  EXPECT_TRUE(sfs::is_symlink(fs + "/cache/Ierofs,link"));
+  EXPECT_EQ(r.removed, 3U + 1U + 2U);  // 3 fans and their volume, 2 fans of "held"
+  EXPECT_EQ(r.busy, 0U);
+  EXPECT_EQ(prune_fscache_dirs(t.path() + "/none").removed, 0U);
 }
 
 // evict_lru: LRU first; an entry that answers EBUSY (the kernel holds its object) is
