@@ -57,6 +57,31 @@ void for_each_regular(const std::string& dir, Fn fn) {
 }
 
 // p% of n (p clipped at 100), without overflow.
+// Names of the subdirectories of path (relative to dfd) that keep() accepts, symlinks not
+// followed; none when path cannot be opened.
+template <typename Keep>
+std::vector<std::string> subdirs(int dfd, const char* path, Keep keep) {
+  std::vector<std::string> names;
+  const int fd = ::openat(dfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    return names;
+  }
+  DIR* d = ::fdopendir(fd);
+  if (d == nullptr) {
+    ::close(fd);
+    return names;
+  }
+  while (dirent* de = ::readdir(d)) {
+    struct stat st {};
+    if (keep(std::string_view(de->d_name)) &&
+        ::fstatat(::dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+      names.emplace_back(de->d_name);
+    }
+  }
+  ::closedir(d);
+  return names;
+}
+
 std::uint64_t percent_of(std::uint64_t n, unsigned p) {
   p = std::min(p, 100U);
   return n / 100 * p + n % 100 * p / 100;
@@ -193,25 +218,9 @@ std::string fscache_entry_id(const FscacheObject& o) {
 std::map<std::string, SpaceEntry> scan_fscache(const std::string& fscache_dir) {
   std::map<std::string, SpaceEntry> out;
   const std::string root = fscache_dir + "/cache";
-  const auto subdirs = [](const std::string& dir, auto keep) {
-    std::vector<std::string> names;
-    DIR* d = ::opendir(dir.c_str());
-    if (d == nullptr) {
-      return names;
-    }
-    while (dirent* de = ::readdir(d)) {
-      struct stat st {};
-      if (keep(std::string_view(de->d_name)) &&
-          ::fstatat(::dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
-        names.emplace_back(de->d_name);
-      }
-    }
-    ::closedir(d);
-    return names;
-  };
-  for (const auto& vol :
-       subdirs(root, [](std::string_view n) { return !fscache_volume(n).empty(); })) {
-    for (const auto& fan : subdirs(root + "/" + vol, is_fscache_fan)) {
+  for (const auto& vol : subdirs(AT_FDCWD, root.c_str(),
+                                 [](std::string_view n) { return !fscache_volume(n).empty(); })) {
+    for (const auto& fan : subdirs(AT_FDCWD, (root + "/" + vol).c_str(), is_fscache_fan)) {
       const std::string dir = root + "/" + vol + "/" + fan;
       for_each_regular(dir, [&](const std::string& name, const struct stat& st) {
         FscacheObject o{vol, fan, name, static_cast<std::uint64_t>(st.st_blocks) * 512,
@@ -303,28 +312,6 @@ PruneResult prune_fscache_dirs(const std::string& fscache_dir) {
     return r;
   }
   base::UniqueFd root_fd(rfd);
-  // Names of the subdirectories of dfd that keep() accepts (not following symlinks).
-  const auto subdirs = [](int dfd, auto keep) {
-    std::vector<std::string> names;
-    const int fd = ::openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-      return names;
-    }
-    DIR* d = ::fdopendir(fd);
-    if (d == nullptr) {
-      ::close(fd);
-      return names;
-    }
-    while (dirent* de = ::readdir(d)) {
-      struct stat st {};
-      if (keep(std::string_view(de->d_name)) &&
-          ::fstatat(::dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
-        names.emplace_back(de->d_name);
-      }
-    }
-    ::closedir(d);
-    return names;
-  };
   const auto rmdir_at = [&](int dfd, const std::string& name) {
     if (::unlinkat(dfd, name.c_str(), AT_REMOVEDIR) == 0) {
       ++r.removed;
@@ -336,7 +323,7 @@ PruneResult prune_fscache_dirs(const std::string& fscache_dir) {
     return false;  // ENOTEMPTY (an object in it), EBUSY (the kernel's), gone meanwhile
   };
   for (const auto& vol :
-       subdirs(root_fd.get(), [](std::string_view n) { return !fscache_volume(n).empty(); })) {
+       subdirs(root_fd.get(), ".", [](std::string_view n) { return !fscache_volume(n).empty(); })) {
     const int vfd =
         ::openat(root_fd.get(), vol.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (vfd < 0) {
@@ -344,7 +331,7 @@ PruneResult prune_fscache_dirs(const std::string& fscache_dir) {
     }
     base::UniqueFd vol_fd(vfd);
     bool busy = false;
-    for (const auto& fan : subdirs(vol_fd.get(), is_fscache_fan)) {
+    for (const auto& fan : subdirs(vol_fd.get(), ".", is_fscache_fan)) {
       if (!rmdir_at(vol_fd.get(), fan) && errno == EBUSY) {
         busy = true;
         break;  // the volume is live: every fan of it is the kernel's
