@@ -49,6 +49,18 @@ base::Status cached_bootstrap(const std::string& cache_dir, const std::string& n
 
 constexpr std::size_t kParallelTocs = 4;
 
+// The last kFooterSize bytes of layer l (l.size >= kFooterSize), by one Range GET.
+base::Result<std::vector<std::byte>> read_footer(registry::Client& client,
+                                                 const registry::Reference& ref,
+                                                 const registry::Descriptor& l) {
+  std::vector<std::byte> footer(estargz::kFooterSize);
+  CFN_TRY(client.read_blob_range(ref, l.digest, l.size - estargz::kFooterSize, footer)
+              .map_error([&](base::Error e) {
+                return std::move(e).wrap("layer " + l.digest + " footer");
+              }));
+  return footer;
+}
+
 // One layer's footer and TOC, by Range GETs.
 base::Result<estargz::LayerToc> read_layer_toc(registry::Client& client,
                                                const registry::Reference& ref,
@@ -68,11 +80,7 @@ base::Result<estargz::LayerToc> read_layer_toc(registry::Client& client,
   if (l.size < estargz::kFooterSize) {
     return base::errorf(EINVAL, "layer {} of {} bytes is not eStargz", l.digest, l.size);
   }
-  std::vector<std::byte> footer(estargz::kFooterSize);
-  CFN_TRY(client.read_blob_range(ref, l.digest, l.size - estargz::kFooterSize, footer)
-              .map_error([&](base::Error e) {
-                return std::move(e).wrap("layer " + l.digest + " footer");
-              }));
+  CFN_ASSIGN_OR_RETURN(const auto footer, read_footer(client, ref, l));
   auto off = estargz::parse_footer(footer, l.size);
   if (!off) {
     const std::string what = "layer " + l.digest +
@@ -108,11 +116,7 @@ base::Result<bool> has_estargz_footer(registry::Client& client, const registry::
     why = "layer " + l.digest + " is too small for an eStargz footer";
     return false;
   }
-  std::vector<std::byte> footer(estargz::kFooterSize);
-  CFN_TRY(client.read_blob_range(ref, l.digest, l.size - estargz::kFooterSize, footer)
-              .map_error([&](base::Error e) {
-                return std::move(e).wrap("layer " + l.digest + " footer");
-              }));
+  CFN_ASSIGN_OR_RETURN(const auto footer, read_footer(client, ref, l));
   auto off = estargz::parse_footer(footer, l.size);
   if (!off) {
     why = "layer " + l.digest + ": " + off.error().message;
