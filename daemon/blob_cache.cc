@@ -869,10 +869,10 @@ base::Result<std::shared_ptr<Blob>> BlobCacheImpl::load(
     }
   }
   const std::uint64_t batch = std::max(options_.batch_size, kMinBatch);
-  auto blob = std::make_shared<Blob>(
-      shared_, info, std::move(checked->meta), std::move(checked->digests),
-      std::move(checked->has_digest), std::move(backend), path, std::move(fd), batch,
-      std::max(batch, options_.amplify_io));
+  auto blob =
+      std::make_shared<Blob>(shared_, info, std::move(checked->meta), std::move(checked->digests),
+                             std::move(checked->has_digest), std::move(backend), path,
+                             std::move(fd), batch, std::max(batch, options_.amplify_io));
   CFN_TRY(blob->scan());
   return blob;
 }

@@ -156,10 +156,10 @@ std::string registry_options_json(const RegistryOptions& o) {
 base::Result<Config> parse_config(std::string_view json_text, Config c) {
   CFN_ASSIGN_OR_RETURN(const auto j, base::parse_json_object(json_text, "config"));
   static constexpr std::string_view kKeys[] = {
-      "frontend",       "cache_dir",          "socket",          "log_level",
-      "batch_size",     "prefetch_bandwidth", "fill_threads",    "fuse_threads",
-      "fd_holder",      "fd_holder_grace_s",  "allow_fail_open", "registry",
-      "read_timeout_s", "fuse_poll_us",       "file_readahead",  "cache",
+      "frontend",        "cache_dir",          "socket",          "log_level",
+      "batch_size",      "prefetch_bandwidth", "fill_threads",    "fuse_threads",
+      "fd_holder",       "fd_holder_grace_s",  "allow_fail_open", "registry",
+      "read_timeout_s",  "fuse_poll_us",       "file_readahead",  "cache",
       "metrics_address", "amplify_io"};
   const base::JsonFields f(j, "config");
   CFN_TRY(f.only_keys(kKeys));

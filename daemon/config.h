@@ -98,10 +98,10 @@ struct Config {
 [[nodiscard]] std::string fd_holder_socket(const std::string& socket_path);
 
 // Parse a JSON object of Config keys ("frontend", "cache_dir", "socket", "log_level",
-// "batch_size", "amplify_io", "prefetch_bandwidth", "file_readahead", "fill_threads", "fuse_threads",
-// "fuse_poll_us", "read_timeout_s" (0 = no bound), "fd_holder", "fd_holder_grace_s" (0 = for ever),
-// "allow_fail_open", "metrics_address" ("" = off), "registry", "cache") over `base`. Unknown
-// keys and wrong types are EINVAL, naming the key.
+// "batch_size", "amplify_io", "prefetch_bandwidth", "file_readahead", "fill_threads",
+// "fuse_threads", "fuse_poll_us", "read_timeout_s" (0 = no bound), "fd_holder", "fd_holder_grace_s"
+// (0 = for ever), "allow_fail_open", "metrics_address" ("" = off), "registry", "cache") over
+// `base`. Unknown keys and wrong types are EINVAL, naming the key.
 [[nodiscard]] base::Result<Config> parse_config(std::string_view json_text, Config base = {});
 // Parse a JSON object of RegistryOptions keys ("plain_http", "insecure", "ca_files",
 // "docker_config", "mirrors": {host: [url...]}, "mirror_headers": {url: {name: value}},

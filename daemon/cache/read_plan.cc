@@ -39,8 +39,7 @@ std::uint32_t widen_forward(std::span<const erofs::ChunkMeta> chunks, std::uint3
   }
   const std::uint64_t base_off = chunks[first].uncompressed_offset;
   std::uint32_t end = last;
-  while (end < chunks.size() &&
-         chunks[end].uncompressed_offset >= base_off &&
+  while (end < chunks.size() && chunks[end].uncompressed_offset >= base_off &&
          chunks[end].uncompressed_offset + chunks[end].uncompressed_size - base_off <= window) {
     ++end;
   }

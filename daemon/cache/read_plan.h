@@ -26,8 +26,7 @@ struct ReadPlan {
   std::vector<Read> reads;           // in order; buf_off rises by size
   std::uint64_t total = 0;           // bytes of all reads
   // Where chunk order[i]'s bytes start in the buffer.
-  [[nodiscard]] std::uint64_t chunk_buf_off(const Read& r,
-                                            const erofs::ChunkMeta& c) const {
+  [[nodiscard]] std::uint64_t chunk_buf_off(const Read& r, const erofs::ChunkMeta& c) const {
     return r.buf_off + (c.compressed_offset - r.offset);
   }
 };
