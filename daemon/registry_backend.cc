@@ -29,8 +29,12 @@ bool is_sha256_hex(const std::string& id) {
 class RegistryBackend final : public Backend {
  public:
   RegistryBackend(std::shared_ptr<registry::Client> client, registry::Reference ref,
-                  std::map<std::string, std::string> renamed)
-      : client_(std::move(client)), ref_(ref), repo_(std::move(ref)), renamed_(std::move(renamed)) {
+                  std::map<std::string, std::string> renamed, std::shared_ptr<EarlyRanges> early)
+      : client_(std::move(client)),
+        ref_(ref),
+        repo_(std::move(ref)),
+        renamed_(std::move(renamed)),
+        early_(std::move(early)) {
     repo_.tag.clear();
     repo_.digest.clear();
   }
@@ -44,12 +48,31 @@ class RegistryBackend final : public Backend {
     }
     // The two request types have the same shape but are separate types (registry/
     // knows nothing of the daemon); the buffers are shared, only results are copied.
-    std::vector<registry::RangeRead> rr(reads.size());
+    // What the early ranges hold is copied first; only the rest of a read goes out.
+    std::vector<registry::RangeRead> rr;
+    std::vector<std::size_t> of;  // rr[k] is (the rest of) reads[of[k]]
+    rr.reserve(reads.size());
+    of.reserve(reads.size());
     for (std::size_t i = 0; i < reads.size(); ++i) {
-      rr[i].offset = reads[i].offset;
-      rr[i].out = reads[i].out;
-      rr[i].no_cache = reads[i].refetch;
-      rr[i].avoid_endpoint = reads[i].avoid;
+      std::size_t held = 0;
+      if (early_ && !reads[i].refetch) {
+        held = early_->take(blob_id, reads[i].offset, reads[i].out, deadline);
+      }
+      if (held == reads[i].out.size()) {
+        reads[i].result = {};
+        reads[i].source.clear();
+        continue;
+      }
+      registry::RangeRead r;
+      r.offset = reads[i].offset + held;
+      r.out = reads[i].out.subspan(held);
+      r.no_cache = reads[i].refetch;
+      r.avoid_endpoint = reads[i].avoid;
+      rr.push_back(std::move(r));
+      of.push_back(i);
+    }
+    if (rr.empty()) {
+      return;
     }
     std::optional<registry::DeadlineScope> scope;
     if (deadline != kNoDeadline) {
@@ -68,9 +91,9 @@ class RegistryBackend final : public Backend {
         client_->read_blob_ranges(repo_, *renamed, rr);
       }
     }
-    for (std::size_t i = 0; i < reads.size(); ++i) {
-      reads[i].result = std::move(rr[i].result);
-      reads[i].source = std::move(rr[i].endpoint);
+    for (std::size_t k = 0; k < rr.size(); ++k) {
+      reads[of[k]].result = std::move(rr[k].result);
+      reads[of[k]].source = std::move(rr[k].endpoint);
     }
   }
 
@@ -131,14 +154,18 @@ class RegistryBackend final : public Backend {
   std::mutex mu_;
   std::map<std::string, std::string> renamed_;  // blob id -> layer digest
   bool looked_up_ = false;                      // the manifest was read
+  // Uses *client_: declared after it, so destroyed (its fetches waited for) first.
+  std::shared_ptr<EarlyRanges> early_;
 };
 
 }  // namespace
 
 std::unique_ptr<Backend> make_registry_backend(std::shared_ptr<registry::Client> client,
                                                registry::Reference ref,
-                                               std::map<std::string, std::string> renamed) {
-  return std::make_unique<RegistryBackend>(std::move(client), std::move(ref), std::move(renamed));
+                                               std::map<std::string, std::string> renamed,
+                                               std::shared_ptr<EarlyRanges> early) {
+  return std::make_unique<RegistryBackend>(std::move(client), std::move(ref), std::move(renamed),
+                                           std::move(early));
 }
 
 }  // namespace cfnd

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "daemon/backend.h"
+#include "daemon/early_ranges.h"
 #include "registry/client.h"
 #include "registry/reference.h"
 
@@ -21,8 +22,12 @@ namespace cfnd {
 // reads of one Backend::read call run in parallel (up to the client's max_parallel).
 // Errors are the client's (ENOENT, EACCES, EBADMSG, ETIMEDOUT, ECONNRESET, EIO,
 // ERANGE); EINVAL for a blob id that is not 64 lower-case hex digits.
+// early: ranges fetched before the backend was made (an eStargz image's prioritized
+// files, pull_bootstrap): a read starting inside one is served from it as far as it
+// reaches, the rest from the registry; a refetch never is. It must use client (it is
+// destroyed with the backend, before client).
 [[nodiscard]] std::unique_ptr<Backend> make_registry_backend(
     std::shared_ptr<registry::Client> client, registry::Reference ref,
-    std::map<std::string, std::string> renamed = {});
+    std::map<std::string, std::string> renamed = {}, std::shared_ptr<EarlyRanges> early = nullptr);
 
 }  // namespace cfnd

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <filesystem>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -49,22 +51,53 @@ base::Status cached_bootstrap(const std::string& cache_dir, const std::string& n
 
 constexpr std::size_t kParallelTocs = 4;
 
-// The last kFooterSize bytes of layer l (l.size >= kFooterSize), by one Range GET.
-base::Result<std::vector<std::byte>> read_footer(registry::Client& client,
-                                                 const registry::Reference& ref,
-                                                 const registry::Descriptor& l) {
-  std::vector<std::byte> footer(estargz::kFooterSize);
-  CFN_TRY(client.read_blob_range(ref, l.digest, l.size - estargz::kFooterSize, footer)
-              .map_error([&](base::Error e) {
-                return std::move(e).wrap("layer " + l.digest + " footer");
-              }));
-  return footer;
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// One layer's footer and TOC, by Range GETs.
-base::Result<estargz::LayerToc> read_layer_toc(registry::Client& client,
+// The last n bytes of layer l (n <= l.size), by one Range GET.
+base::Result<std::vector<std::byte>> read_tail(registry::Client& client,
                                                const registry::Reference& ref,
-                                               const registry::Descriptor& l) {
+                                               const registry::Descriptor& l, std::uint64_t n) {
+  std::vector<std::byte> tail(n);
+  CFN_TRY(client.read_blob_range(ref, l.digest, l.size - n, tail).map_error([&](base::Error e) {
+    return std::move(e).wrap("layer " + l.digest + " footer");
+  }));
+  return tail;
+}
+
+// Whether the gzip layer l ends with an eStargz footer: one Range GET of its last
+// min(tail_bytes, size) bytes, kept in tail for read_estargz_layer_toc. false (with why)
+// for a layer that is not eStargz; the client's errors.
+base::Result<bool> has_estargz_footer(registry::Client& client, const registry::Reference& ref,
+                                      const registry::Descriptor& l, std::uint64_t tail_bytes,
+                                      std::vector<std::byte>& tail, std::string& why) {
+  if (!registry::is_valid_digest(l.digest) || l.size < estargz::kFooterSize) {
+    why = "layer " + l.digest + " is too small for an eStargz footer";
+    return false;
+  }
+  CFN_ASSIGN_OR_RETURN(
+      tail, read_tail(client, ref, l,
+                      std::clamp<std::uint64_t>(tail_bytes, estargz::kFooterSize, l.size)));
+  auto off = estargz::parse_footer(tail, l.size);
+  if (!off) {
+    why = "layer " + l.digest + ": " + off.error().message;
+    tail.clear();
+    return false;
+  }
+  return true;
+}
+
+bool is_gzip_layer(const registry::Descriptor& l) {
+  return l.media_type == "application/vnd.oci.image.layer.v1.tar+gzip" ||
+         l.media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip";
+}
+
+}  // namespace
+
+base::Result<estargz::LayerToc> read_estargz_layer_toc(
+    registry::Client& client, const registry::Reference& ref, const registry::Descriptor& l,
+    std::uint64_t tail_bytes, std::vector<std::byte> tail, int* gets, std::uint64_t* bytes) {
   if (!registry::is_valid_digest(l.digest) || l.digest.substr(0, 7) != "sha256:") {
     return base::errorf(EINVAL, "layer {}: unsupported digest", l.digest);
   }
@@ -80,8 +113,18 @@ base::Result<estargz::LayerToc> read_layer_toc(registry::Client& client,
   if (l.size < estargz::kFooterSize) {
     return base::errorf(EINVAL, "layer {} of {} bytes is not eStargz", l.digest, l.size);
   }
-  CFN_ASSIGN_OR_RETURN(const auto footer, read_footer(client, ref, l));
-  auto off = estargz::parse_footer(footer, l.size);
+  // One GET for the footer and (when it fits in the tail) the TOC member before it.
+  if (tail.size() < estargz::kFooterSize || tail.size() > l.size) {
+    const std::uint64_t n = std::clamp<std::uint64_t>(tail_bytes, estargz::kFooterSize, l.size);
+    CFN_ASSIGN_OR_RETURN(tail, read_tail(client, ref, l, n));
+    if (gets != nullptr) {
+      ++*gets;
+    }
+    if (bytes != nullptr) {
+      *bytes += n;
+    }
+  }
+  auto off = estargz::parse_footer(tail, l.size);
   if (!off) {
     const std::string what = "layer " + l.digest +
                              (off.error().code == EINVAL ? " (a plain gzip layer is refused)" : "");
@@ -92,10 +135,30 @@ base::Result<estargz::LayerToc> read_layer_toc(registry::Client& client,
     return base::errorf(EMSGSIZE, "layer {}: TOC member of {} bytes is over the limit of {}",
                         l.digest, len, estargz::kMaxTocMemberBytes);
   }
-  std::vector<std::byte> member(len);
-  CFN_TRY(client.read_blob_range(ref, l.digest, *off, member).map_error([&](base::Error e) {
-    return std::move(e).wrap("layer " + l.digest + " TOC");
-  }));
+  // The tail covers layer bytes [tail_start, size); the member is [*off, size - footer).
+  const std::uint64_t tail_start = l.size - tail.size();
+  std::vector<std::byte> member;
+  if (*off >= tail_start) {
+    tail.resize(tail.size() - estargz::kFooterSize);
+    tail.erase(tail.begin(), tail.begin() + static_cast<std::ptrdiff_t>(*off - tail_start));
+    member = std::move(tail);
+  } else {
+    // A TOC bigger than the tail: only its head is read again.
+    member.resize(static_cast<std::size_t>(len));
+    const std::size_t head = static_cast<std::size_t>(tail_start - *off);
+    CFN_TRY(client.read_blob_range(ref, l.digest, *off, base::MutableBytes(member).first(head))
+                .map_error([&](base::Error e) {
+                  return std::move(e).wrap("layer " + l.digest + " TOC");
+                }));
+    if (gets != nullptr) {
+      ++*gets;
+    }
+    if (bytes != nullptr) {
+      *bytes += head;
+    }
+    std::copy(tail.begin(), tail.end() - estargz::kFooterSize,
+              member.begin() + static_cast<std::ptrdiff_t>(head));
+  }
   auto toc = estargz::parse_toc(member, toc_digest ? &*toc_digest : nullptr);
   if (!toc) {
     return base::Unexpected(std::move(toc).error().wrap("layer " + l.digest));
@@ -108,36 +171,16 @@ base::Result<estargz::LayerToc> read_layer_toc(registry::Client& client,
   return out;
 }
 
-// Whether the gzip layer l ends with an eStargz footer: one Range GET of its last
-// kFooterSize bytes. false (with why) for a layer that is not eStargz; the client's errors.
-base::Result<bool> has_estargz_footer(registry::Client& client, const registry::Reference& ref,
-                                      const registry::Descriptor& l, std::string& why) {
-  if (!registry::is_valid_digest(l.digest) || l.size < estargz::kFooterSize) {
-    why = "layer " + l.digest + " is too small for an eStargz footer";
-    return false;
-  }
-  CFN_ASSIGN_OR_RETURN(const auto footer, read_footer(client, ref, l));
-  auto off = estargz::parse_footer(footer, l.size);
-  if (!off) {
-    why = "layer " + l.digest + ": " + off.error().message;
-    return false;
-  }
-  return true;
-}
+namespace {
 
-bool is_gzip_layer(const registry::Descriptor& l) {
-  return l.media_type == "application/vnd.oci.image.layer.v1.tar+gzip" ||
-         l.media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip";
-}
-
-}  // namespace
-
-base::Result<PulledImage> pull_estargz_bootstrap(registry::Client& client,
-                                                 const registry::Reference& ref,
-                                                 const registry::Manifest& m,
-                                                 const std::string& manifest_digest,
-                                                 const std::string& cache_dir,
-                                                 std::uint64_t max_bootstrap_bytes) {
+// pull_estargz_bootstrap, with the first layer's tail when a footer probe read it.
+base::Result<PulledImage> pull_estargz(registry::Client& client, const registry::Reference& ref,
+                                       const registry::Manifest& m,
+                                       const std::string& manifest_digest,
+                                       const std::string& cache_dir,
+                                       std::uint64_t max_bootstrap_bytes,
+                                       std::vector<std::byte> first_tail) {
+  const auto t0 = std::chrono::steady_clock::now();
   PulledImage out;
   out.manifest_digest = manifest_digest;
   // The key: the layers (their digests fix every byte, the TOCs included) and the
@@ -149,12 +192,22 @@ base::Result<PulledImage> pull_estargz_bootstrap(registry::Client& client,
   std::vector<std::byte> boot;
   CFN_TRY(cached_bootstrap(
       cache_dir, "estargz-" + base::hex(base::sha256(base::as_bytes(key))) + ".boot", out, boot));
+  double tocs_ms = 0;
+  double build_ms = 0;
+  int gets = 0;
+  std::uint64_t got_bytes = 0;
   if (!out.bootstrap_cached) {
     // The layers' footers and TOCs are read (and parsed) kParallelTocs at a time: each
-    // layer costs two round trips, which one after the other add up for many layers.
+    // layer costs a round trip or two, which one after the other add up for many layers.
+    // As each TOC is parsed, its prioritized files' GETs start (early), while the other
+    // layers are read and the bootstrap is built.
     const std::size_t n = m.layers.size();
     std::vector<base::Result<estargz::LayerToc>> got(n, base::make_error(ECANCELED, "not read"));
+    auto early = std::make_shared<EarlyRanges>(client);
     std::atomic<std::size_t> next{0};
+    std::mutex mu;  // early_left, gets, got_bytes
+    std::uint64_t early_left = kEstargzEarlyBytes;
+    std::uint64_t early_bytes = 0;
     const auto deadline = registry::DeadlineScope::current();
     auto work = [&] {
       std::optional<registry::DeadlineScope> scope;
@@ -162,7 +215,27 @@ base::Result<PulledImage> pull_estargz_bootstrap(registry::Client& client,
         scope.emplace(*deadline);
       }
       for (std::size_t i = next++; i < n; i = next++) {
-        got[i] = read_layer_toc(client, ref, m.layers[i]);
+        // The probe's GET of the first layer's tail counts as this layer's.
+        int g = i == 0 && !first_tail.empty() ? 1 : 0;
+        std::uint64_t bytes = i == 0 ? first_tail.size() : 0;
+        got[i] = read_estargz_layer_toc(client, ref, m.layers[i], kEstargzTailBytes,
+                                        i == 0 ? std::move(first_tail) : std::vector<std::byte>{},
+                                        &g, &bytes);
+        std::lock_guard lk(mu);
+        gets += g;
+        got_bytes += bytes;
+        if (!got[i] || early_left == 0) {
+          continue;
+        }
+        std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+        for (const auto& r : estargz::prefetch_ranges(*got[i], early_left)) {
+          ranges.emplace_back(r.offset, r.length);
+          early_left -= r.length;
+          early_bytes += r.length;
+        }
+        if (!ranges.empty()) {
+          early->add(ref, got[i]->blob_id, m.layers[i].digest, ranges);
+        }
       }
     };
     std::vector<std::thread> helpers;
@@ -173,6 +246,7 @@ base::Result<PulledImage> pull_estargz_bootstrap(registry::Client& client,
     for (auto& t : helpers) {
       t.join();
     }
+    tocs_ms = ms_since(t0);
     std::vector<estargz::LayerToc> tocs;
     for (auto& t : got) {
       if (!t) {
@@ -190,6 +264,10 @@ base::Result<PulledImage> pull_estargz_bootstrap(registry::Client& client,
                           ref.to_string(), built->bootstrap.size(), max_bootstrap_bytes);
     }
     boot = std::move(built->bootstrap);
+    build_ms = ms_since(t0) - tocs_ms;
+    if (early_bytes > 0) {
+      out.early = std::move(early);
+    }
   }
   auto img = erofs::Image::parse(boot);
   if (!img || !img->is_rafs()) {
@@ -211,11 +289,32 @@ base::Result<PulledImage> pull_estargz_bootstrap(registry::Client& client,
   }
   if (!out.bootstrap_cached) {
     CFN_TRY(base::write_file_atomic(out.bootstrap_path, boot, 0644));
-    spdlog::info("{}: eStargz bootstrap from {} layer TOCs ({} bytes, {} blobs) -> {}",
+    const double total_ms = ms_since(t0);
+    std::string early_text = "none";
+    if (out.early) {
+      const auto st = out.early->stats();
+      early_text = fmt::format("first GET at {} ms", st.first_get_ms.count());
+    }
+    out.timings = fmt::format(
+        "footers and TOCs {:.1f} ms ({} GETs, {} bytes, parsed), bootstrap build {:.1f} ms, "
+        "check and write {:.1f} ms; early prefetch: {}",
+        tocs_ms, gets, got_bytes, build_ms, total_ms - tocs_ms - build_ms, early_text);
+    spdlog::info("{}: eStargz bootstrap from {} layer TOCs ({} bytes, {} blobs) -> {}; {}",
                  ref.to_string(), m.layers.size(), boot.size(), out.blob_ids.size(),
-                 out.bootstrap_path);
+                 out.bootstrap_path, out.timings);
   }
   return out;
+}
+
+}  // namespace
+
+base::Result<PulledImage> pull_estargz_bootstrap(registry::Client& client,
+                                                 const registry::Reference& ref,
+                                                 const registry::Manifest& m,
+                                                 const std::string& manifest_digest,
+                                                 const std::string& cache_dir,
+                                                 std::uint64_t max_bootstrap_bytes) {
+  return pull_estargz(client, ref, m, manifest_digest, cache_dir, max_bootstrap_bytes, {});
 }
 
 registry::ClientConfig client_config(const RegistryOptions& o, const registry::Reference& ref) {
@@ -270,7 +369,8 @@ base::Result<PulledImage> pull_bootstrap(registry::Client& client, const registr
     // is still known by its footer. Probed on the first layer; the others are read as
     // eStargz and refused by name when they are not.
     std::string why;
-    auto esgz = has_estargz_footer(client, ref, m.layers.front(), why);
+    std::vector<std::byte> tail;  // the first layer's, read again by no one
+    auto esgz = has_estargz_footer(client, ref, m.layers.front(), kEstargzTailBytes, tail, why);
     if (!esgz) {
       return base::Unexpected(esgz.error().wrap(ref.to_string()));
     }
@@ -286,8 +386,8 @@ base::Result<PulledImage> pull_bootstrap(registry::Client& client, const registr
         "without a digest to verify them against (each chunk is still checked against the "
         "TOC's chunkDigest)",
         ref.to_string());
-    return pull_estargz_bootstrap(client, ref, m, resolved->manifest.digest, cache_dir,
-                                  max_bootstrap_bytes);
+    return pull_estargz(client, ref, m, resolved->manifest.digest, cache_dir, max_bootstrap_bytes,
+                        std::move(tail));
   }
   if (!layers) {
     return base::Unexpected(layers.error().wrap(ref.to_string()));

@@ -6,12 +6,15 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "base/result.h"
 #include "daemon/config.h"
+#include "daemon/early_ranges.h"
 #include "daemon/nydus_layers.h"
+#include "estargz/bootstrap.h"
 #include "registry/client.h"
 #include "registry/manifest.h"
 #include "registry/reference.h"
@@ -30,6 +33,12 @@ struct PulledImage {
   std::vector<std::string> blob_ids;
   std::map<std::string, std::string> blob_digests;  // renamed_blob_layers of the manifest
   bool bootstrap_cached = false;                    // found in the cache, nothing downloaded
+  // eStargz: the prioritized files' ranges, fetching since their TOC was parsed (for the
+  // image's registry backend: make_registry_backend); null when there are none. Its
+  // fetches use the client given to pull_bootstrap.
+  std::shared_ptr<EarlyRanges> early;
+  // eStargz, built here: how long each step took, for the bind's log line.
+  std::string timings;
 };
 
 // Resolve ref, pick the nydus layers (an eStargz image: pull_estargz_bootstrap), and
@@ -49,10 +58,32 @@ struct PulledImage {
 // containerd.io/snapshot/stargz/toc.digest annotation. Pure.
 [[nodiscard]] bool is_estargz_image(const registry::Manifest& m);
 
+// The first Range GET of an eStargz layer reads its last kEstargzTailBytes (or all of a
+// smaller layer): the footer and, for most layers, the whole TOC member in one round trip.
+inline constexpr std::uint64_t kEstargzTailBytes = 512ULL << 10;
+// At most this many bytes of an image's prioritized files (before .prefetch.landmark) are
+// fetched while its bootstrap is built (PulledImage::early); the rest of the list is
+// prefetched after the bind as for any image.
+inline constexpr std::uint64_t kEstargzEarlyBytes = 16ULL << 20;
+
+// One eStargz layer's footer and TOC: its last min(tail_bytes, size) bytes by one Range
+// GET; when the footer puts the TOC member before those, the missing head by a second.
+// tail: the layer's last bytes when a probe read them already (no GET for them then).
+// gets/bytes (optional) count the GETs and bytes. Errors name the layer: EINVAL for a
+// layer that is not eStargz (a plain gzip layer is refused), EBADMSG for a footer offset
+// that leaves no TOC or a TOC member that does not inflate, EMSGSIZE for a TOC member over
+// estargz::kMaxTocMemberBytes (no GET of it), the client's errors.
+[[nodiscard]] base::Result<estargz::LayerToc> read_estargz_layer_toc(
+    registry::Client& client, const registry::Reference& ref, const registry::Descriptor& l,
+    std::uint64_t tail_bytes, std::vector<std::byte> tail = {}, int* gets = nullptr,
+    std::uint64_t* bytes = nullptr);
+
 // The bootstrap of an eStargz image, made here from its layers' TOCs: per layer (four
-// layers at a time, each on a thread of its own), the footer and the TOC member by Range
-// GETs (the TOC JSON checked against the layer's
-// toc.digest annotation when it has one), then estargz::build_bootstrap, written to
+// layers at a time, each on a thread of its own), the footer and the TOC member by
+// read_estargz_layer_toc (the TOC JSON checked against the layer's toc.digest annotation
+// when it has one); as soon as a layer's TOC is parsed, the Range GETs of its prioritized
+// files start (PulledImage::early, up to kEstargzEarlyBytes in all); then
+// estargz::build_bootstrap, written to
 // <cache_dir>/bootstraps/estargz-<key>.boot, key = sha256 of the layer digests, and
 // reused from there (bootstrap_cached). Errors name the layer: EINVAL for a layer that
 // is not eStargz (plain gzip: refused, never downloaded whole), EBADMSG for a lying

@@ -473,6 +473,50 @@ base::Result<Built> build_bootstrap(const std::vector<LayerToc>& layers) {
   return b.finish();
 }
 
+std::vector<Range> prefetch_ranges(const LayerToc& layer, std::uint64_t max_bytes) {
+  const auto& entries = layer.toc.entries;
+  std::size_t landmark = entries.size();
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    auto comps = clean_name(entries[i].name);
+    if (comps && comps->size() == 1 && comps->front() == kPrefetchLandmark) {
+      landmark = i;
+      break;
+    }
+  }
+  if (landmark == entries.size()) {
+    return {};
+  }
+  std::vector<std::uint64_t> starts;
+  starts.reserve(entries.size());
+  for (const Entry& e : entries) {
+    if (e.offset && *e.offset < layer.toc_offset) {
+      starts.push_back(*e.offset);
+    }
+  }
+  std::sort(starts.begin(), starts.end());
+  starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
+  std::vector<Range> out;
+  std::uint64_t total = 0;
+  std::uint64_t last = UINT64_MAX;  // the last member taken: chunk entries repeat none
+  for (std::size_t i = 0; i < landmark && total < max_bytes; ++i) {
+    const Entry& e = entries[i];
+    if (!e.offset || *e.offset >= layer.toc_offset || *e.offset == last) {
+      continue;
+    }
+    last = *e.offset;
+    auto next = std::upper_bound(starts.begin(), starts.end(), *e.offset);
+    const std::uint64_t end = next == starts.end() ? layer.toc_offset : *next;
+    const std::uint64_t len = std::min(end - *e.offset, max_bytes - total);
+    total += len;
+    if (!out.empty() && out.back().offset + out.back().length == *e.offset) {
+      out.back().length += len;
+    } else {
+      out.push_back({*e.offset, len});
+    }
+  }
+  return out;
+}
+
 base::Result<LayerTree> layer_tree(const LayerToc& layer) {
   Builder b(std::span<const LayerToc>(&layer, 1), /*lazy=*/false);
   return b.single_layer();

@@ -77,4 +77,20 @@ struct LayerTree {
 };
 [[nodiscard]] base::Result<LayerTree> layer_tree(const LayerToc& layer);
 
+// A byte range of a layer: [offset, offset + length).
+struct Range {
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  friend bool operator==(const Range&, const Range&) = default;
+};
+
+// The gzip members of the layer's prioritized entries (those before a top-level
+// .prefetch.landmark; none without one), each to the next member's start or the TOC,
+// adjacent ones merged, in layer order, at most max_bytes in all (a range that would pass
+// it is cut short, later ones left out). Read from the TOC alone, before any bootstrap, so
+// a daemon can start fetching them while it builds one: the bytes are still checked
+// against chunkDigest when they fill the cache. Members at or past the TOC offset are
+// skipped (build_bootstrap refuses them). Pure.
+[[nodiscard]] std::vector<Range> prefetch_ranges(const LayerToc& layer, std::uint64_t max_bytes);
+
 }  // namespace estargz

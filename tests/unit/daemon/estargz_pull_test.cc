@@ -132,8 +132,10 @@ TEST(EstargzPull, ByRangeGetsThenFromTheCache) {
   auto pulled = pull_bootstrap(c, ref(), dir.path(), 64 << 20);
   ASSERT_TRUE(pulled) << pulled.error().to_string();
   EXPECT_FALSE(pulled->bootstrap_cached);
-  EXPECT_EQ(c.range_reads.load(), 2);  // footer, TOC
-  EXPECT_EQ(c.range_bytes.load(), m.blob.size() - m.toc_offset);
+  // One GET of the layer's tail holds the footer and the TOC (a layer this small: all of it).
+  EXPECT_EQ(c.range_reads.load(), 1);
+  EXPECT_EQ(c.range_bytes.load(), std::min<std::uint64_t>(m.blob.size(), kEstargzTailBytes));
+  EXPECT_EQ(pulled->early, nullptr);  // no .prefetch.landmark
   EXPECT_EQ(pulled->blob_ids, (std::vector<std::string>{digest.substr(7)}));
   EXPECT_NE(pulled->bootstrap_path.find("/bootstraps/estargz-"), std::string::npos);
   auto boot = base::read_file(pulled->bootstrap_path);
@@ -147,7 +149,7 @@ TEST(EstargzPull, ByRangeGetsThenFromTheCache) {
   ASSERT_TRUE(again);
   EXPECT_TRUE(again->bootstrap_cached);
   EXPECT_EQ(again->bootstrap_path, pulled->bootstrap_path);
-  EXPECT_EQ(c.range_reads.load(), 2);
+  EXPECT_EQ(c.range_reads.load(), 1);
 }
 
 TEST(EstargzPull, PlainGzipLayerIsRefused) {
@@ -187,9 +189,9 @@ TEST(EstargzPull, WithoutTheAnnotationTheFooterIsProbed) {
   ASSERT_FALSE(is_estargz_image(c.manifest));
   auto pulled = pull_bootstrap(c, ref(), dir.path(), 64 << 20);
   ASSERT_TRUE(pulled) << pulled.error().to_string();
-  // The probe (the footer), then the footer and the TOC: only Range GETs.
-  EXPECT_EQ(c.range_reads.load(), 3);
-  EXPECT_EQ(c.range_bytes.load(), estargz::kFooterSize + (m.blob.size() - m.toc_offset));
+  // The probe's GET of the tail holds the footer and the TOC: no second footer GET.
+  EXPECT_EQ(c.range_reads.load(), 1);
+  EXPECT_EQ(c.range_bytes.load(), std::min<std::uint64_t>(m.blob.size(), kEstargzTailBytes));
   EXPECT_EQ(pulled->blob_ids, (std::vector<std::string>{digest.substr(7)}));
   auto boot = base::read_file(pulled->bootstrap_path);
   ASSERT_TRUE(boot);
@@ -246,7 +248,7 @@ TEST(EstargzPull, ManyLayersAreReadTogetherAndMergedInOrder) {
   auto pulled = pull_bootstrap(c, ref(), dir.path(), 64 << 20);
   ASSERT_TRUE(pulled) << pulled.error().to_string();
   EXPECT_TRUE(c.together_seen);
-  EXPECT_EQ(c.range_reads.load(), 18);  // a footer and a TOC per layer
+  EXPECT_EQ(c.range_reads.load(), 9);  // one tail (footer and TOC) per layer
   EXPECT_EQ(pulled->blob_ids, digests);
   auto boot = base::read_file(pulled->bootstrap_path);
   ASSERT_TRUE(boot);
@@ -285,6 +287,127 @@ TEST(EstargzPull, ABootstrapOverTheCapIsRefused) {
   auto pulled = pull_bootstrap(c, ref(), dir.path(), 100);
   ASSERT_FALSE(pulled);
   EXPECT_EQ(pulled.error().code, EMSGSIZE);
+}
+
+// A layer whose TOC member is bigger than the tail read first: the second GET reads only
+// the part before the tail, and the TOC is the same as from one GET.
+TEST(EstargzPull, ATocBiggerThanTheTailTakesOneMoreGetOfItsHead) {
+  FakeClient c;
+  estargz::testing::LayerMaker lm;
+  for (int i = 0; i < 200; ++i) {
+    estargz::testing::FileSpec f;
+    f.name = "dir/file-with-a-long-name-" + std::to_string(i);
+    f.content = std::to_string(i);
+    lm.add(f);
+  }
+  auto m = lm.make();
+  const std::string digest = c.add_layer(m.blob, &m.toc_json);
+  const std::uint64_t toc_bytes = m.blob.size() - m.toc_offset;  // member + footer
+  ASSERT_GT(toc_bytes, 1000U);
+  const auto& l = c.manifest.layers[0];
+  for (const std::uint64_t tail :
+       {std::uint64_t{estargz::kFooterSize}, std::uint64_t{500}, toc_bytes - 1}) {
+    int gets = 0;
+    std::uint64_t bytes = 0;
+    const int before = c.range_reads.load();
+    auto toc = read_estargz_layer_toc(c, ref(), l, tail, {}, &gets, &bytes);
+    ASSERT_TRUE(toc) << tail << ": " << toc.error().to_string();
+    EXPECT_EQ(gets, 2) << tail;
+    EXPECT_EQ(c.range_reads.load() - before, 2) << tail;
+    EXPECT_EQ(bytes, toc_bytes) << tail;  // nothing read twice
+    EXPECT_EQ(toc->toc_offset, m.toc_offset);
+    EXPECT_EQ(toc->toc.entries.size(), 200U);
+    EXPECT_EQ(toc->blob_id, digest.substr(7));
+  }
+  // Exactly the TOC and the footer, or more: one GET.
+  for (const std::uint64_t tail : {toc_bytes, toc_bytes + 1, std::uint64_t{1} << 30}) {
+    int gets = 0;
+    std::uint64_t bytes = 0;
+    auto toc = read_estargz_layer_toc(c, ref(), l, tail, {}, &gets, &bytes);
+    ASSERT_TRUE(toc) << tail << ": " << toc.error().to_string();
+    EXPECT_EQ(gets, 1) << tail;
+    EXPECT_EQ(bytes, std::min<std::uint64_t>(tail, m.blob.size())) << tail;
+    EXPECT_EQ(toc->toc.entries.size(), 200U);
+  }
+}
+
+// A footer whose TOC offset lies (into file data, past the layer, into the TOC member):
+// a clear error naming the layer, whether the tail held the claimed TOC or not.
+TEST(EstargzPull, ALyingFooterOffsetIsAClearError) {
+  auto m = small_layer(std::string(3000, 'z'));
+  struct Case {
+    std::uint64_t offset;
+    int code;
+  };
+  const std::uint64_t body = m.blob.size() - estargz::kFooterSize;
+  for (const Case k :
+       {Case{0, 0}, Case{1, EBADMSG}, Case{m.toc_offset + 3, EBADMSG}, Case{body - 10, EBADMSG},
+        Case{body, EBADMSG}, Case{m.blob.size() * 2, EBADMSG}}) {
+    for (const std::uint64_t tail : {std::uint64_t{estargz::kFooterSize}, std::uint64_t{1} << 20}) {
+      FakeClient c;
+      ByteVec blob(m.blob.begin(), m.blob.end() - estargz::kFooterSize);
+      const auto f = estargz::testing::footer(k.offset);
+      blob.insert(blob.end(), f.begin(), f.end());
+      const std::string digest = c.add_layer(blob, nullptr);
+      auto toc = read_estargz_layer_toc(c, ref(), c.manifest.layers[0], tail);
+      ASSERT_FALSE(toc) << k.offset << " " << tail;
+      if (k.code != 0) {
+        EXPECT_EQ(toc.error().code, k.code) << k.offset << ": " << toc.error().to_string();
+      } else {
+        // The whole layer as a TOC member: its tar's first entry is a file, not the TOC.
+        EXPECT_TRUE(toc.error().code == ENOENT || toc.error().code == EBADMSG)
+            << toc.error().to_string();
+      }
+      EXPECT_NE(toc.error().to_string().find(digest), std::string::npos) << toc.error().to_string();
+      EXPECT_LE(c.range_reads.load(), 2);
+    }
+  }
+}
+
+// A layer with a .prefetch.landmark: its prioritized files' members are fetched as soon as
+// its TOC is parsed, and the bytes held are the layer's.
+TEST(EstargzPull, ThePrioritizedFilesAreFetchedWhileTheBootstrapIsBuilt) {
+  cfntest::TempDir dir;
+  FakeClient c;
+  estargz::testing::LayerMaker lm;
+  estargz::testing::FileSpec f;
+  f.name = "usr/bin/first";
+  f.content = std::string(20000, 'f');
+  lm.add(f);
+  f.name = ".prefetch.landmark";
+  f.content = "\x0f";
+  lm.add(f);
+  f.name = "usr/lib/later";
+  f.content = std::string(20000, 'l');
+  lm.add(f);
+  auto m = lm.make();
+  const std::string digest = c.add_layer(m.blob, &m.toc_json);
+  auto pulled = pull_bootstrap(c, ref(), dir.path(), 64 << 20);
+  ASSERT_TRUE(pulled) << pulled.error().to_string();
+  ASSERT_NE(pulled->early, nullptr);
+  EXPECT_NE(pulled->timings.find("early prefetch: first GET at"), std::string::npos)
+      << pulled->timings;
+  auto toc = estargz::parse_toc(m.toc_member, nullptr);
+  ASSERT_TRUE(toc);
+  std::uint64_t first = 0;
+  std::uint64_t landmark = 0;
+  for (const auto& e : toc->entries) {
+    if (e.name == "usr/bin/first") {
+      first = *e.offset;
+    }
+    if (e.name == ".prefetch.landmark") {
+      landmark = *e.offset;
+    }
+  }
+  ASSERT_LT(first, landmark);
+  ByteVec held(landmark - first);
+  EXPECT_EQ(pulled->early->take(digest.substr(7), first, held), held.size());
+  EXPECT_TRUE(std::equal(held.begin(), held.end(), m.blob.begin() + static_cast<long>(first)));
+  // Nothing past the landmark is held.
+  ByteVec later(10);
+  EXPECT_EQ(pulled->early->take(digest.substr(7), landmark, later), 0U);
+  EXPECT_EQ(pulled->early->stats().fetched_bytes, landmark - first);
+  EXPECT_EQ(c.range_reads.load(), 2);  // the tail, the landmark's members
 }
 
 }  // namespace

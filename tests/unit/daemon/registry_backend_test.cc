@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -38,9 +39,18 @@ class FakeClient final : public cfntest::StubRegistryClient {
                                              int) override {
     return base::make_error(ENOSYS, "fake");
   }
-  base::Status read_blob_range(const registry::Reference&, const std::string&, std::uint64_t,
-                               base::MutableBytes) override {
-    return base::make_error(ENOSYS, "fake");
+  // The early ranges' GETs: bytes (offset ^ 0xaa), not read_blob_ranges' (offset), so a
+  // test sees which served what.
+  base::Status read_blob_range(const registry::Reference&, const std::string& digest,
+                               std::uint64_t offset, base::MutableBytes out) override {
+    single_calls++;
+    if (digest == missing) {
+      return base::make_error(EIO, "reset");
+    }
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      out[i] = static_cast<std::byte>(((offset + i) & 0xff) ^ 0xaa);
+    }
+    return {};
   }
   void read_blob_ranges(const registry::Reference& repo, const std::string& digest,
                         std::span<registry::RangeRead> reads) override {
@@ -48,6 +58,7 @@ class FakeClient final : public cfntest::StubRegistryClient {
     seen_digest = digest;
     calls++;
     for (auto& r : reads) {
+      offsets.push_back(r.offset);
       if (digest == missing) {
         r.result = base::make_error(ENOENT, "blob unknown");
         continue;
@@ -66,6 +77,8 @@ class FakeClient final : public cfntest::StubRegistryClient {
   std::string seen_repo;
   std::string seen_digest;
   int calls = 0;
+  std::atomic<int> single_calls{0};
+  std::vector<std::uint64_t> offsets;          // of the reads read_blob_ranges was given
   std::string missing;                         // reads of this digest: ENOENT
   std::optional<registry::Manifest> manifest;  // what resolve answers (else ENOSYS)
   std::vector<std::string> resolved;           // the references resolved
@@ -208,6 +221,73 @@ TEST(RegistryBackend, RefusesIdsThatAreNotDigests) {
   be->read(std::string(64, 'A'), std::span<BackendRead>(&r, 1));
   EXPECT_FALSE(r.result);
   EXPECT_EQ(client->calls, 0);
+}
+
+// An eStargz image's prioritized ranges, fetched before the backend existed: a read inside
+// them is served from memory, a read that starts inside and runs past them gets the rest
+// from the registry, a refetch (bytes that failed their digest) and a range whose early
+// GET failed always go to the registry.
+TEST(RegistryBackend, EarlyRangesServeWhatTheyHoldAndTheRegistryTheRest) {
+  auto client = std::make_shared<FakeClient>();
+  auto ref = registry::Reference::parse("127.0.0.1:5000/team/app:v1");
+  ASSERT_TRUE(ref);
+  const std::string id(64, 'a');
+  const std::string failing(64, 'f');
+  client->missing = "sha256:" + failing;
+  auto early = std::make_shared<EarlyRanges>(*client);
+  early->add(*ref, id, "sha256:" + id, {{100, 50}, {120, 10} /* overlaps: left out */});
+  early->add(*ref, failing, "sha256:" + failing, {{0, 10}});
+  auto be = make_registry_backend(client, *ref, {}, early);
+  const auto early_byte = [](std::uint64_t off) { return std::byte((off & 0xff) ^ 0xaa); };
+  const auto ranged_byte = [](std::uint64_t off) { return std::byte(off & 0xff); };
+
+  std::vector<std::byte> inside(20);
+  std::vector<std::byte> across(20);
+  std::vector<std::byte> outside(10);
+  std::vector<BackendRead> reads(3);
+  reads[0].offset = 110;
+  reads[0].out = inside;
+  reads[1].offset = 140;  // 10 bytes held, 10 past the range
+  reads[1].out = across;
+  reads[2].offset = 500;
+  reads[2].out = outside;
+  be->read(id, reads);
+  for (const auto& r : reads) {
+    ASSERT_TRUE(r.result) << r.result.error().to_string();
+  }
+  for (std::size_t i = 0; i < inside.size(); ++i) {
+    EXPECT_EQ(inside[i], early_byte(110 + i)) << i;
+  }
+  for (std::size_t i = 0; i < across.size(); ++i) {
+    EXPECT_EQ(across[i], i < 10 ? early_byte(140 + i) : ranged_byte(140 + i)) << i;
+  }
+  EXPECT_EQ(outside[0], ranged_byte(500));
+  EXPECT_EQ(client->calls, 1);
+  EXPECT_EQ(client->offsets, (std::vector<std::uint64_t>{150, 500}));
+
+  // A refetch never takes the early bytes.
+  BackendRead again;
+  again.offset = 100;
+  again.out = inside;
+  again.refetch = true;
+  be->read(id, std::span<BackendRead>(&again, 1));
+  ASSERT_TRUE(again.result);
+  EXPECT_EQ(inside[0], ranged_byte(100));
+
+  // The early GET of the other blob failed: its reads go to the registry (which fails
+  // them here too, as it does for that blob).
+  BackendRead lost;
+  lost.offset = 2;
+  lost.out = outside;
+  be->read(failing, std::span<BackendRead>(&lost, 1));
+  ASSERT_FALSE(lost.result);
+  EXPECT_EQ(lost.result.error().code, ENOENT);
+
+  const auto st = early->stats();
+  EXPECT_EQ(st.fetched_bytes, 50U);
+  EXPECT_EQ(st.served_bytes, 30U);
+  EXPECT_EQ(st.failed_pieces, 1U);
+  EXPECT_EQ(client->single_calls.load(), 2);  // one GET per range, the overlap left out
 }
 
 }  // namespace

@@ -322,3 +322,71 @@ TEST(EstargzBootstrap, RefusesWhatRafsCannotHoldOrWhatLies) {
 
 }  // namespace
 }  // namespace estargz
+
+namespace estargz {
+namespace {
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"  // FileSpec's defaults
+// The members of the entries before .prefetch.landmark, from the TOC alone: what the
+// daemon fetches while it builds the bootstrap.
+TEST(EstargzPrefetchRanges, TheLandmarksMembersMergedAndCapped) {
+  auto m = testing::every_entry_type(std::string(3 * 4096 + 5, 'b')).make();
+  const LayerToc l = layer_toc(m, blob_id('a'));
+  std::uint64_t hello = 0;
+  std::uint64_t landmark = 0;
+  for (const auto& e : l.toc.entries) {
+    if (e.name == "./etc/hello.txt") {
+      hello = *e.offset;
+    }
+    if (e.name == ".prefetch.landmark") {
+      landmark = *e.offset;
+    }
+  }
+  ASSERT_GT(hello, 0U);
+  ASSERT_GT(landmark, hello);
+  // hello.txt's member runs to the landmark's.
+  EXPECT_EQ(prefetch_ranges(l, 1 << 20), (std::vector<Range>{{hello, landmark - hello}}));
+  EXPECT_EQ(prefetch_ranges(l, 3), (std::vector<Range>{{hello, 3}}));
+  EXPECT_TRUE(prefetch_ranges(l, 0).empty());
+
+  // Two prioritized files: their adjacent members make one range; chunks of one file too.
+  LayerMaker lm(4096);
+  lm.add({.name = "a", .content = std::string(100, 'a')});
+  lm.add({.name = "b", .content = std::string(2 * 4096 + 1, 'b')});
+  lm.add({.name = ".prefetch.landmark", .content = "\x0f"});
+  lm.add({.name = "c", .content = std::string(100, 'c')});
+  auto two = lm.make();
+  const LayerToc t = layer_toc(two, blob_id('b'));
+  std::uint64_t a = 0;
+  std::uint64_t lmk = 0;
+  for (const auto& e : t.toc.entries) {
+    if (e.name == "a") {
+      a = *e.offset;
+    }
+    if (e.name == ".prefetch.landmark") {
+      lmk = *e.offset;
+    }
+  }
+  EXPECT_EQ(prefetch_ranges(t, 1 << 20), (std::vector<Range>{{a, lmk - a}}));
+
+  // No landmark (or .no.prefetch.landmark): nothing.
+  LayerMaker plain(4096);
+  plain.add({.name = "a", .content = "a"});
+  plain.add({.name = ".no.prefetch.landmark", .content = "\x0f"});
+  EXPECT_TRUE(prefetch_ranges(layer_toc(plain.make(), blob_id('c')), 1 << 20).empty());
+
+  // A lying offset at or past the TOC is left out, not fetched.
+  LayerToc lying = l;
+  for (auto& e : lying.toc.entries) {
+    if (e.name == "./etc/hello.txt") {
+      e.offset = lying.toc_offset + 10;
+    }
+  }
+  EXPECT_TRUE(prefetch_ranges(lying, 1 << 20).empty());
+}
+
+#pragma GCC diagnostic pop
+
+}  // namespace
+}  // namespace estargz
