@@ -6,11 +6,17 @@
 //                                  while the entries are made, as parse_toc_json did
 //                                  before it walked the JSON with SAX
 //   estargz_toc_bench sax FILE     estargz::parse_toc_json as it is (SAX, no DOM)
+//   estargz_toc_bench build FILE [N]  the cold eStargz mount's CPU work on this TOC, N
+//                                  times (default 1): parse_toc_json, then build_bootstrap
+//                                  of it as one layer; prints the best ms of each step and
+//                                  the bootstrap's size and sha256 (the same TOC must give
+//                                  the same bytes: run it twice and compare)
 //
 // Each parse mode prints one line: "<mode> entries=<n> maxrss_kib=<k> ms=<t>", where
 // maxrss is this process's peak RSS (getrusage), the JSON text included in both modes.
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +26,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/digest.h"
+#include "estargz/bootstrap.h"
 #include "estargz/toc.h"
 
 namespace {
@@ -73,11 +81,59 @@ std::string slurp(const char* path) {
   return ss.str();
 }
 
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int build(const std::string& text, int n) {
+  double parse_ms = 1e18;
+  double build_ms = 1e18;
+  std::vector<std::byte> boot;
+  std::size_t entries = 0;
+  for (int i = 0; i < n; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto toc = estargz::parse_toc_json(text);
+    if (!toc) {
+      std::fprintf(stderr, "%s\n", toc.error().to_string().c_str());
+      return 1;
+    }
+    parse_ms = std::min(parse_ms, ms_since(t0));
+    entries = toc->entries.size();
+    estargz::LayerToc l;
+    l.blob_id = std::string(64, 'a');
+    std::uint64_t end = 0;
+    for (const auto& e : toc->entries) {
+      if (e.offset) {
+        end = std::max(end, *e.offset + 1);
+      }
+    }
+    l.toc_offset = end + 1500;
+    l.blob_size = l.toc_offset + 100000;
+    l.toc = std::move(*toc);
+    std::vector<estargz::LayerToc> layers;
+    layers.push_back(std::move(l));
+    t0 = std::chrono::steady_clock::now();
+    auto built = estargz::build_bootstrap(layers);
+    if (!built) {
+      std::fprintf(stderr, "%s\n", built.error().to_string().c_str());
+      return 1;
+    }
+    build_ms = std::min(build_ms, ms_since(t0));
+    boot = std::move(built->bootstrap);
+  }
+  std::printf("build entries=%zu parse_ms=%.2f build_ms=%.2f bootstrap=%zu sha256=%s\n", entries,
+              parse_ms, build_ms, boot.size(), base::hex(base::sha256(boot)).c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc == 4 && std::string(argv[1]) == "gen") {
     return gen(std::strtoull(argv[2], nullptr, 10), argv[3]);
+  }
+  if ((argc == 3 || argc == 4) && std::string(argv[1]) == "build") {
+    return build(slurp(argv[2]), argc == 4 ? std::atoi(argv[3]) : 1);
   }
   if (argc != 3) {
     std::fprintf(stderr, "usage: estargz_toc_bench gen N FILE | dom FILE | sax FILE\n");

@@ -772,7 +772,8 @@ class ServiceImpl final : public Service {
       }
       b.record.reference = ref->to_string();
       b.record.registry = ropts;
-      backend = make_registry_backend(std::move(client), *ref, std::move(renamed), std::move(early));
+      backend =
+          make_registry_backend(std::move(client), *ref, std::move(renamed), std::move(early));
     }
     if (!ref) {
       CFN_ASSIGN_OR_RETURN(auto local, make_localfs_backend(blob_dir));

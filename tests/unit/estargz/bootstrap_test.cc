@@ -388,5 +388,65 @@ TEST(EstargzPrefetchRanges, TheLandmarksMembersMergedAndCapped) {
 
 #pragma GCC diagnostic pop
 
+// The bootstrap's bytes are a function of the TOCs alone: built twice, or from TOCs that
+// say the same, they are the same; and they are these bytes. The daemon caches bootstraps
+// by the layer digests under a key with a version ("estargz-bootstrap-v1",
+// daemon/registry_image.cc): a change of the hash below changes what a cached bootstrap
+// would have been, so it must come with a new key version, never alone.
+TEST(EstargzBootstrap, TheSameTocsGiveTheSameBytes) {
+  const auto digest = [](int i) { return "sha256:" + fmt::format("{:064x}", 0x1000 + i); };
+  const std::string lower =
+      fmt::format(R"({{"version":1,"entries":[
+    {{"name":"./","type":"dir","mode":16877,"modtime":"2024-05-06T07:08:09Z"}},
+    {{"name":"usr/","type":"dir","mode":493,"uid":1,"gid":2,"modtime":"2024-05-06T07:08:09.5Z"}},
+    {{"name":"usr/bin/python3","type":"reg","size":9000,"mode":493,"offset":100,
+      "chunkOffset":0,"chunkSize":4096,"chunkDigest":"{}","modtime":"2023-01-02T03:04:05Z",
+      "xattrs":{{"user.b":"Yg==","security.capability":"AQAAAg=="}}}},
+    {{"name":"usr/bin/python3","type":"chunk","offset":900,"chunkOffset":4096,
+      "chunkSize":4096,"chunkDigest":"{}"}},
+    {{"name":"usr/bin/python3","type":"chunk","offset":1700,"chunkOffset":8192,
+      "chunkDigest":"{}"}},
+    {{"name":".prefetch.landmark","type":"reg","size":1,"offset":1800,"chunkDigest":"{}"}},
+    {{"name":"usr/lib/a.py","type":"reg","size":10,"mode":420,"offset":1900,"chunkDigest":"{}"}},
+    {{"name":"usr/lib/gone.py","type":"reg","size":3,"mode":420,"offset":2000,
+      "chunkDigest":"{}"}},
+    {{"name":"usr/lib/link","type":"symlink","linkName":"a.py","mode":511}},
+    {{"name":"usr/lib/hard","type":"hardlink","linkName":"usr/lib/a.py"}},
+    {{"name":"dev/null","type":"char","devMajor":1,"devMinor":3,"mode":438}},
+    {{"name":"empty","type":"reg","size":0,"mode":384}}]}})",
+                  digest(1), digest(2), digest(3), digest(4), digest(5), digest(6));
+  const std::string upper = fmt::format(R"({{"version":1,"entries":[
+    {{"name":"usr/lib/.wh.gone.py","type":"reg","size":0}},
+    {{"name":"usr/lib/a.py","type":"reg","size":20,"mode":420,"offset":0,"chunkDigest":"{}"}},
+    {{"name":"etc/","type":"dir","mode":448}},
+    {{"name":"etc/.wh..wh..opq","type":"reg","size":0}},
+    {{"name":"etc/hostname","type":"reg","size":5,"offset":300,"chunkDigest":"{}"}}]}})",
+                                        digest(7), digest(8));
+  const auto make = [&] {
+    std::vector<LayerToc> layers(2);
+    for (int i = 0; i < 2; ++i) {
+      auto toc = parse_toc_json(i == 0 ? lower : upper);
+      EXPECT_TRUE(toc) << toc.error().to_string();
+      layers[i].blob_id = std::string(64, static_cast<char>('a' + i));
+      layers[i].toc_offset = i == 0 ? 2100 : 400;
+      layers[i].blob_size = layers[i].toc_offset + 700;
+      layers[i].toc = std::move(*toc);
+    }
+    return build_bootstrap(layers);
+  };
+  auto one = make();
+  ASSERT_TRUE(one) << one.error().to_string();
+  auto two = make();
+  ASSERT_TRUE(two);
+  EXPECT_EQ(one->bootstrap, two->bootstrap);
+  EXPECT_EQ(one->prefetch, (std::vector<std::string>{"/usr/bin/python3"}));
+  auto img = erofs::Image::parse(one->bootstrap);
+  ASSERT_TRUE(img) << img.error().to_string();
+  EXPECT_TRUE(img->lookup_path("/usr/lib/hard"));
+  EXPECT_FALSE(img->lookup_path("/usr/lib/gone.py"));
+  EXPECT_EQ(base::hex(base::sha256(one->bootstrap)),
+            "615ec0ae6df1c4045a01c21cae036c954ff5fa2be861cb86d98daf78a690c462");
+}
+
 }  // namespace
 }  // namespace estargz
