@@ -51,6 +51,17 @@ base::Status cached_bootstrap(const std::string& cache_dir, const std::string& n
 
 constexpr std::size_t kParallelTocs = 4;
 
+// The eStargz bootstrap's file name. The key: the layers (their digests fix every byte,
+// the TOCs included) and the builder's version, so a builder that lays bootstraps out
+// anew gets new files.
+std::string estargz_bootstrap_name(const registry::Manifest& m) {
+  std::string key = "estargz-bootstrap-v1\n";
+  for (const auto& l : m.layers) {
+    key += l.digest + "\n";
+  }
+  return "estargz-" + base::hex(base::sha256(base::as_bytes(key))) + ".boot";
+}
+
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -183,15 +194,8 @@ base::Result<PulledImage> pull_estargz(registry::Client& client, const registry:
   const auto t0 = std::chrono::steady_clock::now();
   PulledImage out;
   out.manifest_digest = manifest_digest;
-  // The key: the layers (their digests fix every byte, the TOCs included) and the
-  // builder's version, so a builder that lays bootstraps out anew gets new files.
-  std::string key = "estargz-bootstrap-v1\n";
-  for (const auto& l : m.layers) {
-    key += l.digest + "\n";
-  }
   std::vector<std::byte> boot;
-  CFN_TRY(cached_bootstrap(
-      cache_dir, "estargz-" + base::hex(base::sha256(base::as_bytes(key))) + ".boot", out, boot));
+  CFN_TRY(cached_bootstrap(cache_dir, estargz_bootstrap_name(m), out, boot));
   double tocs_ms = 0;
   double build_ms = 0;
   int gets = 0;
@@ -368,6 +372,15 @@ base::Result<PulledImage> pull_bootstrap(registry::Client& client, const registr
     // No layer says toc.digest (an image whose annotations were dropped): an eStargz layer
     // is still known by its footer. Probed on the first layer; the others are read as
     // eStargz and refused by name when they are not.
+    if (!registry::is_valid_digest(resolved->manifest.digest)) {
+      return base::errorf(EINVAL, "{}: unsupported digest", ref.to_string());
+    }
+    // A bootstrap made from these very layers before: they are eStargz, no probe.
+    struct stat st {};
+    if (::stat((bootstraps_dir(cache_dir) + "/" + estargz_bootstrap_name(m)).c_str(), &st) == 0) {
+      return pull_estargz(client, ref, m, resolved->manifest.digest, cache_dir, max_bootstrap_bytes,
+                          {});
+    }
     std::string why;
     std::vector<std::byte> tail;  // the first layer's, read again by no one
     auto esgz = has_estargz_footer(client, ref, m.layers.front(), kEstargzTailBytes, tail, why);
@@ -377,9 +390,6 @@ base::Result<PulledImage> pull_bootstrap(registry::Client& client, const registr
     if (!*esgz) {
       return base::errorf(EINVAL, "{}: {}; not eStargz either ({}: a plain gzip layer is refused)",
                           ref.to_string(), layers.error().message, why);
-    }
-    if (!registry::is_valid_digest(resolved->manifest.digest)) {
-      return base::errorf(EINVAL, "{}: unsupported digest", ref.to_string());
     }
     spdlog::warn(
         "{}: eStargz by its layers' footers, without toc.digest annotations: the TOCs are used "
