@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "base/bytes.h"
 #include "base/json_fields.h"
 #include "base/prometheus.h"
 
@@ -15,8 +16,8 @@ namespace {
 
 using nlohmann::json;
 
-// An answer's text. Strings that are not UTF-8 (a file name from an image, an error quoting
-// bytes a registry sent) get U+FFFD where they break: nlohmann's default would throw, and
+// An answer's text. Strings that are not UTF-8 (an error quoting bytes a registry sent; file
+// names in `accessed` are sent losslessly instead, see files_to_json) get U+FFFD where they break: nlohmann's default would throw, and
 // an exception out of an answer ends the daemon.
 std::string text_of(const json& j, int indent = -1) {
   return j.dump(indent, ' ', false, json::error_handler_t::replace);
@@ -720,7 +721,15 @@ std::string images_to_json(const std::vector<ImageInfo>& images) {
 }
 
 std::string files_to_json(const std::vector<std::string>& files) {
-  return answer({{"files", files}});
+  json list = json::array();
+  for (const std::string& f : files) {
+    if (base::valid_utf8(f)) {
+      list.push_back(f);
+    } else {
+      list.push_back({{"hex", base::to_hex(base::as_bytes(f))}});
+    }
+  }
+  return answer({{"files", std::move(list)}});
 }
 
 std::string to_json(const Metrics& m) {
@@ -851,11 +860,31 @@ base::Result<std::vector<ImageInfo>> images_from_json(std::string_view text) {
 
 base::Result<std::vector<std::string>> files_from_json(std::string_view text) {
   CFN_ASSIGN_OR_RETURN(auto j, answer_object(text));
-  std::vector<std::string> files;
-  if (!j.contains("files")) {
-    return base::make_error(EPROTO, "control: bad answer: no \"files\"");
+  const auto list = j.find("files");
+  if (list == j.end() || !list->is_array()) {
+    return base::make_error(EPROTO, "control: bad answer: no \"files\" array");
   }
-  CFN_TRY(as_proto(base::JsonFields(j, "").read("files", files)));
+  std::vector<std::string> files;
+  files.reserve(list->size());
+  for (const json& f : *list) {
+    if (f.is_string()) {
+      files.push_back(f.get<std::string>());
+      continue;
+    }
+    // A name that is not UTF-8: {"hex": its bytes}.
+    const auto hex = f.is_object() && f.size() == 1 ? f.find("hex") : f.end();
+    if (hex == f.end() || !hex->is_string() || hex->get_ref<const std::string&>().size() % 2 != 0) {
+      return base::make_error(EPROTO,
+                              "control: bad answer: a \"files\" entry is neither a string nor "
+                              "{\"hex\": bytes}");
+    }
+    const std::string& text = hex->get_ref<const std::string&>();
+    std::string name(text.size() / 2, '\0');
+    if (!base::from_hex(text, std::as_writable_bytes(std::span(name)))) {
+      return base::make_error(EPROTO, "control: bad answer: a \"files\" entry's hex is not hex");
+    }
+    files.push_back(std::move(name));
+  }
   return files;
 }
 

@@ -13,7 +13,8 @@
 //   {"op":"bind","bootstrap":PATH,"blob_dir":DIR,"mountpoint":DIR ...}
 //   {"op":"unbind","mountpoint":DIR[,"force":true]}             -> {"ok":true}
 //   {"op":"list"}                          -> {"ok":true,"images":[IMAGE...]}
-//   {"op":"accessed","mountpoint":DIR}     -> {"ok":true,"files":[PATH...]}
+//   {"op":"accessed","mountpoint":DIR}     -> {"ok":true,"files":[PATH...]}  (a PATH that
+//                                             is not UTF-8: {"hex":"<its bytes>"}, lossless)
 //   {"op":"metrics"}                       -> {"ok":true,"metrics":{...}}
 //   {"op":"metrics","format":"prometheus"} -> {"ok":true,"text":"..."}
 //   {"op":"cache_ls"}                      -> {"ok":true, CACHE LISTING}

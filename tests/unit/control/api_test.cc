@@ -240,8 +240,9 @@ TEST(ControlApi, FailureAnswersAreTheirErrors) {
 }
 
 // An error quoting bytes that are not UTF-8 (a registry's Location, a digest cut at 80
-// bytes inside a character) and a file name of an image that is not UTF-8 are answered, with
-// U+FFFD in their place, instead of throwing out of the daemon's control thread.
+// bytes inside a character) is answered, with U+FFFD in their place, instead of throwing out
+// of the daemon's control thread; a file name of an image that is not UTF-8 is answered
+// losslessly as {"hex": its bytes}.
 TEST(ControlApi, AnswersWithBytesThatAreNotUtf8) {
   const std::string a = error_to_json({EINVAL, "bad Location 'https://r/\xff\xc3'"});
   auto e = ok_from_json(a);
@@ -249,9 +250,24 @@ TEST(ControlApi, AnswersWithBytesThatAreNotUtf8) {
   EXPECT_EQ(e.error().code, EINVAL);
   EXPECT_NE(e.error().message.find("bad Location 'https://r/\xef\xbf\xbd"), std::string::npos)
       << e.error().message;
-  auto f = files_from_json(files_to_json({"/ok", "/caf\xe9"}));
+  const std::vector<std::string> names = {"/ok", "/caf\xe9", "/caf\xc3\xa9",
+                                          std::string("/nul\0\xff\xc3", 8), "/\xef\xbf\xbd"};
+  const std::string text = files_to_json(names);
+  EXPECT_NE(text.find(R"({"hex":"2f636166e9"})"), std::string::npos) << text;
+  EXPECT_NE(text.find("\"/caf\xc3\xa9\""), std::string::npos) << text;  // UTF-8: a string
+  auto f = files_from_json(text);
   ASSERT_TRUE(f);
-  EXPECT_EQ(*f, (std::vector<std::string>{"/ok", "/caf\xef\xbf\xbd"}));
+  EXPECT_EQ(*f, names);
+  // Entries that are neither are protocol errors.
+  for (const char* bad :
+       {R"({"ok":true,"files":[{"hex":"2f6"}]})", R"({"ok":true,"files":[{"hex":"zz"}]})",
+        R"({"ok":true,"files":[{"hex":1}]})", R"({"ok":true,"files":[{"hex":"2f","x":1}]})",
+        R"({"ok":true,"files":[{}]})", R"({"ok":true,"files":[7]})",
+        R"({"ok":true,"files":{}})", R"({"ok":true})"}) {
+    auto b = files_from_json(bad);
+    ASSERT_FALSE(b) << bad;
+    EXPECT_EQ(b.error().code, EPROTO) << bad;
+  }
 }
 
 // A request whose strings are not UTF-8 (a path from a command line, a label) is a
