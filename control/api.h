@@ -157,7 +157,9 @@ struct StatusAnswer {
   std::uint64_t uptime_s = 0;
   std::uint64_t images = 0;  // bound images
   std::string cache_dir;
-  std::uint64_t cache_bytes = 0;  // disk space the cache directory takes (allocated blocks)
+  // The cache's entries' allocated bytes as of its last accounting pass: metrics'
+  // cache_bytes (docs/control-api.md says what it leaves out).
+  std::uint64_t cache_bytes = 0;
   std::string socket;
   std::string metrics_address;  // the bound HTTP endpoint; empty: off
   friend bool operator==(const StatusAnswer&, const StatusAnswer&) = default;
