@@ -88,7 +88,8 @@ struct H2Callbacks {
       } else {
         auto now = Clock::now();
         // Saturate: a timeout of 99999999H is no deadline to speak of.
-        s->deadline = *t >= Clock::time_point::max() - now ? Clock::time_point::max() : now + *t;
+        c.set_deadline(*s, *t >= Clock::time_point::max() - now ? Clock::time_point::max()
+                                                                : now + *t);
       }
     }
     (void)session;
@@ -153,6 +154,7 @@ struct H2Callbacks {
     auto it = c.streams_.find(stream_id);
     if (it != c.streams_.end()) {
       c.buffered_ -= it->second->body.size();
+      c.drop_deadline(*it->second);
       c.streams_.erase(it);
     }
     return 0;
@@ -360,6 +362,7 @@ void H2Connection::answer(Stream& s, GrpcReply reply) {
     return;
   }
   s.answered = true;
+  drop_deadline(s);
   size_t total = 0;
   for (const auto& m : reply.messages) {
     total += 5 + m.size();
@@ -383,6 +386,7 @@ void H2Connection::answer_error(Stream& s, RpcCode code, std::string message, in
     return;
   }
   s.answered = true;
+  drop_deadline(s);
   buffered_ -= s.body.size();
   std::string().swap(s.body);
   // Trailers-Only: one HEADERS with END_STREAM.
@@ -404,26 +408,38 @@ void H2Connection::answer_error(Stream& s, RpcCode code, std::string message, in
   s.reset_after_reply = !s.request_done;
 }
 
-void H2Connection::expire(Clock::time_point now) {
-  std::vector<Stream*> due;
-  for (auto& [id, s] : streams_) {
-    if (!s->answered && s->deadline && *s->deadline <= now) {
-      due.push_back(s.get());
-    }
+void H2Connection::set_deadline(Stream& s, Clock::time_point t) {
+  drop_deadline(s);  // a second grpc-timeout replaces the first
+  s.deadline = t;
+  if (!s.answered) {
+    deadlines_.emplace(t, s.id);
   }
-  for (auto* s : due) {
+}
+
+void H2Connection::drop_deadline(Stream& s) {
+  if (s.deadline) {
+    deadlines_.erase({*s.deadline, s.id});
+  }
+}
+
+void H2Connection::expire(Clock::time_point now) {
+  // answer_error drops each from deadlines_; the ones due are at its front.
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    const int32_t id = deadlines_.begin()->second;
+    Stream* s = stream(id);
+    if (s == nullptr || s->answered) {
+      deadlines_.erase(deadlines_.begin());  // not expected: the set follows the streams
+      continue;
+    }
     answer_error(*s, RpcCode::DEADLINE_EXCEEDED, "deadline exceeded");
   }
 }
 
 std::optional<Clock::time_point> H2Connection::next_deadline() const {
-  std::optional<Clock::time_point> next;
-  for (const auto& [id, s] : streams_) {
-    if (!s->answered && s->deadline && (!next || *s->deadline < *next)) {
-      next = s->deadline;
-    }
+  if (deadlines_.empty()) {
+    return std::nullopt;
   }
-  return next;
+  return deadlines_.begin()->first;
 }
 
 }  // namespace snapshotter

@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -84,9 +85,10 @@ class H2Connection {
   // The answer to a call that dispatch left pending; ignored when the stream is gone (the
   // peer reset it) or already answered (its deadline passed).
   void complete(int32_t stream_id, GrpcReply reply);
-  // Answers DEADLINE_EXCEEDED for the streams whose deadline is at or before now.
+  // Answers DEADLINE_EXCEEDED for the streams whose deadline is at or before now (only
+  // those: O(log n) each).
   void expire(Clock::time_point now);
-  // The earliest deadline of a stream not answered yet.
+  // The earliest deadline of a stream not answered yet. O(1): an ordered set, not a scan.
   [[nodiscard]] std::optional<Clock::time_point> next_deadline() const;
 
   // GOAWAY: no new streams; the ones open go on.
@@ -109,11 +111,16 @@ class H2Connection {
   void end_of_request(Stream& s);
   void answer(Stream& s, GrpcReply reply);
   void answer_error(Stream& s, RpcCode code, std::string message, int http_status = 200);
+  // deadlines_ holds (deadline, id) of every stream that has a deadline and is not answered
+  // yet: set when its grpc-timeout arrives, dropped when it is answered or closed.
+  void set_deadline(Stream& s, Clock::time_point t);
+  void drop_deadline(Stream& s);
 
   Dispatch dispatch_;
   H2Limits limits_;
   nghttp2_session* session_ = nullptr;
   std::map<int32_t, std::unique_ptr<Stream>> streams_;
+  std::set<std::pair<Clock::time_point, int32_t>> deadlines_;
   size_t buffered_ = 0;  // request bytes held in streams_
   std::string out_;
   size_t out_off_ = 0;

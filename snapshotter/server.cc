@@ -12,8 +12,10 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -151,6 +153,8 @@ struct Conn {
   std::unique_ptr<H2Connection> h2;
   uint32_t events = 0;  // what epoll watches for
   bool dead = false;
+  // Its h2's earliest deadline as keyed in Loop::timers (nullopt: not there).
+  std::optional<Clock::time_point> timer;
 };
 
 }  // namespace
@@ -161,6 +165,10 @@ struct Server::Loop {
   base::UniqueFd epoll;
   base::UniqueFd wake;  // eventfd: workers' replies and shutdown
   std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns;
+  // (earliest deadline, connection id) of each connection with a stream waiting on a
+  // deadline: the loop's timeout is the front, never a scan of every stream. pump() keeps a
+  // connection's entry right (every change to its streams is followed by a pump).
+  std::set<std::pair<Clock::time_point, uint64_t>> timers;
   uint64_t next_id = 2;  // 0 and 1 are kListenTag and kWakeTag
   size_t jobs_out = 0;   // jobs pushed whose Done has not come back (loop thread only)
   base::WorkerPool<Job> pool;
@@ -231,8 +239,29 @@ struct Server::Loop {
     }
   }
 
-  // Writes what the connection has to send, then watches for what it needs next.
+  // The connection's entry in timers, after its streams changed.
+  void rearm(uint64_t id, Conn& c) {
+    const auto want = c.dead ? std::nullopt : c.h2->next_deadline();
+    if (want == c.timer) {
+      return;
+    }
+    if (c.timer) {
+      timers.erase({*c.timer, id});
+    }
+    if (want) {
+      timers.emplace(*want, id);
+    }
+    c.timer = want;
+  }
+
+  // Writes what the connection has to send, then watches for what it needs next, and
+  // rearms its timer.
   void pump(uint64_t id, Conn& c) {
+    send_and_watch(id, c);
+    rearm(id, c);
+  }
+
+  void send_and_watch(uint64_t id, Conn& c) {
     if (c.dead) {
       return;
     }
@@ -383,13 +412,8 @@ struct Server::Loop {
         }
       }
       std::optional<Clock::time_point> next;
-      for (auto& [id, c] : conns) {
-        if (c->dead) {
-          continue;
-        }
-        if (auto d = c->h2->next_deadline(); d && (!next || *d < *next)) {
-          next = d;
-        }
+      if (!timers.empty()) {
+        next = timers.begin()->first;
       }
       int timeout = -1;
       if (draining) {
@@ -438,16 +462,27 @@ struct Server::Loop {
           pump(tag, c);  // writable, or hung up with reading off: send fails and closes
         }
       }
-      if (next && *next <= Clock::now()) {
-        now = Clock::now();
-        for (auto& [id, c] : conns) {
-          if (!c->dead) {
-            c->h2->expire(now);
-            pump(id, *c);
-          }
+      now = Clock::now();
+      while (!timers.empty() && timers.begin()->first <= now) {
+        const uint64_t id = timers.begin()->second;
+        timers.erase(timers.begin());
+        auto it = conns.find(id);
+        if (it == conns.end()) {
+          continue;
+        }
+        Conn& c = *it->second;
+        c.timer.reset();
+        if (!c.dead) {
+          c.h2->expire(now);  // every stream due: its next deadline is after now
+          pump(id, c);
         }
       }
-      std::erase_if(conns, [](const auto& kv) { return kv.second->dead; });
+      std::erase_if(conns, [this](const auto& kv) {
+        if (kv.second->dead && kv.second->timer) {
+          timers.erase({*kv.second->timer, kv.first});
+        }
+        return kv.second->dead;
+      });
     }
     for (auto& [id, c] : conns) {
       close(*c);

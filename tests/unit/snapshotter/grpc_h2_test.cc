@@ -416,6 +416,48 @@ TEST_F(H2Test, DeadlineAnsweredWhenItPasses) {
   EXPECT_FALSE(server_->next_deadline());
 }
 
+// The deadlines are kept in order: next_deadline is the earliest stream not answered yet,
+// expire answers exactly the streams due, and a stream answered, reset by the peer or still
+// sending its request leaves or keeps its place as it should.
+TEST_F(H2Test, DeadlinesExpireInOrder) {
+  make();
+  Client c;
+  const int32_t s3 = c.call("/t/Later", framed("3"), {{"grpc-timeout", "3S"}});
+  const int32_t s1 = c.call("/t/Later", framed("1"), {{"grpc-timeout", "1S"}});
+  const int32_t s2 = c.call("/t/Later", framed("2"), {{"grpc-timeout", "2S"}});
+  const int32_t gone = c.call("/t/Later", framed("g"), {{"grpc-timeout", "500m"}});
+  const int32_t done = c.call("/t/Later", framed("d"), {{"grpc-timeout", "700m"}});
+  const int32_t open = c.call("/t/Later", framed("o"), {{"grpc-timeout", "4S"}}, false);
+  exchange(c);
+  ASSERT_EQ(deadlines_.size(), 5u);  // the open one is not dispatched yet
+  const auto d1 = *deadlines_[1];
+  const auto d2 = *deadlines_[2];
+  const auto d3 = *deadlines_[0];
+  EXPECT_LT(d1, d2);
+  EXPECT_LT(d2, d3);
+  EXPECT_EQ(server_->next_deadline(), deadlines_[3]);  // the 500 ms one
+  c.rst(gone);
+  exchange(c);
+  EXPECT_EQ(server_->next_deadline(), deadlines_[4]);
+  server_->complete(done, GrpcReply{{}, {"ok"}});
+  exchange(c);
+  EXPECT_EQ(c.resp[done].data, framed("ok"));
+  EXPECT_EQ(server_->next_deadline(), d1);
+  server_->expire(d2);  // s1 and s2 are due, s3 and the open one not
+  exchange(c);
+  EXPECT_EQ(status_of(c.resp[s1]), "4");
+  EXPECT_EQ(status_of(c.resp[s2]), "4");
+  EXPECT_FALSE(c.resp[s3].closed);
+  const auto d4 = server_->next_deadline();
+  ASSERT_TRUE(d4);
+  EXPECT_EQ(*d4, d3);
+  server_->expire(d3 + 1h);  // s3, and the request still being sent
+  exchange(c);
+  EXPECT_EQ(status_of(c.resp[s3]), "4");
+  EXPECT_EQ(status_of(c.resp[open]), "4");
+  EXPECT_FALSE(server_->next_deadline());
+}
+
 TEST_F(H2Test, GoawayLetsOpenStreamsFinish) {
   make();
   Client c;
