@@ -68,10 +68,10 @@ std::string Auth::credentials_tried(const std::string& host) {
   }
   auto c = credentials_for(host);
   if (!c) {
-    return fmt::format("none ({}: {})", docker, c.error().message);
+    return fmt::format("anonymous ({}: {})", docker, c.error().message);
   }
   if (!*c) {
-    return fmt::format("none (no entry for {} in {})", host, docker);
+    return fmt::format("anonymous (no entry for {} in {})", host, docker);
   }
   if (!(*c)->identity_token.empty() && (*c)->username.empty()) {
     return fmt::format("an identity token for {} from {}", host, docker);

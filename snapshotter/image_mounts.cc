@@ -267,7 +267,18 @@ base::Result<std::string> ImageMounts::bind_new(int64_t id, const NydusImage& im
   }
   auto bound = daemon_->bind(req);
   if (!bound) {
-    return base::Unexpected(bound.error().wrap("binding " + image.image_ref + " on " + mp));
+    std::string what = "binding " + image.image_ref + " on " + mp;
+    if (!policy_.auth.empty() &&
+        bound.error().message.find("credentials tried") != std::string::npos) {
+      // The daemon's error names the docker config it was given (ours) and the user: say
+      // where that config's credentials came from. (Matched by its text: the errno of a
+      // registry's 401 may reach us as EIO, wrapped by a blob's open.)
+      what += fmt::format(" (credentials: {}, handed to the daemon as the docker config {})",
+                          policy_.auth_source.empty() ? "the nydusd config's backend auth"
+                                                      : policy_.auth_source,
+                          req.registry->docker_config.value_or(""));
+    }
+    return base::Unexpected(bound.error().wrap(what));
   }
   spdlog::info("nydus image {} mounted on {} ({})", image.image_ref, mp, bound->frontend);
   return mp;

@@ -69,6 +69,9 @@ struct MountPolicy {
   std::optional<control::RegistryOverrides> registry;
   std::vector<std::string> mirror_urls;  // mirrors of each image's own registry host
   std::string auth;  // base64 "user:password" for each image's registry; never logged
+  // Where auth came from, for an error that names the credentials tried ("the nydusd config
+  // PATH's backend auth"); never the value.
+  std::string auth_source;
   // How often the background check asks the daemon whether it still serves the kept mounts
   // (check_now()); 0: never (acquire still checks before each new use).
   std::chrono::milliseconds check_interval{0};

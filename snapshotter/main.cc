@@ -250,6 +250,9 @@ int main(int argc, char** argv) {
   }
   policy.mirror_urls = nydusd.mirror_urls;
   policy.auth = nydusd.auth;
+  if (!nydusd.auth.empty()) {
+    policy.auth_source = "the backend auth of the nydusd config " + opts.nydusd_config;
+  }
   policy.check_interval = std::chrono::seconds(1);
   start.args = nydusd.daemon_args;
   auto daemon = std::make_shared<snapshotter::DaemonLink>(std::move(start));
