@@ -68,7 +68,8 @@ class BlobCacheImpl final : public BlobCache {
   explicit BlobCacheImpl(CacheOptions options)
       : options_(std::move(options)), shared_(make_shared_state(options_)) {
     prefetcher_ = std::make_unique<cache::Prefetcher>(shared_, options_.prefetch_bandwidth,
-                                                      std::max(options_.batch_size, kMinBatch));
+                                                      std::max(options_.batch_size, kMinBatch),
+                                                      options_.prefetch_merge_size);
     {
       std::lock_guard lk(shared_->hooks_mu);
       shared_->wake_gc = [this] { wake_space(); };

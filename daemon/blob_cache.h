@@ -42,6 +42,9 @@ struct CacheOptions {
   // range read where they continue each other. Below batch_size (0 too): batch_size.
   std::uint64_t amplify_io = 0;
   std::uint64_t prefetch_bandwidth = 0;  // bytes/s for background prefetch; 0 = off
+  // A prefetch list's largest range read (compressed bytes; below batch_size, 0 too:
+  // batch_size). See prefetch_chunks.
+  std::uint64_t prefetch_merge_size = 0;
   // How long a fill may wait for its bytes, retries included; 0 = no bound but the
   // backend's own timeouts. See CachedBlob::fill.
   std::chrono::milliseconds read_timeout{0};
@@ -233,8 +236,11 @@ class BlobCache {
   // Fetch these chunks of the blob right away (an image's prefetch list): ahead of
   // background prefetch, not bandwidth-capped, in the given order (a list recorded by
   // `accessed` is in the order the workload first read its files), one range read
-  // at a time per worker (listed chunks that continue each other in the blob file
-  // merge, up to a batch), kPrefetchListWorkers reads in flight at once. On-demand
+  // at a time per worker (listed chunks that follow each other in the blob file, at
+  // most 4 KiB apart, merge: a list's first read up to a batch, each next one up to
+  // twice the last, at most CacheOptions::prefetch_merge_size; a file's readahead:
+  // chunks that continue each other, up to a batch), kPrefetchListWorkers reads in
+  // flight at once. On-demand
   // fills come first: each worker claims only the chunks of its next read, so a fill
   // fetches anything not yet claimed itself, no worker starts a read while a fill is
   // fetching, and fills do not widen while the list has reads not yet started.

@@ -155,12 +155,25 @@ std::string registry_options_json(const RegistryOptions& o) {
 
 base::Result<Config> parse_config(std::string_view json_text, Config c) {
   CFN_ASSIGN_OR_RETURN(const auto j, base::parse_json_object(json_text, "config"));
-  static constexpr std::string_view kKeys[] = {
-      "frontend",        "cache_dir",          "socket",          "log_level",
-      "batch_size",      "prefetch_bandwidth", "fill_threads",    "fuse_threads",
-      "fd_holder",       "fd_holder_grace_s",  "allow_fail_open", "registry",
-      "read_timeout_s",  "fuse_poll_us",       "file_readahead",  "cache",
-      "metrics_address", "amplify_io"};
+  static constexpr std::string_view kKeys[] = {"frontend",
+                                               "cache_dir",
+                                               "socket",
+                                               "log_level",
+                                               "batch_size",
+                                               "prefetch_bandwidth",
+                                               "fill_threads",
+                                               "fuse_threads",
+                                               "fd_holder",
+                                               "fd_holder_grace_s",
+                                               "allow_fail_open",
+                                               "registry",
+                                               "read_timeout_s",
+                                               "fuse_poll_us",
+                                               "file_readahead",
+                                               "cache",
+                                               "metrics_address",
+                                               "amplify_io",
+                                               "prefetch_merge_size"};
   const base::JsonFields f(j, "config");
   CFN_TRY(f.only_keys(kKeys));
   CFN_ASSIGN_OR_RETURN(const auto frontend, f.opt_string("frontend", kNonEmpty));
@@ -176,6 +189,7 @@ base::Result<Config> parse_config(std::string_view json_text, Config c) {
   CFN_TRY(f.read("batch_size", c.batch_size, 128 * 1024, 64ULL << 20));
   CFN_TRY(f.read("amplify_io", c.amplify_io, 0, 64ULL << 20));
   CFN_TRY(f.read("prefetch_bandwidth", c.prefetch_bandwidth, 0, UINT64_MAX));
+  CFN_TRY(f.read("prefetch_merge_size", c.prefetch_merge_size, 0, 64ULL << 20));
   CFN_TRY(f.read("file_readahead", c.file_readahead, 0, 1ULL << 30));
   CFN_TRY(f.read("fill_threads", c.fill_threads, 1, 1024));
   CFN_TRY(f.read("fuse_threads", c.fuse_threads, 1, 1024));

@@ -52,6 +52,11 @@ struct Config {
   // took 0.62x the time of 128 KiB (as 1 MiB did), python's start fetched 13% more bytes.
   std::uint64_t amplify_io = 512U << 10;
   std::uint64_t prefetch_bandwidth = 0;  // bytes/s, 0 = no background prefetch
+  // A prefetch list's largest range read (compressed bytes): listed chunks that follow
+  // each other in the blob merge up to this (below batch_size, 0 too: batch_size).
+  // Each list's first reads start at batch_size and double, so the first files the
+  // workload needs arrive first. nydusd's prefetch merging size (1 MiB).
+  std::uint64_t prefetch_merge_size = 1U << 20;
   // The first read of a file queues the rest of it, up to this many uncompressed
   // bytes, as a prefetch (0 = off): BoundImage::open.
   std::uint64_t file_readahead = 8U << 20;
@@ -98,10 +103,10 @@ struct Config {
 [[nodiscard]] std::string fd_holder_socket(const std::string& socket_path);
 
 // Parse a JSON object of Config keys ("frontend", "cache_dir", "socket", "log_level",
-// "batch_size", "amplify_io", "prefetch_bandwidth", "file_readahead", "fill_threads",
-// "fuse_threads", "fuse_poll_us", "read_timeout_s" (0 = no bound), "fd_holder", "fd_holder_grace_s"
-// (0 = for ever), "allow_fail_open", "metrics_address" ("" = off), "registry", "cache") over
-// `base`. Unknown keys and wrong types are EINVAL, naming the key.
+// "batch_size", "amplify_io", "prefetch_bandwidth", "prefetch_merge_size", "file_readahead",
+// "fill_threads", "fuse_threads", "fuse_poll_us", "read_timeout_s" (0 = no bound), "fd_holder",
+// "fd_holder_grace_s" (0 = for ever), "allow_fail_open", "metrics_address" ("" = off), "registry",
+// "cache") over `base`. Unknown keys and wrong types are EINVAL, naming the key.
 [[nodiscard]] base::Result<Config> parse_config(std::string_view json_text, Config base = {});
 // Parse a JSON object of RegistryOptions keys ("plain_http", "insecure", "ca_files",
 // "docker_config", "mirrors": {host: [url...]}, "mirror_headers": {url: {name: value}},

@@ -119,6 +119,7 @@ class ServiceImpl final : public Service {
     opts.batch_size = config_.batch_size;
     opts.amplify_io = config_.amplify_io;
     opts.prefetch_bandwidth = config_.prefetch_bandwidth;
+    opts.prefetch_merge_size = config_.prefetch_merge_size;
     opts.read_timeout = std::chrono::seconds(config_.read_timeout_s);
     opts.space.limit = config_.cache_limit;
     opts.space.limit_percent = config_.cache_limit_percent;

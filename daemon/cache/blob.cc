@@ -276,9 +276,10 @@ std::vector<std::uint32_t> Blob::widen(std::uint32_t first, std::uint32_t last,
 }
 
 std::vector<Blob::Round> Blob::claim(const std::vector<std::uint32_t>& cis,
-                                     std::vector<std::shared_ptr<Flight>>* req_flight) {
+                                     std::vector<std::shared_ptr<Flight>>* req_flight,
+                                     std::uint64_t max_read) {
   const auto& chunks = meta_.chunks();
-  const std::uint64_t round_limit = std::max(batch_ * kBatchesPerRound, window_);
+  const std::uint64_t round_limit = std::max({batch_ * kBatchesPerRound, window_, max_read});
   std::vector<Round> rounds;
   std::uint64_t round_bytes = 0;
   for (std::size_t i = 0; i < cis.size(); ++i) {
@@ -493,10 +494,12 @@ void Blob::refetch(RoundOutcome& out, int fd, Deadline deadline) {
   out.corrupt = std::move(again.corrupt);
 }
 
-std::uint64_t Blob::run_round(const Round& round, int write_fd, Deadline deadline) {
+std::uint64_t Blob::run_round(const Round& round, int write_fd, Deadline deadline,
+                              std::uint64_t max_read) {
   const int fd = write_fd >= 0 ? write_fd : fd_.get();
   // A fill's window is one range read where its absent chunks continue each other.
-  const ReadPlan plan = plan_reads(meta_.chunks(), round.cis, window_, kMaxReadGap);
+  const ReadPlan plan =
+      plan_reads(meta_.chunks(), round.cis, max_read == 0 ? window_ : max_read, kMaxReadGap);
   std::vector<std::byte> buf;
   std::vector<BackendRead> reads;
   fetch(plan, buf, reads, deadline);
@@ -625,11 +628,12 @@ std::vector<std::uint32_t> Blob::next_absent(std::uint32_t* cursor, std::uint64_
   return out;
 }
 
-base::Result<std::uint64_t> Blob::prefetch_chunks(const std::vector<std::uint32_t>& cis) {
+base::Result<std::uint64_t> Blob::prefetch_chunks(const std::vector<std::uint32_t>& cis,
+                                                  std::uint64_t max_read) {
   std::vector<Round> rounds;
   {
     std::lock_guard lk(mu_);
-    rounds = claim(cis, nullptr);
+    rounds = claim(cis, nullptr, max_read);
   }
   // A prefetch holds its chunks no longer than a reader would wait for them: cut at
   // the read timeout like a fill's own fetch, a read stuck on a stalled registry
@@ -638,7 +642,7 @@ base::Result<std::uint64_t> Blob::prefetch_chunks(const std::vector<std::uint32_
   std::uint64_t filled = 0;
   std::optional<base::Error> err;
   for (const Round& r : rounds) {
-    filled += run_round(r, -1, deadline);
+    filled += run_round(r, -1, deadline, max_read);
     std::lock_guard lk(mu_);
     if (!err && !r.flight->errors.empty()) {
       err = r.flight->errors.begin()->second;

@@ -98,8 +98,10 @@ class Blob final : public CachedBlob {
   // bytes; advances *cursor past them. Empty when the blob is done.
   std::vector<std::uint32_t> next_absent(std::uint32_t* cursor, std::uint64_t* compressed);
   // Fetch those of cis that are still absent (no waiting on others' fetches), each
-  // read cut at the read timeout. Returns the uncompressed bytes made present.
-  base::Result<std::uint64_t> prefetch_chunks(const std::vector<std::uint32_t>& cis);
+  // read cut at the read timeout, no range read over max_read compressed bytes (0: the
+  // window). Returns the uncompressed bytes made present.
+  base::Result<std::uint64_t> prefetch_chunks(const std::vector<std::uint32_t>& cis,
+                                              std::uint64_t max_read = 0);
   // For the prefetcher's log: one warning per blob.
   bool first_prefetch_error() { return !prefetch_warned_.exchange(true); }
 
@@ -150,12 +152,16 @@ class Blob final : public CachedBlob {
                                                  bool any_absent) const;
   // 3. Under mu_: claim the absent chunks of cis into rounds. When req_flight is
   // given, it gets the flight (ours or someone else's) of each chunk of
-  // cis[0, size) that is not present, the chunks the caller must wait for.
+  // cis[0, size) that is not present, the chunks the caller must wait for. A round
+  // holds at least max_read compressed bytes (0: the window) when its chunks have them.
   std::vector<Round> claim(const std::vector<std::uint32_t>& cis,
-                           std::vector<std::shared_ptr<Flight>>* req_flight);
-  // 4. Fetch, decode and write, publish one claimed round. Returns the
-  // uncompressed bytes made present.
-  std::uint64_t run_round(const Round& round, int write_fd, Deadline deadline);
+                           std::vector<std::shared_ptr<Flight>>* req_flight,
+                           std::uint64_t max_read = 0);
+  // 4. Fetch, decode and write, publish one claimed round, in range reads of at most
+  // max_read compressed bytes (0: the window). Returns the uncompressed bytes made
+  // present.
+  std::uint64_t run_round(const Round& round, int write_fd, Deadline deadline,
+                          std::uint64_t max_read = 0);
   // 5. Wait for the flights of the requested chunks (first + i); the first error.
   base::Status wait_for(std::uint32_t first, const std::vector<std::shared_ptr<Flight>>& req_flight,
                         Deadline deadline);

@@ -1,16 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "daemon/cache/prefetcher.h"
 
+#include <algorithm>
 #include <mutex>
 #include <utility>
 
 #include "base/log.h"
+#include "daemon/cache/read_plan.h"
 #include "daemon/cache/token_bucket.h"
 
 namespace cfnd::cache {
 
-Prefetcher::Prefetcher(std::shared_ptr<Shared> shared, std::uint64_t bandwidth, std::uint64_t batch)
-    : shared_(std::move(shared)), bandwidth_(bandwidth), batch_(batch) {
+Prefetcher::Prefetcher(std::shared_ptr<Shared> shared, std::uint64_t bandwidth, std::uint64_t batch,
+                       std::uint64_t merge)
+    : shared_(std::move(shared)),
+      bandwidth_(bandwidth),
+      batch_(batch),
+      merge_(std::max(batch, merge)) {
   if (bandwidth_ > 0) {
     prefetcher_ = std::thread([this] { prefetch_loop(); });
   }
@@ -56,12 +62,20 @@ void Prefetcher::prefetch_chunks(std::shared_ptr<Blob> blob, std::vector<std::ui
   shared_->cv.notify_all();
 }
 
+std::uint64_t Prefetcher::take_limit(unsigned takes) const {
+  std::uint64_t limit = batch_;
+  for (unsigned i = 0; i < takes && limit < merge_; ++i) {
+    limit *= 2;
+  }
+  return std::min(limit, merge_);
+}
+
 // A prefetch-list worker: takes the next range read of the oldest job (the next listed
-// chunk still absent, with the chunks after it in the list that continue it in the
-// blob file, up to a batch) and fetches it; kPrefetchListWorkers of these keep that
-// many reads in flight. A read per take, not a batch of scattered chunks: a fill that
-// waits for a listed chunk waits for that one read only (a flight ends with its
-// round). No new take while a fill fetches: the reader waiting for it gets the
+// chunk still absent, with the chunks after it in the list that follow it in the blob
+// file, at most kMaxReadGap apart, up to take_limit) and fetches it;
+// kPrefetchListWorkers of these keep that many reads in flight. A read per take, not a batch of
+// scattered chunks: a fill that waits for a listed chunk waits for that one read only (a flight
+// ends with its round). No new take while a fill fetches: the reader waiting for it gets the
 // bandwidth (the list's reads already in flight still share it).
 void Prefetcher::list_loop() {
   std::unique_lock lk(shared_->mu);
@@ -95,15 +109,23 @@ void Prefetcher::list_loop() {
       continue;
     }
     // One range read: the next listed chunk, and those after it in the list that
-    // continue it in the blob file, up to a batch.
+    // follow it in the blob file (a builder given the list lays its files out in list
+    // order), up to this take's limit. A file's readahead (a guess) keeps to one batch
+    // of chunks that continue each other.
+    const std::uint64_t limit = readahead ? blob->batch() : take_limit(job.takes++);
+    const std::uint64_t max_gap = readahead ? 0 : kMaxReadGap;
     std::vector<std::uint32_t> slice{job.cis[job.next++]};
-    std::uint64_t bytes = blob->compressed_size(slice.back());
-    while (job.next < job.cis.size() &&
-           blob->compressed_offset(job.cis[job.next]) == blob->compressed_end(slice.back()) &&
-           bytes + blob->compressed_size(job.cis[job.next]) <= blob->batch() &&
-           blob->absent(job.cis[job.next])) {
-      slice.push_back(job.cis[job.next++]);
-      bytes += blob->compressed_size(slice.back());
+    const std::uint64_t start = blob->compressed_offset(slice.back());
+    while (job.next < job.cis.size()) {
+      const std::uint32_t ci = job.cis[job.next];
+      const std::uint64_t end = blob->compressed_end(slice.back());
+      const std::uint64_t off = blob->compressed_offset(ci);
+      if (off < end || off - end > max_gap || blob->compressed_end(ci) - start > limit ||
+          !blob->absent(ci)) {
+        break;
+      }
+      slice.push_back(ci);
+      ++job.next;
     }
     if (job.next == job.cis.size()) {
       if (!readahead) {
@@ -113,7 +135,7 @@ void Prefetcher::list_loop() {
     }
     ++list_running_;
     lk.unlock();
-    auto filled = blob->prefetch_chunks(slice);
+    auto filled = blob->prefetch_chunks(slice, limit);
     if (filled) {
       shared_->metrics.prefetch_bytes.fetch_add(*filled, std::memory_order_relaxed);
       (readahead ? shared_->metrics.readahead_bytes : shared_->metrics.prefetch_list_bytes)

@@ -277,8 +277,7 @@ class BlobCacheTest : public ::testing::Test {
   }
 
   // A cache whose fills widen to amplify_io (read amplification) over a batch.
-  std::unique_ptr<BlobCache> amplified(std::uint64_t amplify_io,
-                                       std::uint64_t batch = 128 * 1024) {
+  std::unique_ptr<BlobCache> amplified(std::uint64_t amplify_io, std::uint64_t batch = 128 * 1024) {
     CacheOptions o;
     o.cache_dir = cache_dir_;
     o.batch_size = batch;
@@ -1070,6 +1069,66 @@ TEST_F(BlobCacheTest, PrefetchListMergesAdjacentListedChunksIntoOneRead) {
   EXPECT_EQ(be->ranges.load(), 3U);
 }
 
+// With a merge size above the batch, a list's reads start at one batch and double with
+// each take up to the merge size: chunks that follow each other in the blob (a list
+// built into the image lies in list order) come in few large range reads, the first
+// ones small.
+TEST_F(BlobCacheTest, PrefetchListReadsGrowFromABatchToTheMergeSize) {
+  TestBlob b = make_blob(sizes(80, 200000));
+  put(b);
+  constexpr std::uint64_t kBatch = 128 * 1024;
+  constexpr std::uint64_t kMerge = 1U << 20;
+  CacheOptions o;
+  o.cache_dir = cache_dir_;
+  o.batch_size = kBatch;
+  o.prefetch_merge_size = kMerge;
+  auto c = BlobCache::create(o);
+  ASSERT_TRUE(c) << c.error().to_string();
+  auto be = backend();
+  auto blob = (*c)->open(b.info, b.records, be);
+  ASSERT_TRUE(blob);
+  be->reset();
+  std::mutex mu;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> got;  // offset, size
+  be->hook = [&](std::span<BackendRead> reads) {
+    std::lock_guard lk(mu);
+    for (const auto& r : reads) {
+      got.emplace_back(r.offset, r.out.size());
+    }
+  };
+  std::vector<std::uint32_t> listed(b.chunks.size());
+  for (std::uint32_t i = 0; i < listed.size(); ++i) {
+    listed[i] = i;
+  }
+  (*c)->prefetch_chunks(*blob, listed);
+  wait_until([&] { return (*blob)->ready_chunks() >= listed.size(); });
+  ASSERT_EQ((*blob)->ready_chunks(), listed.size());
+  // What the takes must have been: the k-th read holds the next chunks up to
+  // min(batch << k, merge) bytes from its first chunk's start.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> want;
+  std::size_t i = 0;
+  for (unsigned k = 0; i < b.chunks.size(); ++k) {
+    const std::uint64_t limit = std::min<std::uint64_t>(kBatch << std::min(k, 10U), kMerge);
+    const std::uint64_t start = b.chunks[i].compressed_offset;
+    std::uint64_t end = start + b.chunks[i].compressed_size;
+    for (++i; i < b.chunks.size() &&
+              b.chunks[i].compressed_offset + b.chunks[i].compressed_size - start <= limit;
+         ++i) {
+      end = b.chunks[i].compressed_offset + b.chunks[i].compressed_size;
+    }
+    want.emplace_back(start, end - start);
+  }
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, want);
+  ASSERT_GE(want.size(), 5U);  // the blob is large enough to reach the merge size
+  EXPECT_LE(want[0].second, kBatch);
+  EXPECT_GT(want[4].second, kMerge / 2);
+  EXPECT_EQ((*c)->metrics().prefetch_list_bytes.load(), 80U * 200000);
+  for (std::uint32_t ci = 0; ci < b.chunks.size(); ++ci) {
+    expect_chunk(**blob, b, ci);
+  }
+}
+
 TEST_F(BlobCacheTest, PrefetchListWaitsForOnDemandFetches) {
   TestBlob b = make_blob(sizes(40, 50000));
   put(b);
@@ -1164,8 +1223,8 @@ TEST_F(BlobCacheTest, AmplifiedFillIsOneMergedRead) {
     expect_chunk(**blob, b, ci);
   }
   EXPECT_EQ(be->bytes.load(), want_bytes);
-  EXPECT_TRUE(is_hole((*blob)->fd(), b.chunks[end].uncompressed_offset,
-                      b.chunks[end].uncompressed_size));
+  EXPECT_TRUE(
+      is_hole((*blob)->fd(), b.chunks[end].uncompressed_offset, b.chunks[end].uncompressed_size));
   EXPECT_TRUE(is_hole((*blob)->fd(), 0, b.chunks[5].uncompressed_offset));
   // Reads of the neighbours are hits now: no round trip of their own.
   be->reset();
@@ -1217,8 +1276,8 @@ TEST_F(BlobCacheTest, CorruptChunkInsideAnAmplifiedRange) {
   ASSERT_TRUE((*blob)->fill(b.chunks[4].uncompressed_offset, 1));
   expect_chunk(**blob, b, 4);
   EXPECT_FALSE((*blob)->ready(b.chunks[9].uncompressed_offset, 1));
-  EXPECT_TRUE(is_hole((*blob)->fd(), b.chunks[9].uncompressed_offset,
-                      b.chunks[9].uncompressed_size));
+  EXPECT_TRUE(
+      is_hole((*blob)->fd(), b.chunks[9].uncompressed_offset, b.chunks[9].uncompressed_size));
   for (std::uint32_t ci = 5; ci < 23; ++ci) {  // the window: 4..22
     if (ci != 9) {
       expect_chunk(**blob, b, ci);
@@ -1229,8 +1288,8 @@ TEST_F(BlobCacheTest, CorruptChunkInsideAnAmplifiedRange) {
   auto st = (*blob)->fill(b.chunks[9].uncompressed_offset, 1);
   ASSERT_FALSE(st);
   EXPECT_EQ(st.error().code, EBADMSG);
-  EXPECT_TRUE(is_hole((*blob)->fd(), b.chunks[9].uncompressed_offset,
-                      b.chunks[9].uncompressed_size));
+  EXPECT_TRUE(
+      is_hole((*blob)->fd(), b.chunks[9].uncompressed_offset, b.chunks[9].uncompressed_size));
   // The damage goes (a flaky proxy): the next read of chunk 9 gets it right.
   be->corrupt_at = UINT64_MAX;
   ASSERT_TRUE((*blob)->fill(b.chunks[9].uncompressed_offset, 1));

@@ -122,6 +122,11 @@ TEST(Config, AmplifyIo) {
                  {"-1", "67108865", R"("1M")", "1.5"});
 }
 
+TEST(Config, PrefetchMergeSize) {
+  check_uint_key("prefetch_merge_size", &Config::prefetch_merge_size, 1ULL << 20,
+                 {0, 131072, 64ULL << 20}, {"-1", "67108865", R"("1M")"});
+}
+
 TEST(Config, FusePoll) {
   check_uint_key("fuse_poll_us", &Config::fuse_poll_us, 50, {0, 200, 10000},
                  {"-1", "10001", R"("50")"});
