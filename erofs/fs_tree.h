@@ -54,6 +54,8 @@ class FsTree {
   [[nodiscard]] const BuildNode& node(NodeId id) const { return nodes_[id]; }
   [[nodiscard]] std::size_t size() const { return nodes_.size(); }
   NodeId add_node(BuildNode n);
+  // Room for n nodes in all (a caller that knows how many it adds saves the regrowths).
+  void reserve(std::size_t n) { nodes_.reserve(n); }
 
   // Add `child` under directory `dir` as `name`, with tar semantics: a later entry
   // replaces an earlier one of the same name, except that a directory meeting a

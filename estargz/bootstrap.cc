@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <bit>
+#include <iterator>
+#include <limits>
 #include <map>
 #include <set>
 #include <span>
@@ -89,10 +91,11 @@ class Builder {
     return what_of(li, i, layers_[li].toc.entries[i].name);
   }
 
-  // Member starts of the layer, each with where it ends: the next start or the TOC.
+  // Member starts of the layer, sorted, each ending at the next start or the TOC.
   base::Status member_ends(std::uint32_t li) {
     const LayerToc& layer = layers_[li];
-    std::set<std::uint64_t> starts;
+    auto& starts = starts_[li];
+    starts.reserve(layer.toc.entries.size());
     for (std::size_t i = 0; i < layer.toc.entries.size(); ++i) {
       const Entry& e = layer.toc.entries[i];
       if (!e.offset) {
@@ -102,24 +105,32 @@ class Builder {
         return base::errorf(EINVAL, "{}: offset {} is not before the TOC at {}",
                             what_of(li, i, e.name), *e.offset, layer.toc_offset);
       }
-      starts.insert(*e.offset);
+      starts.push_back(*e.offset);
     }
-    auto& ends = ends_[li];
-    for (auto it = starts.begin(); it != starts.end(); ++it) {
-      auto next = std::next(it);
-      ends[*it] = next == starts.end() ? layer.toc_offset : *next;
-    }
+    std::sort(starts.begin(), starts.end());
+    starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
     return {};
+  }
+
+  // Where the member starting at offset (one of member_ends') ends.
+  std::uint64_t member_end(std::uint32_t li, std::uint64_t offset) const {
+    const auto& starts = starts_.at(li);
+    auto next = std::upper_bound(starts.begin(), starts.end(), offset);
+    return next == starts.end() ? layers_[li].toc_offset : *next;
   }
 
   base::Status read_layer(std::uint32_t li, FsTree& layer) {
     const LayerToc& lt = layers_[li];
+    layer.reserve(lt.toc.entries.size() + 1);
     std::optional<NodeId> file;  // the regular file chunk entries continue
     std::string file_name;
-    std::vector<std::string> regs;  // this layer's regular files so far, as paths
+    // This layer's regular files so far, by entry (made paths at a landmark only).
+    std::vector<std::uint32_t> regs;
+    std::string what;  // one buffer for every entry's error context
     for (std::size_t i = 0; i < lt.toc.entries.size(); ++i) {
       const Entry& e = lt.toc.entries[i];
-      const std::string what = what_of(li, i, e.name);
+      what.clear();
+      fmt::format_to(std::back_inserter(what), "layer {} entry {} ({})", li, i, e.name);
       if (e.type == EntryType::kChunk) {
         if (!file || e.name != file_name) {
           return base::errorf(EINVAL, "{}: a chunk that does not follow its file", what);
@@ -145,7 +156,12 @@ class Builder {
       const std::string& base = comps->back();
       if (comps->size() == 1 && (base == kPrefetchLandmark || base == kNoPrefetchLandmark)) {
         if (base == kPrefetchLandmark) {
-          prefetch_[li] = regs;
+          auto& paths = prefetch_[li];
+          paths.clear();
+          for (const std::uint32_t r : regs) {
+            // Named cleanly before (the entry is a regular file of this layer).
+            paths.push_back(erofs::join_path(*clean_name(lt.toc.entries[r].name)));
+          }
         }
         // Its bytes are a member like a file's: a node in no directory.
         BuildNode hidden;
@@ -172,7 +188,7 @@ class Builder {
         n.origin = origin_of(li, i);
         child = layer.add_node(std::move(n));
         if (e.type == EntryType::kReg) {
-          regs.push_back(erofs::join_path(*comps));
+          regs.push_back(static_cast<std::uint32_t>(i));
           if (e.size > 0) {
             CFN_TRY(add_chunk(li, e, what, layer.node(child)));
           }
@@ -263,7 +279,7 @@ class Builder {
                           "--estargz-min-chunk-size makes) is not supported",
                           what, e.inner_offset);
     }
-    const std::uint64_t end = ends_[li].at(*e.offset);
+    const std::uint64_t end = member_end(li, *e.offset);
     if (lazy_ && end - *e.offset > erofs::kMaxGzipMember) {
       return base::errorf(EOPNOTSUPP, "{}: a gzip member of {} bytes is over the limit of {}", what,
                           end - *e.offset, erofs::kMaxGzipMember);
@@ -287,9 +303,9 @@ class Builder {
   std::span<const LayerToc> layers_;
   bool lazy_ = true;
   FsTree image_;
-  std::vector<TocChunk> chunks_;                                          // by ChunkSlot
-  std::map<std::uint32_t, std::map<std::uint64_t, std::uint64_t>> ends_;  // layer -> start -> end
-  std::map<std::uint32_t, std::vector<std::string>> prefetch_;            // layer -> paths
+  std::vector<TocChunk> chunks_;                                // by ChunkSlot
+  std::map<std::uint32_t, std::vector<std::uint64_t>> starts_;  // layer -> member starts, sorted
+  std::map<std::uint32_t, std::vector<std::string>> prefetch_;  // layer -> paths
 };
 
 // Each chunk's size (chunkSize, or the rest of the file), checked to tile the file.
@@ -318,16 +334,19 @@ base::Status Builder::resolve_chunks(const BuildNode& n) {
 base::Result<Built> Builder::finish() {
   // Reachable nodes in tree order, each once (hardlinks name one node).
   std::vector<NodeId> order;
-  std::map<NodeId, erofs::NodeId> new_id;
+  constexpr erofs::NodeId kNone = std::numeric_limits<erofs::NodeId>::max();
+  std::vector<erofs::NodeId> new_id(image_.size(), kNone);  // by image_ node
+  erofs::NodeId ids = 0;
   std::vector<NodeId> stack{0};
-  new_id[0] = 0;
+  new_id[0] = ids++;
   while (!stack.empty()) {
     const NodeId cur = stack.back();
     stack.pop_back();
     order.push_back(cur);
     const auto& children = image_.node(cur).meta.children;
     for (auto it = children.rbegin(); it != children.rend(); ++it) {
-      if (new_id.emplace(it->second, static_cast<erofs::NodeId>(new_id.size())).second) {
+      if (new_id[it->second] == kNone) {
+        new_id[it->second] = ids++;
         if (is_dir(image_.node(it->second))) {
           stack.push_back(it->second);
         } else {
@@ -430,15 +449,8 @@ base::Result<Built> Builder::finish() {
     b.uncompressed_size = uoff;
     out.blobs.push_back(std::move(b));
   }
-  for (NodeId i : order) {
-    erofs::Node n = image_.node(i).meta;
-    for (auto& [name, child] : n.children) {
-      child = new_id.at(child);
-    }
-    n.chunks = std::move(refs[i]);
-    tree.nodes[new_id.at(i)] = std::move(n);
-  }
-  // Prefetch: the prioritized files that the merge kept, as regular files.
+  // Prefetch: the prioritized files that the merge kept, as regular files (looked up
+  // before the nodes move into the tree below).
   for (const auto& [li, paths] : prefetch_) {
     for (const auto& p : paths) {
       auto comps = clean_name(p);
@@ -446,11 +458,19 @@ base::Result<Built> Builder::finish() {
         continue;
       }
       auto id = image_.lookup(*comps);
-      if (id && (image_.node(*id).meta.mode & S_IFMT) == S_IFREG && new_id.contains(*id)) {
-        tree.prefetch.push_back(new_id.at(*id));
+      if (id && (image_.node(*id).meta.mode & S_IFMT) == S_IFREG && new_id[*id] != kNone) {
+        tree.prefetch.push_back(new_id[*id]);
         out.prefetch.push_back(p);
       }
     }
+  }
+  for (NodeId i : order) {
+    erofs::Node n = std::move(image_.node(i).meta);  // image_ is not read after this
+    for (auto& [name, child] : n.children) {
+      child = new_id[child];
+    }
+    n.chunks = std::move(refs[i]);
+    tree.nodes[new_id[i]] = std::move(n);
   }
   erofs::WriteOptions wo;
   wo.chunk_size = out.chunk_size;

@@ -7,6 +7,7 @@
 #include <array>
 #include <cerrno>
 #include <ctime>
+#include <iterator>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -243,16 +244,20 @@ std::optional<std::pair<std::int64_t, std::uint32_t>> parse_rfc3339(std::string_
   return std::make_pair(t - offset, nsec);
 }
 
-base::Status parse_entry(const nlohmann::json& j, std::size_t index, Entry& e) {
+// where: a buffer for the error context, reused from entry to entry.
+base::Status parse_entry(const nlohmann::json& j, std::size_t index, Entry& e, std::string& where) {
   if (!j.is_object()) {
     return base::errorf(EINVAL, "TOC entry {}: not an object", index);
   }
   // The name first: errors about the rest name it.
+  where.clear();
+  fmt::format_to(std::back_inserter(where), "TOC entry {}", index);
   {
-    base::JsonFields f(j, fmt::format("TOC entry {}", index), true);
+    base::JsonFields f(j, where, true);
     CFN_ASSIGN_OR_RETURN(e.name, f.string("name", {.non_empty = false, .no_nul = true}));
   }
-  base::JsonFields f(j, fmt::format("TOC entry {} ({})", index, e.name), true);
+  fmt::format_to(std::back_inserter(where), " ({})", e.name);
+  base::JsonFields f(j, where, true);
   CFN_ASSIGN_OR_RETURN(const std::string type, f.string("type"));
   auto t = parse_type(type);
   if (!t) {
@@ -428,7 +433,7 @@ class TocSax {
   void end_entry() {
     if (!entry_error_) {
       Entry e;
-      if (auto st = parse_entry(entry_, index_, e); st) {
+      if (auto st = parse_entry(entry_, index_, e, where_); st) {
         toc_.entries.push_back(std::move(e));
       } else {
         entry_error_ = std::move(st).error();
@@ -446,6 +451,7 @@ class TocSax {
   std::string key_;                // the last key seen
   std::size_t entries_depth_ = 0;  // stack_.size() inside the top-level "entries"; 0: not in it
   std::size_t index_ = 0;          // of the element being built
+  std::string where_;              // parse_entry's error context buffer
   Toc toc_;
   std::optional<base::Error> entry_error_;
 };
