@@ -169,6 +169,7 @@ struct Server::Loop {
   // deadline: the loop's timeout is the front, never a scan of every stream. pump() keeps a
   // connection's entry right (every change to its streams is followed by a pump).
   std::set<std::pair<Clock::time_point, uint64_t>> timers;
+  bool reap = false;  // a connection was closed: the loop erases the dead ones
   uint64_t next_id = 2;  // 0 and 1 are kListenTag and kWakeTag
   size_t jobs_out = 0;   // jobs pushed whose Done has not come back (loop thread only)
   base::WorkerPool<Job> pool;
@@ -234,6 +235,7 @@ struct Server::Loop {
   void close(Conn& c) {
     if (!c.dead) {
       c.dead = true;
+      reap = true;
       ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, c.fd.get(), nullptr);
       c.fd.reset();
     }
@@ -477,12 +479,15 @@ struct Server::Loop {
           pump(id, c);
         }
       }
-      std::erase_if(conns, [this](const auto& kv) {
-        if (kv.second->dead && kv.second->timer) {
-          timers.erase({*kv.second->timer, kv.first});
-        }
-        return kv.second->dead;
-      });
+      if (reap) {  // not a walk of every connection each turn
+        reap = false;
+        std::erase_if(conns, [this](const auto& kv) {
+          if (kv.second->dead && kv.second->timer) {
+            timers.erase({*kv.second->timer, kv.first});
+          }
+          return kv.second->dead;
+        });
+      }
     }
     for (auto& [id, c] : conns) {
       close(*c);
