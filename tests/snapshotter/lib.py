@@ -28,6 +28,16 @@ READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 
 
+def daemon_pid(sock):
+    """The pid listening on the unix socket sock (ss -xlp), or None: the daemon a snapshotter
+    started itself (--daemon-socket), for a test to stop it."""
+    p = subprocess.run(["ss", "-xlpn"], capture_output=True, text=True)
+    for line in p.stdout.splitlines():
+        if f" {sock} " in f" {line} " and "pid=" in line:
+            return int(line.split("pid=", 1)[1].split(",", 1)[0])
+    return None
+
+
 def require_go_programs(*paths):
     for p in paths:
         ktest.check(os.access(p, os.X_OK), f"{p} not built: run scripts/setup (needs golang-go, "
