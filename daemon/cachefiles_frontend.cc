@@ -6,7 +6,6 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -499,11 +498,6 @@ class CachefilesImpl final : public CachefilesFrontend {
 }  // namespace
 
 namespace {
-
-std::string kernel_release() {
-  utsname u{};
-  return ::uname(&u) == 0 ? std::string(u.release) : std::string("unknown");
-}
 
 // What the cachefiles front end needs of the kernel, for the errors that say it is missing.
 constexpr std::array<std::string_view, 3> kCachefilesOptions = {

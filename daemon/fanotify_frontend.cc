@@ -635,12 +635,32 @@ base::Result<base::UniqueFd> init_group(bool nonblock) {
   // O_RDWR: we fill through the event fds.
   int g = ::fanotify_init(flags, O_RDWR | O_LARGEFILE);
   if (g < 0) {
-    return base::errno_error("fanotify_init(FAN_CLASS_PRE_CONTENT)");
+    return base::errorf(errno, "fanotify_init(FAN_CLASS_PRE_CONTENT)");  // strerror: to_string
   }
   return base::UniqueFd(g);
 }
 
 }  // namespace
+
+// The name of the file system path is on, for an error (statfs(2)'s f_type; the common
+// ones by name, others as hex).
+std::string fs_type_name(const std::string& path) {
+  struct statfs fs {};
+  if (::statfs(path.c_str(), &fs) != 0) {
+    return "unknown";
+  }
+  static constexpr std::pair<std::uint64_t, std::string_view> kNames[] = {
+      {0x01021994, "tmpfs"}, {0x858458f6, "ramfs"}, {0xEF53, "ext2/3/4"},
+      {0x58465342, "xfs"},   {0x9123683E, "btrfs"}, {0x794c7630, "overlayfs"},
+      {0x6969, "nfs"},       {0x65735546, "fuse"},  {0xE0F5E1E2, "erofs"}};
+  const auto type = static_cast<std::uint64_t>(fs.f_type);
+  for (const auto& [magic, name] : kNames) {
+    if (magic == type) {
+      return std::string(name);
+    }
+  }
+  return fmt::format("type 0x{:x}", type);
+}
 
 base::Status FanotifyFrontend::probe(const std::string& cache_dir) {
   CFN_ASSIGN_OR_RETURN(auto group, init_group(false));
@@ -648,7 +668,10 @@ base::Status FanotifyFrontend::probe(const std::string& cache_dir) {
   CFN_ASSIGN_OR_RETURN(auto f, base::UniqueFd::open(path, O_CREAT | O_RDWR | O_TRUNC, 0600));
   auto unlink = [&] { ::unlink(path.c_str()); };
   if (::fanotify_mark(group.get(), FAN_MARK_ADD, kFanPreAccess, AT_FDCWD, path.c_str()) != 0) {
-    auto e = base::errno_error("fanotify_mark FAN_PRE_ACCESS on " + path);
+    const int err = errno;
+    // The errno's text comes once, at the end (Error::to_string).
+    auto e = base::errorf(err, "fanotify_mark FAN_PRE_ACCESS on {} (on {})", path,
+                          fs_type_name(cache_dir));
     unlink();
     return e;
   }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <string_view>
 
 #include <fmt/core.h>
@@ -46,6 +47,29 @@ std::string erofs_over_fscache_missing() {
       "its {} leaves CONFIG_EROFS_FS_ONDEMAND unset: EROFS cannot mount over "
       "fscache (Linux 7.2 removed it)",
       config->path);
+}
+
+// What the fanotify front end needs, for the error that says it is unavailable: the
+// kernel (the options, the versions, this kernel's release and what its config sets) and,
+// for EOPNOTSUPP (a kernel with pre-content events, a file system without them), the cache
+// directory's file system.
+std::string fanotify_kernel_needs(int err) {
+  static constexpr std::array<std::string_view, 4> kOptions = {
+      "CONFIG_FANOTIFY", "CONFIG_FANOTIFY_ACCESS_PERMISSIONS", "CONFIG_EROFS_FS",
+      "CONFIG_EROFS_FS_BACKED_BY_FILE"};
+  const std::string note = kernel_config_note(kOptions);
+  std::string out = fmt::format(
+      "the fanotify front end needs Linux >= 6.14 built with CONFIG_FANOTIFY=y and "
+      "CONFIG_FANOTIFY_ACCESS_PERMISSIONS=y (pre-content events), and file-backed EROFS "
+      "(Linux >= 6.12, CONFIG_EROFS_FS=m/y, CONFIG_EROFS_FS_BACKED_BY_FILE=y); this kernel "
+      "is {}{}",
+      kernel_release(), note.empty() ? "" : ", and " + note);
+  if (err == EOPNOTSUPP) {
+    out +=
+        "; the cache directory's file system takes no pre-content marks (tmpfs and ramfs do "
+        "not): put --cache-dir on ext4, xfs or btrfs";
+  }
+  return out;
 }
 
 }  // namespace
@@ -94,10 +118,10 @@ base::Result<Frontends> choose_frontends(const Config& config, Handed handed) {
     }
     case Frontend::kFanotify:
       if (!f.fanotify && !probe) {
-        return base::Unexpected(probe.error().wrap(
-            "fanotify front end unavailable (it needs Linux >= 6.14 with "
-            "CONFIG_FANOTIFY_ACCESS_PERMISSIONS=y, and file-backed EROFS: >= 6.12 with "
-            "CONFIG_EROFS_FS=m/y)"));
+        return base::Unexpected(base::Error{
+            probe.error().code,
+            fmt::format("fanotify front end unavailable: {}: {}", probe.error().message,
+                        fanotify_kernel_needs(probe.error().code))});
       }
       if (!f.fanotify) {
         return base::make_error(EINVAL, std::string("fanotify front end refused: ") + kFailOpen);

@@ -108,6 +108,11 @@ std::optional<KernelConfig> read_kernel_config() {
   return std::nullopt;
 }
 
+std::string kernel_release() {
+  utsname u{};
+  return ::uname(&u) == 0 ? std::string(u.release) : std::string("unknown");
+}
+
 std::string kernel_config_note(std::span<const std::string_view> options) {
   if (auto config = read_kernel_config()) {
     const std::string& path = config->path;

@@ -28,6 +28,9 @@ struct KernelConfig {
 };
 [[nodiscard]] std::optional<KernelConfig> read_kernel_config();
 
+// The running kernel's release (uname -r), "unknown" when uname fails.
+[[nodiscard]] std::string kernel_release();
+
 // A sentence naming, for the running kernel, which of options its config leaves unset and
 // which are modules, with the file it read: "its /proc/config.gz leaves CONFIG_A and
 // CONFIG_B unset". "" when neither config file can be read (nothing to add to the error).
