@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <cstring>
@@ -508,6 +509,9 @@ Store::~Store() {
   remover_.join();
   st_.reset();
   ::sqlite3_close_v2(db_);
+  if (wal_fd_ >= 0) {
+    ::close(wal_fd_);
+  }
 }
 
 void Store::remover_loop() {
@@ -593,7 +597,7 @@ base::Result<std::unique_ptr<Store>> Store::open(const std::string& root_in) {
 base::Status Store::init_schema() {
   ::sqlite3_busy_timeout(db_, 5000);
   CFN_TRY(exec(db_, "PRAGMA journal_mode = WAL"));
-  // FULL: a reply is sent only after the transaction is on disk.
+  // FULL until the WAL is open here: then NORMAL, and make_durable() syncs outside mu_.
   CFN_TRY(exec(db_, "PRAGMA synchronous = FULL"));
   CFN_TRY(exec(db_, "PRAGMA foreign_keys = ON"));
   CFN_TRY(exec(db_,
@@ -614,7 +618,65 @@ base::Status Store::init_schema() {
                " PRIMARY KEY (snapshot_id, name)) WITHOUT ROWID;"
                "CREATE INDEX IF NOT EXISTS labels_name_value ON labels(name, value);"
                "PRAGMA user_version = 1;"));
+  // The WAL exists once the connection has read the database in WAL mode, and SQLite keeps
+  // this file (the same inode) while a connection is open: it restarts it from the top
+  // after a checkpoint, never truncates (journal_size_limit -1) or deletes it. An fdatasync
+  // on any descriptor of it syncs the frames this connection wrote.
+  std::string wal = root_ + "/metadata.db-wal";
+  wal_fd_ = ::open(wal.c_str(), O_RDONLY | O_CLOEXEC);
+  if (wal_fd_ >= 0) {
+    CFN_TRY(exec(db_, "PRAGMA synchronous = NORMAL"));
+  } else {
+    spdlog::warn("opening {}: {}; SQLite syncs inside each commit", wal, std::strerror(errno));
+  }
   return st_->prepare(db_);
+}
+
+uint64_t Store::committed() {
+  return committed_seq_.fetch_add(1) + 1;
+}
+
+base::Status Store::make_durable(uint64_t seq) {
+  if (wal_fd_ < 0) {
+    return {};
+  }
+  std::unique_lock lk(sync_mu_);
+  for (;;) {
+    if (sync_failed_) {
+      return base::errorf(EIO,
+                          "fdatasync of {}/metadata.db-wal failed earlier: what is on "
+                          "disk is unknown; restart the snapshotter",
+                          root_);
+    }
+    if (synced_seq_ >= seq) {
+      return {};
+    }
+    if (!syncing_) {
+      break;
+    }
+    // The sync in flight may have started before seq was committed: wait, then look again.
+    sync_cv_.wait(lk);
+  }
+  syncing_ = true;
+  // Every transaction numbered up to here has written its frames (the number is taken
+  // after COMMIT returned), so this fdatasync covers them all.
+  const uint64_t target = committed_seq_.load();
+  lk.unlock();
+  const int rc = ::fdatasync(wal_fd_);
+  const int err = errno;
+  lk.lock();
+  syncing_ = false;
+  if (rc == 0) {
+    synced_seq_ = std::max(synced_seq_, target);
+  } else {
+    sync_failed_ = true;
+    spdlog::error("fdatasync {}/metadata.db-wal: {}", root_, std::strerror(err));
+  }
+  sync_cv_.notify_all();
+  if (rc != 0) {
+    return base::errno_error(err, "fdatasync " + root_ + "/metadata.db-wal");
+  }
+  return {};
 }
 
 base::Result<Snapshot> Store::create(Kind kind, std::string_view key, std::string_view parent,
@@ -712,7 +774,10 @@ base::Result<Snapshot> Store::create(Kind kind, std::string_view key, std::strin
   dir = final_dir;
   crash_point("prepare-after-mkdir");
   CFN_TRY(txn.commit());
-  drop_dir.cancel();
+  drop_dir.cancel();  // the row owns it now, synced or not
+  const uint64_t seq = committed();
+  lock.unlock();
+  CFN_TRY(make_durable(seq));
   crash_point("prepare-after-commit");
   return snap;
 }
@@ -802,6 +867,9 @@ base::Status Store::commit(std::string_view name, std::string_view key, Labels l
   }
   CFN_TRY(write_labels(*st_, id, labels));
   CFN_TRY(txn.commit());
+  const uint64_t seq = committed();
+  lock.unlock();
+  CFN_TRY(make_durable(seq));
   crash_point("commit-after-sql");
   return {};
 }
@@ -847,6 +915,7 @@ void Store::remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch) {
     std::unique_lock turn(turn_mu_);
     turn_cv_.wait_for(turn, kYieldToWriters, [this] { return waiting_writers_.load() == 0; });
   }
+  uint64_t seq = 0;
   {
     std::lock_guard lock(mu_);
     auto run = [&]() -> base::Status {
@@ -877,7 +946,9 @@ void Store::remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch) {
         }
         removed.emplace_back(req.get(), r->id);
       }
-      return txn.commit();
+      CFN_TRY(txn.commit());
+      seq = committed();
+      return {};
     };
     if (auto st = run(); !st) {
       for (auto& req : batch) {
@@ -885,6 +956,14 @@ void Store::remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch) {
       }
       return;
     }
+  }
+  // The directories go only once the deletes are on disk: after an OS crash a row that
+  // comes back must find its directory.
+  if (auto st = make_durable(seq); !st) {
+    for (const auto& [req, id] : removed) {
+      req->status = st;
+    }
+    return;
   }
   {
     std::lock_guard lk(parents_mu_);
@@ -958,7 +1037,7 @@ base::Result<Info> Store::stat(std::string_view key) {
 
 base::Result<Info> Store::update(const Info& info, std::span<const std::string> fieldpaths) {
   CFN_TRY(validate_key("name", info.name));
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   Txn txn(*st_);
   CFN_TRY(txn.begin());
   CFN_ASSIGN_OR_RETURN(auto r, find(*st_, info.name));
@@ -995,6 +1074,9 @@ base::Result<Info> Store::update(const Info& info, std::span<const std::string> 
   }
   CFN_TRY(write_labels(*st_, r->id, labels));
   CFN_TRY(txn.commit());
+  const uint64_t seq = committed();
+  lock.unlock();
+  CFN_TRY(make_durable(seq));
   r->updated_ns = now;
   return info_of(info.name, *r, std::move(labels));
 }

@@ -24,6 +24,16 @@
 // stale directory of an earlier snapshot; a directory left at an id whose transaction
 // rolled back is moved aside when that id comes again.
 //
+// Durability: every call that changes metadata answers only once its transaction is on
+// disk, but the fsync is not SQLite's inside COMMIT. The writing connection commits with
+// synchronous=NORMAL (WAL: the frames are written, not synced), leaves the store's lock,
+// and then fdatasync()s metadata.db-wal itself (make_durable): WAL frames are a log in
+// commit order, so one fdatasync makes every transaction committed before it durable, and
+// callers that commit while one is in flight share the next one (group commit). Nothing
+// that depends on a transaction (a Remove's renames, the reply) happens before its sync.
+// A reader may see a transaction whose caller has not been answered yet; after an OS crash
+// in that window the transaction is gone, as if the call had failed (docs/snapshotter.md).
+//
 // Thread-safe: one writing connection under one mutex, one transaction per call; reads
 // (Stat, Mounts, List, Usage) use a second, read-only connection under its own mutex, in a
 // read transaction each, so they never wait for a writer's COMMIT. File system walks
@@ -149,6 +159,12 @@ class Store {
  private:
   Store(std::string root, sqlite3* db);
   [[nodiscard]] base::Status init_schema();
+  // Under mu_, right after a COMMIT: the sequence number make_durable() waits for.
+  uint64_t committed();
+  // Returns once every transaction up to seq is on disk: fdatasync of the WAL, one for all
+  // callers waiting at the time. EIO when it fails, and for every later call: after a
+  // failed fsync what reached the disk is unknown, so the store refuses to go on.
+  [[nodiscard]] base::Status make_durable(uint64_t seq);
   // The ancestors of snapshot id (nearest first), from parents_ as far as it knows them,
   // else from st's connection in the caller's transaction (which fills parents_ in).
   [[nodiscard]] base::Result<std::vector<int64_t>> ancestors(Statements& st, int64_t id);
@@ -193,6 +209,16 @@ class Store {
   std::condition_variable batch_cv_;
   std::vector<std::shared_ptr<RemoveReq>> batch_pending_;
   bool batch_running_ = false;
+
+  // Group commit (make_durable). wal_fd_ is -1 when metadata.db-wal could not be opened:
+  // then SQLite syncs inside COMMIT (synchronous=FULL) and make_durable has nothing to do.
+  int wal_fd_ = -1;
+  std::atomic<uint64_t> committed_seq_{0};  // written under mu_
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  uint64_t synced_seq_ = 0;  // every transaction up to this one is on disk
+  bool syncing_ = false;     // a caller is inside fdatasync
+  bool sync_failed_ = false;
 
   // The background removal of directories Remove renamed to rm-ID-N.
   void remover_loop();

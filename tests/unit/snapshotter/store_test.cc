@@ -544,6 +544,45 @@ TEST_F(StoreTest, ConcurrentRemovesEachAnswerAsAlone) {
   EXPECT_GT(prepare("after").id, *std::max_element(ids.begin(), ids.end()));
 }
 
+// Writers commit without SQLite's fsync and share the store's own fdatasync of the WAL
+// (group commit): every call that returned is there after a reopen, with its directory,
+// and the removed are gone.
+TEST_F(StoreTest, GroupCommittedWritesSurviveReopen) {
+  prepare("base");
+  commit("c", "base");
+  constexpr int kThreads = 8;
+  constexpr int kEach = 10;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        const std::string k = "t" + std::to_string(t) + "-" + std::to_string(i);
+        bool ok = store_->create(Kind::kActive, k, "c", {}).has_value();
+        ok = ok && store_->commit(k + "-c", k, {{"t", std::to_string(t)}}).has_value();
+        if (ok && i % 2 == 1) {
+          ok = store_->remove(k + "-c").has_value();
+        }
+        if (!ok) {
+          ++failures;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) {
+    th.join();
+  }
+  ASSERT_EQ(failures.load(), 0);
+  store_->drain_removals();
+  reopen();
+  EXPECT_EQ(names({"kind==committed"}).size(), static_cast<size_t>(kThreads * kEach / 2 + 1));
+  EXPECT_EQ(names({"labels.t==3"}).size(), static_cast<size_t>(kEach / 2));
+  auto cleaned = store_->cleanup();
+  ASSERT_TRUE(cleaned);
+  EXPECT_TRUE(cleaned->empty());
+  EXPECT_EQ(dirs().size(), static_cast<size_t>(kThreads * kEach / 2 + 1));
+}
+
 TEST(StoreOpen, RejectsBadRoots) {
   EXPECT_EQ(Store::open("relative/root").error().code, EINVAL);
   EXPECT_EQ(Store::open("/tmp/a:b").error().code, EINVAL);
