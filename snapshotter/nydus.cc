@@ -102,6 +102,11 @@ Labels handshake_labels(const Labels& labels, const RemoteLayer& r, LayerKind ki
   return out;
 }
 
+bool is_ordinary_layer(const Labels& labels) {
+  return !is_estargz_handshake(labels) && !is_true(labels, kNydusBlobLabel) &&
+         !is_true(labels, kNydusBootstrapLabel);
+}
+
 base::Result<std::optional<NydusImage>> find_image(
     const std::vector<ChainEntry>& chain, const std::function<bool(int64_t)>& has_bootstrap) {
   for (size_t i = 0; i < chain.size(); ++i) {

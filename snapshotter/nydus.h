@@ -111,6 +111,11 @@ struct NydusImage {
   bool estargz = false;
 };
 
+// A chain entry that find_image neither stops at (unless has_bootstrap says it holds a
+// bootstrap) nor leaves out of the overlay lowers: no eStargz handshake, no nydus-blob or
+// nydus-bootstrap label.
+[[nodiscard]] bool is_ordinary_layer(const Labels& labels);
+
 // Walk chain (the new snapshot's parent first, then its parents). The image is the
 // nearest snapshot labelled nydus-bootstrap, or one whose fs holds the bootstrap
 // (has_bootstrap(id)) and whose parents are all nydus data layers (labelled nydus-blob).

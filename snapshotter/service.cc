@@ -151,18 +151,69 @@ base::Result<std::optional<NydusImage>> Service::image_below(const std::string& 
   if (parent.empty()) {
     return std::optional<NydusImage>();
   }
+  // A missing parent is the store's to report, in containerd's words.
+  auto head = store_.entry(parent);
+  if (!head) {
+    if (head.error().code == ENOENT) {
+      return std::optional<NydusImage>();
+    }
+    return base::Unexpected(head.error());
+  }
+  const int64_t id = head->id;
+  auto has_bootstrap = [&](int64_t i) {
+    struct stat st {};
+    return ::stat(bootstrap_path(i).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  };
+  uint64_t gen = 0;
+  {
+    std::lock_guard lk(below_mu_);
+    if (auto it = below_.find(id); it != below_.end()) {
+      return it->second;
+    }
+    gen = below_gen_;
+    // An ordinary layer (no handshake or nydus label, no bootstrap file) on a parent whose
+    // answer is known: find_image passes over it, so the answer is the parent's, with this
+    // layer as the nearest overlay lower above the image. This is each Prepare of a chain
+    // being unpacked (its parent is the layer committed just before).
+    auto below = below_.find(head->parent_id);
+    if (below != below_.end() && is_ordinary_layer(head->labels) && !has_bootstrap(id)) {
+      std::optional<NydusImage> image = below->second;
+      if (image) {
+        image->upper_lowers.insert(image->upper_lowers.begin(), id);
+      }
+      if (below_.size() >= kBelowMax) {
+        below_.clear();
+      }
+      below_.emplace(id, image);
+      return image;
+    }
+  }
   auto chain = store_.lineage(parent);
   if (!chain) {
-    // A missing parent is the store's to report, in containerd's words.
     if (chain.error().code == ENOENT) {
       return std::optional<NydusImage>();
     }
     return base::Unexpected(chain.error());
   }
-  return find_image(*chain, [&](int64_t id) {
-    struct stat st {};
-    return ::stat(bootstrap_path(id).c_str(), &st) == 0 && S_ISREG(st.st_mode);
-  });
+  auto image = find_image(*chain, has_bootstrap);
+  // Only an answer about the snapshot asked for (not one made anew under the same name
+  // meanwhile), and not an error: those are computed again.
+  if (image && !chain->empty() && chain->front().id == id) {
+    std::lock_guard lk(below_mu_);
+    if (gen == below_gen_) {
+      if (below_.size() >= kBelowMax) {
+        below_.clear();
+      }
+      below_.emplace(id, *image);
+    }
+  }
+  return image;
+}
+
+void Service::labels_changed() {
+  std::lock_guard lk(below_mu_);
+  ++below_gen_;
+  below_.clear();
 }
 
 bool Service::is_estargz_layer(const std::string& name) {
@@ -191,7 +242,9 @@ RpcStatus Service::handshake(const std::string& key, const std::string& parent,
       Info in;
       in.name = r.target;
       in.labels = handshake_labels(labels, r, kind);
-      if (auto u = store_.update(in, {}); !u) {
+      auto u = store_.update(in, {});
+      labels_changed();
+      if (!u) {
         return fail("prepare", u.error());
       }
       spdlog::info("eStargz layer {} ({}): now recorded for {}, the image it is the top of",
@@ -384,6 +437,7 @@ RpcStatus Service::Update(const api::UpdateSnapshotRequest& req,
   std::vector<std::string> paths(req.update_mask().paths().begin(),
                                  req.update_mask().paths().end());
   auto i = store_.update(in, paths);
+  labels_changed();  // also after a failure: it may have committed before its sync failed
   if (!i) {
     return fail("update", i.error());
   }

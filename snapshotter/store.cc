@@ -1003,6 +1003,19 @@ std::unique_lock<std::mutex> Store::writer_lock() {
   return lock;
 }
 
+base::Result<ChainEntry> Store::entry(std::string_view key) {
+  CFN_TRY(validate_key("key", key));
+  std::lock_guard lock(rmu_);
+  Txn rt(*rst_);
+  CFN_TRY(rt.begin_read());
+  CFN_ASSIGN_OR_RETURN(auto r, find(*rst_, key));
+  if (!r) {
+    return not_found(key);
+  }
+  CFN_ASSIGN_OR_RETURN(auto labels, labels_of(*rst_, r->id));
+  return ChainEntry{r->id, std::string(key), std::move(labels), r->parent_id};
+}
+
 base::Result<std::vector<ChainEntry>> Store::lineage(std::string_view name) {
   CFN_TRY(validate_key("name", name));
   std::lock_guard lock(rmu_);
@@ -1016,7 +1029,7 @@ base::Result<std::vector<ChainEntry>> Store::lineage(std::string_view name) {
       return not_found(key);
     }
     CFN_ASSIGN_OR_RETURN(auto labels, labels_of(*rst_, r->id));
-    out.push_back(ChainEntry{r->id, key, std::move(labels)});
+    out.push_back(ChainEntry{r->id, key, std::move(labels), r->parent_id});
     key = r->parent;
   }
   return out;

@@ -93,6 +93,7 @@ struct ChainEntry {
   int64_t id = 0;
   std::string name;
   Labels labels;
+  int64_t parent_id = 0;  // 0: none
 };
 
 struct Usage {
@@ -144,6 +145,8 @@ class Store {
   [[nodiscard]] base::Result<Info> update(const Info& info,
                                           std::span<const std::string> fieldpaths);
   [[nodiscard]] base::Result<std::vector<Info>> list(const Filter& filter);
+  // The snapshot `key` alone, as lineage() gives it: ENOENT when it does not exist.
+  [[nodiscard]] base::Result<ChainEntry> entry(std::string_view key);
   // The snapshot `name` and its parents, nearest first: id, name and labels of each.
   // ENOENT when name does not exist.
   [[nodiscard]] base::Result<std::vector<ChainEntry>> lineage(std::string_view name);

@@ -204,6 +204,43 @@ TEST_F(NydusService, AContainerGetsTheImageMountAndRemovingTheBootstrapUnbinds) 
   EXPECT_EQ(daemon_->unbinds, std::vector<std::string>{mp});
 }
 
+// Layers committed on a container of the image (a build): each one's Prepare reuses the
+// answer for its parent (service.h, below_) and puts the layer above the image; an Update
+// that makes a layer a nydus data layer drops the answers kept.
+TEST_F(NydusService, LayersCommittedAboveTheImageAreItsOverlayLowers) {
+  Labels rpull = {{kStargzRefLabel, "127.0.0.1:5000/x:nydus"}};
+  skip_layer("sha256:c1", "", rpull);
+  Labels boot = rpull;
+  boot[kTargetRefLabel] = "sha256:c2";
+  boot[kNydusBootstrapLabel] = "true";
+  unpack_bootstrap("sha256:c2", "sha256:c1", boot);
+  api::PrepareSnapshotResponse r;
+  ASSERT_TRUE(prepare("b/1", "sha256:c2", {}, &r).ok());
+  ASSERT_EQ(daemon_->binds.size(), 1U);
+  const std::string mp = daemon_->binds[0].mountpoint;
+  ASSERT_TRUE(store_->commit("up1", "b/1", {}));
+  ASSERT_TRUE(prepare("b/2", "up1", {}, &r).ok());
+  ASSERT_TRUE(store_->commit("up2", "b/2", {}));
+  auto id = [&](const std::string& name) { return store_->entry(name)->id; };
+  auto lowers = [&](const std::string& key, const std::string& parent) {
+    api::PrepareSnapshotResponse resp;
+    EXPECT_TRUE(prepare(key, parent, {}, &resp).ok()) << key;
+    return resp.mounts_size() == 1 ? resp.mounts(0).options(2) : std::string();
+  };
+  const std::string up1 = fs_path(store_->root(), id("up1"));
+  const std::string up2 = fs_path(store_->root(), id("up2"));
+  EXPECT_EQ(lowers("ctr/1", "up2"), "lowerdir=" + up2 + ":" + up1 + ":" + mp);
+  EXPECT_EQ(lowers("ctr/2", "up2"), "lowerdir=" + up2 + ":" + up1 + ":" + mp);  // kept
+  api::UpdateSnapshotRequest u;
+  u.mutable_info()->set_name("up1");
+  (*u.mutable_info()->mutable_labels())[kNydusBlobLabel] = "true";
+  u.mutable_update_mask()->add_paths(std::string("labels.") + kNydusBlobLabel);
+  api::UpdateSnapshotResponse ur;
+  ASSERT_TRUE(service_->Update(u, &ur).ok());
+  EXPECT_EQ(lowers("ctr/3", "up2"), "lowerdir=" + up2 + ":" + mp);
+  EXPECT_EQ(daemon_->binds.size(), 1U);
+}
+
 TEST_F(NydusService, TheBootstrapWithAContainerOnItStaysMounted) {
   Labels rpull = {{kStargzRefLabel, "127.0.0.1:5000/x:nydus"}};
   skip_layer("sha256:c1", "", rpull);
