@@ -15,6 +15,7 @@
 #include "base/defer.h"
 #include "base/file.h"
 #include "registry/reference.h"
+#include "snapshotter/crash_point.h"
 #include "snapshotter/nydusd_config.h"
 
 namespace snapshotter {
@@ -455,6 +456,8 @@ void ImageMounts::release(const std::string& key) {
   std::lock_guard lk(mu_);
   auto rows = query("SELECT bootstrap_id FROM users WHERE key = ?1", {key});
   if (rows && !rows->empty()) {
+    // What an OS crash that loses the unsynced delete below leaves: open() redoes it.
+    crash_point("release-before-delete");
     const NoSync no_sync(*this);
     if (auto st = run("DELETE FROM users WHERE key = ?1", {key}); !st) {
       spdlog::error("nydus mounts: {}", st.error().to_string());
@@ -652,6 +655,8 @@ void ImageMounts::unbind_loop() {
     auto count = query("SELECT count(*) FROM users WHERE bootstrap_id = ?1", {std::to_string(id)});
     bool unused = count && (*count)[0][0] == "0";
     if (gone && (unused || images_[id].removed)) {
+      // Unbound, rows still there: what an OS crash that loses the deletes below leaves.
+      crash_point("unbind-before-delete");
       // One transaction, not synced (NoSync): mu_ is held, and every Commit and Remove
       // waits for it (release).
       const NoSync no_sync(*this);
