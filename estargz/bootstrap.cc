@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <bit>
-#include <iterator>
 #include <limits>
 #include <map>
 #include <set>
@@ -122,23 +121,33 @@ class Builder {
   base::Status read_layer(std::uint32_t li, FsTree& layer) {
     const LayerToc& lt = layers_[li];
     layer.reserve(lt.toc.entries.size() + 1);
-    std::optional<NodeId> file;  // the regular file chunk entries continue
+    // The regular file chunk entries continue (kNoFile: none). Not a std::optional: g++ 12
+    // sees it "maybe uninitialized" once read_layer is inlined.
+    constexpr NodeId kNoFile = std::numeric_limits<NodeId>::max();
+    NodeId file = kNoFile;
     std::string file_name;
     // This layer's regular files so far, by entry (made paths at a landmark only).
     std::vector<std::uint32_t> regs;
     std::string what;  // one buffer for every entry's error context
     for (std::size_t i = 0; i < lt.toc.entries.size(); ++i) {
       const Entry& e = lt.toc.entries[i];
-      what.clear();
-      fmt::format_to(std::back_inserter(what), "layer {} entry {} ({})", li, i, e.name);
+      // what_of's text, by hand: fmt::format_to into a std::string does not link in a
+      // clang build against Debian's libfmt (scripts/fuzz).
+      what.assign("layer ");
+      what += std::to_string(li);
+      what += " entry ";
+      what += std::to_string(i);
+      what += " (";
+      what += e.name;
+      what += ')';
       if (e.type == EntryType::kChunk) {
-        if (!file || e.name != file_name) {
+        if (file == kNoFile || e.name != file_name) {
           return base::errorf(EINVAL, "{}: a chunk that does not follow its file", what);
         }
-        CFN_TRY(add_chunk(li, e, what, layer.node(*file)));
+        CFN_TRY(add_chunk(li, e, what, layer.node(file)));
         continue;
       }
-      file.reset();
+      file = kNoFile;
       auto comps = clean_name(e.name);
       if (!comps) {
         return base::Unexpected(std::move(comps).error().wrap(what));
@@ -171,7 +180,7 @@ class Builder {
         file = layer.add_node(std::move(hidden));
         file_name = e.name;
         if (e.type == EntryType::kReg && e.size > 0) {
-          CFN_TRY(add_chunk(li, e, what, layer.node(*file)));
+          CFN_TRY(add_chunk(li, e, what, layer.node(file)));
         }
         continue;
       }

@@ -7,7 +7,6 @@
 #include <array>
 #include <cerrno>
 #include <ctime>
-#include <iterator>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -250,13 +249,17 @@ base::Status parse_entry(const nlohmann::json& j, std::size_t index, Entry& e, s
     return base::errorf(EINVAL, "TOC entry {}: not an object", index);
   }
   // The name first: errors about the rest name it.
-  where.clear();
-  fmt::format_to(std::back_inserter(where), "TOC entry {}", index);
+  // By hand: fmt::format_to into a std::string does not link in a clang build against
+  // Debian's libfmt (scripts/fuzz).
+  where.assign("TOC entry ");
+  where += std::to_string(index);
   {
     base::JsonFields f(j, where, true);
     CFN_ASSIGN_OR_RETURN(e.name, f.string("name", {.non_empty = false, .no_nul = true}));
   }
-  fmt::format_to(std::back_inserter(where), " ({})", e.name);
+  where += " (";
+  where += e.name;
+  where += ')';
   base::JsonFields f(j, where, true);
   CFN_ASSIGN_OR_RETURN(const std::string type, f.string("type"));
   auto t = parse_type(type);
