@@ -229,9 +229,10 @@ class Reader {
           daemon_["fill_threads"] = within(key, n, 1, kMaxFillThreads);
         }
       } else if (k == "merging_size") {
+        // nydusd merges prefetch reads up to this: our prefetch lists' largest read.
         CFN_ASSIGN_OR_RETURN(auto n, count(v, key));
         if (n > 0) {
-          daemon_["batch_size"] = within(key, n, kMinBatch, kMaxBatch);
+          daemon_["prefetch_merge_size"] = within(key, n, kMinBatch, kMaxBatch);
         }
       } else if (k == "bandwidth_rate") {
         CFN_ASSIGN_OR_RETURN(rate, count(v, key));

@@ -36,7 +36,7 @@ struct NydusdSettings {
   control::RegistryOverrides registry;   // without mirrors and docker_config
   std::vector<std::string> mirror_urls;  // mirrors (and a proxy) for the image's own host
   std::string auth;  // base64 "user:password" for the image's registry; never logged
-  // The daemon's config JSON (daemon/config.h keys: batch_size, amplify_io,
+  // The daemon's config JSON (daemon/config.h keys: prefetch_merge_size, amplify_io,
   // prefetch_bandwidth, fill_threads); "{}" when nothing is set.
   std::string daemon_config_json = "{}";
   std::string cache_dir;  // device.cache.config.work_dir

@@ -45,7 +45,8 @@ TEST(NydusdConfig, V1EveryKey) {
   EXPECT_EQ(s->fs_driver, "");
   auto d = nlohmann::json::parse(s->daemon_config_json);
   EXPECT_EQ(d["fill_threads"], 4);
-  EXPECT_EQ(d["batch_size"], 131072);
+  EXPECT_EQ(d["prefetch_merge_size"], 131072);
+  EXPECT_FALSE(d.contains("batch_size"));
   EXPECT_EQ(d["amplify_io"], 2097152);
   EXPECT_EQ(d["prefetch_bandwidth"], 1048576);
   EXPECT_EQ(s->unknown_keys,
@@ -80,7 +81,7 @@ TEST(NydusdConfig, FscacheTemplate) {
   EXPECT_EQ(s->registry.retries, 0U);
   auto d = nlohmann::json::parse(s->daemon_config_json);
   EXPECT_EQ(d["fill_threads"], 8);
-  EXPECT_EQ(d["batch_size"], 1048576);
+  EXPECT_EQ(d["prefetch_merge_size"], 1048576);
   EXPECT_GT(d["prefetch_bandwidth"].get<std::uint64_t>(), 0U);  // enabled, no rate: unbounded
   EXPECT_TRUE(s->unknown_keys.empty());
 }
@@ -142,7 +143,7 @@ TEST(NydusdConfig, NumbersBeyondTheDaemonsRanges) {
   EXPECT_EQ(s->registry.retries, 100U);
   auto d = nlohmann::json::parse(s->daemon_config_json);
   EXPECT_EQ(d["fill_threads"], 1024);
-  EXPECT_EQ(d["batch_size"], 131072);
+  EXPECT_EQ(d["prefetch_merge_size"], 131072);
   EXPECT_EQ(d["amplify_io"], 64U << 20);
   for (const char* key : {"timeout", "connect_timeout", "retry_limit", "threads_count",
                           "merging_size", "amplify_io"}) {
