@@ -8,6 +8,7 @@ kernel cannot mount EROFS from a regular file"; anything else that goes wrong is
 
 import contextlib
 import errno
+import gzip
 import json
 import os
 import shutil
@@ -80,6 +81,21 @@ def main(body):
         sys.exit(FAIL)
     log("PASS")
     sys.exit(PASS)
+
+
+def kernel_config():
+    """(path, {option: value}) of the running kernel's build config (/proc/config.gz, else
+    /boot/config-RELEASE), read independently of the daemon; (None, None) when neither is
+    readable."""
+    for path in ("/proc/config.gz", "/boot/config-" + os.uname().release):
+        try:
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rt", errors="replace") as fh:
+                return path, {n: v for n, eq, v in (ln.strip().partition("=") for ln in fh)
+                              if eq and n.startswith("CONFIG_")}
+        except OSError:
+            continue
+    return None, None
 
 
 def require_root():
