@@ -292,6 +292,8 @@ json metrics_json(const Metrics& m) {
           {"verify_failures", m.verify_failures},
           {"refetches", m.refetches},
           {"refetch_successes", m.refetch_successes},
+          {"blob_refetches", m.blob_refetches},
+          {"blob_refetch_successes", m.blob_refetch_successes},
           {"prefetch_bytes", m.prefetch_bytes},
           {"prefetch_list_bytes", m.prefetch_list_bytes},
           {"readahead_bytes", m.readahead_bytes},
@@ -339,6 +341,8 @@ base::Result<Metrics> metrics_from(const json& j) {
       {"verify_failures", &m.verify_failures},
       {"refetches", &m.refetches},
       {"refetch_successes", &m.refetch_successes},
+      {"blob_refetches", &m.blob_refetches},
+      {"blob_refetch_successes", &m.blob_refetch_successes},
       {"prefetch_bytes", &m.prefetch_bytes},
       {"prefetch_list_bytes", &m.prefetch_list_bytes},
       {"readahead_bytes", &m.readahead_bytes},
@@ -492,6 +496,12 @@ std::string to_prometheus(const Metrics& m, const std::vector<ImageInfo>& images
           "Chunks fetched once more (past the caches) after they failed their digest.",
           m.refetches);
   counter("refetch_successes_total", "Refetched chunks that came back right.", m.refetch_successes);
+  counter("blob_refetches_total",
+          "Whole registry blobs fetched once more (past the caches) after they failed their "
+          "digest.",
+          m.blob_refetches);
+  counter("blob_refetch_successes_total", "Refetched whole blobs that came back right.",
+          m.blob_refetch_successes);
   counter("prefetch_bytes_total", "Uncompressed bytes filled by prefetch.", m.prefetch_bytes);
   counter("prefetch_list_bytes_total",
           "Uncompressed bytes filled for images' prefetch lists (of prefetch_bytes).",

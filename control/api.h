@@ -200,6 +200,10 @@ struct Metrics {
   std::uint64_t verify_failures = 0;      // chunks whose digest did not match
   std::uint64_t refetches = 0;            // of those, chunks fetched once more
   std::uint64_t refetch_successes = 0;    // refetches that came back right
+  // Whole registry blobs (bootstrap layers) fetched once more past the caches after a
+  // digest mismatch, and those that came back right.
+  std::uint64_t blob_refetches = 0;
+  std::uint64_t blob_refetch_successes = 0;
   std::uint64_t prefetch_bytes = 0;       // uncompressed bytes filled by prefetch
   std::uint64_t prefetch_list_bytes = 0;  // of prefetch_bytes: prefetch lists
   std::uint64_t readahead_bytes = 0;      // of prefetch_bytes: file readahead

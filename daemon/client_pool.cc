@@ -18,4 +18,22 @@ base::Result<std::shared_ptr<registry::Client>> ClientPool::get(const RegistryOp
   return shared;
 }
 
+std::uint64_t ClientPool::blob_refetches() {
+  std::lock_guard lk(mu_);
+  std::uint64_t n = 0;
+  for (const auto& [key, c] : clients_) {
+    n += c->blob_refetches();
+  }
+  return n;
+}
+
+std::uint64_t ClientPool::blob_refetch_successes() {
+  std::lock_guard lk(mu_);
+  std::uint64_t n = 0;
+  for (const auto& [key, c] : clients_) {
+    n += c->blob_refetch_successes();
+  }
+  return n;
+}
+
 }  // namespace cfnd

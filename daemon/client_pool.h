@@ -23,6 +23,9 @@ class ClientPool {
   // shared_ptr: the registry backends of bound images hold it too.
   [[nodiscard]] base::Result<std::shared_ptr<registry::Client>> get(const RegistryOptions& o,
                                                                     const registry::Reference& ref);
+  // Summed over the clients made so far (registry::Client's counters).
+  [[nodiscard]] std::uint64_t blob_refetches();
+  [[nodiscard]] std::uint64_t blob_refetch_successes();
 
  private:
   std::mutex mu_;  // guards clients_

@@ -1167,6 +1167,8 @@ class ServiceImpl final : public Service {
     m.verify_failures = c.verify_failures.load();
     m.refetches = c.refetches.load();
     m.refetch_successes = c.refetch_successes.load();
+    m.blob_refetches = clients_.blob_refetches();
+    m.blob_refetch_successes = clients_.blob_refetch_successes();
     m.prefetch_bytes = c.prefetch_bytes.load();
     m.prefetch_list_bytes = c.prefetch_list_bytes.load();
     m.readahead_bytes = c.readahead_bytes.load();

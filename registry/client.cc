@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <string_view>
 
@@ -113,6 +114,11 @@ class RegistryClient final : public Client {
     return out;
   }
 
+  std::uint64_t blob_refetches() const override { return blob_refetches_.load(); }
+  std::uint64_t blob_refetch_successes() const override {
+    return blob_refetch_successes_.load();
+  }
+
   // A whole blob whose body fails its digest (a flipped byte on the way) is fetched once
   // more, past every cache (Cache-Control: no-cache), before the caller gets EBADMSG: a
   // corrupting proxy costs a retry, not a failed mount (the chunks' refetch does the same).
@@ -145,6 +151,7 @@ class RegistryClient final : public Client {
     auto r = fetch(false);
     if (!r && mismatch) {
       r = fetch(true);
+      count_refetch(r.has_value());
     }
     return r;
   }
@@ -207,6 +214,7 @@ class RegistryClient final : public Client {
     auto r = fetch(false);
     if (!r && mismatch) {
       r = fetch(true);  // rewinds and truncates fd first (dirty)
+      count_refetch(r.has_value());
     }
     return r;
   }
@@ -251,6 +259,13 @@ class RegistryClient final : public Client {
   }
 
  private:
+  void count_refetch(bool good) {
+    blob_refetches_.fetch_add(1, std::memory_order_relaxed);
+    if (good) {
+      blob_refetch_successes_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
   base::Result<FetchedManifest> get_manifest_from(const Endpoint& ep, const Reference& ref) {
     http::Request req;
     req.url = repo_url(ep, ref.repository, "/manifests/" + ref.manifest_ref());
@@ -288,6 +303,8 @@ class RegistryClient final : public Client {
   std::optional<internal::Auth> auth_;
   std::optional<internal::RangeReader> ranges_;
   std::optional<internal::Pusher> pusher_;
+  std::atomic<std::uint64_t> blob_refetches_{0};
+  std::atomic<std::uint64_t> blob_refetch_successes_{0};
 };
 
 }  // namespace

@@ -203,6 +203,12 @@ class Client {
   [[nodiscard]] virtual base::Result<std::string> push_manifest(const Reference& ref,
                                                                 std::string_view media_type,
                                                                 base::Bytes body) = 0;
+
+  // Whole blobs (get_blob, get_blob_to_fd) fetched once more, past the caches, after a
+  // body failed its digest; and of those, the ones that came back right. Counted over
+  // this client's life (the daemon's metrics sum its clients).
+  [[nodiscard]] virtual std::uint64_t blob_refetches() const { return 0; }
+  [[nodiscard]] virtual std::uint64_t blob_refetch_successes() const { return 0; }
 };
 
 }  // namespace registry

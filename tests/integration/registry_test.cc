@@ -857,6 +857,9 @@ TEST_F(RegistryTest, CorruptBlobIsEbadmsgNeverWrongBytes) {
   auto n = c->get_blob_to_fd(ref(fp_host, "oci"), layer_digest(), fd.get());
   ASSERT_FALSE(n) << "corrupt blob streamed as good";
   EXPECT_EQ(n.error().code, EBADMSG) << n.error().to_string();
+  // Each was fetched once more before the error, and neither refetch came back right.
+  EXPECT_EQ(c->blob_refetches(), 2U);
+  EXPECT_EQ(c->blob_refetch_successes(), 0U);
 }
 
 // A whole blob that fails its digest once (a flipped byte on the way) is fetched once
@@ -876,10 +879,13 @@ TEST_F(RegistryTest, CorruptOnceThenGoodIsRetried) {
   fp.rules(
       json::array({{{"path", "/blobs/"}, {"method", "GET"}, {"kind", "corrupt"}, {"times", 1}}}));
   auto before = fp.requests("GET", blob_path).size();
+  EXPECT_EQ(c->blob_refetches(), 0U);
   auto b = c->get_blob(ref(fp_host, "oci"), layer_digest(), 64U << 20);
   ASSERT_TRUE(b) << b.error().to_string();
   EXPECT_TRUE(*b == layer_);
   check_refetch(before);
+  EXPECT_EQ(c->blob_refetches(), 1U) << "the refetch is counted";
+  EXPECT_EQ(c->blob_refetch_successes(), 1U);
 
   fp.rules(
       json::array({{{"path", "/blobs/"}, {"method", "GET"}, {"kind", "corrupt"}, {"times", 1}}}));
@@ -894,6 +900,8 @@ TEST_F(RegistryTest, CorruptOnceThenGoodIsRetried) {
   got.resize(layer_.size());
   EXPECT_TRUE(got == layer_);
   check_refetch(before);
+  EXPECT_EQ(c->blob_refetches(), 2U);
+  EXPECT_EQ(c->blob_refetch_successes(), 2U);
 }
 
 TEST_F(RegistryTest, ServerErrorsThenSuccessAreRetried) {

@@ -211,6 +211,8 @@ TEST(ControlApi, AnswersRoundTrip) {
   m.chunk_count = 9;
   m.refetches = 4;
   m.refetch_successes = 3;
+  m.blob_refetches = 2;
+  m.blob_refetch_successes = 1;
   m.cachefiles_read_local_us = {3, 1.5, 1.0, 2.0};
   m.fill_latency_us_buckets = {0, 1, 2};
   auto mm = metrics_from_json(to_json(m));
@@ -320,6 +322,8 @@ TEST(ControlApi, PrometheusPrintsTheSnapshot) {
   m.ready_chunks = 7;
   m.refetches = 5;
   m.refetch_successes = 4;
+  m.blob_refetches = 3;
+  m.blob_refetch_successes = 2;
   m.cachefiles_read_fetched_us = {2, 1500, 1000, 2000};
   // The last bucket holds every longer fill too: it goes to +Inf only.
   m.fill_latency_us_buckets = {1, 0, 2, 5};
@@ -334,6 +338,8 @@ TEST(ControlApi, PrometheusPrintsTheSnapshot) {
       std::string::npos);
   EXPECT_NE(t.find("cachefilesd_nydus_refetches_total 5\n"), std::string::npos);
   EXPECT_NE(t.find("cachefilesd_nydus_refetch_successes_total 4\n"), std::string::npos);
+  EXPECT_NE(t.find("cachefilesd_nydus_blob_refetches_total 3\n"), std::string::npos);
+  EXPECT_NE(t.find("cachefilesd_nydus_blob_refetch_successes_total 2\n"), std::string::npos);
   EXPECT_NE(t.find("cachefilesd_nydus_cachefiles_read_seconds{data=\"fetched\",quantile=\"0.99\"} "
                    "0.002\n"),
             std::string::npos);
