@@ -50,7 +50,8 @@ base::Status parse_registry(const nlohmann::json& j, RegistryOptions& o) {
   static constexpr std::string_view kKeys[] = {
       "plain_http",       "insecure",       "ca_files",           "docker_config",
       "mirrors",          "mirror_headers", "connect_timeout_ms", "request_timeout_ms",
-      "stall_timeout_ms", "retries",        "max_parallel",       "max_bootstrap_bytes"};
+      "stall_timeout_ms", "retries",        "max_parallel",       "max_bootstrap_bytes",
+      "idle_connection_timeout_ms"};
   const base::JsonFields f(j, "config: registry");
   CFN_TRY(f.only_keys(kKeys));
   CFN_TRY(f.read("plain_http", o.plain_http));
@@ -78,6 +79,7 @@ base::Status parse_registry(const nlohmann::json& j, RegistryOptions& o) {
   CFN_TRY(f.read("connect_timeout_ms", o.connect_timeout_ms, 1, 3600000));
   CFN_TRY(f.read("request_timeout_ms", o.request_timeout_ms, 1, 24ULL * 3600000));
   CFN_TRY(f.read("stall_timeout_ms", o.stall_timeout_ms, 1, 3600000));
+  CFN_TRY(f.read("idle_connection_timeout_ms", o.idle_connection_timeout_ms, 0, 24ULL * 3600000));
   CFN_TRY(f.read("retries", o.retries, 0, 100));
   CFN_TRY(f.read("max_parallel", o.max_parallel, 1, 256));
   CFN_TRY(f.read("max_bootstrap_bytes", o.max_bootstrap_bytes, 4096, 16ULL << 30));
@@ -145,6 +147,7 @@ std::string registry_options_json(const RegistryOptions& o) {
                       {"connect_timeout_ms", o.connect_timeout_ms},
                       {"request_timeout_ms", o.request_timeout_ms},
                       {"stall_timeout_ms", o.stall_timeout_ms},
+                      {"idle_connection_timeout_ms", o.idle_connection_timeout_ms},
                       {"retries", o.retries},
                       {"max_parallel", o.max_parallel},
                       {"max_bootstrap_bytes", o.max_bootstrap_bytes}};

@@ -34,6 +34,8 @@ struct RegistryOptions {
   std::uint64_t connect_timeout_ms = 5000;
   std::uint64_t request_timeout_ms = 60000;          // whole request, per try
   std::uint64_t stall_timeout_ms = 10000;            // no byte received for this long
+  // A worker thread's cached connections are closed after this long unused (0: never).
+  std::uint64_t idle_connection_timeout_ms = 60000;
   unsigned retries = 3;                              // after the first try
   unsigned max_parallel = 8;                         // connections per host for range reads
   std::uint64_t max_bootstrap_bytes = 512ULL << 20;  // bootstrap (uncompressed) size cap
@@ -111,7 +113,7 @@ struct Config {
 // Parse a JSON object of RegistryOptions keys ("plain_http", "insecure", "ca_files",
 // "docker_config", "mirrors": {host: [url...]}, "mirror_headers": {url: {name: value}},
 // "connect_timeout_ms",
-// "request_timeout_ms", "stall_timeout_ms", "retries", "max_parallel",
+// "request_timeout_ms", "stall_timeout_ms", "idle_connection_timeout_ms", "retries", "max_parallel",
 // "max_bootstrap_bytes") over `base`; mirrors given replace those of their host.
 // Unknown keys and wrong types are EINVAL, naming the key.
 [[nodiscard]] base::Result<RegistryOptions> parse_registry_options(std::string_view json_text,

@@ -330,6 +330,7 @@ registry::ClientConfig client_config(const RegistryOptions& o, const registry::R
   c.connect_timeout = std::chrono::milliseconds(o.connect_timeout_ms);
   c.request_timeout = std::chrono::milliseconds(o.request_timeout_ms);
   c.stall_timeout = std::chrono::milliseconds(o.stall_timeout_ms);
+  c.idle_connection_timeout = std::chrono::milliseconds(o.idle_connection_timeout_ms);
   c.retry.max_retries = static_cast<int>(o.retries);
   c.max_parallel = static_cast<int>(o.max_parallel);
   registry::HostConfig h;

@@ -41,6 +41,7 @@ class RegistryClient final : public Client {
     tc.connect_timeout = config_.connect_timeout;
     tc.request_timeout = config_.request_timeout;
     tc.stall_timeout = config_.stall_timeout;
+    tc.idle_timeout = config_.idle_connection_timeout;
     tc.retry = config_.retry;
     tc.proxy = config_.proxy;
     tc.no_proxy = config_.no_proxy;

@@ -82,6 +82,9 @@ struct ClientConfig {
   // for N ms", retried. Checked to within about a second (read_blob_ranges: 0.1 s).
   std::chrono::milliseconds stall_timeout{10000};
   std::chrono::milliseconds mirror_recheck{30000};
+  // A thread's cached connections are closed once it has not made a request for this
+  // long (0: kept until the thread ends); see http::TransportConfig::idle_timeout.
+  std::chrono::milliseconds idle_connection_timeout{60000};
   RetryPolicy retry;
   std::uint64_t max_manifest_bytes = 4U << 20;
   int max_parallel = 8;  // connections per host for read_blob_ranges

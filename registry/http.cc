@@ -6,11 +6,14 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <thread>
+#include <vector>
 
 #include <curl/curl.h>
 
@@ -30,7 +33,12 @@ struct CurlDeleter {
   void operator()(CURL* c) const { curl_easy_cleanup(c); }
 };
 struct ShareDeleter {
-  void operator()(CURLSH* s) const { curl_share_cleanup(s); }
+  void operator()(CURLSH* s) const {
+    if (const CURLSHcode rc = curl_share_cleanup(s); rc != CURLSHE_OK) {
+      // Still in use by an easy handle: nothing is freed (its connections stay open).
+      spdlog::warn("registry: curl_share_cleanup: {}", curl_share_strerror(rc));
+    }
+  }
 };
 struct SlistDeleter {
   void operator()(curl_slist* l) const { curl_slist_free_all(l); }
@@ -308,19 +316,62 @@ struct Transfer {
 
 constexpr auto kMultiPollCap = std::chrono::milliseconds(100);  // stall checks at least this often
 
+// One thread's share object of one transport (see thread_share()). The thread holds mu
+// while any easy handle of its call is attached to the share; the idle sweeper (another
+// thread) closes the share, and with it its idle connections, only under mu.
+struct ShareSlot {
+  std::mutex mu;
+  SharePtr share;  // null: closed by the sweeper, or never made; made again on use
+  Clock::time_point last_used;
+};
+
+SharePtr new_share() {
+  SharePtr sh(curl_share_init());
+  if (sh) {
+    curl_share_setopt(sh.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(sh.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_share_setopt(sh.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+  }
+  return sh;
+}
+
 class CurlTransport final : public Transport {
  public:
   explicit CurlTransport(TransportConfig config) : config_(std::move(config)) {}
 
+  ~CurlTransport() override {
+    {
+      std::lock_guard lk(sweep_mu_);
+      stop_sweep_ = true;
+    }
+    sweep_cv_.notify_all();
+    if (sweeper_.joinable()) {
+      sweeper_.join();
+    }
+    // Our shares in every thread's map (kept there until the thread ends) close now, and
+    // their connections with them: no call of ours runs any more.
+    std::lock_guard lk(slots_mu_);
+    for (const auto& w : slots_) {
+      if (auto slot = w.lock()) {
+        std::lock_guard l(slot->mu);
+        slot->share.reset();
+      }
+    }
+  }
+
   base::Status init() {
     global_init();
-    if (thread_share() == nullptr) {
+    if (!new_share()) {
       return base::errorf(ENOMEM, "curl_share_init failed");
+    }
+    if (config_.idle_timeout.count() > 0) {
+      sweeper_ = std::thread([this] { sweep_loop(); });
     }
     return {};
   }
 
   base::Result<Response> perform(Request& req) override {
+    const Lease lease(*this);  // before the easy handle: it outlives every use of the share
     CurlPtr easy(curl_easy_init());
     if (!easy) {
       return base::errorf(ENOMEM, "curl_easy_init failed");
@@ -341,6 +392,7 @@ class CurlTransport final : public Transport {
 
   std::vector<base::Result<Response>> perform_many(std::span<Request* const> reqs,
                                                    int max_host_connections) override {
+    const Lease lease(*this);  // before the transfers' easy handles and the multi handle
     std::vector<Transfer> ts(reqs.size());  // never resized: callbacks point into it
     MultiPtr multi(curl_multi_init());
     for (std::size_t i = 0; i < reqs.size(); ++i) {
@@ -373,19 +425,100 @@ class CurlTransport final : public Transport {
   // (its known bug "A shared connection cache is not thread-safe"); with several fill
   // threads and prefetch-list workers reading at once, transfers hung for good in
   // curl_multi_poll. Easy handles live within one call in one thread, so they never
-  // outlive the thread's share. nullptr when curl_share_init fails.
-  CURLSH* thread_share() const {
-    thread_local std::map<std::uint64_t, SharePtr> shares;  // by transport id
-    SharePtr& sh = shares[id_];
-    if (!sh) {
-      sh.reset(curl_share_init());
-      if (sh) {
-        curl_share_setopt(sh.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-        curl_share_setopt(sh.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-        curl_share_setopt(sh.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+  // outlive the thread's share. nullptr when curl_share_init fails or outside a Lease.
+  //
+  // Idle connections. A thread's connections stay in its share until the thread ends,
+  // and fill and prefetch threads live as long as the daemon: without a sweep, a
+  // connection used once by every worker stays open for ever (23 after kernel test 89).
+  // CURLOPT_MAXAGE_CONN alone does not close them: curl prunes a cache only when a
+  // transfer of that thread looks for a connection. So, with an idle timeout, a sweeper
+  // thread closes the share of every thread that has not used it for that long (the
+  // thread makes a new one on its next call), and MAXAGE_CONN keeps a busy thread from
+  // reusing a connection idle for longer (the server may have closed it).
+  CURLSH* thread_share() const { return tl_lease_ != nullptr ? tl_lease_->share.get() : nullptr; }
+
+  // This thread's slot of this transport, held (mu) for one perform call and its easy
+  // handles. A nested call in the same thread (none today) reuses the outer lease.
+  class Lease {
+   public:
+    explicit Lease(const CurlTransport& t) : t_(t) {
+      thread_local std::map<std::uint64_t, std::shared_ptr<ShareSlot>> slots;  // by id
+      std::shared_ptr<ShareSlot>& slot = slots[t.id_];
+      if (!slot) {
+        slot = std::make_shared<ShareSlot>();
+        std::lock_guard lk(t.slots_mu_);
+        std::erase_if(t.slots_, [](const auto& w) { return w.expired(); });
+        t.slots_.push_back(slot);
+      }
+      if (t.tl_lease_ != nullptr) {
+        return;  // nested: the outer lease holds the slot
+      }
+      slot_ = slot.get();
+      lock_ = std::unique_lock(slot_->mu);
+      if (!slot_->share) {
+        slot_->share = new_share();
+      }
+      t.tl_lease_ = slot_;
+    }
+    ~Lease() {
+      if (slot_ == nullptr) {
+        return;
+      }
+      slot_->last_used = Clock::now();
+      t_.tl_lease_ = nullptr;
+    }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+
+   private:
+    const CurlTransport& t_;
+    ShareSlot* slot_ = nullptr;
+    std::unique_lock<std::mutex> lock_;
+  };
+
+  // Close the share of every thread whose last call ended idle_timeout ago. Returns the
+  // shares closed.
+  std::size_t sweep() const {
+    std::vector<std::shared_ptr<ShareSlot>> live;
+    {
+      std::lock_guard lk(slots_mu_);
+      std::erase_if(slots_, [](const auto& w) { return w.expired(); });
+      for (const auto& w : slots_) {
+        if (auto s = w.lock()) {
+          live.push_back(std::move(s));
+        }
       }
     }
-    return sh.get();
+    std::size_t closed = 0;
+    const auto now = Clock::now();
+    for (const auto& slot : live) {
+      std::unique_lock l(slot->mu, std::try_to_lock);  // in use: not idle
+      if (l && slot->share && now - slot->last_used >= config_.idle_timeout) {
+        slot->share.reset();  // curl_share_cleanup closes its cached connections
+        ++closed;
+      }
+    }
+    return closed;
+  }
+
+  void sweep_loop() {
+    // Often enough that a connection is closed within 1.25 idle timeouts; at least
+    // every 5 s.
+    const auto period = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        config_.idle_timeout / 4),
+                                    std::chrono::milliseconds(10), std::chrono::milliseconds(5000));
+    std::unique_lock lk(sweep_mu_);
+    while (!stop_sweep_) {
+      sweep_cv_.wait_for(lk, period, [this] { return stop_sweep_; });
+      if (stop_sweep_) {
+        break;
+      }
+      lk.unlock();
+      if (const std::size_t n = sweep(); n > 0) {
+        spdlog::debug("registry: closed the idle connections of {} thread(s)", n);
+      }
+      lk.lock();
+    }
   }
 
   // Runs every transfer to kDone on multi, in this thread.
@@ -627,6 +760,10 @@ class CurlTransport final : public Transport {
       return base::errorf(ENOMEM, "curl_share_init failed");
     }
     curl_easy_setopt(easy, CURLOPT_SHARE, share);
+    if (config_.idle_timeout.count() > 0) {
+      const auto s = std::chrono::ceil<std::chrono::seconds>(config_.idle_timeout).count();
+      curl_easy_setopt(easy, CURLOPT_MAXAGE_CONN, static_cast<long>(std::max<long long>(1, s)));
+    }
     curl_easy_setopt(easy, CURLOPT_URL, req.url.c_str());
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -786,6 +923,16 @@ class CurlTransport final : public Transport {
   // Unique over the process (an address could be reused by a later transport).
   const std::uint64_t id_ = next_transport_id_.fetch_add(1);
   static inline std::atomic<std::uint64_t> next_transport_id_{1};
+  // The calling thread's slot while it is in a perform call (of any transport: one at
+  // a time per thread, nested calls excepted).
+  static inline thread_local ShareSlot* tl_lease_ = nullptr;
+  // Every thread's slot of this transport (weak: a thread's exit frees its slot).
+  mutable std::mutex slots_mu_;
+  mutable std::vector<std::weak_ptr<ShareSlot>> slots_;
+  std::mutex sweep_mu_;  // guards stop_sweep_
+  std::condition_variable sweep_cv_;
+  bool stop_sweep_ = false;
+  std::thread sweeper_;  // only with an idle timeout
 };
 
 }  // namespace

@@ -73,6 +73,9 @@ struct TransportConfig {
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds request_timeout{60000};
   std::chrono::milliseconds stall_timeout{10000};
+  // A thread's cached connections (and DNS and TLS session caches) are closed once it
+  // has not made a request for this long; 0: kept until the thread ends.
+  std::chrono::milliseconds idle_timeout{60000};
   RetryPolicy retry;
   std::string proxy;
   std::string no_proxy;

@@ -16,12 +16,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
+#include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -334,6 +339,116 @@ TEST_F(RegistryTest, AnonymousBlob) {
   REQUIRE_ENV(host, "CFN_REG_PLAIN");
   auto c = client(config());
   expect_layer(*c, host);
+}
+
+// The established TCP connections of this process to 127.0.0.1:port (IPv4 or IPv6):
+// its socket fds matched against the kernel's table by inode.
+std::size_t established_to(unsigned port) {
+  std::set<std::string> inodes;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const auto target = std::filesystem::read_symlink(e.path(), ec).string();
+    if (!ec && target.starts_with("socket:[")) {
+      inodes.insert(target.substr(8, target.size() - 9));
+    }
+  }
+  std::size_t n = 0;
+  for (const char* table : {"/proc/self/net/tcp", "/proc/self/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // the header
+    while (std::getline(in, line)) {
+      // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+      std::istringstream f(line);
+      std::string sl, local, remote, st, txrx, trwhen, retr, uid, timeout, inode;
+      f >> sl >> local >> remote >> st >> txrx >> trwhen >> retr >> uid >> timeout >> inode;
+      const auto colon = remote.rfind(':');
+      if (colon == std::string::npos || st != "01" || !inodes.contains(inode)) {
+        continue;
+      }
+      n += std::stoul(remote.substr(colon + 1), nullptr, 16) == port ? 1 : 0;
+    }
+  }
+  return n;
+}
+
+// Worker threads that made requests and then sit idle (as the daemon's fill and prefetch
+// threads do) keep no connection for ever: once idle for idle_connection_timeout, the
+// client's sweep closes their cached connections, and a later request from the same
+// thread opens a new one.
+TEST_F(RegistryTest, IdleConnectionsAreClosed) {
+  REQUIRE_ENV(host, "CFN_REG_PLAIN");
+  const unsigned port = static_cast<unsigned>(std::stoul(host.substr(host.rfind(':') + 1)));
+  auto cfg = config();
+  cfg.idle_connection_timeout = milliseconds(1500);
+  auto c = client(cfg);
+  ASSERT_TRUE(c);
+  constexpr int kThreads = 4;
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;      // requests finished
+  int round = 0;     // 1: one more request each, 2: exit
+  std::vector<std::string> errors;
+  std::vector<std::thread> threads;
+  auto fetch = [&] {
+    auto b = c->get_blob(ref(host, "oci"), layer_digest(), 64U << 20);
+    std::lock_guard lk(mu);
+    if (!b || *b != layer_) {
+      errors.push_back(b ? "wrong bytes" : b.error().to_string());
+    }
+    ++done;
+    cv.notify_all();
+  };
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&] {
+      fetch();
+      std::unique_lock lk(mu);
+      cv.wait(lk, [&] { return round >= 1; });
+      lk.unlock();
+      fetch();
+      lk.lock();
+      cv.wait(lk, [&] { return round >= 2; });
+    });
+  }
+  auto wait_done = [&](int n) {
+    std::unique_lock lk(mu);
+    cv.wait(lk, [&] { return done >= n; });
+  };
+  // Waits for a condition with a generous bound (a hang guard, not a timing check).
+  auto wait_for = [](const std::function<bool()>& cond) {
+    const auto deadline = Clock::now() + std::chrono::seconds(60);
+    while (!cond() && Clock::now() < deadline) {
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+    return cond();
+  };
+  wait_done(kThreads);
+  const std::size_t open = established_to(port);
+  std::size_t left = open;
+  const bool closed = wait_for([&] { return (left = established_to(port)) == 0; });
+  // A thread whose connections were closed connects again.
+  {
+    std::lock_guard lk(mu);
+    round = 1;
+  }
+  cv.notify_all();
+  wait_done(2 * kThreads);
+  const std::size_t reopened = established_to(port);
+  // The last requests' connections go too, while their threads live on.
+  const bool closed_again = wait_for([&] { return established_to(port) == 0; });
+  {
+    std::lock_guard lk(mu);
+    round = 2;
+  }
+  cv.notify_all();
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  EXPECT_GE(open, 1U) << "no connection was kept after the requests";
+  EXPECT_TRUE(closed) << left << " of " << open << " connections still open after 60 s idle";
+  EXPECT_GE(reopened, 1U);
+  EXPECT_TRUE(closed_again);
 }
 
 TEST_F(RegistryTest, BasicWithoutCredentialsIsEacces) {
