@@ -26,6 +26,8 @@ namespace cfnd {
 // The names the front ends keep their fds under.
 inline constexpr std::string_view kCachefilesFdName = "cachefiles";
 inline constexpr std::string_view kFanotifyFdName = "fanotify";
+// The fanotify front end's inotify instance: the unmount watches of its superblocks.
+inline constexpr std::string_view kFanotifyWatchFdName = "fanotify-unmount";
 
 class FdHandover {
  public:

@@ -83,13 +83,34 @@ base::Result<PersistedFuse> parse_fuse(const json& j, const std::string& where) 
   return out;
 }
 
+base::Result<PersistedWatch> parse_watch(const json& j, const std::string& where) {
+  if (!j.is_object()) {
+    return base::errorf(EINVAL, "{}: \"watch\" is not an object", where);
+  }
+  static constexpr std::string_view kKeys[] = {"wd", "dev", "ino", "lingering"};
+  const base::JsonFields f(j, where + ": watch");
+  CFN_TRY(f.only_keys(kKeys));
+  for (std::string_view k : kKeys) {
+    if (!f.has(k)) {
+      return f.error(fmt::format("missing \"{}\"", k));
+    }
+  }
+  PersistedWatch w;
+  CFN_TRY(f.read("wd", w.wd, 1, INT32_MAX));
+  CFN_TRY(f.read("dev", w.dev, 0, UINT64_MAX));
+  CFN_TRY(f.read("ino", w.ino, 0, UINT64_MAX));
+  CFN_TRY(f.read("lingering", w.lingering));
+  return w;
+}
+
 }  // namespace
 
 bool operator==(const PersistedImage& a, const PersistedImage& b) {
   return a.mountpoint == b.mountpoint && a.fsid == b.fsid && a.domain_id == b.domain_id &&
          a.bootstrap == b.bootstrap && a.blob_dir == b.blob_dir && a.reference == b.reference &&
          a.manifest_digest == b.manifest_digest &&
-         registry_options_json(a.registry) == registry_options_json(b.registry) && a.fuse == b.fuse;
+         registry_options_json(a.registry) == registry_options_json(b.registry) && a.fuse == b.fuse &&
+         a.watch == b.watch;
 }
 
 base::Result<std::string> serialize_state(const std::vector<PersistedImage>& images) {
@@ -108,6 +129,12 @@ base::Result<std::string> serialize_state(const std::vector<PersistedImage>& ima
     }
     if (im.fuse) {
       j["fuse"] = fuse_json(*im.fuse);
+    }
+    if (im.watch) {
+      j["watch"] = json{{"wd", im.watch->wd},
+                        {"dev", im.watch->dev},
+                        {"ino", im.watch->ino},
+                        {"lingering", im.watch->lingering}};
     }
     list.push_back(std::move(j));
   }
@@ -137,7 +164,8 @@ base::Result<std::vector<PersistedImage>> parse_state(std::string_view text, Fro
     }
     static constexpr std::string_view kKeys[] = {"mountpoint",      "fsid",     "domain_id",
                                                  "bootstrap",       "blob_dir", "reference",
-                                                 "manifest_digest", "registry", "fuse"};
+                                                 "manifest_digest", "registry", "fuse",
+                                                 "watch"};
     const base::JsonFields f(e, fmt::format("state: image {}", index));
     CFN_TRY(f.only_keys(kKeys));
     PersistedImage im;
@@ -153,6 +181,14 @@ base::Result<std::vector<PersistedImage>> parse_state(std::string_view text, Fro
     }
     if (frontend == Frontend::kFuse) {
       CFN_ASSIGN_OR_RETURN(im.fuse, parse_fuse(e["fuse"], fmt::format("state: image {}", index)));
+    }
+    if (e.contains("watch")) {
+      if (frontend != Frontend::kFanotify) {
+        return base::errorf(EINVAL, "state: image {}: \"watch\" in another front end's state",
+                            index);
+      }
+      CFN_ASSIGN_OR_RETURN(im.watch,
+                           parse_watch(e["watch"], fmt::format("state: image {}", index)));
     }
     CFN_TRY(f.read("domain_id", im.domain_id, kOptional));
     CFN_ASSIGN_OR_RETURN(im.bootstrap, f.string("bootstrap", kRequired));
@@ -181,7 +217,8 @@ base::Result<std::vector<PersistedImage>> parse_state(std::string_view text, Fro
       }
       im.registry = std::move(*r);
     }
-    if (!mountpoints.insert(im.mountpoint).second) {
+    const bool lingering = im.watch && im.watch->lingering;
+    if (!lingering && !mountpoints.insert(im.mountpoint).second) {
       return base::errorf(EINVAL, "state: image {}: mount point {} listed twice", index,
                           im.mountpoint);
     }

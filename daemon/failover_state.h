@@ -20,6 +20,14 @@
 // have no fsid and a "fuse" object: {"fd_name", "dev", "init": {"kernel_minor", "minor",
 // "flags", "max_readahead", "max_write", "max_pages", "time_gran"}} ("init" absent until
 // INIT was answered).
+//
+// fanotify images also have a "watch" object once mounted: {"wd", "dev", "ino",
+// "lingering"}: the inotify watch (its number in the inotify instance kept in the fd
+// store / fd holder as "fanotify-unmount") on the root of the image's EROFS superblock
+// (device number and root inode as stat(2) gives them), and whether the daemon has
+// unmounted it while that superblock lives on (a bind mount, another mount namespace, an
+// open file). A lingering image's mount point is only where it was mounted (logs); it
+// may be listed again, by a later mount there or by another lingering image.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +53,16 @@ struct PersistedFuse {
   bool operator==(const PersistedFuse&) const = default;
 };
 
+// fanotify: the watch on an image's superblock (see the format above).
+struct PersistedWatch {
+  int wd = -1;             // in the kept inotify instance; >= 1
+  std::uint64_t dev = 0;   // st_dev of the mount's root
+  std::uint64_t ino = 0;   // st_ino of the mount's root
+  bool lingering = false;  // unmounted by the daemon, superblock alive
+
+  bool operator==(const PersistedWatch&) const = default;
+};
+
 struct PersistedImage {
   std::string mountpoint;
   std::string fsid;
@@ -55,6 +73,7 @@ struct PersistedImage {
   std::string manifest_digest;
   RegistryOptions registry;           // the options the bind used (registry images)
   std::optional<PersistedFuse> fuse;  // FUSE images only
+  std::optional<PersistedWatch> watch;  // fanotify images only, once mounted
 };
 
 // Equal fields; registry options compared by their canonical JSON.
@@ -70,7 +89,8 @@ struct PersistedImage {
 // mountpoint/bootstrap, an empty fsid (cachefiles' state only: frontend), an image with
 // both or neither of blob_dir and reference, a mount point listed twice, bad registry
 // options, a "fuse" object in another front end's state or missing from FUSE's, a bad
-// fd name (1..64 of [A-Za-z0-9._-]) or INIT value.
+// fd name (1..64 of [A-Za-z0-9._-]) or INIT value, a "watch" outside fanotify's state or
+// with a bad value (wd below 1).
 [[nodiscard]] base::Result<std::vector<PersistedImage>> parse_state(
     std::string_view text, Frontend frontend = Frontend::kCachefiles);
 

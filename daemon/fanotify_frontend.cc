@@ -7,14 +7,17 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <shared_mutex>
 #include <thread>
@@ -89,6 +92,48 @@ void parse_fan_events(std::span<const std::byte> buf, std::vector<FanEvent>& out
   }
 }
 
+std::vector<InotifyWatchInfo> parse_inotify_fdinfo(std::string_view text) {
+  std::vector<InotifyWatchInfo> out;
+  // The value of "key:" in a line of space-separated fields, in hex.
+  auto field = [](std::string_view line, std::string_view key) -> std::optional<std::uint64_t> {
+    std::size_t pos = 0;
+    while (pos < line.size()) {
+      const std::size_t end = std::min(line.find(' ', pos), line.size());
+      const std::string_view f = line.substr(pos, end - pos);
+      if (f.size() > key.size() && f.starts_with(key) && f[key.size()] == ':') {
+        const std::string_view v = f.substr(key.size() + 1);
+        std::uint64_t n = 0;
+        auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n, 16);
+        if (ec != std::errc() || p != v.data() + v.size() || v.empty()) {
+          return std::nullopt;
+        }
+        return n;
+      }
+      pos = end + 1;
+    }
+    return std::nullopt;
+  };
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    const std::size_t end = std::min(text.find('\n', pos), text.size());
+    const std::string_view line = text.substr(pos, end - pos);
+    pos = end + 1;
+    if (!line.starts_with("inotify ")) {
+      continue;
+    }
+    const auto wd = field(line, "wd");
+    const auto ino = field(line, "ino");
+    const auto sdev = field(line, "sdev");
+    if (!wd || !ino || !sdev || *wd == 0 || *wd > INT32_MAX || *sdev > UINT32_MAX) {
+      continue;
+    }
+    // The kernel's dev_t: major in the top 12 bits, minor in the low 20 (MINORBITS).
+    const auto k = static_cast<std::uint32_t>(*sdev);
+    out.push_back({static_cast<int>(*wd), *ino, ::makedev(k >> 20, k & 0xfffffU)});
+  }
+  return out;
+}
+
 namespace {
 
 struct BlobKey {
@@ -127,13 +172,28 @@ struct Marks {
 
 class FanotifyImpl final : public FanotifyFrontend {
  public:
-  FanotifyImpl(base::UniqueFd group, std::unique_ptr<InflightLog> log)
+  FanotifyImpl(base::UniqueFd group, std::unique_ptr<InflightLog> log, base::UniqueFd sb_watch)
       : group_(std::move(group)),
         log_(std::move(log)),
         self_pid_(::getpid()),
         marks_(std::make_shared<Marks>()),
-        sb_watch_(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) {
+        sb_watch_(std::move(sb_watch)) {
     marks_->group = group_.get();
+    if (sb_watch_) {
+      // Handed over: the dead daemon's watches. Its open file is shared with the keeper
+      // (which never reads it); non-blocking like one of ours.
+      const int fl = ::fcntl(sb_watch_.get(), F_GETFL);
+      if (fl < 0 || ::fcntl(sb_watch_.get(), F_SETFL, fl | O_NONBLOCK) != 0) {
+        spdlog::warn("fanotify: the handed-over unmount watch: O_NONBLOCK: {}: a new one is used",
+                     std::strerror(errno));
+        sb_watch_.reset();
+      } else {
+        handed_watch_ = true;
+      }
+    }
+    if (!sb_watch_) {
+      sb_watch_.reset(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+    }
     if (!sb_watch_) {
       spdlog::warn(
           "fanotify: inotify_init1: {}: images unmounted here stay served until the daemon "
@@ -184,23 +244,73 @@ class FanotifyImpl final : public FanotifyFrontend {
     }
   }
 
-  base::Status mount(const std::shared_ptr<BoundImage>& image, const std::string& dir) override {
+  base::Result<SbWatch> mount(const std::shared_ptr<BoundImage>& image,
+                              const std::string& dir) override {
     CFN_ASSIGN_OR_RETURN(const std::string data, mark_and_map(image, false));
     if (::mount(image->bootstrap_path().c_str(), dir.c_str(), "erofs", MS_RDONLY, data.c_str()) !=
         0) {
       return base::errno_error(
           fmt::format("mount erofs {} on {} ({})", image->bootstrap_path(), dir, data));
     }
-    add_mount(image, dir);
-    return {};
+    return add_mount(image, dir);
   }
 
-  base::Status rebind(const std::shared_ptr<BoundImage>& image, const std::string& dir) override {
+  base::Result<SbWatch> rebind(const std::shared_ptr<BoundImage>& image,
+                               const std::string& dir) override {
     if (auto d = mark_and_map(image, true); !d) {
       return base::Unexpected(d.error());
     }
-    add_mount(image, dir);
+    return add_mount(image, dir);
+  }
+
+  base::Status rebind_lingering(const std::shared_ptr<BoundImage>& image,
+                                const SbWatch& watch) override {
+    if (!sb_watch_ || !handed_watch_) {
+      return base::make_error(ENOTSUP,
+                              "the dead daemon's unmount watch (inotify) was not handed over: "
+                              "whether its file system lives is unknown");
+    }
+    if (watch.wd < 1) {
+      return base::make_error(EINVAL, "no watch recorded");
+    }
+    // Cheap check first: a superblock that died while no daemon ran has no watch left.
+    if (!watched(watch)) {
+      return base::errorf(ENOENT, "its file system is gone (inotify watch {} removed)", watch.wd);
+    }
+    CFN_ASSIGN_OR_RETURN(const std::string data, mark_and_map(image, true));
+    (void)data;
+    {
+      std::lock_guard lk(mounts_mu_);
+      auto [it, fresh] = sbs_.try_emplace(watch.wd);
+      if (!fresh) {
+        kept_.push_back(std::move(it->second.image));
+      }
+      it->second = Superblock{fmt::format("(lingering, watch {})", watch.wd), image};
+    }
+    // Registered before this second look: a superblock dying from here on queues its
+    // IN_UNMOUNT / IN_IGNORED, and the loop releases the image; one that died between
+    // the two looks is released here.
+    if (!watched(watch)) {
+      std::shared_ptr<BoundImage> gone;
+      std::lock_guard lk(mounts_mu_);
+      if (auto it = sbs_.find(watch.wd); it != sbs_.end() && it->second.image == image) {
+        gone = std::move(it->second.image);
+        sbs_.erase(it);
+      }
+      return base::errorf(ENOENT, "its file system is gone (inotify watch {} removed)", watch.wd);
+    }
     return {};
+  }
+
+  bool alive(int wd) override {
+    drain_sb_events();
+    std::lock_guard lk(mounts_mu_);
+    return sbs_.contains(wd);
+  }
+
+  void on_released(std::function<void(int wd)> fn) override {
+    std::lock_guard lk(mounts_mu_);
+    on_released_ = std::move(fn);
   }
 
   int sb_watch_fd() const override { return sb_watch_.get(); }
@@ -217,6 +327,7 @@ class FanotifyImpl final : public FanotifyFrontend {
     }
     alignas(inotify_event) char buf[4096];
     std::vector<std::shared_ptr<BoundImage>> released;  // destroyed without the lock
+    std::vector<int> released_wds;
     for (;;) {
       const ssize_t n = ::read(sb_watch_.get(), buf, sizeof buf);
       if (n < 0 && errno == EINTR) {
@@ -249,7 +360,18 @@ class FanotifyImpl final : public FanotifyFrontend {
           m->second.wd = kSbGone;  // unmounted behind our back: umount() drops it
         }
         released.push_back(std::move(it->second.image));
+        released_wds.push_back(ev.wd);
         sbs_.erase(it);
+      }
+    }
+    std::function<void(int)> fn;
+    if (!released_wds.empty()) {
+      std::lock_guard lk(mounts_mu_);
+      fn = on_released_;
+    }
+    if (fn) {
+      for (const int wd : released_wds) {
+        fn(wd);
       }
     }
   }
@@ -557,12 +679,13 @@ class FanotifyImpl final : public FanotifyFrontend {
   // Record a mount (made or re-bound) and watch its superblock's end: an inotify watch
   // on the root directory of the EROFS mount on dir, named through an fd of it (so it
   // is that file system's root, not what dir resolves to a moment later).
-  void add_mount(const std::shared_ptr<BoundImage>& image, const std::string& dir) {
+  SbWatch add_mount(const std::shared_ptr<BoundImage>& image, const std::string& dir) {
     int wd = kNoWatch;
+    struct stat rst {};
     if (sb_watch_) {
       base::UniqueFd root(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       struct statfs fs {};
-      if (!root || ::fstatfs(root.get(), &fs) != 0) {
+      if (!root || ::fstatfs(root.get(), &fs) != 0 || ::fstat(root.get(), &rst) != 0) {
         spdlog::warn("fanotify: {}: {}: its image stays open until the daemon exits", dir,
                      std::strerror(errno));
       } else if (static_cast<std::int64_t>(fs.f_type) != kErofsMagic) {
@@ -590,6 +713,49 @@ class FanotifyImpl final : public FanotifyFrontend {
       it->second = Superblock{dir, image};
     }
     mounts_[dir] = Mounted{image, wd};
+    if (wd == kNoWatch) {
+      return {};
+    }
+    return SbWatch{wd, rst.st_dev, rst.st_ino};
+  }
+
+  // True when the inotify instance still has this watch on that root inode (its
+  // superblock lives): /proc/self/fdinfo lists every live watch of the instance.
+  bool watched(const SbWatch& w) const {
+    // A proc file says size 0: read to the end (base::read_file trusts the size).
+    const std::string path = fmt::format("/proc/self/fdinfo/{}", sb_watch_.get());
+    base::UniqueFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!f) {
+      spdlog::warn("fanotify: {}: {}", path, std::strerror(errno));
+      return false;
+    }
+    std::string text;
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::read(f.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      if (n < 0) {
+        spdlog::warn("fanotify: reading {}: {}", path, std::strerror(errno));
+        return false;
+      }
+      if (n == 0 || text.size() > (64U << 20)) {
+        break;
+      }
+      text.append(buf, static_cast<std::size_t>(n));
+    }
+    for (const auto& i : parse_inotify_fdinfo(text)) {
+      if (i.wd == w.wd) {
+        if (i.dev != w.dev || i.ino != w.ino) {
+          spdlog::warn("fanotify: unmount watch {} is on dev {} ino {}, not dev {} ino {}", w.wd,
+                       i.dev, i.ino, w.dev, w.ino);
+          return false;
+        }
+        return true;
+      }
+    }
+    return false;
   }
 
   base::UniqueFd group_;
@@ -597,6 +763,7 @@ class FanotifyImpl final : public FanotifyFrontend {
   const pid_t self_pid_;
   std::shared_ptr<Marks> marks_;
   base::UniqueFd sb_watch_;  // inotify: IN_UNMOUNT of every mount's root (or invalid)
+  bool handed_watch_ = false;  // sb_watch_ is the dead daemon's (its watches are there)
   std::vector<FanEvent> events_;  // loop thread only: on_readable's parse buffer
   std::shared_mutex map_mu_;
   // Weak: the bound images hold their blobs; the cache closes an unmounted image's blob
@@ -620,6 +787,7 @@ class FanotifyImpl final : public FanotifyFrontend {
   std::map<int, Superblock> sbs_;
   // Unmounted images we could not watch: kept until the daemon exits (see umount()).
   std::vector<std::shared_ptr<BoundImage>> kept_;  // guarded by mounts_mu_
+  std::function<void(int)> on_released_;            // guarded by mounts_mu_
 
   base::WorkerPool<Job> jobs_;
   std::atomic<std::uint64_t> allowed_{0};
@@ -681,6 +849,13 @@ base::Status FanotifyFrontend::probe(const std::string& cache_dir) {
 
 base::Result<base::UniqueFd> FanotifyFrontend::new_group() {
   return init_group(true);
+}
+
+bool FanotifyFrontend::is_inotify(int fd) {
+  char link[64];
+  const std::string proc = fmt::format("/proc/self/fd/{}", fd);
+  const ssize_t n = ::readlink(proc.c_str(), link, sizeof link);
+  return n > 0 && std::string_view(link, static_cast<std::size_t>(n)) == "anon_inode:inotify";
 }
 
 bool FanotifyFrontend::is_group(int fd) {
@@ -779,12 +954,13 @@ FanotifyFrontend::Takeover FanotifyFrontend::take_over(int group,
 }
 
 base::Result<std::unique_ptr<FanotifyFrontend>> FanotifyFrontend::create(
-    base::UniqueFd group, unsigned workers, std::unique_ptr<InflightLog> log) {
+    base::UniqueFd group, unsigned workers, std::unique_ptr<InflightLog> log,
+    base::UniqueFd sb_watch) {
   const int fl = ::fcntl(group.get(), F_GETFL);
   if (fl < 0 || ::fcntl(group.get(), F_SETFL, fl | O_NONBLOCK) != 0) {
     return base::errno_error("fanotify group: O_NONBLOCK");
   }
-  auto f = std::make_unique<FanotifyImpl>(std::move(group), std::move(log));
+  auto f = std::make_unique<FanotifyImpl>(std::move(group), std::move(log), std::move(sb_watch));
   f->start_workers(workers == 0 ? 1 : workers);
   return f;
 }

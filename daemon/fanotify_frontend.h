@@ -46,6 +46,13 @@
 // in every mount namespace, before umount2(2) of that last mount returns. A watch only
 // pins the root inode, never the mount or the superblock, so it blocks no unmount. When
 // the watch cannot be added, the image is kept until the daemon exits (safe, not freed).
+// The inotify instance is kept outside the daemon like the group ("fanotify-unmount"):
+// its watches, and the IN_UNMOUNT events of superblocks that die while no daemon runs,
+// outlive a dead daemon. A successor handed it back finds a lingering image's watch by
+// its number (recorded in fanotify.json) and asks the kernel whether it still exists:
+// /proc/self/fdinfo of an inotify fd lists every live watch (wd, root inode, s_dev);
+// a superblock's death removes its watches. A live one is re-bound as lingering
+// (rebind_lingering: marks and blob map, no mount), so its readers get data again.
 //
 // Hot reads. The kernel raises an event for every read of a marked file, filled or not,
 // and the reader waits for our answer (a cross-CPU round trip). So a blob is marked only
@@ -69,10 +76,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/result.h"
@@ -160,6 +169,25 @@ struct FanEvent {
 // The same, appending to out (the loop reuses one vector: no allocation per read).
 void parse_fan_events(std::span<const std::byte> buf, std::vector<FanEvent>& out);
 
+// The inotify watch on the root of an image's EROFS superblock (see "Unmount").
+struct SbWatch {
+  int wd = -1;  // -1: no watch (the image is kept until the daemon exits)
+  dev_t dev = 0;  // st_dev of the mount's root
+  ino_t ino = 0;  // st_ino of the mount's root
+};
+
+// One watch of an inotify instance as /proc/<pid>/fdinfo/<fd> lists it ("inotify wd:%x
+// ino:%lx sdev:%x ..."; fs/notify/fdinfo.c), its device in user space's encoding.
+struct InotifyWatchInfo {
+  int wd = 0;
+  std::uint64_t ino = 0;
+  dev_t dev = 0;
+  bool operator==(const InotifyWatchInfo&) const = default;
+};
+// Pure. The watches listed in an inotify fd's fdinfo text; lines that are not watches
+// (pos, flags, mnt_id, ino) are skipped, and so is a watch line that does not parse.
+[[nodiscard]] std::vector<InotifyWatchInfo> parse_inotify_fdinfo(std::string_view text);
+
 class FanotifyFrontend {
  public:
   // Checks that the running kernel supports pre-content events on files in cache_dir:
@@ -176,6 +204,8 @@ class FanotifyFrontend {
   [[nodiscard]] static std::uint64_t own_fd_bound();
   // True when fd is a fanotify group (a handed-over fd of the right kind).
   [[nodiscard]] static bool is_group(int fd);
+  // True when fd is an inotify instance (the handed-over unmount watch).
+  [[nodiscard]] static bool is_inotify(int fd);
 
   // What take_over found of a dead daemon's events (see Failover above).
   struct Takeover {
@@ -189,9 +219,11 @@ class FanotifyFrontend {
   [[nodiscard]] static Takeover take_over(int group, const std::string& inflight_path);
 
   // Serve the group (made by new_group or handed over) with `workers` fill threads,
-  // recording events in log. Makes the group non-blocking.
+  // recording events in log. Makes the group non-blocking. sb_watch: the dead daemon's
+  // inotify instance (its unmount watches), handed over with its group; invalid: a new one.
   [[nodiscard]] static base::Result<std::unique_ptr<FanotifyFrontend>> create(
-      base::UniqueFd group, unsigned workers, std::unique_ptr<InflightLog> log);
+      base::UniqueFd group, unsigned workers, std::unique_ptr<InflightLog> log,
+      base::UniqueFd sb_watch = {});
   virtual ~FanotifyFrontend() = default;
 
   // The group fd, to poll for readability; on_readable() drains it. Loop thread only.
@@ -199,14 +231,30 @@ class FanotifyFrontend {
   virtual void on_readable() = 0;
 
   // Mark the image's blobs, then mount(2) its bootstrap on dir read-only with device=
-  // per blob. Call from a thread other than the loop. Errors: the mark's or mount's errno.
-  [[nodiscard]] virtual base::Status mount(const std::shared_ptr<BoundImage>& image,
-                                           const std::string& dir) = 0;
+  // per blob. Call from a thread other than the loop. Returns the watch on its
+  // superblock. Errors: the mark's or mount's errno.
+  [[nodiscard]] virtual base::Result<SbWatch> mount(const std::shared_ptr<BoundImage>& image,
+                                                    const std::string& dir) = 0;
   // Failover: serve an image the dead daemon mounted on dir with this group: mark its
   // incomplete blobs (the marks are there already; this keeps them until completion)
-  // and map them, without mounting. Errors: the mark's errno.
-  [[nodiscard]] virtual base::Status rebind(const std::shared_ptr<BoundImage>& image,
-                                            const std::string& dir) = 0;
+  // and map them, without mounting. Returns the watch on its superblock (the dead
+  // daemon's, when its inotify instance was handed over). Errors: the mark's errno.
+  [[nodiscard]] virtual base::Result<SbWatch> rebind(const std::shared_ptr<BoundImage>& image,
+                                                     const std::string& dir) = 0;
+  // Failover of a lingering image (unmounted by the dead daemon, or behind its back,
+  // its superblock alive): mark and map it, and keep it until watch's superblock dies,
+  // as umount() would have. Errors: ENOENT when the handed-over inotify instance has no
+  // such watch any more (its superblock died: nothing reads the image), ENOTSUP without
+  // an inotify instance, the mark's errno.
+  [[nodiscard]] virtual base::Status rebind_lingering(const std::shared_ptr<BoundImage>& image,
+                                                      const SbWatch& watch) = 0;
+  // True while the superblock of that watch lives (reads the pending unmount events
+  // first, so an unmount that returned is seen). Thread-safe.
+  [[nodiscard]] virtual bool alive(int wd) = 0;
+  // Called with a watch's number once its superblock is gone and its image released
+  // (on the loop thread, or on the thread calling lingering() or alive()), without any
+  // lock of the front end held. Set before the loop runs.
+  virtual void on_released(std::function<void(int wd)> fn) = 0;
   // Failover step 3: fill and answer the dead daemon's recorded events on the workers
   // (the loop must be serving the group: the fills raise events of our own). Each
   // number's reservation is closed once it is answered.

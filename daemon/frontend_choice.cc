@@ -85,8 +85,14 @@ base::Result<Frontends> choose_frontends(const Config& config, Handed handed) {
     auto log =
         open_log(config, std::max(f.fanotify_takeover.fd_bound, FanotifyFrontend::own_fd_bound()),
                  f.fanotify_takeover.records);
-    CFN_ASSIGN_OR_RETURN(f.fanotify, FanotifyFrontend::create(std::move(handed.fanotify),
-                                                              config.fill_threads, std::move(log)));
+    if (!handed.fanotify_watch) {
+      spdlog::warn(
+          "failover: the dead daemon's unmount watch (inotify) was not handed over with its "
+          "group: images it unmounted whose file system lives on cannot be served (EIO)");
+    }
+    CFN_ASSIGN_OR_RETURN(f.fanotify,
+                         FanotifyFrontend::create(std::move(handed.fanotify), config.fill_threads,
+                                                  std::move(log), std::move(handed.fanotify_watch)));
     f.fanotify_adopted = true;
   } else if (probe && !handed.can_keep && !config.allow_fail_open) {
     refused = true;

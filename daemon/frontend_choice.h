@@ -17,6 +17,7 @@ namespace cfnd {
 struct Handed {
   base::UniqueFd cachefiles;  // a dead daemon's /dev/cachefiles (invalid: none)
   base::UniqueFd fanotify;    // a dead daemon's fanotify group (invalid: none)
+  base::UniqueFd fanotify_watch;  // its inotify unmount watch (used with its group only)
   bool can_keep = false;      // a new fanotify group outlives us (fd store or fd holder)
 };
 

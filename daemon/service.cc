@@ -134,6 +134,8 @@ class ServiceImpl final : public Service {
     CFN_ASSIGN_OR_RETURN(handed.cachefiles, handover_.take(kCachefilesFdName, is_cachefiles_dev));
     CFN_ASSIGN_OR_RETURN(handed.fanotify,
                          handover_.take(kFanotifyFdName, FanotifyFrontend::is_group));
+    CFN_ASSIGN_OR_RETURN(handed.fanotify_watch,
+                         handover_.take(kFanotifyWatchFdName, FanotifyFrontend::is_inotify));
     CFN_ASSIGN_OR_RETURN(auto handed_fuse, take_fuse_sessions());
     handover_.close_untaken();
     handed.can_keep = handover_.can_keep();
@@ -169,6 +171,12 @@ class ServiceImpl final : public Service {
     }
     CFN_TRY(loop_->add(control_->fd(), [this] { control_->on_readable(); }));
     if (fanotify_) {
+      // A superblock gone: its lingering image's record goes at the next state write (a
+      // record left behind is harmless: a successor finds its watch gone).
+      fanotify_->on_released([this](int wd) {
+        std::lock_guard lk(mu_);
+        unmounted_.erase(wd);
+      });
       CFN_TRY(loop_->add(fanotify_->group_fd(), [this] { fanotify_->on_readable(); }));
       if (fanotify_->sb_watch_fd() >= 0) {
         CFN_TRY(loop_->add(fanotify_->sb_watch_fd(), [this] { fanotify_->on_sb_readable(); }));
@@ -197,6 +205,11 @@ class ServiceImpl final : public Service {
       }
     }
     if (fanotify_) {
+      // The unmount watch outlives us with the group (a handed-over one is kept again:
+      // the fd store drops a duplicate, the fd holder replaces its copy).
+      if (fanotify_->sb_watch_fd() >= 0) {
+        handover_.keep(kFanotifyWatchFdName, fanotify_->sb_watch_fd());
+      }
       if (fe.fanotify_adopted) {
         restore_fanotify(std::move(fe.fanotify_takeover));
       } else {
@@ -322,6 +335,7 @@ class ServiceImpl final : public Service {
     }
     if (fanotify_) {
       names.push_back(kFanotifyFdName);
+      names.push_back(kFanotifyWatchFdName);
     }
     return names;
   }
@@ -402,7 +416,19 @@ class ServiceImpl final : public Service {
     }
     std::size_t rebound = 0;
     for (const auto& im : *images) {
-      if (!mounted_on(im.mountpoint, "erofs")) {
+      const bool lingering = im.watch && im.watch->lingering;
+      if (lingering || !mounted_on(im.mountpoint, "erofs")) {
+        if (fe == Frontend::kFanotify && im.watch) {
+          // Unmounted (by the dead daemon or behind its back): its file system may live
+          // on through a bind mount, another mount namespace or an open file.
+          if (auto st = rebind_lingering(im); !st) {
+            spdlog::info("failover: the image once mounted on {} is not re-bound: {}",
+                         im.mountpoint, st.error().to_string());
+            continue;
+          }
+          ++rebound;
+          continue;
+        }
         spdlog::info("failover: {} is no longer mounted: not re-bound", im.mountpoint);
         continue;
       }
@@ -446,18 +472,51 @@ class ServiceImpl final : public Service {
   base::Status rebind(const PersistedImage& im, Frontend fe) {
     Bound b;
     CFN_ASSIGN_OR_RETURN(b.image, open_recorded(im));
+    b.record = im;
     if (fe == Frontend::kCachefiles) {
       CFN_TRY(cachefiles_->rebind(b.image, im.fsid, im.domain_id, im.mountpoint));
     } else {
-      CFN_TRY(fanotify_->rebind(b.image, im.mountpoint));
+      CFN_ASSIGN_OR_RETURN(const SbWatch w, fanotify_->rebind(b.image, im.mountpoint));
+      b.record.watch = persisted_watch(w);
     }
     b.frontend = fe;
-    b.record = im;
     spdlog::info("failover: re-bound {} on {} ({})", b.image->bootstrap_path(), im.mountpoint,
                  frontend_name(fe));
     std::lock_guard lk(mu_);
     bound_.emplace(im.mountpoint, std::move(b));
     return {};
+  }
+
+  // Failover of a lingering fanotify image: served again (its readers get data, not
+  // EIO) while the dead daemon's watch says its superblock lives, kept until it dies.
+  base::Status rebind_lingering(const PersistedImage& im) {
+    CFN_ASSIGN_OR_RETURN(auto image, open_recorded(im));
+    const SbWatch w{im.watch->wd, static_cast<dev_t>(im.watch->dev),
+                    static_cast<ino_t>(im.watch->ino)};
+    CFN_TRY(fanotify_->rebind_lingering(image, w));
+    PersistedImage rec = im;
+    rec.watch->lingering = true;
+    {
+      std::lock_guard lk(mu_);
+      unmounted_.emplace(w.wd, std::move(rec));
+    }
+    // Released meanwhile (the callback ran before the record was there): drop it.
+    if (!fanotify_->alive(w.wd)) {
+      std::lock_guard lk(mu_);
+      unmounted_.erase(w.wd);
+    }
+    spdlog::info(
+        "failover: re-bound {} (once mounted on {}, its file system still in use: watch {})",
+        image->bootstrap_path(), im.mountpoint, w.wd);
+    return {};
+  }
+
+  static std::optional<PersistedWatch> persisted_watch(const SbWatch& w) {
+    if (w.wd < 1) {
+      return std::nullopt;
+    }
+    return PersistedWatch{w.wd, static_cast<std::uint64_t>(w.dev),
+                          static_cast<std::uint64_t>(w.ino), false};
   }
 
   // The image of a state file record, opened again (its bootstrap is in the cache: no
@@ -657,6 +716,11 @@ class ServiceImpl final : public Service {
           images.push_back(im);
         }
       }
+      if (fe == Frontend::kFanotify) {
+        for (const auto& [wd, im] : unmounted_) {
+          images.push_back(im);
+        }
+      }
     }
     std::lock_guard w(persist_mu_);
     auto& written = state_written_[fe];
@@ -709,7 +773,24 @@ class ServiceImpl final : public Service {
     if (b.frontend == Frontend::kCachefiles) {
       return cachefiles_->umount(dir, force);
     }
-    return fanotify_->umount(dir, force);
+    CFN_TRY(fanotify_->umount(dir, force));
+    if (b.record.watch) {
+      // Its file system may outlive the mount: listed as lingering while it does, so a
+      // successor serves it too. The record goes when the superblock dies (on_released),
+      // or here if it died already (the check after the insert closes the race).
+      const int wd = b.record.watch->wd;
+      PersistedImage rec = b.record;
+      rec.watch->lingering = true;
+      {
+        std::lock_guard lk(mu_);
+        unmounted_.emplace(wd, std::move(rec));
+      }
+      if (!fanotify_->alive(wd)) {
+        std::lock_guard lk(mu_);
+        unmounted_.erase(wd);
+      }
+    }
+    return {};
   }
 
   // A registry image (reference [+ registry overrides]) or a local one (bootstrap +
@@ -831,6 +912,7 @@ class ServiceImpl final : public Service {
         persist(fe);
         return base::Unexpected(st.error());
       }
+      b.record.watch = persisted_watch(*st);
     } else if (fe == Frontend::kCachefiles) {
       if (fsid.empty()) {
         CFN_ASSIGN_OR_RETURN(auto boot, base::read_file(image->bootstrap_path()));
@@ -1047,6 +1129,12 @@ class ServiceImpl final : public Service {
         p.ids.insert(e);
       }
     }
+    // A lingering image's bootstrap: a successor reopens it to serve the image again.
+    for (const auto& [wd, im] : unmounted_) {
+      if (auto e = bootstrap_entry(im.bootstrap); !e.empty()) {
+        p.ids.insert(e);
+      }
+    }
     p.all_bootstraps = binding_ > 0;
     return p;
   }
@@ -1245,6 +1333,9 @@ class ServiceImpl final : public Service {
   std::map<std::string, Bound> bound_;
   std::map<std::string, PersistedImage> mounting_;  // binds inside mount(2)
   std::set<std::string> fan_mounting_;              // of those, the fanotify ones
+  // fanotify images unmounted here whose file system lives on, by watch (the state
+  // file lists them as lingering).
+  std::multimap<int, PersistedImage> unmounted_;
   std::set<std::string> busy_;  // mount points a bind or an unbind is working on
   int binding_ = 0;             // binds under way (CachePins::all_bootstraps)
   int ops_ = 0;                 // binds in their mount step, unbinds: shutdown waits

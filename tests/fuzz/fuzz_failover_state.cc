@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Fuzz target: the failover state files (parse_state, as cachefiles' and as FUSE's). A
-// state that parses must serialize to a text that parses back to the same images.
+// Fuzz target: the failover state files (parse_state, as cachefiles', fanotify's and
+// FUSE's). A state that parses must serialize to a text that parses back to the same
+// images.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -11,7 +12,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
-  for (const auto fe : {cfnd::Frontend::kCachefiles, cfnd::Frontend::kFuse}) {
+  for (const auto fe :
+       {cfnd::Frontend::kCachefiles, cfnd::Frontend::kFanotify, cfnd::Frontend::kFuse}) {
     auto images = cfnd::parse_state(text, fe);
     if (!images) {
       continue;

@@ -168,6 +168,62 @@ TEST(FailoverState, FanotifyStateNeedsNoFsid) {
   EXPECT_EQ(state_path("/c"), "/c/state/cachefiles.json");
 }
 
+// fanotify images carry their superblock's watch; lingering ones (unmounted by the
+// daemon, file system alive) may share a mount point with each other and with a mount.
+TEST(FailoverState, FanotifyWatches) {
+  PersistedImage mounted;
+  mounted.mountpoint = "/mnt/f";
+  mounted.bootstrap = "/images/f/image.boot";
+  mounted.blob_dir = "/images/f/blobs";
+  mounted.watch = PersistedWatch{3, 0x2c, 1, false};
+  PersistedImage old1 = mounted;
+  old1.watch = PersistedWatch{1, 0x2a, 1, true};
+  PersistedImage old2 = mounted;
+  old2.watch = PersistedWatch{2, (1ULL << 40) + 7, 36, true};
+  const std::vector<PersistedImage> images{mounted, old1, old2};
+  const std::string text = serialize_state(images).value();
+  EXPECT_NE(text.find(R"("watch":{"dev":44,"ino":1,"lingering":false,"wd":3})"),
+            std::string::npos)
+      << text;
+  auto back = parse_state(text, Frontend::kFanotify);
+  ASSERT_TRUE(back) << back.error().to_string();
+  EXPECT_EQ(*back, images);
+  EXPECT_EQ(serialize_state(*back).value(), text);
+  // Two mounted images on one mount point are still an error.
+  PersistedImage again = mounted;
+  again.watch->wd = 4;
+  auto twice = parse_state(serialize_state({mounted, again}).value(), Frontend::kFanotify);
+  ASSERT_FALSE(twice);
+  EXPECT_NE(twice.error().to_string().find("listed twice"), std::string::npos);
+  // A watch is fanotify's only.
+  auto cf = parse_state(serialize_state({[&] {
+                                           PersistedImage c = mounted;
+                                           c.fsid = "f";
+                                           return c;
+                                         }()})
+                            .value());
+  ASSERT_FALSE(cf);
+  EXPECT_NE(cf.error().to_string().find("watch"), std::string::npos) << cf.error().to_string();
+  const std::string head =
+      R"({"version":1,"images":[{"mountpoint":"/m","bootstrap":"/b","blob_dir":"/d","fsid":"",)"
+      R"("domain_id":"","watch":)";
+  for (const char* w : {R"(5)", R"({})", R"({"wd":0,"dev":1,"ino":1,"lingering":true})",
+                        R"({"wd":-1,"dev":1,"ino":1,"lingering":true})",
+                        R"({"wd":1,"dev":1,"ino":1})", R"({"wd":1,"dev":1,"ino":1,"lingering":1})",
+                        R"({"wd":1,"dev":-1,"ino":1,"lingering":true})",
+                        R"({"wd":1,"dev":1,"ino":1,"lingering":true,"x":0})",
+                        R"({"wd":2147483648,"dev":1,"ino":1,"lingering":true})"}) {
+    auto r = parse_state(head + w + "}]}", Frontend::kFanotify);
+    EXPECT_FALSE(r) << w;
+    if (!r) {
+      EXPECT_EQ(r.error().code, EINVAL) << w;
+    }
+  }
+  auto ok = parse_state(head + R"({"wd":1,"dev":1,"ino":1,"lingering":true}}]})",
+                        Frontend::kFanotify);
+  ASSERT_TRUE(ok) << ok.error().to_string();
+}
+
 TEST(FailoverState, NonUtf8PathIsAnErrorNotAnException) {
   PersistedImage im;
   im.mountpoint = "/mnt/caf\xe9";  // Latin-1, not UTF-8

@@ -4,8 +4,10 @@
 #include "daemon/fanotify_frontend.h"
 
 #include <gtest/gtest.h>
+#include <sys/sysmacros.h>
 
 #include <cstring>
+#include <string>
 #include <vector>
 
 namespace cfnd {
@@ -121,6 +123,45 @@ TEST(ParseFanEvents, NoRangeIsReportedAsMissing) {
 
 TEST(FanDenyErrno, EncodesErrnoInTopByte) {
   EXPECT_EQ(fan_deny_errno(EIO), 0x05000002U);
+}
+
+// An inotify fd's fdinfo as 6.18 prints it (two watches; the second on an anonymous
+// device numbered above 255, whose kernel and user encodings differ).
+TEST(ParseInotifyFdinfo, WatchesFromRealText) {
+  const std::string text =
+      "pos:\t0\nflags:\t02004000\nmnt_id:\t17\nino:\t1039\n"
+      "inotify wd:1 ino:3c51a sdev:fe00000 mask:0 ignored_mask:0 fhandle-bytes:8 "
+      "fhandle-type:1 f_handle:1ac5030000000000\n"
+      "inotify wd:1a ino:24 sdev:12c mask:2000 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 "
+      "f_handle:2400000000000000\n";
+  const auto w = parse_inotify_fdinfo(text);
+  ASSERT_EQ(w.size(), 2U);
+  EXPECT_EQ(w[0], (InotifyWatchInfo{1, 0x3c51a, ::makedev(254, 0)}));
+  EXPECT_EQ(w[1], (InotifyWatchInfo{0x1a, 0x24, ::makedev(0, 300)}));
+  EXPECT_EQ(::makedev(0, 300), static_cast<dev_t>(0x10002c));  // not the kernel's 0x12c
+}
+
+TEST(ParseInotifyFdinfo, BadLinesAreSkipped) {
+  const char* bad[] = {
+      "inotify wd: ino:1 sdev:1\n",         // empty value
+      "inotify wd:1 ino:1\n",               // no sdev
+      "inotify wd:zz ino:1 sdev:1\n",       // not hex
+      "inotify wd:0 ino:1 sdev:1\n",        // wd 0 is never a watch
+      "inotify wd:80000000 ino:1 sdev:1\n",  // above INT_MAX
+      "inotify wd:1 ino:1 sdev:100000000\n",  // wider than a kernel dev_t
+      "inotify wd:1x ino:1 sdev:1\n",
+      "fanotify ino:1 sdev:1 mflags:0 mask:0\n",
+      "",
+      "\n\n",
+      "inotify",
+  };
+  for (const char* t : bad) {
+    EXPECT_TRUE(parse_inotify_fdinfo(t).empty()) << t;
+  }
+  // No trailing newline, and a good line after a bad one.
+  const auto w = parse_inotify_fdinfo("inotify wd:zz\ninotify wd:2 ino:5 sdev:7");
+  ASSERT_EQ(w.size(), 1U);
+  EXPECT_EQ(w[0], (InotifyWatchInfo{2, 5, ::makedev(0, 7)}));
 }
 
 }  // namespace
