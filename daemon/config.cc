@@ -47,11 +47,19 @@ base::Status parse_registry(const nlohmann::json& j, RegistryOptions& o) {
   if (!j.is_object()) {
     return base::make_error(EINVAL, "config: \"registry\" must be an object");
   }
-  static constexpr std::string_view kKeys[] = {
-      "plain_http",       "insecure",       "ca_files",           "docker_config",
-      "mirrors",          "mirror_headers", "connect_timeout_ms", "request_timeout_ms",
-      "stall_timeout_ms", "retries",        "max_parallel",       "max_bootstrap_bytes",
-      "idle_connection_timeout_ms"};
+  static constexpr std::string_view kKeys[] = {"plain_http",
+                                               "insecure",
+                                               "ca_files",
+                                               "docker_config",
+                                               "mirrors",
+                                               "mirror_headers",
+                                               "connect_timeout_ms",
+                                               "request_timeout_ms",
+                                               "stall_timeout_ms",
+                                               "retries",
+                                               "max_parallel",
+                                               "max_bootstrap_bytes",
+                                               "idle_connection_timeout_ms"};
   const base::JsonFields f(j, "config: registry");
   CFN_TRY(f.only_keys(kKeys));
   CFN_TRY(f.read("plain_http", o.plain_http));

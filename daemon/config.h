@@ -113,8 +113,8 @@ struct Config {
 // Parse a JSON object of RegistryOptions keys ("plain_http", "insecure", "ca_files",
 // "docker_config", "mirrors": {host: [url...]}, "mirror_headers": {url: {name: value}},
 // "connect_timeout_ms",
-// "request_timeout_ms", "stall_timeout_ms", "idle_connection_timeout_ms", "retries", "max_parallel",
-// "max_bootstrap_bytes") over `base`; mirrors given replace those of their host.
+// "request_timeout_ms", "stall_timeout_ms", "idle_connection_timeout_ms", "retries",
+// "max_parallel", "max_bootstrap_bytes") over `base`; mirrors given replace those of their host.
 // Unknown keys and wrong types are EINVAL, naming the key.
 [[nodiscard]] base::Result<RegistryOptions> parse_registry_options(std::string_view json_text,
                                                                    RegistryOptions base = {});

@@ -109,8 +109,8 @@ bool operator==(const PersistedImage& a, const PersistedImage& b) {
   return a.mountpoint == b.mountpoint && a.fsid == b.fsid && a.domain_id == b.domain_id &&
          a.bootstrap == b.bootstrap && a.blob_dir == b.blob_dir && a.reference == b.reference &&
          a.manifest_digest == b.manifest_digest &&
-         registry_options_json(a.registry) == registry_options_json(b.registry) && a.fuse == b.fuse &&
-         a.watch == b.watch;
+         registry_options_json(a.registry) == registry_options_json(b.registry) &&
+         a.fuse == b.fuse && a.watch == b.watch;
 }
 
 base::Result<std::string> serialize_state(const std::vector<PersistedImage>& images) {
@@ -162,10 +162,9 @@ base::Result<std::vector<PersistedImage>> parse_state(std::string_view text, Fro
     if (!e.is_object()) {
       return base::errorf(EINVAL, "state: image {} is not an object", index);
     }
-    static constexpr std::string_view kKeys[] = {"mountpoint",      "fsid",     "domain_id",
-                                                 "bootstrap",       "blob_dir", "reference",
-                                                 "manifest_digest", "registry", "fuse",
-                                                 "watch"};
+    static constexpr std::string_view kKeys[] = {
+        "mountpoint",      "fsid",     "domain_id", "bootstrap", "blob_dir", "reference",
+        "manifest_digest", "registry", "fuse",      "watch"};
     const base::JsonFields f(e, fmt::format("state: image {}", index));
     CFN_TRY(f.only_keys(kKeys));
     PersistedImage im;

@@ -7,8 +7,8 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -763,7 +763,7 @@ class FanotifyImpl final : public FanotifyFrontend {
   const pid_t self_pid_;
   std::shared_ptr<Marks> marks_;
   base::UniqueFd sb_watch_;  // inotify: IN_UNMOUNT of every mount's root (or invalid)
-  bool handed_watch_ = false;  // sb_watch_ is the dead daemon's (its watches are there)
+  bool handed_watch_ = false;     // sb_watch_ is the dead daemon's (its watches are there)
   std::vector<FanEvent> events_;  // loop thread only: on_readable's parse buffer
   std::shared_mutex map_mu_;
   // Weak: the bound images hold their blobs; the cache closes an unmounted image's blob
@@ -787,7 +787,7 @@ class FanotifyImpl final : public FanotifyFrontend {
   std::map<int, Superblock> sbs_;
   // Unmounted images we could not watch: kept until the daemon exits (see umount()).
   std::vector<std::shared_ptr<BoundImage>> kept_;  // guarded by mounts_mu_
-  std::function<void(int)> on_released_;            // guarded by mounts_mu_
+  std::function<void(int)> on_released_;           // guarded by mounts_mu_
 
   base::WorkerPool<Job> jobs_;
   std::atomic<std::uint64_t> allowed_{0};

@@ -171,7 +171,7 @@ void parse_fan_events(std::span<const std::byte> buf, std::vector<FanEvent>& out
 
 // The inotify watch on the root of an image's EROFS superblock (see "Unmount").
 struct SbWatch {
-  int wd = -1;  // -1: no watch (the image is kept until the daemon exits)
+  int wd = -1;    // -1: no watch (the image is kept until the daemon exits)
   dev_t dev = 0;  // st_dev of the mount's root
   ino_t ino = 0;  // st_ino of the mount's root
 };

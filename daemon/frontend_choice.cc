@@ -90,9 +90,9 @@ base::Result<Frontends> choose_frontends(const Config& config, Handed handed) {
           "failover: the dead daemon's unmount watch (inotify) was not handed over with its "
           "group: images it unmounted whose file system lives on cannot be served (EIO)");
     }
-    CFN_ASSIGN_OR_RETURN(f.fanotify,
-                         FanotifyFrontend::create(std::move(handed.fanotify), config.fill_threads,
-                                                  std::move(log), std::move(handed.fanotify_watch)));
+    CFN_ASSIGN_OR_RETURN(
+        f.fanotify, FanotifyFrontend::create(std::move(handed.fanotify), config.fill_threads,
+                                             std::move(log), std::move(handed.fanotify_watch)));
     f.fanotify_adopted = true;
   } else if (probe && !handed.can_keep && !config.allow_fail_open) {
     refused = true;

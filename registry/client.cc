@@ -116,9 +116,7 @@ class RegistryClient final : public Client {
   }
 
   std::uint64_t blob_refetches() const override { return blob_refetches_.load(); }
-  std::uint64_t blob_refetch_successes() const override {
-    return blob_refetch_successes_.load();
-  }
+  std::uint64_t blob_refetch_successes() const override { return blob_refetch_successes_.load(); }
 
   // A whole blob whose body fails its digest (a flipped byte on the way) is fetched once
   // more, past every cache (Cache-Control: no-cache), before the caller gets EBADMSG: a

@@ -504,9 +504,9 @@ class CurlTransport final : public Transport {
   void sweep_loop() {
     // Often enough that a connection is closed within 1.25 idle timeouts; at least
     // every 5 s.
-    const auto period = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        config_.idle_timeout / 4),
-                                    std::chrono::milliseconds(10), std::chrono::milliseconds(5000));
+    const auto period =
+        std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(config_.idle_timeout / 4),
+                   std::chrono::milliseconds(10), std::chrono::milliseconds(5000));
     std::unique_lock lk(sweep_mu_);
     while (!stop_sweep_) {
       sweep_cv_.wait_for(lk, period, [this] { return stop_sweep_; });

@@ -386,8 +386,8 @@ TEST_F(RegistryTest, IdleConnectionsAreClosed) {
   constexpr int kThreads = 4;
   std::mutex mu;
   std::condition_variable cv;
-  int done = 0;      // requests finished
-  int round = 0;     // 1: one more request each, 2: exit
+  int done = 0;   // requests finished
+  int round = 0;  // 1: one more request each, 2: exit
   std::vector<std::string> errors;
   std::vector<std::thread> threads;
   auto fetch = [&] {

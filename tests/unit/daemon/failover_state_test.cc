@@ -182,8 +182,7 @@ TEST(FailoverState, FanotifyWatches) {
   old2.watch = PersistedWatch{2, (1ULL << 40) + 7, 36, true};
   const std::vector<PersistedImage> images{mounted, old1, old2};
   const std::string text = serialize_state(images).value();
-  EXPECT_NE(text.find(R"("watch":{"dev":44,"ino":1,"lingering":false,"wd":3})"),
-            std::string::npos)
+  EXPECT_NE(text.find(R"("watch":{"dev":44,"ino":1,"lingering":false,"wd":3})"), std::string::npos)
       << text;
   auto back = parse_state(text, Frontend::kFanotify);
   ASSERT_TRUE(back) << back.error().to_string();
@@ -197,10 +196,10 @@ TEST(FailoverState, FanotifyWatches) {
   EXPECT_NE(twice.error().to_string().find("listed twice"), std::string::npos);
   // A watch is fanotify's only.
   auto cf = parse_state(serialize_state({[&] {
-                                           PersistedImage c = mounted;
-                                           c.fsid = "f";
-                                           return c;
-                                         }()})
+                          PersistedImage c = mounted;
+                          c.fsid = "f";
+                          return c;
+                        }()})
                             .value());
   ASSERT_FALSE(cf);
   EXPECT_NE(cf.error().to_string().find("watch"), std::string::npos) << cf.error().to_string();
@@ -219,8 +218,8 @@ TEST(FailoverState, FanotifyWatches) {
       EXPECT_EQ(r.error().code, EINVAL) << w;
     }
   }
-  auto ok = parse_state(head + R"({"wd":1,"dev":1,"ino":1,"lingering":true}}]})",
-                        Frontend::kFanotify);
+  auto ok =
+      parse_state(head + R"({"wd":1,"dev":1,"ino":1,"lingering":true}}]})", Frontend::kFanotify);
   ASSERT_TRUE(ok) << ok.error().to_string();
 }
 

@@ -143,11 +143,11 @@ TEST(ParseInotifyFdinfo, WatchesFromRealText) {
 
 TEST(ParseInotifyFdinfo, BadLinesAreSkipped) {
   const char* bad[] = {
-      "inotify wd: ino:1 sdev:1\n",         // empty value
-      "inotify wd:1 ino:1\n",               // no sdev
-      "inotify wd:zz ino:1 sdev:1\n",       // not hex
-      "inotify wd:0 ino:1 sdev:1\n",        // wd 0 is never a watch
-      "inotify wd:80000000 ino:1 sdev:1\n",  // above INT_MAX
+      "inotify wd: ino:1 sdev:1\n",           // empty value
+      "inotify wd:1 ino:1\n",                 // no sdev
+      "inotify wd:zz ino:1 sdev:1\n",         // not hex
+      "inotify wd:0 ino:1 sdev:1\n",          // wd 0 is never a watch
+      "inotify wd:80000000 ino:1 sdev:1\n",   // above INT_MAX
       "inotify wd:1 ino:1 sdev:100000000\n",  // wider than a kernel dev_t
       "inotify wd:1x ino:1 sdev:1\n",
       "fanotify ino:1 sdev:1 mflags:0 mask:0\n",
