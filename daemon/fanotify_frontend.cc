@@ -314,6 +314,7 @@ class FanotifyImpl final : public FanotifyFrontend {
   }
 
   int sb_watch_fd() const override { return sb_watch_.get(); }
+  bool sb_watch_handed() const override { return handed_watch_; }
 
   void on_sb_readable() override { drain_sb_events(); }
 

@@ -266,6 +266,8 @@ class FanotifyFrontend {
   // The inotify fd that reports superblocks gone (IN_UNMOUNT / IN_IGNORED), to poll for
   // readability; on_sb_readable() drains it and releases their images. Loop thread only.
   [[nodiscard]] virtual int sb_watch_fd() const = 0;
+  // True when sb_watch_fd() is the dead daemon's, handed over (already kept outside).
+  [[nodiscard]] virtual bool sb_watch_handed() const = 0;
   virtual void on_sb_readable() = 0;
   // Images unmounted here whose file system still lives (a bind mount, a copy in another
   // mount namespace, an overlay's lower layer, an open file of a detached mount). Reads

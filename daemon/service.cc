@@ -205,9 +205,9 @@ class ServiceImpl final : public Service {
       }
     }
     if (fanotify_) {
-      // The unmount watch outlives us with the group (a handed-over one is kept again:
-      // the fd store drops a duplicate, the fd holder replaces its copy).
-      if (fanotify_->sb_watch_fd() >= 0) {
+      // The unmount watch outlives us with the group (a handed-over one is kept there
+      // already, like the group).
+      if (fanotify_->sb_watch_fd() >= 0 && !fanotify_->sb_watch_handed()) {
         handover_.keep(kFanotifyWatchFdName, fanotify_->sb_watch_fd());
       }
       if (fe.fanotify_adopted) {

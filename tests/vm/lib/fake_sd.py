@@ -43,15 +43,17 @@ def main():
         if store:
             env["LISTEN_FDS"] = str(len(store))
             env["LISTEN_FDNAMES"] = ":".join(n for n, _ in store)
-        targets = list(range(3, 3 + len(store)))
 
         def place_fds():
+            # Here, not with pass_fds: Popen checks pass_fds in the parent, where 3.. need
+            # not be open (EBADF from the fourth stored fd on).
             for i, (_, fd) in enumerate(store):
                 os.dup2(fd, 3 + i)
+            os.closerange(3 + len(store), 1 << 16)
 
         proc = subprocess.Popen(
             ["sh", "-c", 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"', "sh", *cmd],
-            env=env, pass_fds=targets, preexec_fn=place_fds)
+            env=env, close_fds=False, preexec_fn=place_fds)
         with open(pidfile + ".tmp", "w") as f:
             f.write(f"{proc.pid}\n")
         os.rename(pidfile + ".tmp", pidfile)
