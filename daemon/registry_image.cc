@@ -376,15 +376,15 @@ base::Result<PulledImage> pull_bootstrap(registry::Client& client, const registr
     if (!registry::is_valid_digest(resolved->manifest.digest)) {
       return base::errorf(EINVAL, "{}: unsupported digest", ref.to_string());
     }
-    // A bootstrap made from these very layers before: they are eStargz, no probe.
+    // A bootstrap made from these very layers is cached: the probe needs the footer only
+    // (the tail's TOC would not be read).
     struct stat st {};
-    if (::stat((bootstraps_dir(cache_dir) + "/" + estargz_bootstrap_name(m)).c_str(), &st) == 0) {
-      return pull_estargz(client, ref, m, resolved->manifest.digest, cache_dir, max_bootstrap_bytes,
-                          {});
-    }
+    const bool cached =
+        ::stat((bootstraps_dir(cache_dir) + "/" + estargz_bootstrap_name(m)).c_str(), &st) == 0;
     std::string why;
     std::vector<std::byte> tail;  // the first layer's, read again by no one
-    auto esgz = has_estargz_footer(client, ref, m.layers.front(), kEstargzTailBytes, tail, why);
+    auto esgz = has_estargz_footer(client, ref, m.layers.front(),
+                                   cached ? estargz::kFooterSize : kEstargzTailBytes, tail, why);
     if (!esgz) {
       return base::Unexpected(esgz.error().wrap(ref.to_string()));
     }

@@ -198,11 +198,13 @@ TEST(EstargzPull, WithoutTheAnnotationTheFooterIsProbed) {
   auto img = erofs::Image::parse(*boot);
   ASSERT_TRUE(img);
   EXPECT_TRUE(img->lookup_path("/etc/hello.txt"));
-  // Again: the bootstrap made from these layers says they are eStargz, no probe.
+  // Again, with the bootstrap of these layers cached: the probe reads the footer only.
+  const std::uint64_t before = c.range_bytes.load();
   auto again = pull_bootstrap(c, ref(), dir.path(), 64 << 20);
   ASSERT_TRUE(again) << again.error().to_string();
   EXPECT_TRUE(again->bootstrap_cached);
-  EXPECT_EQ(c.range_reads.load(), 1);
+  EXPECT_EQ(c.range_reads.load(), 2);
+  EXPECT_EQ(c.range_bytes.load() - before, estargz::kFooterSize);
 }
 
 TEST(EstargzPull, WithoutTheAnnotationAPlainGzipImageIsRefusedClearly) {
