@@ -581,6 +581,7 @@ base::Result<std::unique_ptr<Store>> Store::open(const std::string& root_in) {
   }
   std::unique_ptr<Store> s(new Store(root, db));
   CFN_TRY(s->init_schema().map_error([&](base::Error e) { return e.wrap(db_path); }));
+  CFN_TRY(s->repair_directories());
   // The readers' connection: Stat, Mounts, List and Usage read the last committed state
   // (WAL) without waiting for a writer's COMMIT and its fsync.
   rc = ::sqlite3_open_v2(db_path.c_str(), &s->rdb_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
@@ -630,6 +631,59 @@ base::Status Store::init_schema() {
     spdlog::warn("opening {}: {}; SQLite syncs inside each commit", wal, std::strerror(errno));
   }
   return st_->prepare(db_);
+}
+
+base::Status Store::repair_directories() {
+  // No directory is fsynced (as in containerd's overlayfs): after an OS crash a row that
+  // was synced may have lost the directory its Prepare made. An active snapshot's fs and
+  // work and a view's fs were empty when made, and what was written into them since was
+  // not synced either, so they are made again, empty, owned like the parent's as Prepare
+  // does. A committed snapshot's content cannot be made again: logged, left as it is.
+  Stmt q;
+  CFN_TRY(q.prepare(db_, "SELECT id, kind, parent_id FROM snapshots"));
+  Stmt::Use u(q);
+  for (;;) {
+    CFN_ASSIGN_OR_RETURN(bool row, u.step());
+    if (!row) {
+      return {};
+    }
+    const int64_t id = u.i64(0);
+    const auto kind = static_cast<Kind>(u.i64(1));
+    const int64_t parent_id = u.is_null(2) ? 0 : u.i64(2);
+    const std::string fs = fs_path(root_, id);
+    const std::string work = work_path(root_, id);
+    struct stat st {};
+    const bool has_fs = ::stat(fs.c_str(), &st) == 0;
+    const bool has_work = kind != Kind::kActive || ::stat(work.c_str(), &st) == 0;
+    if (has_fs && has_work) {
+      continue;
+    }
+    if (kind == Kind::kCommitted) {
+      spdlog::error("committed snapshot {} has no directory {}: its content is lost", id, fs);
+      continue;
+    }
+    const std::string dir = snapshots_dir_ + "/" + std::to_string(id);
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return base::errno_error("mkdir " + dir);
+    }
+    if (!has_fs) {
+      if (::mkdir(fs.c_str(), 0755) != 0 || ::chmod(fs.c_str(), 0755) != 0) {
+        return base::errno_error("mkdir " + fs);
+      }
+      struct stat pst {};
+      if (parent_id != 0 && ::stat(fs_path(root_, parent_id).c_str(), &pst) == 0 &&
+          ::lchown(fs.c_str(), pst.st_uid, pst.st_gid) != 0) {
+        return base::errno_error("chown " + fs);
+      }
+    }
+    if (!has_work && (::mkdir(work.c_str(), 0711) != 0 || ::chmod(work.c_str(), 0711) != 0)) {
+      return base::errno_error("mkdir " + work);
+    }
+    spdlog::warn(
+        "snapshot {}: {} was missing (an OS crash before it reached the disk?): "
+        "made again, empty",
+        id, has_fs ? work : fs);
+  }
 }
 
 uint64_t Store::committed() {

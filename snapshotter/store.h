@@ -162,6 +162,9 @@ class Store {
  private:
   Store(std::string root, sqlite3* db);
   [[nodiscard]] base::Status init_schema();
+  // At open: an active snapshot or a view whose directory is missing gets it again, empty
+  // (docs/snapshotter.md, "Crash safety"); a committed one's is logged.
+  [[nodiscard]] base::Status repair_directories();
   // Under mu_, right after a COMMIT: the sequence number make_durable() waits for.
   uint64_t committed();
   // Returns once every transaction up to seq is on disk: fdatasync of the WAL, one for all
