@@ -705,21 +705,22 @@ base::Status Store::make_durable(uint64_t seq) {
     if (synced_seq_ >= seq) {
       return {};
     }
-    if (!syncing_) {
+    if (started_seq_ < seq) {
       break;
     }
-    // The sync in flight may have started before seq was committed: wait, then look again.
+    // A sync that started after seq was committed is in flight: it covers seq.
     sync_cv_.wait(lk);
   }
-  syncing_ = true;
-  // Every transaction numbered up to here has written its frames (the number is taken
+  // No sync in flight covers seq (any in flight started before it was committed): start
+  // one now rather than wait for those, so a call waits for one fdatasync, not two.
+  // Every transaction numbered up to target has written its frames (the number is taken
   // after COMMIT returned), so this fdatasync covers them all.
   const uint64_t target = committed_seq_.load();
+  started_seq_ = std::max(started_seq_, target);
   lk.unlock();
   const int rc = ::fdatasync(wal_fd_);
   const int err = errno;
   lk.lock();
-  syncing_ = false;
   if (rc == 0) {
     synced_seq_ = std::max(synced_seq_, target);
   } else {

@@ -28,8 +28,9 @@
 // disk, but the fsync is not SQLite's inside COMMIT. The writing connection commits with
 // synchronous=NORMAL (WAL: the frames are written, not synced), leaves the store's lock,
 // and then fdatasync()s metadata.db-wal itself (make_durable): WAL frames are a log in
-// commit order, so one fdatasync makes every transaction committed before it durable, and
-// callers that commit while one is in flight share the next one (group commit). Nothing
+// commit order, so one fdatasync makes every transaction committed before it durable:
+// callers whose transactions committed before a sync started share it (group commit), and
+// a caller whose transaction came after the syncs in flight starts its own at once. Nothing
 // that depends on a transaction (a Remove's renames, the reply) happens before its sync.
 // A reader may see a transaction whose caller has not been answered yet; after an OS crash
 // in that window the transaction is gone, as if the call had failed (docs/snapshotter.md).
@@ -167,9 +168,11 @@ class Store {
   [[nodiscard]] base::Status repair_directories();
   // Under mu_, right after a COMMIT: the sequence number make_durable() waits for.
   uint64_t committed();
-  // Returns once every transaction up to seq is on disk: fdatasync of the WAL, one for all
-  // callers waiting at the time. EIO when it fails, and for every later call: after a
-  // failed fsync what reached the disk is unknown, so the store refuses to go on.
+  // Returns once every transaction up to seq is on disk: fdatasync of the WAL, shared by
+  // every caller whose transaction committed before it started; a caller whose
+  // transaction came after the syncs in flight starts its own at once. EIO when it fails, and for
+  // every later call: after a failed fsync what reached the disk is unknown, so the store refuses
+  // to go on.
   [[nodiscard]] base::Status make_durable(uint64_t seq);
   // The ancestors of snapshot id (nearest first), from parents_ as far as it knows them,
   // else from st's connection in the caller's transaction (which fills parents_ in).
@@ -222,8 +225,8 @@ class Store {
   std::atomic<uint64_t> committed_seq_{0};  // written under mu_
   std::mutex sync_mu_;
   std::condition_variable sync_cv_;
-  uint64_t synced_seq_ = 0;  // every transaction up to this one is on disk
-  bool syncing_ = false;     // a caller is inside fdatasync
+  uint64_t synced_seq_ = 0;   // every transaction up to this one is on disk
+  uint64_t started_seq_ = 0;  // the highest target of an fdatasync started (done or not)
   bool sync_failed_ = false;
 
   // The background removal of directories Remove renamed to rm-ID-N.
