@@ -1268,6 +1268,17 @@ base::Result<Usage> Store::usage(std::string_view key) {
 }
 
 base::Result<std::vector<std::string>> Store::cleanup() {
+  {
+    // After a failed fdatasync a deleted row may come back with the next OS crash: its
+    // directory must not go.
+    std::lock_guard lk(sync_mu_);
+    if (sync_failed_) {
+      return base::errorf(EIO,
+                          "fdatasync of {}/metadata.db-wal failed earlier: not removing "
+                          "directories; restart the snapshotter",
+                          root_);
+    }
+  }
   // Cleanup is containerd's "reclaim now": the removals Remove queued finish first, so
   // that when it returns no directory of a removed snapshot is left.
   drain_removals();
