@@ -971,6 +971,8 @@ TEST_F(BlobCacheTest, PrefetchFillsTheWholeBlob) {
   for (std::uint32_t ci = 20; ci < 22; ++ci) {
     on_demand += b.chunks[ci].uncompressed_size;
   }
+  // A step's bytes are counted after its chunks are ready: wait for the count.
+  wait_until([&] { return c->metrics().prefetch_bytes.load() >= 40U * 50000 - on_demand; });
   EXPECT_EQ(c->metrics().prefetch_bytes.load(), 40U * 50000 - on_demand);
 }
 
@@ -986,6 +988,8 @@ TEST_F(BlobCacheTest, PrefetchListFetchesOnlyTheListedChunks) {
   c->prefetch_chunks(*blob, listed);
   wait_until([&] { return (*blob)->ready_chunks() >= 6; });
   ASSERT_EQ((*blob)->ready_chunks(), 6U);
+  // A read's bytes are counted after its chunks are ready: wait for the count.
+  wait_until([&] { return c->metrics().prefetch_list_bytes.load() >= 6U * 50000; });
   EXPECT_EQ(c->metrics().prefetch_list_bytes.load(), 6U * 50000);
   EXPECT_EQ(c->metrics().prefetch_bytes.load(), 6U * 50000);
   EXPECT_EQ(c->metrics().misses.load(), 0U);
@@ -1123,6 +1127,8 @@ TEST_F(BlobCacheTest, PrefetchListReadsGrowFromABatchToTheMergeSize) {
   ASSERT_GE(want.size(), 5U);  // the blob is large enough to reach the merge size
   EXPECT_LE(want[0].second, kBatch);
   EXPECT_GT(want[4].second, kMerge / 2);
+  // The worker counts a read's bytes after the read's chunks are ready: wait for the count.
+  wait_until([&] { return (*c)->metrics().prefetch_list_bytes.load() >= 80U * 200000; });
   EXPECT_EQ((*c)->metrics().prefetch_list_bytes.load(), 80U * 200000);
   for (std::uint32_t ci = 0; ci < b.chunks.size(); ++ci) {
     expect_chunk(**blob, b, ci);
