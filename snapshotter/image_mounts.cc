@@ -274,10 +274,10 @@ base::Result<std::string> ImageMounts::bind_new(int64_t id, const NydusImage& im
       // The daemon's error names the docker config it was given (ours) and the user: say
       // where that config's credentials came from. (Matched by its text: the errno of a
       // registry's 401 may reach us as EIO, wrapped by a blob's open.)
-      what += fmt::format(" (credentials: {}, handed to the daemon as the docker config {})",
-                          policy_.auth_source.empty() ? "the nydusd config's backend auth"
-                                                      : policy_.auth_source,
-                          req.registry->docker_config.value_or(""));
+      what += fmt::format(
+          " (credentials: {}, handed to the daemon as the docker config {})",
+          policy_.auth_source.empty() ? "the nydusd config's backend auth" : policy_.auth_source,
+          req.registry->docker_config.value_or(""));
     }
     return base::Unexpected(bound.error().wrap(what));
   }
