@@ -332,6 +332,16 @@ base::Result<Labels> labels_of(Store::Statements& st, int64_t id) {
   return labels;
 }
 
+// The row of key with its labels; NotFound when there is none.
+base::Result<std::pair<Row, Labels>> find_labelled(Store::Statements& st, std::string_view key) {
+  CFN_ASSIGN_OR_RETURN(auto r, find(st, key));
+  if (!r) {
+    return not_found(key);
+  }
+  CFN_ASSIGN_OR_RETURN(auto labels, labels_of(st, r->id));
+  return std::pair<Row, Labels>(std::move(*r), std::move(labels));
+}
+
 base::Status write_labels(Store::Statements& st, int64_t id, const Labels& labels) {
   {
     Stmt::Use d(st.delete_labels);
@@ -1063,12 +1073,9 @@ base::Result<ChainEntry> Store::entry(std::string_view key) {
   std::lock_guard lock(rmu_);
   Txn rt(*rst_);
   CFN_TRY(rt.begin_read());
-  CFN_ASSIGN_OR_RETURN(auto r, find(*rst_, key));
-  if (!r) {
-    return not_found(key);
-  }
-  CFN_ASSIGN_OR_RETURN(auto labels, labels_of(*rst_, r->id));
-  return ChainEntry{r->id, std::string(key), std::move(labels), r->parent_id};
+  CFN_ASSIGN_OR_RETURN(auto rl, find_labelled(*rst_, key));
+  auto& [r, labels] = rl;
+  return ChainEntry{r.id, std::string(key), std::move(labels), r.parent_id};
 }
 
 base::Result<std::vector<ChainEntry>> Store::lineage(std::string_view name) {
@@ -1079,13 +1086,10 @@ base::Result<std::vector<ChainEntry>> Store::lineage(std::string_view name) {
   std::vector<ChainEntry> out;
   std::string key(name);
   while (!key.empty()) {
-    CFN_ASSIGN_OR_RETURN(auto r, find(*rst_, key));
-    if (!r) {
-      return not_found(key);
-    }
-    CFN_ASSIGN_OR_RETURN(auto labels, labels_of(*rst_, r->id));
-    out.push_back(ChainEntry{r->id, key, std::move(labels), r->parent_id});
-    key = r->parent;
+    CFN_ASSIGN_OR_RETURN(auto rl, find_labelled(*rst_, key));
+    auto& [r, labels] = rl;
+    out.push_back(ChainEntry{r.id, key, std::move(labels), r.parent_id});
+    key = r.parent;
   }
   return out;
 }
@@ -1095,12 +1099,8 @@ base::Result<Info> Store::stat(std::string_view key) {
   std::lock_guard lock(rmu_);
   Txn rt(*rst_);
   CFN_TRY(rt.begin_read());
-  CFN_ASSIGN_OR_RETURN(auto r, find(*rst_, key));
-  if (!r) {
-    return not_found(key);
-  }
-  CFN_ASSIGN_OR_RETURN(auto labels, labels_of(*rst_, r->id));
-  return info_of(std::string(key), *r, std::move(labels));
+  CFN_ASSIGN_OR_RETURN(auto rl, find_labelled(*rst_, key));
+  return info_of(std::string(key), rl.first, std::move(rl.second));
 }
 
 base::Result<Info> Store::update(const Info& info, std::span<const std::string> fieldpaths) {
@@ -1108,11 +1108,8 @@ base::Result<Info> Store::update(const Info& info, std::span<const std::string> 
   std::unique_lock lock(mu_);
   Txn txn(*st_);
   CFN_TRY(txn.begin());
-  CFN_ASSIGN_OR_RETURN(auto r, find(*st_, info.name));
-  if (!r) {
-    return not_found(info.name);
-  }
-  CFN_ASSIGN_OR_RETURN(auto labels, labels_of(*st_, r->id));
+  CFN_ASSIGN_OR_RETURN(auto rl, find_labelled(*st_, info.name));
+  auto& [r, labels] = rl;
   if (fieldpaths.empty()) {
     labels = info.labels;
   }
@@ -1137,16 +1134,16 @@ base::Result<Info> Store::update(const Info& info, std::span<const std::string> 
   int64_t now = now_ns();
   {
     Stmt::Use q(st_->touch);
-    q.bind(1, r->id).bind(2, now);
+    q.bind(1, r.id).bind(2, now);
     CFN_TRY(q.run());
   }
-  CFN_TRY(write_labels(*st_, r->id, labels));
+  CFN_TRY(write_labels(*st_, r.id, labels));
   CFN_TRY(txn.commit());
   const uint64_t seq = committed();
   lock.unlock();
   CFN_TRY(make_durable(seq));
-  r->updated_ns = now;
-  return info_of(info.name, *r, std::move(labels));
+  r.updated_ns = now;
+  return info_of(info.name, r, std::move(labels));
 }
 
 namespace {
