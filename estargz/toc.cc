@@ -6,12 +6,15 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <initializer_list>
 #include <ctime>
 #include <limits>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <map>
 
 #include "base/json_fields.h"
 #include "erofs/tar_header.h"
@@ -243,105 +246,352 @@ std::optional<std::pair<std::int64_t, std::uint32_t>> parse_rfc3339(std::string_
   return std::make_pair(t - offset, nsec);
 }
 
-// where: a buffer for the error context, reused from entry to entry.
-base::Status parse_entry(const nlohmann::json& j, std::size_t index, Entry& e, std::string& where) {
-  if (!j.is_object()) {
-    return base::errorf(EINVAL, "TOC entry {}: not an object", index);
+// The members of an entry that mean something, as the SAX walk meets their keys.
+enum class Field : std::uint8_t {
+  kName,
+  kType,
+  kMode,
+  kUid,
+  kGid,
+  kSize,
+  kLinkName,
+  kDevMajor,
+  kDevMinor,
+  kOffset,
+  kInnerOffset,
+  kChunkOffset,
+  kChunkSize,
+  kChunkDigest,
+  kModtime,
+  kXattrs,
+  kUnknown,  // any other key: walked over
+};
+constexpr std::size_t kFields = static_cast<std::size_t>(Field::kUnknown);
+constexpr std::array<std::string_view, kFields> kFieldNames{
+    "name",   "type",        "mode",        "uid",       "gid",         "size",
+    "linkName", "devMajor",  "devMinor",    "offset",    "innerOffset", "chunkOffset",
+    "chunkSize", "chunkDigest", "modtime",  "xattrs",
+};
+
+Field field_of(std::string_view k) {
+  // By length first: one or two comparisons per key.
+  auto is = [&](Field f) { return k == kFieldNames[static_cast<std::size_t>(f)]; };
+  auto pick = [&](std::initializer_list<Field> fs) {
+    for (const Field f : fs) {
+      if (is(f)) {
+        return f;
+      }
+    }
+    return Field::kUnknown;
+  };
+  switch (k.size()) {
+    case 3:
+      return pick({Field::kUid, Field::kGid});
+    case 4:
+      return pick({Field::kName, Field::kType, Field::kMode, Field::kSize});
+    case 6:
+      return pick({Field::kOffset, Field::kXattrs});
+    case 7:
+      return pick({Field::kModtime});
+    case 8:
+      return pick({Field::kLinkName, Field::kDevMajor, Field::kDevMinor});
+    case 9:
+      return pick({Field::kChunkSize});
+    case 11:
+      return pick({Field::kInnerOffset, Field::kChunkOffset, Field::kChunkDigest});
+    default:
+      return Field::kUnknown;
   }
-  // The name first: errors about the rest name it.
-  // By hand: fmt::format_to into a std::string does not link in a clang build against
-  // Debian's libfmt (scripts/fuzz).
-  where.assign("TOC entry ");
-  where += std::to_string(index);
-  {
-    base::JsonFields f(j, where, true);
-    CFN_ASSIGN_OR_RETURN(e.name, f.string("name", {.non_empty = false, .no_nul = true}));
+}
+
+// One entry of "entries" read straight from the SAX events into typed slots, the last
+// value of a key given twice winning (as in a DOM); no JSON value is built. The checks
+// run when the entry ends (make), in the order and with the words of the JsonFields
+// walk over a DOM entry that this replaces: the name first, then type, mode, uid, gid,
+// size, linkName, devMajor, devMinor, offset, innerOffset, chunkOffset, chunkSize,
+// chunkDigest, modtime, xattrs, and a link without its target. A null member counts as
+// absent (Go writes empty slices and maps as null); unknown members, nested or not, are
+// walked over.
+class EntryReader {
+ public:
+  // Each event returns true when it completed an element of "entries".
+  bool scalar_null() { return scalar(Kind::kAbsent); }
+  bool scalar_other() { return scalar(Kind::kOther); }  // bool, negative or float number
+  bool scalar_uint(std::uint64_t v) {
+    if (depth_ == 1 && field_ != Field::kUnknown && object_) {
+      slot(field_).u = v;
+    }
+    return scalar(Kind::kUint);
   }
+  bool scalar_string(std::string& v) {
+    if (depth_ == 1 && field_ != Field::kUnknown && object_) {
+      slot(field_).s.assign(v);
+    } else if (depth_ == 2 && in_xattrs_) {
+      xattrs_.insert_or_assign(xkey_, std::optional<std::string>(v));
+      return false;
+    }
+    return scalar(Kind::kString);
+  }
+  void key(const std::string& k) {
+    if (depth_ == 1) {
+      field_ = object_ ? field_of(k) : Field::kUnknown;
+    } else if (depth_ == 2 && in_xattrs_) {
+      xkey_.assign(k);
+    }
+  }
+  bool open(bool object) {
+    if (depth_ == 0) {
+      object_ = object;
+      for (auto& s : slots_) {
+        s.kind = Kind::kAbsent;
+      }
+      field_ = Field::kUnknown;
+    } else if (depth_ == 1 && object_ && field_ != Field::kUnknown) {
+      if (object && field_ == Field::kXattrs) {
+        slot(field_).kind = Kind::kObject;
+        xattrs_.clear();
+        in_xattrs_ = true;
+      } else {
+        slot(field_).kind = Kind::kOther;
+      }
+    } else if (depth_ == 2 && in_xattrs_) {
+      xattrs_.insert_or_assign(xkey_, std::nullopt);
+    }
+    ++depth_;
+    return false;
+  }
+  bool close() {
+    --depth_;
+    if (depth_ == 1) {
+      in_xattrs_ = false;
+    }
+    return depth_ == 0;
+  }
+  // Not inside an element: the next close is the end of "entries".
+  [[nodiscard]] bool between() const { return depth_ == 0; }
+
+  // The element just completed as the entry at index, or the first error about it.
+  base::Status make(std::size_t index, Entry& e);
+
+ private:
+  enum class Kind : std::uint8_t { kAbsent, kUint, kString, kObject, kOther };
+  struct Slot {
+    Kind kind = Kind::kAbsent;
+    std::uint64_t u = 0;
+    std::string s;
+  };
+
+  Slot& slot(Field f) { return slots_[static_cast<std::size_t>(f)]; }
+
+  bool scalar(Kind kind) {
+    if (depth_ == 0) {
+      object_ = false;  // an element that is not an object
+      return true;
+    }
+    if (depth_ == 1 && field_ != Field::kUnknown && object_) {
+      slot(field_).kind = kind;
+      if (field_ == Field::kXattrs) {
+        xattrs_.clear();
+      }
+    } else if (depth_ == 2 && in_xattrs_) {
+      xattrs_.insert_or_assign(xkey_, std::nullopt);  // not a string
+    }
+    return false;
+  }
+
+  std::array<Slot, kFields> slots_;
+  std::size_t depth_ = 0;  // 0: between elements; 1: in an element; more: below
+  bool object_ = false;    // the element is an object
+  Field field_ = Field::kUnknown;  // of the last key at depth 1
+  bool in_xattrs_ = false;         // depth 2 is the "xattrs" object
+  std::string xkey_;
+  // "xattrs": name -> value, nullopt for a value that is not a string; sorted by name,
+  // as a DOM object iterates.
+  std::map<std::string, std::optional<std::string>> xattrs_;
+};
+
+base::Status EntryReader::make(std::size_t index, Entry& e) {
+  // The error context, made only for an error: "TOC entry N", then " (name)".
+  std::string where = "TOC entry " + std::to_string(index);
+  auto fail = [&](std::string_view text) -> base::Status {
+    return base::make_error(EINVAL, fmt::format("{}: {}", where, text));
+  };
+  if (!object_) {
+    return fail("not an object");
+  }
+  auto name_of = [](Field f) { return kFieldNames[static_cast<std::size_t>(f)]; };
+  // A string member (nullptr when absent), as JsonFields::opt_string checks it.
+  auto str = [&](Field f, bool no_nul, const std::string** out) -> base::Status {
+    *out = nullptr;
+    const Slot& s = slot(f);
+    if (s.kind == Kind::kAbsent) {
+      return {};
+    }
+    if (s.kind != Kind::kString) {
+      return fail(fmt::format("\"{}\" must be a string", name_of(f)));
+    }
+    if (no_nul && s.s.find('\0') != std::string::npos) {
+      return fail(fmt::format("\"{}\" holds a NUL", name_of(f)));
+    }
+    *out = &s.s;
+    return {};
+  };
+  // An unsigned member within [0, max] (nullptr when absent), as JsonFields::opt_uint.
+  auto uint = [&](Field f, std::uint64_t max, const std::uint64_t** out) -> base::Status {
+    *out = nullptr;
+    const Slot& s = slot(f);
+    if (s.kind == Kind::kAbsent) {
+      return {};
+    }
+    if (s.kind != Kind::kUint) {
+      return fail(fmt::format("\"{}\" must be an unsigned integer", name_of(f)));
+    }
+    if (s.u > max) {
+      return fail(fmt::format("\"{}\" = {} outside [0, {}]", name_of(f), s.u, max));
+    }
+    *out = &s.u;
+    return {};
+  };
+  const std::string* s = nullptr;
+  CFN_TRY(str(Field::kName, true, &s));
+  if (s == nullptr) {
+    return fail("missing \"name\"");
+  }
+  e.name = std::move(slot(Field::kName).s);
   where += " (";
   where += e.name;
   where += ')';
-  base::JsonFields f(j, where, true);
-  CFN_ASSIGN_OR_RETURN(const std::string type, f.string("type"));
-  auto t = parse_type(type);
+  CFN_TRY(str(Field::kType, false, &s));
+  if (s == nullptr) {
+    return fail("missing \"type\"");
+  }
+  auto t = parse_type(*s);
   if (!t) {
-    return f.error(t.error().message);
+    return fail(t.error().message);
   }
   e.type = *t;
+  const std::string_view type = *s;
+  constexpr std::uint64_t kU32 = 0xFFFFFFFFULL;
   constexpr std::uint64_t kI64 = std::numeric_limits<std::int64_t>::max();
+  const std::uint64_t* u = nullptr;
   // Go writes tar's int64 mode; some tars keep the type bits in it (040755).
-  std::uint64_t mode = 0;
-  CFN_TRY(f.read("mode", mode, 0, 0xFFFFFFFFULL));
-  e.mode = static_cast<std::uint32_t>(mode & 07777);
-  CFN_TRY(f.read("uid", e.uid, 0, 0xFFFFFFFFULL));
-  CFN_TRY(f.read("gid", e.gid, 0, 0xFFFFFFFFULL));
-  CFN_TRY(f.read("size", e.size, 0, kI64));
-  CFN_TRY(f.read("linkName", e.link_name, {.non_empty = false, .no_nul = true}));
-  CFN_TRY(f.read("devMajor", e.dev_major, 0, 0xFFFFFFFFULL));
-  CFN_TRY(f.read("devMinor", e.dev_minor, 0, 0xFFFFFFFFULL));
-  CFN_ASSIGN_OR_RETURN(e.offset, f.opt_uint("offset", 0, kI64));
-  CFN_TRY(f.read("innerOffset", e.inner_offset, 0, kI64));
-  CFN_TRY(f.read("chunkOffset", e.chunk_offset, 0, kI64));
-  CFN_TRY(f.read("chunkSize", e.chunk_size, 0, kI64));
-  CFN_ASSIGN_OR_RETURN(const auto cd, f.opt_string("chunkDigest"));
-  if (cd && !cd->empty()) {
-    e.chunk_digest = parse_sha256(*cd);
+  CFN_TRY(uint(Field::kMode, kU32, &u));
+  e.mode = u != nullptr ? static_cast<std::uint32_t>(*u & 07777) : 0;
+  CFN_TRY(uint(Field::kUid, kU32, &u));
+  e.uid = u != nullptr ? static_cast<std::uint32_t>(*u) : 0;
+  CFN_TRY(uint(Field::kGid, kU32, &u));
+  e.gid = u != nullptr ? static_cast<std::uint32_t>(*u) : 0;
+  CFN_TRY(uint(Field::kSize, kI64, &u));
+  e.size = u != nullptr ? *u : 0;
+  CFN_TRY(str(Field::kLinkName, true, &s));
+  if (s != nullptr) {
+    e.link_name = std::move(slot(Field::kLinkName).s);
+  }
+  CFN_TRY(uint(Field::kDevMajor, kU32, &u));
+  e.dev_major = u != nullptr ? static_cast<std::uint32_t>(*u) : 0;
+  CFN_TRY(uint(Field::kDevMinor, kU32, &u));
+  e.dev_minor = u != nullptr ? static_cast<std::uint32_t>(*u) : 0;
+  CFN_TRY(uint(Field::kOffset, kI64, &u));
+  if (u != nullptr) {
+    e.offset = *u;
+  }
+  CFN_TRY(uint(Field::kInnerOffset, kI64, &u));
+  e.inner_offset = u != nullptr ? *u : 0;
+  CFN_TRY(uint(Field::kChunkOffset, kI64, &u));
+  e.chunk_offset = u != nullptr ? *u : 0;
+  CFN_TRY(uint(Field::kChunkSize, kI64, &u));
+  e.chunk_size = u != nullptr ? *u : 0;
+  CFN_TRY(str(Field::kChunkDigest, false, &s));
+  if (s != nullptr && !s->empty()) {
+    e.chunk_digest = parse_sha256(*s);
     if (!e.chunk_digest) {
-      return f.error(fmt::format("chunkDigest \"{}\" is not sha256:<64 hex>", *cd));
+      return fail(fmt::format("chunkDigest \"{}\" is not sha256:<64 hex>", *s));
     }
   }
-  CFN_ASSIGN_OR_RETURN(const auto mt, f.opt_string("modtime"));
-  if (mt && !mt->empty()) {
-    auto v = parse_rfc3339(*mt);
+  CFN_TRY(str(Field::kModtime, false, &s));
+  if (s != nullptr && !s->empty()) {
+    auto v = parse_rfc3339(*s);
     if (!v) {
-      return f.error(fmt::format("modtime \"{}\" is not RFC 3339", *mt));
+      return fail(fmt::format("modtime \"{}\" is not RFC 3339", *s));
     }
     e.mtime = v->first;
     e.mtime_nsec = v->second;
   }
-  CFN_ASSIGN_OR_RETURN(const auto xattrs, f.string_map("xattrs"));
-  for (const auto& [k, v] : xattrs) {
-    if (k.empty() || k.find('\0') != std::string::npos) {
-      return f.error("xattrs: an empty name or a name with NUL");
+  const Slot& x = slot(Field::kXattrs);
+  if (x.kind != Kind::kAbsent) {
+    if (x.kind != Kind::kObject) {
+      return fail("\"xattrs\" must be an object");
     }
-    auto raw = b64_decode(v);
-    if (!raw) {
-      return f.error(fmt::format("xattrs: the value of {} is not base64", k));
+    for (const auto& [k, v] : xattrs_) {
+      if (!v) {
+        return fail(fmt::format("\"xattrs\": \"{}\" must be a string", k));
+      }
     }
-    e.xattrs.emplace_back(k, std::move(*raw));
+    for (auto& [k, v] : xattrs_) {
+      if (k.empty() || k.find('\0') != std::string::npos) {
+        return fail("xattrs: an empty name or a name with NUL");
+      }
+      auto raw = b64_decode(*v);
+      if (!raw) {
+        return fail(fmt::format("xattrs: the value of {} is not base64", k));
+      }
+      e.xattrs.emplace_back(k, std::move(*raw));
+    }
   }
   if ((e.type == EntryType::kSymlink || e.type == EntryType::kHardlink) && e.link_name.empty()) {
-    return f.error(fmt::format("a {} without linkName", type));
+    return fail(fmt::format("a {} without linkName", type));
   }
   return {};
 }
 
 // The TOC without its DOM: a SAX handler that builds the DOM of the TOC object except
-// the elements of its top-level "entries" array. Each of those is built alone, parsed
-// into an Entry (parse_entry, as for a whole DOM) and dropped, so a TOC of 100k entries
-// never exists as 100k JSON objects at once (docs/benchmarks.md, bench/estargz-toc-rss).
+// the elements of its top-level "entries" array. Those go through an EntryReader,
+// straight into Entry values (no JSON value per entry: docs/benchmarks.md, "eStargz
+// rows"), so a TOC of 100k entries never exists as 100k JSON objects at once.
 // The checks and their order are a DOM walk's: malformed JSON, then the version, then
 // "entries", then the first bad entry; a key given twice counts with its last value.
 class TocSax {
  public:
   using json = nlohmann::json;
 
-  bool null() { return value(json(nullptr)); }
-  bool boolean(bool v) { return value(json(v)); }
-  bool number_integer(json::number_integer_t v) { return value(json(v)); }
-  bool number_unsigned(json::number_unsigned_t v) { return value(json(v)); }
-  bool number_float(json::number_float_t v, const json::string_t& /*text*/) {
-    return value(json(v));
+  bool null() { return in_entries() ? entry_done(reader_.scalar_null()) : value(json(nullptr)); }
+  bool boolean(bool v) { return in_entries() ? entry_done(reader_.scalar_other()) : value(json(v)); }
+  bool number_integer(json::number_integer_t v) {
+    return in_entries() ? entry_done(reader_.scalar_other()) : value(json(v));
   }
-  bool string(json::string_t& v) { return value(json(std::move(v))); }
-  bool binary(json::binary_t& v) { return value(json(std::move(v))); }  // not in JSON text
+  bool number_unsigned(json::number_unsigned_t v) {
+    return in_entries() ? entry_done(reader_.scalar_uint(v)) : value(json(v));
+  }
+  bool number_float(json::number_float_t v, const json::string_t& /*text*/) {
+    return in_entries() ? entry_done(reader_.scalar_other()) : value(json(v));
+  }
+  bool string(json::string_t& v) {
+    return in_entries() ? entry_done(reader_.scalar_string(v)) : value(json(std::move(v)));
+  }
+  bool binary(json::binary_t& v) {  // not in JSON text
+    return in_entries() ? entry_done(reader_.scalar_other()) : value(json(std::move(v)));
+  }
   bool key(json::string_t& k) {
-    key_ = std::move(k);
+    if (in_entries()) {
+      reader_.key(k);
+    } else {
+      key_ = std::move(k);
+    }
     return true;
   }
-  bool start_object(std::size_t /*elements*/) { return open(json::object()); }
-  bool start_array(std::size_t /*elements*/) { return open(json::array()); }
-  bool end_object() { return close(); }
-  bool end_array() { return close(); }
+  bool start_object(std::size_t /*elements*/) {
+    return in_entries() ? entry_done(reader_.open(true)) : open(json::object());
+  }
+  bool start_array(std::size_t /*elements*/) {
+    return in_entries() ? entry_done(reader_.open(false)) : open(json::array());
+  }
+  bool end_object() { return in_entries() ? entry_done(reader_.close()) : close(); }
+  bool end_array() {
+    if (in_entries() && !reader_.between()) {
+      return entry_done(reader_.close());
+    }
+    return close();
+  }
   bool parse_error(std::size_t /*position*/, const std::string& /*token*/,
                    const nlohmann::detail::exception& /*ex*/) {
     return false;
@@ -372,15 +622,16 @@ class TocSax {
   }
 
  private:
-  // Where a new value goes: the root, the element being built, or its container.
+  // Inside the top-level "entries" array (an element of it or between elements).
+  [[nodiscard]] bool in_entries() const {
+    return entries_depth_ != 0 && stack_.size() == entries_depth_;
+  }
+
+  // Where a new value goes outside "entries": the root or its container.
   json* place(json&& v) {
     if (stack_.empty()) {
       root_ = std::move(v);
       return &root_;
-    }
-    if (entries_depth_ != 0 && stack_.size() == entries_depth_) {
-      entry_ = std::move(v);
-      return &entry_;
     }
     json& top = *stack_.back();
     if (top.is_array()) {
@@ -399,10 +650,7 @@ class TocSax {
   }
 
   bool value(json&& v) {
-    json* slot = place(std::move(v));
-    if (slot == &entry_) {
-      end_entry();
-    }
+    place(std::move(v));
     return true;
   }
 
@@ -411,7 +659,7 @@ class TocSax {
                          v.is_array() && entries_depth_ == 0;
     stack_.push_back(place(std::move(v)));
     if (entries) {
-      entries_depth_ = stack_.size();
+      entries_depth_ = stack_.size();  // the array stays empty in root_
     }
     return true;
   }
@@ -422,21 +670,20 @@ class TocSax {
     }
     if (stack_.size() == entries_depth_) {
       entries_depth_ = 0;  // the end of "entries"
-      stack_.pop_back();
-      return true;
     }
     stack_.pop_back();
-    if (entries_depth_ != 0 && stack_.size() == entries_depth_) {
-      end_entry();
-    }
     return true;
   }
 
-  // An element of "entries" is complete: into the TOC (or the first error), then gone.
-  void end_entry() {
+  // After an event inside "entries": when it completed an element, into the TOC (or the
+  // first error).
+  bool entry_done(bool done) {
+    if (!done) {
+      return true;
+    }
     if (!entry_error_) {
       Entry e;
-      if (auto st = parse_entry(entry_, index_, e, where_); st) {
+      if (auto st = reader_.make(index_, e); st) {
         toc_.entries.push_back(std::move(e));
       } else {
         entry_error_ = std::move(st).error();
@@ -445,16 +692,15 @@ class TocSax {
       }
     }
     ++index_;
-    entry_ = json();
+    return true;
   }
 
   json root_;
-  json entry_;                     // the element of "entries" being built
-  std::vector<json*> stack_;       // open containers, innermost last
-  std::string key_;                // the last key seen
+  std::vector<json*> stack_;       // open containers outside "entries", innermost last
+  std::string key_;                // the last key seen outside "entries"
   std::size_t entries_depth_ = 0;  // stack_.size() inside the top-level "entries"; 0: not in it
-  std::size_t index_ = 0;          // of the element being built
-  std::string where_;              // parse_entry's error context buffer
+  std::size_t index_ = 0;          // of the element being read
+  EntryReader reader_;
   Toc toc_;
   std::optional<base::Error> entry_error_;
 };
