@@ -5,7 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "tests/unit/estargz/layer_maker.h"
 
@@ -252,6 +255,130 @@ TEST(EstargzToc, StreamedLikeADom) {
   EXPECT_FALSE(parse_toc_json(R"({"version":1,"entries":[{"name":"a","type":"reg"}])"));
   EXPECT_FALSE(parse_toc_json(R"({"version":1,"entries":[{"name":"a","type":"reg"}]} x)"));
   EXPECT_FALSE(parse_toc_json(R"({"version":1,"entries":[{"name":"a","type":"reg"},]})"));
+}
+
+// Each entry is read from the walk's events straight into its fields (no JSON value per
+// entry): what a DOM of the entry would give, whatever the order of its members, a key
+// given twice or what is nested in a member; the same errors, word for word.
+TEST(EstargzToc, EntriesReadFromTheWalkAsFromADom) {
+  auto one = [](std::string_view entry) {
+    auto r = parse_toc_json(R"({"version":1,"entries":[)" + std::string(entry) + "]}");
+    EXPECT_TRUE(r) << entry << ": " << (r ? "" : r.error().to_string());
+    return r && r->entries.size() == 1 ? r->entries[0] : Entry{};
+  };
+  auto error = [](std::string_view entries) {
+    auto r = parse_toc_json(R"({"version":1,"entries":[)" + std::string(entries) + "]}");
+    EXPECT_FALSE(r) << entries;
+    if (r) {
+      return std::string();
+    }
+    EXPECT_EQ(r.error().code, EINVAL);
+    return r.error().message;
+  };
+  // Members in any order: the same entry.
+  const Entry a = one(
+      R"({"name":"d/f","type":"reg","size":5,"mode":33188,"uid":1,"gid":2,"offset":10,)"
+      R"("innerOffset":3,"chunkOffset":0,"chunkSize":5,"modtime":"2024-05-06T09:08:09.25Z",)"
+      R"("chunkDigest":"sha256:)" + std::string(64, 'a') + R"(","xattrs":{"user.b":"Yg==",)"
+      R"("user.a":"YQ=="},"linkName":"","devMajor":4,"devMinor":6})");
+  const Entry b = one(
+      R"({"devMinor":6,"devMajor":4,"linkName":"","xattrs":{"user.a":"YQ==","user.b":"Yg=="},)"
+      R"("chunkDigest":"sha256:)" + std::string(64, 'a') + R"(",)"
+      R"("modtime":"2024-05-06T09:08:09.25Z","chunkSize":5,"chunkOffset":0,"innerOffset":3,)"
+      R"("offset":10,"gid":2,"uid":1,"mode":33188,"size":5,"type":"reg","name":"d/f"})");
+  for (const Entry* e : {&a, &b}) {
+    EXPECT_EQ(e->name, "d/f");
+    EXPECT_EQ(e->type, EntryType::kReg);
+    EXPECT_EQ(e->size, 5U);
+    EXPECT_EQ(e->mode, 0644U);
+    EXPECT_EQ(e->uid, 1U);
+    EXPECT_EQ(e->gid, 2U);
+    EXPECT_EQ(e->offset, std::optional<std::uint64_t>(10));
+    EXPECT_EQ(e->inner_offset, 3U);
+    EXPECT_EQ(e->chunk_size, 5U);
+    EXPECT_EQ(e->mtime, 1714986489);
+    EXPECT_EQ(e->mtime_nsec, 250000000U);
+    ASSERT_TRUE(e->chunk_digest);
+    EXPECT_EQ(base::hex(*e->chunk_digest), std::string(64, 'a'));
+    // Sorted by name, as a DOM object is.
+    EXPECT_EQ(e->xattrs, (std::vector<std::pair<std::string, std::string>>{{"user.a", "a"},
+                                                                            {"user.b", "b"}}));
+    EXPECT_EQ(e->dev_major, 4U);
+    EXPECT_EQ(e->dev_minor, 6U);
+  }
+  // A key given twice: its last value counts, a wrong one included, null as absent.
+  EXPECT_EQ(one(R"({"name":"x","type":"sock","name":"a","type":"dir"})").name, "a");
+  EXPECT_EQ(one(R"({"name":"a","type":"reg","size":"1","size":7})").size, 7U);
+  EXPECT_EQ(one(R"({"name":"a","type":"reg","size":7,"size":null})").size, 0U);
+  EXPECT_FALSE(one(R"({"name":"a","type":"reg","offset":7,"offset":null})").offset);
+  EXPECT_EQ(error(R"({"name":"a","type":"reg","size":7,"size":"7"})"),
+            "TOC entry 0 (a): \"size\" must be an unsigned integer");
+  EXPECT_EQ(one(R"({"name":"a","type":"reg","xattrs":{"user.a":"YQ=="},)"
+                R"("xattrs":{"user.b":"Yg=="}})")
+                .xattrs,
+            (std::vector<std::pair<std::string, std::string>>{{"user.b", "b"}}));
+  EXPECT_EQ(one(R"({"name":"a","type":"reg","xattrs":{"user.a":1,"user.a":"YQ=="}})").xattrs,
+            (std::vector<std::pair<std::string, std::string>>{{"user.a", "a"}}));
+  EXPECT_TRUE(one(R"({"name":"a","type":"reg","xattrs":{"user.a":"YQ=="},"xattrs":null})")
+                  .xattrs.empty());
+  EXPECT_EQ(one(R"({"name":"l","type":"symlink","linkName":"x","linkName":"y"})").link_name, "y");
+  // Unknown members, however nested and whatever keys they hold, are walked over; so are
+  // the members of an element that is not an object.
+  const Entry n = one(
+      R"({"name":"a","extra":{"name":"z","size":"x","xattrs":{"k":1},"e":[{"type":1}]},)"
+      R"("type":"reg","list":[[{"name":"y"}],null,{"xattrs":[]}],"size":3})");
+  EXPECT_EQ(n.name, "a");
+  EXPECT_EQ(n.size, 3U);
+  EXPECT_TRUE(n.xattrs.empty());
+  EXPECT_EQ(error(R"({"name":"a","type":"reg"},[{"name":"b","type":"reg"}])"),
+            "TOC entry 1: not an object");
+  EXPECT_EQ(error(R"(null)"), "TOC entry 0: not an object");
+  EXPECT_EQ(error(R"({"name":"a","type":"reg"},{"name":"b","type":"reg"},"c")"),
+            "TOC entry 2: not an object");
+  // A known member of the wrong type, nested or not; the messages word for word.
+  EXPECT_EQ(error(R"({"type":"reg"})"), "TOC entry 0: missing \"name\"");
+  EXPECT_EQ(error(R"({"name":{"name":"a"},"type":"reg"})"),
+            "TOC entry 0: \"name\" must be a string");
+  EXPECT_EQ(error(R"({"name":"a\u0000"})"), "TOC entry 0: \"name\" holds a NUL");
+  EXPECT_EQ(error(R"({"name":"a"})"), "TOC entry 0 (a): missing \"type\"");
+  EXPECT_EQ(error(R"({"name":"a","type":["reg"]})"), "TOC entry 0 (a): \"type\" must be a string");
+  EXPECT_EQ(error(R"({"name":"a","type":"sock"})"), "TOC entry 0 (a): unknown type \"sock\"");
+  EXPECT_EQ(error(R"({"name":"a","type":"reg","size":[1]})"),
+            "TOC entry 0 (a): \"size\" must be an unsigned integer");
+  EXPECT_EQ(error(R"({"name":"a","type":"reg","size":1.0})"),
+            "TOC entry 0 (a): \"size\" must be an unsigned integer");
+  EXPECT_EQ(error(R"({"name":"a","type":"reg","size":-0})"),
+            "TOC entry 0 (a): \"size\" must be an unsigned integer");
+  EXPECT_EQ(error(R"({"name":"a","type":"reg","mode":true})"),
+            "TOC entry 0 (a): \"mode\" must be an unsigned integer");
+  EXPECT_EQ(error(R"({"name":"a","type":"reg","uid":4294967296})"),
+            "TOC entry 0 (a): \"uid\" = 4294967296 outside [0, 4294967295]");
+  EXPECT_EQ(error(R"({"name":"a","type":"reg","offset":9223372036854775808})"),
+            "TOC entry 0 (a): \"offset\" = 9223372036854775808 outside [0, 9223372036854775807]");
+  EXPECT_EQ(error(R"({"name":"a","type":"reg","linkName":{}})"),
+            "TOC entry 0 (a): \"linkName\" must be a string");
+  EXPECT_EQ(error(R"({"name":"a","type":"reg","chunkDigest":"sha256:AA"})"),
+            "TOC entry 0 (a): chunkDigest \"sha256:AA\" is not sha256:<64 hex>");
+  EXPECT_EQ(error(R"({"name":"a","type":"reg","modtime":"1999"})"),
+            "TOC entry 0 (a): modtime \"1999\" is not RFC 3339");
+  EXPECT_EQ(error(R"({"name":"a","type":"reg","xattrs":"YQ=="})"),
+            "TOC entry 0 (a): \"xattrs\" must be an object");
+  EXPECT_EQ(error(R"({"name":"a","type":"reg","xattrs":[]})"),
+            "TOC entry 0 (a): \"xattrs\" must be an object");
+  EXPECT_EQ(error(R"({"name":"a","type":"reg","xattrs":{"user.b":"Yg==","user.a":{"v":"YQ=="}}})"),
+            "TOC entry 0 (a): \"xattrs\": \"user.a\" must be a string");
+  EXPECT_EQ(error(R"({"name":"a","type":"reg","xattrs":{"":"YQ=="}})"),
+            "TOC entry 0 (a): xattrs: an empty name or a name with NUL");
+  EXPECT_EQ(error(R"({"name":"a","type":"reg","xattrs":{"user.a":"Y"}})"),
+            "TOC entry 0 (a): xattrs: the value of user.a is not base64");
+  EXPECT_EQ(error(R"({"name":"a","type":"hardlink"})"),
+            "TOC entry 0 (a): a hardlink without linkName");
+  // The checks in their order, wherever the members stand: the first failing member in
+  // that order is the one named (size before chunkDigest before xattrs).
+  EXPECT_EQ(error(R"({"xattrs":7,"chunkDigest":"x","size":"1","type":"reg","name":"a"})"),
+            "TOC entry 0 (a): \"size\" must be an unsigned integer");
+  EXPECT_EQ(error(R"({"xattrs":7,"chunkDigest":"x","type":"reg","name":"a"})"),
+            "TOC entry 0 (a): chunkDigest \"x\" is not sha256:<64 hex>");
 }
 
 TEST(EstargzName, Clean) {
