@@ -6,15 +6,14 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <initializer_list>
 #include <ctime>
+#include <initializer_list>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <map>
 
 #include "base/json_fields.h"
 #include "erofs/tar_header.h"
@@ -268,8 +267,8 @@ enum class Field : std::uint8_t {
 };
 constexpr std::size_t kFields = static_cast<std::size_t>(Field::kUnknown);
 constexpr std::array<std::string_view, kFields> kFieldNames{
-    "name",   "type",        "mode",        "uid",       "gid",         "size",
-    "linkName", "devMajor",  "devMinor",    "offset",    "innerOffset", "chunkOffset",
+    "name",      "type",        "mode",     "uid",    "gid",         "size",
+    "linkName",  "devMajor",    "devMinor", "offset", "innerOffset", "chunkOffset",
     "chunkSize", "chunkDigest", "modtime",  "xattrs",
 };
 
@@ -400,8 +399,8 @@ class EntryReader {
   }
 
   std::array<Slot, kFields> slots_;
-  std::size_t depth_ = 0;  // 0: between elements; 1: in an element; more: below
-  bool object_ = false;    // the element is an object
+  std::size_t depth_ = 0;          // 0: between elements; 1: in an element; more: below
+  bool object_ = false;            // the element is an object
   Field field_ = Field::kUnknown;  // of the last key at depth 1
   bool in_xattrs_ = false;         // depth 2 is the "xattrs" object
   std::string xkey_;
@@ -555,7 +554,9 @@ class TocSax {
   using json = nlohmann::json;
 
   bool null() { return in_entries() ? entry_done(reader_.scalar_null()) : value(json(nullptr)); }
-  bool boolean(bool v) { return in_entries() ? entry_done(reader_.scalar_other()) : value(json(v)); }
+  bool boolean(bool v) {
+    return in_entries() ? entry_done(reader_.scalar_other()) : value(json(v));
+  }
   bool number_integer(json::number_integer_t v) {
     return in_entries() ? entry_done(reader_.scalar_other()) : value(json(v));
   }

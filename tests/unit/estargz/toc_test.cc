@@ -276,16 +276,20 @@ TEST(EstargzToc, EntriesReadFromTheWalkAsFromADom) {
     return r.error().message;
   };
   // Members in any order: the same entry.
-  const Entry a = one(
-      R"({"name":"d/f","type":"reg","size":5,"mode":33188,"uid":1,"gid":2,"offset":10,)"
-      R"("innerOffset":3,"chunkOffset":0,"chunkSize":5,"modtime":"2024-05-06T09:08:09.25Z",)"
-      R"("chunkDigest":"sha256:)" + std::string(64, 'a') + R"(","xattrs":{"user.b":"Yg==",)"
-      R"("user.a":"YQ=="},"linkName":"","devMajor":4,"devMinor":6})");
-  const Entry b = one(
-      R"({"devMinor":6,"devMajor":4,"linkName":"","xattrs":{"user.a":"YQ==","user.b":"Yg=="},)"
-      R"("chunkDigest":"sha256:)" + std::string(64, 'a') + R"(",)"
-      R"("modtime":"2024-05-06T09:08:09.25Z","chunkSize":5,"chunkOffset":0,"innerOffset":3,)"
-      R"("offset":10,"gid":2,"uid":1,"mode":33188,"size":5,"type":"reg","name":"d/f"})");
+  const Entry a =
+      one(R"({"name":"d/f","type":"reg","size":5,"mode":33188,"uid":1,"gid":2,"offset":10,)"
+          R"("innerOffset":3,"chunkOffset":0,"chunkSize":5,"modtime":"2024-05-06T09:08:09.25Z",)"
+          R"("chunkDigest":"sha256:)" +
+          std::string(64, 'a') +
+          R"(","xattrs":{"user.b":"Yg==",)"
+          R"("user.a":"YQ=="},"linkName":"","devMajor":4,"devMinor":6})");
+  const Entry b =
+      one(R"({"devMinor":6,"devMajor":4,"linkName":"","xattrs":{"user.a":"YQ==","user.b":"Yg=="},)"
+          R"("chunkDigest":"sha256:)" +
+          std::string(64, 'a') +
+          R"(",)"
+          R"("modtime":"2024-05-06T09:08:09.25Z","chunkSize":5,"chunkOffset":0,"innerOffset":3,)"
+          R"("offset":10,"gid":2,"uid":1,"mode":33188,"size":5,"type":"reg","name":"d/f"})");
   for (const Entry* e : {&a, &b}) {
     EXPECT_EQ(e->name, "d/f");
     EXPECT_EQ(e->type, EntryType::kReg);
@@ -301,8 +305,8 @@ TEST(EstargzToc, EntriesReadFromTheWalkAsFromADom) {
     ASSERT_TRUE(e->chunk_digest);
     EXPECT_EQ(base::hex(*e->chunk_digest), std::string(64, 'a'));
     // Sorted by name, as a DOM object is.
-    EXPECT_EQ(e->xattrs, (std::vector<std::pair<std::string, std::string>>{{"user.a", "a"},
-                                                                            {"user.b", "b"}}));
+    EXPECT_EQ(e->xattrs,
+              (std::vector<std::pair<std::string, std::string>>{{"user.a", "a"}, {"user.b", "b"}}));
     EXPECT_EQ(e->dev_major, 4U);
     EXPECT_EQ(e->dev_minor, 6U);
   }
@@ -319,14 +323,14 @@ TEST(EstargzToc, EntriesReadFromTheWalkAsFromADom) {
             (std::vector<std::pair<std::string, std::string>>{{"user.b", "b"}}));
   EXPECT_EQ(one(R"({"name":"a","type":"reg","xattrs":{"user.a":1,"user.a":"YQ=="}})").xattrs,
             (std::vector<std::pair<std::string, std::string>>{{"user.a", "a"}}));
-  EXPECT_TRUE(one(R"({"name":"a","type":"reg","xattrs":{"user.a":"YQ=="},"xattrs":null})")
-                  .xattrs.empty());
+  EXPECT_TRUE(
+      one(R"({"name":"a","type":"reg","xattrs":{"user.a":"YQ=="},"xattrs":null})").xattrs.empty());
   EXPECT_EQ(one(R"({"name":"l","type":"symlink","linkName":"x","linkName":"y"})").link_name, "y");
   // Unknown members, however nested and whatever keys they hold, are walked over; so are
   // the members of an element that is not an object.
-  const Entry n = one(
-      R"({"name":"a","extra":{"name":"z","size":"x","xattrs":{"k":1},"e":[{"type":1}]},)"
-      R"("type":"reg","list":[[{"name":"y"}],null,{"xattrs":[]}],"size":3})");
+  const Entry n =
+      one(R"({"name":"a","extra":{"name":"z","size":"x","xattrs":{"k":1},"e":[{"type":1}]},)"
+          R"("type":"reg","list":[[{"name":"y"}],null,{"xattrs":[]}],"size":3})");
   EXPECT_EQ(n.name, "a");
   EXPECT_EQ(n.size, 3U);
   EXPECT_TRUE(n.xattrs.empty());
