@@ -597,8 +597,8 @@ void Store::remover_loop() {
   // Removing a directory tree is no caller's business (the row is gone): it runs at the
   // lowest CPU priority and the idle I/O class, so that its unlinks and their journal
   // writes yield to the calls that wait (a Prepare's mkdir and fsync).
-  // Its unlinks are paced besides (pace_deleter): most of their disk writes are the
-  // journal's and the flusher's, which the idle class does not cover.
+  // CFN_SNAPSHOTTER_DELETER=paced paces its unlinks besides (pace_deleter); not the
+  // default: bench/snapgc showed no gain beyond its noise (docs/benchmarks.md).
   lower_priority();
   std::unique_lock lk(rm_mu_);
   int64_t started_ns = 0;
@@ -624,10 +624,13 @@ void Store::remover_loop() {
     lk.lock();
     rm_busy_.erase(name);
     if (rm_busy_.empty()) {
-      spdlog::info("removed {} snapshot directories ({} entries) in {} ms, {} ms of it "
-                   "yielded to writes",
-                   trees, entries, (monotonic_ns() - started_ns) / 1'000'000,
-                   deleter_yielded_ns_ / 1'000'000);
+      // A large removal at info (how long its directories took); the usual one or two
+      // trees at debug.
+      spdlog::log(trees >= 100 ? spdlog::level::info : spdlog::level::debug,
+                  "removed {} snapshot directories ({} entries) in {} ms, {} ms of it "
+                  "yielded to writes",
+                  trees, entries, (monotonic_ns() - started_ns) / 1'000'000,
+                  deleter_yielded_ns_ / 1'000'000);
       trees = 0;
       entries = 0;
       idle_cv_.notify_all();
@@ -681,8 +684,8 @@ base::Result<std::unique_ptr<Store>> Store::open(const std::string& root_in) {
   std::unique_ptr<Store> s(new Store(root, db));
   if (const char* m = ::getenv("CFN_SNAPSHOTTER_DELETER"); m != nullptr) {
     std::lock_guard lk(s->rm_mu_);
-    if (std::string_view(m) == "eager") {
-      s->deleter_mode_ = DeleterMode::kEager;
+    if (std::string_view(m) == "paced") {
+      s->deleter_mode_ = DeleterMode::kPaced;
     } else if (std::string_view(m) == "paused") {
       s->deleter_mode_ = DeleterMode::kPaused;
       s->rm_hold_ = true;

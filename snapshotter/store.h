@@ -248,12 +248,12 @@ class Store {
   std::atomic<int> syncing_{0};            // fdatasyncs of the WAL in flight
   int deleter_burst_ = 0;                  // the remover thread's own
   int64_t deleter_yielded_ns_ = 0;         // the remover thread's own, since the queue emptied
-  // CFN_SNAPSHOTTER_DELETER (bench and test knob, read once at open): "eager" removes
-  // without pacing (the behaviour before), "paused" holds every tree until a Cleanup or
-  // the store's close (bench/snapgc --deleter paused: what the removal costs without its
-  // directory deletion). Anything else, or unset: paced.
-  enum class DeleterMode { kPaced, kEager, kPaused };
-  DeleterMode deleter_mode_ = DeleterMode::kPaced;
+  // CFN_SNAPSHOTTER_DELETER (bench and test knob, read once at open): "paced" paces the
+  // unlinks (pace_deleter), "paused" holds every tree until a Cleanup or the store's close
+  // (bench/snapgc --deleter paused: what the removal costs without its directory
+  // deletion). Anything else, or unset: eager, at nice 19 and the idle I/O class only.
+  enum class DeleterMode { kEager, kPaced, kPaused };
+  DeleterMode deleter_mode_ = DeleterMode::kEager;
   bool rm_hold_ = false;  // kPaused and no Cleanup yet: the queue waits
   std::mutex rm_mu_;
   std::condition_variable rm_cv_;            // work queued, or stopping

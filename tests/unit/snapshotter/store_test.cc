@@ -204,9 +204,14 @@ TEST_F(StoreTest, RemovalsLeftAtCloseAreCleanedUp) {
   EXPECT_EQ(dirs(), (std::vector<std::string>{std::to_string(keep.id)}));
 }
 
-// The background removal yields to write calls, but boundedly: under a steady stream of
-// Prepares it still removes every tree, files, symlinks and nested directories alike.
+// The paced background removal (CFN_SNAPSHOTTER_DELETER=paced) yields to write calls, but
+// boundedly: under a steady stream of Prepares it still removes every tree, files, symlinks
+// and nested directories alike.
 TEST_F(StoreTest, PacedRemovalFinishesUnderSteadyWrites) {
+  store_.reset();
+  ::setenv("CFN_SNAPSHOTTER_DELETER", "paced", 1);
+  reopen();
+  ::unsetenv("CFN_SNAPSHOTTER_DELETER");
   auto keep = prepare("keep");
   for (int i = 0; i < 10; ++i) {
     std::string k = "k" + std::to_string(i);
