@@ -508,75 +508,6 @@ Store::Store(std::string root, sqlite3* db)
       st_(std::make_unique<Statements>()),
       remover_([this] { remover_loop(); }) {}
 
-namespace {
-int64_t monotonic_ns() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
-}  // namespace
-
-void Store::note_write() noexcept {
-  last_write_ns_.store(monotonic_ns(), std::memory_order_relaxed);
-}
-
-void Store::pace_deleter() {
-  if (deleter_mode_ != DeleterMode::kPaced) {
-    return;
-  }
-  if (++deleter_burst_ < kDeleterBurst) {
-    return;
-  }
-  deleter_burst_ = 0;
-  const int64_t quiet_ns = std::chrono::nanoseconds(kDeleterQuiet).count();
-  for (int n = 0; n < kDeleterMaxNaps; ++n) {
-    const int64_t now = monotonic_ns();
-    if (syncing_.load(std::memory_order_relaxed) == 0 &&
-        now - last_write_ns_.load(std::memory_order_relaxed) >= quiet_ns) {
-      return;
-    }
-    std::this_thread::sleep_for(kDeleterNap);
-    deleter_yielded_ns_ += monotonic_ns() - now;
-  }
-}
-
-size_t Store::remove_tree_paced(const std::string& path) {
-  char* argv[] = {const_cast<char*>(path.c_str()), nullptr};
-  FTS* fts = ::fts_open(argv, FTS_PHYSICAL | FTS_NOCHDIR | FTS_XDEV, nullptr);
-  if (fts == nullptr) {
-    spdlog::warn("removing {}: {}", path, std::strerror(errno));
-    return 0;
-  }
-  size_t removed = 0;
-  while (FTSENT* e = ::fts_read(fts)) {
-    int rc = 0;
-    switch (e->fts_info) {
-      case FTS_D:
-        continue;  // removed on the way out (FTS_DP)
-      case FTS_DP:
-        pace_deleter();
-        rc = ::rmdir(e->fts_accpath);
-        break;
-      case FTS_DNR:
-      case FTS_ERR:
-      case FTS_NS:
-        spdlog::warn("removing {}: {}", e->fts_path, std::strerror(e->fts_errno));
-        continue;
-      default:
-        pace_deleter();
-        rc = ::unlink(e->fts_accpath);
-        break;
-    }
-    if (rc != 0 && errno != ENOENT) {
-      spdlog::warn("removing {}: {}", e->fts_path, std::strerror(errno));
-    } else if (rc == 0) {
-      ++removed;
-    }
-  }
-  ::fts_close(fts);
-  return removed;
-}
-
 Store::~Store() {
   rst_.reset();
   ::sqlite3_close_v2(rdb_);
@@ -597,42 +528,23 @@ void Store::remover_loop() {
   // Removing a directory tree is no caller's business (the row is gone): it runs at the
   // lowest CPU priority and the idle I/O class, so that its unlinks and their journal
   // writes yield to the calls that wait (a Prepare's mkdir and fsync).
-  // CFN_SNAPSHOTTER_DELETER=paced paces its unlinks besides (pace_deleter); not the
-  // default: bench/snapgc showed no gain beyond its noise (docs/benchmarks.md).
   lower_priority();
   std::unique_lock lk(rm_mu_);
-  int64_t started_ns = 0;
-  size_t trees = 0;
-  size_t entries = 0;
   for (;;) {
-    rm_cv_.wait(lk, [this] { return rm_stop_ || (!rm_queue_.empty() && !rm_hold_); });
+    rm_cv_.wait(lk, [this] { return rm_stop_ || !rm_queue_.empty(); });
     if (rm_stop_) {
       rm_queue_.clear();
       rm_busy_.clear();
       idle_cv_.notify_all();
       return;
     }
-    if (trees == 0) {
-      started_ns = monotonic_ns();
-      deleter_yielded_ns_ = 0;
-    }
     std::string name = std::move(rm_queue_.front());
     rm_queue_.pop_front();
     lk.unlock();
-    entries += remove_tree_paced(snapshots_dir_ + "/" + name);
-    ++trees;
+    remove_tree(snapshots_dir_ + "/" + name);
     lk.lock();
     rm_busy_.erase(name);
     if (rm_busy_.empty()) {
-      // A large removal at info (how long its directories took); the usual one or two
-      // trees at debug.
-      spdlog::log(trees >= 100 ? spdlog::level::info : spdlog::level::debug,
-                  "removed {} snapshot directories ({} entries) in {} ms, {} ms of it "
-                  "yielded to writes",
-                  trees, entries, (monotonic_ns() - started_ns) / 1'000'000,
-                  deleter_yielded_ns_ / 1'000'000);
-      trees = 0;
-      entries = 0;
       idle_cv_.notify_all();
     }
   }
@@ -640,10 +552,6 @@ void Store::remover_loop() {
 
 void Store::drain_removals() {
   std::unique_lock lk(rm_mu_);
-  if (rm_hold_) {
-    rm_hold_ = false;
-    rm_cv_.notify_all();
-  }
   idle_cv_.wait(lk, [this] { return rm_busy_.empty(); });
 }
 
@@ -682,15 +590,6 @@ base::Result<std::unique_ptr<Store>> Store::open(const std::string& root_in) {
     return base::errorf(EIO, "opening {}: {}", db_path, msg);
   }
   std::unique_ptr<Store> s(new Store(root, db));
-  if (const char* m = ::getenv("CFN_SNAPSHOTTER_DELETER"); m != nullptr) {
-    std::lock_guard lk(s->rm_mu_);
-    if (std::string_view(m) == "paced") {
-      s->deleter_mode_ = DeleterMode::kPaced;
-    } else if (std::string_view(m) == "paused") {
-      s->deleter_mode_ = DeleterMode::kPaused;
-      s->rm_hold_ = true;
-    }
-  }
   CFN_TRY(s->init_schema().map_error([&](base::Error e) { return e.wrap(db_path); }));
   CFN_TRY(s->repair_directories());
   // The readers' connection: Stat, Mounts, List and Usage read the last committed state
@@ -829,11 +728,8 @@ base::Status Store::make_durable(uint64_t seq) {
   const uint64_t target = committed_seq_.load();
   started_seq_ = std::max(started_seq_, target);
   lk.unlock();
-  syncing_.fetch_add(1, std::memory_order_relaxed);
   const int rc = ::fdatasync(wal_fd_);
   const int err = errno;
-  note_write();
-  syncing_.fetch_sub(1, std::memory_order_relaxed);
   lk.lock();
   if (rc == 0) {
     synced_seq_ = std::max(synced_seq_, target);
@@ -1165,7 +1061,6 @@ void Store::remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch) {
 std::unique_lock<std::mutex> Store::writer_lock() {
   waiting_writers_.fetch_add(1);
   std::unique_lock lock(mu_);
-  note_write();
   if (waiting_writers_.fetch_sub(1) == 1) {
     std::lock_guard turn(turn_mu_);
     turn_cv_.notify_all();

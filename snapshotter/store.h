@@ -231,30 +231,6 @@ class Store {
 
   // The background removal of directories Remove renamed to rm-ID-N.
   void remover_loop();
-  // Removes one tree, pacing its unlinks with pace_deleter(); returns the entries removed.
-  size_t remove_tree_paced(const std::string& path);
-  // Called before each unlink of the background removal: while a write call is in flight
-  // (an fdatasync of the WAL running, or a writer took mu_ less than kDeleterQuiet ago) it
-  // sleeps, kDeleterNap at a time and at most kDeleterMaxNaps times per kDeleterBurst
-  // unlinks, so its journal writes do not share the disk with a caller's sync, and the
-  // removal still always progresses.
-  void pace_deleter();
-  void note_write() noexcept;
-  static constexpr std::chrono::microseconds kDeleterQuiet{3000};
-  static constexpr std::chrono::microseconds kDeleterNap{1000};
-  static constexpr int kDeleterMaxNaps = 4;
-  static constexpr int kDeleterBurst = 4;
-  std::atomic<int64_t> last_write_ns_{0};  // CLOCK_MONOTONIC of the last write activity
-  std::atomic<int> syncing_{0};            // fdatasyncs of the WAL in flight
-  int deleter_burst_ = 0;                  // the remover thread's own
-  int64_t deleter_yielded_ns_ = 0;         // the remover thread's own, since the queue emptied
-  // CFN_SNAPSHOTTER_DELETER (bench and test knob, read once at open): "paced" paces the
-  // unlinks (pace_deleter), "paused" holds every tree until a Cleanup or the store's close
-  // (bench/snapgc --deleter paused: what the removal costs without its directory
-  // deletion). Anything else, or unset: eager, at nice 19 and the idle I/O class only.
-  enum class DeleterMode { kEager, kPaced, kPaused };
-  DeleterMode deleter_mode_ = DeleterMode::kEager;
-  bool rm_hold_ = false;  // kPaused and no Cleanup yet: the queue waits
   std::mutex rm_mu_;
   std::condition_variable rm_cv_;            // work queued, or stopping
   std::condition_variable idle_cv_;          // rm_busy_ became empty

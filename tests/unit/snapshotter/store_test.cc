@@ -2,13 +2,11 @@
 #include "snapshotter/store.h"
 
 #include <gtest/gtest.h>
-#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -200,58 +198,6 @@ TEST_F(StoreTest, RemovalsLeftAtCloseAreCleanedUp) {
     prepare(k);
     ASSERT_TRUE(store_->remove(k));
   }
-  ASSERT_TRUE(store_->cleanup());
-  EXPECT_EQ(dirs(), (std::vector<std::string>{std::to_string(keep.id)}));
-}
-
-// The paced background removal (CFN_SNAPSHOTTER_DELETER=paced) yields to write calls, but
-// boundedly: under a steady stream of Prepares it still removes every tree, files, symlinks
-// and nested directories alike.
-TEST_F(StoreTest, PacedRemovalFinishesUnderSteadyWrites) {
-  store_.reset();
-  ::setenv("CFN_SNAPSHOTTER_DELETER", "paced", 1);
-  reopen();
-  ::unsetenv("CFN_SNAPSHOTTER_DELETER");
-  auto keep = prepare("keep");
-  for (int i = 0; i < 10; ++i) {
-    std::string k = "k" + std::to_string(i);
-    auto s = prepare(k);
-    const std::string fsd = fs_path(store_->root(), s.id);
-    fs::create_directories(fsd + "/a/b");
-    for (int f = 0; f < 30; ++f) {
-      std::ofstream(fsd + "/a/f" + std::to_string(f)) << "x";
-    }
-    fs::create_symlink("/nonexistent", fsd + "/a/b/link");
-    ASSERT_TRUE(store_->remove(k));
-  }
-  std::atomic<bool> stop{false};
-  std::thread writer([&] {
-    for (int i = 0; !stop.load(); ++i) {
-      prepare("w" + std::to_string(i));
-    }
-  });
-  store_->drain_removals();
-  stop.store(true);
-  writer.join();
-  for (const auto& d : dirs()) {
-    EXPECT_EQ(d.rfind("rm-", 0), std::string::npos) << d << " left";
-  }
-  EXPECT_TRUE(fs::exists(fs_path(store_->root(), keep.id)));
-}
-
-// CFN_SNAPSHOTTER_DELETER=paused (bench/snapgc's knob) holds the trees until Cleanup.
-TEST_F(StoreTest, PausedDeleterHoldsTreesUntilCleanup) {
-  store_.reset();
-  ::setenv("CFN_SNAPSHOTTER_DELETER", "paused", 1);
-  reopen();
-  ::unsetenv("CFN_SNAPSHOTTER_DELETER");
-  auto keep = prepare("keep");
-  auto gone = prepare("gone");
-  ASSERT_TRUE(store_->remove("gone"));
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  auto held = dirs();
-  ASSERT_EQ(held.size(), 2u);
-  EXPECT_EQ(held[1].rfind("rm-" + std::to_string(gone.id) + "-", 0), 0u) << held[1];
   ASSERT_TRUE(store_->cleanup());
   EXPECT_EQ(dirs(), (std::vector<std::string>{std::to_string(keep.id)}));
 }
