@@ -18,20 +18,12 @@ base::Result<std::shared_ptr<registry::Client>> ClientPool::get(const RegistryOp
   return shared;
 }
 
-std::uint64_t ClientPool::blob_refetches() {
+ClientPool::RefetchCounts ClientPool::blob_refetch_counts() {
   std::lock_guard lk(mu_);
-  std::uint64_t n = 0;
+  RefetchCounts n;
   for (const auto& [key, c] : clients_) {
-    n += c->blob_refetches();
-  }
-  return n;
-}
-
-std::uint64_t ClientPool::blob_refetch_successes() {
-  std::lock_guard lk(mu_);
-  std::uint64_t n = 0;
-  for (const auto& [key, c] : clients_) {
-    n += c->blob_refetch_successes();
+    n.refetches += c->blob_refetches();
+    n.successes += c->blob_refetch_successes();
   }
   return n;
 }

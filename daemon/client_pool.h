@@ -23,9 +23,13 @@ class ClientPool {
   // shared_ptr: the registry backends of bound images hold it too.
   [[nodiscard]] base::Result<std::shared_ptr<registry::Client>> get(const RegistryOptions& o,
                                                                     const registry::Reference& ref);
-  // Summed over the clients made so far (registry::Client's counters).
-  [[nodiscard]] std::uint64_t blob_refetches();
-  [[nodiscard]] std::uint64_t blob_refetch_successes();
+  // registry::Client's whole-blob refetch counters, summed over the clients made so far
+  // in one pass under the lock.
+  struct RefetchCounts {
+    std::uint64_t refetches = 0;
+    std::uint64_t successes = 0;
+  };
+  [[nodiscard]] RefetchCounts blob_refetch_counts();
 
  private:
   std::mutex mu_;  // guards clients_

@@ -1255,8 +1255,9 @@ class ServiceImpl final : public Service {
     m.verify_failures = c.verify_failures.load();
     m.refetches = c.refetches.load();
     m.refetch_successes = c.refetch_successes.load();
-    m.blob_refetches = clients_.blob_refetches();
-    m.blob_refetch_successes = clients_.blob_refetch_successes();
+    const ClientPool::RefetchCounts blob = clients_.blob_refetch_counts();
+    m.blob_refetches = blob.refetches;
+    m.blob_refetch_successes = blob.successes;
     m.prefetch_bytes = c.prefetch_bytes.load();
     m.prefetch_list_bytes = c.prefetch_list_bytes.load();
     m.readahead_bytes = c.readahead_bytes.load();
