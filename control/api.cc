@@ -17,8 +17,8 @@ namespace {
 using nlohmann::json;
 
 // An answer's text. Strings that are not UTF-8 (an error quoting bytes a registry sent; file
-// names in `accessed` are sent losslessly instead, see files_to_json) get U+FFFD where they break: nlohmann's default would throw, and
-// an exception out of an answer ends the daemon.
+// names in `accessed` are sent losslessly instead, see files_to_json) get U+FFFD where they break:
+// nlohmann's default would throw, and an exception out of an answer ends the daemon.
 std::string text_of(const json& j, int indent = -1) {
   return j.dump(indent, ' ', false, json::error_handler_t::replace);
 }

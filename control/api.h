@@ -192,14 +192,14 @@ struct LatencySummary {
 // One snapshot of the daemon's metrics: the JSON answer and the Prometheus text both
 // print it.
 struct Metrics {
-  std::uint64_t backend_bytes = 0;        // compressed bytes fetched from backends
-  std::uint64_t backend_requests = 0;     // backend range reads
-  std::uint64_t fill_requests = 0;        // fill calls from front ends
-  std::uint64_t hits = 0;                 // fills already fully present
-  std::uint64_t misses = 0;               // fills that fetched something
-  std::uint64_t verify_failures = 0;      // chunks whose digest did not match
-  std::uint64_t refetches = 0;            // of those, chunks fetched once more
-  std::uint64_t refetch_successes = 0;    // refetches that came back right
+  std::uint64_t backend_bytes = 0;      // compressed bytes fetched from backends
+  std::uint64_t backend_requests = 0;   // backend range reads
+  std::uint64_t fill_requests = 0;      // fill calls from front ends
+  std::uint64_t hits = 0;               // fills already fully present
+  std::uint64_t misses = 0;             // fills that fetched something
+  std::uint64_t verify_failures = 0;    // chunks whose digest did not match
+  std::uint64_t refetches = 0;          // of those, chunks fetched once more
+  std::uint64_t refetch_successes = 0;  // refetches that came back right
   // Whole registry blobs (bootstrap layers) fetched once more past the caches after a
   // digest mismatch, and those that came back right.
   std::uint64_t blob_refetches = 0;

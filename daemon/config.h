@@ -32,8 +32,8 @@ struct RegistryOptions {
   // mirror URL -> header name -> value, sent on every request to that mirror (never logged)
   std::map<std::string, std::map<std::string, std::string>> mirror_headers;
   std::uint64_t connect_timeout_ms = 5000;
-  std::uint64_t request_timeout_ms = 60000;          // whole request, per try
-  std::uint64_t stall_timeout_ms = 10000;            // no byte received for this long
+  std::uint64_t request_timeout_ms = 60000;  // whole request, per try
+  std::uint64_t stall_timeout_ms = 10000;    // no byte received for this long
   // A worker thread's cached connections are closed after this long unused (0: never).
   std::uint64_t idle_connection_timeout_ms = 60000;
   unsigned retries = 3;                              // after the first try

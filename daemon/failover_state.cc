@@ -138,8 +138,9 @@ base::Result<std::string> serialize_state(const std::vector<PersistedImage>& ima
     }
     list.push_back(std::move(j));
   }
-  CFN_ASSIGN_OR_RETURN(std::string text,
-                       base::json_text(json{{"version", kStateVersion}, {"images", list}}, "state"));
+  CFN_ASSIGN_OR_RETURN(
+      std::string text,
+      base::json_text(json{{"version", kStateVersion}, {"images", list}}, "state"));
   return text + "\n";
 }
 

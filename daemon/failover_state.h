@@ -71,8 +71,8 @@ struct PersistedImage {
   std::string blob_dir;   // a local image; empty for a registry image
   std::string reference;  // a registry image; empty for a local one
   std::string manifest_digest;
-  RegistryOptions registry;           // the options the bind used (registry images)
-  std::optional<PersistedFuse> fuse;  // FUSE images only
+  RegistryOptions registry;             // the options the bind used (registry images)
+  std::optional<PersistedFuse> fuse;    // FUSE images only
   std::optional<PersistedWatch> watch;  // fanotify images only, once mounted
 };
 
