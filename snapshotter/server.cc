@@ -134,27 +134,30 @@ std::vector<Method> methods_of(Service& s) {
   return m;
 }
 
-struct Job {
-  uint64_t conn = 0;
-  int32_t stream = 0;
-  const Method* method = nullptr;
-  std::string request;
-  std::optional<Clock::time_point> deadline;
-};
-
-struct Done {
-  uint64_t conn = 0;
-  int32_t stream = 0;
-  GrpcReply reply;
-};
-
+// One client connection. The loop and the workers both write to it (a worker sends the
+// reply of the call it ran), so mu guards everything below it but `timer`, which only the
+// loop touches. Held by the loop's map and by each job of the connection in flight: a
+// worker whose client went away finds it dead and drops the reply.
 struct Conn {
+  std::mutex mu;
   base::UniqueFd fd;
   std::unique_ptr<H2Connection> h2;
   uint32_t events = 0;  // what epoll watches for
   bool dead = false;
-  // Its h2's earliest deadline as keyed in Loop::timers (nullopt: not there).
+  // Loop thread only: its h2's earliest deadline as keyed in Loop::timers (nullopt: not
+  // there). A worker's reply drops a stream's deadline without touching it, so it may be
+  // earlier than h2's: the loop then wakes once for nothing (expire finds no stream due)
+  // and rearms. It is never later, since only the loop adds streams.
   std::optional<Clock::time_point> timer;
+};
+
+struct Job {
+  std::shared_ptr<Conn> conn;  // shared with the loop's map: see Conn
+  uint64_t conn_id = 0;
+  int32_t stream = 0;
+  const Method* method = nullptr;
+  std::string request;
+  std::optional<Clock::time_point> deadline;
 };
 
 }  // namespace
@@ -163,23 +166,22 @@ struct Server::Loop {
   std::vector<Method> methods;
   base::UniqueFd listen;
   base::UniqueFd epoll;
-  base::UniqueFd wake;  // eventfd: workers' replies and shutdown
-  std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns;
+  base::UniqueFd wake;  // eventfd: shutdown, and a worker's last reply while draining
+  std::unordered_map<uint64_t, std::shared_ptr<Conn>> conns;
   // (earliest deadline, connection id) of each connection with a stream waiting on a
   // deadline: the loop's timeout is the front, never a scan of every stream. pump() keeps a
   // connection's entry right (every change to its streams is followed by a pump).
   std::set<std::pair<Clock::time_point, uint64_t>> timers;
-  bool reap = false;  // a connection was closed: the loop erases the dead ones
+  // A connection was closed (by the loop or a worker): the loop erases the dead ones.
+  std::atomic<bool> reap{false};
   uint64_t next_id = 2;  // 0 and 1 are kListenTag and kWakeTag
-  size_t jobs_out = 0;   // jobs pushed whose Done has not come back (loop thread only)
+  std::atomic<size_t> jobs_out{0};  // jobs pushed whose reply has not been sent
   base::WorkerPool<Job> pool;
   // Remove and Cleanup: a Remove waits for its batch's commit (store.h), a Cleanup for the
   // background removals, and many at once (containerd's GC, `ctr image rm` of many
   // images) took every worker while a Prepare waited in the queue for one (bench/snapgc:
   // that wait was most of what removal added to Prepare + Commit).
   base::WorkerPool<Job> rm_pool;
-  std::mutex mu;
-  std::vector<Done> done;  // under mu
   std::atomic<bool> stop{false};
   std::atomic<std::chrono::system_clock::rep> stop_deadline{0};
   char buf[64 << 10];
@@ -203,21 +205,35 @@ struct Server::Loop {
     }
   }
 
+  // On a worker: runs the call and sends its reply on the connection itself. Handing the
+  // reply back to the loop cost a second thread wake-up on the call's critical path, which
+  // waits for a time slice when the cores are busy (docs/benchmarks.md, bench/snapshotter).
+  // The loop keeps its epoll watch and timer right: send_and_watch sets EPOLLOUT when the
+  // socket is full, and a stale timer only wakes the loop once (Conn::timer).
   void work(Job& j) {
-    Done d{j.conn, j.stream, {}};
+    GrpcReply reply;
     if (j.deadline && *j.deadline <= Clock::now()) {
-      d.reply.status =
-          RpcStatus(RpcCode::DEADLINE_EXCEEDED, "deadline exceeded before the call ran");
+      reply.status = RpcStatus(RpcCode::DEADLINE_EXCEEDED, "deadline exceeded before the call ran");
     } else {
-      d.reply = j.method->run(j.request);
+      reply = j.method->run(j.request);
     }
     {
-      std::lock_guard lk(mu);
-      done.push_back(std::move(d));
+      std::lock_guard lk(j.conn->mu);
+      Conn& c = *j.conn;
+      if (!c.dead) {  // else the client went away while the call ran
+        c.h2->complete(j.stream, std::move(reply));
+        send_and_watch(j.conn_id, c);
+      }
     }
-    notify();
+    j.conn.reset();
+    // Draining: the loop counts the jobs out and must look again after the last one.
+    if (jobs_out.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
+        stop.load(std::memory_order_acquire)) {
+      notify();
+    }
   }
 
+  // Runs inside c.h2->recv(), with c.mu held by the loop.
   std::optional<GrpcReply> dispatch(uint64_t id, H2Connection::Call&& call) {
     const Method* m = find(call.path);
     if (m == nullptr) {
@@ -226,22 +242,27 @@ struct Server::Loop {
     if (m->on_loop) {
       return m->run(call.request);
     }
-    ++jobs_out;
+    auto it = conns.find(id);
+    if (it == conns.end()) {  // not expected: recv runs on a connection in the map
+      return GrpcReply{RpcStatus(RpcCode::INTERNAL, "connection not found"), {}};
+    }
+    jobs_out.fetch_add(1, std::memory_order_acq_rel);
     (m->removal ? rm_pool : pool)
-        .push(Job{id, call.stream_id, m, std::move(call.request), call.deadline});
+        .push(Job{it->second, id, call.stream_id, m, std::move(call.request), call.deadline});
     return std::nullopt;
   }
 
+  // With c.mu held, on the loop or a worker.
   void close(Conn& c) {
     if (!c.dead) {
       c.dead = true;
-      reap = true;
+      reap.store(true, std::memory_order_release);
       ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, c.fd.get(), nullptr);
       c.fd.reset();
     }
   }
 
-  // The connection's entry in timers, after its streams changed.
+  // The connection's entry in timers, after its streams changed. Loop thread, c.mu held.
   void rearm(uint64_t id, Conn& c) {
     const auto want = c.dead ? std::nullopt : c.h2->next_deadline();
     if (want == c.timer) {
@@ -257,12 +278,13 @@ struct Server::Loop {
   }
 
   // Writes what the connection has to send, then watches for what it needs next, and
-  // rearms its timer.
+  // rearms its timer. Loop thread, c.mu held.
   void pump(uint64_t id, Conn& c) {
     send_and_watch(id, c);
     rearm(id, c);
   }
 
+  // c.mu held (loop or worker).
   void send_and_watch(uint64_t id, Conn& c) {
     if (c.dead) {
       return;
@@ -307,6 +329,7 @@ struct Server::Loop {
     }
   }
 
+  // c.mu held.
   void read_from(uint64_t id, Conn& c) {
     // A few reads at most, so one busy peer does not starve the others.
     for (int i = 0; i < 4 && !c.dead && c.h2->wants_read(); ++i) {
@@ -363,7 +386,7 @@ struct Server::Loop {
         spdlog::warn("connection: {}", h2.error().to_string());
         continue;
       }
-      auto c = std::make_unique<Conn>();
+      auto c = std::make_shared<Conn>();
       c->fd = std::move(cfd);
       c->h2 = std::move(*h2);
       c->events = EPOLLIN;
@@ -375,27 +398,14 @@ struct Server::Loop {
       }
       auto& ref = *c;
       conns.emplace(id, std::move(c));
+      std::lock_guard lk(ref.mu);
       pump(id, ref);  // our SETTINGS
     }
   }
 
-  void take_done() {
+  void drain_wake() {
     uint64_t n = 0;
     while (::read(wake.get(), &n, sizeof n) < 0 && errno == EINTR) {
-    }
-    std::vector<Done> ds;
-    {
-      std::lock_guard lk(mu);
-      ds.swap(done);
-    }
-    for (auto& d : ds) {
-      --jobs_out;
-      auto it = conns.find(d.conn);
-      if (it == conns.end() || it->second->dead) {
-        continue;  // the client went away while the call ran
-      }
-      it->second->h2->complete(d.stream, std::move(d.reply));
-      pump(d.conn, *it->second);
     }
   }
 
@@ -409,6 +419,7 @@ struct Server::Loop {
         ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, listen.get(), nullptr);
         listen.reset();
         for (auto& [id, c] : conns) {
+          std::lock_guard lk(c->mu);
           c->h2->goaway();
           pump(id, *c);
         }
@@ -419,8 +430,9 @@ struct Server::Loop {
       }
       int timeout = -1;
       if (draining) {
-        bool busy = jobs_out > 0;
+        bool busy = jobs_out.load(std::memory_order_acquire) > 0;
         for (auto& [id, c] : conns) {
+          std::lock_guard lk(c->mu);
           busy = busy || (!c->dead && (c->h2->open_streams() > 0 || !c->h2->out().empty()));
         }
         auto left = std::chrono::system_clock::duration(stop_deadline.load()) -
@@ -450,14 +462,18 @@ struct Server::Loop {
           continue;
         }
         if (tag == kWakeTag) {
-          take_done();
+          drain_wake();
           continue;
         }
         auto it = conns.find(tag);
-        if (it == conns.end() || it->second->dead) {
+        if (it == conns.end()) {
           continue;
         }
         Conn& c = *it->second;
+        std::lock_guard lk(c.mu);
+        if (c.dead) {
+          continue;
+        }
         if ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0 && c.h2->wants_read()) {
           read_from(tag, c);
         } else {
@@ -474,22 +490,28 @@ struct Server::Loop {
         }
         Conn& c = *it->second;
         c.timer.reset();
+        std::lock_guard lk(c.mu);
         if (!c.dead) {
           c.h2->expire(now);  // every stream due: its next deadline is after now
           pump(id, c);
         }
       }
-      if (reap) {  // not a walk of every connection each turn
-        reap = false;
+      if (reap.exchange(false, std::memory_order_acq_rel)) {  // not a walk every turn
         std::erase_if(conns, [this](const auto& kv) {
-          if (kv.second->dead && kv.second->timer) {
+          bool dead = false;
+          {
+            std::lock_guard lk(kv.second->mu);
+            dead = kv.second->dead;
+          }
+          if (dead && kv.second->timer) {
             timers.erase({*kv.second->timer, kv.first});
           }
-          return kv.second->dead;
+          return dead;
         });
       }
     }
     for (auto& [id, c] : conns) {
+      std::lock_guard lk(c->mu);
       close(*c);
     }
     conns.clear();

@@ -3,10 +3,11 @@
 // event-loop thread (epoll): it accepts, reads, runs the fast calls (Stat, Mounts) inline and
 // writes, so a call is answered on the thread that read it, with no hand-off. The slow calls
 // (Prepare, View, Commit, Remove, Update, List, Usage, Cleanup: fsync, mounts, daemon binds,
-// directory walks) go to a pool of kWorkers threads, which post their replies back to the
-// loop through an eventfd; the loop never waits for them. Remove and Cleanup have kWorkers
-// threads of their own: Removes waiting for their batch's commit never leave a Prepare
-// queued for a worker.
+// directory walks) go to a pool of kWorkers threads; the worker that ran a call writes its
+// reply on the connection itself (each connection has a lock the loop and the workers take
+// around its HTTP/2 state and socket), so a call crosses threads once, not twice; the loop
+// never waits for a worker. Remove and Cleanup have kWorkers threads of their own: Removes
+// waiting for their batch's commit never leave a Prepare queued for a worker.
 //
 // A handler that throws is answered UNKNOWN with the exception's text. A method the service
 // does not have is answered UNIMPLEMENTED.
