@@ -174,7 +174,7 @@ struct Server::Loop {
   std::set<std::pair<Clock::time_point, uint64_t>> timers;
   // A connection was closed (by the loop or a worker): the loop erases the dead ones.
   std::atomic<bool> reap{false};
-  uint64_t next_id = 2;  // 0 and 1 are kListenTag and kWakeTag
+  uint64_t next_id = 2;             // 0 and 1 are kListenTag and kWakeTag
   std::atomic<size_t> jobs_out{0};  // jobs pushed whose reply has not been sent
   base::WorkerPool<Job> pool;
   // Remove and Cleanup: a Remove waits for its batch's commit (store.h), a Cleanup for the
