@@ -296,6 +296,58 @@ TEST_F(ServiceTest, ManyConcurrentCallsOnManyConnections) {
   EXPECT_EQ(ok.load(), 160);
 }
 
+// A worker writes the reply of the call it ran on the connection itself: a client that
+// goes away while its calls run (some of them past a 1 us deadline, which the loop answers
+// first) leaves the workers a dead connection, and the server goes on for the others.
+TEST_F(ServiceTest, ClientGoneWhileItsCallsRun) {
+  for (int round = 0; round < 4; ++round) {
+    auto fd = base::connect_unix(sock_, SOCK_STREAM);
+    ASSERT_TRUE(fd) << fd.error().to_string();
+    std::string bytes("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+    bytes += frame(0x4, 0, 0, "");  // SETTINGS
+    for (uint32_t i = 0; i < 40; ++i) {
+      std::string headers =
+          literal(":method", "POST") + literal(":scheme", "http") +
+          literal(":path", "/containerd.services.snapshots.v1.Snapshots/Prepare") +
+          literal(":authority", "x") + literal("content-type", "application/grpc");
+      if (i % 2 == 1) {
+        headers += literal("grpc-timeout", "1u");
+      }
+      api::PrepareSnapshotRequest req;
+      req.set_key("gone-" + std::to_string(round) + "-" + std::to_string(i));
+      std::string msg = req.SerializeAsString();
+      const uint32_t id = 2 * i + 1;
+      bytes += frame(0x1, 0x4, id, headers);
+      bytes +=
+          frame(0x0, 0x1, id, std::string(1, '\0') + be32(static_cast<uint32_t>(msg.size())) + msg);
+    }
+    ASSERT_EQ(::send(fd->get(), bytes.data(), bytes.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(bytes.size()));
+    if (round % 2 == 1) {
+      char c;
+      ASSERT_GT(::recv(fd->get(), &c, 1, 0), 0);  // the server is answering: go now
+    }
+    fd->reset();
+    // The others' calls go on, on the loop (Stat) and on the workers (Prepare).
+    api::PrepareSnapshotResponse r;
+    ASSERT_TRUE(prepare("after-" + std::to_string(round), "", &r).ok());
+    grpc::ClientContext ctx;
+    api::StatSnapshotRequest sreq;
+    sreq.set_key("after-" + std::to_string(round));
+    api::StatSnapshotResponse sresp;
+    EXPECT_TRUE(stub_->Stat(&ctx, sreq, &sresp).ok());
+  }
+  // Every Prepare that ran left a whole snapshot, which Remove takes.
+  for (int round = 0; round < 4; ++round) {
+    for (int i = 0; i < 40; ++i) {
+      const std::string key = "gone-" + std::to_string(round) + "-" + std::to_string(i);
+      auto st = remove(key);  // NOT_FOUND: it never ran (or runs still)
+      EXPECT_TRUE(st.ok() || st.error_code() == grpc::StatusCode::NOT_FOUND)
+          << key << ": " << st.error_message();
+    }
+  }
+}
+
 TEST_F(ServiceTest, UnknownMethodIsUnimplemented) {
   auto channel = grpc::CreateChannel("unix:" + sock_, grpc::InsecureChannelCredentials());
   grpc::GenericStub generic(channel);
