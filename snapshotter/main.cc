@@ -107,6 +107,9 @@ int fail(std::string_view what) {
   return 1;
 }
 
+// Everything from the store on, until a stop signal has been served; the exit status.
+int serve(const snapshotter::Options& opts, const snapshotter::NydusdSettings& nydusd);
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -222,7 +225,20 @@ int main(int argc, char** argv) {
     spdlog::warn("{}: unknown key {} ignored", config_file, k);
   }
   snapshotter::init_crash_points();
+  const int rc = serve(opts, nydusd);
+  if (rc == 0) {
+    spdlog::info("exited cleanly");
+  }
+  // Only now: every object of serve() is gone, and with them every thread that logs (the
+  // store's removal thread may log while its destructor joins it). spdlog::shutdown() drops
+  // the default logger, and a line logged after it is a call through a null pointer.
+  spdlog::shutdown();
+  return rc;
+}
 
+namespace {
+
+int serve(const snapshotter::Options& opts, const snapshotter::NydusdSettings& nydusd) {
   // Before any thread: only sigwait below takes these.
   const sigset_t set = base::block_stop_signals();
 
@@ -315,7 +331,10 @@ int main(int argc, char** argv) {
   metrics_http.reset();
   images->reset();
   ::unlink(opts.address.c_str());
-  spdlog::info("exited cleanly");
-  spdlog::shutdown();
+  // The rest goes in the reverse order of its making as this returns: the service, then
+  // the store, whose destructor joins its removal thread (which finishes the directory
+  // tree it is removing first).
   return 0;
 }
+
+}  // namespace
