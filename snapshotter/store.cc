@@ -728,20 +728,37 @@ base::Status Store::make_durable(uint64_t seq) {
   const uint64_t target = committed_seq_.load();
   started_seq_ = std::max(started_seq_, target);
   lk.unlock();
-  const int rc = ::fdatasync(wal_fd_);
-  const int err = errno;
+  int rc = ::fdatasync(wal_fd_);
+  int err = errno;
+  std::string what = "fdatasync " + root_ + "/metadata.db-wal";
+  if (rc == 0 && !holds_wal()) {
+    // Our sync went to a file that is no longer the WAL a restart reads: the frames it
+    // covered are not where SQLite will look for them.
+    rc = -1;
+    err = EIO;
+    what = root_ + "/metadata.db-wal is no longer the file the store synced (removed or "
+                   "replaced behind its back)";
+  }
   lk.lock();
   if (rc == 0) {
     synced_seq_ = std::max(synced_seq_, target);
   } else {
     sync_failed_ = true;
-    spdlog::error("fdatasync {}/metadata.db-wal: {}", root_, std::strerror(err));
+    spdlog::error("{}: {}", what, std::strerror(err));
   }
   sync_cv_.notify_all();
   if (rc != 0) {
-    return base::errno_error(err, "fdatasync " + root_ + "/metadata.db-wal");
+    return base::errno_error(err, what);
   }
   return {};
+}
+
+bool Store::holds_wal() const {
+  struct stat held {};
+  struct stat named {};
+  const std::string wal = root_ + "/metadata.db-wal";
+  return ::fstat(wal_fd_, &held) == 0 && ::stat(wal.c_str(), &named) == 0 &&
+         held.st_dev == named.st_dev && held.st_ino == named.st_ino && held.st_nlink > 0;
 }
 
 base::Result<Snapshot> Store::create(Kind kind, std::string_view key, std::string_view parent,

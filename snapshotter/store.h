@@ -170,10 +170,16 @@ class Store {
   uint64_t committed();
   // Returns once every transaction up to seq is on disk: fdatasync of the WAL, shared by
   // every caller whose transaction committed before it started; a caller whose
-  // transaction came after the syncs in flight starts its own at once. EIO when it fails, and for
-  // every later call: after a failed fsync what reached the disk is unknown, so the store refuses
-  // to go on.
+  // transaction came after the syncs in flight starts its own at once. The fdatasync's
+  // errno when it fails (EIO when the WAL is no longer the file it synced: holds_wal), and
+  // EIO for every later call: after a failed fsync what reached the disk is unknown, so the
+  // store refuses to go on.
   [[nodiscard]] base::Status make_durable(uint64_t seq);
+  // wal_fd_ is still the file ROOT/metadata.db-wal names (same device and inode, not
+  // unlinked). SQLite itself never changes it while the store is open (init_schema); this
+  // catches a hand from outside (a removed or replaced WAL), after which a restart would
+  // not find the frames make_durable() synced.
+  [[nodiscard]] bool holds_wal() const;
   // The ancestors of snapshot id (nearest first), from parents_ as far as it knows them,
   // else from st's connection in the caller's transaction (which fills parents_ in).
   [[nodiscard]] base::Result<std::vector<int64_t>> ancestors(Statements& st, int64_t id);

@@ -614,6 +614,44 @@ TEST_F(StoreTest, OpenMakesLostDirectoriesOfActiveSnapshotsAndViewsAgain) {
   EXPECT_TRUE(store_->commit("a-c", "a", {}));
 }
 
+// The WAL replaced behind the store's back: the descriptor make_durable() syncs is no
+// longer the file a restart reads, so the call that synced answers EIO and the store
+// refuses every change after it (Cleanup too), as after a failed fdatasync. With the
+// original WAL back in place a new store has everything the answered calls committed.
+TEST_F(StoreTest, ReplacedWalFailsTheSyncAndTheStoreRefusesAfterIt) {
+  prepare("a");
+  commit("A", "a");
+  prepare("x");
+  const std::string wal = store_->root() + "/metadata.db-wal";
+  const std::string kept = wal + ".kept";
+  ASSERT_EQ(::rename(wal.c_str(), kept.c_str()), 0);
+  std::ofstream(wal).put('\0');
+  auto b = store_->create(Kind::kActive, "b", "A", {});
+  ASSERT_FALSE(b);
+  EXPECT_EQ(b.error().code, EIO);
+  EXPECT_NE(b.error().message.find("no longer the file the store synced"), std::string::npos)
+      << b.error().message;
+  auto c = store_->create(Kind::kActive, "c", "A", {});
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("failed earlier"), std::string::npos) << c.error().message;
+  auto rm = store_->remove("x");
+  ASSERT_FALSE(rm);
+  EXPECT_EQ(rm.error().code, EIO);
+  auto cleaned = store_->cleanup();
+  ASSERT_FALSE(cleaned);
+  EXPECT_NE(cleaned.error().message.find("failed earlier"), std::string::npos);
+
+  store_.reset();
+  ASSERT_EQ(::rename(kept.c_str(), wal.c_str()), 0);
+  reopen();
+  auto a = store_->stat("A");
+  ASSERT_TRUE(a) << a.error().to_string();
+  EXPECT_EQ(a->kind, Kind::kCommitted);
+  EXPECT_TRUE(store_->cleanup());
+  prepare("d", "A");
+  commit("D", "d");
+}
+
 TEST(StoreOpen, RejectsBadRoots) {
   EXPECT_EQ(Store::open("relative/root").error().code, EINVAL);
   EXPECT_EQ(Store::open("/tmp/a:b").error().code, EINVAL);
