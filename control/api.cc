@@ -182,6 +182,12 @@ json request_json(const Request& r) {
           return {{"op", "status"}};
         } else if constexpr (std::is_same_v<T, StopRequest>) {
           return {{"op", "stop"}};
+        } else if constexpr (std::is_same_v<T, PrefetchRequest>) {
+          json j{{"op", "prefetch"}, {"reference", q.reference}, {"bootstrap", q.bootstrap}};
+          if (q.registry) {
+            j["registry"] = overrides_json(*q.registry);
+          }
+          return j;
         } else {
           static_assert(std::is_same_v<T, MetricsRequest>);
           json j{{"op", "metrics"}};
@@ -706,6 +712,18 @@ base::Result<Request> request_from_json(std::string_view text) {
   if (op == "stop") {
     return StopRequest{};
   }
+  if (op == "prefetch") {
+    PrefetchRequest p;
+    CFN_ASSIGN_OR_RETURN(p.reference, f.string("reference"));
+    CFN_ASSIGN_OR_RETURN(p.bootstrap, f.string("bootstrap"));
+    if (p.reference.empty() || p.bootstrap.empty()) {
+      return base::make_error(EINVAL, "prefetch: \"reference\" and \"bootstrap\" must not be empty");
+    }
+    if (const json* r = f.find("registry"); r != nullptr) {
+      CFN_ASSIGN_OR_RETURN(p.registry, overrides_from(*r));
+    }
+    return p;
+  }
   if (op == "metrics") {
     MetricsRequest m;
     m.prometheus = j.contains("format") && j["format"] == "prometheus";
@@ -807,6 +825,19 @@ json status_json(const StatusAnswer& a) {
 
 std::string to_json(const StatusAnswer& a) {
   return answer(status_json(a));
+}
+
+std::string to_json(const PrefetchAnswer& a) {
+  return answer({{"blobs", a.blobs}, {"chunks", a.chunks}});
+}
+
+base::Result<PrefetchAnswer> prefetch_from_json(std::string_view text) {
+  CFN_ASSIGN_OR_RETURN(auto j, answer_object(text));
+  const base::JsonFields f(j, "");
+  PrefetchAnswer a;
+  CFN_TRY(as_proto(f.read(std::string_view("blobs"), a.blobs, 0, UINT64_MAX)));
+  CFN_TRY(as_proto(f.read(std::string_view("chunks"), a.chunks, 0, UINT64_MAX)));
+  return a;
 }
 
 base::Result<StatusAnswer> status_from_json(std::string_view text) {

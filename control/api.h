@@ -23,6 +23,9 @@
 //   {"op":"status"}                        -> {"ok":true, STATUS}
 //   {"op":"stop"}                          -> {"ok":true,"pid":N,"frontend":NAME}, then the
 //                                             daemon unmounts every image and exits
+//   {"op":"prefetch","reference":REF,"bootstrap":PATH[,"registry":{overrides}]}
+//                                          -> {"ok":true,"blobs":N,"chunks":N}  (the
+//                                             bootstrap's prefetch list queued; no mount)
 //
 // The daemon serves it (daemon/service.cc), its CLI and the snapshotter call it
 // (control/client.h). Decoding is strict about types and required fields and ignores
@@ -126,9 +129,21 @@ struct StopRequest {
   friend bool operator==(const StopRequest&, const StopRequest&) = default;
 };
 
+// Fetch the chunks of a registry image's prefetch list (its bootstrap's prefetch table)
+// into the blob cache, verified as a bind's are, without mounting anything: the
+// snapshotter sends it when a pull commits the image's bootstrap layer, so a later bind
+// finds the chunks present (or joins their fetches). The answer comes once the list is
+// queued, not fetched. bootstrap: the local copy (an absolute path of a regular file).
+struct PrefetchRequest {
+  std::string reference;
+  std::string bootstrap;
+  std::optional<RegistryOverrides> registry;
+  friend bool operator==(const PrefetchRequest&, const PrefetchRequest&) = default;
+};
+
 using Request = std::variant<PingRequest, BindRequest, UnbindRequest, ListRequest, AccessedRequest,
                              MetricsRequest, CacheLsRequest, CacheGcRequest, CacheRmRequest,
-                             StatusRequest, StopRequest>;
+                             StatusRequest, StopRequest, PrefetchRequest>;
 
 // ---- answers ----
 
@@ -163,6 +178,15 @@ struct StatusAnswer {
   std::string socket;
   std::string metrics_address;  // the bound HTTP endpoint; empty: off
   friend bool operator==(const StatusAnswer&, const StatusAnswer&) = default;
+};
+
+// What a prefetch request queued: the image's blobs and its listed chunks (those present
+// or in flight are skipped when their turn comes; 0 chunks: no prefetch list, no blob
+// opened, nothing fetched).
+struct PrefetchAnswer {
+  std::uint64_t blobs = 0;
+  std::uint64_t chunks = 0;
+  friend bool operator==(const PrefetchAnswer&, const PrefetchAnswer&) = default;
 };
 
 // A bound image (bind's answer, list's entries).
@@ -309,6 +333,7 @@ struct GcAnswer {
 [[nodiscard]] std::string to_json(const CacheListing& l);               // cache_ls
 [[nodiscard]] std::string to_json(const GcAnswer& g);                   // cache_gc
 [[nodiscard]] std::string to_json(const StatusAnswer& a);               // status
+[[nodiscard]] std::string to_json(const PrefetchAnswer& a);             // prefetch
 // "ok": false with the error's errno and text.
 [[nodiscard]] std::string error_to_json(const base::Error& e);
 
@@ -324,6 +349,7 @@ struct GcAnswer {
 [[nodiscard]] base::Result<CacheListing> cache_listing_from_json(std::string_view text);
 [[nodiscard]] base::Result<GcAnswer> gc_from_json(std::string_view text);
 [[nodiscard]] base::Result<StatusAnswer> status_from_json(std::string_view text);
+[[nodiscard]] base::Result<PrefetchAnswer> prefetch_from_json(std::string_view text);
 
 // Pretty JSON for people (the CLI): the answer's fields without "ok", indented by 2.
 [[nodiscard]] std::string pretty_images(const std::vector<ImageInfo>& images);

@@ -65,6 +65,11 @@ base::Result<StatusAnswer> Client::status() const {
   return status_from_json(a);
 }
 
+base::Result<PrefetchAnswer> Client::prefetch(const PrefetchRequest& r) const {
+  CFN_ASSIGN_OR_RETURN(auto a, call(r));
+  return prefetch_from_json(a);
+}
+
 base::Result<PingAnswer> Client::stop() const {
   CFN_ASSIGN_OR_RETURN(auto a, call(StopRequest{}));
   return ping_from_json(a);

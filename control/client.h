@@ -33,6 +33,8 @@ class Client {
   [[nodiscard]] base::Result<GcAnswer> cache_gc(bool dry_run) const;
   [[nodiscard]] base::Status cache_rm(const std::string& id) const;
   [[nodiscard]] base::Result<StatusAnswer> status() const;
+  // The image's prefetch list queued in the daemon's cache (see PrefetchRequest).
+  [[nodiscard]] base::Result<PrefetchAnswer> prefetch(const PrefetchRequest& r) const;
   // The daemon's pid: it has begun to stop (see StopRequest).
   [[nodiscard]] base::Result<PingAnswer> stop() const;
 

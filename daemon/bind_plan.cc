@@ -27,6 +27,45 @@ base::Result<std::string> real_dir(const std::string& p, const char* what) {
   return r;
 }
 
+namespace {
+
+// The image's bootstrap, already local (the snapshotter's unpacked bootstrap layer).
+base::Status check_local_bootstrap(const std::string& path) {
+  struct stat st {};
+  if (path.empty() || path.front() != '/' || ::stat(path.c_str(), &st) != 0 ||
+      !S_ISREG(st.st_mode)) {
+    return base::errorf(EINVAL, "bootstrap {} is not an absolute path of a regular file", path);
+  }
+  return {};
+}
+
+base::Result<registry::Reference> parse_reference(const std::string& text) {
+  auto r = registry::Reference::parse(text);
+  if (!r) {
+    return base::Unexpected(r.error().wrap("reference '" + text + "'"));
+  }
+  return r;
+}
+
+base::Result<RegistryOptions> with_overrides(const std::optional<control::RegistryOverrides>& o,
+                                             const RegistryOptions& defaults) {
+  if (!o) {
+    return defaults;
+  }
+  CFN_ASSIGN_OR_RETURN(const std::string text, control::to_json(*o));
+  return parse_registry_options(text, defaults);
+}
+
+}  // namespace
+
+base::Result<PrefetchPlan> plan_prefetch(const control::PrefetchRequest& req,
+                                         const RegistryOptions& defaults) {
+  CFN_ASSIGN_OR_RETURN(auto ref, parse_reference(req.reference));
+  CFN_ASSIGN_OR_RETURN(auto ropts, with_overrides(req.registry, defaults));
+  CFN_TRY(check_local_bootstrap(req.bootstrap));
+  return PrefetchPlan{std::move(ref), std::move(ropts), req.bootstrap};
+}
+
 base::Result<BindPlan> plan_bind(const control::BindRequest& req, const BindOffer& offer) {
   BindPlan p;
   p.frontend = offer.default_frontend;
@@ -51,25 +90,12 @@ base::Result<BindPlan> plan_bind(const control::BindRequest& req, const BindOffe
   p.domain_id = req.domain_id;
   p.registry = offer.registry;
   if (!req.reference.empty()) {
-    auto r = registry::Reference::parse(req.reference);
-    if (!r) {
-      return base::Unexpected(r.error().wrap("reference '" + req.reference + "'"));
-    }
-    p.ref = std::move(*r);
-    if (req.registry) {
-      CFN_ASSIGN_OR_RETURN(const std::string text, control::to_json(*req.registry));
-      CFN_ASSIGN_OR_RETURN(p.registry, parse_registry_options(text, p.registry));
-    }
+    CFN_ASSIGN_OR_RETURN(p.ref, parse_reference(req.reference));
+    CFN_ASSIGN_OR_RETURN(p.registry, with_overrides(req.registry, p.registry));
   }
   CFN_ASSIGN_OR_RETURN(p.mountpoint, real_dir(req.mountpoint, "mountpoint"));
   if (p.ref && !req.bootstrap.empty()) {
-    // The image's bootstrap, already local (the snapshotter's unpacked bootstrap layer).
-    struct stat st {};
-    if (req.bootstrap.front() != '/' || ::stat(req.bootstrap.c_str(), &st) != 0 ||
-        !S_ISREG(st.st_mode)) {
-      return base::errorf(EINVAL, "bootstrap {} is not an absolute path of a regular file",
-                          req.bootstrap);
-    }
+    CFN_TRY(check_local_bootstrap(req.bootstrap));
     p.bootstrap = req.bootstrap;
   }
   if (!p.ref) {

@@ -40,6 +40,19 @@ struct BindPlan {
 [[nodiscard]] base::Result<BindPlan> plan_bind(const control::BindRequest& req,
                                                const BindOffer& offer);
 
+// A prefetch request (control::PrefetchRequest): the image's reference, the registry
+// options over the daemon's defaults, and its local bootstrap.
+struct PrefetchPlan {
+  registry::Reference ref;
+  RegistryOptions registry;
+  std::string bootstrap;  // an absolute path of a regular file
+};
+
+// Errors: EINVAL (a bad reference, bad registry options, a bootstrap that is not an
+// absolute path of a regular file).
+[[nodiscard]] base::Result<PrefetchPlan> plan_prefetch(const control::PrefetchRequest& req,
+                                                       const RegistryOptions& defaults);
+
 // realpath(p), which must be a directory. Errors: realpath's errno, ENOTDIR.
 [[nodiscard]] base::Result<std::string> real_dir(const std::string& p, const char* what);
 

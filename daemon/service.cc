@@ -41,6 +41,7 @@
 #include "daemon/registry_backend.h"
 #include "daemon/registry_image.h"
 #include "daemon/sd_notify.h"
+#include "erofs/reader.h"
 #include "fscache/protocol.h"
 
 namespace cfnd {
@@ -267,6 +268,8 @@ class ServiceImpl final : public Service {
             return st ? control::ok_to_json() : control::error_to_json(st.error());
           } else if constexpr (std::is_same_v<T, control::StatusRequest>) {
             return control::to_json(status());
+          } else if constexpr (std::is_same_v<T, control::PrefetchRequest>) {
+            return answer(prefetch(q), [](const auto& a) { return control::to_json(a); });
           } else if constexpr (std::is_same_v<T, control::StopRequest>) {
             spdlog::info("stop requested on the control socket: unmounting and exiting");
             sd::stopping("stop requested: unmounting and exiting");
@@ -962,6 +965,54 @@ class ServiceImpl final : public Service {
     }
     persist(fe);
     return answer;
+  }
+
+  // A registry image's prefetch list into the cache, nothing mounted (the snapshotter's
+  // pull: docs/control-api.md). Its blobs are opened (their chunk-info tables read through
+  // the registry, as a bind does) only when the bootstrap has a prefetch table; the list's
+  // jobs hold the blobs until they are done, so the cache counts them in use meanwhile and
+  // may evict them like any unused blob afterwards. A bind of the image later skips what
+  // is present and waits for what is in flight (one fetch per chunk).
+  base::Result<control::PrefetchAnswer> prefetch(const control::PrefetchRequest& req) {
+    CFN_ASSIGN_OR_RETURN(const PrefetchPlan plan, plan_prefetch(req, config_.registry));
+    {
+      std::lock_guard lk(mu_);
+      if (stopping_) {
+        return stopping_error();
+      }
+    }
+    const std::string what = plan.ref.to_string();
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+      CFN_ASSIGN_OR_RETURN(const auto boot, base::read_file(plan.bootstrap));
+      auto img = erofs::Image::parse(boot);
+      if (!img) {
+        return base::Unexpected(img.error().wrap("bootstrap " + plan.bootstrap));
+      }
+      if (!img->is_rafs()) {
+        return base::errorf(EINVAL, "bootstrap {}: not a RAFS v6 bootstrap", plan.bootstrap);
+      }
+      CFN_ASSIGN_OR_RETURN(const auto table, img->prefetch_table());
+      if (table.empty()) {
+        spdlog::info("prefetch {}: its bootstrap has no prefetch list: nothing to fetch", what);
+        return control::PrefetchAnswer{};
+      }
+    }
+    CFN_ASSIGN_OR_RETURN(auto client, clients_.get(plan.registry, plan.ref));
+    std::shared_ptr<Backend> backend = make_registry_backend(std::move(client), plan.ref);
+    CFN_ASSIGN_OR_RETURN(auto image, BoundImage::open(plan.bootstrap, std::move(backend), *cache_));
+    CFN_ASSIGN_OR_RETURN(auto listed, image->prefetch_list_chunks());
+    control::PrefetchAnswer a;
+    a.blobs = image->blobs().size();
+    for (std::size_t i = 0; i < listed.size(); ++i) {
+      a.chunks += listed[i].size();
+      cache_->prefetch_chunks(image->blobs()[i], std::move(listed[i]));
+    }
+    spdlog::info("prefetch {}: {} listed chunks of {} blobs queued ({:.1f} ms), nothing mounted",
+                 what, a.chunks, a.blobs,
+                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                     .count());
+    return a;
   }
 
   // A new FUSE session on mp. When an fd outlives us (fd store or fd holder), its

@@ -54,7 +54,8 @@ base::Status apply_toml(std::string_view text, std::string_view source, Options&
       CFN_TRY(wrap(get_string(v, key, o.address)));
     } else if (key == "version") {
       // nydus-snapshotter's config version; there is one.
-    } else if (key == "log" || key == "daemon" || key == "metrics" || key == "experimental") {
+    } else if (key == "log" || key == "daemon" || key == "metrics" || key == "experimental" ||
+               key == "snapshot") {
       const auto* sub = v.as_table();
       if (sub == nullptr) {
         return base::errorf(EINVAL, "{}: [{}] must be a table", source, key);
@@ -81,6 +82,8 @@ base::Status apply_toml(std::string_view text, std::string_view source, Options&
           CFN_TRY(wrap(get_string(sv, path, o.metrics_address)));
         } else if (path == "experimental.enable_stargz") {
           CFN_TRY(wrap(get_bool(sv, path, o.enable_stargz)));
+        } else if (path == "snapshot.prefetch_at_pull") {
+          CFN_TRY(wrap(get_bool(sv, path, o.prefetch_at_pull)));
         } else {
           o.unknown_keys.push_back(path);
         }

@@ -42,6 +42,9 @@ struct Options {
   bool log_to_stdout = false;
   std::string metrics_address;            // "" = no metrics endpoint
   bool enable_stargz = false;             // --enable-stargz, [experimental] enable_stargz
+  // [snapshot] prefetch_at_pull: a pull that commits a nydus image's bootstrap layer asks
+  // the daemon to fetch the image's prefetch list (MountPolicy::prefetch_at_pull).
+  bool prefetch_at_pull = true;
   std::vector<std::string> unknown_keys;  // dotted paths of TOML keys not understood
 };
 

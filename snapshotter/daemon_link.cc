@@ -97,4 +97,8 @@ base::Result<std::vector<control::ImageInfo>> DaemonLink::list() {
   return client_.list();
 }
 
+base::Result<control::PrefetchAnswer> DaemonLink::prefetch(const control::PrefetchRequest& r) {
+  return client_.prefetch(r);
+}
+
 }  // namespace snapshotter

@@ -35,6 +35,7 @@ class DaemonLink final : public Daemon {
   base::Result<control::ImageInfo> bind(const control::BindRequest& r) override;
   base::Status unbind(const control::UnbindRequest& r) override;
   base::Result<std::vector<control::ImageInfo>> list() override;
+  base::Result<control::PrefetchAnswer> prefetch(const control::PrefetchRequest& r) override;
 
  private:
   DaemonStart start_;

@@ -14,6 +14,7 @@
 
 #include "base/defer.h"
 #include "base/file.h"
+#include "base/log.h"
 #include "registry/reference.h"
 #include "snapshotter/crash_point.h"
 #include "snapshotter/nydusd_config.h"
@@ -183,6 +184,14 @@ base::Result<std::unique_ptr<ImageMounts>> ImageMounts::open(const std::string& 
 
 ImageMounts::~ImageMounts() {
   {
+    std::lock_guard lk(pf_mu_);
+    pf_stop_ = true;
+  }
+  pf_cv_.notify_all();
+  if (prefetcher_.joinable()) {
+    prefetcher_.join();
+  }
+  {
     std::lock_guard lk(mu_);
     stop_ = true;
   }
@@ -210,6 +219,98 @@ base::Result<bool> ImageMounts::live(const std::string& mountpoint) {
   return false;
 }
 
+base::Result<std::optional<control::RegistryOverrides>> ImageMounts::registry_for(
+    int64_t id, const std::string& image_ref) {
+  std::optional<control::RegistryOverrides> out = policy_.registry;
+  if (policy_.mirror_urls.empty() && policy_.auth.empty()) {
+    return out;
+  }
+  auto ref = registry::Reference::parse(image_ref);
+  if (!ref) {
+    return base::Unexpected(ref.error().wrap("image reference " + image_ref));
+  }
+  if (!out) {
+    out.emplace();
+  }
+  if (!policy_.mirror_urls.empty()) {
+    out->mirrors =
+        std::map<std::string, std::vector<std::string>>{{ref->host, policy_.mirror_urls}};
+  }
+  if (!policy_.auth.empty()) {
+    // The credentials reach the daemon as a docker config of ours (0600), never in a
+    // request or a log line.
+    std::string dir = root_ + "/auth";
+    ::mkdir(dir.c_str(), 0700);
+    std::string path = dir + "/" + std::to_string(id) + ".json";
+    const std::string text = docker_config_with_auth(ref->host, policy_.auth);
+    CFN_TRY(base::write_file_atomic(path, std::as_bytes(std::span(text)), 0600));
+    out->docker_config = path;
+  }
+  return out;
+}
+
+void ImageMounts::prefetch(int64_t bootstrap_id, const std::string& image_ref,
+                           const std::string& bootstrap_path) {
+  if (!policy_.prefetch_at_pull) {
+    return;
+  }
+  {
+    std::lock_guard lk(pf_mu_);
+    if (pf_queue_.size() >= kMaxPrefetchQueue) {
+      static base::RateLimit rl;
+      if (rl.allow()) {
+        spdlog::warn("prefetch at pull: {} pulls waiting already; {} is not prefetched",
+                     pf_queue_.size(), image_ref);
+      }
+      return;
+    }
+    pf_queue_.push_back(PrefetchJob{bootstrap_id, image_ref, bootstrap_path});
+    if (!prefetcher_.joinable()) {
+      prefetcher_ = std::thread([this] { prefetch_loop(); });
+    }
+  }
+  pf_cv_.notify_all();
+}
+
+void ImageMounts::prefetch_drain() {
+  std::unique_lock lk(pf_mu_);
+  pf_cv_.wait(lk, [&] { return pf_queue_.empty() && !pf_running_; });
+}
+
+void ImageMounts::prefetch_loop() {
+  std::unique_lock lk(pf_mu_);
+  for (;;) {
+    pf_cv_.wait(lk, [&] { return pf_stop_ || !pf_queue_.empty(); });
+    if (pf_stop_) {
+      return;
+    }
+    PrefetchJob job = std::move(pf_queue_.front());
+    pf_queue_.pop_front();
+    pf_running_ = true;
+    lk.unlock();
+    // Bad input (no list, a bootstrap gone, a registry error) costs a log line: the
+    // pull has been answered long ago, and a bind fetches what it needs itself.
+    auto done = [&]() -> base::Result<control::PrefetchAnswer> {
+      CFN_TRY(daemon_->ensure());
+      control::PrefetchRequest req;
+      req.reference = job.image_ref;
+      req.bootstrap = job.bootstrap_path;
+      CFN_ASSIGN_OR_RETURN(req.registry, registry_for(job.bootstrap_id, job.image_ref));
+      return daemon_->prefetch(req);
+    }();
+    if (done) {
+      spdlog::info("prefetch at pull: {}: {} listed chunks of {} blobs queued in the daemon",
+                   job.image_ref, done->chunks, done->blobs);
+    } else {
+      spdlog::warn("prefetch at pull: {}: {} (the image's first container fetches what it reads)",
+                   job.image_ref, done.error().to_string());
+    }
+    lk.lock();
+    pf_running_ = false;
+    pf_cv_.notify_all();
+  }
+}
+
 base::Result<std::string> ImageMounts::bind_new(int64_t id, const NydusImage& image,
                                                 const std::string& bootstrap_path) {
   std::string mp;
@@ -232,30 +333,7 @@ base::Result<std::string> ImageMounts::bind_new(int64_t id, const NydusImage& im
   control::BindRequest req;
   req.mountpoint = mp;
   req.reference = image.image_ref;
-  req.registry = policy_.registry;
-  if (!policy_.mirror_urls.empty() || !policy_.auth.empty()) {
-    auto ref = registry::Reference::parse(image.image_ref);
-    if (!ref) {
-      return base::Unexpected(ref.error().wrap("image reference " + image.image_ref));
-    }
-    if (!req.registry) {
-      req.registry.emplace();
-    }
-    if (!policy_.mirror_urls.empty()) {
-      req.registry->mirrors =
-          std::map<std::string, std::vector<std::string>>{{ref->host, policy_.mirror_urls}};
-    }
-    if (!policy_.auth.empty()) {
-      // The credentials reach the daemon as a docker config of ours (0600), never in a
-      // request or a log line.
-      std::string dir = root_ + "/auth";
-      ::mkdir(dir.c_str(), 0700);
-      std::string path = dir + "/" + std::to_string(id) + ".json";
-      const std::string text = docker_config_with_auth(ref->host, policy_.auth);
-      CFN_TRY(base::write_file_atomic(path, std::as_bytes(std::span(text)), 0600));
-      req.registry->docker_config = path;
-    }
-  }
+  CFN_ASSIGN_OR_RETURN(req.registry, registry_for(id, image.image_ref));
   req.frontend = policy_.frontend;
   if (policy_.frontend == "cachefiles") {
     req.domain_id = policy_.domain_id;

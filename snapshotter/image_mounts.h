@@ -61,6 +61,12 @@ class Daemon {
   [[nodiscard]] virtual base::Result<control::ImageInfo> bind(const control::BindRequest& r) = 0;
   [[nodiscard]] virtual base::Status unbind(const control::UnbindRequest& r) = 0;
   [[nodiscard]] virtual base::Result<std::vector<control::ImageInfo>> list() = 0;
+  // The image's prefetch list into the daemon's cache, nothing mounted.
+  [[nodiscard]] virtual base::Result<control::PrefetchAnswer> prefetch(
+      const control::PrefetchRequest& r) {
+    (void)r;
+    return base::make_error(EOPNOTSUPP, "this daemon link has no prefetch");
+  }
 };
 
 struct MountPolicy {
@@ -75,6 +81,9 @@ struct MountPolicy {
   // How often the background check asks the daemon whether it still serves the kept mounts
   // (check_now()); 0: never (acquire still checks before each new use).
   std::chrono::milliseconds check_interval{0};
+  // When a pull commits a nydus image's bootstrap layer, ask the daemon to fetch the
+  // image's prefetch list into its cache (prefetch()); TOML [snapshot] prefetch_at_pull.
+  bool prefetch_at_pull = true;
 };
 
 // A snapshot's use of an image mount.
@@ -124,6 +133,17 @@ class ImageMounts {
   // mounts read right again once the image is bound again (the new daemon marks the same
   // cache files); what they read in between is what the cache file held (fail-open).
   int check_now();
+  // A pull committed the bootstrap snapshot bootstrap_id of image_ref (its bootstrap at
+  // bootstrap_path): queue a prefetch request for the image's prefetch list to the daemon
+  // (control::PrefetchRequest, with the registry options a bind of it gets), sent by a
+  // thread of its own, so the caller (Commit) never waits for it. A failure (no daemon,
+  // a bootstrap gone, a registry error) is logged, nothing more. Nothing when
+  // policy.prefetch_at_pull is off; at most kMaxPrefetchQueue requests wait.
+  void prefetch(int64_t bootstrap_id, const std::string& image_ref,
+                const std::string& bootstrap_path);
+  static constexpr std::size_t kMaxPrefetchQueue = 64;
+  // Wait until every queued prefetch request has been answered (tests).
+  void prefetch_drain();
 
  private:
   ImageMounts(std::string root, sqlite3* db, std::shared_ptr<Daemon> daemon, MountPolicy policy);
@@ -164,6 +184,12 @@ class ImageMounts {
   [[nodiscard]] base::Result<std::string> bind_new(int64_t id, const NydusImage& image,
                                                    const std::string& bootstrap_path);
   [[nodiscard]] int users_locked(int64_t bootstrap_id);
+  // What a bind or prefetch of image_ref sends as its registry options: the policy's,
+  // with the mirrors of the image's host and its credentials (as a docker config file of
+  // ours, ROOT/auth/<id>.json).
+  [[nodiscard]] base::Result<std::optional<control::RegistryOverrides>> registry_for(
+      int64_t id, const std::string& image_ref);
+  void prefetch_loop();
   // At open, on the background thread: the kept mounts against the daemon's list, logged.
   void recheck();
   void unbind_loop();
@@ -185,6 +211,20 @@ class ImageMounts {
   bool stop_ = false;
   std::thread worker_;
   std::thread monitor_;
+
+  // Prefetch at pull (prefetch()): its own queue and thread, so a slow daemon answer holds
+  // up no unbind.
+  struct PrefetchJob {
+    int64_t bootstrap_id = 0;
+    std::string image_ref;
+    std::string bootstrap_path;
+  };
+  std::mutex pf_mu_;  // pf_queue_, pf_running_, pf_stop_, prefetcher_
+  std::condition_variable pf_cv_;
+  std::deque<PrefetchJob> pf_queue_;
+  bool pf_running_ = false;
+  bool pf_stop_ = false;
+  std::thread prefetcher_;  // started with the first request
 };
 
 }  // namespace snapshotter

@@ -270,6 +270,7 @@ int serve(const snapshotter::Options& opts, const snapshotter::NydusdSettings& n
     policy.auth_source = "the backend auth of the nydusd config " + opts.nydusd_config;
   }
   policy.check_interval = std::chrono::seconds(1);
+  policy.prefetch_at_pull = opts.prefetch_at_pull;
   start.args = nydusd.daemon_args;
   auto daemon = std::make_shared<snapshotter::DaemonLink>(std::move(start));
   snapshotter::SnapshotFacts facts;

@@ -401,8 +401,30 @@ RpcStatus Service::Commit(const api::CommitSnapshotRequest& req, google::protobu
   }
   if (images_ != nullptr) {
     images_->release(req.key());
+    prefetch_at_pull(req.name(), req.labels());
   }
   return RpcStatus::OK;
+}
+
+void Service::prefetch_at_pull(const std::string& name,
+                               const google::protobuf::Map<std::string, std::string>& labels) {
+  // A pull's Commit of a nydus image's bootstrap layer (rpull's and CRI's carry the
+  // layer's annotations and the image reference; `ctr image pull`'s none): the image's
+  // prefetch list is fetched now, while containerd finishes the pull and before the first
+  // container's bind, which then finds it present or in flight.
+  const auto bootstrap = labels.find(kNydusBootstrapLabel);
+  if (bootstrap == labels.end() || bootstrap->second != "true") {
+    return;
+  }
+  const RemoteLayer r = remote_layer(labels_from(labels));
+  if (r.image_ref.empty()) {
+    return;
+  }
+  auto e = store_.entry(name);
+  if (!e) {
+    return;  // removed meanwhile
+  }
+  images_->prefetch(e->id, r.image_ref, bootstrap_path(e->id));
 }
 
 RpcStatus Service::Remove(const api::RemoveSnapshotRequest& req, google::protobuf::Empty*) {

@@ -79,6 +79,10 @@ class Service {
   // Update changed labels, which image_below reads: its answers are dropped.
   void labels_changed();
   [[nodiscard]] std::string bootstrap_path(int64_t id) const;
+  // After a Commit: when it committed a nydus image's bootstrap layer with the image's
+  // reference in its labels, queue the image's prefetch list (ImageMounts::prefetch).
+  void prefetch_at_pull(const std::string& name,
+                        const google::protobuf::Map<std::string, std::string>& labels);
 
   Store& store_;
   bool index_off_;

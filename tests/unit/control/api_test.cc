@@ -61,7 +61,9 @@ TEST(ControlApi, RequestsRoundTrip) {
                          CacheGcRequest{false},
                          CacheRmRequest{"abc"},
                          StatusRequest{},
-                         StopRequest{}};
+                         StopRequest{},
+                         PrefetchRequest{"h/r:t", "/root/snapshots/7/fs/image/image.boot", {}},
+                         PrefetchRequest{"h/r:t", "/b", remote.registry}};
   for (const auto& r : all) {
     EXPECT_EQ(round_trip(r), r) << to_json(r).value_or("(not encodable)");
   }
@@ -77,6 +79,22 @@ TEST(ControlApi, TheWireKeepsItsNames) {
   b.reference = "h/r:t";
   b.registry = RegistryOverrides{};
   EXPECT_EQ(to_json(b), R"({"mountpoint":"/m","op":"bind","reference":"h/r:t","registry":{}})");
+  EXPECT_EQ(to_json(PrefetchRequest{"h/r:t", "/b", {}}),
+            R"({"bootstrap":"/b","op":"prefetch","reference":"h/r:t"})");
+  EXPECT_EQ(to_json(PrefetchAnswer{2, 9}), R"({"blobs":2,"chunks":9,"ok":true})");
+}
+
+TEST(ControlApi, PrefetchAnswersRoundTripAndFailuresAreErrors) {
+  auto a = prefetch_from_json(to_json(PrefetchAnswer{3, 1234}));
+  ASSERT_TRUE(a) << a.error().to_string();
+  EXPECT_EQ(*a, (PrefetchAnswer{3, 1234}));
+  auto e = prefetch_from_json(error_to_json(base::Error{ENOENT, "bootstrap /b: gone"}));
+  ASSERT_FALSE(e);
+  EXPECT_EQ(e.error().code, ENOENT);
+  EXPECT_NE(e.error().message.find("bootstrap /b"), std::string::npos);
+  auto bad = prefetch_from_json(R"({"ok":true,"blobs":"two"})");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, EPROTO);
 }
 
 TEST(ControlApi, CacheAnswersRoundTrip) {
@@ -142,6 +160,13 @@ TEST(ControlApi, BadRequestsAreRefused) {
       R"({"op":"bind","reference":"h/r","mountpoint":"/m","registry":{"mirrors":{"h":[1]}}})",
       R"({"op":"unbind"})",
       R"({"op":"accessed","mountpoint":false})",
+      R"({"op":"prefetch"})",
+      R"({"op":"prefetch","reference":"h/r"})",
+      R"({"op":"prefetch","bootstrap":"/b"})",
+      R"({"op":"prefetch","reference":"","bootstrap":"/b"})",
+      R"({"op":"prefetch","reference":"h/r","bootstrap":""})",
+      R"({"op":"prefetch","reference":"h/r","bootstrap":"/b","registry":{"nope":1}})",
+      R"({"op":"prefetch","reference":"h/r","bootstrap":7})",
   };
   for (const char* text : bad) {
     auto r = request_from_json(text);

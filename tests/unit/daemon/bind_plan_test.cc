@@ -134,5 +134,40 @@ TEST_F(BindPlanTest, Refusals) {
   EXPECT_EQ(error_of(r), ENOTDIR);
 }
 
+TEST_F(BindPlanTest, PrefetchTakesAReferenceAndALocalBootstrap) {
+  std::ofstream(tmp_.sub("image.boot")) << "boot";
+  control::PrefetchRequest r{"127.0.0.1:5000/demo:v1", tmp_.sub("image.boot"), std::nullopt};
+  offer_.registry.request_timeout_ms = 1234;
+  auto p = plan_prefetch(r, offer_.registry);
+  ASSERT_TRUE(p) << p.error().to_string();
+  EXPECT_EQ(p->ref.to_string(), "127.0.0.1:5000/demo:v1");
+  EXPECT_EQ(p->bootstrap, tmp_.sub("image.boot"));
+  EXPECT_EQ(p->registry.request_timeout_ms, 1234U);
+  r.registry = control::RegistryOverrides{};
+  r.registry->retries = 7;
+  p = plan_prefetch(r, offer_.registry);
+  ASSERT_TRUE(p) << p.error().to_string();
+  EXPECT_EQ(p->registry.retries, 7U);
+  EXPECT_EQ(p->registry.request_timeout_ms, 1234U);
+
+  auto code = [&](control::PrefetchRequest q) {
+    auto x = plan_prefetch(q, offer_.registry);
+    return x ? 0 : x.error().code;
+  };
+  auto bad = r;
+  bad.reference = "UPPER/Case::";
+  EXPECT_EQ(code(bad), EINVAL);
+  bad = r;
+  bad.bootstrap = tmp_.sub("missing.boot");
+  EXPECT_EQ(code(bad), EINVAL);
+  bad.bootstrap = "image.boot";  // relative
+  EXPECT_EQ(code(bad), EINVAL);
+  bad.bootstrap = tmp_.sub("mnt");  // a directory
+  EXPECT_EQ(code(bad), EINVAL);
+  bad = r;
+  bad.registry->retries = 1000000;
+  EXPECT_EQ(code(bad), EINVAL);
+}
+
 }  // namespace
 }  // namespace cfnd

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 
 #include "snapshotter/service.h"
 #include "tests/unit/temp_dir.h"
@@ -35,8 +36,19 @@ class RecordingDaemon final : public Daemon {
     }
     return out;
   }
+  base::Result<control::PrefetchAnswer> prefetch(const control::PrefetchRequest& r) override {
+    std::lock_guard lk(mu);
+    prefetches.push_back(r);
+    if (prefetch_error) {
+      return base::make_error(ENOENT, "bootstrap gone");
+    }
+    return control::PrefetchAnswer{1, 5};
+  }
   std::vector<control::BindRequest> binds;
   std::vector<std::string> unbinds;
+  std::mutex mu;  // prefetches: the prefetch thread appends
+  std::vector<control::PrefetchRequest> prefetches;
+  bool prefetch_error = false;
 };
 
 class NydusService : public ::testing::Test {
@@ -278,6 +290,113 @@ TEST_F(NydusService, OrdinaryImagesAreUntouched) {
   ASSERT_TRUE(store_->commit("sha256:x", "k1", {}));
   ASSERT_TRUE(prepare("ctr", "sha256:x", {}, &resp).ok());
   EXPECT_TRUE(daemon_->binds.empty());
+}
+
+// A pull's Commit of the bootstrap layer (rpull's labels): the image's prefetch list is asked
+// of the daemon in the background, with the local bootstrap; nothing is bound.
+class PullPrefetch : public NydusService {
+ protected:
+  void open_with(bool prefetch_at_pull) {
+    service_.reset();
+    images_.reset();
+    SnapshotFacts facts;
+    facts.alive = [](const std::string&) { return true; };
+    facts.committed_id = [](const std::string&) { return std::optional<int64_t>(); };
+    MountPolicy policy;
+    policy.prefetch_at_pull = prefetch_at_pull;
+    auto m = ImageMounts::open(store_->root(), daemon_, policy, facts);
+    ASSERT_TRUE(m);
+    images_ = std::move(*m);
+    service_ = std::make_unique<Service>(*store_, false, images_.get());
+  }
+  // containerd's unpack of the bootstrap layer: Prepare, the tar applied, Commit (through
+  // the service) with the layer's labels.
+  RpcStatus pull_bootstrap(const Labels& labels, int64_t* id) {
+    api::PrepareSnapshotResponse resp;
+    const std::string key = "ns/1/extract-boot";
+    auto st = prepare(key, "sha256:c1", labels, &resp);
+    if (!st.ok()) {
+      return st;
+    }
+    auto s = store_->get(key);
+    *id = s ? s->id : -1;
+    std::filesystem::create_directories(fs_path(store_->root(), *id) + "/image");
+    std::ofstream(fs_path(store_->root(), *id) + "/image/image.boot") << "boot";
+    api::CommitSnapshotRequest c;
+    c.set_name("sha256:c2");
+    c.set_key(key);
+    for (const auto& [k, v] : labels) {
+      (*c.mutable_labels())[k] = v;
+    }
+    google::protobuf::Empty empty;
+    return service_->Commit(c, &empty);
+  }
+  Labels rpull_ = {{kStargzRefLabel, "127.0.0.1:5000/x:nydus"}};
+  Labels boot() const {
+    Labels l = rpull_;
+    l[kTargetRefLabel] = "sha256:c2";
+    l[kNydusBootstrapLabel] = "true";
+    return l;
+  }
+  std::vector<control::PrefetchRequest> prefetches() {
+    images_->prefetch_drain();
+    std::lock_guard lk(daemon_->mu);
+    return daemon_->prefetches;
+  }
+};
+
+TEST_F(PullPrefetch, CommitOfTheBootstrapLayerAsksForThePrefetchList) {
+  skip_layer("sha256:c1", "", rpull_);
+  int64_t id = 0;
+  auto st = pull_bootstrap(boot(), &id);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  auto got = prefetches();
+  ASSERT_EQ(got.size(), 1U);
+  EXPECT_EQ(got[0].reference, "127.0.0.1:5000/x:nydus");
+  EXPECT_EQ(got[0].bootstrap, fs_path(store_->root(), id) + "/image/image.boot");
+  EXPECT_FALSE(got[0].registry);
+  EXPECT_TRUE(daemon_->binds.empty());  // nothing mounted at pull
+  // The first container binds as before (the daemon finds the chunks in its cache).
+  api::PrepareSnapshotResponse r1;
+  ASSERT_TRUE(prepare("ns/1/ctr1", "sha256:c2", {}, &r1).ok());
+  EXPECT_EQ(daemon_->binds.size(), 1U);
+}
+
+TEST_F(PullPrefetch, TheKnobOffAsksNothing) {
+  open_with(false);
+  skip_layer("sha256:c1", "", rpull_);
+  int64_t id = 0;
+  ASSERT_TRUE(pull_bootstrap(boot(), &id).ok());
+  EXPECT_TRUE(prefetches().empty());
+}
+
+TEST_F(PullPrefetch, OtherCommitsAskNothing) {
+  skip_layer("sha256:c1", "", rpull_);
+  int64_t id = 0;
+  // A bootstrap layer without an image reference (CRI with annotations off; it cannot be
+  // bound either).
+  Labels no_ref = {{kTargetRefLabel, "sha256:c2"}, {kNydusBootstrapLabel, "true"}};
+  ASSERT_TRUE(pull_bootstrap(no_ref, &id).ok());
+  // An ordinary layer's Commit, and a container's.
+  api::PrepareSnapshotResponse resp;
+  ASSERT_TRUE(prepare("k1", "", {{kTargetRefLabel, "sha256:x"}}, &resp).ok());
+  api::CommitSnapshotRequest c;
+  c.set_name("sha256:x");
+  c.set_key("k1");
+  (*c.mutable_labels())[kStargzRefLabel] = "127.0.0.1:5000/x:nydus";
+  google::protobuf::Empty empty;
+  ASSERT_TRUE(service_->Commit(c, &empty).ok());
+  EXPECT_TRUE(prefetches().empty());
+}
+
+TEST_F(PullPrefetch, ADaemonErrorNeverFailsThePull) {
+  daemon_->prefetch_error = true;
+  skip_layer("sha256:c1", "", rpull_);
+  int64_t id = 0;
+  auto st = pull_bootstrap(boot(), &id);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(prefetches().size(), 1U);
+  EXPECT_TRUE(store_->stat("sha256:c2"));
 }
 
 // eStargz (--enable-stargz): every layer through the handshake, the image bound by reference.
