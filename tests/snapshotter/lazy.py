@@ -33,7 +33,8 @@ class Image:
     cfn/NAME:plain, converted by `nydus-convert image` to cfn/NAME:nydus. src is the merged
     source tree (the layers extracted with GNU tar), the reference tree of every treecmp."""
 
-    def __init__(self, d, reg, name, some_file):
+    def __init__(self, d, reg, name, some_file, prefetch_files=()):
+        """prefetch_files: paths written as the image's prefetch table (--prefetch-files)."""
         self.name = name
         self.some_file = some_file
         layout = os.path.join(d, f"{name}-oci")
@@ -51,8 +52,14 @@ class Image:
                 ktest.run(["tar", "-x", "-z", "--numeric-owner", "-p", "-C", self.src, "-f",
                            os.path.join(layout, "blobs", *layer["digest"].split(":", 1))],
                           quiet=True)
+        extra = []
+        if prefetch_files:
+            listed = os.path.join(d, f"{name}-prefetch.list")
+            with open(listed, "w") as fh:
+                fh.write("".join(f"{p}\n" for p in prefetch_files))
+            extra = ["--prefetch-files", listed]
         ktest.run([convert_bin(), "--log-level", "warn", "image", "--plain-http",
-                   "--chunk-size", "64K", self.plain, self.nydus])
+                   "--chunk-size", "64K", *extra, self.plain, self.nydus])
         self.manifest = registry_manifest(reg, f"cfn/{name}", "nydus")
         layers = self.manifest["layers"]
         self.data_digests = [l["digest"] for l in layers
