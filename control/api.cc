@@ -717,7 +717,8 @@ base::Result<Request> request_from_json(std::string_view text) {
     CFN_ASSIGN_OR_RETURN(p.reference, f.string("reference"));
     CFN_ASSIGN_OR_RETURN(p.bootstrap, f.string("bootstrap"));
     if (p.reference.empty() || p.bootstrap.empty()) {
-      return base::make_error(EINVAL, "prefetch: \"reference\" and \"bootstrap\" must not be empty");
+      return base::make_error(EINVAL,
+                              "prefetch: \"reference\" and \"bootstrap\" must not be empty");
     }
     if (const json* r = f.find("registry"); r != nullptr) {
       CFN_ASSIGN_OR_RETURN(p.registry, overrides_from(*r));

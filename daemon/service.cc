@@ -1008,10 +1008,10 @@ class ServiceImpl final : public Service {
       a.chunks += listed[i].size();
       cache_->prefetch_chunks(image->blobs()[i], std::move(listed[i]));
     }
-    spdlog::info("prefetch {}: {} listed chunks of {} blobs queued ({:.1f} ms), nothing mounted",
-                 what, a.chunks, a.blobs,
-                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                     .count());
+    spdlog::info(
+        "prefetch {}: {} listed chunks of {} blobs queued ({:.1f} ms), nothing mounted", what,
+        a.chunks, a.blobs,
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     return a;
   }
 

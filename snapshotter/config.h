@@ -40,8 +40,8 @@ struct Options {
   std::string domain_id = kDefaultDomainId;
   std::string log_level = "info";
   bool log_to_stdout = false;
-  std::string metrics_address;            // "" = no metrics endpoint
-  bool enable_stargz = false;             // --enable-stargz, [experimental] enable_stargz
+  std::string metrics_address;  // "" = no metrics endpoint
+  bool enable_stargz = false;   // --enable-stargz, [experimental] enable_stargz
   // [snapshot] prefetch_at_pull: a pull that commits a nydus image's bootstrap layer asks
   // the daemon to fetch the image's prefetch list (MountPolicy::prefetch_at_pull).
   bool prefetch_at_pull = true;
