@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -36,6 +37,7 @@ class DaemonLink final : public Daemon {
   base::Status unbind(const control::UnbindRequest& r) override;
   base::Result<std::vector<control::ImageInfo>> list() override;
   base::Result<control::PrefetchAnswer> prefetch(const control::PrefetchRequest& r) override;
+  static constexpr std::chrono::seconds kPrefetchTimeout{15};
 
  private:
   DaemonStart start_;
