@@ -303,6 +303,9 @@ json metrics_json(const Metrics& m) {
           {"prefetch_bytes", m.prefetch_bytes},
           {"prefetch_list_bytes", m.prefetch_list_bytes},
           {"readahead_bytes", m.readahead_bytes},
+          {"estargz_early_held_bytes", m.estargz_early_held_bytes},
+          {"estargz_early_fetched_bytes", m.estargz_early_fetched_bytes},
+          {"estargz_early_served_bytes", m.estargz_early_served_bytes},
           {"ready_chunks", m.ready_chunks},
           {"chunk_count", m.chunk_count},
           {"fanotify_allowed", m.fanotify_allowed},
@@ -352,6 +355,9 @@ base::Result<Metrics> metrics_from(const json& j) {
       {"prefetch_bytes", &m.prefetch_bytes},
       {"prefetch_list_bytes", &m.prefetch_list_bytes},
       {"readahead_bytes", &m.readahead_bytes},
+      {"estargz_early_held_bytes", &m.estargz_early_held_bytes},
+      {"estargz_early_fetched_bytes", &m.estargz_early_fetched_bytes},
+      {"estargz_early_served_bytes", &m.estargz_early_served_bytes},
       {"ready_chunks", &m.ready_chunks},
       {"chunk_count", &m.chunk_count},
       {"fanotify_allowed", &m.fanotify_allowed},
@@ -514,6 +520,16 @@ std::string to_prometheus(const Metrics& m, const std::vector<ImageInfo>& images
           m.prefetch_list_bytes);
   counter("readahead_bytes_total",
           "Uncompressed bytes filled by file readahead (of prefetch_bytes).", m.readahead_bytes);
+  gauge("estargz_early_held_bytes",
+        "Bytes of eStargz prioritized files fetched while their bootstraps were built, held "
+        "in memory now (bound images).",
+        m.estargz_early_held_bytes);
+  counter("estargz_early_fetched_bytes_total",
+          "Bytes of eStargz prioritized files fetched while their bootstraps were built.",
+          m.estargz_early_fetched_bytes);
+  counter("estargz_early_served_bytes_total",
+          "Of those, bytes reads took from memory instead of the registry.",
+          m.estargz_early_served_bytes);
   counter("fanotify_allowed_total", "fanotify pre-content events answered FAN_ALLOW.",
           m.fanotify_allowed);
   counter("fanotify_denied_total", "fanotify pre-content events answered with an error.",

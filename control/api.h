@@ -231,6 +231,12 @@ struct Metrics {
   std::uint64_t prefetch_bytes = 0;       // uncompressed bytes filled by prefetch
   std::uint64_t prefetch_list_bytes = 0;  // of prefetch_bytes: prefetch lists
   std::uint64_t readahead_bytes = 0;      // of prefetch_bytes: file readahead
+  // eStargz images' prioritized files fetched into memory while their bootstraps were
+  // built (daemon/early_ranges.h): bytes held now over bound images (gauge), and bytes
+  // fetched and served from them since start (counters; unbound images' included).
+  std::uint64_t estargz_early_held_bytes = 0;
+  std::uint64_t estargz_early_fetched_bytes = 0;
+  std::uint64_t estargz_early_served_bytes = 0;
   std::uint64_t ready_chunks = 0;         // gauge: chunks present, bound images
   std::uint64_t chunk_count = 0;          // gauge: chunks of bound images
   std::uint64_t fanotify_allowed = 0;

@@ -81,6 +81,7 @@ void EarlyRanges::fetch_loop() {
       p.bytes = std::move(buf);
       p.state = Piece::State::kDone;
       stats_.fetched_bytes += p.length;
+      stats_.held_bytes += p.length;
     } else {
       p.state = Piece::State::kFailed;
       ++stats_.failed_pieces;
@@ -132,6 +133,7 @@ std::size_t EarlyRanges::take(const std::string& blob_id, std::uint64_t offset,
       // early, and what follows is read from the registry).
       p.state = Piece::State::kFreed;
       std::vector<std::byte>().swap(p.bytes);
+      stats_.held_bytes -= p.length;
     }
   }
   return copied;

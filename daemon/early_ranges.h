@@ -53,6 +53,9 @@ class EarlyRanges {
   struct Stats {
     std::uint64_t fetched_bytes = 0;  // by GETs that succeeded
     std::uint64_t served_bytes = 0;   // copied out by take
+    // In memory now: fetched, not yet served in full (a piece is freed once all its bytes
+    // were served; the rest goes with this object).
+    std::uint64_t held_bytes = 0;
     std::uint64_t failed_pieces = 0;
     // When the first GET started and the last one ended, since this object was made
     // (zero until then).

@@ -124,16 +124,25 @@ base::Result<estargz::LayerToc> read_estargz_layer_toc(
   if (l.size < estargz::kFooterSize) {
     return base::errorf(EINVAL, "layer {} of {} bytes is not eStargz", l.digest, l.size);
   }
-  // One GET for the footer and (when it fits in the tail) the TOC member before it.
-  if (tail.size() < estargz::kFooterSize || tail.size() > l.size) {
-    const std::uint64_t n = std::clamp<std::uint64_t>(tail_bytes, estargz::kFooterSize, l.size);
-    CFN_ASSIGN_OR_RETURN(tail, read_tail(client, ref, l, n));
+  // Every Range GET of this function goes through here, and is counted here.
+  const auto get = [&](std::uint64_t offset, base::MutableBytes out,
+                       std::string_view what) -> base::Status {
+    CFN_TRY(client.read_blob_range(ref, l.digest, offset, out).map_error([&](base::Error e) {
+      return std::move(e).wrap(fmt::format("layer {} {}", l.digest, what));
+    }));
     if (gets != nullptr) {
       ++*gets;
     }
     if (bytes != nullptr) {
-      *bytes += n;
+      *bytes += out.size();
     }
+    return {};
+  };
+  // One GET for the footer and (when it fits in the tail) the TOC member before it.
+  if (tail.size() < estargz::kFooterSize || tail.size() > l.size) {
+    tail.resize(
+        static_cast<std::size_t>(std::clamp<std::uint64_t>(tail_bytes, estargz::kFooterSize, l.size)));
+    CFN_TRY(get(l.size - tail.size(), tail, "footer"));
   }
   auto off = estargz::parse_footer(tail, l.size);
   if (!off) {
@@ -157,16 +166,7 @@ base::Result<estargz::LayerToc> read_estargz_layer_toc(
     // A TOC bigger than the tail: only its head is read again.
     member.resize(static_cast<std::size_t>(len));
     const std::size_t head = static_cast<std::size_t>(tail_start - *off);
-    CFN_TRY(client.read_blob_range(ref, l.digest, *off, base::MutableBytes(member).first(head))
-                .map_error([&](base::Error e) {
-                  return std::move(e).wrap("layer " + l.digest + " TOC");
-                }));
-    if (gets != nullptr) {
-      ++*gets;
-    }
-    if (bytes != nullptr) {
-      *bytes += head;
-    }
+    CFN_TRY(get(*off, base::MutableBytes(member).first(head), "TOC"));
     std::copy(tail.begin(), tail.end() - estargz::kFooterSize,
               member.begin() + static_cast<std::ptrdiff_t>(head));
   }

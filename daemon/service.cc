@@ -32,6 +32,7 @@
 #include "daemon/client_pool.h"
 #include "daemon/control.h"
 #include "daemon/devfd_handover.h"
+#include "daemon/early_ranges.h"
 #include "daemon/event_loop.h"
 #include "daemon/failover_state.h"
 #include "daemon/frontend_choice.h"
@@ -91,6 +92,9 @@ struct Bound {
   std::shared_ptr<BoundImage> image;
   Frontend frontend = Frontend::kFuse;
   std::unique_ptr<FuseMount> fuse;  // kFuse only
+  // An eStargz image's prioritized files fetched while its bootstrap was built, for the
+  // metrics; its backend owns it too (and serves reads from it).
+  std::shared_ptr<EarlyRanges> early;
 };
 
 class ServiceImpl final : public Service {
@@ -857,6 +861,7 @@ class ServiceImpl final : public Service {
       }
       b.record.reference = ref->to_string();
       b.record.registry = ropts;
+      b.early = early;
       backend =
           make_registry_backend(std::move(client), *ref, std::move(renamed), std::move(early));
     }
@@ -1090,6 +1095,12 @@ class ServiceImpl final : public Service {
     {
       std::lock_guard lk(mu_);
       gone = bound_.extract(mp);
+      if (!gone.empty() && gone.mapped().early) {
+        // Its counts stay in the daemon's totals (counters never go down).
+        const auto st = gone.mapped().early->stats();
+        early_unbound_fetched_ += st.fetched_bytes;
+        early_unbound_served_ += st.served_bytes;
+      }
     }
     persist(fe);
     spdlog::info("unbound {}", mp);
@@ -1335,10 +1346,18 @@ class ServiceImpl final : public Service {
     }
     {
       std::lock_guard lk(mu_);
+      m.estargz_early_fetched_bytes = early_unbound_fetched_;
+      m.estargz_early_served_bytes = early_unbound_served_;
       for (const auto& [mp, b] : bound_) {
         for (const auto& blob : b.image->blobs()) {
           m.ready_chunks += blob->ready_chunks();
           m.chunk_count += blob->chunk_count();
+        }
+        if (b.early) {
+          const auto st = b.early->stats();
+          m.estargz_early_held_bytes += st.held_bytes;
+          m.estargz_early_fetched_bytes += st.fetched_bytes;
+          m.estargz_early_served_bytes += st.served_bytes;
         }
       }
     }
@@ -1383,6 +1402,9 @@ class ServiceImpl final : public Service {
   // mu_ guards the bookkeeping below and is never held across I/O.
   std::mutex mu_;
   std::map<std::string, Bound> bound_;
+  // The early-range bytes (Bound::early) of images unbound since start.
+  std::uint64_t early_unbound_fetched_ = 0;
+  std::uint64_t early_unbound_served_ = 0;
   std::map<std::string, PersistedImage> mounting_;  // binds inside mount(2)
   std::set<std::string> fan_mounting_;              // of those, the fanotify ones
   // fanotify images unmounted here whose file system lives on, by watch (the state

@@ -238,6 +238,9 @@ TEST(ControlApi, AnswersRoundTrip) {
   m.refetch_successes = 3;
   m.blob_refetches = 2;
   m.blob_refetch_successes = 1;
+  m.estargz_early_held_bytes = 6;
+  m.estargz_early_fetched_bytes = 7;
+  m.estargz_early_served_bytes = 8;
   m.cachefiles_read_local_us = {3, 1.5, 1.0, 2.0};
   m.fill_latency_us_buckets = {0, 1, 2};
   auto mm = metrics_from_json(to_json(m));
@@ -349,6 +352,9 @@ TEST(ControlApi, PrometheusPrintsTheSnapshot) {
   m.refetch_successes = 4;
   m.blob_refetches = 3;
   m.blob_refetch_successes = 2;
+  m.estargz_early_held_bytes = 1048576;
+  m.estargz_early_fetched_bytes = 3145728;
+  m.estargz_early_served_bytes = 2097152;
   m.cachefiles_read_fetched_us = {2, 1500, 1000, 2000};
   // The last bucket holds every longer fill too: it goes to +Inf only.
   m.fill_latency_us_buckets = {1, 0, 2, 5};
@@ -365,6 +371,15 @@ TEST(ControlApi, PrometheusPrintsTheSnapshot) {
   EXPECT_NE(t.find("cachefilesd_nydus_refetch_successes_total 4\n"), std::string::npos);
   EXPECT_NE(t.find("cachefilesd_nydus_blob_refetches_total 3\n"), std::string::npos);
   EXPECT_NE(t.find("cachefilesd_nydus_blob_refetch_successes_total 2\n"), std::string::npos);
+  EXPECT_NE(t.find("# TYPE cachefilesd_nydus_estargz_early_held_bytes gauge\n"
+                   "cachefilesd_nydus_estargz_early_held_bytes 1048576\n"),
+            std::string::npos);
+  EXPECT_NE(t.find("# TYPE cachefilesd_nydus_estargz_early_fetched_bytes_total counter\n"
+                   "cachefilesd_nydus_estargz_early_fetched_bytes_total 3145728\n"),
+            std::string::npos);
+  EXPECT_NE(t.find("# TYPE cachefilesd_nydus_estargz_early_served_bytes_total counter\n"
+                   "cachefilesd_nydus_estargz_early_served_bytes_total 2097152\n"),
+            std::string::npos);
   EXPECT_NE(t.find("cachefilesd_nydus_cachefiles_read_seconds{data=\"fetched\",quantile=\"0.99\"} "
                    "0.002\n"),
             std::string::npos);

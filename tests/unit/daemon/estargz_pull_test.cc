@@ -413,7 +413,10 @@ TEST(EstargzPull, ThePrioritizedFilesAreFetchedWhileTheBootstrapIsBuilt) {
   // Nothing past the landmark is held.
   ByteVec later(10);
   EXPECT_EQ(pulled->early->take(digest.substr(7), landmark, later), 0U);
-  EXPECT_EQ(pulled->early->stats().fetched_bytes, landmark - first);
+  const auto st = pulled->early->stats();
+  EXPECT_EQ(st.fetched_bytes, landmark - first);
+  EXPECT_EQ(st.served_bytes, landmark - first);
+  EXPECT_EQ(st.held_bytes, 0U);  // served in full: freed
   EXPECT_EQ(c.range_reads.load(), 2);  // the tail, the landmark's members
 }
 

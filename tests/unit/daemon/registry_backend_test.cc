@@ -283,11 +283,31 @@ TEST(RegistryBackend, EarlyRangesServeWhatTheyHoldAndTheRegistryTheRest) {
   ASSERT_FALSE(lost.result);
   EXPECT_EQ(lost.result.error().code, ENOENT);
 
-  const auto st = early->stats();
+  auto st = early->stats();
   EXPECT_EQ(st.fetched_bytes, 50U);
   EXPECT_EQ(st.served_bytes, 30U);
+  EXPECT_EQ(st.held_bytes, 50U);  // 20 of the piece's 50 bytes not served yet
   EXPECT_EQ(st.failed_pieces, 1U);
   EXPECT_EQ(client->single_calls.load(), 2);  // one GET per range, the overlap left out
+
+  // The rest of the piece served: its memory goes.
+  std::vector<std::byte> head(10);
+  std::vector<std::byte> middle(10);
+  std::vector<BackendRead> rest(2);
+  rest[0].offset = 100;
+  rest[0].out = head;
+  rest[1].offset = 130;
+  rest[1].out = middle;
+  be->read(id, rest);
+  for (const auto& r : rest) {
+    ASSERT_TRUE(r.result) << r.result.error().to_string();
+  }
+  EXPECT_EQ(head[0], early_byte(100));
+  EXPECT_EQ(middle[9], early_byte(139));
+  st = early->stats();
+  EXPECT_EQ(st.served_bytes, 50U);
+  EXPECT_EQ(st.held_bytes, 0U);
+  EXPECT_EQ(st.fetched_bytes, 50U);
 }
 
 }  // namespace
