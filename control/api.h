@@ -237,8 +237,8 @@ struct Metrics {
   std::uint64_t estargz_early_held_bytes = 0;
   std::uint64_t estargz_early_fetched_bytes = 0;
   std::uint64_t estargz_early_served_bytes = 0;
-  std::uint64_t ready_chunks = 0;         // gauge: chunks present, bound images
-  std::uint64_t chunk_count = 0;          // gauge: chunks of bound images
+  std::uint64_t ready_chunks = 0;  // gauge: chunks present, bound images
+  std::uint64_t chunk_count = 0;   // gauge: chunks of bound images
   std::uint64_t fanotify_allowed = 0;
   std::uint64_t fanotify_denied = 0;
   std::uint64_t fanotify_marked_blobs = 0;

@@ -140,8 +140,8 @@ base::Result<estargz::LayerToc> read_estargz_layer_toc(
   };
   // One GET for the footer and (when it fits in the tail) the TOC member before it.
   if (tail.size() < estargz::kFooterSize || tail.size() > l.size) {
-    tail.resize(
-        static_cast<std::size_t>(std::clamp<std::uint64_t>(tail_bytes, estargz::kFooterSize, l.size)));
+    tail.resize(static_cast<std::size_t>(
+        std::clamp<std::uint64_t>(tail_bytes, estargz::kFooterSize, l.size)));
     CFN_TRY(get(l.size - tail.size(), tail, "footer"));
   }
   auto off = estargz::parse_footer(tail, l.size);

@@ -736,8 +736,9 @@ base::Status Store::make_durable(uint64_t seq) {
     // covered are not where SQLite will look for them.
     rc = -1;
     err = EIO;
-    what = root_ + "/metadata.db-wal is no longer the file the store synced (removed or "
-                   "replaced behind its back)";
+    what = root_ +
+           "/metadata.db-wal is no longer the file the store synced (removed or "
+           "replaced behind its back)";
   }
   lk.lock();
   if (rc == 0) {

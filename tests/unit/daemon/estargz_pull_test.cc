@@ -416,7 +416,7 @@ TEST(EstargzPull, ThePrioritizedFilesAreFetchedWhileTheBootstrapIsBuilt) {
   const auto st = pulled->early->stats();
   EXPECT_EQ(st.fetched_bytes, landmark - first);
   EXPECT_EQ(st.served_bytes, landmark - first);
-  EXPECT_EQ(st.held_bytes, 0U);  // served in full: freed
+  EXPECT_EQ(st.held_bytes, 0U);        // served in full: freed
   EXPECT_EQ(c.range_reads.load(), 2);  // the tail, the landmark's members
 }
 
