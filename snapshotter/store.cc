@@ -887,25 +887,32 @@ base::Result<std::vector<int64_t>> Store::ancestors(Statements& st, int64_t id) 
   return ids;
 }
 
-base::Result<Snapshot> Store::get(std::string_view key) {
-  CFN_TRY(validate_key("key", key));
+template <typename F>
+auto Store::read(F&& f) -> std::invoke_result_t<F, Statements&> {
   std::lock_guard lock(rmu_);
   Txn rt(*rst_);
   CFN_TRY(rt.begin_read());
-  CFN_ASSIGN_OR_RETURN(auto r, find(*rst_, key));
-  if (!r) {
-    return not_found(key);
-  }
-  if (r->kind == Kind::kCommitted) {
-    return base::errorf(kErrFailedPrecondition, "requested snapshot {} not active or view", key);
-  }
-  Snapshot snap{r->id, r->kind, {}, false};
-  if (r->parent_id != 0) {
-    CFN_ASSIGN_OR_RETURN(snap.parent_ids, ancestors(*rst_, r->parent_id));
-    snap.parent_ids.insert(snap.parent_ids.begin(), r->parent_id);
-  }
-  CFN_ASSIGN_OR_RETURN(snap.volatile_, has_label(*rst_, r->id, kVolatileLabel));
-  return snap;
+  return std::forward<F>(f)(*rst_);
+}
+
+base::Result<Snapshot> Store::get(std::string_view key) {
+  CFN_TRY(validate_key("key", key));
+  return read([&](Statements& st) -> base::Result<Snapshot> {
+    CFN_ASSIGN_OR_RETURN(auto r, find(st, key));
+    if (!r) {
+      return not_found(key);
+    }
+    if (r->kind == Kind::kCommitted) {
+      return base::errorf(kErrFailedPrecondition, "requested snapshot {} not active or view", key);
+    }
+    Snapshot snap{r->id, r->kind, {}, false};
+    if (r->parent_id != 0) {
+      CFN_ASSIGN_OR_RETURN(snap.parent_ids, ancestors(st, r->parent_id));
+      snap.parent_ids.insert(snap.parent_ids.begin(), r->parent_id);
+    }
+    CFN_ASSIGN_OR_RETURN(snap.volatile_, has_label(st, r->id, kVolatileLabel));
+    return snap;
+  });
 }
 
 base::Status Store::commit(std::string_view name, std::string_view key, Labels labels) {
@@ -1088,36 +1095,29 @@ std::unique_lock<std::mutex> Store::writer_lock() {
 
 base::Result<ChainEntry> Store::entry(std::string_view key) {
   CFN_TRY(validate_key("key", key));
-  std::lock_guard lock(rmu_);
-  Txn rt(*rst_);
-  CFN_TRY(rt.begin_read());
-  CFN_ASSIGN_OR_RETURN(auto rl, find_labelled(*rst_, key));
+  CFN_ASSIGN_OR_RETURN(auto rl, read([&](Statements& st) { return find_labelled(st, key); }));
   auto& [r, labels] = rl;
   return ChainEntry{r.id, std::string(key), std::move(labels), r.parent_id};
 }
 
 base::Result<std::vector<ChainEntry>> Store::lineage(std::string_view name) {
   CFN_TRY(validate_key("name", name));
-  std::lock_guard lock(rmu_);
-  Txn rt(*rst_);
-  CFN_TRY(rt.begin_read());
-  std::vector<ChainEntry> out;
-  std::string key(name);
-  while (!key.empty()) {
-    CFN_ASSIGN_OR_RETURN(auto rl, find_labelled(*rst_, key));
-    auto& [r, labels] = rl;
-    out.push_back(ChainEntry{r.id, key, std::move(labels), r.parent_id});
-    key = r.parent;
-  }
-  return out;
+  return read([&](Statements& st) -> base::Result<std::vector<ChainEntry>> {
+    std::vector<ChainEntry> out;
+    std::string key(name);
+    while (!key.empty()) {
+      CFN_ASSIGN_OR_RETURN(auto rl, find_labelled(st, key));
+      auto& [r, labels] = rl;
+      out.push_back(ChainEntry{r.id, key, std::move(labels), r.parent_id});
+      key = r.parent;
+    }
+    return out;
+  });
 }
 
 base::Result<Info> Store::stat(std::string_view key) {
   CFN_TRY(validate_key("key", key));
-  std::lock_guard lock(rmu_);
-  Txn rt(*rst_);
-  CFN_TRY(rt.begin_read());
-  CFN_ASSIGN_OR_RETURN(auto rl, find_labelled(*rst_, key));
+  CFN_ASSIGN_OR_RETURN(auto rl, read([&](Statements& st) { return find_labelled(st, key); }));
   return info_of(std::string(key), rl.first, std::move(rl.second));
 }
 
@@ -1216,37 +1216,34 @@ base::Status read_rows(Stmt::Use& q, std::vector<Info>& all,
 base::Result<std::vector<Info>> Store::list(const Filter& filter) {
   std::vector<Info> all;
   std::unordered_map<int64_t, size_t> index;
-  {
-    std::lock_guard lock(rmu_);
-    Txn rt(*rst_);
-    CFN_TRY(rt.begin_read());
+  CFN_TRY(read([&](Statements& st) -> base::Status {
     if (const auto* sel = indexable_label(filter)) {
       {
-        Stmt::Use q(rst_->labeled_rows);
+        Stmt::Use q(st.labeled_rows);
         q.bind(1, label_key(sel->fieldpath)).bind(2, sel->value);
         CFN_TRY(read_rows(q, all, index));
       }
       for (auto& [id, at] : index) {
-        CFN_ASSIGN_OR_RETURN(all[at].labels, labels_of(*rst_, id));
+        CFN_ASSIGN_OR_RETURN(all[at].labels, labels_of(st, id));
       }
-    } else {
-      {
-        Stmt::Use q(rst_->all_rows);
-        CFN_TRY(read_rows(q, all, index));
+      return {};
+    }
+    {
+      Stmt::Use q(st.all_rows);
+      CFN_TRY(read_rows(q, all, index));
+    }
+    Stmt::Use q(st.all_labels);
+    for (;;) {
+      CFN_ASSIGN_OR_RETURN(bool row, q.step());
+      if (!row) {
+        return {};
       }
-      Stmt::Use q(rst_->all_labels);
-      for (;;) {
-        CFN_ASSIGN_OR_RETURN(bool row, q.step());
-        if (!row) {
-          break;
-        }
-        auto it = index.find(q.i64(0));
-        if (it != index.end()) {
-          all[it->second].labels.emplace(q.text(1), q.text(2));
-        }
+      auto it = index.find(q.i64(0));
+      if (it != index.end()) {
+        all[it->second].labels.emplace(q.text(1), q.text(2));
       }
     }
-  }
+  }));
   if (filter.matches_everything()) {
     return all;
   }
@@ -1261,21 +1258,15 @@ base::Result<std::vector<Info>> Store::list(const Filter& filter) {
 
 base::Result<Usage> Store::usage(std::string_view key) {
   CFN_TRY(validate_key("key", key));
-  int64_t id = 0;
-  {
-    std::lock_guard lock(rmu_);
-    Txn rt(*rst_);
-    CFN_TRY(rt.begin_read());
-    CFN_ASSIGN_OR_RETURN(auto r, find(*rst_, key));
-    if (!r) {
-      return not_found(key);
-    }
-    if (r->kind != Kind::kActive) {
-      return r->usage;
-    }
-    id = r->id;
+  CFN_ASSIGN_OR_RETURN(auto r, read([&](Statements& st) { return find(st, key); }));
+  if (!r) {
+    return not_found(key);
   }
-  auto u = disk_usage(fs_path(root_, id));
+  if (r->kind != Kind::kActive) {
+    return r->usage;  // stored at Commit
+  }
+  // The walk runs outside the read transaction and its lock.
+  auto u = disk_usage(fs_path(root_, r->id));
   if (!u && u.error().code == ENOENT) {
     return not_found(key);  // removed meanwhile
   }

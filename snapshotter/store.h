@@ -58,6 +58,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -162,6 +163,12 @@ class Store {
 
  private:
   Store(std::string root, sqlite3* db);
+  // f(the readers' statements) under rmu_, in one read transaction on the readers'
+  // connection (rolled back when f returns: it writes nothing): what Stat, Mounts, List,
+  // Usage and the lineage lookups read is one consistent state. f's result, or the BEGIN's
+  // error.
+  template <typename F>
+  auto read(F&& f) -> std::invoke_result_t<F, Statements&>;
   [[nodiscard]] base::Status init_schema();
   // At open: an active snapshot or a view whose directory is missing gets it again, empty
   // (docs/snapshotter.md, "Crash safety"); a committed one's is logged.
