@@ -26,6 +26,7 @@
 #include <sqlite3.h>
 
 #include "base/defer.h"
+#include "base/unique_fd.h"
 #include "snapshotter/crash_point.h"
 
 namespace snapshotter {
@@ -637,10 +638,61 @@ base::Status Store::init_schema() {
   wal_fd_ = ::open(wal.c_str(), O_RDONLY | O_CLOEXEC);
   if (wal_fd_ >= 0) {
     CFN_TRY(exec(db_, "PRAGMA synchronous = NORMAL"));
+    prefill_wal(wal);
   } else {
     spdlog::warn("opening {}: {}; SQLite syncs inside each commit", wal, std::strerror(errno));
   }
   return st_->prepare(db_);
+}
+
+// SQLite writes the WAL from the top again after each checkpoint (every ~1,000 pages), so a
+// long-running store overwrites blocks the WAL already has, and a commit's fdatasync waits
+// for two things: the pages, then the disk's cache flush. Until the WAL first reaches that
+// size (a new root, and after every restart: SQLite deletes the WAL at a clean close) each
+// commit appends, and the fdatasync of an appending file also writes the new blocks' extent
+// metadata and the inode (its size): four waits instead of two, and on a busy machine each
+// wait ends with the thread waiting for a CPU (docs/benchmarks.md, bench/snapshotter: the
+// scheduler trace). So the WAL is made that size at once, with zeros written (not fallocate:
+// writing into unwritten extents changes metadata too). Safe for SQLite: it reads frames
+// from the top until one's salt or checksum does not match, which a zero frame never does,
+// as it already does past the frames of a restarted WAL. Only past the file's end, and only
+// an optimisation: on an error the store goes on without it.
+void Store::prefill_wal(const std::string& wal) {
+  int page = 4096;
+  {
+    Stmt q;
+    if (q.prepare(db_, "PRAGMA page_size")) {
+      Stmt::Use u(q);
+      if (auto row = u.step(); row && *row) {
+        page = static_cast<int>(u.i64(0));
+      }
+    }
+  }
+  // The header, then the 1,000 frames after which SQLite checkpoints, and a few the last
+  // transaction before the checkpoint may add.
+  const off_t want = 32 + off_t{1024} * (page + 24);
+  base::UniqueFd fd(::open(wal.c_str(), O_WRONLY | O_CLOEXEC));
+  struct stat st {};
+  if (!fd || ::fstat(fd.get(), &st) != 0) {
+    spdlog::warn("{}: not made {} bytes ahead: {}", wal, want, std::strerror(errno));
+    return;
+  }
+  static const std::string zeros(256 << 10, '\0');
+  for (off_t off = st.st_size; off < want;) {
+    const size_t n = static_cast<size_t>(std::min<off_t>(want - off, zeros.size()));
+    const ssize_t w = ::pwrite(fd.get(), zeros.data(), n, off);
+    if (w < 0 && errno == EINTR) {
+      continue;
+    }
+    if (w <= 0) {
+      spdlog::warn("{}: not made {} bytes ahead: {}", wal, want, std::strerror(errno));
+      return;
+    }
+    off += w;
+  }
+  if (st.st_size < want && ::fdatasync(fd.get()) != 0) {
+    spdlog::warn("{}: fdatasync after making it {} bytes: {}", wal, want, std::strerror(errno));
+  }
 }
 
 base::Status Store::repair_directories() {

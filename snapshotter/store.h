@@ -187,6 +187,9 @@ class Store {
   // catches a hand from outside (a removed or replaced WAL), after which a restart would
   // not find the frames make_durable() synced.
   [[nodiscard]] bool holds_wal() const;
+  // Writes zeros past the end of metadata.db-wal up to the size at which SQLite starts it
+  // again (store.cc says why). Logs and goes on when it cannot.
+  void prefill_wal(const std::string& wal);
   // The ancestors of snapshot id (nearest first), from parents_ as far as it knows them,
   // else from st's connection in the caller's transaction (which fills parents_ in).
   [[nodiscard]] base::Result<std::vector<int64_t>> ancestors(Statements& st, int64_t id);
