@@ -9,8 +9,10 @@
 //   prepare-after-commit  Prepare/View: row committed, directory in place, no reply sent.
 //   commit-before-sql     Commit: usage measured, the SQL transaction not begun.
 //   commit-after-sql      Commit: the transaction committed, no reply sent.
-//   remove-after-sql      Remove: the row is deleted and committed, the directory not yet
-//                         renamed or removed (Cleanup removes it).
+//   remove-after-sql      Remove: the row is deleted and committed (not synced), no reply
+//                         sent, the directory not yet renamed or removed (Cleanup removes it).
+//   remove-before-sync    the store's syncer thread, after a Remove was answered: its delete
+//                         committed, not synced; the directory still at its id.
 //
 // The variable is read once, by init_crash_points() at start; unset, a point costs one
 // branch on a bool.

@@ -507,6 +507,7 @@ Store::Store(std::string root, sqlite3* db)
       snapshots_dir_(root_ + "/snapshots"),
       db_(db),
       st_(std::make_unique<Statements>()),
+      syncer_([this] { syncer_loop(); }),
       remover_([this] { remover_loop(); }) {}
 
 Store::~Store() {
@@ -514,14 +515,73 @@ Store::~Store() {
   ::sqlite3_close_v2(rdb_);
   {
     std::lock_guard lk(rm_mu_);
-    rm_stop_ = true;  // what is still queued stays for Cleanup
+    rm_stop_ = true;  // what is still queued or unsynced stays for Cleanup
   }
+  {
+    std::lock_guard lk(sync_mu_);
+    stopping_ = true;
+  }
+  sync_cv_.notify_all();
   rm_cv_.notify_all();
+  syncer_.join();
   remover_.join();
   st_.reset();
   ::sqlite3_close_v2(db_);
   if (wal_fd_ >= 0) {
     ::close(wal_fd_);
+  }
+}
+
+void Store::syncer_loop() {
+  std::unique_lock lk(rm_mu_);
+  for (;;) {
+    rm_cv_.wait(lk, [this] { return rm_stop_ || !rm_unsynced_.empty(); });
+    if (rm_stop_) {
+      // Not renamed: each directory stays under its id, which no row owns once the delete
+      // reaches the disk (SQLite's checkpoint at close syncs it): Cleanup's to remove.
+      return;
+    }
+    const uint64_t seq = rm_unsynced_.back().seq;
+    lk.unlock();
+    {
+      // Any call's fdatasync that starts after seq's COMMIT covers it (group commit); only
+      // when none comes within kRemoveSyncDelay does this thread sync.
+      std::unique_lock s(sync_mu_);
+      sync_cv_.wait_for(s, kRemoveSyncDelay,
+                        [&] { return synced_seq_ >= seq || sync_failed_ || stopping_; });
+    }
+    base::Status st;
+    if (!stopping_) {
+      crash_point("remove-before-sync");
+      st = make_durable(seq);
+    }
+    lk.lock();
+    std::vector<int64_t> ids;
+    while (!rm_unsynced_.empty() && rm_unsynced_.front().seq <= seq) {
+      ids.push_back(rm_unsynced_.front().id);
+      rm_unsynced_.pop_front();
+    }
+    for (int64_t id : ids) {
+      const std::string name = std::to_string(id);
+      rm_busy_.erase(name);
+      // A failed sync leaves the directory under its id (Cleanup refuses to remove anything
+      // after it); so does stopping.
+      if (!st || stopping_) {
+        continue;
+      }
+      // Renamed under rm_mu_ with the hand-over to the remover: Cleanup, which reads
+      // rm_busy_ under mu_ after listing the directory, sees each one either as "ID" held
+      // here or as a name the remover holds. A failed rename leaves a directory no row owns:
+      // Cleanup's to take.
+      if (auto g = move_aside(snapshots_dir_, name); !g.empty()) {
+        rm_busy_.insert(g);
+        rm_queue_.push_back(std::move(g));
+      }
+    }
+    rm_cv_.notify_all();
+    if (rm_busy_.empty()) {
+      idle_cv_.notify_all();
+    }
   }
 }
 
@@ -535,6 +595,7 @@ void Store::remover_loop() {
     rm_cv_.wait(lk, [this] { return rm_stop_ || !rm_queue_.empty(); });
     if (rm_stop_) {
       rm_queue_.clear();
+      rm_unsynced_.clear();
       rm_busy_.clear();
       idle_cv_.notify_all();
       return;
@@ -1049,6 +1110,19 @@ base::Status Store::remove(std::string_view key) {
 // its check gets its error and removes nothing. An error of SQLite itself fails every
 // request of the batch (the transaction rolls back: nothing removed).
 void Store::remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch) {
+  {
+    // As every other change after a failed fdatasync (make_durable): refused.
+    std::lock_guard lk(sync_mu_);
+    if (sync_failed_) {
+      for (auto& req : batch) {
+        req->status = base::errorf(EIO,
+                                   "fdatasync of {}/metadata.db-wal failed earlier: what is on "
+                                   "disk is unknown; restart the snapshotter",
+                                   root_);
+      }
+      return;
+    }
+  }
   std::vector<std::pair<RemoveReq*, int64_t>> removed;
   {
     // A Prepare or Commit waiting for mu_ goes first (writer_lock): it waits for the batch
@@ -1057,7 +1131,6 @@ void Store::remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch) {
     std::unique_lock turn(turn_mu_);
     turn_cv_.wait_for(turn, kYieldToWriters, [this] { return waiting_writers_.load() == 0; });
   }
-  uint64_t seq = 0;
   {
     std::lock_guard lock(mu_);
     auto run = [&]() -> base::Status {
@@ -1089,7 +1162,6 @@ void Store::remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch) {
         removed.emplace_back(req.get(), r->id);
       }
       CFN_TRY(txn.commit());
-      seq = committed();
       return {};
     };
     if (auto st = run(); !st) {
@@ -1098,14 +1170,21 @@ void Store::remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch) {
       }
       return;
     }
-  }
-  // The directories go only once the deletes are on disk: after an OS crash a row that
-  // comes back must find its directory.
-  if (auto st = make_durable(seq); !st) {
-    for (const auto& [req, id] : removed) {
-      req->status = st;
+    if (removed.empty()) {
+      return;
     }
-    return;
+    // Handed to the syncer while mu_ is held: Cleanup, which lists the directory under mu_,
+    // never sees a removed row's directory that rm_busy_ does not hold, so it never moves
+    // one aside before its delete is on disk.
+    const uint64_t seq = committed();
+    {
+      std::lock_guard lk(rm_mu_);
+      for (const auto& [req, id] : removed) {
+        rm_busy_.insert(std::to_string(id));
+        rm_unsynced_.push_back(Unsynced{seq, id});
+      }
+    }
+    rm_cv_.notify_all();
   }
   {
     std::lock_guard lk(parents_mu_);
@@ -1113,26 +1192,9 @@ void Store::remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch) {
       parents_.erase(id);
     }
   }
+  // Answered without waiting for a sync: the syncer makes the deletes durable (at the
+  // latest kRemoveSyncDelay from now) before it renames and removes the directories.
   crash_point("remove-after-sql");
-  if (removed.empty()) {
-    return;
-  }
-  // The renames run outside mu_ (the rows are gone and their ids never come again, so no
-  // Prepare meets these directories), under rm_mu_ with the hand-over to the background
-  // thread: Cleanup, which reads rm_busy_ after listing the directory, sees each one either
-  // as "ID" (and moves it aside itself; the rename here then finds nothing) or as a name
-  // the background thread holds.
-  {
-    std::lock_guard lk(rm_mu_);
-    for (const auto& [req, id] : removed) {
-      // A failed rename leaves a directory no row owns: Cleanup's to take.
-      if (auto g = move_aside(snapshots_dir_, std::to_string(id)); !g.empty()) {
-        rm_busy_.insert(g);
-        rm_queue_.push_back(std::move(g));
-      }
-    }
-  }
-  rm_cv_.notify_one();
 }
 
 std::unique_lock<std::mutex> Store::writer_lock() {

@@ -24,16 +24,22 @@
 // stale directory of an earlier snapshot; a directory left at an id whose transaction
 // rolled back is moved aside when that id comes again.
 //
-// Durability: every call that changes metadata answers only once its transaction is on
-// disk, but the fsync is not SQLite's inside COMMIT. The writing connection commits with
-// synchronous=NORMAL (WAL: the frames are written, not synced), leaves the store's lock,
-// and then fdatasync()s metadata.db-wal itself (make_durable): WAL frames are a log in
-// commit order, so one fdatasync makes every transaction committed before it durable:
-// callers whose transactions committed before a sync started share it (group commit), and
-// a caller whose transaction came after the syncs in flight starts its own at once. Nothing
-// that depends on a transaction (a Remove's renames, the reply) happens before its sync.
-// A reader may see a transaction whose caller has not been answered yet; after an OS crash
-// in that window the transaction is gone, as if the call had failed (docs/snapshotter.md).
+// Durability: every call that changes metadata, except Remove, answers only once its
+// transaction is on disk, but the fsync is not SQLite's inside COMMIT. The writing connection
+// commits with synchronous=NORMAL (WAL: the frames are written, not synced), leaves the store's
+// lock, and then fdatasync()s metadata.db-wal itself (make_durable): WAL frames are a log in commit
+// order, so one fdatasync makes every transaction committed before it durable: callers whose
+// transactions committed before a sync started share it (group commit), and a caller whose
+// transaction came after the syncs in flight starts its own at once. Nothing that depends on a
+// transaction (a Remove's renames, the reply) happens before its sync. Remove is answered after its
+// COMMIT: the next fdatasync of any call makes it durable (or the store's own within
+// kRemoveSyncDelay), and only then is its directory renamed and removed. After an OS crash before
+// that sync the row is back with its directory: as if the Remove had not happened. containerd
+// deletes a snapshot from its own database before calling Remove, and its garbage collection
+// removes the backend snapshots it does not know, so such a row is removed again
+// (docs/snapshotter.md, "Crash safety"). A reader may see a transaction whose caller has not been
+// answered yet; after an OS crash in that window the transaction is gone, as if the call had failed
+// (docs/snapshotter.md).
 //
 // Thread-safe: one writing connection under one mutex, one transaction per call; reads
 // (Stat, Mounts, List, Usage) use a second, read-only connection under its own mutex, in a
@@ -245,14 +251,29 @@ class Store {
   uint64_t started_seq_ = 0;  // the highest target of an fdatasync started (done or not)
   bool sync_failed_ = false;
 
+  // Removed rows not yet known to be on disk: a Remove is answered after its COMMIT, and
+  // its directory is renamed only once a later fdatasync of the WAL covers it (so that a
+  // row an OS crash brings back still finds its directory). syncer_loop() waits for any
+  // call's sync to cover them, at most kRemoveSyncDelay, then syncs itself: a removal of
+  // many snapshots costs one fdatasync per period, or none while Prepares and Commits sync.
+  struct Unsynced {
+    uint64_t seq = 0;  // the COMMIT that deleted the row
+    int64_t id = 0;
+  };
+  static constexpr std::chrono::milliseconds kRemoveSyncDelay{20};
+  void syncer_loop();
+
   // The background removal of directories Remove renamed to rm-ID-N.
   void remover_loop();
-  std::mutex rm_mu_;
-  std::condition_variable rm_cv_;            // work queued, or stopping
+  std::mutex rm_mu_;                         // taken after mu_, never before
+  std::condition_variable rm_cv_;            // work queued (for either thread), or stopping
   std::condition_variable idle_cv_;          // rm_busy_ became empty
+  std::deque<Unsynced> rm_unsynced_;         // in commit order
   std::deque<std::string> rm_queue_;         // names under ROOT/snapshots
-  std::unordered_set<std::string> rm_busy_;  // queued or being removed
+  std::unordered_set<std::string> rm_busy_;  // unsynced ("ID"), queued or being removed
   bool rm_stop_ = false;
+  std::atomic<bool> stopping_{false};  // set under sync_mu_ too: wakes the syncer's wait
+  std::thread syncer_;
   std::thread remover_;
 };
 

@@ -201,7 +201,10 @@ TEST_F(StoreTest, RemoveRefusesParentsAndRemovesDirectories) {
   EXPECT_EQ(r.error().code, kErrFailedPrecondition);
   EXPECT_NE(r.error().message.find("remove"), std::string::npos);
   ASSERT_TRUE(store_->remove("b"));
-  // Gone from its id at once; the tree itself is removed in the background.
+  // The row is gone at once; the directory leaves its id once the delete is on disk (a
+  // later sync), and the tree is removed in the background.
+  EXPECT_EQ(store_->stat("b").error().code, ENOENT);
+  store_->drain_removals();
   EXPECT_FALSE(fs::exists(store_->root() + "/snapshots/" + std::to_string(b.id)));
   ASSERT_TRUE(store_->remove("c"));
   store_->drain_removals();
