@@ -6,7 +6,7 @@
 //
 //	snapgcbench -a SOCK -root ROOT -image-ref REF -manifest DIGEST -layers D1,D2,... -boot FILE
 //	            [-images 200] [-plain 200] [-files 20] [-removers 4] [-rounds 4] [-samples 400]
-//	            [-json]
+//	            [-json] [-phases FILE]
 //
 // Setup (not timed): -images nydus images, each made the way containerd's unpack of
 // `ctr-remote image rpull` makes one (the data layers -layers by the remote-snapshot
@@ -43,6 +43,7 @@ import (
 	"github.com/containerd/containerd/mount"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/snapshots"
+	"golang.org/x/sys/unix"
 
 	"snapclient"
 )
@@ -223,6 +224,16 @@ func (s *sampler) one() time.Duration {
 	return d
 }
 
+// monoNs is CLOCK_MONOTONIC in ns: the clock of perf's timestamps on this kernel (perf
+// record's default), so that -phases can split a system-wide trace by phase.
+func monoNs() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		die("clock_gettime: %v", err)
+	}
+	return ts.Nano()
+}
+
 func main() {
 	sock := flag.String("a", "", "socket of the snapshotter")
 	root := flag.String("root", "", "the snapshotter's root (its image mounts are under ROOT/mnt)")
@@ -237,7 +248,21 @@ func main() {
 	rounds := flag.Int("rounds", 4, "the removal in this many parts, each between two base phases")
 	samples := flag.Int("samples", 400, "Prepare + Commit samples with no removal, spread over the base phases")
 	asJSON := flag.Bool("json", false, "print the result as JSON too")
+	phasesPath := flag.String("phases", "", "append each phase as 'base|removal START END' (CLOCK_MONOTONIC ns) to this file")
 	flag.Parse()
+	var phases *os.File
+	if *phasesPath != "" {
+		var err error
+		if phases, err = os.OpenFile(*phasesPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
+			die("%v", err)
+		}
+		defer phases.Close()
+	}
+	phase := func(kind string, start int64) {
+		if phases != nil {
+			fmt.Fprintf(phases, "%s %d %d\n", kind, start, monoNs())
+		}
+	}
 	if *sock == "" || *root == "" || *imageRef == "" || *layers == "" || *bootPath == "" ||
 		*removers < 1 || *rounds < 1 || *samples < 10*(*rounds) {
 		fmt.Fprintln(os.Stderr, "usage: snapgcbench -a SOCK -root ROOT -image-ref REF -manifest D -layers D1,... -boot FILE [options]")
@@ -286,9 +311,11 @@ func main() {
 	var rmCalls, unbound time.Duration
 	perPhase := *samples / *rounds
 	for g := 0; g < *rounds; g++ {
+		t := monoNs()
 		for i := 0; i < perPhase; i++ {
 			base = append(base, s.one())
 		}
+		phase("base", t)
 		take(&statBase)
 		// This round's share: a queue of jobs (images and plain snapshots interleaved).
 		i0, i1 := g**images / *rounds, (g+1)**images / *rounds
@@ -313,6 +340,7 @@ func main() {
 		var wg sync.WaitGroup
 		var removesDone atomic.Bool
 		var calls time.Duration
+		rmMono := monoNs()
 		rmStart := time.Now()
 		for r := 0; r < *removers; r++ {
 			wg.Add(1)
@@ -340,12 +368,15 @@ func main() {
 			}
 		}
 		unbound += time.Since(rmStart)
+		phase("removal", rmMono)
 		rmCalls += calls
 		take(&statDuring)
 	}
+	t := monoNs()
 	for i := 0; i < perPhase; i++ {
 		base = append(base, s.one())
 	}
+	phase("base", t)
 	take(&statBase)
 	bp50, bp99 := quantile(base, 0.5), quantile(base, 0.99)
 	dp50, dp99 := quantile(during, 0.5), quantile(during, 0.99)
