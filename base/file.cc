@@ -85,7 +85,7 @@ constexpr std::string_view kTempTag = ".tmp.";
 constexpr std::string_view kTempRandom = "XXXXXX";
 }  // namespace
 
-Status write_file_atomic(const std::string& path, Bytes data, mode_t mode) {
+Status write_file_atomic(const std::string& path, Bytes data, mode_t mode, Durability durability) {
   // A name of its own (mkostemp), so two writers of the same path (two binds of one
   // image) never write into one temporary and never rename a half-written file.
   std::string tmp = path;
@@ -101,7 +101,7 @@ Status write_file_atomic(const std::string& path, Bytes data, mode_t mode) {
   if (auto r = write_full(fd.get(), data); !r) {
     return Unexpected(std::move(r).error().wrap(tmp));
   }
-  if (::fsync(fd.get()) != 0) {
+  if (durability == Durability::kSynced && ::fsync(fd.get()) != 0) {
     return errno_error("fsync " + tmp);
   }
   fd.reset();

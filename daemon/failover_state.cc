@@ -232,13 +232,14 @@ std::string state_path(const std::string& cache_dir, Frontend frontend) {
   return fmt::format("{}/state/{}.json", cache_dir, frontend_name(frontend));
 }
 
-base::Status save_state(const std::string& path, const std::vector<PersistedImage>& images) {
+base::Status save_state(const std::string& path, const std::vector<PersistedImage>& images,
+                        base::Durability durability) {
   const std::string dir = std::filesystem::path(path).parent_path();
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return base::errno_error("mkdir " + dir);
   }
   CFN_ASSIGN_OR_RETURN(const std::string text, serialize_state(images));
-  auto st = base::write_file_atomic(path, base::as_bytes(text), 0600);
+  auto st = base::write_file_atomic(path, base::as_bytes(text), 0600, durability);
   if (!st) {
     return base::Unexpected(st.error().wrap("state file " + path));
   }

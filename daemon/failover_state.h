@@ -36,6 +36,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/file.h"
 #include "base/result.h"
 #include "daemon/config.h"
 #include "daemon/fuse_wire.h"
@@ -100,9 +101,10 @@ struct PersistedImage {
                                      Frontend frontend = Frontend::kCachefiles);
 
 // Write the state file (its directory made 0700 when missing) through a temporary and a
-// rename. Errors name the path.
+// rename (fsynced unless durability says otherwise). Errors name the path.
 [[nodiscard]] base::Status save_state(const std::string& path,
-                                      const std::vector<PersistedImage>& images);
+                                      const std::vector<PersistedImage>& images,
+                                      base::Durability durability = base::Durability::kSynced);
 // Read and parse the state file; an absent file is an empty state. Errors name the path.
 [[nodiscard]] base::Result<std::vector<PersistedImage>> load_state(
     const std::string& path, Frontend frontend = Frontend::kCachefiles);

@@ -35,6 +35,25 @@ TEST_F(FileTest, AtomicWriteThenRead) {
   EXPECT_EQ(n, 1U);
 }
 
+// Without the fsync: the same file, replaced whole, mode as asked, no temporary left.
+TEST_F(FileTest, AtomicWriteRenameOnlyReplacesWhole) {
+  std::string path = dir_ + "/f";
+  ASSERT_TRUE(write_file_atomic(path, as_bytes("a longer first version"), 0600));
+  ASSERT_TRUE(write_file_atomic(path, as_bytes("second"), 0600, Durability::kRenameOnly));
+  auto data = read_file(path);
+  ASSERT_TRUE(data);
+  EXPECT_EQ(as_chars(*data), "second");
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600U);
+  std::size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir_)) {
+    EXPECT_EQ(e.path().filename(), "f");
+    ++n;
+  }
+  EXPECT_EQ(n, 1U);
+}
+
 TEST_F(FileTest, AtomicTemporaryNames) {
   EXPECT_TRUE(is_atomic_temporary("f.tmp.AbC123"));
   EXPECT_TRUE(is_atomic_temporary("abc.meta.tmp.000000"));
