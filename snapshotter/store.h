@@ -18,7 +18,8 @@
 //
 // Crash safety: the directory of a new snapshot is made as ROOT/snapshots/new-XXXXXX,
 // renamed to its id inside the transaction that inserts the row, before COMMIT; Remove
-// deletes the row and commits before renaming the directory to rm-ID-N and removing it.
+// deletes the row and commits; the directory is renamed to rm-ID-N and removed only once
+// that commit is synced.
 // So a crash at any point leaves either a consistent pair or a directory that no row owns,
 // which cleanup() removes. Ids are never reused (AUTOINCREMENT), so a row never meets a
 // stale directory of an earlier snapshot; a directory left at an id whose transaction
@@ -46,9 +47,10 @@
 // read transaction each, so they never wait for a writer's COMMIT. File system walks
 // (usage of an active snapshot, the usage stored at Commit) run outside the mutex; whole
 // directories are removed by a background thread at nice 19 and the idle I/O class (Remove
-// returns once the row is gone and the directory renamed to rm-ID-N, as containerd's
-// overlayfs removes asynchronously);
-// what that thread has not removed at exit, Cleanup removes.
+// returns once the row's delete is committed; the syncer renames the directory to rm-ID-N
+// once that delete is on disk, and the remover removes it, as containerd's overlayfs
+// removes asynchronously);
+// what those threads have not renamed or removed at exit, Cleanup removes.
 #pragma once
 
 #include <atomic>
@@ -263,7 +265,7 @@ class Store {
   static constexpr std::chrono::milliseconds kRemoveSyncDelay{20};
   void syncer_loop();
 
-  // The background removal of directories Remove renamed to rm-ID-N.
+  // The background removal of directories the syncer renamed to rm-ID-N.
   void remover_loop();
   std::mutex rm_mu_;                         // taken after mu_, never before
   std::condition_variable rm_cv_;            // work queued (for either thread), or stopping
