@@ -820,10 +820,7 @@ base::Status Store::make_durable(uint64_t seq) {
   std::unique_lock lk(sync_mu_);
   for (;;) {
     if (sync_failed_) {
-      return base::errorf(EIO,
-                          "fdatasync of {}/metadata.db-wal failed earlier: what is on "
-                          "disk is unknown; restart the snapshotter",
-                          root_);
+      return failed_sync_error("what is on disk is unknown");
     }
     if (synced_seq_ >= seq) {
       return {};
@@ -865,6 +862,12 @@ base::Status Store::make_durable(uint64_t seq) {
     return base::errno_error(err, what);
   }
   return {};
+}
+
+base::Unexpected Store::failed_sync_error(std::string_view refusal) const {
+  return base::errorf(EIO,
+                      "fdatasync of {}/metadata.db-wal failed earlier: {}; restart the snapshotter",
+                      root_, refusal);
 }
 
 bool Store::holds_wal() const {
@@ -1115,10 +1118,7 @@ void Store::remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch) {
     std::lock_guard lk(sync_mu_);
     if (sync_failed_) {
       for (auto& req : batch) {
-        req->status = base::errorf(EIO,
-                                   "fdatasync of {}/metadata.db-wal failed earlier: what is on "
-                                   "disk is unknown; restart the snapshotter",
-                                   root_);
+        req->status = failed_sync_error("what is on disk is unknown");
       }
       return;
     }
@@ -1393,10 +1393,7 @@ base::Result<std::vector<std::string>> Store::cleanup() {
     // directory must not go.
     std::lock_guard lk(sync_mu_);
     if (sync_failed_) {
-      return base::errorf(EIO,
-                          "fdatasync of {}/metadata.db-wal failed earlier: not removing "
-                          "directories; restart the snapshotter",
-                          root_);
+      return failed_sync_error("not removing directories");
     }
   }
   // Cleanup is containerd's "reclaim now": the removals Remove queued finish first, so

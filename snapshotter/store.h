@@ -195,6 +195,9 @@ class Store {
   // catches a hand from outside (a removed or replaced WAL), after which a restart would
   // not find the frames make_durable() synced.
   [[nodiscard]] bool holds_wal() const;
+  // EIO for a change refused because an fdatasync failed earlier (sync_failed_): what
+  // reached the disk is unknown. `refusal` says what the store does not do.
+  [[nodiscard]] base::Unexpected failed_sync_error(std::string_view refusal) const;
   // Writes zeros past the end of metadata.db-wal up to the size at which SQLite starts it
   // again (store.cc says why). Logs and goes on when it cannot.
   void prefill_wal(const std::string& wal);
