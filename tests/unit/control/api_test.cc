@@ -292,8 +292,8 @@ TEST(ControlApi, AnswersWithBytesThatAreNotUtf8) {
   for (const char* bad :
        {R"({"ok":true,"files":[{"hex":"2f6"}]})", R"({"ok":true,"files":[{"hex":"zz"}]})",
         R"({"ok":true,"files":[{"hex":1}]})", R"({"ok":true,"files":[{"hex":"2f","x":1}]})",
-        R"({"ok":true,"files":[{}]})", R"({"ok":true,"files":[7]})",
-        R"({"ok":true,"files":{}})", R"({"ok":true})"}) {
+        R"({"ok":true,"files":[{}]})", R"({"ok":true,"files":[7]})", R"({"ok":true,"files":{}})",
+        R"({"ok":true})"}) {
     auto b = files_from_json(bad);
     ASSERT_FALSE(b) << bad;
     EXPECT_EQ(b.error().code, EPROTO) << bad;
