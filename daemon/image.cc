@@ -165,37 +165,53 @@ base::Result<std::vector<FileChunks>> map_files(
 
 }  // namespace
 
-base::Result<std::shared_ptr<BoundImage>> BoundImage::open(const std::string& bootstrap_path,
-                                                           std::shared_ptr<Backend> backend,
-                                                           BlobCache& cache,
-                                                           std::uint64_t file_readahead) {
-  std::shared_ptr<BoundImage> b(new BoundImage());
+base::Result<LoadedBootstrap> BoundImage::load(const std::string& bootstrap_path) {
+  LoadedBootstrap boot;
   char* real = ::realpath(bootstrap_path.c_str(), nullptr);
   if (real == nullptr) {
     return base::errno_error("bootstrap " + bootstrap_path);
   }
-  b->bootstrap_path_ = real;
+  boot.path_ = real;
   std::free(real);  // NOLINT(cppcoreguidelines-no-malloc): realpath(3) allocates with malloc
-  CFN_ASSIGN_OR_RETURN(b->bytes_, base::read_file(b->bootstrap_path_));
-  auto img = erofs::Image::parse(b->bytes_);
+  CFN_ASSIGN_OR_RETURN(boot.bytes_, base::read_file(boot.path_));
+  auto img = erofs::Image::parse(boot.bytes_);
   if (!img) {
-    return base::Unexpected(img.error().wrap("bootstrap " + b->bootstrap_path_));
+    return base::Unexpected(img.error().wrap("bootstrap " + boot.path_));
   }
   if (!img->is_rafs()) {
-    return base::errorf(EINVAL, "bootstrap {}: not a RAFS v6 bootstrap", b->bootstrap_path_);
+    return base::errorf(EINVAL, "bootstrap {}: not a RAFS v6 bootstrap", boot.path_);
   }
-  b->image_ = std::make_unique<erofs::Image>(std::move(*img));
-  auto table = b->image_->chunk_table();
+  boot.image_ = std::make_unique<erofs::Image>(std::move(*img));
+  return boot;
+}
+
+base::Result<std::shared_ptr<BoundImage>> BoundImage::open(const std::string& bootstrap_path,
+                                                           std::shared_ptr<Backend> backend,
+                                                           BlobCache& cache,
+                                                           std::uint64_t file_readahead) {
+  CFN_ASSIGN_OR_RETURN(auto boot, load(bootstrap_path));
+  return open(std::move(boot), std::move(backend), cache, file_readahead);
+}
+
+base::Result<std::shared_ptr<BoundImage>> BoundImage::open(LoadedBootstrap bootstrap,
+                                                           std::shared_ptr<Backend> backend,
+                                                           BlobCache& cache,
+                                                           std::uint64_t file_readahead) {
+  std::shared_ptr<BoundImage> b(new BoundImage());
+  b->boot_ = std::move(bootstrap);
+  const std::string& path = b->boot_.path();
+  const erofs::Image& image = b->boot_.image();
+  auto table = image.chunk_table();
   if (!table) {
-    return base::Unexpected(table.error().wrap("bootstrap " + b->bootstrap_path_));
+    return base::Unexpected(table.error().wrap("bootstrap " + path));
   }
   b->backend_ = std::move(backend);
-  const auto& infos = b->image_->blobs();
+  const auto& infos = image.blobs();
   for (std::size_t i = 0; i < infos.size(); ++i) {
     // Extents name blobs by index and device slot i + 1 is blob i: keep them aligned.
     if (infos[i].index != i) {
-      return base::errorf(EINVAL, "bootstrap {}: blob table entry {} has index {}",
-                          b->bootstrap_path_, i, infos[i].index);
+      return base::errorf(EINVAL, "bootstrap {}: blob table entry {} has index {}", path, i,
+                          infos[i].index);
     }
   }
   // The file readahead's map (a walk of every file of the image) needs only the
@@ -208,7 +224,7 @@ base::Result<std::shared_ptr<BoundImage>> BoundImage::open(const std::string& bo
   };
   std::future<base::Result<std::vector<FileChunks>>> files;
   if (file_readahead > 0) {
-    files = std::async(std::launch::async, [&image = *b->image_, &infos, &records = *table] {
+    files = std::async(std::launch::async, [&image, &infos, &records = *table] {
       return map_files(image, chunk_sizes(infos, records));
     });
   }
@@ -230,9 +246,9 @@ base::Result<std::shared_ptr<BoundImage>> BoundImage::open(const std::string& bo
     const auto t1 = std::chrono::steady_clock::now();
     auto mapped = files.get();
     spdlog::debug("image {}: blobs open in {:.1f} ms; the readahead file map ready {:.1f} ms later",
-                  b->bootstrap_path_, blobs_ms, ms_since(t1));
+                  path, blobs_ms, ms_since(t1));
     if (!mapped) {
-      return base::Unexpected(mapped.error().wrap("bootstrap " + b->bootstrap_path_));
+      return base::Unexpected(mapped.error().wrap("bootstrap " + path));
     }
     for (std::size_t i = 0; i < b->blobs_.size() && i < mapped->size(); ++i) {
       auto l = std::make_shared<FileReadahead>(cache, b->blobs_[i], file_readahead,
@@ -260,7 +276,7 @@ base::Status add_file_chunks(const erofs::Image& img, erofs::Nid nid,
 }  // namespace
 
 base::Result<std::vector<std::vector<std::uint32_t>>> BoundImage::prefetch_list_chunks() const {
-  const erofs::Image& img = *image_;
+  const erofs::Image& img = image();
   std::vector<std::vector<std::uint32_t>> per_blob(blobs_.size());
   std::vector<std::set<std::uint32_t>> seen(blobs_.size());
   CFN_ASSIGN_OR_RETURN(auto table, img.prefetch_table());
@@ -278,7 +294,7 @@ base::Result<std::vector<std::vector<std::uint32_t>>> BoundImage::prefetch_list_
 }
 
 base::Result<std::vector<std::string>> BoundImage::accessed_files() const {
-  const erofs::Image& img = *image_;
+  const erofs::Image& img = image();
   // seq[blob][ci]: the stamp of the chunk's first demand, 0 = never demanded.
   std::vector<std::vector<std::uint64_t>> seq(blobs_.size());
   bool any = false;

@@ -872,7 +872,8 @@ class ServiceImpl final : public Service {
     // Opening the blobs may read their chunk-info tables through the backend: also
     // without a lock.
     const double pulled_ms = ms();
-    CFN_ASSIGN_OR_RETURN(auto image, BoundImage::open(bootstrap, std::move(backend), *cache_,
+    CFN_ASSIGN_OR_RETURN(auto boot, BoundImage::load(bootstrap));
+    CFN_ASSIGN_OR_RETURN(auto image, BoundImage::open(std::move(boot), std::move(backend), *cache_,
                                                       config_.file_readahead));
     const double opened_ms = ms();
     // The prefetch list (the bootstrap's prefetch table) starts before the mount, so
@@ -988,16 +989,10 @@ class ServiceImpl final : public Service {
     }
     const std::string what = plan.ref.to_string();
     const auto t0 = std::chrono::steady_clock::now();
+    // Read and parsed once: the check here, then the blobs opened from it.
+    CFN_ASSIGN_OR_RETURN(auto boot, BoundImage::load(plan.bootstrap));
     {
-      CFN_ASSIGN_OR_RETURN(const auto boot, base::read_file(plan.bootstrap));
-      auto img = erofs::Image::parse(boot);
-      if (!img) {
-        return base::Unexpected(img.error().wrap("bootstrap " + plan.bootstrap));
-      }
-      if (!img->is_rafs()) {
-        return base::errorf(EINVAL, "bootstrap {}: not a RAFS v6 bootstrap", plan.bootstrap);
-      }
-      CFN_ASSIGN_OR_RETURN(const auto table, img->prefetch_table());
+      CFN_ASSIGN_OR_RETURN(const auto table, boot.image().prefetch_table());
       if (table.empty()) {
         spdlog::info("prefetch {}: its bootstrap has no prefetch list: nothing to fetch", what);
         return control::PrefetchAnswer{};
@@ -1005,7 +1000,8 @@ class ServiceImpl final : public Service {
     }
     CFN_ASSIGN_OR_RETURN(auto client, clients_.get(plan.registry, plan.ref));
     std::shared_ptr<Backend> backend = make_registry_backend(std::move(client), plan.ref);
-    CFN_ASSIGN_OR_RETURN(auto image, BoundImage::open(plan.bootstrap, std::move(backend), *cache_));
+    CFN_ASSIGN_OR_RETURN(auto image,
+                         BoundImage::open(std::move(boot), std::move(backend), *cache_));
     CFN_ASSIGN_OR_RETURN(auto listed, image->prefetch_list_chunks());
     control::PrefetchAnswer a;
     a.blobs = image->blobs().size();

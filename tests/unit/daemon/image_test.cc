@@ -1,17 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
-// BoundImage's file-to-chunk maps on a local image built by the converter: the prefetch
-// table's chunks per blob, in table order without repeats; the files read, in the order
-// of their first demand; nothing read, nothing listed.
+// BoundImage on a local image built by the converter: load() reads, parses and checks a
+// bootstrap (a missing, corrupt or plain-EROFS one refused, naming it) that open() then
+// binds without reading it again; the file-to-chunk maps: the prefetch table's chunks per
+// blob, in table order without repeats; the files read, in the order of their first
+// demand; nothing read, nothing listed.
 #include "daemon/image.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
 
+#include "base/file.h"
 #include "daemon/backend.h"
 #include "daemon/blob_cache.h"
 #include "tests/unit/convert/test_util.h"
@@ -35,8 +40,9 @@ std::string pattern(std::size_t n, unsigned seed) {
 
 class BoundImageTest : public ::testing::Test {
  protected:
-  // Files of 1, 3 and 2 chunks (64 KiB chunks) and an empty one.
-  void build(std::vector<std::string> prefetch = {}) {
+  // Files of 1, 3 and 2 chunks (64 KiB chunks) and an empty one, converted to
+  // img/image.boot and img/blobs/; a blob cache in cache/.
+  void convert(std::vector<std::string> prefetch = {}) {
     std::filesystem::create_directories(tmp_.sub("src/d"));
     convert::testing::write_string(tmp_.sub("src/a"), pattern(1000, 1));
     convert::testing::write_string(tmp_.sub("src/d/b"), pattern(3 * kChunk - 5, 2));
@@ -52,6 +58,11 @@ class BoundImageTest : public ::testing::Test {
     auto cache = BlobCache::create(co);
     ASSERT_TRUE(cache) << cache.error().to_string();
     cache_ = std::move(*cache);
+  }
+
+  // convert(), then the image opened.
+  void build(std::vector<std::string> prefetch = {}) {
+    ASSERT_NO_FATAL_FAILURE(convert(std::move(prefetch)));
     auto backend = make_localfs_backend(tmp_.sub("img/blobs"));
     ASSERT_TRUE(backend) << backend.error().to_string();
     auto image = BoundImage::open(tmp_.sub("img/image.boot"), std::move(*backend), *cache_);
@@ -109,6 +120,99 @@ class BoundImageTest : public ::testing::Test {
   std::unique_ptr<BlobCache> cache_;
   std::shared_ptr<BoundImage> image_;
 };
+
+// The error of load(path), with a test failure when it loaded.
+base::Error load_error(const std::string& path) {
+  auto boot = BoundImage::load(path);
+  if (boot) {
+    ADD_FAILURE() << path << " loaded";
+    return base::Error{};
+  }
+  return boot.error();
+}
+
+bool names(const base::Error& e, const std::string& what) {
+  return e.to_string().find(what) != std::string::npos;
+}
+
+TEST_F(BoundImageTest, LoadRefusesAMissingBootstrap) {
+  const auto e = load_error(tmp_.sub("nothing.boot"));
+  EXPECT_EQ(e.code, ENOENT);
+  EXPECT_TRUE(names(e, "bootstrap " + tmp_.sub("nothing.boot"))) << e.to_string();
+  EXPECT_EQ(load_error(tmp_.path()).code, EINVAL);  // a directory: not a regular file
+}
+
+TEST_F(BoundImageTest, LoadRefusesACorruptBootstrap) {
+  convert::testing::write_string(tmp_.sub("zeros.boot"), std::string(8192, '\0'));
+  auto e = load_error(tmp_.sub("zeros.boot"));
+  EXPECT_NE(e.code, 0);
+  EXPECT_TRUE(names(e, "bootstrap " + tmp_.sub("zeros.boot"))) << e.to_string();
+
+  convert::testing::write_string(tmp_.sub("empty.boot"), "");
+  e = load_error(tmp_.sub("empty.boot"));
+  EXPECT_NE(e.code, 0);
+  EXPECT_TRUE(names(e, "bootstrap " + tmp_.sub("empty.boot"))) << e.to_string();
+
+  // A real bootstrap cut short: its superblock, nothing of its tables.
+  ASSERT_NO_FATAL_FAILURE(convert());
+  auto whole = base::read_file(tmp_.sub("img/image.boot"));
+  ASSERT_TRUE(whole) << whole.error().to_string();
+  ASSERT_GT(whole->size(), 2048U);
+  convert::testing::write_string(tmp_.sub("cut.boot"),
+                                 std::string(reinterpret_cast<const char*>(whole->data()), 2048));
+  e = load_error(tmp_.sub("cut.boot"));
+  EXPECT_NE(e.code, 0);
+  EXPECT_TRUE(names(e, "bootstrap " + tmp_.sub("cut.boot"))) << e.to_string();
+}
+
+TEST_F(BoundImageTest, LoadRefusesAPlainErofsImage) {
+  // mkfs.erofs output (tests/data/erofs/README.md): EROFS, but no RAFS tables.
+  const std::string plain = std::string(CFN_TEST_DATA_DIR) + "/erofs/plain.img";
+  const auto e = load_error(plain);
+  EXPECT_EQ(e.code, EINVAL);
+  EXPECT_TRUE(names(e, "not a RAFS v6 bootstrap")) << e.to_string();
+  EXPECT_TRUE(names(e, "plain.img")) << e.to_string();
+}
+
+TEST_F(BoundImageTest, LoadWithoutPrefetchTable) {
+  ASSERT_NO_FATAL_FAILURE(convert());
+  // Through a symlink: the loaded path is the real one.
+  std::filesystem::create_symlink(tmp_.sub("img/image.boot"), tmp_.sub("link.boot"));
+  auto boot = BoundImage::load(tmp_.sub("link.boot"));
+  ASSERT_TRUE(boot) << boot.error().to_string();
+  EXPECT_EQ(boot->path(), std::filesystem::canonical(tmp_.sub("img/image.boot")).string());
+  EXPECT_TRUE(boot->image().is_rafs());
+  auto table = boot->image().prefetch_table();
+  ASSERT_TRUE(table) << table.error().to_string();
+  EXPECT_TRUE(table->empty());
+}
+
+TEST_F(BoundImageTest, LoadThenOpenBindsWhatWasLoaded) {
+  ASSERT_NO_FATAL_FAILURE(convert({"/d/c"}));
+  auto boot = BoundImage::load(tmp_.sub("img/image.boot"));
+  ASSERT_TRUE(boot) << boot.error().to_string();
+  auto table = boot->image().prefetch_table();
+  ASSERT_TRUE(table) << table.error().to_string();
+  EXPECT_EQ(table->size(), 1U);
+  const std::string path = boot->path();
+  // The bootstrap is not read again: gone from disk, it still opens.
+  ASSERT_EQ(::unlink(tmp_.sub("img/image.boot").c_str()), 0);
+  auto backend = make_localfs_backend(tmp_.sub("img/blobs"));
+  ASSERT_TRUE(backend) << backend.error().to_string();
+  auto image = BoundImage::open(std::move(*boot), std::move(*backend), *cache_);
+  ASSERT_TRUE(image) << image.error().to_string();
+  image_ = std::move(*image);
+  EXPECT_EQ(image_->bootstrap_path(), path);
+  ASSERT_EQ(image_->blobs().size(), 1U);
+  auto lists = image_->prefetch_list_chunks();
+  ASSERT_TRUE(lists) << lists.error().to_string();
+  ASSERT_EQ(lists->size(), 1U);
+  EXPECT_EQ((*lists)[0], chunks_of("/d/c"));
+  read("/d/c");
+  auto files = image_->accessed_files();
+  ASSERT_TRUE(files) << files.error().to_string();
+  EXPECT_EQ(*files, (std::vector<std::string>{"/d/c"}));
+}
 
 TEST_F(BoundImageTest, NoPrefetchTableGivesEmptyLists) {
   build();
