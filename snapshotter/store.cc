@@ -841,6 +841,7 @@ base::Status Store::make_durable(uint64_t seq) {
   int rc = ::fdatasync(wal_fd_);
   int err = errno;
   std::string what = "fdatasync " + root_ + "/metadata.db-wal";
+  bool replaced = false;
   if (rc == 0 && !holds_wal()) {
     // Our sync went to a file that is no longer the WAL a restart reads: the frames it
     // covered are not where SQLite will look for them.
@@ -849,11 +850,23 @@ base::Status Store::make_durable(uint64_t seq) {
     what = root_ +
            "/metadata.db-wal is no longer the file the store synced (removed or "
            "replaced behind its back)";
+    replaced = true;
   }
   lk.lock();
   if (rc == 0) {
     synced_seq_ = std::max(synced_seq_, target);
   } else {
+    // Later refusals (failed_sync_error) name the first failure: what made the store stop.
+    if (!sync_failed_) {
+      if (replaced) {
+        sync_failure_ = root_ +
+                        "/metadata.db-wal was removed or replaced behind the store's back "
+                        "earlier (a restart would not read the file the store synced)";
+      } else {
+        sync_failure_ = fmt::format("fdatasync of {}/metadata.db-wal failed earlier ({})", root_,
+                                    std::strerror(err));
+      }
+    }
     sync_failed_ = true;
     spdlog::error("{}: {}", what, std::strerror(err));
   }
@@ -865,9 +878,7 @@ base::Status Store::make_durable(uint64_t seq) {
 }
 
 base::Unexpected Store::failed_sync_error(std::string_view refusal) const {
-  return base::errorf(EIO,
-                      "fdatasync of {}/metadata.db-wal failed earlier: {}; restart the snapshotter",
-                      root_, refusal);
+  return base::errorf(EIO, "{}: {}; restart the snapshotter", sync_failure_, refusal);
 }
 
 bool Store::holds_wal() const {

@@ -195,8 +195,10 @@ class Store {
   // catches a hand from outside (a removed or replaced WAL), after which a restart would
   // not find the frames make_durable() synced.
   [[nodiscard]] bool holds_wal() const;
-  // EIO for a change refused because an fdatasync failed earlier (sync_failed_): what
-  // reached the disk is unknown. `refusal` says what the store does not do.
+  // EIO for a change refused because a sync failed earlier (sync_failed_): what reached
+  // the disk is unknown. The message says what failed (sync_failure_: the fdatasync's
+  // error, or the WAL removed or replaced from outside) and `refusal` what the store does
+  // not do. Called with sync_mu_ held.
   [[nodiscard]] base::Unexpected failed_sync_error(std::string_view refusal) const;
   // Writes zeros past the end of metadata.db-wal up to the size at which SQLite starts it
   // again (store.cc says why). Logs and goes on when it cannot.
@@ -255,6 +257,7 @@ class Store {
   uint64_t synced_seq_ = 0;   // every transaction up to this one is on disk
   uint64_t started_seq_ = 0;  // the highest target of an fdatasync started (done or not)
   bool sync_failed_ = false;
+  std::string sync_failure_;  // what failed first, once sync_failed_ (failed_sync_error)
 
   // Removed rows not yet known to be on disk: a Remove is answered after its COMMIT, and
   // its directory is renamed only once a later fdatasync of the WAL covers it (so that a
