@@ -65,6 +65,14 @@ class FakeDaemon final : public Daemon {
     return out;
   }
 
+  // fn(bound) under mu_: for a test that changes what the daemon has bound while
+  // ImageMounts runs (its unbind thread lists the binds when it starts).
+  template <typename Fn>
+  void change_bound(Fn fn) {
+    std::lock_guard lk(mu_);
+    fn(bound);
+  }
+
   std::mutex mu_;
   int ensures = 0;
   bool fail_binds = false;
@@ -303,7 +311,8 @@ TEST(ImageMounts, ADaemonThatLostTheMountGetsANewOne) {
   ASSERT_TRUE(m);
   auto first = (*m)->acquire("a", image(5), "/boot");
   ASSERT_TRUE(first);
-  d->bound.clear();  // a fanotify or FUSE daemon restarted: its binds are gone
+  // A fanotify or FUSE daemon restarted: its binds are gone.
+  d->change_bound([](auto& bound) { bound.clear(); });
   auto second = (*m)->acquire("b", image(5), "/boot");
   ASSERT_TRUE(second);
   EXPECT_NE(*second, *first);
@@ -334,7 +343,8 @@ TEST(ImageMounts, TheCheckBindsAgainWhatTheDaemonLost) {
   ASSERT_TRUE((*m)->acquire("b", image(6), boot6));
   EXPECT_EQ((*m)->check_now(), 0);  // all served: nothing bound again
   EXPECT_EQ(d->binds.size(), 2U);
-  d->bound.erase(*first);  // the daemon restarted and image 6 was bound again elsewhere
+  // The daemon restarted and image 6 was bound again elsewhere.
+  d->change_bound([&](auto& bound) { bound.erase(*first); });
   EXPECT_EQ((*m)->check_now(), 1);
   ASSERT_EQ(d->binds.size(), 3U);
   EXPECT_EQ(d->binds[2].reference, "reg/x:1");
