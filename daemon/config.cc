@@ -145,20 +145,24 @@ base::Result<RegistryOptions> parse_registry_options(std::string_view json_text,
   return base;
 }
 
+nlohmann::json registry_options_object(const RegistryOptions& o) {
+  return {{"plain_http", o.plain_http},
+          {"insecure", o.insecure},
+          {"ca_files", o.ca_files},
+          {"docker_config", o.docker_config},
+          {"mirrors", o.mirrors},
+          {"mirror_headers", o.mirror_headers},
+          {"connect_timeout_ms", o.connect_timeout_ms},
+          {"request_timeout_ms", o.request_timeout_ms},
+          {"stall_timeout_ms", o.stall_timeout_ms},
+          {"idle_connection_timeout_ms", o.idle_connection_timeout_ms},
+          {"retries", o.retries},
+          {"max_parallel", o.max_parallel},
+          {"max_bootstrap_bytes", o.max_bootstrap_bytes}};
+}
+
 std::string registry_options_json(const RegistryOptions& o) {
-  nlohmann::json j = {{"plain_http", o.plain_http},
-                      {"insecure", o.insecure},
-                      {"ca_files", o.ca_files},
-                      {"docker_config", o.docker_config},
-                      {"mirrors", o.mirrors},
-                      {"mirror_headers", o.mirror_headers},
-                      {"connect_timeout_ms", o.connect_timeout_ms},
-                      {"request_timeout_ms", o.request_timeout_ms},
-                      {"stall_timeout_ms", o.stall_timeout_ms},
-                      {"idle_connection_timeout_ms", o.idle_connection_timeout_ms},
-                      {"retries", o.retries},
-                      {"max_parallel", o.max_parallel},
-                      {"max_bootstrap_bytes", o.max_bootstrap_bytes}};
+  const nlohmann::json j = registry_options_object(o);
   // nlohmann orders object keys: canonical. Its strings came from JSON, TOML or checked
   // command-line options (UTF-8); should one not be, it gets U+FFFD instead of throwing.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

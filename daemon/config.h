@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "base/result.h"
 
 namespace cfnd {
@@ -39,6 +41,8 @@ struct RegistryOptions {
   unsigned retries = 3;                              // after the first try
   unsigned max_parallel = 8;                         // connections per host for range reads
   std::uint64_t max_bootstrap_bytes = 512ULL << 20;  // bootstrap (uncompressed) size cap
+
+  bool operator==(const RegistryOptions&) const = default;
 };
 
 struct Config {
@@ -121,6 +125,8 @@ struct Config {
 // The options as a JSON object text (the keys above; canonical: equal options give
 // equal texts).
 [[nodiscard]] std::string registry_options_json(const RegistryOptions& o);
+// The same as a JSON object (the daemon's state file embeds it).
+[[nodiscard]] nlohmann::json registry_options_object(const RegistryOptions& o);
 // Read and parse a config file; errors name the path.
 [[nodiscard]] base::Result<Config> load_config(const std::string& path, Config base = {});
 

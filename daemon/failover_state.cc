@@ -108,40 +108,96 @@ base::Result<PersistedWatch> parse_watch(const json& j, const std::string& where
 bool operator==(const PersistedImage& a, const PersistedImage& b) {
   return a.mountpoint == b.mountpoint && a.fsid == b.fsid && a.domain_id == b.domain_id &&
          a.bootstrap == b.bootstrap && a.blob_dir == b.blob_dir && a.reference == b.reference &&
-         a.manifest_digest == b.manifest_digest &&
-         registry_options_json(a.registry) == registry_options_json(b.registry) &&
-         a.fuse == b.fuse && a.watch == b.watch;
+         a.manifest_digest == b.manifest_digest && a.registry == b.registry && a.fuse == b.fuse &&
+         a.watch == b.watch;
+}
+
+base::Result<std::string> serialize_image(const PersistedImage& im, std::size_t index) {
+  json j{{"mountpoint", im.mountpoint},
+         {"fsid", im.fsid},
+         {"domain_id", im.domain_id},
+         {"bootstrap", im.bootstrap}};
+  if (im.reference.empty()) {
+    j["blob_dir"] = im.blob_dir;
+  } else {
+    j["reference"] = im.reference;
+    j["manifest_digest"] = im.manifest_digest;
+    j["registry"] = registry_options_object(im.registry);
+  }
+  if (im.fuse) {
+    j["fuse"] = fuse_json(*im.fuse);
+  }
+  if (im.watch) {
+    j["watch"] = json{{"wd", im.watch->wd},
+                      {"dev", im.watch->dev},
+                      {"ino", im.watch->ino},
+                      {"lingering", im.watch->lingering}};
+  }
+  auto text = base::json_text(j, "");
+  if (!text) {  // "<member> is not valid UTF-8", as a whole state's text names it
+    return base::errorf(EINVAL, "state: images[{}].{}", index, text.error().message);
+  }
+  return text;
+}
+
+std::string join_state(const std::vector<const std::string*>& entries) {
+  // What json{{"version", kStateVersion}, {"images", [...]}}.dump() gives: nlohmann orders
+  // object keys, so "images" comes first.
+  std::size_t n = 32;
+  for (const std::string* e : entries) {
+    n += e->size() + 1;
+  }
+  std::string text;
+  text.reserve(n);
+  text += "{\"images\":[";
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    if (i != 0) {
+      text += ',';
+    }
+    text += *entries[i];
+  }
+  text += fmt::format("],\"version\":{}}}\n", kStateVersion);
+  return text;
 }
 
 base::Result<std::string> serialize_state(const std::vector<PersistedImage>& images) {
-  json list = json::array();
+  std::vector<std::string> entries;
+  entries.reserve(images.size());
   for (const auto& im : images) {
-    json j{{"mountpoint", im.mountpoint},
-           {"fsid", im.fsid},
-           {"domain_id", im.domain_id},
-           {"bootstrap", im.bootstrap}};
-    if (im.reference.empty()) {
-      j["blob_dir"] = im.blob_dir;
-    } else {
-      j["reference"] = im.reference;
-      j["manifest_digest"] = im.manifest_digest;
-      j["registry"] = json::parse(registry_options_json(im.registry));
-    }
-    if (im.fuse) {
-      j["fuse"] = fuse_json(*im.fuse);
-    }
-    if (im.watch) {
-      j["watch"] = json{{"wd", im.watch->wd},
-                        {"dev", im.watch->dev},
-                        {"ino", im.watch->ino},
-                        {"lingering", im.watch->lingering}};
-    }
-    list.push_back(std::move(j));
+    CFN_ASSIGN_OR_RETURN(std::string e, serialize_image(im, entries.size()));
+    entries.push_back(std::move(e));
   }
-  CFN_ASSIGN_OR_RETURN(
-      std::string text,
-      base::json_text(json{{"version", kStateVersion}, {"images", list}}, "state"));
-  return text + "\n";
+  std::vector<const std::string*> refs;
+  refs.reserve(entries.size());
+  for (const auto& e : entries) {
+    refs.push_back(&e);
+  }
+  return join_state(refs);
+}
+
+base::Result<std::string> StateText::text(const std::vector<PersistedImage>& images) {
+  std::multimap<std::string, Entry> next;
+  std::vector<const std::string*> refs;
+  refs.reserve(images.size());
+  for (const auto& im : images) {
+    const std::string* text = nullptr;
+    for (auto [it, end] = entries_.equal_range(im.mountpoint); it != end; ++it) {
+      if (it->second.image == im) {
+        auto moved = next.emplace(im.mountpoint, std::move(it->second));
+        entries_.erase(it);
+        text = &moved->second.text;
+        ++reused_;
+        break;
+      }
+    }
+    if (text == nullptr) {
+      CFN_ASSIGN_OR_RETURN(std::string t, serialize_image(im, refs.size()));
+      text = &next.emplace(im.mountpoint, Entry{im, std::move(t)})->second.text;
+    }
+    refs.push_back(text);
+  }
+  entries_ = std::move(next);  // those no longer listed are forgotten
+  return join_state(refs);
 }
 
 base::Result<std::vector<PersistedImage>> parse_state(std::string_view text, Frontend frontend) {
@@ -234,11 +290,17 @@ std::string state_path(const std::string& cache_dir, Frontend frontend) {
 
 base::Status save_state(const std::string& path, const std::vector<PersistedImage>& images,
                         base::Durability durability) {
+  StateText fresh;
+  return save_state(path, images, durability, fresh);
+}
+
+base::Status save_state(const std::string& path, const std::vector<PersistedImage>& images,
+                        base::Durability durability, StateText& cache) {
   const std::string dir = std::filesystem::path(path).parent_path();
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return base::errno_error("mkdir " + dir);
   }
-  CFN_ASSIGN_OR_RETURN(const std::string text, serialize_state(images));
+  CFN_ASSIGN_OR_RETURN(const std::string text, cache.text(images));
   auto st = base::write_file_atomic(path, base::as_bytes(text), 0600, durability);
   if (!st) {
     return base::Unexpected(st.error().wrap("state file " + path));

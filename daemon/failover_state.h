@@ -31,6 +31,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -77,13 +78,34 @@ struct PersistedImage {
   std::optional<PersistedWatch> watch;  // fanotify images only, once mounted
 };
 
-// Equal fields; registry options compared by their canonical JSON.
+// Equal fields.
 [[nodiscard]] bool operator==(const PersistedImage& a, const PersistedImage& b);
 
 // Pure. The state as JSON text (canonical: equal inputs give equal texts). Errors:
 // EINVAL naming the first string that is not valid UTF-8 (binds refuse such paths;
 // this keeps an exception out of the daemon should one get here anyway).
 [[nodiscard]] base::Result<std::string> serialize_state(const std::vector<PersistedImage>& images);
+
+// One state file's text, rewritten after each bind and unbind: remembers each image's
+// entry (its JSON object) between writes, so a write serializes only the images that are
+// new or changed since the last one. Without it, a removal of many images serialized every
+// image still bound at each unbind: 4-5 ms of CPU per unbind with 200 bound (bench/snapgc).
+// The text is serialize_state(images)'s. Not thread-safe: one per state file, used under
+// the lock that orders its writes.
+class StateText {
+ public:
+  [[nodiscard]] base::Result<std::string> text(const std::vector<PersistedImage>& images);
+  // Entries taken from the last write, in all (tests).
+  [[nodiscard]] std::uint64_t reused() const { return reused_; }
+
+ private:
+  struct Entry {
+    PersistedImage image;
+    std::string text;
+  };
+  std::multimap<std::string, Entry> entries_;  // by mount point (lingering ones may share one)
+  std::uint64_t reused_ = 0;
+};
 
 // Pure. Parse a state text. Errors (EINVAL, naming the image index and the key): not a
 // JSON object, a version other than kStateVersion, a missing or mistyped key, an empty
@@ -105,6 +127,10 @@ struct PersistedImage {
 [[nodiscard]] base::Status save_state(const std::string& path,
                                       const std::vector<PersistedImage>& images,
                                       base::Durability durability = base::Durability::kSynced);
+// The same, its text made by cache (the state file's own: see StateText).
+[[nodiscard]] base::Status save_state(const std::string& path,
+                                      const std::vector<PersistedImage>& images,
+                                      base::Durability durability, StateText& cache);
 // Read and parse the state file; an absent file is an empty state. Errors name the path.
 [[nodiscard]] base::Result<std::vector<PersistedImage>> load_state(
     const std::string& path, Frontend frontend = Frontend::kCachefiles);

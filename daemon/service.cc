@@ -735,7 +735,9 @@ class ServiceImpl final : public Service {
       return;
     }
     written = gen;
-    if (auto st = save_state(state_path(config_.cache_dir, fe), images, durability); !st) {
+    if (auto st =
+            save_state(state_path(config_.cache_dir, fe), images, durability, state_text_[fe]);
+        !st) {
       static base::RateLimit rl;
       if (rl.allow()) {
         spdlog::error("{}: a restarted daemon could not serve these mounts",
@@ -1421,6 +1423,7 @@ class ServiceImpl final : public Service {
   std::uint64_t state_gen_ = 0;  // persist() snapshots taken
   std::mutex persist_mu_;        // serializes state-file writes; guards state_written_
   std::map<Frontend, std::uint64_t> state_written_;  // per state file
+  std::map<Frontend, StateText> state_text_;         // per state file; under persist_mu_
   ClientPool clients_;
 };
 

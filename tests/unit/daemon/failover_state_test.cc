@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "tests/unit/temp_dir.h"
 
 namespace cfnd {
@@ -41,6 +43,63 @@ TEST(FailoverState, RoundTrip) {
   auto empty = parse_state(serialize_state({}).value());
   ASSERT_TRUE(empty) << empty.error().to_string();
   EXPECT_TRUE(empty->empty());
+}
+
+// The text is what nlohmann gives for the whole state object (the format other daemons
+// and older files have), built from per-image entries.
+TEST(FailoverState, TextIsTheWholeObjectsDump) {
+  const std::string text = serialize_state(sample()).value();
+  EXPECT_EQ(text, nlohmann::json::parse(text).dump() + "\n");
+  EXPECT_EQ(serialize_state({}).value(), "{\"images\":[],\"version\":1}\n");
+}
+
+// A state file rewritten after each bind and unbind: the text always equals a fresh
+// serialize_state, each image serialized once while it stays the same, a changed one
+// again, one gone forgotten.
+TEST(FailoverState, StateTextReusesUnchangedEntries) {
+  StateText cache;
+  std::vector<PersistedImage> images;
+  for (int i = 0; i < 50; ++i) {
+    auto im = sample()[i % 2];
+    im.mountpoint = "/mnt/" + std::to_string(i);
+    images.push_back(im);
+  }
+  EXPECT_EQ(cache.text(images).value(), serialize_state(images).value());
+  EXPECT_EQ(cache.reused(), 0U);
+  // An unbind: one image fewer, the others unchanged.
+  images.erase(images.begin() + 10);
+  EXPECT_EQ(cache.text(images).value(), serialize_state(images).value());
+  EXPECT_EQ(cache.reused(), 49U);
+  // A watch set once mounted, and a changed registry option: both serialized again.
+  images[3].watch = PersistedWatch{.wd = 7, .dev = 8, .ino = 9, .lingering = false};
+  images[4].registry.retries = 1;
+  EXPECT_EQ(cache.text(images).value(), serialize_state(images).value());
+  EXPECT_EQ(cache.reused(), 49U + 47U);
+  // Two records of one mount point (a lingering fanotify image and a new mount there),
+  // in either order.
+  auto lingering = images[5];
+  lingering.watch = PersistedWatch{.wd = 3, .dev = 1, .ino = 2, .lingering = true};
+  images.push_back(lingering);
+  EXPECT_EQ(cache.text(images).value(), serialize_state(images).value());
+  std::swap(images[5], images.back());
+  EXPECT_EQ(cache.text(images).value(), serialize_state(images).value());
+  // Every image gone, then one back: nothing stale comes back.
+  EXPECT_EQ(cache.text({}).value(), serialize_state({}).value());
+  EXPECT_EQ(cache.text({images[0]}).value(), serialize_state({images[0]}).value());
+}
+
+TEST(FailoverState, StateTextNamesANonUtf8Entry) {
+  StateText cache;
+  auto images = sample();
+  images[1].registry.docker_config = "/root/caf\xe9.json";
+  auto text = cache.text(images);
+  ASSERT_FALSE(text);
+  EXPECT_EQ(text.error().code, EINVAL);
+  EXPECT_NE(text.error().message.find("images[1].registry.docker_config is not valid UTF-8"),
+            std::string::npos)
+      << text.error().to_string();
+  images[1].registry.docker_config.clear();
+  EXPECT_EQ(cache.text(images).value(), serialize_state(images).value());
 }
 
 TEST(FailoverState, RejectsCorruptInput) {
@@ -231,8 +290,7 @@ TEST(FailoverState, NonUtf8PathIsAnErrorNotAnException) {
   auto text = serialize_state({im});
   ASSERT_FALSE(text);
   EXPECT_EQ(text.error().code, EINVAL);
-  EXPECT_NE(text.error().message.find("images[0].mountpoint is not valid UTF-8"),
-            std::string::npos)
+  EXPECT_NE(text.error().message.find("images[0].mountpoint is not valid UTF-8"), std::string::npos)
       << text.error().to_string();
   cfntest::TempDir tmp("failover-state-utf8");
   auto st = save_state(state_path(tmp.path()), {im});
