@@ -153,13 +153,13 @@ void lower_priority() {
   }
 }
 
-// Rename dir/name to a fresh dir/rm-NAME-N (never replacing anything). Returns the new
+// Rename dir/name to a fresh to_dir/rm-NAME-N (never replacing anything). Returns the new
 // name, or "" when the rename failed (logged).
-std::string move_aside(const std::string& dir, const std::string& name) {
+std::string move_aside(const std::string& dir, const std::string& name, const std::string& to_dir) {
   std::string base = name.rfind("rm-", 0) == 0 ? name : "rm-" + name;
   for (int n = 0; n < 1000; ++n) {
     std::string to = base + "-" + std::to_string(n);
-    if (::renameat2(AT_FDCWD, (dir + "/" + name).c_str(), AT_FDCWD, (dir + "/" + to).c_str(),
+    if (::renameat2(AT_FDCWD, (dir + "/" + name).c_str(), AT_FDCWD, (to_dir + "/" + to).c_str(),
                     RENAME_NOREPLACE) == 0) {
       return to;
     }
@@ -172,6 +172,23 @@ std::string move_aside(const std::string& dir, const std::string& name) {
     }
   }
   return "";
+}
+
+// The names in dir but "." and "..".
+base::Result<std::vector<std::string>> list_dir(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    return base::errno_error("opendir " + dir);
+  }
+  auto close = base::defer([&] { ::closedir(d); });
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) {
+    std::string_view n = e->d_name;
+    if (n != "." && n != "..") {
+      names.emplace_back(n);
+    }
+  }
+  return names;
 }
 
 bool parse_id(std::string_view s, int64_t* id) {
@@ -505,6 +522,7 @@ FieldLookup info_fields(const Info& info) {
 Store::Store(std::string root, sqlite3* db)
     : root_(std::move(root)),
       snapshots_dir_(root_ + "/snapshots"),
+      removing_dir_(root_ + "/removing"),
       db_(db),
       st_(std::make_unique<Statements>()),
       syncer_([this] { syncer_loop(); }),
@@ -573,7 +591,7 @@ void Store::syncer_loop() {
       // rm_busy_ under mu_ after listing the directory, sees each one either as "ID" held
       // here or as a name the remover holds. A failed rename leaves a directory no row owns:
       // Cleanup's to take.
-      if (auto g = move_aside(snapshots_dir_, name); !g.empty()) {
+      if (auto g = move_aside(snapshots_dir_, name, removing_dir_); !g.empty()) {
         rm_busy_.insert(g);
         rm_queue_.push_back(std::move(g));
       }
@@ -603,7 +621,7 @@ void Store::remover_loop() {
     std::string name = std::move(rm_queue_.front());
     rm_queue_.pop_front();
     lk.unlock();
-    remove_tree(snapshots_dir_ + "/" + name);
+    remove_tree(removing_dir_ + "/" + name);
     lk.lock();
     rm_busy_.erase(name);
     if (rm_busy_.empty()) {
@@ -637,9 +655,10 @@ base::Result<std::unique_ptr<Store>> Store::open(const std::string& root_in) {
   if (::chmod(root.c_str(), 0700) != 0) {
     return base::errno_error("chmod " + root);
   }
-  std::string snaps = root + "/snapshots";
-  if (::mkdir(snaps.c_str(), 0700) != 0 && errno != EEXIST) {
-    return base::errno_error("mkdir " + snaps);
+  for (const std::string& dir : {root + "/snapshots", root + "/removing"}) {
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return base::errno_error("mkdir " + dir);
+    }
   }
   std::string db_path = root + "/metadata.db";
   sqlite3* db = nullptr;
@@ -977,7 +996,8 @@ base::Result<Snapshot> Store::create(Kind kind, std::string_view key, std::strin
     }
     // Left by a crash between rename and COMMIT of an earlier try at this id: no row owns it.
     spdlog::warn("moving aside the stale directory {}", final_dir);
-    if (move_aside(snapshots_dir_, name).empty() || ::rename(tmp.c_str(), final_dir.c_str()) != 0) {
+    if (move_aside(snapshots_dir_, name, removing_dir_).empty() ||
+        ::rename(tmp.c_str(), final_dir.c_str()) != 0) {
       return base::errno_error("rename " + tmp + " to " + final_dir);
     }
   }
@@ -1424,23 +1444,8 @@ base::Result<std::vector<std::string>> Store::cleanup() {
         owned.insert(q.i64(0));
       }
     }
-    DIR* d = ::opendir(snapshots_dir_.c_str());
-    if (d == nullptr) {
-      return base::errno_error("opendir " + snapshots_dir_);
-    }
-    auto close = base::defer([&] { ::closedir(d); });
-    std::vector<std::string> names;
-    while (dirent* e = ::readdir(d)) {
-      std::string_view n = e->d_name;
-      if (n == "." || n == "..") {
-        continue;
-      }
-      int64_t id = 0;
-      if (parse_id(n, &id) && owned.contains(id)) {
-        continue;
-      }
-      names.emplace_back(n);
-    }
+    CFN_ASSIGN_OR_RETURN(const std::vector<std::string> in_snapshots, list_dir(snapshots_dir_));
+    CFN_ASSIGN_OR_RETURN(const std::vector<std::string> in_removing, list_dir(removing_dir_));
     // Renamed under the lock: once unlocked, a Prepare may take an id whose stale
     // directory this call found, and must not lose its new one to the removal below.
     std::unordered_set<std::string> busy;
@@ -1448,19 +1453,25 @@ base::Result<std::vector<std::string>> Store::cleanup() {
       std::lock_guard lk(rm_mu_);
       busy = rm_busy_;
     }
-    for (const auto& n : names) {
-      if (busy.contains(n)) {
-        continue;  // the background thread has it
+    for (const auto& n : in_snapshots) {
+      int64_t id = 0;
+      if ((parse_id(n, &id) && owned.contains(id)) || busy.contains(n)) {
+        continue;  // a row's, or the background thread has it (unsynced "ID")
       }
       if (n.rfind("rm-", 0) == 0) {
-        doomed.push_back(n);
-      } else if (auto to = move_aside(snapshots_dir_, n); !to.empty()) {
-        doomed.push_back(to);
+        doomed.push_back(snapshots_dir_ + "/" + n);  // an earlier version's removal
+      } else if (auto to = move_aside(snapshots_dir_, n, removing_dir_); !to.empty()) {
+        doomed.push_back(removing_dir_ + "/" + to);
+      }
+    }
+    for (const auto& n : in_removing) {
+      if (!busy.contains(n)) {  // else queued for the background thread
+        doomed.push_back(removing_dir_ + "/" + n);
       }
     }
   }
-  for (const auto& n : doomed) {
-    remove_tree(snapshots_dir_ + "/" + n);
+  for (const auto& path : doomed) {
+    remove_tree(path);
   }
   // And those the background thread holds: after Cleanup, nothing unowned is left (containerd
   // calls it last in `ctr image rm --sync`).

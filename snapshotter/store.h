@@ -18,8 +18,8 @@
 //
 // Crash safety: the directory of a new snapshot is made as ROOT/snapshots/new-XXXXXX,
 // renamed to its id inside the transaction that inserts the row, before COMMIT; Remove
-// deletes the row and commits; the directory is renamed to rm-ID-N and removed only once
-// that commit is synced.
+// deletes the row and commits; the directory is renamed to ROOT/removing/rm-ID-N and removed
+// only once that commit is synced.
 // So a crash at any point leaves either a consistent pair or a directory that no row owns,
 // which cleanup() removes. Ids are never reused (AUTOINCREMENT), so a row never meets a
 // stale directory of an earlier snapshot; a directory left at an id whose transaction
@@ -47,8 +47,8 @@
 // read transaction each, so they never wait for a writer's COMMIT. File system walks
 // (usage of an active snapshot, the usage stored at Commit) run outside the mutex; whole
 // directories are removed by a background thread at nice 19 and the idle I/O class (Remove
-// returns once the row's delete is committed; the syncer renames the directory to rm-ID-N
-// once that delete is on disk, and the remover removes it, as containerd's overlayfs
+// returns once the row's delete is committed; the syncer renames the directory to
+// ROOT/removing/rm-ID-N once that delete is on disk, and the remover removes it, as containerd's overlayfs
 // removes asynchronously);
 // what those threads have not renamed or removed at exit, Cleanup removes.
 #pragma once
@@ -161,8 +161,9 @@ class Store {
   // ENOENT when name does not exist.
   [[nodiscard]] base::Result<std::vector<ChainEntry>> lineage(std::string_view name);
   [[nodiscard]] base::Result<Usage> usage(std::string_view key);
-  // Remove every entry of ROOT/snapshots that no row owns, and wait for the background
-  // thread's removals. Returns the names this call removed itself.
+  // Remove every entry of ROOT/snapshots that no row owns and every entry of ROOT/removing
+  // (a crash's leftovers), and wait for the background thread's removals. Returns the paths
+  // this call removed itself.
   [[nodiscard]] base::Result<std::vector<std::string>> cleanup();
   // Wait until the background thread has removed every directory handed to it (tests).
   void drain_removals();
@@ -209,6 +210,10 @@ class Store {
 
   std::string root_;
   std::string snapshots_dir_;
+  // ROOT/removing: trees no row owns, renamed here from snapshots/ to be removed. A tree's
+  // removal takes this directory's lock, not that of snapshots/, where a Prepare's mkdir and
+  // rename wait for it (bench/snapgc: a removal's rmdirs, at nice 19, held it).
+  std::string removing_dir_;
   std::mutex mu_;
   sqlite3* db_;
   std::unique_ptr<Statements> st_;
@@ -271,7 +276,7 @@ class Store {
   static constexpr std::chrono::milliseconds kRemoveSyncDelay{20};
   void syncer_loop();
 
-  // The background removal of directories the syncer renamed to rm-ID-N.
+  // The background removal of directories the syncer renamed to ROOT/removing/rm-ID-N.
   void remover_loop();
   std::mutex rm_mu_;                         // taken after mu_, never before
   std::condition_variable rm_cv_;            // work queued (for either thread), or stopping

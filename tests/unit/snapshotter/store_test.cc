@@ -426,10 +426,27 @@ TEST_F(StoreTest, CleanupRemovesDirectoriesNoRowOwns) {
     fs::create_directories(snaps + "/" + d + "/fs/deep");
   }
   { std::ofstream f(snaps + "/stray-file"); }
+  // Trees a crash left in ROOT/removing, renamed there by a Remove or by this Cleanup.
+  std::string removing = store_->root() + "/removing";
+  for (std::string d : {"rm-7-0", "rm-8-3"}) {
+    fs::create_directories(removing + "/" + d + "/fs/deep");
+  }
   auto removed = store_->cleanup();
   ASSERT_TRUE(removed) << removed.error().to_string();
-  EXPECT_EQ(removed->size(), 6u);
+  EXPECT_EQ(removed->size(), 8u);
   EXPECT_EQ(dirs(), (std::vector<std::string>{std::to_string(a.id)}));
+  EXPECT_TRUE(fs::is_empty(removing));
+}
+
+// A Remove's tree goes through ROOT/removing, never as rm-* in ROOT/snapshots (where a
+// Prepare's mkdir would wait for its rmdir).
+TEST_F(StoreTest, RemovedTreeLeavesNothingInEitherDirectory) {
+  auto a = prepare("a");
+  { std::ofstream f(fs_path(store_->root(), a.id) + "/file"); }
+  ASSERT_TRUE(store_->remove("a"));
+  store_->drain_removals();
+  EXPECT_TRUE(dirs().empty());
+  EXPECT_TRUE(fs::is_empty(store_->root() + "/removing"));
 }
 
 // A crash between the rename to the id and COMMIT leaves ROOT/snapshots/ID with no row; the

@@ -145,10 +145,11 @@ func mountDirs(base string, ms []mount.Mount) (upper string, lowers []string) {
 
 type dirsReport struct {
 	Snapshots int               `json:"snapshots"`
-	Owner     map[string]string `json:"owner"`   // snapshot name -> directory
-	Dirs      []string          `json:"dirs"`    // directories under ROOT/snapshots before the check
-	Orphans   []string          `json:"orphans"` // directories no snapshot owns
-	Missing   []string          `json:"missing"` // snapshots whose directory is not there
+	Owner     map[string]string `json:"owner"`    // snapshot name -> directory
+	Dirs      []string          `json:"dirs"`     // directories under ROOT/snapshots before the check
+	Removing  []string          `json:"removing"` // trees under ROOT/removing (being removed)
+	Orphans   []string          `json:"orphans"`  // directories no snapshot owns
+	Missing   []string          `json:"missing"`  // snapshots whose directory is not there
 	Problems  []string          `json:"problems"`
 	Unknown   []string          `json:"unknown"` // views whose own directory their mounts do not name
 }
@@ -159,10 +160,17 @@ func dirs(ctx context.Context, sn snapshots.Snapshotter, root string) error {
 	if err != nil {
 		return err
 	}
-	rep := dirsReport{Owner: map[string]string{}, Dirs: []string{}, Orphans: []string{},
-		Missing: []string{}, Problems: []string{}, Unknown: []string{}}
+	rep := dirsReport{Owner: map[string]string{}, Dirs: []string{}, Removing: []string{},
+		Orphans: []string{}, Missing: []string{}, Problems: []string{}, Unknown: []string{}}
 	for _, e := range ents {
 		rep.Dirs = append(rep.Dirs, e.Name())
+	}
+	removing, err := os.ReadDir(filepath.Join(root, "removing"))
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	for _, e := range removing {
+		rep.Removing = append(rep.Removing, e.Name())
 	}
 	var infos []snapshots.Info
 	if err := sn.Walk(ctx, func(_ context.Context, i snapshots.Info) error {
