@@ -921,6 +921,7 @@ base::Result<Snapshot> Store::create(Kind kind, std::string_view key, std::strin
   CFN_TRY(validate_labels(labels));
   labels = without_empty_values(std::move(labels));
 
+  const ActiveWriter active(*this);
   auto lock = writer_lock();
   // The directory first, under a name no row can own.
   std::string tmp = snapshots_dir_ + "/new-XXXXXX";
@@ -1082,6 +1083,7 @@ base::Status Store::commit(std::string_view name, std::string_view key, Labels l
     }
     return r->id;
   };
+  const ActiveWriter active(*this);
   int64_t id = 0;
   {
     auto lock = writer_lock();
@@ -1156,11 +1158,15 @@ void Store::remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch) {
   }
   std::vector<std::pair<RemoveReq*, int64_t>> removed;
   {
-    // A Prepare or Commit waiting for mu_ goes first (writer_lock): it waits for the batch
-    // in flight, not for every one queued behind it. Bounded, so a steady stream of calls
-    // cannot hold removals off for long.
+    // A Prepare or Commit under way goes first (writer_lock, ActiveWriter): it waits for
+    // the batch in flight, not for every one queued behind it, and its fdatasync does not
+    // write and flush the frames of a stream of Remove batches. Bounded, so a steady
+    // stream of calls cannot hold removals off for long: they then run one batch per
+    // kYieldToWriters.
     std::unique_lock turn(turn_mu_);
-    turn_cv_.wait_for(turn, kYieldToWriters, [this] { return waiting_writers_.load() == 0; });
+    turn_cv_.wait_for(turn, kYieldToWriters, [this] {
+      return waiting_writers_.load() == 0 && active_writers_.load() == 0;
+    });
   }
   {
     std::lock_guard lock(mu_);
@@ -1226,6 +1232,17 @@ void Store::remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch) {
   // Answered without waiting for a sync: the syncer makes the deletes durable (at the
   // latest kRemoveSyncDelay from now) before it renames and removes the directories.
   crash_point("remove-after-sql");
+}
+
+Store::ActiveWriter::ActiveWriter(Store& s) : s_(s) {
+  s_.active_writers_.fetch_add(1);
+}
+
+Store::ActiveWriter::~ActiveWriter() {
+  if (s_.active_writers_.fetch_sub(1) == 1) {
+    std::lock_guard turn(s_.turn_mu_);
+    s_.turn_cv_.notify_all();
+  }
 }
 
 std::unique_lock<std::mutex> Store::writer_lock() {

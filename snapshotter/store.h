@@ -48,9 +48,9 @@
 // (usage of an active snapshot, the usage stored at Commit) run outside the mutex; whole
 // directories are removed by a background thread at nice 19 and the idle I/O class (Remove
 // returns once the row's delete is committed; the syncer renames the directory to
-// ROOT/removing/rm-ID-N once that delete is on disk, and the remover removes it, as containerd's overlayfs
-// removes asynchronously);
-// what those threads have not renamed or removed at exit, Cleanup removes.
+// ROOT/removing/rm-ID-N once that delete is on disk, and the remover removes it, as containerd's
+// overlayfs removes asynchronously); what those threads have not renamed or removed at exit,
+// Cleanup removes.
 #pragma once
 
 #include <atomic>
@@ -244,8 +244,24 @@ class Store {
   // mu_ for Prepare/View and Commit: counted in waiting_writers_ while waiting, so that a
   // Remove batch about to start lets them go first (for at most kYieldToWriters).
   std::unique_lock<std::mutex> writer_lock();
+  // Counts a Prepare/View or Commit in active_writers_ from its start until it returns
+  // (after its fdatasync): a Remove batch waits for none to be left, for at most
+  // kYieldToWriters, so a removal of many snapshots runs in the gaps between them (each
+  // batch's WAL frames, about 40 KB a Remove, are written and flushed by the next call's
+  // fdatasync: bench/snapgc measured 38 MB in a 0.4 s removal).
+  class ActiveWriter {
+   public:
+    explicit ActiveWriter(Store& s);
+    ~ActiveWriter();
+    ActiveWriter(const ActiveWriter&) = delete;
+    ActiveWriter& operator=(const ActiveWriter&) = delete;
+
+   private:
+    Store& s_;
+  };
   static constexpr std::chrono::milliseconds kYieldToWriters{20};
   std::atomic<int> waiting_writers_{0};
+  std::atomic<int> active_writers_{0};
   std::mutex turn_mu_;
   std::condition_variable turn_cv_;
   std::mutex batch_mu_;  // taken before mu_, never after
