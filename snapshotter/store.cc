@@ -621,6 +621,16 @@ void Store::remover_loop() {
     std::string name = std::move(rm_queue_.front());
     rm_queue_.pop_front();
     lk.unlock();
+    if (draining_.load() == 0) {
+      // As a Remove batch does: a tree's unlinks (and, on a file system mounted with
+      // `discard`, their discards) go in the gaps between Prepares and Commits, unless a
+      // Cleanup waits for them.
+      std::unique_lock turn(turn_mu_);
+      turn_cv_.wait_for(turn, kYieldToWriters, [this] {
+        return (waiting_writers_.load() == 0 && active_writers_.load() == 0) ||
+               draining_.load() != 0;
+      });
+    }
     remove_tree(removing_dir_ + "/" + name);
     lk.lock();
     rm_busy_.erase(name);
@@ -631,8 +641,16 @@ void Store::remover_loop() {
 }
 
 void Store::drain_removals() {
-  std::unique_lock lk(rm_mu_);
-  idle_cv_.wait(lk, [this] { return rm_busy_.empty(); });
+  draining_.fetch_add(1);
+  {
+    std::lock_guard turn(turn_mu_);
+    turn_cv_.notify_all();  // the remover stops yielding
+  }
+  {
+    std::unique_lock lk(rm_mu_);
+    idle_cv_.wait(lk, [this] { return rm_busy_.empty(); });
+  }
+  draining_.fetch_sub(1);
 }
 
 base::Result<std::unique_ptr<Store>> Store::open(const std::string& root_in) {

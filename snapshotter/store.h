@@ -262,6 +262,7 @@ class Store {
   static constexpr std::chrono::milliseconds kYieldToWriters{20};
   std::atomic<int> waiting_writers_{0};
   std::atomic<int> active_writers_{0};
+  std::atomic<int> draining_{0};  // drain_removals() callers: the remover does not yield
   std::mutex turn_mu_;
   std::condition_variable turn_cv_;
   std::mutex batch_mu_;  // taken before mu_, never after
