@@ -35,6 +35,8 @@ namespace {
 constexpr int kRemovalNice = 10;
 
 constexpr std::string_view kService = "/containerd.services.snapshots.v1.Snapshots/";
+// How long a drained server waits for its clients to close their connections (linger).
+constexpr std::chrono::milliseconds kLinger{1000};
 constexpr size_t kMaxConnections = 1024;
 constexpr uint64_t kListenTag = 0;
 constexpr uint64_t kWakeTag = 1;
@@ -518,11 +520,78 @@ struct Server::Loop {
         });
       }
     }
+    linger();
     for (auto& [id, c] : conns) {
       std::lock_guard lk(c->mu);
       close(*c);
     }
     conns.clear();
+  }
+
+  // After a drain in time (every reply sent), before the connections close: our side is
+  // shut down for writing (the client reads every reply, then EOF) and what the client still
+  // sends is read and dropped until it closes, for at most kLinger and never past the
+  // stop deadline. Closing at once failed calls that had been answered: a client still
+  // writing (a SETTINGS or PING acknowledgement, a call sent before our GOAWAY reached it)
+  // got EPIPE, and gRPC then failed every call of that connection, replies it had not read
+  // yet included (ServiceTest.ShutdownDrainsCallsInFlight, 1 run in 25 under TSan).
+  void linger() {
+    const auto deadline = std::chrono::system_clock::time_point(
+        std::chrono::system_clock::duration(stop_deadline.load()));
+    const auto until = std::min(deadline, std::chrono::system_clock::now() + kLinger);
+    size_t open = 0;
+    for (auto& [id, c] : conns) {
+      std::lock_guard lk(c->mu);
+      if (c->dead) {
+        continue;
+      }
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.u64 = id;
+      if (::shutdown(c->fd.get(), SHUT_WR) != 0 ||
+          ::epoll_ctl(epoll.get(), EPOLL_CTL_MOD, c->fd.get(), &ev) != 0) {
+        close(*c);
+        continue;
+      }
+      c->events = EPOLLIN;
+      ++open;
+    }
+    std::vector<epoll_event> evs(64);
+    while (open > 0) {
+      const auto left = until - std::chrono::system_clock::now();
+      if (left <= left.zero()) {
+        return;
+      }
+      const int timeout =
+          static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+      const int n = ::epoll_wait(epoll.get(), evs.data(), static_cast<int>(evs.size()), timeout);
+      if (n < 0 && errno != EINTR) {
+        return;
+      }
+      for (int i = 0; i < n; ++i) {
+        if (evs[i].data.u64 == kWakeTag) {
+          drain_wake();
+          continue;
+        }
+        auto it = conns.find(evs[i].data.u64);
+        if (it == conns.end()) {
+          continue;
+        }
+        Conn& c = *it->second;
+        std::lock_guard lk(c.mu);
+        for (int r = 0; r < 16 && !c.dead; ++r) {
+          const ssize_t got = ::recv(c.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+          if (got > 0 || (got < 0 && errno == EINTR)) {
+            continue;  // dropped
+          }
+          if (got < 0 && errno == EAGAIN) {
+            break;
+          }
+          close(c);  // EOF or an error: the client is done
+          --open;
+        }
+      }
+    }
   }
 };
 
