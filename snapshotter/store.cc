@@ -621,16 +621,10 @@ void Store::remover_loop() {
     std::string name = std::move(rm_queue_.front());
     rm_queue_.pop_front();
     lk.unlock();
-    if (draining_.load() == 0) {
-      // As a Remove batch does: a tree's unlinks (and, on a file system mounted with
-      // `discard`, their discards) go in the gaps between Prepares and Commits, unless a
-      // Cleanup waits for them.
-      std::unique_lock turn(turn_mu_);
-      turn_cv_.wait_for(turn, kYieldToWriters, [this] {
-        return (waiting_writers_.load() == 0 && active_writers_.load() == 0) ||
-               draining_.load() != 0;
-      });
-    }
+    // As a Remove batch does: a tree's unlinks (and, on a file system mounted with
+    // `discard`, their discards) wait for a pause in the Prepares and Commits, unless a
+    // Cleanup waits for them.
+    yield_to_writers([this] { return draining_.load() != 0; });
     remove_tree(removing_dir_ + "/" + name);
     lk.lock();
     rm_busy_.erase(name);
@@ -1181,10 +1175,7 @@ void Store::remove_batch(std::vector<std::shared_ptr<RemoveReq>>& batch) {
     // write and flush the frames of a stream of Remove batches. Bounded, so a steady
     // stream of calls cannot hold removals off for long: they then run one batch per
     // kYieldToWriters.
-    std::unique_lock turn(turn_mu_);
-    turn_cv_.wait_for(turn, kYieldToWriters, [this] {
-      return waiting_writers_.load() == 0 && active_writers_.load() == 0;
-    });
+    yield_to_writers([] { return false; });
   }
   {
     std::lock_guard lock(mu_);
@@ -1257,9 +1248,34 @@ Store::ActiveWriter::ActiveWriter(Store& s) : s_(s) {
 }
 
 Store::ActiveWriter::~ActiveWriter() {
+  s_.last_writer_end_.store(std::chrono::steady_clock::now().time_since_epoch().count());
   if (s_.active_writers_.fetch_sub(1) == 1) {
     std::lock_guard turn(s_.turn_mu_);
     s_.turn_cv_.notify_all();
+  }
+}
+
+void Store::yield_to_writers(const std::function<bool()>& go_now) {
+  using Clock = std::chrono::steady_clock;
+  const auto give_up = Clock::now() + kYieldToWriters;
+  std::unique_lock turn(turn_mu_);
+  for (;;) {
+    const auto now = Clock::now();
+    if (go_now() || now >= give_up) {
+      return;
+    }
+    if (waiting_writers_.load() != 0 || active_writers_.load() != 0) {
+      turn_cv_.wait_until(turn, give_up);
+      continue;
+    }
+    // A client's next call comes a moment after the last one's answer (a Commit after its
+    // Prepare): not a pause yet.
+    const auto pause_at =
+        Clock::time_point(Clock::duration(last_writer_end_.load())) + kWriterPause;
+    if (now >= pause_at) {
+      return;
+    }
+    turn_cv_.wait_until(turn, std::min(pause_at, give_up));
   }
 }
 
