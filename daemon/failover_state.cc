@@ -161,18 +161,8 @@ std::string join_state(const std::vector<const std::string*>& entries) {
 }
 
 base::Result<std::string> serialize_state(const std::vector<PersistedImage>& images) {
-  std::vector<std::string> entries;
-  entries.reserve(images.size());
-  for (const auto& im : images) {
-    CFN_ASSIGN_OR_RETURN(std::string e, serialize_image(im, entries.size()));
-    entries.push_back(std::move(e));
-  }
-  std::vector<const std::string*> refs;
-  refs.reserve(entries.size());
-  for (const auto& e : entries) {
-    refs.push_back(&e);
-  }
-  return join_state(refs);
+  StateText fresh;  // every entry serialized anew
+  return fresh.text(images);
 }
 
 base::Result<std::string> StateText::text(const std::vector<PersistedImage>& images) {
